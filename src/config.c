@@ -1,0 +1,457 @@
+/* config: environment + `.env`, defaults and validation (SPEC §3). */
+#include "config.h"
+#include "util/crypto.h"
+#include "util/log.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+const struct config_var config_vars[] = {
+	{ "HOST", "127.0.0.1", 0 },
+	{ "PORT", "8002", 0 },
+	{ "LOG_LEVEL", "INFO", 0 },
+	{ "PROVISIONER_API_KEYS", NULL, 1 },
+	{ "WEBHOOK_SECRET", NULL, 1 },
+	{ "DOKKU_HOST", NULL, 0 },
+	{ "DOKKU_PORT", "22", 0 },
+	{ "DOKKU_USER", "dokku", 0 },
+	{ "DOKKU_SSH_KEY_PATH", "ssh/dokku_key", 0 },
+	{ "DOKKU_KNOWN_HOSTS", "ssh/known_hosts", 0 },
+	{ "DOKKU_POOL_SIZE", "4", 0 },
+	{ "SUPABASE_URL", NULL, 0 },
+	{ "SUPABASE_SERVICE_KEY", NULL, 1 },
+	{ "BASE_DOMAIN", "mindroom.chat", 0 },
+	{ "LETSENCRYPT_EMAIL", NULL, 0 },
+	{ "MINDROOM_BACKEND_IMAGE", "mindroom/backend:latest", 0 },
+	{ "MINDROOM_FRONTEND_IMAGE", "mindroom/frontend:latest", 0 },
+	{ "TUWUNEL_IMAGE", "ghcr.io/tulir/tuwunel:latest", 0 },
+	{ "SYNAPSE_IMAGE", "matrixdotorg/synapse:latest", 0 },
+	{ "INSTANCE_DATA_BASE", "/var/lib/dokku/data/storage", 0 },
+	{ "BACKUP_DIR", "./data/backups", 0 },
+	{ "STATE_DB", "./data/mrprov.db", 0 },
+	{ "TIERS_DIR", "./tiers", 0 },
+	{ "HOOKS_DIR", "./hooks", 0 },
+	{ "LUA_DIR", "./lua", 0 },
+	{ "WORKERS", "4", 0 },
+	{ "PROVISIONER_SECRET", NULL, 1 },
+	{ NULL, NULL, 0 },
+};
+
+#define NVARS (sizeof config_vars / sizeof config_vars[0] - 1)
+
+/* Values after loading; index matches config_vars. Owned here for the process's life. */
+static char *values[NVARS];
+
+static int var_index(const char *name)
+{
+	for (size_t i = 0; i < NVARS; i++)
+		if (strcmp(config_vars[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+const char *config_get(const char *name)
+{
+	int i = var_index(name);
+	return i < 0 ? NULL : values[i];
+}
+
+static void set_value(void *ud, const char *name, const char *value)
+{
+	(void)ud;
+	int i = var_index(name);
+	if (i < 0)
+		return; /* unknown names in .env are ignored, as in the environment */
+	free(values[i]);
+	values[i] = strdup(value);
+}
+
+/* Unquotes a .env value in place: '...' literal, "..." with \n \t \\ \" escapes,
+ * bare values end at an unquoted " #" comment and are trimmed. -1 when malformed. */
+static int unquote(char *v)
+{
+	size_t n = strlen(v);
+	if (v[0] == '\'' || v[0] == '"') {
+		char q = v[0];
+		char *end = strrchr(v + 1, q);
+		if (!end)
+			return -1;
+		for (char *p = end + 1; *p; p++) {
+			if (*p == '#')
+				break;
+			if (!isspace((unsigned char)*p))
+				return -1;
+		}
+		*end = '\0';
+		if (q == '\'') {
+			memmove(v, v + 1, strlen(v + 1) + 1);
+			return 0;
+		}
+		char *w = v;
+		for (char *r = v + 1; *r; r++) {
+			if (*r == '\\' && r[1]) {
+				r++;
+				*w++ = *r == 'n' ? '\n' : *r == 't' ? '\t' : *r == 'r' ? '\r' : *r;
+			} else {
+				*w++ = *r;
+			}
+		}
+		*w = '\0';
+		return 0;
+	}
+	char *hash = strstr(v, " #");
+	if (hash)
+		*hash = '\0';
+	n = strlen(v);
+	while (n && isspace((unsigned char)v[n - 1]))
+		v[--n] = '\0';
+	return 0;
+}
+
+int config_parse_dotenv(const char *text, size_t len,
+			void (*set)(void *ud, const char *name, const char *value), void *ud)
+{
+	int lineno = 0;
+	size_t pos = 0;
+	while (pos < len) {
+		size_t end = pos;
+		while (end < len && text[end] != '\n')
+			end++;
+		lineno++;
+		size_t l = end - pos;
+		char *line = malloc(l + 1);
+		if (!line)
+			abort();
+		memcpy(line, text + pos, l);
+		line[l] = '\0';
+		pos = end + 1;
+		if (l && line[l - 1] == '\r')
+			line[--l] = '\0';
+
+		char *p = line;
+		while (isspace((unsigned char)*p))
+			p++;
+		if (*p == '\0' || *p == '#') {
+			free(line);
+			continue;
+		}
+		if (strncmp(p, "export ", 7) == 0)
+			p += 7;
+		while (isspace((unsigned char)*p))
+			p++;
+		char *eq = strchr(p, '=');
+		int bad = !eq || eq == p;
+		if (!bad) {
+			char *k = p;
+			char *kend = eq;
+			while (kend > k && isspace((unsigned char)kend[-1]))
+				kend--;
+			*kend = '\0';
+			for (char *c = k; *c && !bad; c++)
+				bad = !(isalnum((unsigned char)*c) || *c == '_');
+			if (isdigit((unsigned char)*k))
+				bad = 1;
+			char *v = eq + 1;
+			while (isspace((unsigned char)*v))
+				v++;
+			if (!bad && unquote(v) == 0)
+				set(ud, k, v);
+			else
+				bad = 1;
+		}
+		free(line);
+		if (bad)
+			return lineno;
+	}
+	return 0;
+}
+
+static int read_file(const char *path, char **out, size_t *outlen)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return -1;
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	char chunk[4096];
+	size_t n;
+	while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+		if (len + n + 1 > cap) {
+			cap = (len + n + 1) * 2;
+			char *nb = realloc(buf, cap);
+			if (!nb)
+				abort();
+			buf = nb;
+		}
+		memcpy(buf + len, chunk, n);
+		len += n;
+	}
+	fclose(f);
+	if (!buf) {
+		buf = malloc(1);
+		if (!buf)
+			abort();
+	}
+	buf[len] = '\0';
+	*out = buf;
+	*outlen = len;
+	return 0;
+}
+
+static int parse_int(const char *name, const char *s, int lo, int hi, int *out, char *err, size_t errlen)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi) {
+		snprintf(err, errlen, "%s: expected an integer from %d to %d, got \"%.40s\"", name, lo, hi, s);
+		return -1;
+	}
+	*out = (int)v;
+	return 0;
+}
+
+int config_host_is_loopback(const char *host)
+{
+	if (strcmp(host, "localhost") == 0)
+		return 1;
+	struct in_addr a4;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	struct in6_addr a6;
+	if (inet_pton(AF_INET6, host, &a6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&a6);
+	return 0;
+}
+
+static int split_keys(struct config *c, const char *list, char *err, size_t errlen)
+{
+	const char *p = list;
+	while (*p) {
+		while (*p == ',' || isspace((unsigned char)*p))
+			p++;
+		const char *s = p;
+		while (*p && *p != ',')
+			p++;
+		const char *e = p;
+		while (e > s && isspace((unsigned char)e[-1]))
+			e--;
+		if (e == s)
+			continue;
+		if (c->n_api_keys == CONFIG_MAX_KEYS) {
+			snprintf(err, errlen, "PROVISIONER_API_KEYS: at most %d keys", CONFIG_MAX_KEYS);
+			return -1;
+		}
+		if (e - s < 16)
+			log_warn("PROVISIONER_API_KEYS: key %d is shorter than 16 characters; use long random keys",
+				 c->n_api_keys + 1);
+		c->api_keys[c->n_api_keys++] = strndup(s, (size_t)(e - s));
+	}
+	return 0;
+}
+
+int config_load(struct config *c, const char *dotenv_path, char *err, size_t errlen)
+{
+	memset(c, 0, sizeof *c);
+	for (size_t i = 0; i < NVARS; i++) {
+		free(values[i]);
+		values[i] = config_vars[i].def ? strdup(config_vars[i].def) : NULL;
+	}
+	if (dotenv_path) {
+		char *text;
+		size_t len;
+		if (read_file(dotenv_path, &text, &len) == 0) {
+			int bad = config_parse_dotenv(text, len, set_value, NULL);
+			free(text);
+			if (bad) {
+				snprintf(err, errlen, "%s:%d: expected NAME=value", dotenv_path, bad);
+				return -1;
+			}
+		}
+	}
+	for (size_t i = 0; i < NVARS; i++) {
+		const char *v = getenv(config_vars[i].name);
+		if (v)
+			set_value(NULL, config_vars[i].name, v);
+	}
+	/* An empty value means unset for the optional variables. */
+	for (size_t i = 0; i < NVARS; i++) {
+		if (values[i] && !*values[i] && !config_vars[i].def) {
+			free(values[i]);
+			values[i] = NULL;
+		}
+		if (config_vars[i].def && (!values[i] || !*values[i])) {
+			snprintf(err, errlen, "%s: must not be empty", config_vars[i].name);
+			return -1;
+		}
+	}
+
+	c->host = config_get("HOST");
+	if (parse_int("PORT", config_get("PORT"), 1, 65535, &c->port, err, errlen) < 0 ||
+	    parse_int("DOKKU_PORT", config_get("DOKKU_PORT"), 1, 65535, &c->dokku_port, err, errlen) < 0 ||
+	    parse_int("DOKKU_POOL_SIZE", config_get("DOKKU_POOL_SIZE"), 1, 64, &c->dokku_pool_size, err, errlen) < 0 ||
+	    parse_int("WORKERS", config_get("WORKERS"), 1, 64, &c->workers, err, errlen) < 0)
+		return -1;
+	c->log_level = log_level_parse(config_get("LOG_LEVEL"));
+	if (c->log_level < 0) {
+		snprintf(err, errlen, "LOG_LEVEL: expected DEBUG, INFO, WARNING or ERROR, got \"%.20s\"",
+			 config_get("LOG_LEVEL"));
+		return -1;
+	}
+	struct in6_addr a;
+	if (strcmp(c->host, "localhost") != 0 && inet_pton(AF_INET, c->host, &a) != 1 &&
+	    inet_pton(AF_INET6, c->host, &a) != 1) {
+		snprintf(err, errlen, "HOST: expected an IPv4 or IPv6 address, got \"%.60s\"", c->host);
+		return -1;
+	}
+	if (config_get("PROVISIONER_API_KEYS") &&
+	    split_keys(c, config_get("PROVISIONER_API_KEYS"), err, errlen) < 0)
+		return -1;
+	if (!config_host_is_loopback(c->host) && c->n_api_keys == 0) {
+		snprintf(err, errlen, "HOST: %s is not a loopback address; set PROVISIONER_API_KEYS first",
+			 c->host);
+		return -1;
+	}
+	c->webhook_secret = config_get("WEBHOOK_SECRET");
+	c->dokku_host = config_get("DOKKU_HOST");
+	c->dokku_user = config_get("DOKKU_USER");
+	c->dokku_ssh_key_path = config_get("DOKKU_SSH_KEY_PATH");
+	c->dokku_known_hosts = config_get("DOKKU_KNOWN_HOSTS");
+	c->supabase_url = config_get("SUPABASE_URL");
+	c->supabase_service_key = config_get("SUPABASE_SERVICE_KEY");
+	if (!c->supabase_url != !c->supabase_service_key) {
+		snprintf(err, errlen, "%s: must be set together with %s",
+			 c->supabase_url ? "SUPABASE_SERVICE_KEY" : "SUPABASE_URL",
+			 c->supabase_url ? "SUPABASE_URL" : "SUPABASE_SERVICE_KEY");
+		return -1;
+	}
+	c->base_domain = config_get("BASE_DOMAIN");
+	c->letsencrypt_email = config_get("LETSENCRYPT_EMAIL");
+	c->backend_image = config_get("MINDROOM_BACKEND_IMAGE");
+	c->frontend_image = config_get("MINDROOM_FRONTEND_IMAGE");
+	c->tuwunel_image = config_get("TUWUNEL_IMAGE");
+	c->synapse_image = config_get("SYNAPSE_IMAGE");
+	c->instance_data_base = config_get("INSTANCE_DATA_BASE");
+	c->backup_dir = config_get("BACKUP_DIR");
+	c->state_db = config_get("STATE_DB");
+	c->tiers_dir = config_get("TIERS_DIR");
+	c->hooks_dir = config_get("HOOKS_DIR");
+	c->lua_dir = config_get("LUA_DIR");
+
+	if (c->dokku_host && strcmp(c->dokku_host, "local") != 0) {
+		struct stat st;
+		if (stat(c->dokku_ssh_key_path, &st) < 0) {
+			snprintf(err, errlen, "DOKKU_SSH_KEY_PATH: cannot read %s: %s", c->dokku_ssh_key_path,
+				 strerror(errno));
+			return -1;
+		}
+		if (st.st_mode & 0077) {
+			snprintf(err, errlen, "DOKKU_SSH_KEY_PATH: %s has mode %04o; it must be 0600 or narrower",
+				 c->dokku_ssh_key_path, (unsigned)(st.st_mode & 07777));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* data/secret lives beside the state database. */
+static void secret_path(const struct config *c, char *out, size_t outlen)
+{
+	const char *slash = strrchr(c->state_db, '/');
+	if (slash)
+		snprintf(out, outlen, "%.*s/secret", (int)(slash - c->state_db), c->state_db);
+	else
+		snprintf(out, outlen, "secret");
+}
+
+static int mkdir_parents(const char *path)
+{
+	char tmp[PATH_MAX];
+	snprintf(tmp, sizeof tmp, "%s", path);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p == '/') {
+			*p = '\0';
+			if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+				return -1;
+			*p = '/';
+		}
+	}
+	return 0;
+}
+
+int config_load_secret(struct config *c, int create, char *err, size_t errlen)
+{
+	const char *env = config_get("PROVISIONER_SECRET");
+	if (env) {
+		if (strlen(env) < 16) {
+			snprintf(err, errlen, "PROVISIONER_SECRET: must be at least 16 characters");
+			return -1;
+		}
+		c->secret = (unsigned char *)strdup(env);
+		c->secret_len = strlen(env);
+		return 0;
+	}
+	char path[PATH_MAX];
+	secret_path(c, path, sizeof path);
+	char *text;
+	size_t len;
+	if (read_file(path, &text, &len) == 0) {
+		while (len && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+			text[--len] = '\0';
+		if (len < 16) {
+			free(text);
+			snprintf(err, errlen, "PROVISIONER_SECRET: %s holds fewer than 16 characters", path);
+			return -1;
+		}
+		c->secret = (unsigned char *)text;
+		c->secret_len = len;
+		return 0;
+	}
+	unsigned char raw[32];
+	if (crypto_random(raw, sizeof raw) < 0) {
+		snprintf(err, errlen, "PROVISIONER_SECRET: no randomness available");
+		return -1;
+	}
+	char *hex = malloc(65);
+	if (!hex)
+		abort();
+	crypto_hex(raw, sizeof raw, hex);
+	c->secret = (unsigned char *)hex;
+	c->secret_len = 64;
+	if (!create)
+		return 0; /* ephemeral: commands without side effects must not write files */
+	if (mkdir_parents(path) < 0) {
+		snprintf(err, errlen, "PROVISIONER_SECRET: cannot create the directory of %s: %s", path,
+			 strerror(errno));
+		return -1;
+	}
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	if (fd < 0 || write(fd, hex, 64) != 64 || write(fd, "\n", 1) != 1) {
+		snprintf(err, errlen, "PROVISIONER_SECRET: cannot write %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	log_info("generated PROVISIONER_SECRET into %s (mode 0600)", path);
+	return 0;
+}
+
+void config_free(struct config *c)
+{
+	for (int i = 0; i < c->n_api_keys; i++)
+		free(c->api_keys[i]);
+	if (c->secret) {
+		memset(c->secret, 0, c->secret_len);
+		free(c->secret);
+	}
+	memset(c, 0, sizeof *c);
+}

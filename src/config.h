@@ -1,0 +1,69 @@
+/* config: the service's settings from the environment and `.env` (SPEC §3).
+ * Owns parsing and generic validation (numbers, levels, addresses, files).
+ * Product-level values (domains, images, e-mail) are validated by Lua at boot.
+ * Never logs the values of secrets. */
+#ifndef MRPROV_CONFIG_H
+#define MRPROV_CONFIG_H
+
+#include <stddef.h>
+
+#define CONFIG_MAX_KEYS 16
+
+struct config {
+	const char *host;
+	int port;
+	int log_level;
+	char *api_keys[CONFIG_MAX_KEYS];
+	int n_api_keys;
+	const char *webhook_secret;
+	const char *dokku_host; /* NULL: dry-run */
+	int dokku_port;
+	const char *dokku_user;
+	const char *dokku_ssh_key_path;
+	const char *dokku_known_hosts;
+	int dokku_pool_size;
+	const char *supabase_url;
+	const char *supabase_service_key;
+	const char *base_domain;
+	const char *letsencrypt_email;
+	const char *backend_image;
+	const char *frontend_image;
+	const char *tuwunel_image;
+	const char *synapse_image;
+	const char *instance_data_base;
+	const char *backup_dir;
+	const char *state_db;
+	const char *tiers_dir;
+	const char *hooks_dir;
+	const char *lua_dir;
+	int workers;
+	/* PROVISIONER_SECRET bytes; see config_load_secret. */
+	unsigned char *secret;
+	size_t secret_len;
+};
+
+/* One entry per variable, for `.env.example`-style listings and for Lua. */
+struct config_var {
+	const char *name;
+	const char *def;
+	int secret;
+};
+extern const struct config_var config_vars[];
+
+/* Reads `.env` (path may be NULL: no file) then the environment (which wins).
+ * On error returns -1 with one line naming the variable in err. */
+int config_load(struct config *c, const char *dotenv_path, char *err, size_t errlen);
+/* The raw string value of a variable after loading (default applied), or NULL. */
+const char *config_get(const char *name);
+/* Loads PROVISIONER_SECRET, or data/secret (created with mode 0600 when create
+ * is set; otherwise an ephemeral random secret is used). */
+int config_load_secret(struct config *c, int create, char *err, size_t errlen);
+/* 1 when host is a loopback address or name. */
+int config_host_is_loopback(const char *host);
+/* Parses `.env` text; calls set(name, value) for each assignment. Returns 0 or
+ * the 1-based line number of the first malformed line. Exposed for tests. */
+int config_parse_dotenv(const char *text, size_t len,
+			void (*set)(void *ud, const char *name, const char *value), void *ud);
+void config_free(struct config *c);
+
+#endif

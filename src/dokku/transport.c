@@ -1,0 +1,209 @@
+/* transport: dry-run and local execution of Dokku commands. */
+#define _GNU_SOURCE
+#include "transport.h"
+#include "metrics.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_TOKEN (256 * 1024)
+
+static enum transport_mode mode = TRANSPORT_DRY_RUN;
+static char program[256] = "dokku";
+
+int transport_init(enum transport_mode m, const char *prog, char *err, size_t errlen)
+{
+	if (m == TRANSPORT_SSH) {
+		snprintf(err, errlen, "DOKKU_HOST: the SSH transport is not available in this build yet; "
+				      "use DOKKU_HOST=local on the Dokku host, or leave it unset for dry-run");
+		return -1;
+	}
+	mode = m;
+	if (prog)
+		snprintf(program, sizeof program, "%s", prog);
+	return 0;
+}
+
+enum transport_mode transport_mode(void)
+{
+	return mode;
+}
+
+const char *transport_mode_name(void)
+{
+	return mode == TRANSPORT_DRY_RUN ? "dry-run" : mode == TRANSPORT_LOCAL ? "local" : "ssh";
+}
+
+int transport_token_ok(const char *tok, size_t len, const char **reason)
+{
+	if (len == 0) {
+		*reason = "empty argument";
+		return 0;
+	}
+	if (len > MAX_TOKEN) {
+		*reason = "argument too long";
+		return 0;
+	}
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)tok[i];
+		int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+			 strchr("._:/=+@,-", c) != NULL;
+		if (!ok || c == '\0') {
+			*reason = "argument contains a character that is not a safe token character";
+			return 0;
+		}
+	}
+	/* Dokku's SSH entry echoes each argument: these few cannot cross intact. */
+	static const char *const lost[] = { "-n", "-e", "-E", "--help", "--version", NULL };
+	for (int i = 0; lost[i]; i++) {
+		if (strlen(lost[i]) == len && memcmp(tok, lost[i], len) == 0) {
+			*reason = "argument cannot cross Dokku's SSH entry";
+			return 0;
+		}
+	}
+	return 1;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void result_init(struct transport_result *res)
+{
+	memset(res, 0, sizeof *res);
+	res->exit_code = -1;
+	sbuf_init(&res->out);
+	sbuf_init(&res->err);
+}
+
+void transport_result_free(struct transport_result *res)
+{
+	sbuf_free(&res->out);
+	sbuf_free(&res->err);
+}
+
+static int run_local(const char *const *argv, int argc, double timeout_s, struct transport_result *res)
+{
+	int outp[2], errp[2];
+	if (pipe2(outp, O_CLOEXEC) < 0)
+		goto spawn_fail;
+	if (pipe2(errp, O_CLOEXEC) < 0) {
+		close(outp[0]);
+		close(outp[1]);
+		goto spawn_fail;
+	}
+	char **args = calloc((size_t)argc + 2, sizeof *args);
+	if (!args)
+		abort();
+	args[0] = program;
+	for (int i = 0; i < argc; i++)
+		args[i + 1] = (char *)argv[i];
+	pid_t pid = fork();
+	if (pid == 0) {
+		dup2(outp[1], 1);
+		dup2(errp[1], 2);
+		int devnull = open("/dev/null", O_RDONLY);
+		if (devnull >= 0)
+			dup2(devnull, 0);
+		execvp(program, args);
+		dprintf(2, "cannot run %s: %s\n", program, strerror(errno));
+		_exit(127);
+	}
+	free(args);
+	close(outp[1]);
+	close(errp[1]);
+	if (pid < 0) {
+		close(outp[0]);
+		close(errp[0]);
+		goto spawn_fail;
+	}
+	struct pollfd fds[2] = { { outp[0], POLLIN, 0 }, { errp[0], POLLIN, 0 } };
+	struct sbuf *bufs[2] = { &res->out, &res->err };
+	int open_fds = 2;
+	double deadline = timeout_s > 0 ? now_s() + timeout_s : 0;
+	int timed_out = 0;
+	while (open_fds > 0) {
+		int wait_ms = -1;
+		if (deadline) {
+			double left = deadline - now_s();
+			if (left <= 0) {
+				timed_out = 1;
+				break;
+			}
+			wait_ms = (int)(left * 1000) + 1;
+		}
+		int n = poll(fds, 2, wait_ms);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			break;
+		for (int i = 0; i < 2; i++) {
+			if (fds[i].fd < 0 || !fds[i].revents)
+				continue;
+			char chunk[8192];
+			ssize_t r = read(fds[i].fd, chunk, sizeof chunk);
+			if (r > 0) {
+				sbuf_add(bufs[i], chunk, (size_t)r);
+			} else if (r == 0 || errno != EINTR) {
+				close(fds[i].fd);
+				fds[i].fd = -1;
+				open_fds--;
+			}
+		}
+	}
+	for (int i = 0; i < 2; i++)
+		if (fds[i].fd >= 0)
+			close(fds[i].fd);
+	if (timed_out)
+		kill(pid, SIGKILL);
+	int status = 0;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (timed_out) {
+		snprintf(res->error, sizeof res->error, "timed out after %.0f s", timeout_s);
+		res->transient = 1;
+		return -1;
+	}
+	res->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	return 0;
+
+spawn_fail:
+	snprintf(res->error, sizeof res->error, "cannot start %.100s: %.100s", program, strerror(errno));
+	return -1;
+}
+
+int transport_run(const char *const *argv, int argc, double timeout_s, struct transport_result *res)
+{
+	result_init(res);
+	for (int i = 0; i < argc; i++) {
+		const char *reason;
+		if (!transport_token_ok(argv[i], strlen(argv[i]), &reason)) {
+			snprintf(res->error, sizeof res->error, "argument %d refused: %s", i + 1, reason);
+			return -1;
+		}
+	}
+	double t0 = now_s();
+	int rc = 0;
+	if (mode == TRANSPORT_DRY_RUN)
+		res->exit_code = 0;
+	else
+		rc = run_local(argv, argc, timeout_s, res);
+	res->duration_s = now_s() - t0;
+	const char *outcome = rc < 0 ? "error" : res->exit_code == 0 ? "ok" : "nonzero";
+	char labels[64];
+	snprintf(labels, sizeof labels, "outcome=\"%s\"", outcome);
+	metrics_add("mrprov_dokku_commands_total", labels, 1);
+	metrics_observe("mrprov_dokku_command_duration_seconds", labels, res->duration_s);
+	return rc;
+}

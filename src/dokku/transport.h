@@ -1,0 +1,31 @@
+/* transport: how a Dokku command is run — dry-run (recorded, never run),
+ * local (fork/exec of `dokku` with an argv, no shell) or, later, SSH.
+ * Owns token safety: every argument must be a validated token, because
+ * Dokku's SSH entry re-splits the command line. Knows no Dokku subcommand. */
+#ifndef MRPROV_TRANSPORT_H
+#define MRPROV_TRANSPORT_H
+
+#include "util/sbuf.h"
+
+enum transport_mode { TRANSPORT_DRY_RUN, TRANSPORT_LOCAL, TRANSPORT_SSH };
+
+struct transport_result {
+	int exit_code;	   /* the command's exit status; -1 when it did not run to completion */
+	struct sbuf out;   /* stdout */
+	struct sbuf err;   /* stderr */
+	double duration_s;
+	char error[256];   /* transport failure (spawn, timeout), empty otherwise */
+	int transient;	   /* 1 when a retry may succeed (timeout, connection lost) */
+};
+
+int transport_init(enum transport_mode mode, const char *program, char *err, size_t errlen);
+enum transport_mode transport_mode(void);
+const char *transport_mode_name(void);
+/* 1 when tok may cross to Dokku as one argument; otherwise 0 and why in reason. */
+int transport_token_ok(const char *tok, size_t len, const char **reason);
+/* Runs argv (argc tokens). timeout_s <= 0: no timeout. Always fills res;
+ * returns 0 when the command ran (whatever its exit code), -1 otherwise. */
+int transport_run(const char *const *argv, int argc, double timeout_s, struct transport_result *res);
+void transport_result_free(struct transport_result *res);
+
+#endif

@@ -1,0 +1,475 @@
+/* http: libmicrohttpd, one thread per connection; Lua states are borrowed
+ * from the runtime's pool for the length of one request. */
+#include "http/server.h"
+#include "config.h"
+#include "dokku/transport.h"
+#include "lua/runtime.h"
+#include "metrics.h"
+#include "store/store.h"
+#include "util/crypto.h"
+#include "util/log.h"
+#include "util/sbuf.h"
+
+#include <arpa/inet.h>
+#include <lauxlib.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+enum {
+	R_AUTH = 1,	/* API key required when keys are configured */
+	R_BODY = 2,	/* JSON body expected */
+	R_PARAM = 4,	/* path = prefix + one parameter */
+	R_C = 8,	/* answered in C */
+};
+
+struct route {
+	const char *method;
+	const char *path;
+	const char *name;
+	int flags;
+};
+
+static const struct route routes[] = {
+	{ "GET", "/health", "health", R_C },
+	{ "GET", "/live", "live", R_C },
+	{ "GET", "/ready", "ready", R_C },
+	{ "GET", "/metrics", "metrics", R_C },
+	{ "GET", "/openapi.json", "openapi", R_C },
+	{ "POST", "/api/v1/provision", "provision", R_AUTH | R_BODY },
+	{ "DELETE", "/api/v1/deprovision", "deprovision", R_AUTH | R_BODY },
+	{ "PUT", "/api/v1/update", "update", R_AUTH | R_BODY },
+	{ "POST", "/api/v1/plan", "plan", R_AUTH | R_BODY },
+	{ "GET", "/api/v1/tiers", "tiers", R_AUTH },
+	{ "GET", "/api/v1/status/", "status", R_AUTH | R_PARAM },
+	{ "GET", "/api/v1/jobs/", "job", R_AUTH | R_PARAM },
+	{ NULL, NULL, NULL, 0 },
+};
+
+struct request {
+	const struct route *route;
+	const char *param;
+	struct sbuf body;
+	int too_large;
+	int status;
+	double t0;
+	char id[17];
+};
+
+static struct MHD_Daemon *daemon_;
+static const struct config *cfg;
+static int bound_port;
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int path_matches(const struct route *r, const char *url, const char **param)
+{
+	size_t n = strlen(r->path);
+	if (!(r->flags & R_PARAM))
+		return strcmp(url, r->path) == 0;
+	if (strncmp(url, r->path, n) != 0 || url[n] == '\0' || strchr(url + n, '/'))
+		return 0;
+	*param = url + n;
+	return 1;
+}
+
+/* The route for (method, url); *allowed lists the methods the path takes. */
+static const struct route *find_route(const char *method, const char *url, const char **param,
+				      char *allowed, size_t allowedlen)
+{
+	allowed[0] = '\0';
+	for (const struct route *r = routes; r->method; r++) {
+		const char *p = NULL;
+		if (!path_matches(r, url, &p))
+			continue;
+		if (strcmp(r->method, method) == 0) {
+			*param = p;
+			return r;
+		}
+		size_t l = strlen(allowed);
+		snprintf(allowed + l, allowedlen - l, "%s%s", l ? ", " : "", r->method);
+	}
+	return NULL;
+}
+
+static enum MHD_Result send_body(struct MHD_Connection *c, struct request *rq, int status,
+				 const char *ctype, const char *body, size_t len, const char *const *headers)
+{
+	struct MHD_Response *resp =
+		MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+	if (!resp)
+		return MHD_NO;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+	if (rq)
+		MHD_add_response_header(resp, "X-Request-Id", rq->id);
+	for (int i = 0; headers && headers[i]; i += 2)
+		MHD_add_response_header(resp, headers[i], headers[i + 1]);
+	enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
+	MHD_destroy_response(resp);
+	if (rq)
+		rq->status = status;
+	return ret;
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *c, struct request *rq, int status, const char *json,
+				 const char *const *headers)
+{
+	return send_body(c, rq, status, "application/json", json, strlen(json), headers);
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *c, struct request *rq, int status, const char *code,
+				  const char *const *headers, const char *fmt, ...)
+	__attribute__((format(printf, 6, 7)));
+
+static enum MHD_Result send_error(struct MHD_Connection *c, struct request *rq, int status, const char *code,
+				  const char *const *headers, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	struct sbuf b;
+	sbuf_init(&b);
+	sbuf_printf(&b, "{\"error\":{\"code\":\"%s\",\"message\":", code);
+	sbuf_add_json_string(&b, msg, strlen(msg));
+	sbuf_adds(&b, "}}");
+	enum MHD_Result r = send_json(c, rq, status, b.data, headers);
+	sbuf_free(&b);
+	return r;
+}
+
+static int authorized(struct MHD_Connection *c)
+{
+	if (cfg->n_api_keys == 0)
+		return 1;
+	const char *key = NULL;
+	const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+	if (auth && strncasecmp(auth, "Bearer ", 7) == 0)
+		key = auth + 7;
+	if (!key)
+		key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-API-Key");
+	if (!key || !*key)
+		return 0;
+	/* Compare against every key, so timing does not tell which one is close. */
+	int ok = 0;
+	size_t kl = strlen(key);
+	for (int i = 0; i < cfg->n_api_keys; i++)
+		ok |= crypto_ct_equal(key, kl, cfg->api_keys[i], strlen(cfg->api_keys[i]));
+	return ok;
+}
+
+static int is_json_type(const char *ct)
+{
+	if (!ct)
+		return 0;
+	while (*ct == ' ')
+		ct++;
+	size_t n = strlen("application/json");
+	if (strncasecmp(ct, "application/json", n) != 0)
+		return 0;
+	return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ';
+}
+
+static enum MHD_Result handle_health(struct MHD_Connection *c, struct request *rq)
+{
+	struct sbuf b;
+	sbuf_init(&b);
+	sbuf_printf(&b, "{\"status\":\"healthy\",\"version\":\"%s\",\"uptime_s\":%.3f,\"config_generation\":%u,"
+			"\"dokku_mode\":\"%s\"}",
+		    rt_version(), rt_uptime(), rt_generation(), transport_mode_name());
+	enum MHD_Result r = send_json(c, rq, 200, b.data, NULL);
+	sbuf_free(&b);
+	return r;
+}
+
+static enum MHD_Result handle_ready(struct MHD_Connection *c, struct request *rq)
+{
+	struct sbuf b, reasons;
+	sbuf_init(&b);
+	sbuf_init(&reasons);
+	int ready = 1;
+	const char *store_state = "ok";
+	sqlite3 *db = store_conn();
+	if (!db || sqlite3_exec(db, "SELECT 1 FROM jobs LIMIT 1", NULL, NULL, NULL) != SQLITE_OK) {
+		store_state = "unavailable";
+		ready = 0;
+		sbuf_adds(&reasons, "\"the state store is not available\"");
+	}
+	char err[1024];
+	const char *lua_state = "ok";
+	lua_State *L = rt_acquire(err, sizeof err);
+	if (!L) {
+		lua_state = "error";
+		ready = 0;
+		char m[1100];
+		snprintf(m, sizeof m, "the Lua configuration cannot be loaded: %s", err);
+		if (reasons.len)
+			sbuf_addc(&reasons, ',');
+		sbuf_add_json_string(&reasons, m, strlen(m));
+	} else {
+		rt_release(L);
+	}
+	char reload_err[1024];
+	rt_last_error(reload_err, sizeof reload_err);
+	sbuf_printf(&b, "{\"ready\":%s,\"checks\":{\"store\":\"%s\",\"lua\":\"%s\",\"config_generation\":%u",
+		    ready ? "true" : "false", store_state, lua_state, rt_generation());
+	if (reload_err[0]) {
+		sbuf_adds(&b, ",\"config_error\":");
+		sbuf_add_json_string(&b, reload_err, strlen(reload_err));
+	}
+	sbuf_printf(&b, "},\"reasons\":[%s]", reasons.data ? reasons.data : "");
+	if (!ready)
+		sbuf_adds(&b, ",\"error\":{\"code\":\"not_ready\",\"message\":\"the service is not ready\"}");
+	sbuf_addc(&b, '}');
+	enum MHD_Result r = send_json(c, rq, ready ? 200 : 503, b.data, NULL);
+	sbuf_free(&b);
+	sbuf_free(&reasons);
+	return r;
+}
+
+static enum MHD_Result handle_metrics(struct MHD_Connection *c, struct request *rq)
+{
+	struct sbuf b;
+	sbuf_init(&b);
+	metrics_render(&b);
+	enum MHD_Result r = send_body(c, rq, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len, NULL);
+	sbuf_free(&b);
+	return r;
+}
+
+/* Calls api.handle(route, req) in a borrowed state; the script returns
+ * status, body [, headers]. */
+static enum MHD_Result handle_lua(struct MHD_Connection *c, struct request *rq)
+{
+	char err[1024];
+	lua_State *L = rt_acquire(err, sizeof err);
+	if (!L) {
+		log_error("http: no Lua state: %s", err);
+		return send_error(c, rq, 503, "not_ready", NULL, "the Lua configuration cannot be loaded");
+	}
+	if (rt_getfunc(L, "api", "handle", err, sizeof err) < 0)
+		goto fail;
+	lua_pushstring(L, rq->route->name);
+	lua_createtable(L, 0, 8);
+	lua_pushstring(L, rq->route->method);
+	lua_setfield(L, -2, "method");
+	if (rq->param) {
+		lua_pushstring(L, rq->param);
+		lua_setfield(L, -2, "param");
+	}
+	lua_pushlstring(L, rq->body.data ? rq->body.data : "", rq->body.len);
+	lua_setfield(L, -2, "body");
+	lua_pushstring(L, rq->id);
+	lua_setfield(L, -2, "request_id");
+	const char *prefer = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Prefer");
+	if (prefer) {
+		lua_pushstring(L, prefer);
+		lua_setfield(L, -2, "prefer");
+	}
+	if (rt_pcall(L, 2, 3, err, sizeof err) < 0)
+		goto fail;
+	int status = (int)lua_tointeger(L, -3);
+	size_t len;
+	const char *body = lua_tolstring(L, -2, &len);
+	if (status < 100 || status > 599 || !body) {
+		snprintf(err, sizeof err, "api.handle returned no status or body");
+		lua_settop(L, 0);
+		goto fail;
+	}
+	const char *hdrs[17] = { NULL };
+	int nh = 0;
+	if (lua_istable(L, -1)) {
+		lua_pushnil(L);
+		while (nh < 16 && lua_next(L, -2)) {
+			if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
+				hdrs[nh++] = lua_tostring(L, -2);
+				hdrs[nh++] = lua_tostring(L, -1); /* the table keeps both alive */
+			}
+			lua_pop(L, 1);
+		}
+	}
+	enum MHD_Result r = send_body(c, rq, status, "application/json", body, len, hdrs);
+	lua_settop(L, 0);
+	rt_release(L);
+	return r;
+fail:
+	log_error("http: %s %s: %s", rq->route->method, rq->route->name, err);
+	rt_release(L);
+	return send_error(c, rq, 500, "internal", NULL, "internal error (request %s)", rq->id);
+}
+
+static enum MHD_Result dispatch(struct MHD_Connection *c, struct request *rq)
+{
+	const char *name = rq->route->name;
+	if (rq->route->flags & R_C) {
+		if (strcmp(name, "health") == 0)
+			return handle_health(c, rq);
+		if (strcmp(name, "live") == 0)
+			return send_json(c, rq, 200, "{\"status\":\"alive\"}", NULL);
+		if (strcmp(name, "ready") == 0)
+			return handle_ready(c, rq);
+		if (strcmp(name, "metrics") == 0)
+			return handle_metrics(c, rq);
+		return send_body(c, rq, 200, "application/json", openapi_json, openapi_json_len, NULL);
+	}
+	return handle_lua(c, rq);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+				  const char *version, const char *upload_data, size_t *upload_size, void **con_cls)
+{
+	(void)cls;
+	(void)version;
+	struct request *rq = *con_cls;
+	if (!rq) {
+		rq = calloc(1, sizeof *rq);
+		if (!rq)
+			return MHD_NO;
+		sbuf_init(&rq->body);
+		rq->t0 = now_s();
+		unsigned char rnd[8];
+		crypto_random(rnd, sizeof rnd);
+		crypto_hex(rnd, sizeof rnd, rq->id);
+		*con_cls = rq;
+
+		char allowed[64];
+		rq->route = find_route(method, url, &rq->param, allowed, sizeof allowed);
+		if (!rq->route) {
+			if (allowed[0]) {
+				const char *h[] = { "Allow", allowed, NULL };
+				return send_error(c, rq, 405, "method_not_allowed", h, "%s is not allowed here; use %s",
+						  method, allowed);
+			}
+			return send_error(c, rq, 404, "not_found", NULL, "no such route");
+		}
+		if ((rq->route->flags & R_AUTH) && !authorized(c)) {
+			const char *h[] = { "WWW-Authenticate", "Bearer", NULL };
+			return send_error(c, rq, 401, "unauthorized", h, "missing or invalid API key");
+		}
+		if (rq->route->flags & R_BODY) {
+			const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+			if (!is_json_type(ct))
+				return send_error(c, rq, 415, "unsupported_media_type", NULL,
+						  "Content-Type must be application/json");
+			const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+			if (cl && strtoull(cl, NULL, 10) > HTTP_MAX_BODY)
+				return send_error(c, rq, 413, "payload_too_large", NULL,
+						  "request body is larger than %d bytes", HTTP_MAX_BODY);
+		}
+		return MHD_YES;
+	}
+	if (rq->status) { /* already answered; discard what is still arriving */
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	if (*upload_size) {
+		if (rq->body.len + *upload_size > HTTP_MAX_BODY)
+			rq->too_large = 1;
+		else
+			sbuf_add(&rq->body, upload_data, *upload_size);
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	if (rq->too_large)
+		return send_error(c, rq, 413, "payload_too_large", NULL, "request body is larger than %d bytes",
+				  HTTP_MAX_BODY);
+	return dispatch(c, rq);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+	(void)cls;
+	(void)c;
+	(void)toe;
+	struct request *rq = *con_cls;
+	if (!rq)
+		return;
+	const char *route = rq->route ? rq->route->name : "unknown";
+	char labels[128];
+	snprintf(labels, sizeof labels, "route=\"%s\",status=\"%d\"", route, rq->status);
+	metrics_add("mrprov_http_requests_total", labels, 1);
+	snprintf(labels, sizeof labels, "route=\"%s\"", route);
+	metrics_observe("mrprov_http_request_duration_seconds", labels, now_s() - rq->t0);
+	sbuf_free(&rq->body);
+	free(rq);
+	*con_cls = NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	(void)cls;
+	char msg[512];
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	size_t n = strlen(msg);
+	while (n && msg[n - 1] == '\n')
+		msg[--n] = '\0';
+	log_write(LOG_WARNING, msg, "\"component\":\"http\"");
+}
+
+int http_start(const struct config *c, char *err, size_t errlen)
+{
+	cfg = c;
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof ss);
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG |
+			 MHD_USE_ITC;
+	const char *host = strcmp(c->host, "localhost") == 0 ? "127.0.0.1" : c->host;
+	struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+	if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons((uint16_t)c->port);
+	} else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons((uint16_t)c->port);
+		flags |= MHD_USE_IPv6;
+	} else {
+		snprintf(err, errlen, "HOST: %s is not an address", c->host);
+		return -1;
+	}
+	daemon_ = MHD_start_daemon(flags, (uint16_t)c->port, NULL, NULL, on_request, NULL,
+				   MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+				   MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+				   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
+				   MHD_OPTION_CONNECTION_LIMIT, (unsigned)512,
+				   MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+				   MHD_OPTION_END);
+	if (!daemon_) {
+		snprintf(err, errlen, "PORT: cannot listen on %s:%d (in use, or not permitted)", c->host, c->port);
+		return -1;
+	}
+	const union MHD_DaemonInfo *info = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_BIND_PORT);
+	bound_port = info ? info->port : c->port;
+	return 0;
+}
+
+int http_port(void)
+{
+	return bound_port;
+}
+
+void http_quiesce(void)
+{
+	if (daemon_)
+		MHD_quiesce_daemon(daemon_);
+}
+
+void http_stop(void)
+{
+	if (daemon_)
+		MHD_stop_daemon(daemon_);
+	daemon_ = NULL;
+}

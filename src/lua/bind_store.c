@@ -1,0 +1,161 @@
+/* bind_store: SQL on the calling thread's store connection, for Lua.
+ * store.query(sql, ...) → rows; store.exec(sql, ...) → changes;
+ * store.tx(fn, ...) runs fn inside BEGIN IMMEDIATE … COMMIT (ROLLBACK and
+ * re-raise on error). Parameters are bound, never interpolated. */
+#include "lua/runtime.h"
+#include "store/store.h"
+
+#include <lauxlib.h>
+#include <string.h>
+
+static int fail(lua_State *L, sqlite3 *db)
+{
+	luaL_pushfail(L);
+	lua_pushstring(L, db ? sqlite3_errmsg(db) : "store is not open");
+	lua_pushinteger(L, db ? sqlite3_extended_errcode(db) : -1);
+	return 3;
+}
+
+/* Prepares argument 1 and binds arguments 2.. ; NULL statement on failure. */
+static sqlite3_stmt *prepare(lua_State *L, sqlite3 *db)
+{
+	size_t len;
+	const char *sql = luaL_checklstring(L, 1, &len);
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(db, sql, (int)len, &st, NULL) != SQLITE_OK)
+		return NULL;
+	int n = lua_gettop(L);
+	if (n - 1 != sqlite3_bind_parameter_count(st)) {
+		sqlite3_finalize(st);
+		luaL_error(L, "store: %d parameters given, the statement has %d", n - 1,
+			   sqlite3_bind_parameter_count(st));
+	}
+	for (int i = 2; i <= n; i++) {
+		int idx = i - 1;
+		switch (lua_type(L, i)) {
+		case LUA_TNIL:
+			sqlite3_bind_null(st, idx);
+			break;
+		case LUA_TBOOLEAN:
+			sqlite3_bind_int(st, idx, lua_toboolean(L, i));
+			break;
+		case LUA_TNUMBER:
+			if (lua_isinteger(L, i))
+				sqlite3_bind_int64(st, idx, lua_tointeger(L, i));
+			else
+				sqlite3_bind_double(st, idx, lua_tonumber(L, i));
+			break;
+		case LUA_TSTRING: {
+			size_t sl;
+			const char *s = lua_tolstring(L, i, &sl);
+			sqlite3_bind_text(st, idx, s, (int)sl, SQLITE_TRANSIENT);
+			break;
+		}
+		default:
+			sqlite3_finalize(st);
+			luaL_argerror(L, i, "expected nil, boolean, number or string");
+		}
+	}
+	return st;
+}
+
+static void push_column(lua_State *L, sqlite3_stmt *st, int c)
+{
+	switch (sqlite3_column_type(st, c)) {
+	case SQLITE_INTEGER:
+		lua_pushinteger(L, sqlite3_column_int64(st, c));
+		break;
+	case SQLITE_FLOAT:
+		lua_pushnumber(L, sqlite3_column_double(st, c));
+		break;
+	case SQLITE_NULL:
+		lua_pushnil(L);
+		break;
+	default:
+		lua_pushlstring(L, (const char *)sqlite3_column_text(st, c), (size_t)sqlite3_column_bytes(st, c));
+	}
+}
+
+static int l_query(lua_State *L)
+{
+	sqlite3 *db = store_conn();
+	if (!db)
+		return fail(L, db);
+	sqlite3_stmt *st = prepare(L, db);
+	if (!st)
+		return fail(L, db);
+	lua_newtable(L);
+	int row = 0, rc;
+	int ncol = sqlite3_column_count(st);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		lua_createtable(L, 0, ncol);
+		for (int c = 0; c < ncol; c++) {
+			push_column(L, st, c);
+			lua_setfield(L, -2, sqlite3_column_name(st, c));
+		}
+		lua_rawseti(L, -2, ++row);
+	}
+	if (rc != SQLITE_DONE) {
+		sqlite3_finalize(st);
+		return fail(L, db);
+	}
+	sqlite3_finalize(st);
+	return 1;
+}
+
+static int l_exec(lua_State *L)
+{
+	sqlite3 *db = store_conn();
+	if (!db)
+		return fail(L, db);
+	sqlite3_stmt *st = prepare(L, db);
+	if (!st)
+		return fail(L, db);
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		;
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return fail(L, db);
+	lua_pushinteger(L, sqlite3_changes(db));
+	return 1;
+}
+
+static int l_tx(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TFUNCTION);
+	sqlite3 *db = store_conn();
+	if (!db)
+		return luaL_error(L, "store is not open");
+	int nested = !sqlite3_get_autocommit(db);
+	if (!nested && store_begin() < 0)
+		return luaL_error(L, "store: cannot begin a transaction: %s", sqlite3_errmsg(db));
+	int nargs = lua_gettop(L) - 1;
+	int rc = lua_pcall(L, nargs, LUA_MULTRET, 0);
+	if (nested) {
+		if (rc != LUA_OK)
+			return lua_error(L);
+		return lua_gettop(L);
+	}
+	if (rc != LUA_OK) {
+		store_rollback();
+		return lua_error(L);
+	}
+	if (store_commit() < 0) {
+		store_rollback();
+		return luaL_error(L, "store: commit failed: %s", sqlite3_errmsg(db));
+	}
+	return lua_gettop(L);
+}
+
+int luaopen_mrprov_store(lua_State *L)
+{
+	static const luaL_Reg fns[] = {
+		{ "query", l_query },
+		{ "exec", l_exec },
+		{ "tx", l_tx },
+		{ NULL, NULL },
+	};
+	luaL_newlib(L, fns);
+	return 1;
+}

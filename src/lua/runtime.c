@@ -1,0 +1,243 @@
+/* runtime: building, calling and pooling Lua states. */
+#include "lua/runtime.h"
+#include "config.h"
+#include "metrics.h"
+#include "util/log.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const struct config *cfg;
+static const char *version_str;
+static atomic_uint generation = 1;
+static pthread_mutex_t reload_lock = PTHREAD_MUTEX_INITIALIZER;
+static char last_error[1024];
+static struct timespec started;
+
+#define POOL_MAX 32
+static lua_State *pool[POOL_MAX];
+static int pool_n;
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const char GEN_KEY[] = "mrprov.generation";
+
+void rt_init(const struct config *c, const char *version)
+{
+	cfg = c;
+	version_str = version;
+	clock_gettime(CLOCK_MONOTONIC, &started);
+	metrics_set("mrprov_config_generation", NULL, generation);
+}
+
+const struct config *rt_config(void)
+{
+	return cfg;
+}
+
+const char *rt_version(void)
+{
+	return version_str;
+}
+
+double rt_uptime(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)(ts.tv_sec - started.tv_sec) + (double)(ts.tv_nsec - started.tv_nsec) / 1e9;
+}
+
+unsigned rt_generation(void)
+{
+	return atomic_load(&generation);
+}
+
+static int traceback(lua_State *L)
+{
+	const char *msg = lua_tostring(L, 1);
+	if (!msg) {
+		if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+			return 1;
+		msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+	}
+	/* Keep the message first; the traceback follows after a marker line. */
+	luaL_traceback(L, L, msg, 1);
+	return 1;
+}
+
+int rt_pcall(lua_State *L, int nargs, int nresults, char *err, size_t errlen)
+{
+	int base = lua_gettop(L) - nargs; /* the function's index */
+	lua_pushcfunction(L, traceback);
+	lua_insert(L, base);
+	int rc = lua_pcall(L, nargs, nresults, base);
+	lua_remove(L, base);
+	if (rc == LUA_OK)
+		return 0;
+	const char *full = lua_tostring(L, -1);
+	if (!full)
+		full = "(no message)";
+	const char *cut = strstr(full, "\nstack traceback:");
+	size_t n = cut ? (size_t)(cut - full) : strlen(full);
+	if (err)
+		snprintf(err, errlen, "%.*s", (int)n, full);
+	log_debug("lua error: %s", full);
+	lua_pop(L, 1);
+	return -1;
+}
+
+int rt_getfunc(lua_State *L, const char *module, const char *fname, char *err, size_t errlen)
+{
+	lua_getglobal(L, "require");
+	lua_pushstring(L, module);
+	if (rt_pcall(L, 1, 1, err, errlen) < 0)
+		return -1;
+	if (!lua_istable(L, -1)) {
+		snprintf(err, errlen, "lua module %s did not return a table", module);
+		lua_pop(L, 1);
+		return -1;
+	}
+	lua_getfield(L, -1, fname);
+	lua_remove(L, -2);
+	if (!lua_isfunction(L, -1)) {
+		snprintf(err, errlen, "lua module %s has no function %s", module, fname);
+		lua_pop(L, 1);
+		return -1;
+	}
+	return 0;
+}
+
+static void preload(lua_State *L, const char *name, lua_CFunction f)
+{
+	luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+	lua_pushcfunction(L, f);
+	lua_setfield(L, -2, name);
+	lua_pop(L, 1);
+}
+
+static lua_State *build_state(unsigned gen, char *err, size_t errlen)
+{
+	lua_State *L = luaL_newstate();
+	if (!L) {
+		snprintf(err, errlen, "cannot create a Lua state (out of memory)");
+		return NULL;
+	}
+	luaL_openlibs(L);
+	preload(L, "mrprov.store", luaopen_mrprov_store);
+	preload(L, "mrprov.crypto", luaopen_mrprov_crypto);
+	preload(L, "mrprov.log", luaopen_mrprov_log);
+	preload(L, "mrprov.metrics", luaopen_mrprov_metrics);
+	preload(L, "mrprov.sys", luaopen_mrprov_sys);
+	preload(L, "mrprov.dokku", luaopen_mrprov_dokku);
+	preload(L, "mrprov.jobs", luaopen_mrprov_jobs);
+
+	/* LUA_DIR first, then the system paths (cjson, lyaml). */
+	lua_getglobal(L, "package");
+	lua_getfield(L, -1, "path");
+	lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", cfg->lua_dir, cfg->lua_dir, lua_tostring(L, -1));
+	lua_setfield(L, -3, "path");
+	lua_pop(L, 2);
+
+	lua_pushinteger(L, gen);
+	lua_setfield(L, LUA_REGISTRYINDEX, GEN_KEY);
+
+	if (rt_getfunc(L, "boot", "load", err, errlen) < 0)
+		goto fail;
+	if (rt_pcall(L, 0, 2, err, errlen) < 0)
+		goto fail;
+	if (!lua_toboolean(L, -2)) {
+		snprintf(err, errlen, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "boot.load failed");
+		goto fail;
+	}
+	lua_pop(L, 2);
+	return L;
+fail:
+	lua_close(L);
+	return NULL;
+}
+
+lua_State *rt_new_state(char *err, size_t errlen)
+{
+	return build_state(rt_generation(), err, errlen);
+}
+
+unsigned rt_state_generation(lua_State *L)
+{
+	lua_getfield(L, LUA_REGISTRYINDEX, GEN_KEY);
+	unsigned g = (unsigned)lua_tointeger(L, -1);
+	lua_pop(L, 1);
+	return g;
+}
+
+int rt_reload(char *err, size_t errlen)
+{
+	pthread_mutex_lock(&reload_lock);
+	unsigned next = rt_generation() + 1;
+	lua_State *L = build_state(next, err, errlen);
+	int rc = -1;
+	if (L) {
+		/* Checked whole: publish, then let borrowers rebuild between requests. */
+		lua_close(L);
+		atomic_store(&generation, next);
+		last_error[0] = '\0';
+		metrics_add("mrprov_config_reloads_total", "outcome=\"success\"", 1);
+		metrics_set("mrprov_config_generation", NULL, next);
+		rc = 0;
+	} else {
+		snprintf(last_error, sizeof last_error, "%s", err);
+		metrics_add("mrprov_config_reloads_total", "outcome=\"failure\"", 1);
+	}
+	pthread_mutex_unlock(&reload_lock);
+	return rc;
+}
+
+void rt_last_error(char *out, size_t outlen)
+{
+	pthread_mutex_lock(&reload_lock);
+	snprintf(out, outlen, "%s", last_error);
+	pthread_mutex_unlock(&reload_lock);
+}
+
+lua_State *rt_acquire(char *err, size_t errlen)
+{
+	lua_State *L = NULL;
+	pthread_mutex_lock(&pool_lock);
+	if (pool_n > 0)
+		L = pool[--pool_n];
+	pthread_mutex_unlock(&pool_lock);
+	if (L && rt_state_generation(L) != rt_generation()) {
+		lua_close(L);
+		L = NULL;
+	}
+	if (!L)
+		L = rt_new_state(err, errlen);
+	return L;
+}
+
+void rt_release(lua_State *L)
+{
+	if (!L)
+		return;
+	lua_settop(L, 0);
+	pthread_mutex_lock(&pool_lock);
+	if (pool_n < POOL_MAX && rt_state_generation(L) == rt_generation()) {
+		pool[pool_n++] = L;
+		L = NULL;
+	}
+	pthread_mutex_unlock(&pool_lock);
+	if (L)
+		lua_close(L);
+}
+
+void rt_pool_drain(void)
+{
+	pthread_mutex_lock(&pool_lock);
+	while (pool_n > 0)
+		lua_close(pool[--pool_n]);
+	pthread_mutex_unlock(&pool_lock);
+}

@@ -1,0 +1,51 @@
+/* runtime: Lua states for mrprov. Builds a state (libraries, the mrprov.*
+ * bindings, package.path on LUA_DIR, then `boot.load()` which reads tiers),
+ * runs every C→Lua call through one protected-call helper, and keeps the
+ * configuration generation. A lua_State is used by one thread at a time:
+ * workers own theirs; HTTP requests borrow one from a pool. */
+#ifndef MRPROV_RUNTIME_H
+#define MRPROV_RUNTIME_H
+
+#include <lua.h>
+#include <stddef.h>
+
+struct config;
+
+void rt_init(const struct config *cfg, const char *version);
+const struct config *rt_config(void);
+const char *rt_version(void);
+/* Seconds since rt_init. */
+double rt_uptime(void);
+
+/* A new state on the current generation, or NULL with `file:line: message`. */
+lua_State *rt_new_state(char *err, size_t errlen);
+/* The generation a state was built on. */
+unsigned rt_state_generation(lua_State *L);
+unsigned rt_generation(void);
+/* Builds and checks a new generation; on success new work uses it. */
+int rt_reload(char *err, size_t errlen);
+/* The last reload error, or "" (copied into out). */
+void rt_last_error(char *out, size_t outlen);
+
+/* Calls the function below nargs arguments with a traceback handler. On
+ * error returns -1, leaves the stack as it was before the function was
+ * pushed, and copies the message into err. */
+int rt_pcall(lua_State *L, int nargs, int nresults, char *err, size_t errlen);
+/* Pushes module[fname] (require(module)) onto the stack; -1 when missing. */
+int rt_getfunc(lua_State *L, const char *module, const char *fname, char *err, size_t errlen);
+
+/* Pool for short borrowers (HTTP requests). */
+lua_State *rt_acquire(char *err, size_t errlen);
+void rt_release(lua_State *L);
+void rt_pool_drain(void);
+
+/* Bindings (one file each). */
+int luaopen_mrprov_store(lua_State *L);
+int luaopen_mrprov_crypto(lua_State *L);
+int luaopen_mrprov_log(lua_State *L);
+int luaopen_mrprov_metrics(lua_State *L);
+int luaopen_mrprov_sys(lua_State *L);
+int luaopen_mrprov_dokku(lua_State *L);
+int luaopen_mrprov_jobs(lua_State *L);
+
+#endif

@@ -1,0 +1,288 @@
+/* mrprov: command-line entry. `serve` wires the subsystems together and
+ * waits for signals; `plan`, `check`, `tiers` run the same Lua code in a
+ * single state without side effects; `version` prints library versions. */
+#include "config.h"
+#include "dokku/transport.h"
+#include "http/server.h"
+#include "jobs/jobs.h"
+#include "lua/runtime.h"
+#include "store/store.h"
+#include "util/log.h"
+
+#include <curl/curl.h>
+#include <lauxlib.h>
+#include <libssh2.h>
+#include <lualib.h>
+#include <microhttpd.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef MRPROV_VERSION
+#define MRPROV_VERSION "0.0.0"
+#endif
+
+#define EXIT_USAGE 2
+
+static const char usage_main[] =
+	"usage: mrprov [COMMAND] [OPTIONS]\n"
+	"\n"
+	"Provisions MindRoom instances on Dokku.\n"
+	"\n"
+	"commands:\n"
+	"  serve      run the HTTP service (the default)\n"
+	"  plan       print the Dokku commands a provision would run\n"
+	"  check      load every tier, hook and Lua script as serve would\n"
+	"  tiers      list the tiers with their agents, tools, models and limits\n"
+	"  version    print the versions of mrprov and its libraries\n"
+	"\n"
+	"Run `mrprov COMMAND --help` for a command's options. Configuration comes from\n"
+	"the environment and ./.env (see .env.example). Exit codes: 0 success,\n"
+	"1 runtime failure, 2 usage error.\n";
+
+static const char usage_serve[] =
+	"usage: mrprov serve\n"
+	"\n"
+	"Runs the HTTP service on HOST:PORT (default 127.0.0.1:8002). With DOKKU_HOST\n"
+	"unset every job is a dry run. SIGHUP reloads tiers, hooks and Lua scripts;\n"
+	"SIGTERM stops accepting work, lets running jobs finish and exits 0.\n";
+
+static const char usage_plan[] =
+	"usage: mrprov plan --tier T --subscription S [--account A]\n"
+	"                   [--matrix tuwunel|synapse] [--domain D] [--json]\n"
+	"\n"
+	"Prints, one per line, the Dokku commands a provision would run, secrets\n"
+	"redacted. Reads the state store if it exists (to reuse an instance's app\n"
+	"name) and changes nothing.\n";
+
+static const char usage_check[] =
+	"usage: mrprov check\n"
+	"\n"
+	"Loads every tier, hook and Lua script exactly as serve would and prints what\n"
+	"was loaded; exits 1 with file:line: message on the first error.\n";
+
+static const char usage_tiers[] =
+	"usage: mrprov tiers [--json]\n"
+	"\n"
+	"Lists the tiers with their agents, tools, models and limits.\n";
+
+static const char usage_version[] =
+	"usage: mrprov version\n"
+	"\n"
+	"Prints the version of mrprov and of Lua, libmicrohttpd, libssh2, libcurl and SQLite.\n";
+
+static int wants_help(int argc, char **argv)
+{
+	for (int i = 0; i < argc; i++)
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+			return 1;
+	return 0;
+}
+
+static int usage_error(const char *usage, const char *fmt, const char *arg)
+{
+	fprintf(stderr, "mrprov: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\n\n%s", usage);
+	return EXIT_USAGE;
+}
+
+static int load_config(struct config *cfg, int create_secret)
+{
+	char err[512];
+	if (config_load(cfg, ".env", err, sizeof err) < 0) {
+		fprintf(stderr, "mrprov: %s\n", err);
+		return -1;
+	}
+	log_set_level((enum log_level)cfg->log_level);
+	if (config_load_secret(cfg, create_secret, err, sizeof err) < 0) {
+		fprintf(stderr, "mrprov: %s\n", err);
+		return -1;
+	}
+	enum transport_mode mode = !cfg->dokku_host ? TRANSPORT_DRY_RUN
+				   : strcmp(cfg->dokku_host, "local") == 0 ? TRANSPORT_LOCAL
+									     : TRANSPORT_SSH;
+	if (transport_init(mode, NULL, err, sizeof err) < 0) {
+		fprintf(stderr, "mrprov: %s\n", err);
+		return -1;
+	}
+	rt_init(cfg, MRPROV_VERSION);
+	return 0;
+}
+
+static int cmd_version(void)
+{
+	printf("mrprov %s\n", MRPROV_VERSION);
+	printf("lua %s\n", LUA_RELEASE);
+	printf("libmicrohttpd %s\n", MHD_get_version());
+	printf("libssh2 %s\n", libssh2_version(0));
+	printf("libcurl %s\n", curl_version_info(CURLVERSION_NOW)->version);
+	printf("sqlite %s\n", sqlite3_libversion());
+	return 0;
+}
+
+/* Runs cli.<fn>(args) in a fresh state; args are the remaining argv words. */
+static int run_cli(const char *fn, int argc, char **argv, int open_store_readonly)
+{
+	struct config cfg;
+	if (load_config(&cfg, 0) < 0)
+		return 1;
+	char err[2048];
+	if (open_store_readonly && access(cfg.state_db, R_OK) == 0 &&
+	    store_open(cfg.state_db, 1, err, sizeof err) < 0)
+		fprintf(stderr, "mrprov: warning: %s (continuing without it)\n", err);
+	lua_State *L = rt_new_state(err, sizeof err);
+	if (!L) {
+		fprintf(stderr, "mrprov: %s\n", err);
+		config_free(&cfg);
+		return 1;
+	}
+	int rc = 1;
+	if (rt_getfunc(L, "cli", fn, err, sizeof err) == 0) {
+		lua_createtable(L, argc, 0);
+		for (int i = 0; i < argc; i++) {
+			lua_pushstring(L, argv[i]);
+			lua_rawseti(L, -2, i + 1);
+		}
+		if (rt_pcall(L, 1, 1, err, sizeof err) == 0) {
+			rc = (int)luaL_optinteger(L, -1, 0);
+			lua_pop(L, 1);
+		} else {
+			fprintf(stderr, "mrprov: %s\n", err);
+		}
+	} else {
+		fprintf(stderr, "mrprov: %s\n", err);
+	}
+	fflush(stdout);
+	lua_close(L);
+	store_close();
+	config_free(&cfg);
+	return rc;
+}
+
+static int cmd_serve(void)
+{
+	/* Signals are taken by sigwait in this thread only: block them before
+	 * any other thread exists so every thread inherits the mask. */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	struct config cfg;
+	if (load_config(&cfg, 1) < 0)
+		return 1;
+	char err[2048];
+	if (store_open(cfg.state_db, 0, err, sizeof err) < 0) {
+		fprintf(stderr, "mrprov: %s\n", err);
+		return 1;
+	}
+	lua_State *L = rt_acquire(err, sizeof err);
+	if (!L) {
+		fprintf(stderr, "mrprov: %s\n", err);
+		return 1;
+	}
+	rt_release(L);
+	if (jobs_start(cfg.workers, err, sizeof err) < 0) {
+		fprintf(stderr, "mrprov: %s\n", err);
+		return 1;
+	}
+	if (http_start(&cfg, err, sizeof err) < 0) {
+		fprintf(stderr, "mrprov: %s\n", err);
+		jobs_stop(5);
+		return 1;
+	}
+	char fields[256];
+	snprintf(fields, sizeof fields,
+		 "\"host\":\"%s\",\"port\":%d,\"dokku\":\"%s\",\"workers\":%d,\"version\":\"%s\",\"auth\":%s",
+		 cfg.host, http_port(), transport_mode_name(), cfg.workers, MRPROV_VERSION,
+		 cfg.n_api_keys ? "true" : "false");
+	log_write(LOG_INFO, "listening", fields);
+
+	for (;;) {
+		int sig = 0;
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		if (sig == SIGHUP) {
+			if (rt_reload(err, sizeof err) == 0)
+				log_info("reload: configuration generation %u loaded", rt_generation());
+			else
+				log_error("reload refused, generation %u keeps serving: %s", rt_generation(), err);
+			continue;
+		}
+		break;
+	}
+	log_info("shutting down: no new requests; waiting for running jobs");
+	http_quiesce();
+	int busy = jobs_stop(30);
+	if (busy)
+		log_warn("shutdown: %d job(s) still running after 30 s; they resume on next start", busy);
+	http_stop();
+	rt_pool_drain();
+	store_close();
+	config_free(&cfg);
+	log_info("stopped");
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *cmd = argc > 1 ? argv[1] : "serve";
+	int rest = argc > 1 ? argc - 2 : 0;
+	char **args = argc > 1 ? argv + 2 : argv + argc;
+
+	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+		fputs(usage_main, stdout);
+		return 0;
+	}
+	if (strcmp(cmd, "--version") == 0)
+		return cmd_version();
+	if (strcmp(cmd, "serve") == 0) {
+		if (wants_help(rest, args)) {
+			fputs(usage_serve, stdout);
+			return 0;
+		}
+		if (rest)
+			return usage_error(usage_serve, "serve takes no arguments: %s", args[0]);
+		return cmd_serve();
+	}
+	if (strcmp(cmd, "version") == 0) {
+		if (wants_help(rest, args)) {
+			fputs(usage_version, stdout);
+			return 0;
+		}
+		if (rest)
+			return usage_error(usage_version, "version takes no arguments: %s", args[0]);
+		return cmd_version();
+	}
+	if (strcmp(cmd, "plan") == 0) {
+		if (wants_help(rest, args)) {
+			fputs(usage_plan, stdout);
+			return 0;
+		}
+		return run_cli("plan", rest, args, 1);
+	}
+	if (strcmp(cmd, "check") == 0) {
+		if (wants_help(rest, args)) {
+			fputs(usage_check, stdout);
+			return 0;
+		}
+		if (rest)
+			return usage_error(usage_check, "check takes no arguments: %s", args[0]);
+		return run_cli("check", rest, args, 0);
+	}
+	if (strcmp(cmd, "tiers") == 0) {
+		if (wants_help(rest, args)) {
+			fputs(usage_tiers, stdout);
+			return 0;
+		}
+		return run_cli("tiers", rest, args, 0);
+	}
+	return usage_error(usage_main, "unknown command: %s", cmd);
+}

@@ -1,0 +1,347 @@
+/* store: SQLite journal. Each thread owns a connection (pthread key), so no
+ * connection is ever shared; WAL lets readers run beside the one writer. */
+#include "store.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+static char *db_path;
+static int db_readonly;
+static pthread_key_t conn_key;
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+
+static const char *const migrations[] = {
+	/* version 1 */
+	"CREATE TABLE IF NOT EXISTS instances ("
+	" subscription_id TEXT PRIMARY KEY,"
+	" account_id TEXT,"
+	" app_name TEXT NOT NULL UNIQUE,"
+	" tier TEXT NOT NULL,"
+	" status TEXT NOT NULL,"
+	" spec TEXT NOT NULL DEFAULT '{}',"
+	" applied TEXT NOT NULL DEFAULT '{}',"
+	" urls TEXT NOT NULL DEFAULT '{}',"
+	" limits TEXT NOT NULL DEFAULT '{}',"
+	" error TEXT,"
+	" dry_run INTEGER NOT NULL DEFAULT 0,"
+	" generation INTEGER,"
+	" created_at TEXT NOT NULL,"
+	" updated_at TEXT NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS jobs ("
+	" id TEXT PRIMARY KEY,"
+	" subscription_id TEXT NOT NULL,"
+	" operation TEXT NOT NULL,"
+	" state TEXT NOT NULL CHECK (state IN ('queued','running','succeeded','failed')),"
+	" request TEXT NOT NULL DEFAULT '{}',"
+	" result TEXT,"
+	" error TEXT,"
+	" generation INTEGER,"
+	" step TEXT,"
+	" steps_done INTEGER NOT NULL DEFAULT 0,"
+	" steps_total INTEGER NOT NULL DEFAULT 0,"
+	" attempts INTEGER NOT NULL DEFAULT 0,"
+	" waiting_for TEXT,"
+	" created_at TEXT NOT NULL,"
+	" started_at TEXT,"
+	" finished_at TEXT);"
+	"CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);"
+	"CREATE INDEX IF NOT EXISTS jobs_by_subscription ON jobs (subscription_id);"
+	"CREATE TABLE IF NOT EXISTS steps ("
+	" job_id TEXT NOT NULL REFERENCES jobs (id),"
+	" seq INTEGER NOT NULL,"
+	" resource TEXT NOT NULL,"
+	" target TEXT NOT NULL,"
+	" command TEXT NOT NULL,"
+	" mutating INTEGER NOT NULL DEFAULT 1,"
+	" state TEXT NOT NULL,"
+	" exit_code INTEGER,"
+	" duration_ms INTEGER,"
+	" output TEXT,"
+	" error TEXT,"
+	" started_at TEXT,"
+	" finished_at TEXT,"
+	" PRIMARY KEY (job_id, seq));"
+	"CREATE TABLE IF NOT EXISTS outbox ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" subscription_id TEXT NOT NULL,"
+	" kind TEXT NOT NULL,"
+	" payload TEXT NOT NULL,"
+	" state TEXT NOT NULL DEFAULT 'pending',"
+	" attempts INTEGER NOT NULL DEFAULT 0,"
+	" next_attempt_at TEXT,"
+	" last_error TEXT,"
+	" created_at TEXT NOT NULL);"
+	"CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, id);"
+	"CREATE TABLE IF NOT EXISTS webhook_ids ("
+	" id TEXT PRIMARY KEY,"
+	" received_at TEXT NOT NULL);",
+};
+
+static void close_conn(void *p)
+{
+	if (p)
+		sqlite3_close_v2(p);
+}
+
+static void make_key(void)
+{
+	pthread_key_create(&conn_key, close_conn);
+}
+
+static sqlite3 *open_conn(char *err, size_t errlen)
+{
+	sqlite3 *db = NULL;
+	int flags = db_readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+	flags |= SQLITE_OPEN_NOMUTEX;
+	int rc = sqlite3_open_v2(db_path, &db, flags, NULL);
+	if (rc != SQLITE_OK) {
+		if (err)
+			snprintf(err, errlen, "STATE_DB: cannot open %s: %s", db_path,
+				 db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+		sqlite3_close_v2(db);
+		return NULL;
+	}
+	sqlite3_busy_timeout(db, 10000);
+	sqlite3_extended_result_codes(db, 1);
+	const char *pragmas = db_readonly ? "PRAGMA query_only=1;"
+					  : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+					    " PRAGMA foreign_keys=ON;";
+	char *msg = NULL;
+	if (sqlite3_exec(db, pragmas, NULL, NULL, &msg) != SQLITE_OK) {
+		if (err)
+			snprintf(err, errlen, "STATE_DB: %s: %s", db_path, msg ? msg : "pragma failed");
+		sqlite3_free(msg);
+		sqlite3_close_v2(db);
+		return NULL;
+	}
+	return db;
+}
+
+static int mkdir_parents(const char *path)
+{
+	char tmp[PATH_MAX];
+	snprintf(tmp, sizeof tmp, "%s", path);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p == '/') {
+			*p = '\0';
+			if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+				return -1;
+			*p = '/';
+		}
+	}
+	return 0;
+}
+
+static int migrate(sqlite3 *db, char *err, size_t errlen)
+{
+	sqlite3_stmt *st;
+	int version = 0;
+	if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK) {
+		if (sqlite3_step(st) == SQLITE_ROW)
+			version = sqlite3_column_int(st, 0);
+		sqlite3_finalize(st);
+	}
+	if (version > STORE_SCHEMA_VERSION) {
+		snprintf(err, errlen, "STATE_DB: %s has schema version %d, newer than this mrprov (%d)",
+			 db_path, version, STORE_SCHEMA_VERSION);
+		return -1;
+	}
+	for (int v = version; v < STORE_SCHEMA_VERSION; v++) {
+		char *msg = NULL;
+		char sql[64];
+		snprintf(sql, sizeof sql, "PRAGMA user_version=%d", v + 1);
+		if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK ||
+		    sqlite3_exec(db, migrations[v], NULL, NULL, &msg) != SQLITE_OK ||
+		    sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK ||
+		    sqlite3_exec(db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
+			snprintf(err, errlen, "STATE_DB: migration to version %d failed: %s", v + 1,
+				 msg ? msg : "?");
+			sqlite3_free(msg);
+			sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+			return -1;
+		}
+		log_info("store: schema migrated to version %d", v + 1);
+	}
+	return 0;
+}
+
+int store_open(const char *path, int readonly, char *err, size_t errlen)
+{
+	pthread_once(&key_once, make_key);
+	free(db_path);
+	db_path = strdup(path);
+	db_readonly = readonly;
+	if (!readonly && mkdir_parents(path) < 0) {
+		snprintf(err, errlen, "STATE_DB: cannot create the directory of %s: %s", path, strerror(errno));
+		return -1;
+	}
+	sqlite3 *db = open_conn(err, errlen);
+	if (!db)
+		return -1;
+	if (!readonly && migrate(db, err, errlen) < 0) {
+		sqlite3_close_v2(db);
+		return -1;
+	}
+	close_conn(pthread_getspecific(conn_key));
+	pthread_setspecific(conn_key, db);
+	return 0;
+}
+
+int store_is_open(void)
+{
+	return db_path != NULL;
+}
+
+sqlite3 *store_conn(void)
+{
+	if (!db_path)
+		return NULL;
+	sqlite3 *db = pthread_getspecific(conn_key);
+	if (!db) {
+		char err[256];
+		db = open_conn(err, sizeof err);
+		if (!db) {
+			log_error("%s", err);
+			return NULL;
+		}
+		pthread_setspecific(conn_key, db);
+	}
+	return db;
+}
+
+void store_close(void)
+{
+	if (!db_path)
+		return;
+	close_conn(pthread_getspecific(conn_key));
+	pthread_setspecific(conn_key, NULL);
+	free(db_path);
+	db_path = NULL;
+}
+
+static int exec_sql(const char *sql)
+{
+	sqlite3 *db = store_conn();
+	if (!db)
+		return -1;
+	char *msg = NULL;
+	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		log_error("store: %s: %s", sql, msg ? msg : "?");
+		sqlite3_free(msg);
+		return -1;
+	}
+	return 0;
+}
+
+int store_begin(void)
+{
+	return exec_sql("BEGIN IMMEDIATE");
+}
+
+int store_commit(void)
+{
+	return exec_sql("COMMIT");
+}
+
+void store_rollback(void)
+{
+	sqlite3 *db = store_conn();
+	if (db && !sqlite3_get_autocommit(db))
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static void iso_now(char *out, size_t outlen)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	struct tm tm;
+	gmtime_r(&ts.tv_sec, &tm);
+	size_t n = strftime(out, outlen, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out + n, outlen - n, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+int store_job_claim(char *id, size_t idlen)
+{
+	sqlite3 *db = store_conn();
+	if (!db)
+		return -1;
+	static const char sql[] =
+		"UPDATE jobs SET state = 'running', started_at = ?1, attempts = attempts + 1"
+		" WHERE id = (SELECT j.id FROM jobs j WHERE j.state = 'queued' AND NOT EXISTS"
+		"  (SELECT 1 FROM jobs r WHERE r.subscription_id = j.subscription_id AND r.state = 'running')"
+		"  ORDER BY j.rowid LIMIT 1)"
+		" RETURNING id";
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+		log_error("store: claim: %s", sqlite3_errmsg(db));
+		return -1;
+	}
+	char now[40];
+	iso_now(now, sizeof now);
+	sqlite3_bind_text(st, 1, now, -1, SQLITE_TRANSIENT);
+	int rc = sqlite3_step(st);
+	int found = 0;
+	if (rc == SQLITE_ROW) {
+		snprintf(id, idlen, "%s", (const char *)sqlite3_column_text(st, 0));
+		found = 1;
+		rc = sqlite3_step(st);
+	}
+	if (rc != SQLITE_DONE) {
+		log_error("store: claim: %s", sqlite3_errmsg(db));
+		found = -1;
+	}
+	sqlite3_finalize(st);
+	return found;
+}
+
+int store_jobs_requeue(void)
+{
+	sqlite3 *db = store_conn();
+	if (!db || exec_sql("UPDATE jobs SET state = 'queued' WHERE state = 'running'") < 0)
+		return -1;
+	return sqlite3_changes(db);
+}
+
+int store_job_finished(const char *id)
+{
+	sqlite3 *db = store_conn();
+	sqlite3_stmt *st;
+	if (!db || sqlite3_prepare_v2(db, "SELECT state FROM jobs WHERE id = ?1", -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+	int res = -1;
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		const char *s = (const char *)sqlite3_column_text(st, 0);
+		res = strcmp(s, "succeeded") == 0 || strcmp(s, "failed") == 0;
+	}
+	sqlite3_finalize(st);
+	return res;
+}
+
+void store_job_fail(const char *id, const char *message)
+{
+	sqlite3 *db = store_conn();
+	sqlite3_stmt *st;
+	if (!db)
+		return;
+	store_rollback();
+	if (sqlite3_prepare_v2(db,
+			       "UPDATE jobs SET state = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1",
+			       -1, &st, NULL) != SQLITE_OK)
+		return;
+	char now[40];
+	iso_now(now, sizeof now);
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 2, message, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 3, now, -1, SQLITE_TRANSIENT);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		log_error("store: cannot mark job %s failed: %s", id, sqlite3_errmsg(db));
+	sqlite3_finalize(st);
+}

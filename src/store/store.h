@@ -1,0 +1,36 @@
+/* store: the local durable journal in SQLite (WAL): instances, jobs, steps,
+ * outbox, seen webhook ids. Owns the schema and its version, and one
+ * connection per thread. Knows job states (the job system's vocabulary) but
+ * no product: instance columns are written by Lua through plain SQL. */
+#ifndef MRPROV_STORE_H
+#define MRPROV_STORE_H
+
+#include <sqlite3.h>
+#include <stddef.h>
+
+#define STORE_SCHEMA_VERSION 1
+
+/* Opens (creating when missing, with its directory) and migrates the database.
+ * readonly: open an existing file without creating or migrating anything. */
+int store_open(const char *path, int readonly, char *err, size_t errlen);
+int store_is_open(void);
+/* The calling thread's connection, opened on first use; NULL when closed. */
+sqlite3 *store_conn(void);
+void store_close(void);
+
+/* BEGIN IMMEDIATE / COMMIT / ROLLBACK on this thread's connection. */
+int store_begin(void);
+int store_commit(void);
+void store_rollback(void);
+
+/* Jobs. Claiming marks a queued job running, skipping subscriptions that
+ * already have a running job. Returns 1 and the id, 0 when none, -1 on error. */
+int store_job_claim(char *id, size_t idlen);
+/* Puts jobs left `running` by a crash back in the queue; returns how many. */
+int store_jobs_requeue(void);
+/* 1 when the job has finished (succeeded or failed), 0 if not, -1 unknown. */
+int store_job_finished(const char *id);
+/* Marks a job failed with a message (used when its script could not run). */
+void store_job_fail(const char *id, const char *message);
+
+#endif

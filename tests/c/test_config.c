@@ -1,0 +1,122 @@
+/* Unit tests for src/config.c: .env parsing, defaults, validation messages. */
+#include "check.h"
+#include "config.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+struct seen {
+	char names[16][32];
+	char values[16][128];
+	int n;
+};
+
+static void record(void *ud, const char *name, const char *value)
+{
+	struct seen *s = ud;
+	snprintf(s->names[s->n], 32, "%s", name);
+	snprintf(s->values[s->n], 128, "%s", value);
+	s->n++;
+}
+
+static int load_with(const char *name, const char *value, char *err, size_t errlen)
+{
+	struct config c;
+	if (name)
+		setenv(name, value, 1);
+	int rc = config_load(&c, NULL, err, errlen);
+	if (name)
+		unsetenv(name);
+	if (rc == 0)
+		config_free(&c);
+	return rc;
+}
+
+int main(void)
+{
+	const char *text = "# comment\n"
+			   "\n"
+			   "PORT=9000\n"
+			   "export HOST = 127.0.0.2\n"
+			   "A='single # not a comment'\n"
+			   "B=\"line1\\nline2\"\n"
+			   "C=bare value # trailing comment\r\n"
+			   "EMPTY=\n";
+	struct seen s = { .n = 0 };
+	CHECK(config_parse_dotenv(text, strlen(text), record, &s) == 0);
+	CHECK(s.n == 6);
+	CHECK_STR(s.names[0], "PORT");
+	CHECK_STR(s.values[0], "9000");
+	CHECK_STR(s.names[1], "HOST");
+	CHECK_STR(s.values[1], "127.0.0.2");
+	CHECK_STR(s.values[2], "single # not a comment");
+	CHECK_STR(s.values[3], "line1\nline2");
+	CHECK_STR(s.values[4], "bare value");
+	CHECK_STR(s.values[5], "");
+
+	struct seen t = { .n = 0 };
+	CHECK(config_parse_dotenv("OK=1\nnot an assignment\n", 22, record, &t) == 2);
+	struct seen u = { .n = 0 };
+	CHECK(config_parse_dotenv("1BAD=x\n", 7, record, &u) == 1);
+	struct seen w = { .n = 0 };
+	CHECK(config_parse_dotenv("Q='unterminated\n", 16, record, &w) == 1);
+
+	/* Defaults. */
+	struct config c;
+	char err[512] = "";
+	CHECK(config_load(&c, NULL, err, sizeof err) == 0);
+	CHECK(c.port == 8002);
+	CHECK_STR(c.host, "127.0.0.1");
+	CHECK(c.dokku_host == NULL);
+	CHECK_STR(c.base_domain, "mindroom.chat");
+	CHECK_STR(c.state_db, "./data/mrprov.db");
+	CHECK(c.workers == 4 && c.dokku_pool_size == 4 && c.dokku_port == 22);
+	config_free(&c);
+
+	/* One clear line naming the variable. */
+	CHECK(load_with("PORT", "80a", err, sizeof err) < 0 && strstr(err, "PORT:"));
+	CHECK(load_with("PORT", "70000", err, sizeof err) < 0 && strstr(err, "PORT:"));
+	CHECK(load_with("LOG_LEVEL", "LOUD", err, sizeof err) < 0 && strstr(err, "LOG_LEVEL:"));
+	CHECK(load_with("WORKERS", "0", err, sizeof err) < 0 && strstr(err, "WORKERS:"));
+	CHECK(load_with("HOST", "example.com", err, sizeof err) < 0 && strstr(err, "HOST:"));
+	CHECK(load_with("HOST", "0.0.0.0", err, sizeof err) < 0 && strstr(err, "PROVISIONER_API_KEYS"));
+	CHECK(load_with("SUPABASE_URL", "http://127.0.0.1:1", err, sizeof err) < 0 &&
+	      strstr(err, "SUPABASE_SERVICE_KEY"));
+	CHECK(load_with("DOKKU_HOST", "dokku.example.com", err, sizeof err) < 0 &&
+	      strstr(err, "DOKKU_SSH_KEY_PATH"));
+	CHECK(load_with("LOG_LEVEL", "debug", err, sizeof err) == 0);
+
+	/* Non-loopback HOST is accepted once keys are set; keys split on commas. */
+	setenv("PROVISIONER_API_KEYS", " key-one-0123456789 , key-two-0123456789,", 1);
+	setenv("HOST", "0.0.0.0", 1);
+	CHECK(config_load(&c, NULL, err, sizeof err) == 0);
+	CHECK(c.n_api_keys == 2);
+	CHECK_STR(c.api_keys[0], "key-one-0123456789");
+	CHECK_STR(c.api_keys[1], "key-two-0123456789");
+	config_free(&c);
+	unsetenv("HOST");
+	unsetenv("PROVISIONER_API_KEYS");
+
+	/* The environment wins over .env. */
+	char path[] = "/tmp/mrprov-test-env-XXXXXX";
+	int fd = mkstemp(path);
+	const char *env = "PORT=9100\nBASE_DOMAIN=example.org\n";
+	CHECK(fd >= 0 && write(fd, env, strlen(env)) == (ssize_t)strlen(env));
+	close(fd);
+	setenv("PORT", "9200", 1);
+	CHECK(config_load(&c, path, err, sizeof err) == 0);
+	CHECK(c.port == 9200);
+	CHECK_STR(c.base_domain, "example.org");
+	config_free(&c);
+	unsetenv("PORT");
+	unlink(path);
+
+	CHECK(config_host_is_loopback("127.0.0.1"));
+	CHECK(config_host_is_loopback("127.9.9.9"));
+	CHECK(config_host_is_loopback("::1"));
+	CHECK(config_host_is_loopback("localhost"));
+	CHECK(!config_host_is_loopback("0.0.0.0"));
+	CHECK(!config_host_is_loopback("10.0.0.1"));
+	CHECK(!config_host_is_loopback("::"));
+	return check_done();
+}

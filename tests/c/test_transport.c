@@ -1,0 +1,74 @@
+/* Unit tests for src/dokku/transport.c: token safety, dry-run and local
+ * execution with argv (no shell), exit codes, timeouts. */
+#include "check.h"
+#include "dokku/transport.h"
+
+#include <stdlib.h>
+
+static int ok(const char *s)
+{
+	const char *reason;
+	return transport_token_ok(s, strlen(s), &reason);
+}
+
+int main(void)
+{
+	CHECK(ok("apps:create"));
+	CHECK(ok("mr-sub123-abc12345-backend"));
+	CHECK(ok("MINDROOM_TIER=cHJvZmVzc2lvbmFs"));
+	CHECK(ok("/var/lib/dokku/data/storage/mr-x:/app/data"));
+	CHECK(ok("ghcr.io/tulir/tuwunel:latest"));
+	CHECK(ok("--no-restart"));
+	CHECK(!ok(""));
+	CHECK(!ok("a b"));
+	CHECK(!ok("a;b"));
+	CHECK(!ok("$(id)"));
+	CHECK(!ok("`id`"));
+	CHECK(!ok("a'b"));
+	CHECK(!ok("a\"b"));
+	CHECK(!ok("a\nb"));
+	CHECK(!ok("a|b"));
+	CHECK(!ok("a&b"));
+	CHECK(!ok("a\\b"));
+	CHECK(!ok("-n"));
+	CHECK(!ok("--help"));
+	const char *reason;
+	CHECK(!transport_token_ok("a\0b", 3, &reason));
+
+	char err[256];
+	struct transport_result r;
+	const char *argv1[] = { "apps:create", "mr-a-12345678" };
+	CHECK(transport_init(TRANSPORT_DRY_RUN, NULL, err, sizeof err) == 0);
+	CHECK(transport_run(argv1, 2, 5, &r) == 0 && r.exit_code == 0 && r.out.len == 0);
+	transport_result_free(&r);
+	const char *bad[] = { "config:set", "app", "K=v;rm -rf /" };
+	CHECK(transport_run(bad, 3, 5, &r) < 0 && strstr(r.error, "argument 3"));
+	transport_result_free(&r);
+
+	CHECK(transport_init(TRANSPORT_SSH, NULL, err, sizeof err) < 0 && strstr(err, "DOKKU_HOST"));
+
+	/* Local mode runs the program with an argv: /bin/echo prints exactly its arguments. */
+	CHECK(transport_init(TRANSPORT_LOCAL, "/bin/echo", err, sizeof err) == 0);
+	const char *argv2[] = { "a:b", "$HOME" };
+	/* `$HOME` is not a safe token, so it never reaches the program. */
+	CHECK(transport_run(argv2, 2, 5, &r) < 0);
+	transport_result_free(&r);
+	const char *argv3[] = { "a:b", "c=d" };
+	CHECK(transport_run(argv3, 2, 5, &r) == 0 && r.exit_code == 0);
+	CHECK_STR(r.out.data, "a:b c=d\n");
+	transport_result_free(&r);
+
+	CHECK(transport_init(TRANSPORT_LOCAL, "/bin/false", err, sizeof err) == 0);
+	CHECK(transport_run(argv3, 2, 5, &r) == 0 && r.exit_code == 1);
+	transport_result_free(&r);
+
+	CHECK(transport_init(TRANSPORT_LOCAL, "/bin/sleep", err, sizeof err) == 0);
+	const char *argv4[] = { "5" };
+	CHECK(transport_run(argv4, 1, 0.2, &r) < 0 && r.transient && strstr(r.error, "timed out"));
+	transport_result_free(&r);
+
+	CHECK(transport_init(TRANSPORT_LOCAL, "/nonexistent/dokku", err, sizeof err) == 0);
+	CHECK(transport_run(argv3, 2, 5, &r) == 0 && r.exit_code == 127);
+	transport_result_free(&r);
+	return check_done();
+}
