@@ -1,0 +1,432 @@
+-- Validators for every value that can reach a Dokku command, an environment
+-- variable or the rendered config: each returns the normalized value, or nil and
+-- a message. Request validators turn decoded JSON bodies into checked tables.
+local cjson = require "cjson"
+
+local M = {}
+
+local MAX_ENV_VALUE = 16 * 1024
+local MAX_CONFIG_UPDATES = 64
+
+M.MATRIX_TYPES = { tuwunel = true, synapse = true }
+
+-- Keys the provisioner sets itself or Dokku owns; a customer override would
+-- break the instance or leak into another one's wiring.
+local RESERVED_KEYS = {
+  DATABASE_URL = true, REDIS_URL = true, GIT_REV = true, PORT = true,
+}
+
+local function is_string(s)
+  return type(s) == "string"
+end
+
+-- cjson decodes every number as a float; an integral float counts as an integer.
+local function to_int(v)
+  if type(v) ~= "number" then return nil end
+  return math.tointeger(v)
+end
+
+function M.utf8_valid(s)
+  return is_string(s) and utf8.len(s) ~= nil
+end
+
+-- Ids start with an alphanumeric so that none can ever look like a flag (-n, --force).
+local function id_rule(s)
+  if not is_string(s) then return nil, "must be a string" end
+  if #s < 1 or #s > 64 or not s:match("^[A-Za-z0-9][A-Za-z0-9_-]*$") then
+    return nil, "must be 1-64 characters of A-Z a-z 0-9 _ -, starting with a letter or digit"
+  end
+  return s
+end
+
+function M.subscription_id(s)
+  return id_rule(s)
+end
+
+function M.account_id(s)
+  return id_rule(s)
+end
+
+-- SPEC §4: first 8 characters, lower-cased, non-alphanumerics dropped.
+function M.app_prefix(subscription_id)
+  if not is_string(subscription_id) then return nil, "must be a string" end
+  local p = subscription_id:sub(1, 8):lower():gsub("[^a-z0-9]", "")
+  if p == "" then p = "sub" end
+  return p
+end
+
+function M.app_name(s)
+  if not is_string(s) then return nil, "must be a string" end
+  if not s:match("^mr%-[a-z0-9]+%-[a-z0-9]+$") then
+    return nil, "must look like mr-{prefix}-{suffix} in lower-case letters and digits"
+  end
+  local prefix, suffix = s:match("^mr%-([a-z0-9]+)%-([a-z0-9]+)$")
+  if #prefix > 8 or #suffix ~= 8 then
+    return nil, "must look like mr-{1-8 characters}-{8 characters}"
+  end
+  return s
+end
+
+-- dokku.md §3 recommended rule: a DNS label that starts with a letter, no dots, no "--".
+function M.dokku_app(s)
+  if not is_string(s) then return nil, "must be a string" end
+  if not s:match("^[a-z][a-z0-9-]*[a-z0-9]$") or #s > 63 then
+    return nil, "must be 2-63 characters of a-z 0-9 -, starting with a letter and ending with a letter or digit"
+  end
+  if s:find("--", 1, true) then
+    return nil, "must not contain '--'"
+  end
+  return s
+end
+
+-- Postgres/Redis service names and storage directories accept [A-Za-z0-9_-];
+-- the leading alphanumeric keeps a name from reading as a flag.
+function M.service_name(s)
+  if not is_string(s) then return nil, "must be a string" end
+  if #s > 64 or not s:match("^[A-Za-z0-9][A-Za-z0-9_-]*$") then
+    return nil, "must be 1-64 characters of A-Z a-z 0-9 _ -, starting with a letter or digit"
+  end
+  return s
+end
+
+function M.tier_name(s)
+  if not is_string(s) then return nil, "must be a string" end
+  if #s > 32 or not s:match("^[a-z][a-z0-9_-]*$") then
+    return nil, "must be 1-32 characters of a-z 0-9 _ -, starting with a letter"
+  end
+  return s
+end
+
+function M.domain(s)
+  if not is_string(s) then return nil, "must be a string" end
+  s = s:lower()
+  if #s == 0 or #s > 253 then return nil, "must be 1-253 characters" end
+  if s:sub(-1) == "." then return nil, "must not end with a dot" end
+  local labels = 0
+  -- Splitting on every dot (empty labels included) catches "a..b" and ".a".
+  for label in (s .. "."):gmatch("([^.]*)%.") do
+    labels = labels + 1
+    if #label < 1 or #label > 63 then
+      return nil, "each label must be 1-63 characters"
+    end
+    if not label:match("^[a-z0-9]$") and not label:match("^[a-z0-9][a-z0-9-]*[a-z0-9]$") then
+      return nil, "labels may only contain a-z 0-9 and inner hyphens"
+    end
+  end
+  if labels < 2 then return nil, "must have at least two labels" end
+  return s
+end
+
+function M.env_key(s)
+  if not is_string(s) then return nil, "must be a string" end
+  if #s > 64 or not s:match("^[A-Z_][A-Z0-9_]*$") then
+    return nil, "must be 1-64 characters of A-Z 0-9 _, not starting with a digit"
+  end
+  return s
+end
+
+function M.reserved_env_key(k)
+  if not is_string(k) then return false end
+  return RESERVED_KEYS[k] == true or k:sub(1, 6) == "DOKKU_" or k:sub(1, 9) == "MINDROOM_"
+end
+
+function M.env_value(s)
+  if not is_string(s) then return nil, "must be a string" end
+  if #s > MAX_ENV_VALUE then return nil, "must be at most 16 KiB" end
+  if s:find("\0", 1, true) then return nil, "must not contain NUL" end
+  if not M.utf8_valid(s) then return nil, "must be valid UTF-8" end
+  return s
+end
+
+local function host_port_ok(c)
+  local host, port = c:match("^([^:]+):(%d+)$")
+  if not host then
+    if c:find(":", 1, true) then return false end
+    host = c
+  elseif #port > 5 or tonumber(port) > 65535 or tonumber(port) < 1 then
+    return false
+  end
+  for label in (host .. "."):gmatch("([^.]*)%.") do
+    if not label:match("^[a-z0-9]$") and not label:match("^[a-z0-9][a-z0-9-]*[a-z0-9]$") then
+      return false
+    end
+  end
+  return true
+end
+
+-- Docker's path component: alphanumeric runs joined by ".", "_", "__" or dashes.
+local PATH_SEPARATORS = { ["."] = true, ["_"] = true, ["__"] = true }
+
+local function path_component_ok(c)
+  if not c:match("^[a-z0-9][a-z0-9._-]*$") or not c:match("[a-z0-9]$") then
+    return false
+  end
+  for sep in c:gmatch("[^a-z0-9]+") do
+    if not PATH_SEPARATORS[sep] and not sep:match("^%-+$") then
+      return false
+    end
+  end
+  return true
+end
+
+function M.image(s)
+  if not is_string(s) then return nil, "must be a string" end
+  if #s == 0 or #s > 255 then return nil, "must be 1-255 characters" end
+  local bad = "must be a Docker image reference ([host[:port]/]path[:tag][@sha256:digest])"
+  local name = s
+  local at = name:find("@", 1, true)
+  if at then
+    if not name:sub(at + 1):match("^sha256:" .. ("%x"):rep(64) .. "$")
+      or name:sub(at + 1):find("[A-F]") then
+      return nil, bad
+    end
+    name = name:sub(1, at - 1)
+  end
+  -- A tag's colon comes after the last slash; a registry port's before it.
+  local last_slash = 0
+  for i in name:gmatch("()/") do last_slash = i end
+  local colon = name:find(":", last_slash + 1, true)
+  if colon then
+    if not name:sub(colon + 1):match("^[A-Za-z0-9_][A-Za-z0-9_.-]*$") or #name - colon > 128 then
+      return nil, bad
+    end
+    name = name:sub(1, colon - 1)
+  end
+  local parts = {}
+  for part in (name .. "/"):gmatch("([^/]*)/") do parts[#parts + 1] = part end
+  local first = 1
+  if #parts > 1 and (parts[1]:find("[.:]") or parts[1] == "localhost") then
+    if not host_port_ok(parts[1]) then return nil, bad end
+    first = 2
+  end
+  for i = first, #parts do
+    if not path_component_ok(parts[i]) then return nil, bad end
+  end
+  return s
+end
+
+function M.email(s)
+  if not is_string(s) then return nil, "must be a string" end
+  if #s > 254 then return nil, "must be at most 254 characters" end
+  local user, host = s:match("^([^@]+)@([^@]+)$")
+  if not user or #user > 64 or not user:match("^[A-Za-z0-9][A-Za-z0-9._%%+-]*$")
+    or user:find("..", 1, true) or user:sub(-1) == "." then
+    return nil, "must be a valid e-mail address"
+  end
+  local d = M.domain(host)
+  if not d then return nil, "must be a valid e-mail address" end
+  return user .. "@" .. d
+end
+
+function M.matrix_type(s)
+  if not is_string(s) or not M.MATRIX_TYPES[s] then
+    return nil, "must be one of: synapse, tuwunel"
+  end
+  return s
+end
+
+-- Request limits: JSON name → { normalized name, kind, min, max }.
+local LIMIT_FIELDS = {
+  memory_mb = { "memory_mb", "int", 64, 262144 },
+  cpu_limit = { "cpu", "number", 0, 64 },
+  storage_gb = { "storage_gb", "int", 1, 10000 },
+  agents = { "agents", "int", 1, 1000 },
+  messages_per_day = { "messages_per_day", "int", 0, 10000000, nullable = true },
+}
+
+-- A key from a request is echoed into an error's field name only when it is
+-- plainly printable; anything else is reported against the parent field.
+local function printable_key(k)
+  if type(k) == "string" and #k <= 64 and k:match("^[A-Za-z0-9_.-]+$") then return k end
+  return nil
+end
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  return keys
+end
+
+-- Returns the normalized table plus, on failure, the offending key. A key the
+-- request leaves out is absent; messages_per_day = cjson.null means "unlimited"
+-- explicitly (tiers.effective_limits turns it into nil).
+function M.limits(t)
+  if type(t) ~= "table" or t == cjson.null or rawget(t, 1) ~= nil then
+    return nil, "must be an object"
+  end
+  local out = {}
+  for _, k in ipairs(sorted_keys(t)) do
+    local f = LIMIT_FIELDS[k]
+    if not f then
+      local pk = printable_key(k)
+      if pk then return nil, "is not a known limit", pk end
+      return nil, "has an unknown key"
+    end
+    local v = t[k]
+    if v == cjson.null and f.nullable then
+      out[f[1]] = cjson.null
+    elseif f[2] == "int" then
+      local i = to_int(v)
+      if not i or i < f[3] or i > f[4] then
+        return nil, ("must be an integer from %d to %d"):format(f[3], f[4]), k
+      end
+      out[f[1]] = i
+    else
+      if type(v) ~= "number" or v ~= v or v <= f[3] or v > f[4] then
+        return nil, ("must be a number above %d and at most %d"):format(f[3], f[4]), k
+      end
+      out[f[1]] = v + 0.0
+    end
+  end
+  return out
+end
+
+-- Request validation -------------------------------------------------------
+
+local function absent(v)
+  return v == nil or v == cjson.null
+end
+
+local function is_object(t)
+  return type(t) == "table" and t ~= cjson.null and rawget(t, 1) == nil
+end
+
+local function invalid(field, message)
+  return {
+    code = "invalid_value",
+    field = field,
+    message = field and (field .. " " .. message) or message,
+  }
+end
+
+-- take(t, name, validator, required) → true, value (nil when absent) or
+-- false, error object. A validator may name a sub-field as third result.
+local function take(t, name, validator, required)
+  local raw = t[name]
+  if absent(raw) then
+    if required then return false, invalid(name, "is required") end
+    return true, nil
+  end
+  local v, msg, sub = validator(raw)
+  if v == nil then
+    return false, invalid(sub and (name .. "." .. sub) or name, msg)
+  end
+  return true, v
+end
+
+-- Runs a list of { name, validator, required } over t into a result table,
+-- in list order so the first error is always the same one.
+local function take_all(t, fields)
+  if not is_object(t) then
+    return nil, { code = "invalid_body", message = "request body must be a JSON object" }
+  end
+  local r = {}
+  for _, f in ipairs(fields) do
+    local ok, v = take(t, f[1], f[2], f[3])
+    if not ok then return nil, v end
+    r[f[1]] = v
+  end
+  return r
+end
+
+local function boolean(v)
+  if type(v) ~= "boolean" then return nil, "must be true or false" end
+  return v
+end
+
+local function known_tier(tiers_by_name)
+  return function(v)
+    if not is_string(v) then return nil, "must be a string" end
+    if tiers_by_name[v] then return v end
+    -- Only echo the name back when it is harmless to print.
+    local shown = M.tier_name(v) and (" '" .. v .. "'") or ""
+    return nil, ("names an unknown tier%s; known tiers: %s"):format(
+      shown, table.concat(sorted_keys(tiers_by_name), ", "))
+  end
+end
+
+local function request_limits(v)
+  if not is_object(v) then return nil, "must be an object" end
+  return M.limits(v)
+end
+
+local function config_updates(cu)
+  if not is_object(cu) then return nil, "must be an object" end
+  local keys = sorted_keys(cu)
+  if #keys > MAX_CONFIG_UPDATES then
+    return nil, "must have at most " .. MAX_CONFIG_UPDATES .. " entries"
+  end
+  local out = {}
+  for _, k in ipairs(keys) do
+    local _, kerr = M.env_key(k)
+    if kerr then return nil, "key " .. kerr, printable_key(k) end
+    if M.reserved_env_key(k) then
+      return nil, "is managed by the provisioner and cannot be set", k
+    end
+    local v, verr = M.env_value(cu[k])
+    if not v then return nil, verr, k end
+    out[k] = v
+  end
+  return out
+end
+
+local function check_flags(tier, r)
+  local flags = tier.flags or {}
+  if r.custom_domain and not flags.custom_domains then
+    return nil, invalid("custom_domain", "is not available on the " .. tier.name .. " tier")
+  end
+  if r.enable_matrix and not flags.matrix then
+    return nil, invalid("enable_matrix", "is not available on the " .. tier.name .. " tier")
+  end
+  return r
+end
+
+function M.provision_request(t, tiers_by_name)
+  local r, err = take_all(t, {
+    { "subscription_id", M.subscription_id, true },
+    { "account_id", M.account_id },
+    { "tier", known_tier(tiers_by_name), true },
+    { "limits", request_limits },
+    { "enable_matrix", boolean },
+    { "matrix_type", M.matrix_type },
+    { "custom_domain", M.domain },
+  })
+  if not r then return nil, err end
+  if r.enable_matrix == nil then r.enable_matrix = false end
+  r.matrix_type = r.matrix_type or "tuwunel"
+  return check_flags(tiers_by_name[r.tier], r)
+end
+
+-- Absent optional fields stay nil, meaning "keep what the instance has".
+-- current_tier (optional): the instance's tier name, used to check flags when
+-- the update keeps the tier; without it only a requested tier is checked.
+function M.update_request(t, tiers_by_name, current_tier)
+  local r, err = take_all(t, {
+    { "subscription_id", M.subscription_id, true },
+    { "app_name", M.app_name, true },
+    { "tier", known_tier(tiers_by_name) },
+    { "limits", request_limits },
+    { "config_updates", config_updates },
+    { "enable_matrix", boolean },
+    { "matrix_type", M.matrix_type },
+    { "custom_domain", M.domain },
+  })
+  if not r then return nil, err end
+  local tier = tiers_by_name[r.tier or current_tier or ""]
+  if tier then return check_flags(tier, r) end
+  return r
+end
+
+function M.deprovision_request(t)
+  local r, err = take_all(t, {
+    { "subscription_id", M.subscription_id, true },
+    { "app_name", M.app_name, true },
+    { "backup_data", boolean },
+  })
+  if not r then return nil, err end
+  if r.backup_data == nil then r.backup_data = true end
+  return r
+end
+
+return M

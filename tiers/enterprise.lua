@@ -1,0 +1,24 @@
+-- Enterprise tier: every professional agent plus an orchestrator that routes
+-- work between them; every tool; Claude Opus by default and GPT-4 available;
+-- no message or agent caps, custom domains and per-customer limits.
+return {
+  name = "enterprise",
+  display_name = "Enterprise",
+  extends = "professional",
+  -- agents and messages_per_day are absent: unlimited.
+  limits = { memory_mb = 8192, cpu = 4.0, storage_gb = 100 },
+  add_agents = {
+    {
+      name = "orchestrator",
+      display_name = "Orchestrator",
+      role = "Breaks requests into tasks, hands them to the right agents and assembles the answer.",
+      tools = { "calendar", "email", "file", "web_search" },
+      model = "default",
+    },
+  },
+  models = {
+    default = { provider = "anthropic", id = "claude-opus-4-1" },
+    gpt4 = { provider = "openai", id = "gpt-4.1" },
+  },
+  flags = { custom_domains = true, matrix = true, custom_limits = true },
+}

@@ -1,0 +1,25 @@
+-- Starter tier: free plus a researcher and a coder, and the tools they need
+-- (web search, shell, GitHub). Same default model as free.
+return {
+  name = "starter",
+  display_name = "Starter",
+  extends = "free",
+  limits = { memory_mb = 512, cpu = 0.5, storage_gb = 5, agents = 3, messages_per_day = 500 },
+  add_tools = { "web_search", "shell", "github" },
+  add_agents = {
+    {
+      name = "researcher",
+      display_name = "Researcher",
+      role = "Searches the web, reads sources and writes concise, cited summaries.",
+      tools = { "web_search", "file" },
+      model = "default",
+    },
+    {
+      name = "coder",
+      display_name = "Coder",
+      role = "Writes, runs and reviews code, and works with GitHub repositories.",
+      tools = { "shell", "github", "file", "calculator" },
+      model = "default",
+    },
+  },
+}
