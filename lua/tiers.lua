@@ -106,9 +106,16 @@ local function bad(patterns, message)
   error({ patterns = patterns, message = message }, 0)
 end
 
+-- Text that ends up in config.yaml and API answers: UTF-8 without NUL, which
+-- the YAML emitter and parser cannot carry.
+local function text_ok(v, maxlen)
+  return type(v) == "string" and #v > 0 and #v <= maxlen and not v:find("\0", 1, true)
+    and validate.utf8_valid(v)
+end
+
 local function check_string(v, field, maxlen)
-  if type(v) ~= "string" or #v == 0 or #v > maxlen or not validate.utf8_valid(v) then
-    bad({ word(field) }, ("%s must be a non-empty UTF-8 string of at most %d bytes"):format(field, maxlen))
+  if not text_ok(v, maxlen) then
+    bad({ word(field) }, ("%s must be non-empty UTF-8 text of at most %d bytes"):format(field, maxlen))
   end
   return v
 end
@@ -184,8 +191,8 @@ local function check_agent(a, i, tools_set, models)
   end
   for _, k in ipairs({ "display_name", "role" }) do
     local v = a[k]
-    if type(v) ~= "string" or #v == 0 or #v > 2000 or not validate.utf8_valid(v) then
-      bad(at, ("agent '%s': %s must be a non-empty UTF-8 string"):format(name, k))
+    if not text_ok(v, 2000) then
+      bad(at, ("agent '%s': %s must be non-empty UTF-8 text of at most 2000 bytes"):format(name, k))
     end
   end
   if not is_list(a.tools) then bad(at, ("agent '%s': tools must be a list of tool names"):format(name)) end
