@@ -295,7 +295,7 @@ int config_load(struct config *c, const char *dotenv_path, char *err, size_t err
 	}
 
 	c->host = config_get("HOST");
-	if (parse_int("PORT", config_get("PORT"), 1, 65535, &c->port, err, errlen) < 0 ||
+	if (parse_int("PORT", config_get("PORT"), 0, 65535, &c->port, err, errlen) < 0 ||
 	    parse_int("DOKKU_PORT", config_get("DOKKU_PORT"), 1, 65535, &c->dokku_port, err, errlen) < 0 ||
 	    parse_int("DOKKU_POOL_SIZE", config_get("DOKKU_POOL_SIZE"), 1, 64, &c->dokku_pool_size, err, errlen) < 0 ||
 	    parse_int("WORKERS", config_get("WORKERS"), 1, 64, &c->workers, err, errlen) < 0)

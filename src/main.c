@@ -90,7 +90,41 @@ static int usage_error(const char *usage, const char *fmt, const char *arg)
 	return EXIT_USAGE;
 }
 
-static int load_config(struct config *cfg, int create_secret)
+/* Checks plan's options before anything is loaded; returns why not, or NULL. */
+static const char *plan_args_error(int argc, char **argv)
+{
+	static const char *const with_value[] = { "--tier", "--subscription", "--account", "--matrix", "--domain", NULL };
+	static char msg[160];
+	int tier = 0, sub = 0;
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0)
+			continue;
+		int known = 0;
+		for (int k = 0; with_value[k]; k++) {
+			size_t n = strlen(with_value[k]);
+			if (strncmp(argv[i], with_value[k], n) != 0 || (argv[i][n] != '\0' && argv[i][n] != '='))
+				continue;
+			known = 1;
+			if (argv[i][n] == '\0' && ++i >= argc) {
+				snprintf(msg, sizeof msg, "%s needs a value", with_value[k]);
+				return msg;
+			}
+			tier |= k == 0;
+			sub |= k == 1;
+		}
+		if (!known) {
+			snprintf(msg, sizeof msg, "unknown option: %.100s", argv[i]);
+			return msg;
+		}
+	}
+	if (!tier)
+		return "--tier is required";
+	if (!sub)
+		return "--subscription is required";
+	return NULL;
+}
+
+static int load_config(struct config *cfg)
 {
 	char err[512];
 	if (config_load(cfg, ".env", err, sizeof err) < 0) {
@@ -98,10 +132,6 @@ static int load_config(struct config *cfg, int create_secret)
 		return -1;
 	}
 	log_set_level((enum log_level)cfg->log_level);
-	if (config_load_secret(cfg, create_secret, err, sizeof err) < 0) {
-		fprintf(stderr, "mrprov: %s\n", err);
-		return -1;
-	}
 	enum transport_mode mode = !cfg->dokku_host ? TRANSPORT_DRY_RUN
 				   : strcmp(cfg->dokku_host, "local") == 0 ? TRANSPORT_LOCAL
 									     : TRANSPORT_SSH;
@@ -116,7 +146,7 @@ static int load_config(struct config *cfg, int create_secret)
 static int cmd_version(void)
 {
 	printf("mrprov %s\n", MRPROV_VERSION);
-	printf("lua %s\n", LUA_RELEASE);
+	printf("lua %s.%s.%s\n", LUA_VERSION_MAJOR, LUA_VERSION_MINOR, LUA_VERSION_RELEASE);
 	printf("libmicrohttpd %s\n", MHD_get_version());
 	printf("libssh2 %s\n", libssh2_version(0));
 	printf("libcurl %s\n", curl_version_info(CURLVERSION_NOW)->version);
@@ -128,9 +158,14 @@ static int cmd_version(void)
 static int run_cli(const char *fn, int argc, char **argv, int open_store_readonly)
 {
 	struct config cfg;
-	if (load_config(&cfg, 0) < 0)
-		return 1;
 	char err[2048];
+	if (load_config(&cfg) < 0)
+		return 1;
+	/* Commands without side effects use an ephemeral secret if none exists. */
+	if (config_load_secret(&cfg, 0, err, sizeof err) < 0) {
+		fprintf(stderr, "mrprov: %s\n", err);
+		return 1;
+	}
 	if (open_store_readonly && access(cfg.state_db, R_OK) == 0 &&
 	    store_open(cfg.state_db, 1, err, sizeof err) < 0)
 		fprintf(stderr, "mrprov: warning: %s (continuing without it)\n", err);
@@ -176,19 +211,20 @@ static int cmd_serve(void)
 	signal(SIGPIPE, SIG_IGN);
 
 	struct config cfg;
-	if (load_config(&cfg, 1) < 0)
+	if (load_config(&cfg) < 0)
 		return 1;
+	/* Settings and scripts are checked before anything is written. */
 	char err[2048];
-	if (store_open(cfg.state_db, 0, err, sizeof err) < 0) {
-		fprintf(stderr, "mrprov: %s\n", err);
-		return 1;
-	}
 	lua_State *L = rt_acquire(err, sizeof err);
 	if (!L) {
 		fprintf(stderr, "mrprov: %s\n", err);
 		return 1;
 	}
 	rt_release(L);
+	if (config_load_secret(&cfg, 1, err, sizeof err) < 0 || store_open(cfg.state_db, 0, err, sizeof err) < 0) {
+		fprintf(stderr, "mrprov: %s\n", err);
+		return 1;
+	}
 	if (jobs_start(cfg.workers, err, sizeof err) < 0) {
 		fprintf(stderr, "mrprov: %s\n", err);
 		return 1;
@@ -266,6 +302,9 @@ int main(int argc, char **argv)
 			fputs(usage_plan, stdout);
 			return 0;
 		}
+		const char *bad = plan_args_error(rest, args);
+		if (bad)
+			return usage_error(usage_plan, "%s", bad);
 		return run_cli("plan", rest, args, 1);
 	}
 	if (strcmp(cmd, "check") == 0) {

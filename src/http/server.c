@@ -441,11 +441,11 @@ int http_start(const struct config *c, char *err, size_t errlen)
 		return -1;
 	}
 	daemon_ = MHD_start_daemon(flags, (uint16_t)c->port, NULL, NULL, on_request, NULL,
+				   MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 				   MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
 				   MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
 				   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
 				   MHD_OPTION_CONNECTION_LIMIT, (unsigned)512,
-				   MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 				   MHD_OPTION_END);
 	if (!daemon_) {
 		snprintf(err, errlen, "PORT: cannot listen on %s:%d (in use, or not permitted)", c->host, c->port);

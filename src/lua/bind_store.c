@@ -1,7 +1,7 @@
 /* bind_store: SQL on the calling thread's store connection, for Lua.
  * store.query(sql, ...) → rows; store.exec(sql, ...) → changes;
  * store.tx(fn, ...) runs fn inside BEGIN IMMEDIATE … COMMIT (ROLLBACK and
- * re-raise on error). Parameters are bound, never interpolated. */
+ * re-raise on error); store.is_open(). Parameters are bound, never interpolated. */
 #include "lua/runtime.h"
 #include "store/store.h"
 
@@ -148,12 +148,19 @@ static int l_tx(lua_State *L)
 	return lua_gettop(L);
 }
 
+static int l_is_open(lua_State *L)
+{
+	lua_pushboolean(L, store_is_open());
+	return 1;
+}
+
 int luaopen_mrprov_store(lua_State *L)
 {
 	static const luaL_Reg fns[] = {
 		{ "query", l_query },
 		{ "exec", l_exec },
 		{ "tx", l_tx },
+		{ "is_open", l_is_open },
 		{ NULL, NULL },
 	};
 	luaL_newlib(L, fns);

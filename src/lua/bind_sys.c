@@ -152,7 +152,7 @@ static int l_version(lua_State *L)
 	lua_newtable(L);
 	lua_pushstring(L, rt_version());
 	lua_setfield(L, -2, "mrprov");
-	lua_pushstring(L, LUA_RELEASE);
+	lua_pushfstring(L, "%s.%s.%s", LUA_VERSION_MAJOR, LUA_VERSION_MINOR, LUA_VERSION_RELEASE);
 	lua_setfield(L, -2, "lua");
 	lua_pushstring(L, MHD_get_version());
 	lua_setfield(L, -2, "libmicrohttpd");

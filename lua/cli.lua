@@ -1,0 +1,159 @@
+-- The `plan`, `check` and `tiers` commands: the same Lua as `serve`, printing
+-- to stdout. Each returns the process exit code (0 ok, 1 failure, 2 usage).
+local boot = require "boot"
+local json = require "json"
+local tiers = require "tiers"
+local validate = require "validate"
+
+local M = {}
+
+local function usage(msg, cmd)
+  io.stderr:write("mrprov: ", msg, "\nRun `mrprov ", cmd, " --help` for usage.\n")
+  return 2
+end
+
+-- Parses `--name value` pairs and bare `--flag`s against the allowed set.
+local function options(args, with_value, flags, cmd)
+  local opts = {}
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    local name, inline = a:match("^%-%-([%w-]+)=(.*)$")
+    name = name or a:match("^%-%-([%w-]+)$")
+    if not name then
+      return nil, usage("unexpected argument: " .. a, cmd)
+    end
+    if with_value[name] then
+      local v = inline
+      if not v then
+        i = i + 1
+        v = args[i]
+      end
+      if not v then
+        return nil, usage("--" .. name .. " needs a value", cmd)
+      end
+      opts[name] = v
+    elseif flags[name] and not inline then
+      opts[name] = true
+    else
+      return nil, usage("unknown option: --" .. name, cmd)
+    end
+    i = i + 1
+  end
+  return opts
+end
+
+function M.plan(args)
+  local opts, code = options(args, { tier = true, subscription = true, account = true, matrix = true, domain = true },
+    { json = true }, "plan")
+  if not opts then
+    return code
+  end
+  if not opts.tier then
+    return usage("--tier is required", "plan")
+  end
+  if not opts.subscription then
+    return usage("--subscription is required", "plan")
+  end
+  local cfg = boot.current()
+  local body = {
+    subscription_id = opts.subscription, account_id = opts.account, tier = opts.tier,
+    enable_matrix = opts.matrix ~= nil, matrix_type = opts.matrix, custom_domain = opts.domain,
+  }
+  local r, err = validate.provision_request(body, cfg.tiers)
+  if not r then
+    local flag = ({ subscription_id = "--subscription", account_id = "--account", tier = "--tier",
+                    matrix_type = "--matrix", custom_domain = "--domain", enable_matrix = "--matrix" })[err.field]
+    io.stderr:write("mrprov: ", flag and (flag .. ": ") or "", err.message, "\n")
+    return 2
+  end
+  local p, perr = require("api").plan_for(r, cfg)
+  if not p then
+    io.stderr:write("mrprov: ", perr, "\n")
+    return 1
+  end
+  if opts.json then
+    io.write(json.encode(p), "\n")
+  else
+    io.write("# plan for ", p.subscription_id, ": app ", p.app_name, ", tier ", p.tier,
+      p.existing and " (existing instance: only the differences)" or "", "\n")
+    for _, line in ipairs(p.commands) do
+      io.write(line, "\n")
+    end
+  end
+  return 0
+end
+
+function M.check()
+  local cfg = boot.current()
+  local names = tiers.names(cfg.tiers)
+  io.write("settings: ok (base domain ", cfg.settings.base_domain, ", dokku ", cfg.settings.dokku_mode, ")\n")
+  io.write("tiers (", #names, ") from ", cfg.tiers_dir, ":\n")
+  for _, name in ipairs(names) do
+    local t = cfg.tiers[name]
+    io.write(string.format("  %-14s %s\n", name, t.file or ""))
+  end
+  -- Every Lua module the service uses must load too.
+  for _, mod in ipairs({ "api", "worker", "engine", "desired", "render", "instances" }) do
+    local ok, err = pcall(require, mod)
+    if not ok then
+      io.stderr:write("mrprov: ", tostring(err), "\n")
+      return 1
+    end
+  end
+  io.write("lua: ok\n")
+  return 0
+end
+
+local function fmt_limit(v, unit)
+  if v == nil or v == json.null then
+    return "unlimited"
+  end
+  return tostring(v) .. (unit or "")
+end
+
+function M.tiers(args)
+  local opts, code = options(args, {}, { json = true }, "tiers")
+  if not opts then
+    return code
+  end
+  local cfg = boot.current()
+  local list = json.array()
+  for _, name in ipairs(tiers.names(cfg.tiers)) do
+    list[#list + 1] = tiers.describe(cfg.tiers[name])
+  end
+  if opts.json then
+    io.write(json.encode(list), "\n")
+    return 0
+  end
+  for _, t in ipairs(list) do
+    local l = t.limits
+    io.write(t.name, " (", t.display_name, ")\n")
+    io.write("  limits: memory ", fmt_limit(l.memory_mb, " MB"), ", cpu ", fmt_limit(l.cpu), ", storage ",
+      fmt_limit(l.storage_gb, " GB"), ", agents ", fmt_limit(l.agents), ", messages/day ",
+      fmt_limit(l.messages_per_day), "\n")
+    local agents = {}
+    for _, a in ipairs(t.agents) do
+      agents[#agents + 1] = a.name
+    end
+    io.write("  agents: ", table.concat(agents, ", "), "\n")
+    io.write("  tools:  ", table.concat(t.tools, ", "), "\n")
+    local models = {}
+    for name, m in pairs(t.models) do
+      models[#models + 1] = name .. "=" .. m.provider .. "/" .. m.id
+    end
+    table.sort(models)
+    io.write("  models: ", table.concat(models, ", "), "\n")
+    local flags = {}
+    for k, v in pairs(t.flags) do
+      if v then
+        flags[#flags + 1] = k
+      end
+    end
+    table.sort(flags)
+    io.write("  flags:  ", #flags > 0 and table.concat(flags, ", ") or "-", "\n")
+  end
+  return 0
+end
+
+return M

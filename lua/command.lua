@@ -1,0 +1,33 @@
+-- A Dokku command as the engine plans it: the argv sent (after the global
+-- `--quiet`, which keeps Dokku from echoing values), the resource and target
+-- it belongs to, and the redacted text shown in plans and step logs.
+local M = {}
+
+M.PREFIX = "--quiet"
+
+-- argv: the tokens after `dokku --quiet`; shown: the same tokens with
+-- secrets replaced (defaults to argv).
+function M.new(resource, target, argv, shown, opts)
+  opts = opts or {}
+  return {
+    resource = resource,
+    target = target,
+    argv = argv,
+    display = "dokku " .. M.PREFIX .. " " .. table.concat(shown or argv, " "),
+    mutating = opts.mutating ~= false,
+    restart = opts.restart, -- the change takes effect on the app's next restart
+    deploys = opts.deploys, -- the command (re)deploys the app, which applies pending changes
+    ok_exits = opts.ok_exits, -- extra exit codes that mean success (e.g. already gone)
+  }
+end
+
+-- The argv handed to the transport.
+function M.full_argv(cmd)
+  local argv = { M.PREFIX }
+  for i = 1, #cmd.argv do
+    argv[i + 1] = cmd.argv[i]
+  end
+  return argv
+end
+
+return M

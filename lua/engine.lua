@@ -1,0 +1,214 @@
+-- The convergence engine: desired state → resources → plan. Each resource
+-- module probes (or, in dry-run, is told) the current state and diffs it
+-- against its spec; the plan is the ordered list of commands all diffs
+-- produce, so a converged instance plans nothing. Teardown converges to
+-- "absent" in reverse dependency order.
+local command = require "command"
+
+local M = {}
+
+M.modules = {
+  app = require "resources.app",
+  service = require "resources.service",
+  link = require "resources.link",
+  config = require "resources.config",
+  limits = require "resources.limits",
+  storage = require "resources.storage",
+  domains = require "resources.domains",
+  image = require "resources.image",
+  letsencrypt = require "resources.letsencrypt",
+}
+
+local function res(list, rtype, key, spec)
+  list[#list + 1] = { type = rtype, key = key, spec = spec, target = spec.app or spec.name }
+end
+
+-- The resources of a desired state, in dependency order: apps and services
+-- exist before links; each app's chain ends with deploy then TLS (which
+-- needs a deployed app); apps that must be absent go last.
+function M.resources(state)
+  local list = {}
+  for _, app in ipairs(state.apps) do
+    if not app.absent then
+      res(list, "app", "app:" .. app.name, { name = app.name })
+    end
+  end
+  for _, svc in ipairs(state.services) do
+    res(list, "service", svc.kind .. ":" .. svc.name, { kind = svc.kind, name = svc.name })
+  end
+  for _, svc in ipairs(state.services) do
+    for _, app in ipairs(svc.links) do
+      res(list, "link", "link:" .. svc.name .. ":" .. app, { kind = svc.kind, service = svc.name, app = app })
+    end
+  end
+  for _, app in ipairs(state.apps) do
+    if not app.absent then
+      local a = app.name
+      if app.env then
+        res(list, "config", "config:" .. a, { app = a, env = app.env, secret_keys = app.secret_keys })
+      end
+      if app.limits then
+        res(list, "limits", "limits:" .. a, { app = a, memory_mb = app.limits.memory_mb, cpu = app.limits.cpu })
+      end
+      if app.storage then
+        local s = app.storage
+        res(list, "storage", "storage:" .. a,
+          { app = a, dir = s.dir, host_path = s.host_path, container_path = s.container_path, chown = s.chown })
+      end
+      if app.domains then
+        res(list, "domains", "domains:" .. a, { app = a, domains = app.domains })
+      end
+      if app.image then
+        res(list, "image", "image:" .. a, { app = a, image = app.image })
+      end
+      if app.letsencrypt and app.domains then
+        res(list, "letsencrypt", "letsencrypt:" .. a, { app = a, email = app.letsencrypt.email })
+      end
+    end
+  end
+  for _, app in ipairs(state.apps) do
+    if app.absent then
+      res(list, "app", "app:" .. app.name, { name = app.name, absent = true })
+    end
+  end
+  return list
+end
+
+-- current_of(resource) → current state (nil = absent) or nil, err.
+-- Returns steps: { {resource = r, commands = {...}}, ... } (only resources
+-- with something to do, plus restarts), or nil, err.
+function M.plan(list, current_of)
+  local steps = {}
+  local restart, deploys, has_image = {}, {}, {}
+  local order = {}
+  for _, r in ipairs(list) do
+    local cur, err = current_of(r)
+    if err then
+      return nil, err
+    end
+    r.current = cur
+    if r.type == "image" then
+      has_image[r.target] = true
+    end
+    local cmds = M.modules[r.type].diff(r.spec, cur)
+    if #cmds > 0 then
+      steps[#steps + 1] = { resource = r, commands = cmds }
+      for _, c in ipairs(cmds) do
+        if c.restart and not restart[c.target] then
+          restart[c.target] = true
+          order[#order + 1] = c.target
+        end
+        if c.deploys then
+          deploys[c.target] = true
+        end
+      end
+    end
+  end
+  -- A change that only takes effect on restart, on an app that this plan
+  -- does not redeploy: restart it once, at the end.
+  for _, app in ipairs(order) do
+    if has_image[app] and not deploys[app] then
+      steps[#steps + 1] = {
+        resource = { type = "restart", key = "restart:" .. app, target = app, spec = { app = app } },
+        commands = { command.new("restart", app, { "ps:restart", app }) },
+      }
+    end
+  end
+  return steps
+end
+
+-- Teardown of a desired state: optional backups, then unlink, destroy
+-- services, destroy apps (reverse order). Only what exists is removed.
+function M.teardown(state, current_of, opts)
+  opts = opts or {}
+  local steps = {}
+  local function add(r, cmds)
+    steps[#steps + 1] = { resource = r, commands = cmds }
+  end
+  local function exists(r)
+    local cur, err = current_of(r)
+    if err then
+      return nil, err
+    end
+    r.current = cur
+    return cur ~= nil and (cur.exists or cur.linked) or false
+  end
+  if opts.backup then
+    for _, svc in ipairs(state.services) do
+      local r = { type = "service", key = svc.kind .. ":" .. svc.name, target = svc.name,
+                  spec = { kind = svc.kind, name = svc.name } }
+      local ok, err = exists(r)
+      if err then
+        return nil, err
+      end
+      if ok then
+        add({ type = "backup", key = "backup:" .. svc.name, target = svc.name, spec = r.spec },
+          { command.new("backup", svc.name, { svc.kind .. ":export", svc.name }, nil,
+            { mutating = false }) })
+      end
+    end
+  end
+  for _, svc in ipairs(state.services) do
+    for _, app in ipairs(svc.links) do
+      local r = { type = "link", key = "link:" .. svc.name .. ":" .. app, target = app,
+                  spec = { kind = svc.kind, service = svc.name, app = app } }
+      local ok, err = exists(r)
+      if err then
+        return nil, err
+      end
+      if ok then
+        add(r, M.modules.link.undo(r.spec))
+      end
+    end
+  end
+  for _, svc in ipairs(state.services) do
+    local r = { type = "service", key = svc.kind .. ":" .. svc.name, target = svc.name,
+                spec = { kind = svc.kind, name = svc.name } }
+    local ok, err = exists(r)
+    if err then
+      return nil, err
+    end
+    if ok then
+      add(r, M.modules.service.undo(r.spec))
+    end
+  end
+  for i = #state.apps, 1, -1 do
+    local app = state.apps[i]
+    local r = { type = "app", key = "app:" .. app.name, target = app.name, spec = { name = app.name } }
+    local ok, err = exists(r)
+    if err then
+      return nil, err
+    end
+    if ok then
+      add(r, M.modules.app.undo(r.spec))
+    end
+  end
+  return steps
+end
+
+-- The recorded state after a step of the plan succeeded (dry-run keeps this
+-- as its view of the server; it holds digests, never secret values).
+function M.model_after(step)
+  local r = step.resource
+  local mod = M.modules[r.type]
+  if not mod or r.type == "backup" then
+    return nil, false
+  end
+  if step.teardown then
+    return nil, true
+  end
+  return mod.model(r.spec, r.current), true
+end
+
+-- Flattens steps into command display lines.
+function M.lines(steps)
+  local out = {}
+  for _, s in ipairs(steps) do
+    for _, c in ipairs(s.commands) do
+      out[#out + 1] = c.display
+    end
+  end
+  return out
+end
+
+return M

@@ -1,0 +1,217 @@
+-- Instances, jobs and step logs in the local store: the product's view of
+-- the SQLite tables (the schema itself belongs to src/store). JSON columns
+-- are decoded here; every write that changes an instance also queues an
+-- outbox row for Supabase in the same transaction when Supabase is set.
+local json = require "json"
+local store = require "mrprov.store"
+local sys = require "mrprov.sys"
+
+local M = {}
+
+M.ACTIVE = { pending = true, provisioning = true, running = true, updating = true }
+
+local function check(v, err)
+  if v == nil then
+    error("store: " .. tostring(err), 2)
+  end
+  return v
+end
+
+local function decode(s, default)
+  if s == nil or s == "" then
+    return default
+  end
+  local v = json.decode(s)
+  if v == nil then
+    return default
+  end
+  return v
+end
+
+local function row_to_instance(r)
+  if not r then
+    return nil
+  end
+  r.spec = decode(r.spec, {})
+  r.applied = decode(r.applied, {})
+  r.urls = decode(r.urls, {})
+  r.limits = decode(r.limits, {})
+  r.dry_run = r.dry_run == 1
+  return r
+end
+
+function M.get(subscription_id)
+  local rows = check(store.query("SELECT * FROM instances WHERE subscription_id = ?", subscription_id))
+  return row_to_instance(rows[1])
+end
+
+function M.app_taken(app_name)
+  local rows = check(store.query("SELECT 1 AS x FROM instances WHERE app_name = ?", app_name))
+  return rows[1] ~= nil
+end
+
+-- The Supabase `instances` row for an instance: no secret, no internal state.
+function M.supabase_row(inst)
+  return {
+    subscription_id = inst.subscription_id,
+    account_id = inst.account_id,
+    app_name = inst.app_name,
+    tier = inst.tier,
+    status = inst.status,
+    frontend_url = inst.urls.frontend,
+    backend_url = inst.urls.backend,
+    matrix_url = inst.urls.matrix or json.null,
+    limits = inst.limits,
+    error = inst.error or json.null,
+    dry_run = inst.dry_run,
+    updated_at = inst.updated_at,
+  }
+end
+
+local function outbox(kind, subscription_id, payload)
+  if not sys.config().SUPABASE_URL then
+    return
+  end
+  check(store.exec("INSERT INTO outbox (subscription_id, kind, payload, created_at) VALUES (?, ?, ?, ?)",
+    subscription_id, kind, json.encode(payload), sys.iso_time()))
+end
+
+-- Inserts or replaces the instance row (and queues its outbox row).
+function M.save(inst)
+  local now = sys.iso_time()
+  inst.created_at = inst.created_at or now
+  inst.updated_at = now
+  check(store.exec([[
+    INSERT INTO instances (subscription_id, account_id, app_name, tier, status, spec, applied, urls, limits,
+                           error, dry_run, generation, created_at, updated_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (subscription_id) DO UPDATE SET
+      account_id = excluded.account_id, app_name = excluded.app_name, tier = excluded.tier,
+      status = excluded.status, spec = excluded.spec, applied = excluded.applied, urls = excluded.urls,
+      limits = excluded.limits, error = excluded.error, dry_run = excluded.dry_run,
+      generation = excluded.generation, updated_at = excluded.updated_at]],
+    inst.subscription_id, inst.account_id, inst.app_name, inst.tier, inst.status, json.encode(inst.spec),
+    json.encode(inst.applied or {}), json.encode(inst.urls or {}), json.encode(inst.limits or {}), inst.error,
+    inst.dry_run and 1 or 0, inst.generation, inst.created_at, inst.updated_at))
+  outbox("instance", inst.subscription_id, M.supabase_row(inst))
+end
+
+function M.new_job_id()
+  return "job_" .. require("mrprov.crypto").random_token(20, "0123456789abcdef")
+end
+
+function M.create_job(subscription_id, operation, request)
+  local id = M.new_job_id()
+  check(store.exec([[INSERT INTO jobs (id, subscription_id, operation, state, request, generation, created_at)
+                     VALUES (?, ?, ?, 'queued', ?, ?, ?)]],
+    id, subscription_id, operation, json.encode(request or {}), sys.current_generation(), sys.iso_time()))
+  return id
+end
+
+local function row_to_job(r)
+  if not r then
+    return nil
+  end
+  r.request = decode(r.request, {})
+  r.result = decode(r.result, nil)
+  return r
+end
+
+function M.job(id)
+  local rows = check(store.query("SELECT * FROM jobs WHERE id = ?", id))
+  return row_to_job(rows[1])
+end
+
+function M.latest_job(subscription_id)
+  local rows = check(store.query("SELECT * FROM jobs WHERE subscription_id = ? ORDER BY rowid DESC LIMIT 1",
+    subscription_id))
+  return row_to_job(rows[1])
+end
+
+function M.update_job(id, fields)
+  local keys = {}
+  for k in pairs(fields) do
+    keys[#keys + 1] = k
+  end
+  table.sort(keys)
+  local sets, args = {}, {}
+  for i, k in ipairs(keys) do
+    assert(k:match("^[a-z_]+$"), "bad column")
+    local v = fields[k]
+    if type(v) == "table" and v ~= json.null then
+      v = json.encode(v)
+    elseif v == json.null then
+      v = nil -- NULL; args may hold holes, hence the explicit count below
+    end
+    sets[i] = k .. " = ?"
+    args[i] = v
+  end
+  args[#keys + 1] = id
+  check(store.exec("UPDATE jobs SET " .. table.concat(sets, ", ") .. " WHERE id = ?", table.unpack(args, 1, #keys + 1)))
+end
+
+function M.steps(job_id)
+  return check(store.query("SELECT * FROM steps WHERE job_id = ? ORDER BY seq", job_id))
+end
+
+-- Status view of SPEC §5.5.
+function M.status_view(inst, job)
+  local view = {
+    subscription_id = inst.subscription_id,
+    account_id = inst.account_id or json.null,
+    app_name = inst.app_name,
+    tier = inst.tier,
+    status = inst.status,
+    urls = {
+      frontend = inst.urls.frontend or json.null,
+      backend = inst.urls.backend or json.null,
+      matrix = inst.urls.matrix or json.null,
+    },
+    limits = inst.limits,
+    created_at = inst.created_at,
+    updated_at = inst.updated_at,
+    error = inst.error or json.null,
+    dry_run = inst.dry_run,
+    job = json.null,
+  }
+  if job then
+    view.job = {
+      id = job.id, operation = job.operation, state = job.state, step = job.step or json.null,
+      steps_done = job.steps_done, steps_total = job.steps_total,
+      waiting_for = job.waiting_for or json.null,
+    }
+  end
+  return view
+end
+
+function M.job_view(job, steps)
+  local list = json.array()
+  for _, s in ipairs(steps) do
+    list[#list + 1] = {
+      seq = s.seq, resource = s.resource, target = s.target, command = s.command,
+      mutating = s.mutating == 1, state = s.state, exit_code = s.exit_code or json.null,
+      duration_ms = s.duration_ms or json.null, output = s.output or json.null, error = s.error or json.null,
+      started_at = s.started_at or json.null, finished_at = s.finished_at or json.null,
+    }
+  end
+  return {
+    id = job.id, subscription_id = job.subscription_id, operation = job.operation, state = job.state,
+    created_at = job.created_at, started_at = job.started_at or json.null,
+    finished_at = job.finished_at or json.null, error = job.error or json.null, generation = job.generation,
+    attempts = job.attempts, step = job.step or json.null, steps_done = job.steps_done,
+    steps_total = job.steps_total, waiting_for = job.waiting_for or json.null,
+    result = job.result or json.null, steps = list,
+  }
+end
+
+-- Running instances by tier, for the active-instances gauge.
+function M.active_by_tier()
+  local rows = check(store.query("SELECT tier, count(*) AS n FROM instances WHERE status = 'running' GROUP BY tier"))
+  local out = {}
+  for _, r in ipairs(rows) do
+    out[r.tier] = r.n
+  end
+  return out
+end
+
+return M

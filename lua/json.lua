@@ -1,0 +1,118 @@
+-- JSON for mrprov: decoding by lua-cjson (bounded depth), encoding here so
+-- that output is deterministic (sorted keys), arrays can be empty
+-- (json.array), and "/" is not escaped.
+local cjson = require "cjson"
+
+local M = {}
+
+M.null = cjson.null
+local array_mt = { __name = "json.array" }
+
+-- Marks t as a JSON array even when empty.
+function M.array(t)
+  return setmetatable(t or {}, array_mt)
+end
+
+local decoder = cjson.new()
+decoder.decode_max_depth(32)
+decoder.decode_invalid_numbers(false)
+
+-- Returns the value, or nil and a message.
+function M.decode(text)
+  local ok, v = pcall(decoder.decode, text)
+  if not ok then
+    return nil, (tostring(v):gsub("^.-:%d+: ", ""))
+  end
+  return v
+end
+
+local escapes = {
+  ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
+  ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t",
+}
+
+local function encode_string(s)
+  return '"' .. s:gsub('[%c"\\]', function(c)
+    return escapes[c] or string.format("\\u%04x", c:byte())
+  end) .. '"'
+end
+
+local function is_array(t)
+  if getmetatable(t) == array_mt then
+    return true
+  end
+  local n = #t
+  if n == 0 then
+    return false
+  end
+  local count = 0
+  for _ in pairs(t) do
+    count = count + 1
+  end
+  return count == n
+end
+
+local encode_value
+
+local function encode_table(t, out, depth)
+  if depth > 64 then
+    error("json: nesting too deep", 0)
+  end
+  if is_array(t) then
+    out[#out + 1] = "["
+    for i = 1, #t do
+      if i > 1 then
+        out[#out + 1] = ","
+      end
+      encode_value(t[i], out, depth + 1)
+    end
+    out[#out + 1] = "]"
+    return
+  end
+  local keys = {}
+  for k in pairs(t) do
+    if type(k) ~= "string" then
+      error("json: object keys must be strings, got " .. type(k), 0)
+    end
+    keys[#keys + 1] = k
+  end
+  table.sort(keys)
+  out[#out + 1] = "{"
+  for i, k in ipairs(keys) do
+    if i > 1 then
+      out[#out + 1] = ","
+    end
+    out[#out + 1] = encode_string(k)
+    out[#out + 1] = ":"
+    encode_value(t[k], out, depth + 1)
+  end
+  out[#out + 1] = "}"
+end
+
+function encode_value(v, out, depth)
+  local tv = type(v)
+  if tv == "string" then
+    out[#out + 1] = encode_string(v)
+  elseif tv == "number" then
+    if v ~= v or v == math.huge or v == -math.huge then
+      error("json: cannot encode " .. tostring(v), 0)
+    end
+    out[#out + 1] = math.type(v) == "integer" and string.format("%d", v) or string.format("%.14g", v)
+  elseif tv == "boolean" then
+    out[#out + 1] = v and "true" or "false"
+  elseif v == nil or v == cjson.null then
+    out[#out + 1] = "null"
+  elseif tv == "table" then
+    encode_table(v, out, depth)
+  else
+    error("json: cannot encode a " .. tv, 0)
+  end
+end
+
+function M.encode(v)
+  local out = {}
+  encode_value(v, out, 0)
+  return table.concat(out)
+end
+
+return M

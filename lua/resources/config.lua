@@ -1,0 +1,72 @@
+-- Resource `config`: an app's environment. Every value crosses base64-encoded
+-- (`config:set --encoded`), only changed keys are sent, never a restart here.
+-- Current state is kept as SHA-256 digests of values, so no secret is ever
+-- stored or compared in the clear outside the command itself.
+local command = require "command"
+local crypto = require "mrprov.crypto"
+local json = require "json"
+
+local M = { type = "config" }
+
+local function digests(env)
+  local out = {}
+  for k, v in pairs(env) do
+    out[k] = crypto.sha256_hex(v)
+  end
+  return out
+end
+
+function M.probe(run, spec)
+  local res, err = run({ "config:export", "--format", "json", spec.app })
+  if not res then
+    return nil, err
+  end
+  if res.exit ~= 0 then
+    return nil, "config:export " .. spec.app .. " exited " .. res.exit .. ": " .. res.stderr
+  end
+  local env, jerr = json.decode(res.stdout)
+  if type(env) ~= "table" then
+    return nil, "config:export " .. spec.app .. ": unreadable output: " .. tostring(jerr)
+  end
+  return { env = digests(env) }
+end
+
+function M.diff(spec, current)
+  local have = current and current.env or {}
+  local want = digests(spec.env)
+  local keys = {}
+  for k, d in pairs(want) do
+    if have[k] ~= d then
+      keys[#keys + 1] = k
+    end
+  end
+  if #keys == 0 then
+    return {}
+  end
+  table.sort(keys)
+  local argv = { "config:set", "--encoded", "--no-restart", spec.app }
+  local shown = { "config:set", "--encoded", "--no-restart", spec.app }
+  for _, k in ipairs(keys) do
+    argv[#argv + 1] = k .. "=" .. crypto.base64(spec.env[k])
+    shown[#shown + 1] = k .. "=" .. ((spec.secret_keys or {})[k] and "[REDACTED]" or crypto.base64(spec.env[k]))
+  end
+  return { command.new("config", spec.app, argv, shown, { restart = true }) }
+end
+
+function M.model(spec, current)
+  -- Keys outside spec.env (set by links, by Dokku) are left as they were.
+  local env = {}
+  for k, d in pairs(current and current.env or {}) do
+    env[k] = d
+  end
+  for k, d in pairs(digests(spec.env)) do
+    env[k] = d
+  end
+  return { env = env }
+end
+
+function M.undo()
+  return {} -- the app's removal takes its environment with it
+end
+
+return M

@@ -1,0 +1,61 @@
+-- Resource `domains`: the virtual hosts of an app (`domains:set` replaces
+-- the list and is idempotent; the report gives the current list).
+local command = require "command"
+
+local M = { type = "domains" }
+
+local function same(a, b)
+  if #a ~= #b then
+    return false
+  end
+  local set = {}
+  for _, d in ipairs(a) do
+    set[d] = true
+  end
+  for _, d in ipairs(b) do
+    if not set[d] then
+      return false
+    end
+  end
+  return true
+end
+
+function M.probe(run, spec)
+  local res, err = run({ "domains:report", spec.app, "--domains-app-vhosts" })
+  if not res then
+    return nil, err
+  end
+  if res.exit ~= 0 then
+    return nil, "domains:report " .. spec.app .. " exited " .. res.exit .. ": " .. res.stderr
+  end
+  local list = {}
+  for d in res.stdout:gmatch("%S+") do
+    list[#list + 1] = d
+  end
+  return { domains = list }
+end
+
+function M.diff(spec, current)
+  if current and same(current.domains or {}, spec.domains) then
+    return {}
+  end
+  local argv = { "domains:set", spec.app }
+  for _, d in ipairs(spec.domains) do
+    argv[#argv + 1] = d
+  end
+  return { command.new("domains", spec.app, argv) }
+end
+
+function M.model(spec)
+  local list = {}
+  for i, d in ipairs(spec.domains) do
+    list[i] = d
+  end
+  return { domains = list }
+end
+
+function M.undo()
+  return {}
+end
+
+return M

@@ -1,0 +1,34 @@
+-- Resource `image`: the Docker image an app is deployed from. The probe reads
+-- the deploy source, because `git:from-image` exits 1 when nothing changed.
+local command = require "command"
+
+local M = { type = "image" }
+
+function M.probe(run, spec)
+  local res, err = run({ "apps:report", spec.app, "--app-deploy-source-metadata" })
+  if not res then
+    return nil, err
+  end
+  if res.exit ~= 0 then
+    return nil, "apps:report " .. spec.app .. " exited " .. res.exit .. ": " .. res.stderr
+  end
+  local image = res.stdout:match("^%s*(%S+)%s*$")
+  return { image = image }
+end
+
+function M.diff(spec, current)
+  if current and current.image == spec.image then
+    return {}
+  end
+  return { command.new("image", spec.app, { "git:from-image", spec.app, spec.image }, nil, { deploys = true }) }
+end
+
+function M.model(spec)
+  return { image = spec.image }
+end
+
+function M.undo()
+  return {}
+end
+
+return M

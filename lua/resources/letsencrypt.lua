@@ -1,0 +1,39 @@
+-- Resource `letsencrypt`: TLS for an app with a domain. `letsencrypt:active`
+-- always exits 0 and prints true/false; `enable` re-issues on every call
+-- (rate limits), so it is only sent when not active.
+local command = require "command"
+
+local M = { type = "letsencrypt" }
+
+function M.probe(run, spec)
+  local res, err = run({ "letsencrypt:active", spec.app })
+  if not res then
+    return nil, err
+  end
+  if res.exit ~= 0 then
+    return nil, "letsencrypt:active " .. spec.app .. " exited " .. res.exit .. ": " .. res.stderr
+  end
+  return { active = res.stdout:match("^%s*true%s*$") ~= nil }
+end
+
+function M.diff(spec, current)
+  if current and current.active then
+    return {}
+  end
+  local cmds = {}
+  if spec.email then
+    cmds[#cmds + 1] = command.new("letsencrypt", spec.app, { "letsencrypt:set", spec.app, "email", spec.email })
+  end
+  cmds[#cmds + 1] = command.new("letsencrypt", spec.app, { "letsencrypt:enable", spec.app })
+  return cmds
+end
+
+function M.model()
+  return { active = true }
+end
+
+function M.undo()
+  return {}
+end
+
+return M

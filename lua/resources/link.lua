@@ -1,0 +1,39 @@
+-- Resource `link`: a service linked to an app (sets DATABASE_URL/REDIS_URL).
+-- `link` is not idempotent; `linked` tells. `--no-restart`, never `-n`,
+-- because `-n` does not survive Dokku's SSH entry.
+local command = require "command"
+
+local M = { type = "link" }
+
+function M.probe(run, spec)
+  local res, err = run({ spec.kind .. ":linked", spec.service, spec.app })
+  if not res then
+    return nil, err
+  end
+  if res.exit == 0 then
+    return { linked = true }
+  elseif res.exit == 1 then
+    return { linked = false }
+  end
+  return nil, spec.kind .. ":linked exited " .. res.exit .. ": " .. res.stderr
+end
+
+function M.diff(spec, current)
+  if current and current.linked then
+    return {}
+  end
+  return {
+    command.new("link", spec.app, { spec.kind .. ":link", spec.service, spec.app, "--no-restart" }, nil,
+      { restart = true }),
+  }
+end
+
+function M.model()
+  return { linked = true }
+end
+
+function M.undo(spec)
+  return { command.new("link", spec.app, { spec.kind .. ":unlink", spec.service, spec.app, "--no-restart" }) }
+end
+
+return M

@@ -1,0 +1,216 @@
+-- Integration harness: starts the real mrprov binary on a random loopback
+-- port with its own state directory, talks HTTP to it with LuaSocket, and
+-- stops it. Every process it starts is stopped by stop() or at exit.
+local http = require "socket.http"
+local ltn12 = require "ltn12"
+local socket = require "socket"
+local cjson = require "cjson"
+
+local M = {}
+
+M.bin = os.getenv("MRPROV_BIN") or "build/mrprov"
+M.root = os.getenv("PWD") or "."
+http.TIMEOUT = 30
+
+local function sh_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+M.sh_quote = sh_quote
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then
+    return nil
+  end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+M.read_file = read_file
+
+function M.tmpdir()
+  local p = io.popen("mktemp -d /tmp/mrprov-it-XXXXXX")
+  local dir = p:read("l")
+  p:close()
+  return dir
+end
+
+-- Runs the binary with args and env; returns exit code, stdout, stderr.
+function M.run(args, env, cwd)
+  local dir = M.tmpdir()
+  local parts = { "cd", sh_quote(cwd or dir), "&&", "env" }
+  for k, v in pairs(env or {}) do
+    parts[#parts + 1] = sh_quote(k .. "=" .. v)
+  end
+  parts[#parts + 1] = sh_quote(M.root .. "/" .. M.bin)
+  for _, a in ipairs(args) do
+    parts[#parts + 1] = sh_quote(a)
+  end
+  local cmd = table.concat(parts, " ") .. " >" .. dir .. "/out 2>" .. dir .. "/err; echo $?"
+  local p = io.popen(cmd)
+  local code = tonumber(p:read("l"))
+  p:close()
+  local out, err = read_file(dir .. "/out"), read_file(dir .. "/err")
+  os.execute("rm -rf " .. sh_quote(dir))
+  return code, out, err
+end
+
+-- The environment every test server starts with, plus overrides.
+function M.base_env(dir, extra)
+  local env = {
+    HOST = "127.0.0.1", PORT = "0", LOG_LEVEL = "DEBUG",
+    STATE_DB = dir .. "/data/mrprov.db", BACKUP_DIR = dir .. "/data/backups",
+    TIERS_DIR = M.root .. "/tiers", HOOKS_DIR = M.root .. "/hooks", LUA_DIR = M.root .. "/lua",
+    WORKERS = "2",
+  }
+  for k, v in pairs(extra or {}) do
+    env[k] = v
+  end
+  return env
+end
+
+local servers = {}
+
+-- Starts `mrprov serve`; waits for its "listening" log line.
+function M.start(opts)
+  opts = opts or {}
+  local dir = opts.dir or M.tmpdir()
+  local env = M.base_env(dir, opts.env)
+  local parts = { "cd", sh_quote(dir), "&&", "exec", "env" }
+  for k, v in pairs(env) do
+    parts[#parts + 1] = sh_quote(k .. "=" .. v)
+  end
+  parts[#parts + 1] = sh_quote(M.root .. "/" .. M.bin)
+  parts[#parts + 1] = "serve"
+  local log = dir .. "/server-" .. os.time() .. "-" .. math.random(1e6) .. ".log"
+  local cmd = "sh -c " .. sh_quote(table.concat(parts, " ") .. " 2>" .. log) .. " >/dev/null & echo $!"
+  local p = io.popen(cmd)
+  local pid = tonumber(p:read("l"))
+  p:close()
+  local s = { pid = pid, dir = dir, log = log, env = env }
+  servers[#servers + 1] = s
+  local deadline = socket.gettime() + 20
+  while socket.gettime() < deadline do
+    local text = read_file(log) or ""
+    local port = text:match('"msg":"listening".-"port":(%d+)')
+    if port then
+      s.port = tonumber(port)
+      s.base = "http://127.0.0.1:" .. port
+      return s
+    end
+    if not M.alive(s) then
+      error("mrprov exited during start-up:\n" .. text)
+    end
+    socket.sleep(0.05)
+  end
+  M.stop(s, "KILL")
+  error("mrprov did not start within 20 s:\n" .. (read_file(log) or ""))
+end
+
+function M.alive(s)
+  return os.execute("kill -0 " .. s.pid .. " 2>/dev/null") == true
+end
+
+-- Sends sig (TERM by default) and waits for the process to exit.
+function M.stop(s, sig)
+  if not s.pid then
+    return
+  end
+  os.execute("kill -" .. (sig or "TERM") .. " " .. s.pid .. " 2>/dev/null")
+  local deadline = socket.gettime() + 40
+  while M.alive(s) and socket.gettime() < deadline do
+    socket.sleep(0.05)
+  end
+  local stopped = not M.alive(s)
+  if not stopped then
+    os.execute("kill -KILL " .. s.pid .. " 2>/dev/null")
+  end
+  s.pid = nil
+  return stopped
+end
+
+function M.log_text(s)
+  return read_file(s.log) or ""
+end
+
+-- HTTP request; body may be a table (sent as JSON) or a string.
+-- Returns status, decoded JSON (or nil), raw body, response headers.
+function M.request(s, method, path, body, headers)
+  headers = headers or {}
+  local h = {}
+  for k, v in pairs(headers) do
+    h[k:lower()] = v
+  end
+  local src
+  if body ~= nil then
+    if type(body) == "table" then
+      body = cjson.encode(body)
+    end
+    if h["content-type"] == nil then
+      h["content-type"] = "application/json"
+    end
+    if h["content-type"] == false then
+      h["content-type"] = nil
+    end
+    if h["content-length"] == false then
+      h["content-length"] = nil -- LuaSocket then sends the body chunked
+    else
+      h["content-length"] = tostring(#body)
+    end
+    src = ltn12.source.string(body)
+  end
+  local chunks = {}
+  local _, status, rh = http.request({
+    url = s.base .. path, method = method, headers = h, source = src, sink = ltn12.sink.table(chunks),
+  })
+  local raw = table.concat(chunks)
+  local ok, decoded = pcall(cjson.decode, raw)
+  return status, ok and decoded or nil, raw, rh or {}
+end
+
+-- Polls until pred(status_json) is true or the timeout passes.
+function M.wait_for(s, path, pred, timeout, headers)
+  local deadline = socket.gettime() + (timeout or 20)
+  local last
+  while socket.gettime() < deadline do
+    local code, j = M.request(s, "GET", path, nil, headers)
+    last = j
+    if code == 200 and pred(j) then
+      return j
+    end
+    socket.sleep(0.05)
+  end
+  error("timed out waiting on " .. path .. "; last answer: " .. cjson.encode(last or {}))
+end
+
+local b64chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+-- Standard base64 with padding (what `config:set --encoded` carries).
+function M.base64(s)
+  return ((s:gsub(".", function(c)
+    local b, r = c:byte(), ""
+    for i = 8, 1, -1 do
+      r = r .. (b % 2 ^ i - b % 2 ^ (i - 1) > 0 and "1" or "0")
+    end
+    return r
+  end) .. "0000"):gsub("%d%d%d?%d?%d?%d?", function(x)
+    if #x < 6 then
+      return ""
+    end
+    local c = 0
+    for i = 1, 6 do
+      c = c + (x:sub(i, i) == "1" and 2 ^ (6 - i) or 0)
+    end
+    return b64chars:sub(c + 1, c + 1)
+  end) .. ({ "", "==", "=" })[#s % 3 + 1])
+end
+
+function M.cleanup()
+  for _, s in ipairs(servers) do
+    if s.pid then
+      M.stop(s, "KILL")
+    end
+  end
+end
+
+return M
