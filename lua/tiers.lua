@@ -130,7 +130,10 @@ local function check_limits(t)
     local v, kind, min, max, open = t[k], rule[1], rule[2], rule[3], rule[4]
     local range = max and ("from %s to %s"):format(min, max) or ("of at least %s"):format(min)
     if open then range = ("above %s and at most %s"):format(min, max) end
-    local n = type(v) == "number" and v == v and (kind == "int" and math.tointeger(v) or v) or nil
+    local n
+    if type(v) == "number" and v == v then
+      if kind == "int" then n = math.tointeger(v) else n = v end
+    end
     if n == nil or (open and n <= min) or (not open and n < min) or (max and n > max) then
       bad({ word(k), word("limits") }, ("limits.%s must be %s %s"):format(
         k, kind == "int" and "an integer" or "a number", range))
@@ -179,13 +182,17 @@ local function check_models(t)
   return out
 end
 
+-- Where an agent list starts: `agents = {` (also add_agents) before any
+-- mention of the word, which limits.agents shares.
+local AGENTS_AT = { "agents%s*=%s*{", word("agents") }
+
 local function check_agent(a, i, tools_set, models)
-  if type(a) ~= "table" then bad({ word("agents") }, ("agents[%d] must be a table"):format(i)) end
+  if type(a) ~= "table" then bad(AGENTS_AT, ("agents[%d] must be a table"):format(i)) end
   local name = a.name
   if type(name) ~= "string" or not name:match("^[a-z][a-z0-9_]*$") or #name > 32 then
-    bad({ word("agents") }, ("agents[%d].name must be 1-32 characters of a-z 0-9 _, starting with a letter"):format(i))
+    bad(AGENTS_AT, ("agents[%d].name must be 1-32 characters of a-z 0-9 _, starting with a letter"):format(i))
   end
-  local at = { "name%s*=%s*" .. quoted(name), quoted(name), word("agents") }
+  local at = { "name%s*=%s*" .. quoted(name), quoted(name), AGENTS_AT[1] }
   for _, k in ipairs(sorted_keys(a)) do
     if not AGENT_FIELDS[k] then bad(at, ("agent '%s': unknown field '%s'"):format(name, tostring(k))) end
   end
@@ -274,16 +281,16 @@ local function normalize(t, base, parent)
   tier.models = check_models(pick("models"))
 
   for _, k in ipairs({ "agents", "add_agents" }) do
-    if t[k] ~= nil and not is_list(t[k]) then bad({ word(k) }, k .. " must be a list of agents") end
+    if t[k] ~= nil and not is_list(t[k]) then bad({ k .. "%s*=", word(k) }, k .. " must be a list of agents") end
   end
   local agents = append(pick("agents"), t.add_agents)
-  if #agents == 0 then bad({ word("agents") }, "agents must list at least one agent") end
+  if #agents == 0 then bad(AGENTS_AT, "agents must list at least one agent") end
   tier.agents = {}
   local seen = {}
   for i, a in ipairs(agents) do
     local agent = check_agent(a, i, tools_set, tier.models)
     if seen[agent.name] then
-      bad({ "name%s*=%s*" .. quoted(agent.name), word("add_agents"), word("agents") },
+      bad({ "name%s*=%s*" .. quoted(agent.name), AGENTS_AT[1] },
         ("duplicate agent '%s'"):format(agent.name))
     end
     seen[agent.name] = true
@@ -342,7 +349,7 @@ function M.load_dir(dir, fs)
       if type(p) ~= "string" or not entries[p] then
         return nil, at({ word("extends") }, ("extends unknown tier '%s'"):format(tostring(p)))
       end
-      if stack[p] then
+      if p == base or stack[p] then
         local chain = {}
         for i = 1, #stack do chain[i] = stack[i] end
         chain[#chain + 1] = base
