@@ -1,0 +1,100 @@
+-- Fakes of the C bindings (mrprov.*) for unit specs of the Lua modules.
+-- crypto.base64 is real (specs decode what the engine sends); the digest
+-- is a readable stand-in, distinct for distinct inputs.
+local M = {}
+
+local b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+function M.base64(s)
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = s:byte(i, i + 2)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    local chars = {}
+    for j = 3, 0, -1 do
+      local idx = (n >> (6 * j)) & 63
+      chars[#chars + 1] = b64:sub(idx + 1, idx + 1)
+    end
+    if not b then
+      chars[3], chars[4] = "=", "="
+    elseif not c then
+      chars[4] = "="
+    end
+    out[#out + 1] = table.concat(chars)
+  end
+  return table.concat(out)
+end
+
+function M.unbase64(s)
+  s = s:gsub("=", "")
+  local bits = {}
+  for i = 1, #s do
+    local v = b64:find(s:sub(i, i), 1, true) - 1
+    for j = 5, 0, -1 do
+      bits[#bits + 1] = (v >> j) & 1
+    end
+  end
+  local out = {}
+  for i = 1, #bits - 7, 8 do
+    local n = 0
+    for j = 0, 7 do
+      n = n * 2 + bits[i + j]
+    end
+    out[#out + 1] = string.char(n)
+  end
+  return table.concat(out)
+end
+
+M.mode = "dry-run"
+M.config = { SUPABASE_URL = nil, TIERS_DIR = "tiers" }
+local counter = 0
+
+function M.install()
+  package.loaded["mrprov.crypto"] = {
+    sha256_hex = function(s) return "digest(" .. s .. ")" end,
+    base64 = M.base64,
+    derive = function(label) return "derived(" .. label .. ")" end,
+    random_token = function(n)
+      counter = counter + 1
+      return string.format("%0" .. n .. "d", counter):sub(-n)
+    end,
+    ct_equal = function(a, b) return a == b end,
+  }
+  package.loaded["mrprov.dokku"] = {
+    mode = function() return M.mode end,
+    token_ok = function() return true end,
+    run = function() error("no Dokku in unit specs") end,
+  }
+  package.loaded["mrprov.log"] = {
+    debug = function() end, info = function() end, warn = function() end, error = function() end,
+  }
+  package.loaded["mrprov.metrics"] = { inc = function() end, set = function() end, observe = function() end }
+  package.loaded["mrprov.sys"] = {
+    config = function() return M.config end,
+    iso_time = function() return "2026-01-01T00:00:00.000Z" end,
+    now = function() return 0 end,
+    monotonic = function() return 0 end,
+    generation = function() return 1 end,
+    current_generation = function() return 1 end,
+  }
+end
+
+-- A `run` for probes: answers from a table keyed by the joined argv.
+function M.runner(answers)
+  local calls = {}
+  return function(argv)
+    local key = table.concat(argv, " ")
+    calls[#calls + 1] = key
+    local a = answers[key]
+    if a == nil then
+      return { exit = 1, stdout = "", stderr = " !     unexpected command " .. key }
+    end
+    if type(a) == "string" then
+      return nil, a
+    end
+    return { exit = a.exit or 0, stdout = a.stdout or "", stderr = a.stderr or "" }
+  end, calls
+end
+
+M.install()
+return M

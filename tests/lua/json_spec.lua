@@ -1,0 +1,39 @@
+local json = require "json"
+
+describe("json", function()
+  it("encodes objects with sorted keys and does not escape slashes", function()
+    assert.are.equal('{"a":1,"b":"https://x/y","c":[1,2]}', json.encode({ c = { 1, 2 }, b = "https://x/y", a = 1 }))
+  end)
+
+  it("encodes empty arrays when marked, empty objects otherwise", function()
+    assert.are.equal('{"l":[],"o":{}}', json.encode({ l = json.array(), o = {} }))
+  end)
+
+  it("escapes quotes, backslashes and control characters", function()
+    assert.are.equal('"a\\"b\\\\c\\n\\u0001"', json.encode('a"b\\c\n\1'))
+  end)
+
+  it("encodes null, booleans, integers and floats", function()
+    assert.are.equal('[null,true,false,3,0.25]', json.encode({ json.null, true, false, 3, 0.25 }))
+  end)
+
+  it("refuses values JSON cannot carry", function()
+    assert.has_error(function() json.encode({ f = print }) end)
+    assert.has_error(function() json.encode(0 / 0) end)
+    assert.has_error(function() json.encode({ [1] = "a", [3] = "c" }) end)
+  end)
+
+  it("round-trips through the decoder", function()
+    local v = { name = "x", list = { 1, 2, 3 }, nested = { ok = true } }
+    assert.are.same(v, json.decode(json.encode(v)))
+  end)
+
+  it("decodes with a bounded depth and reports malformed input", function()
+    assert.is_nil((json.decode("{")))
+    local deep = string.rep("[", 100) .. string.rep("]", 100)
+    local v, err = json.decode(deep)
+    assert.is_nil(v)
+    assert.matches("nested", err)
+    assert.is_nil((json.decode("[NaN]")))
+  end)
+end)
