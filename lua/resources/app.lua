@@ -33,7 +33,10 @@ function M.model(spec)
 end
 
 function M.undo(spec)
-  return { command.new("app", spec.name, { "apps:destroy", "--force", spec.name }, nil, { ok_exits = { [20] = true } }) }
+  -- Exit 20 (app does not exist) means the goal is already reached.
+  return {
+    command.new("app", spec.name, { "apps:destroy", "--force", spec.name }, nil, { ok_exits = { [20] = true } }),
+  }
 end
 
 return M

@@ -3,14 +3,6 @@
 local H = require "harness"
 local cjson = require "cjson"
 
-local function find_step(steps, pattern)
-  for _, s in ipairs(steps) do
-    if s.command:find(pattern) then
-      return s
-    end
-  end
-end
-
 local function commands(steps)
   local out = {}
   for _, s in ipairs(steps) do

@@ -5,7 +5,9 @@ describe("resource domains", function()
   local spec = { app = "web", domains = { "a.example.com", "b.example.com" } }
 
   it("reads the app's vhosts", function()
-    local run = fakes.runner({ ["domains:report web --domains-app-vhosts"] = { stdout = "b.example.com a.example.com  \n" } })
+    local run = fakes.runner({
+      ["domains:report web --domains-app-vhosts"] = { stdout = "b.example.com a.example.com  \n" },
+    })
     assert.are.same({ "b.example.com", "a.example.com" }, domains.probe(run, spec).domains)
   end)
 

@@ -6,7 +6,9 @@ describe("resource storage", function()
                  container_path = "/app/data", chown = "false" }
 
   it("lists mounts with storage:list", function()
-    local run = fakes.runner({ ["storage:list web"] = { stdout = "/var/lib/dokku/data/storage/mr-x:/app/data\n/a:/b\n" } })
+    local run = fakes.runner({
+      ["storage:list web"] = { stdout = "/var/lib/dokku/data/storage/mr-x:/app/data\n/a:/b\n" },
+    })
     assert.are.same({ "/var/lib/dokku/data/storage/mr-x:/app/data", "/a:/b" }, storage.probe(run, spec).mounts)
   end)
 
