@@ -114,6 +114,8 @@ function M.domain(s)
     end
   end
   if labels < 2 then return nil, "must have at least two labels" end
+  -- No top-level domain is numeric: this refuses IP addresses, which get no certificate.
+  if s:match("%.(%d+)$") then return nil, "must not be an IP address or end in a numeric label" end
   return s
 end
 
