@@ -2,6 +2,7 @@
 -- `extends`, validates every field and returns normalized tiers. Every error is
 -- `file:line: message` so `mrprov check` can point at the broken line.
 local cjson = require "cjson"
+local json = require "json"
 local validate = require "validate"
 
 local M = {}
@@ -399,7 +400,7 @@ local function null_if_nil(v)
 end
 
 -- A JSON-ready view for GET /api/v1/tiers and `mrprov tiers`; unlimited
--- limits are JSON null. (lua-cjson 2.1.0 encodes an empty list as {}.)
+-- limits are JSON null, and lists are json.array so an empty one stays [].
 function M.describe(tier)
   local limits = {}
   for _, k in ipairs(LIMIT_ORDER) do limits[k] = null_if_nil(tier.limits[k]) end
@@ -407,7 +408,7 @@ function M.describe(tier)
   for i, a in ipairs(tier.agents) do
     agents[i] = {
       name = a.name, display_name = a.display_name, role = a.role, model = a.model,
-      tools = append(a.tools),
+      tools = json.array(append(a.tools)),
     }
   end
   local models = {}
@@ -419,8 +420,8 @@ function M.describe(tier)
     display_name = tier.display_name,
     extends = null_if_nil(tier.extends),
     limits = limits,
-    agents = agents,
-    tools = append(tier.tools),
+    agents = json.array(agents),
+    tools = json.array(append(tier.tools)),
     models = models,
     flags = flags,
   }

@@ -2,6 +2,7 @@
 -- extends semantics, and `file:line` on every kind of broken tier file.
 local cjson = require "cjson"
 local helper = require "helper"
+local json = require "json"
 local tiers = require "tiers"
 
 local ALL_TOOLS = {
@@ -443,8 +444,9 @@ describe("tiers.describe", function()
     assert.equal(cjson.null, d.limits.messages_per_day)
     assert.equal(cjson.null, d.limits.agents)
     assert.equal(8192, d.limits.memory_mb)
-    local json = cjson.decode(cjson.encode(d))
-    assert.equal(cjson.null, json.limits.messages_per_day)
+    local back = cjson.decode(json.encode(d))
+    assert.equal(cjson.null, back.limits.messages_per_day)
+    assert.matches('"messages_per_day":null', json.encode(d))
     assert.matches('"messages_per_day":null', cjson.encode(d))
   end)
 
@@ -461,6 +463,14 @@ describe("tiers.describe", function()
     assert.equal(3, #d.agents)
     local a = d.agents[1]
     assert.same({ "display_name", "model", "name", "role", "tools" }, tiers.names(a))
+  end)
+
+  it("keeps an agent without tools a JSON list", function()
+    local loaded = assert(load_one(source({
+      [10] = '    { name = "helper", display_name = "H", role = "R", tools = {}, model = "default" },',
+    })))
+    local out = json.encode(tiers.describe(loaded.x))
+    assert.matches('"name":"helper","role":"R","tools":%[%]', out)
   end)
 
   it("hands out copies, so a caller cannot change a loaded tier", function()
