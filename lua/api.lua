@@ -58,6 +58,18 @@ function M.prefer_wait(header)
   return math.min(tonumber(n), M.MAX_WAIT)
 end
 
+-- A custom domain must not sit under BASE_DOMAIN, where instances' own
+-- names live (it could shadow another customer's instance).
+function M.custom_domain_error(domain, cfg)
+  if type(domain) ~= "string" then
+    return nil
+  end
+  local base = cfg.settings.base_domain
+  if domain == base or domain:sub(-(#base + 1)) == "." .. base then
+    return "custom_domain must not be under " .. base
+  end
+end
+
 local function new_app_name(subscription_id)
   local prefix = validate.app_prefix(subscription_id)
   for _ = 1, 20 do
@@ -126,6 +138,10 @@ function M.provision(req)
   local r, err = validate.provision_request(t, cfg.tiers)
   if not r then
     return invalid(err)
+  end
+  local derr = M.custom_domain_error(r.custom_domain, cfg)
+  if derr then
+    return fail(422, "invalid_value", derr, "custom_domain")
   end
   local outcome = store.tx(function()
     local inst = instances.get(r.subscription_id)
@@ -203,9 +219,15 @@ function M.update(req)
     return fail(400, "invalid_json", perr)
   end
   local cfg = boot.current()
-  local r, err = validate.update_request(t, cfg.tiers)
+  local sub = type(t.subscription_id) == "string" and validate.subscription_id(t.subscription_id)
+  local existing = sub and instances.get(sub)
+  local r, err = validate.update_request(t, cfg.tiers, existing and existing.tier)
   if not r then
     return invalid(err)
+  end
+  local derr = M.custom_domain_error(r.custom_domain, cfg)
+  if derr then
+    return fail(422, "invalid_value", derr, "custom_domain")
   end
   local outcome = store.tx(function()
     local inst, status, code, message, field = owned(r)

@@ -3,6 +3,7 @@
 -- object of SPEC §4 and what each should hold; the engine turns it into
 -- resources. Pure: no I/O, so plan and apply cannot disagree.
 local render = require "render"
+local tiers = require "tiers"
 
 local M = {}
 
@@ -20,24 +21,10 @@ local function fmt_num(v)
   return tostring(v)
 end
 
--- The limits in force: the tier's, or for tiers that allow custom limits
--- (custom_domains, i.e. enterprise) the request's over the tier's.
+-- The limits in force: the tier's, or for tiers with flags.custom_limits
+-- (enterprise) the request's over the tier's.
 function M.limits(tier, requested)
-  local t = tier.limits or {}
-  local out = {
-    memory_mb = t.memory_mb, cpu = t.cpu, storage_gb = t.storage_gb,
-    agents = t.agents, messages_per_day = t.messages_per_day,
-  }
-  if requested and tier.flags and tier.flags.custom_domains then
-    for k, v in pairs(requested) do
-      if v == require("json").null then
-        out[k] = nil
-      else
-        out[k] = v
-      end
-    end
-  end
-  return out
+  return tiers.effective_limits(tier, requested)
 end
 
 -- Names and URLs of an instance (SPEC §4).
@@ -63,12 +50,20 @@ end
 --        matrix_type, custom_domain, limits, config_updates},
 --        tier = normalized tier, settings = service settings,
 --        admin_password = derived secret }
+-- Returns the state, or nil and why.
 function M.build(ctx)
   local inst, tier, settings = ctx.instance, ctx.tier, ctx.settings
   local matrix = inst.enable_matrix and true or false
   local n = M.names(inst.app_name, settings, inst.custom_domain, matrix)
   local limits = M.limits(tier, inst.limits)
   local base = settings.instance_data_base
+  local config_yaml, yerr = render.config_yaml(tier, {
+    app_name = inst.app_name, subscription_id = inst.subscription_id,
+    account_id = inst.account_id, tier = tier.name,
+  })
+  if not config_yaml then
+    return nil, "cannot render config.yaml for tier " .. tier.name .. ": " .. tostring(yerr)
+  end
 
   local backend_env = {
     MINDROOM_INSTANCE_ID = inst.app_name,
@@ -85,10 +80,7 @@ function M.build(ctx)
     MINDROOM_MESSAGES_PER_DAY = fmt_num(limits.messages_per_day),
     MINDROOM_STORAGE_PATH = M.BACKEND_DATA_PATH,
     MINDROOM_ADMIN_PASSWORD = ctx.admin_password,
-    MINDROOM_CONFIG_YAML = render.config_yaml(tier, {
-      app_name = inst.app_name, subscription_id = inst.subscription_id,
-      account_id = inst.account_id, tier = tier.name,
-    }),
+    MINDROOM_CONFIG_YAML = config_yaml,
   }
   for k, v in pairs(inst.config_updates or {}) do
     backend_env[k] = v

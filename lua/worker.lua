@@ -63,7 +63,7 @@ function M.desired_state(inst, cfg)
     return nil, "tier " .. inst.tier .. " is not loaded"
   end
   local spec = inst.spec or {}
-  return desired.build({
+  local state, err = desired.build({
     instance = {
       app_name = inst.app_name, subscription_id = inst.subscription_id, account_id = inst.account_id,
       tier = inst.tier, enable_matrix = spec.enable_matrix, matrix_type = spec.matrix_type,
@@ -72,7 +72,11 @@ function M.desired_state(inst, cfg)
     tier = tier,
     settings = cfg.settings,
     admin_password = M.admin_password(inst.app_name),
-  }), tier
+  })
+  if not state then
+    return nil, err
+  end
+  return state, tier
 end
 
 -- How the current state of a resource is learnt: from the server (probes,

@@ -8,8 +8,11 @@ local cjson = require "cjson"
 
 local M = {}
 
+M.root = os.getenv("MRPROV_ROOT") or os.getenv("PWD") or "."
 M.bin = os.getenv("MRPROV_BIN") or "build/mrprov"
-M.root = os.getenv("PWD") or "."
+if M.bin:sub(1, 1) ~= "/" then
+  M.bin = M.root .. "/" .. M.bin
+end
 http.TIMEOUT = 30
 
 local function sh_quote(s)
@@ -42,7 +45,7 @@ function M.run(args, env, cwd)
   for k, v in pairs(env or {}) do
     parts[#parts + 1] = sh_quote(k .. "=" .. v)
   end
-  parts[#parts + 1] = sh_quote(M.root .. "/" .. M.bin)
+  parts[#parts + 1] = sh_quote(M.bin)
   for _, a in ipairs(args) do
     parts[#parts + 1] = sh_quote(a)
   end
@@ -80,7 +83,7 @@ function M.start(opts)
   for k, v in pairs(env) do
     parts[#parts + 1] = sh_quote(k .. "=" .. v)
   end
-  parts[#parts + 1] = sh_quote(M.root .. "/" .. M.bin)
+  parts[#parts + 1] = sh_quote(M.bin)
   parts[#parts + 1] = "serve"
   local log = dir .. "/server-" .. os.time() .. "-" .. math.random(1e6) .. ".log"
   local cmd = "sh -c " .. sh_quote(table.concat(parts, " ") .. " 2>" .. log) .. " >/dev/null & echo $!"
