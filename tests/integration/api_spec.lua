@@ -414,3 +414,46 @@ describe("command line #integration", function()
     end
   end)
 end)
+
+describe("SIGHUP reload #integration", function()
+  teardown(function()
+    H.cleanup()
+  end)
+
+  it("adds a dropped-in tier and refuses a broken one, keeping the old generation", function()
+    local tiers = H.tmpdir()
+    os.execute("cp " .. H.root .. "/tiers/*.lua " .. tiers .. "/")
+    local s = H.start({ env = { TIERS_DIR = tiers } })
+    local f = assert(io.open(tiers .. "/team.lua", "w"))
+    f:write('return { name = "team", display_name = "Team", extends = "starter",\n'
+      .. '  limits = { memory_mb = 1024, cpu = 0.75, storage_gb = 20, agents = 3, messages_per_day = 1000 } }\n')
+    f:close()
+    os.execute("kill -HUP " .. s.pid)
+    local h = H.wait_for(s, "/health", function(j) return j.config_generation == 2 end)
+    assert.are.equal(2, h.config_generation)
+    local _, list = H.request(s, "GET", "/api/v1/tiers")
+    local names = {}
+    for _, t in ipairs(list.tiers) do
+      names[t.name] = true
+    end
+    assert.is_true(names.team)
+    local code, j = H.request(s, "POST", "/api/v1/provision", { subscription_id = "sub_team", tier = "team" },
+      { Prefer = "wait=20" })
+    assert.are.equal(200, code)
+    assert.are.equal("running", j.status)
+
+    f = assert(io.open(tiers .. "/team.lua", "w"))
+    f:write('return { name = "team", display_name = "Team",\n  limits = { memory_mb = "lots" }\n')
+    f:close()
+    os.execute("kill -HUP " .. s.pid)
+    local r = H.wait_for(s, "/ready", function(x) return x.checks.config_error ~= nil end)
+    assert.matches("team%.lua:%d+:", r.checks.config_error)
+    assert.are.equal(2, r.checks.config_generation)
+    local _, again = H.request(s, "GET", "/api/v1/tiers")
+    assert.are.equal(5, #again.tiers)
+    local _, _, raw = H.request(s, "GET", "/metrics")
+    assert.matches('mrprov_config_reloads_total{outcome="failure"} 1', raw, 1, true)
+    assert.matches('mrprov_config_reloads_total{outcome="success"} 1', raw, 1, true)
+    H.stop(s)
+  end)
+end)
