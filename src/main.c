@@ -124,7 +124,7 @@ static const char *plan_args_error(int argc, char **argv)
 	return NULL;
 }
 
-static int load_config(struct config *cfg)
+static int load_config(struct config *cfg, int connect_ssh)
 {
 	char err[512];
 	if (config_load(cfg, ".env", err, sizeof err) < 0) {
@@ -135,7 +135,15 @@ static int load_config(struct config *cfg)
 	enum transport_mode mode = !cfg->dokku_host ? TRANSPORT_DRY_RUN
 				   : strcmp(cfg->dokku_host, "local") == 0 ? TRANSPORT_LOCAL
 									     : TRANSPORT_SSH;
-	if (transport_init(mode, NULL, err, sizeof err) < 0) {
+	struct ssh_pool_opts ssh = {
+		.host = cfg->dokku_host, .port = cfg->dokku_port, .user = cfg->dokku_user,
+		.key_path = cfg->dokku_ssh_key_path, .known_hosts = cfg->dokku_known_hosts,
+		.sessions = cfg->dokku_pool_size, .channels = 8, .connect_timeout_s = 10,
+	};
+	/* Commands without side effects never open connections. */
+	if (mode == TRANSPORT_SSH && !connect_ssh)
+		mode = TRANSPORT_DRY_RUN;
+	if (transport_init(mode, &ssh, NULL, err, sizeof err) < 0) {
 		fprintf(stderr, "mrprov: %s\n", err);
 		return -1;
 	}
@@ -159,7 +167,7 @@ static int run_cli(const char *fn, int argc, char **argv, int open_store_readonl
 {
 	struct config cfg;
 	char err[2048];
-	if (load_config(&cfg) < 0)
+	if (load_config(&cfg, 0) < 0)
 		return 1;
 	/* Commands without side effects use an ephemeral secret if none exists. */
 	if (config_load_secret(&cfg, 0, err, sizeof err) < 0) {
@@ -211,7 +219,7 @@ static int cmd_serve(void)
 	signal(SIGPIPE, SIG_IGN);
 
 	struct config cfg;
-	if (load_config(&cfg) < 0)
+	if (load_config(&cfg, 1) < 0)
 		return 1;
 	/* Settings and scripts are checked before anything is written. */
 	char err[2048];
@@ -260,6 +268,7 @@ static int cmd_serve(void)
 	if (busy)
 		log_warn("shutdown: %d job(s) still running after 30 s; they resume on next start", busy);
 	http_stop();
+	transport_shutdown();
 	rt_pool_drain();
 	store_close();
 	config_free(&cfg);

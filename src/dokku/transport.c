@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,18 +19,33 @@
 
 static enum transport_mode mode = TRANSPORT_DRY_RUN;
 static char program[256] = "dokku";
+static struct ssh_pool *pool;
+static pthread_mutex_t ok_lock = PTHREAD_MUTEX_INITIALIZER;
+static double last_ok; /* monotonic time of the last completed command */
 
-int transport_init(enum transport_mode m, const char *prog, char *err, size_t errlen)
+int transport_init(enum transport_mode m, const struct ssh_pool_opts *ssh, const char *prog, char *err,
+		   size_t errlen)
 {
+	transport_shutdown();
 	if (m == TRANSPORT_SSH) {
-		snprintf(err, errlen, "DOKKU_HOST: the SSH transport is not available in this build yet; "
-				      "use DOKKU_HOST=local on the Dokku host, or leave it unset for dry-run");
-		return -1;
+		if (!ssh) {
+			snprintf(err, errlen, "DOKKU_HOST: SSH options missing");
+			return -1;
+		}
+		pool = ssh_pool_new(ssh, err, errlen);
+		if (!pool)
+			return -1;
 	}
 	mode = m;
-	if (prog)
-		snprintf(program, sizeof program, "%s", prog);
+	snprintf(program, sizeof program, "%s", prog ? prog : "dokku");
 	return 0;
+}
+
+void transport_shutdown(void)
+{
+	if (pool)
+		ssh_pool_free(pool);
+	pool = NULL;
 }
 
 enum transport_mode transport_mode(void)
@@ -93,7 +109,7 @@ void transport_result_free(struct transport_result *res)
 	sbuf_free(&res->err);
 }
 
-static int run_local(const char *const *argv, int argc, double timeout_s, struct transport_result *res)
+static int run_local(const char *const *argv, int argc, double timeout_s, int out_fd, struct transport_result *res)
 {
 	int outp[2], errp[2];
 	if (pipe2(outp, O_CLOEXEC) < 0)
@@ -153,7 +169,14 @@ static int run_local(const char *const *argv, int argc, double timeout_s, struct
 				continue;
 			char chunk[8192];
 			ssize_t r = read(fds[i].fd, chunk, sizeof chunk);
-			if (r > 0) {
+			if (r > 0 && i == 0 && out_fd >= 0) {
+				res->out_bytes += (size_t)r;
+				if (write(out_fd, chunk, (size_t)r) != r && !res->error[0])
+					snprintf(res->error, sizeof res->error, "cannot write the output: %s",
+						 strerror(errno));
+			} else if (r > 0) {
+				if (i == 0)
+					res->out_bytes += (size_t)r;
 				sbuf_add(bufs[i], chunk, (size_t)r);
 			} else if (r == 0 || errno != EINTR) {
 				close(fds[i].fd);
@@ -176,14 +199,37 @@ static int run_local(const char *const *argv, int argc, double timeout_s, struct
 		return -1;
 	}
 	res->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-	return 0;
+	return res->error[0] ? -1 : 0;
 
 spawn_fail:
 	snprintf(res->error, sizeof res->error, "cannot start %.100s: %.100s", program, strerror(errno));
 	return -1;
 }
 
-int transport_run(const char *const *argv, int argc, double timeout_s, struct transport_result *res)
+static int run_ssh(const char *const *argv, int argc, double timeout_s, int out_fd, struct transport_result *res)
+{
+	/* Tokens are validated (no spaces, no quotes), so joining them with
+	 * single spaces is exactly what Dokku's entry will split again. */
+	struct sbuf cmd;
+	sbuf_init(&cmd);
+	for (int i = 0; i < argc; i++) {
+		if (i)
+			sbuf_addc(&cmd, ' ');
+		sbuf_adds(&cmd, argv[i]);
+	}
+	struct ssh_result sr;
+	int rc = ssh_pool_run(pool, cmd.data, timeout_s, out_fd, &sr);
+	sbuf_free(&cmd);
+	res->exit_code = sr.exit_code;
+	res->out = sr.out;
+	res->err = sr.err;
+	res->out_bytes = sr.out_bytes;
+	res->transient = sr.transient;
+	snprintf(res->error, sizeof res->error, "%s", sr.error);
+	return rc;
+}
+
+int transport_run(const char *const *argv, int argc, double timeout_s, int out_fd, struct transport_result *res)
 {
 	result_init(res);
 	for (int i = 0; i < argc; i++) {
@@ -197,13 +243,42 @@ int transport_run(const char *const *argv, int argc, double timeout_s, struct tr
 	int rc = 0;
 	if (mode == TRANSPORT_DRY_RUN)
 		res->exit_code = 0;
+	else if (mode == TRANSPORT_LOCAL)
+		rc = run_local(argv, argc, timeout_s, out_fd, res);
 	else
-		rc = run_local(argv, argc, timeout_s, res);
+		rc = run_ssh(argv, argc, timeout_s, out_fd, res);
 	res->duration_s = now_s() - t0;
+	if (rc == 0 && mode != TRANSPORT_DRY_RUN) {
+		pthread_mutex_lock(&ok_lock);
+		last_ok = now_s();
+		pthread_mutex_unlock(&ok_lock);
+	}
 	const char *outcome = rc < 0 ? "error" : res->exit_code == 0 ? "ok" : "nonzero";
 	char labels[64];
 	snprintf(labels, sizeof labels, "outcome=\"%s\"", outcome);
 	metrics_add("mrprov_dokku_commands_total", labels, 1);
 	metrics_observe("mrprov_dokku_command_duration_seconds", labels, res->duration_s);
 	return rc;
+}
+
+int transport_check(double max_age_s, char *reason, size_t reasonlen)
+{
+	if (mode == TRANSPORT_DRY_RUN)
+		return 0;
+	pthread_mutex_lock(&ok_lock);
+	double age = now_s() - last_ok;
+	pthread_mutex_unlock(&ok_lock);
+	if (last_ok > 0 && age <= max_age_s)
+		return 0;
+	static const char *const argv[] = { "version" };
+	struct transport_result res;
+	int rc = transport_run(argv, 1, 5, -1, &res);
+	if (rc == 0 && res.exit_code == 0) {
+		transport_result_free(&res);
+		return 0;
+	}
+	snprintf(reason, reasonlen, "Dokku did not answer: %s",
+		 res.error[0] ? res.error : res.err.data ? res.err.data : "version failed");
+	transport_result_free(&res);
+	return -1;
 }

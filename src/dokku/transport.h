@@ -5,27 +5,37 @@
 #ifndef MRPROV_TRANSPORT_H
 #define MRPROV_TRANSPORT_H
 
+#include "ssh/pool.h"
 #include "util/sbuf.h"
 
 enum transport_mode { TRANSPORT_DRY_RUN, TRANSPORT_LOCAL, TRANSPORT_SSH };
 
 struct transport_result {
 	int exit_code;	   /* the command's exit status; -1 when it did not run to completion */
-	struct sbuf out;   /* stdout */
+	struct sbuf out;   /* stdout, unless streamed to a file */
+	size_t out_bytes;  /* stdout bytes (buffered or streamed) */
 	struct sbuf err;   /* stderr */
 	double duration_s;
 	char error[256];   /* transport failure (spawn, timeout), empty otherwise */
 	int transient;	   /* 1 when a retry may succeed (timeout, connection lost) */
 };
 
-int transport_init(enum transport_mode mode, const char *program, char *err, size_t errlen);
+/* ssh: the pool's options (TRANSPORT_SSH only); program: what local mode
+ * runs (NULL: "dokku"). */
+int transport_init(enum transport_mode mode, const struct ssh_pool_opts *ssh, const char *program, char *err,
+		   size_t errlen);
+void transport_shutdown(void);
 enum transport_mode transport_mode(void);
 const char *transport_mode_name(void);
 /* 1 when tok may cross to Dokku as one argument; otherwise 0 and why in reason. */
 int transport_token_ok(const char *tok, size_t len, const char **reason);
-/* Runs argv (argc tokens). timeout_s <= 0: no timeout. Always fills res;
+/* Runs argv (argc tokens). timeout_s <= 0: no timeout. out_fd >= 0: stdout
+ * is written there (backups) instead of buffered. Always fills res;
  * returns 0 when the command ran (whatever its exit code), -1 otherwise. */
-int transport_run(const char *const *argv, int argc, double timeout_s, struct transport_result *res);
+int transport_run(const char *const *argv, int argc, double timeout_s, int out_fd, struct transport_result *res);
+/* For /ready: 0 when Dokku answered within max_age_s (asking `version`
+ * if it has been quiet longer), -1 with the reason otherwise. */
+int transport_check(double max_age_s, char *reason, size_t reasonlen);
 void transport_result_free(struct transport_result *res);
 
 #endif

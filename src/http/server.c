@@ -222,10 +222,20 @@ static enum MHD_Result handle_ready(struct MHD_Connection *c, struct request *rq
 	} else {
 		rt_release(L);
 	}
+	char dokku_reason[300] = "";
+	const char *dokku_state = transport_mode() == TRANSPORT_DRY_RUN ? "dry-run" : "ok";
+	if (transport_check(30, dokku_reason, sizeof dokku_reason) < 0) {
+		dokku_state = "unreachable";
+		ready = 0;
+		if (reasons.len)
+			sbuf_addc(&reasons, ',');
+		sbuf_add_json_string(&reasons, dokku_reason, strlen(dokku_reason));
+	}
 	char reload_err[1024];
 	rt_last_error(reload_err, sizeof reload_err);
-	sbuf_printf(&b, "{\"ready\":%s,\"checks\":{\"store\":\"%s\",\"lua\":\"%s\",\"config_generation\":%u",
-		    ready ? "true" : "false", store_state, lua_state, rt_generation());
+	sbuf_printf(&b,
+		    "{\"ready\":%s,\"checks\":{\"store\":\"%s\",\"lua\":\"%s\",\"dokku\":\"%s\",\"config_generation\":%u",
+		    ready ? "true" : "false", store_state, lua_state, dokku_state, rt_generation());
 	if (reload_err[0]) {
 		sbuf_adds(&b, ",\"config_error\":");
 		sbuf_add_json_string(&b, reload_err, strlen(reload_err));

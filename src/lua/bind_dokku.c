@@ -1,13 +1,18 @@
 /* bind_dokku: runs a Dokku command through the configured transport.
- * dokku.run(argv [, {timeout=s}]) → {exit, stdout, stderr, duration} or
- * nil, err, transient. dokku.mode() → "dry-run" | "local" | "ssh".
+ * dokku.run(argv [, {timeout=s, stdout_file=path}]) → {exit, stdout,
+ * stderr, duration, bytes} or nil, err, transient. With stdout_file, stdout
+ * is streamed into a new file (mode 0600; an existing file is an error). dokku.mode() → "dry-run" | "local" | "ssh".
  * dokku.token_ok(s) → true | false, reason. */
 #include "dokku/transport.h"
 #include "lua/runtime.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <lauxlib.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_ARGS 256
 
@@ -15,9 +20,13 @@ static int l_run(lua_State *L)
 {
 	luaL_checktype(L, 1, LUA_TTABLE);
 	double timeout = 0;
+	const char *out_path = NULL;
 	if (lua_istable(L, 2)) {
 		lua_getfield(L, 2, "timeout");
 		timeout = luaL_optnumber(L, -1, 0);
+		lua_pop(L, 1);
+		lua_getfield(L, 2, "stdout_file");
+		out_path = luaL_optstring(L, -1, NULL); /* kept alive by the options table */
 		lua_pop(L, 1);
 	}
 	int argc = (int)luaL_len(L, 1);
@@ -30,8 +39,22 @@ static int l_run(lua_State *L)
 		argv[i] = lua_tostring(L, -1); /* kept alive by the argv table */
 		lua_pop(L, 1);
 	}
+	int fd = -1;
+	if (out_path) {
+		fd = open(out_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd < 0) {
+			luaL_pushfail(L);
+			lua_pushfstring(L, "cannot create %s: %s", out_path, strerror(errno));
+			lua_pushboolean(L, 0);
+			return 3;
+		}
+	}
 	struct transport_result res;
-	int rc = transport_run(argv, argc, timeout, &res);
+	int rc = transport_run(argv, argc, timeout, fd, &res);
+	if (fd >= 0 && (fsync(fd) < 0 || close(fd) < 0) && rc == 0) {
+		snprintf(res.error, sizeof res.error, "cannot write %s: %s", out_path, strerror(errno));
+		rc = -1;
+	}
 	if (rc < 0) {
 		luaL_pushfail(L);
 		lua_pushstring(L, res.error);
@@ -48,6 +71,8 @@ static int l_run(lua_State *L)
 	lua_setfield(L, -2, "stderr");
 	lua_pushnumber(L, res.duration_s);
 	lua_setfield(L, -2, "duration");
+	lua_pushinteger(L, (lua_Integer)res.out_bytes);
+	lua_setfield(L, -2, "bytes");
 	transport_result_free(&res);
 	return 1;
 }

@@ -129,6 +129,32 @@ static int l_is_dir(lua_State *L)
 	return 1;
 }
 
+/* mkdir_p(path [, mode]) → true or nil, err. */
+static int l_mkdir_p(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	mode_t mode = (mode_t)luaL_optinteger(L, 2, 0700);
+	char tmp[4096];
+	if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp)
+		return luaL_argerror(L, 1, "path too long");
+	for (char *p = tmp + 1;; p++) {
+		if (*p == '/' || *p == '\0') {
+			char c = *p;
+			*p = '\0';
+			if (mkdir(tmp, mode) < 0 && errno != EEXIST) {
+				luaL_pushfail(L);
+				lua_pushfstring(L, "%s: %s", tmp, strerror(errno));
+				return 2;
+			}
+			*p = c;
+			if (c == '\0')
+				break;
+		}
+	}
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 static int l_config(lua_State *L)
 {
 	lua_newtable(L);
@@ -187,6 +213,7 @@ int luaopen_mrprov_sys(lua_State *L)
 		{ "list_dir", l_list_dir },
 		{ "read_file", l_read_file },
 		{ "is_dir", l_is_dir },
+		{ "mkdir_p", l_mkdir_p },
 		{ "config", l_config },
 		{ "version", l_version },
 		{ "generation", l_generation },

@@ -4,6 +4,7 @@
 #include "dokku/transport.h"
 
 #include <stdlib.h>
+#include <unistd.h>
 
 static int ok(const char *s)
 {
@@ -38,37 +39,49 @@ int main(void)
 	char err[256];
 	struct transport_result r;
 	const char *argv1[] = { "apps:create", "mr-a-12345678" };
-	CHECK(transport_init(TRANSPORT_DRY_RUN, NULL, err, sizeof err) == 0);
-	CHECK(transport_run(argv1, 2, 5, &r) == 0 && r.exit_code == 0 && r.out.len == 0);
+	CHECK(transport_init(TRANSPORT_DRY_RUN, NULL, NULL, err, sizeof err) == 0);
+	CHECK(transport_run(argv1, 2, 5, -1, &r) == 0 && r.exit_code == 0 && r.out.len == 0);
 	transport_result_free(&r);
 	const char *bad[] = { "config:set", "app", "K=v;rm -rf /" };
-	CHECK(transport_run(bad, 3, 5, &r) < 0 && strstr(r.error, "argument 3"));
+	CHECK(transport_run(bad, 3, 5, -1, &r) < 0 && strstr(r.error, "argument 3"));
 	transport_result_free(&r);
 
-	CHECK(transport_init(TRANSPORT_SSH, NULL, err, sizeof err) < 0 && strstr(err, "DOKKU_HOST"));
+	CHECK(transport_init(TRANSPORT_SSH, NULL, NULL, err, sizeof err) < 0 && strstr(err, "DOKKU_HOST"));
 
 	/* Local mode runs the program with an argv: /bin/echo prints exactly its arguments. */
-	CHECK(transport_init(TRANSPORT_LOCAL, "/bin/echo", err, sizeof err) == 0);
+	CHECK(transport_init(TRANSPORT_LOCAL, NULL, "/bin/echo", err, sizeof err) == 0);
 	const char *argv2[] = { "a:b", "$HOME" };
 	/* `$HOME` is not a safe token, so it never reaches the program. */
-	CHECK(transport_run(argv2, 2, 5, &r) < 0);
+	CHECK(transport_run(argv2, 2, 5, -1, &r) < 0);
 	transport_result_free(&r);
 	const char *argv3[] = { "a:b", "c=d" };
-	CHECK(transport_run(argv3, 2, 5, &r) == 0 && r.exit_code == 0);
+	CHECK(transport_run(argv3, 2, 5, -1, &r) == 0 && r.exit_code == 0);
 	CHECK_STR(r.out.data, "a:b c=d\n");
 	transport_result_free(&r);
 
-	CHECK(transport_init(TRANSPORT_LOCAL, "/bin/false", err, sizeof err) == 0);
-	CHECK(transport_run(argv3, 2, 5, &r) == 0 && r.exit_code == 1);
+	CHECK(transport_init(TRANSPORT_LOCAL, NULL, "/bin/false", err, sizeof err) == 0);
+	CHECK(transport_run(argv3, 2, 5, -1, &r) == 0 && r.exit_code == 1);
 	transport_result_free(&r);
 
-	CHECK(transport_init(TRANSPORT_LOCAL, "/bin/sleep", err, sizeof err) == 0);
+	CHECK(transport_init(TRANSPORT_LOCAL, NULL, "/bin/sleep", err, sizeof err) == 0);
 	const char *argv4[] = { "5" };
-	CHECK(transport_run(argv4, 1, 0.2, &r) < 0 && r.transient && strstr(r.error, "timed out"));
+	CHECK(transport_run(argv4, 1, 0.2, -1, &r) < 0 && r.transient && strstr(r.error, "timed out"));
 	transport_result_free(&r);
 
-	CHECK(transport_init(TRANSPORT_LOCAL, "/nonexistent/dokku", err, sizeof err) == 0);
-	CHECK(transport_run(argv3, 2, 5, &r) == 0 && r.exit_code == 127);
+	CHECK(transport_init(TRANSPORT_LOCAL, NULL, "/nonexistent/dokku", err, sizeof err) == 0);
+	CHECK(transport_run(argv3, 2, 5, -1, &r) == 0 && r.exit_code == 127);
 	transport_result_free(&r);
+
+	/* Streaming stdout to a file (backups). */
+	CHECK(transport_init(TRANSPORT_LOCAL, NULL, "/bin/echo", err, sizeof err) == 0);
+	char path[] = "/tmp/mrprov-transport-XXXXXX";
+	int fd = mkstemp(path);
+	CHECK(transport_run(argv3, 2, 5, fd, &r) == 0 && r.out.len == 0 && r.out_bytes == 8);
+	transport_result_free(&r);
+	char buf[32] = "";
+	CHECK(pread(fd, buf, sizeof buf - 1, 0) == 8);
+	CHECK_STR(buf, "a:b c=d\n");
+	close(fd);
+	unlink(path);
 	return check_done();
 }

@@ -1,0 +1,52 @@
+/* ssh_pool: SSH to one Dokku host over libssh2. DOKKU_POOL_SIZE sessions,
+ * each driven by its own thread in non-blocking mode with several exec
+ * channels interleaved (bounded by the server's MaxSessions). Owns
+ * connecting (TCP_NODELAY, keepalives, reconnect with backoff), host-key
+ * checking against a known_hosts file (match, record on first use, refuse a
+ * mismatch), per-command timeouts and streaming stdout to a file. Never
+ * closes a session while a command runs on it. Knows no Dokku command. */
+#ifndef MRPROV_SSH_POOL_H
+#define MRPROV_SSH_POOL_H
+
+#include "util/sbuf.h"
+
+#include <stddef.h>
+
+struct ssh_pool;
+
+struct ssh_pool_opts {
+	const char *host;
+	int port;
+	const char *user;
+	const char *key_path;
+	const char *known_hosts;
+	int sessions;	  /* connections */
+	int channels;	  /* concurrent commands per connection */
+	double connect_timeout_s;
+};
+
+struct ssh_result {
+	int exit_code;	   /* -1 when the command did not complete */
+	struct sbuf out;   /* stdout, unless streamed */
+	struct sbuf err;
+	size_t out_bytes;  /* stdout bytes received (buffered or streamed) */
+	char error[256];   /* transport failure, empty otherwise */
+	int transient;	   /* a retry may succeed */
+};
+
+struct ssh_pool *ssh_pool_new(const struct ssh_pool_opts *o, char *err, size_t errlen);
+/* Runs cmd; blocks until it finished, failed or timed out. out_fd >= 0:
+ * stdout is written there instead of buffered. Returns 0 when the command
+ * ran (whatever its exit code), -1 otherwise (res->error says why). */
+int ssh_pool_run(struct ssh_pool *p, const char *cmd, double timeout_s, int out_fd, struct ssh_result *res);
+void ssh_result_free(struct ssh_result *res);
+/* Sessions connected now. */
+int ssh_pool_connected(struct ssh_pool *p);
+/* Monotonic time of the last successful exchange with the server (0: never). */
+double ssh_pool_last_ok(struct ssh_pool *p);
+/* The last connection error, or "" (copied). */
+void ssh_pool_last_error(struct ssh_pool *p, char *out, size_t outlen);
+/* Waits for running commands (bounded), then disconnects and frees. */
+void ssh_pool_free(struct ssh_pool *p);
+
+#endif
