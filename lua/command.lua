@@ -17,6 +17,7 @@ function M.new(resource, target, argv, shown, opts)
     mutating = opts.mutating ~= false,
     restart = opts.restart, -- the change takes effect on the app's next restart
     deploys = opts.deploys, -- the command (re)deploys the app, which applies pending changes
+    stream = opts.stream, -- stdout goes to a file (backups), not into the step log
     ok_exits = opts.ok_exits, -- extra exit codes that mean success (e.g. already gone)
   }
 end

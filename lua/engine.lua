@@ -23,6 +23,15 @@ local function res(list, rtype, key, spec)
   list[#list + 1] = { type = rtype, key = key, spec = spec, target = spec.app or spec.name }
 end
 
+-- What a resource's commands touch. Commands on the same app or service
+-- never run at once (Dokku takes no lock for them); different ones may.
+function M.locks(r)
+  if r.type == "link" then
+    return { r.spec.app, r.spec.service }
+  end
+  return { r.target }
+end
+
 -- The resources of a desired state, in dependency order: apps and services
 -- exist before links; each app's chain ends with deploy then TLS (which
 -- needs a deployed app); apps that must be absent go last.
@@ -92,7 +101,7 @@ function M.plan(list, current_of)
     end
     local cmds = M.modules[r.type].diff(r.spec, cur)
     if #cmds > 0 then
-      steps[#steps + 1] = { resource = r, commands = cmds }
+      steps[#steps + 1] = { resource = r, commands = cmds, locks = M.locks(r) }
       for _, c in ipairs(cmds) do
         if c.restart and not restart[c.target] then
           restart[c.target] = true
@@ -111,6 +120,7 @@ function M.plan(list, current_of)
       steps[#steps + 1] = {
         resource = { type = "restart", key = "restart:" .. app, target = app, spec = { app = app } },
         commands = { command.new("restart", app, { "ps:restart", app }) },
+        locks = { app },
       }
     end
   end
@@ -119,11 +129,13 @@ end
 
 -- Teardown of a desired state: optional backups, then unlink, destroy
 -- services, destroy apps (reverse order). Only what exists is removed.
+-- Every step holds one common lock, so nothing is unlinked or destroyed
+-- before every backup has been written.
 function M.teardown(state, current_of, opts)
   opts = opts or {}
   local steps = {}
   local function add(r, cmds)
-    steps[#steps + 1] = { resource = r, commands = cmds }
+    steps[#steps + 1] = { resource = r, commands = cmds, locks = { state.app }, teardown = true }
   end
   local function exists(r)
     local cur, err = current_of(r)
@@ -144,7 +156,7 @@ function M.teardown(state, current_of, opts)
       if ok then
         add({ type = "backup", key = "backup:" .. svc.name, target = svc.name, spec = r.spec },
           { command.new("backup", svc.name, { svc.kind .. ":export", svc.name }, nil,
-            { mutating = false }) })
+            { mutating = false, stream = true }) })
       end
     end
   end

@@ -20,6 +20,9 @@ local M = {}
 
 M.COMMAND_TIMEOUT = 900 -- seconds; a deploy or certificate can take minutes
 M.OUTPUT_LIMIT = 4096
+M.MAX_ATTEMPTS = 6 -- plan-and-apply rounds before a transient failure becomes final
+M.RETRY_BASE = 0.5 -- seconds, doubled each round, with jitter
+M.RETRY_CAP = 30
 
 local FINAL = { provision = "running", update = "running", deprovision = "deprovisioned" }
 local BUSY = { provision = "provisioning", update = "updating", deprovision = "deprovisioning" }
@@ -105,16 +108,19 @@ function M.current_of(applied)
   end
 end
 
+-- The last step number of a job and how many of its steps are done.
 local function next_seq(job_id)
-  local rows = assert(store.query("SELECT coalesce(max(seq), 0) AS m, count(*) AS n FROM steps WHERE job_id = ?",
-    job_id))
+  local rows = assert(store.query([[SELECT coalesce(max(seq), 0) AS m, count(CASE WHEN state = 'done' THEN 1 END) AS n
+                                     FROM steps WHERE job_id = ?]], job_id))
   return rows[1].m, rows[1].n
 end
 
 -- Journals the planned commands as pending steps; returns the first seq.
+-- Steps a crash left pending or running are dropped (the new plan holds
+-- what is still missing); failed ones stay as the job's history.
 local function journal(job, steps)
   return store.tx(function()
-    assert(store.exec("DELETE FROM steps WHERE job_id = ? AND state <> 'done'", job.id))
+    assert(store.exec("DELETE FROM steps WHERE job_id = ? AND state IN ('pending', 'running')", job.id))
     local seq, done = next_seq(job.id)
     local first = seq + 1
     local total = done
@@ -133,59 +139,168 @@ local function journal(job, steps)
   end)
 end
 
-local function run_command(job, c, redact)
-  local now = sys.iso_time()
-  store.tx(function()
-    assert(store.exec("UPDATE steps SET state = 'running', started_at = ? WHERE job_id = ? AND seq = ?",
-      now, job.id, c.seq))
-    instances.update_job(job.id, { step = c.display })
-  end)
-  log.debug("dokku command", { job_id = job.id, subscription_id = job.subscription_id, command = c.display })
-  local res, err, transient = dokku.run(command.full_argv(c), { timeout = M.COMMAND_TIMEOUT })
-  local exit, out, ms
+-- The outcome of one command: {exit, output, duration_ms, error, transient, bytes}.
+local function outcome(c, res, err, transient, redact)
+  local r = { transient = transient }
   if res then
-    exit = res.exit
-    ms = math.floor(res.duration * 1000 + 0.5)
-    out = redact(clip((res.stdout or "") .. (res.stderr ~= "" and ("\n" .. res.stderr) or "")))
-    if exit ~= 0 and not (c.ok_exits and c.ok_exits[exit]) then
-      local msg = redact(clip(res.stderr ~= "" and res.stderr or res.stdout))
-      err = string.format("%s exited %d: %s", c.display, exit, (msg:gsub("%s+$", "")))
+    r.exit = res.exit
+    r.bytes = res.bytes
+    r.duration_ms = math.floor(res.duration * 1000 + 0.5)
+    local out = c.stream and "" or (res.stdout or "")
+    r.output = redact(clip(out .. (res.stderr ~= "" and ((out ~= "" and "\n" or "") .. res.stderr) or "")))
+    if res.exit ~= 0 and not (c.ok_exits and c.ok_exits[res.exit]) then
+      local msg = redact(clip(res.stderr ~= "" and res.stderr or (c.stream and "" or res.stdout)))
+      r.error = string.format("%s exited %d: %s", c.display, res.exit, (msg:gsub("%s+$", "")))
+      -- Dokku's per-app deploy lock is held by another build: worth a retry.
+      r.transient = res.stderr:find("deploy lock in place", 1, true) ~= nil
     end
   else
-    err = redact(c.display .. ": " .. tostring(err))
+    r.error = redact(c.display .. ": " .. tostring(err))
   end
-  return { exit = exit, output = out, duration_ms = ms, error = err, transient = transient }
+  return r
 end
 
--- Runs the steps in order; returns the updated applied model, or raises.
-local function apply(job, inst, steps, applied, redact)
+-- Runs a wave of commands at once (each on its own channel) and returns
+-- their outcomes in order.
+local function run_wave(cmds, redact)
+  local calls = {}
+  for i, c in ipairs(cmds) do
+    calls[i] = { argv = command.full_argv(c), timeout = M.COMMAND_TIMEOUT, stdout_file = c.stdout_file }
+  end
+  local results = {}
+  if #calls == 1 then
+    local res, err, transient = dokku.run(calls[1].argv, calls[1])
+    results[1] = outcome(cmds[1], res, err, transient, redact)
+  else
+    for i, r in ipairs(dokku.run_many(calls)) do
+      results[i] = outcome(cmds[i], r.ok, r.error, r.transient, redact)
+    end
+  end
+  return results
+end
+
+-- Runs the steps: in waves, each wave holding the next command of every
+-- step whose locks no earlier unfinished step holds. Journals each command
+-- before and after it runs; records a step's model when it completes.
+-- Returns the applied model, or raises {message, transient}.
+local function apply(job, inst, steps, applied, redact, ctx)
   for _, s in ipairs(steps) do
-    for _, c in ipairs(s.commands) do
-      local r = run_command(job, c, redact)
-      store.tx(function()
+    s.next = 1
+  end
+  while true do
+    local wave, held = {}, {}
+    for _, s in ipairs(steps) do
+      if s.next <= #s.commands then
+        local free = true
+        for _, l in ipairs(s.locks or { s.resource.target }) do
+          free = free and not held[l]
+          held[l] = true
+        end
+        if free then
+          wave[#wave + 1] = s
+        end
+      end
+    end
+    if #wave == 0 then
+      return applied
+    end
+    local cmds = {}
+    for i, s in ipairs(wave) do
+      cmds[i] = s.commands[s.next]
+      if cmds[i].stream and dokku.mode() ~= "dry-run" then
+        cmds[i].stdout_file = ctx.backup_path(cmds[i])
+      end
+    end
+    store.tx(function()
+      local now = sys.iso_time()
+      for _, c in ipairs(cmds) do
+        assert(store.exec("UPDATE steps SET state = 'running', started_at = ? WHERE job_id = ? AND seq = ?",
+          now, job.id, c.seq))
+        log.debug("dokku command", { job_id = job.id, subscription_id = job.subscription_id, command = c.display })
+      end
+      instances.update_job(job.id, { step = cmds[#cmds].display, waiting_for = json.null })
+    end)
+    local results = run_wave(cmds, redact)
+    local failure
+    store.tx(function()
+      for i, s in ipairs(wave) do
+        local c, r = cmds[i], results[i]
         assert(store.exec([[UPDATE steps SET state = ?, exit_code = ?, duration_ms = ?, output = ?, error = ?,
                             finished_at = ? WHERE job_id = ? AND seq = ?]],
           r.error and "failed" or "done", r.exit, r.duration_ms, r.output, r.error, sys.iso_time(), job.id, c.seq))
-        if not r.error then
+        if r.error then
+          failure = failure or r
+        else
           assert(store.exec("UPDATE jobs SET steps_done = steps_done + 1 WHERE id = ?", job.id))
+          s.next = s.next + 1
+          if c.stream then
+            ctx.backups[#ctx.backups + 1] = { service = c.target, path = c.stdout_file or json.null,
+                                              size = c.stdout_file and r.bytes or json.null }
+          end
+          if s.next > #s.commands then
+            if not s.teardown and (s.resource.type == "app" or s.resource.type == "service"
+                or s.resource.type == "link") and s.resource.spec and not s.resource.spec.absent then
+              ctx.created[#ctx.created + 1] = s.resource
+            end
+            -- The resource converged: record it with its step, so a resumed
+            -- dry-run job does not plan it again.
+            local model, known = engine.model_after(s)
+            if known then
+              applied[s.resource.key] = model
+            end
+          end
         end
-      end)
-      if r.error then
-        error({ message = r.error, transient = r.transient }, 0)
       end
-    end
-    -- The resource converged: record it with its step, so a resumed dry-run
-    -- job does not plan it again.
-    local model, known = engine.model_after(s)
-    if known then
-      applied[s.resource.key] = model
-      store.tx(function()
-        assert(store.exec("UPDATE instances SET applied = ? WHERE subscription_id = ?", json.encode(applied),
-          inst.subscription_id))
-      end)
+      assert(store.exec("UPDATE instances SET applied = ? WHERE subscription_id = ?", json.encode(applied),
+        inst.subscription_id))
+    end)
+    if failure then
+      error({ message = failure.error, transient = failure.transient }, 0)
     end
   end
-  return applied
+end
+
+-- Removes, in reverse order, what this job created (a failed provision
+-- must not leave apps or services behind). Best effort: logs and goes on.
+local function undo(job, inst, ctx, applied, redact)
+  local cmds = {}
+  for i = #ctx.created, 1, -1 do
+    local r = ctx.created[i]
+    for _, c in ipairs(engine.modules[r.type].undo(r.spec)) do
+      cmds[#cmds + 1] = { command = c, key = r.key }
+    end
+  end
+  if #cmds == 0 then
+    return
+  end
+  local seq = store.tx(function()
+    local first = next_seq(job.id) + 1
+    for i, u in ipairs(cmds) do
+      u.command.seq = first + i - 1
+      assert(store.exec([[INSERT INTO steps (job_id, seq, resource, target, command, mutating, state)
+                          VALUES (?, ?, 'undo', ?, ?, 1, 'pending')]],
+        job.id, u.command.seq, u.command.target, u.command.display))
+    end
+    return first
+  end)
+  assert(seq)
+  for _, u in ipairs(cmds) do
+    local r = run_wave({ u.command }, redact)[1]
+    store.tx(function()
+      assert(store.exec([[UPDATE steps SET state = ?, exit_code = ?, duration_ms = ?, output = ?, error = ?,
+                          finished_at = ? WHERE job_id = ? AND seq = ?]],
+        r.error and "failed" or "done", r.exit, r.duration_ms, r.output, r.error, sys.iso_time(), job.id,
+        u.command.seq))
+      if not r.error then
+        applied[u.key] = nil
+        assert(store.exec("UPDATE instances SET applied = ? WHERE subscription_id = ?", json.encode(applied),
+          inst.subscription_id))
+      end
+    end)
+    if r.error then
+      log.warn("undo step failed", { job_id = job.id, subscription_id = job.subscription_id, error = r.error })
+    end
+  end
 end
 
 local function set_gauges()
@@ -201,6 +316,48 @@ local function set_gauges()
   end
 end
 
+-- Plans against the current state and applies; on a transient failure
+-- waits (capped exponential backoff with jitter) and plans again, so what
+-- already happened is probed, not repeated.
+local function converge(job, inst, state, ctx, redact)
+  local applied = inst.applied or {}
+  local attempt = 0
+  while true do
+    attempt = attempt + 1
+    local ok, err = pcall(function()
+      local current_of = M.current_of(applied)
+      local steps, perr
+      if job.operation == "deprovision" then
+        steps, perr = engine.teardown(state, current_of, { backup = job.request.backup_data ~= false })
+      else
+        steps, perr = engine.plan(engine.resources(state), current_of)
+      end
+      if not steps then
+        error({ message = redact(tostring(perr)), transient = true }, 0)
+      end
+      journal(job, steps)
+      for _, s in ipairs(steps) do
+        ctx.commands = ctx.commands + #s.commands
+      end
+      applied = apply(job, inst, steps, applied, redact, ctx)
+    end)
+    if ok then
+      return applied
+    end
+    local e = type(err) == "table" and err or { message = tostring(err) }
+    if not e.transient or attempt >= M.MAX_ATTEMPTS then
+      e.applied = applied
+      error(e, 0)
+    end
+    local delay = math.min(M.RETRY_CAP, M.RETRY_BASE * 2 ^ (attempt - 1)) * (0.5 + math.random() / 2)
+    local waiting = string.format("retry %d of %d in %.1f s after: %s", attempt, M.MAX_ATTEMPTS - 1, delay,
+      e.message)
+    instances.update_job(job.id, { waiting_for = waiting })
+    log.warn("job waiting", { job_id = job.id, subscription_id = job.subscription_id, waiting_for = waiting })
+    sys.sleep(delay)
+  end
+end
+
 local function execute(job, inst, cfg)
   local state, tier_or_err = M.desired_state(inst, cfg)
   if not state then
@@ -208,37 +365,28 @@ local function execute(job, inst, cfg)
   end
   local password = M.admin_password(inst.app_name)
   local redact = redactor({ password, crypto.base64(password) })
-  local current_of = M.current_of(inst.applied or {})
-
-  local steps, err
-  if job.operation == "deprovision" then
-    steps, err = engine.teardown(state, current_of, { backup = job.request.backup_data ~= false })
-    for _, s in ipairs(steps or {}) do
-      s.teardown = true
+  local stamp = sys.iso_time():gsub("[^%dTZ]", "")
+  local ctx = {
+    created = {}, backups = json.array(), commands = 0,
+    backup_path = function(c)
+      local dir = cfg.settings.backup_dir .. "/" .. inst.app_name
+      assert(sys.mkdir_p(dir))
+      return string.format("%s/%s-%s-%s.dump", dir, stamp, job.id, c.target)
+    end,
+  }
+  local ok, res = pcall(converge, job, inst, state, ctx, redact)
+  if not ok then
+    if job.operation == "provision" and #ctx.created > 0 then
+      undo(job, inst, ctx, res.applied or inst.applied or {}, redact)
     end
-  else
-    steps, err = engine.plan(engine.resources(state), current_of)
+    error(res, 0)
   end
-  if not steps then
-    error({ message = redact(err), transient = true }, 0)
-  end
-  journal(job, steps)
-  local applied = apply(job, inst, steps, inst.applied or {}, redact)
-  local result = { app_name = inst.app_name, dry_run = dokku.mode() == "dry-run", commands = 0 }
-  for _, s in ipairs(steps) do
-    result.commands = result.commands + #s.commands
-  end
+  local applied = res
+  local result = { app_name = inst.app_name, dry_run = dokku.mode() == "dry-run", commands = ctx.commands }
   if job.operation == "deprovision" then
     result.backup = json.null
     if job.request.backup_data ~= false then
-      local files = json.array()
-      for _, s in ipairs(steps) do
-        if s.resource.type == "backup" then
-          files[#files + 1] = { service = s.resource.target, path = json.null, size = json.null,
-                                planned = cfg.settings.backup_dir .. "/" .. s.resource.target .. ".dump" }
-        end
-      end
-      result.backup = { dry_run = result.dry_run, files = files }
+      result.backup = { files = ctx.backups }
     end
   else
     result.urls = state.urls

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,64 +17,141 @@
 
 #define MAX_ARGS 256
 
-static int l_run(lua_State *L)
-{
-	luaL_checktype(L, 1, LUA_TTABLE);
-	double timeout = 0;
-	const char *out_path = NULL;
-	if (lua_istable(L, 2)) {
-		lua_getfield(L, 2, "timeout");
-		timeout = luaL_optnumber(L, -1, 0);
-		lua_pop(L, 1);
-		lua_getfield(L, 2, "stdout_file");
-		out_path = luaL_optstring(L, -1, NULL); /* kept alive by the options table */
-		lua_pop(L, 1);
-	}
-	int argc = (int)luaL_len(L, 1);
-	luaL_argcheck(L, argc > 0 && argc <= MAX_ARGS, 1, "expected 1..256 arguments");
+struct call {
 	const char *argv[MAX_ARGS];
-	for (int i = 0; i < argc; i++) {
-		lua_rawgeti(L, 1, i + 1);
-		if (lua_type(L, -1) != LUA_TSTRING)
-			return luaL_argerror(L, 1, "every argument must be a string");
-		argv[i] = lua_tostring(L, -1); /* kept alive by the argv table */
+	int argc;
+	double timeout;
+	const char *out_path;
+	int rc;
+	int open_errno;
+	struct transport_result res;
+	pthread_t thread;
+};
+
+/* Reads {argv...} at idx and options at opt_idx (0: none) into c. The
+ * strings stay referenced by the Lua tables, which outlive the call. */
+static void read_call(lua_State *L, int idx, int opt_idx, struct call *c)
+{
+	luaL_checktype(L, idx, LUA_TTABLE);
+	c->timeout = 0;
+	c->out_path = NULL;
+	if (opt_idx && lua_istable(L, opt_idx)) {
+		lua_getfield(L, opt_idx, "timeout");
+		c->timeout = luaL_optnumber(L, -1, 0);
+		lua_pop(L, 1);
+		lua_getfield(L, opt_idx, "stdout_file");
+		c->out_path = luaL_optstring(L, -1, NULL);
 		lua_pop(L, 1);
 	}
+	c->argc = (int)luaL_len(L, idx);
+	luaL_argcheck(L, c->argc > 0 && c->argc <= MAX_ARGS, idx, "expected 1..256 arguments");
+	for (int i = 0; i < c->argc; i++) {
+		lua_rawgeti(L, idx, i + 1);
+		if (lua_type(L, -1) != LUA_TSTRING)
+			luaL_argerror(L, idx, "every argument must be a string");
+		c->argv[i] = lua_tostring(L, -1);
+		lua_pop(L, 1);
+	}
+}
+
+static void *do_call(void *arg)
+{
+	struct call *c = arg;
 	int fd = -1;
-	if (out_path) {
-		fd = open(out_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	c->open_errno = 0;
+	if (c->out_path) {
+		fd = open(c->out_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (fd < 0) {
-			luaL_pushfail(L);
-			lua_pushfstring(L, "cannot create %s: %s", out_path, strerror(errno));
-			lua_pushboolean(L, 0);
-			return 3;
+			c->open_errno = errno;
+			c->rc = -1;
+			memset(&c->res, 0, sizeof c->res);
+			snprintf(c->res.error, sizeof c->res.error, "cannot create %.150s: %.80s", c->out_path,
+				 strerror(errno));
+			return NULL;
 		}
 	}
-	struct transport_result res;
-	int rc = transport_run(argv, argc, timeout, fd, &res);
-	if (fd >= 0 && (fsync(fd) < 0 || close(fd) < 0) && rc == 0) {
-		snprintf(res.error, sizeof res.error, "cannot write %s: %s", out_path, strerror(errno));
-		rc = -1;
+	c->rc = transport_run(c->argv, c->argc, c->timeout, fd, &c->res);
+	if (fd >= 0 && (fsync(fd) < 0 || close(fd) < 0) && c->rc == 0) {
+		snprintf(c->res.error, sizeof c->res.error, "cannot write %.150s: %.80s", c->out_path,
+			 strerror(errno));
+		c->rc = -1;
 	}
-	if (rc < 0) {
+	return NULL;
+}
+
+/* Pushes the outcome of c: the result table, or nil, err, transient. */
+static int push_call(lua_State *L, struct call *c)
+{
+	if (c->rc < 0) {
 		luaL_pushfail(L);
-		lua_pushstring(L, res.error);
-		lua_pushboolean(L, res.transient);
-		transport_result_free(&res);
+		lua_pushstring(L, c->res.error);
+		lua_pushboolean(L, c->res.transient);
+		if (!c->open_errno)
+			transport_result_free(&c->res);
 		return 3;
 	}
-	lua_createtable(L, 0, 4);
-	lua_pushinteger(L, res.exit_code);
+	lua_createtable(L, 0, 5);
+	lua_pushinteger(L, c->res.exit_code);
 	lua_setfield(L, -2, "exit");
-	lua_pushlstring(L, res.out.data ? res.out.data : "", res.out.len);
+	lua_pushlstring(L, c->res.out.data ? c->res.out.data : "", c->res.out.len);
 	lua_setfield(L, -2, "stdout");
-	lua_pushlstring(L, res.err.data ? res.err.data : "", res.err.len);
+	lua_pushlstring(L, c->res.err.data ? c->res.err.data : "", c->res.err.len);
 	lua_setfield(L, -2, "stderr");
-	lua_pushnumber(L, res.duration_s);
+	lua_pushnumber(L, c->res.duration_s);
 	lua_setfield(L, -2, "duration");
-	lua_pushinteger(L, (lua_Integer)res.out_bytes);
+	lua_pushinteger(L, (lua_Integer)c->res.out_bytes);
 	lua_setfield(L, -2, "bytes");
-	transport_result_free(&res);
+	transport_result_free(&c->res);
+	return 1;
+}
+
+static int l_run(lua_State *L)
+{
+	struct call c;
+	read_call(L, 1, 2, &c);
+	do_call(&c);
+	return push_call(L, &c);
+}
+
+/* run_many({ {argv=..., timeout=, stdout_file=}, ... }) → array of
+ * {ok=result} or {error=, transient=}, in order. The calls run at once,
+ * one thread each (the transport multiplexes them over its connections). */
+static int l_run_many(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	int n = (int)luaL_len(L, 1);
+	luaL_argcheck(L, n >= 0 && n <= 64, 1, "at most 64 calls at once");
+	struct call *calls = calloc((size_t)(n ? n : 1), sizeof *calls);
+	if (!calls)
+		return luaL_error(L, "out of memory");
+	for (int i = 0; i < n; i++) {
+		lua_rawgeti(L, 1, i + 1);
+		int t = lua_gettop(L);
+		lua_getfield(L, t, "argv");
+		read_call(L, lua_gettop(L), t, &calls[i]);
+		lua_pop(L, 1); /* argv stays referenced by the call table */
+		lua_pop(L, 1);
+	}
+	for (int i = 0; i < n; i++)
+		if (pthread_create(&calls[i].thread, NULL, do_call, &calls[i]) != 0)
+			do_call(&calls[i]), calls[i].thread = 0;
+	for (int i = 0; i < n; i++)
+		if (calls[i].thread)
+			pthread_join(calls[i].thread, NULL);
+	lua_createtable(L, n, 0);
+	for (int i = 0; i < n; i++) {
+		lua_createtable(L, 0, 2);
+		int got = push_call(L, &calls[i]);
+		if (got == 1) {
+			lua_setfield(L, -2, "ok");
+		} else {
+			lua_setfield(L, -4, "transient");
+			lua_setfield(L, -3, "error");
+			lua_pop(L, 1);
+		}
+		lua_rawseti(L, -2, i + 1);
+	}
+	free(calls);
 	return 1;
 }
 
@@ -101,6 +179,7 @@ int luaopen_mrprov_dokku(lua_State *L)
 {
 	static const luaL_Reg fns[] = {
 		{ "run", l_run },
+		{ "run_many", l_run_many },
 		{ "mode", l_mode },
 		{ "token_ok", l_token_ok },
 		{ NULL, NULL },

@@ -129,6 +129,17 @@ static int l_is_dir(lua_State *L)
 	return 1;
 }
 
+/* sleep(seconds), at most 60 at a time. */
+static int l_sleep(lua_State *L)
+{
+	double s = luaL_checknumber(L, 1);
+	luaL_argcheck(L, s >= 0 && s <= 60, 1, "0..60 seconds");
+	struct timespec ts = { (time_t)s, (long)((s - (double)(time_t)s) * 1e9) };
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+	return 0;
+}
+
 /* mkdir_p(path [, mode]) → true or nil, err. */
 static int l_mkdir_p(lua_State *L)
 {
@@ -214,6 +225,7 @@ int luaopen_mrprov_sys(lua_State *L)
 		{ "read_file", l_read_file },
 		{ "is_dir", l_is_dir },
 		{ "mkdir_p", l_mkdir_p },
+		{ "sleep", l_sleep },
 		{ "config", l_config },
 		{ "version", l_version },
 		{ "generation", l_generation },
