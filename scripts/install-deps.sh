@@ -7,7 +7,7 @@ packages=(
   build-essential cmake pkg-config
   liblua5.4-dev lua5.4 lua-cjson lua-yaml
   libmicrohttpd-dev libssh2-1-dev libcurl4-openssl-dev libsqlite3-dev libssl-dev
-  lua-busted lua-socket lua-check
+  lua-busted lua-socket lua-check lua-sql-postgres
   openssh-server openssh-client postgresql
   curl sqlite3
 )
