@@ -143,6 +143,11 @@ function M.provision(req)
   if derr then
     return fail(422, "invalid_value", derr, "custom_domain")
   end
+  return M.provision_validated(r, req, cfg)
+end
+
+-- A validated provision request (from the API or a webhook).
+function M.provision_validated(r, req, cfg)
   local outcome = store.tx(function()
     local inst = instances.get(r.subscription_id)
     if inst and instances.ACTIVE[inst.status] then
@@ -187,6 +192,7 @@ function M.provision(req)
     }, "an instance already exists for this subscription"))
   end
   jobs.notify()
+  instances.flush()
   local inst = outcome.inst
   log.info("provision accepted", { job_id = outcome.job_id, subscription_id = inst.subscription_id,
                                    app_name = inst.app_name, tier = inst.tier, resumed = outcome.resumed })
@@ -229,6 +235,10 @@ function M.update(req)
   if derr then
     return fail(422, "invalid_value", derr, "custom_domain")
   end
+  return M.update_validated(r, req, cfg)
+end
+
+function M.update_validated(r, req, cfg)
   local outcome = store.tx(function()
     local inst, status, code, message, field = owned(r)
     if not inst then
@@ -273,6 +283,7 @@ function M.update(req)
     return fail(outcome.status, outcome.code, outcome.message, outcome.field)
   end
   jobs.notify()
+  instances.flush()
   local inst = outcome.inst
   return maybe_wait(req, outcome.job_id, {
     job_id = outcome.job_id, subscription_id = inst.subscription_id, app_name = inst.app_name,
@@ -289,6 +300,10 @@ function M.deprovision(req)
   if not r then
     return invalid(err)
   end
+  return M.deprovision_validated(r, req)
+end
+
+function M.deprovision_validated(r, req)
   local outcome = store.tx(function()
     local inst, status, code, message, field = owned(r)
     if not inst then
@@ -314,6 +329,7 @@ function M.deprovision(req)
       "the instance is already deprovisioned"))
   end
   jobs.notify()
+  instances.flush()
   local inst = outcome.inst
   return maybe_wait(req, outcome.job_id, {
     job_id = outcome.job_id, subscription_id = inst.subscription_id, app_name = inst.app_name,
@@ -398,9 +414,19 @@ function M.tiers()
   return answer(200, { tiers = list, generation = cfg.generation })
 end
 
+-- POST /api/v1/webhooks/supabase: C has already checked the signature or
+-- the shared secret; here the payload is mapped to an operation.
+function M.webhook(req)
+  local t, perr = parse(req.body)
+  if not t then
+    return fail(400, "invalid_json", perr)
+  end
+  return require("webhooks").handle(t, req, M)
+end
+
 local handlers = {
   provision = M.provision, update = M.update, deprovision = M.deprovision, plan = M.plan,
-  status = M.status, job = M.job, tiers = M.tiers,
+  status = M.status, job = M.job, tiers = M.tiers, webhook = M.webhook,
 }
 
 function M.handle(route, req)

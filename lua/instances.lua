@@ -3,6 +3,7 @@
 -- are decoded here; every write that changes an instance also queues an
 -- outbox row for Supabase in the same transaction when Supabase is set.
 local json = require "json"
+local outbox_mod = require "mrprov.outbox"
 local store = require "mrprov.store"
 local sys = require "mrprov.sys"
 
@@ -63,17 +64,43 @@ function M.supabase_row(inst)
     matrix_url = inst.urls.matrix or json.null,
     limits = inst.limits,
     error = inst.error or json.null,
-    dry_run = inst.dry_run,
+    dry_run = inst.dry_run and true or false,
+    created_at = inst.created_at,
     updated_at = inst.updated_at,
   }
 end
 
-local function outbox(kind, subscription_id, payload)
-  if not sys.config().SUPABASE_URL then
+-- Queues a row for Supabase table `tbl` (delivered in order per
+-- subscription by the C sender); call inside the transaction of the change.
+local function outbox(tbl, subscription_id, payload, upsert_on)
+  if not outbox_mod.enabled() then
     return
   end
-  check(store.exec("INSERT INTO outbox (subscription_id, kind, payload, created_at) VALUES (?, ?, ?, ?)",
-    subscription_id, kind, json.encode(payload), sys.iso_time()))
+  check(store.exec("INSERT INTO outbox (subscription_id, kind, payload, upsert_on, created_at) VALUES (?, ?, ?, ?, ?)",
+    subscription_id, tbl, json.encode(payload), upsert_on, sys.iso_time()))
+end
+
+-- An `events` row: what happened to a job (messages are already redacted).
+function M.event(job, kind, message, data)
+  outbox("events", job.subscription_id, {
+    subscription_id = job.subscription_id, job_id = job.id, operation = job.operation, kind = kind,
+    message = message or json.null, data = data or {}, created_at = sys.iso_time(),
+  })
+end
+
+-- A `backups` row for a file written by a deprovision.
+function M.backup(inst, job, file)
+  outbox("backups", inst.subscription_id, {
+    subscription_id = inst.subscription_id, app_name = inst.app_name, job_id = job.id,
+    service = file.service, path = file.path, size_bytes = file.size, created_at = sys.iso_time(),
+  })
+end
+
+-- Wakes the Supabase sender; call after the transaction committed.
+function M.flush()
+  if outbox_mod.enabled() then
+    outbox_mod.notify()
+  end
 end
 
 -- Inserts or replaces the instance row (and queues its outbox row).
@@ -93,7 +120,7 @@ function M.save(inst)
     inst.subscription_id, inst.account_id, inst.app_name, inst.tier, inst.status, json.encode(inst.spec),
     json.encode(inst.applied or {}), json.encode(inst.urls or {}), json.encode(inst.limits or {}), inst.error,
     inst.dry_run and 1 or 0, inst.generation, inst.created_at, inst.updated_at))
-  outbox("instance", inst.subscription_id, M.supabase_row(inst))
+  outbox("instances", inst.subscription_id, M.supabase_row(inst), "subscription_id")
 end
 
 function M.new_job_id()

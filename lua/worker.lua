@@ -230,6 +230,8 @@ local function apply(job, inst, steps, applied, redact, ctx)
           r.error and "failed" or "done", r.exit, r.duration_ms, r.output, r.error, sys.iso_time(), job.id, c.seq))
         if r.error then
           failure = failure or r
+          instances.event(job, "step_failed", r.error, { command = c.display, exit_code = r.exit or json.null,
+                                                         transient = r.transient and true or false })
         else
           assert(store.exec("UPDATE jobs SET steps_done = steps_done + 1 WHERE id = ?", job.id))
           s.next = s.next + 1
@@ -254,6 +256,7 @@ local function apply(job, inst, steps, applied, redact, ctx)
       assert(store.exec("UPDATE instances SET applied = ? WHERE subscription_id = ?", json.encode(applied),
         inst.subscription_id))
     end)
+    instances.flush()
     if failure then
       error({ message = failure.error, transient = failure.transient }, 0)
     end
@@ -415,7 +418,9 @@ function M.run(job_id)
     inst.generation = cfg.generation
     instances.save(inst)
     instances.update_job(job.id, { generation = cfg.generation, error = json.null })
+    instances.event(job, "job_started", job.operation .. " started")
   end)
+  instances.flush()
 
   local ok, state, applied, result = pcall(execute, job, inst, cfg)
   local elapsed = sys.monotonic() - t0
@@ -433,7 +438,15 @@ function M.run(job_id)
       result.provisioning_time_seconds = math.floor(elapsed * 1000 + 0.5) / 1000
       instances.update_job(job.id, { state = "succeeded", result = result, step = json.null,
                                      finished_at = sys.iso_time() })
+      for _, f in ipairs(result.backup and result.backup ~= json.null and result.backup.files or {}) do
+        if f.path ~= json.null then
+          instances.backup(inst, job, f)
+        end
+      end
+      instances.event(job, "job_succeeded", job.operation .. " finished",
+        { seconds = result.provisioning_time_seconds, commands = result.commands })
     end)
+    instances.flush()
     fields.seconds = elapsed
     log.info("job succeeded", fields)
   else
@@ -445,7 +458,9 @@ function M.run(job_id)
       fresh.error = message
       instances.save(fresh)
       instances.update_job(job.id, { state = "failed", error = message, finished_at = sys.iso_time() })
+      instances.event(job, "job_failed", message)
     end)
+    instances.flush()
     fields.error = message
     log.error("job failed", fields)
     if job.operation == "provision" then

@@ -7,6 +7,7 @@
 #include "jobs/jobs.h"
 #include "lua/runtime.h"
 #include "store/store.h"
+#include "supabase/outbox.h"
 #include "util/log.h"
 
 #include <curl/curl.h>
@@ -237,6 +238,11 @@ static int cmd_serve(void)
 		fprintf(stderr, "mrprov: %s\n", err);
 		return 1;
 	}
+	if (cfg.supabase_url && outbox_start(cfg.supabase_url, cfg.supabase_service_key, err, sizeof err) < 0) {
+		fprintf(stderr, "mrprov: %s\n", err);
+		jobs_stop(5);
+		return 1;
+	}
 	if (http_start(&cfg, err, sizeof err) < 0) {
 		fprintf(stderr, "mrprov: %s\n", err);
 		jobs_stop(5);
@@ -268,6 +274,7 @@ static int cmd_serve(void)
 	if (busy)
 		log_warn("shutdown: %d job(s) still running after 30 s; they resume on next start", busy);
 	http_stop();
+	outbox_stop();
 	transport_shutdown();
 	rt_pool_drain();
 	store_close();

@@ -49,6 +49,10 @@ static struct family families[] = {
 	  NULL },
 	{ "mrprov_config_reloads_total", "Configuration reloads, by outcome.", COUNTER, NULL, 0, NULL },
 	{ "mrprov_http_requests_total", "HTTP requests answered, by route and status.", COUNTER, NULL, 0, NULL },
+	{ "mrprov_outbox_depth", "Outbox rows for Supabase, by state (pending, parked).", GAUGE, NULL, 0, NULL },
+	{ "mrprov_outbox_deliveries_total", "Outbox delivery attempts, by outcome (delivered, retry, parked).",
+	  COUNTER, NULL, 0, NULL },
+	{ "mrprov_webhooks_total", "Supabase webhook deliveries, by outcome.", COUNTER, NULL, 0, NULL },
 	{ "mrprov_http_request_duration_seconds", "HTTP request handling time, by route.", HISTOGRAM, dur_http,
 	  NB(dur_http), NULL },
 };

@@ -6,9 +6,11 @@
 #include "lua/runtime.h"
 #include "metrics.h"
 #include "store/store.h"
+#include "supabase/outbox.h"
 #include "util/crypto.h"
 #include "util/log.h"
 #include "util/sbuf.h"
+#include "webhook.h"
 
 #include <arpa/inet.h>
 #include <lauxlib.h>
@@ -26,6 +28,7 @@ enum {
 	R_BODY = 2,	/* JSON body expected */
 	R_PARAM = 4,	/* path = prefix + one parameter */
 	R_C = 8,	/* answered in C */
+	R_WEBHOOK = 16, /* signed by Supabase (WEBHOOK_SECRET), not an API key */
 };
 
 struct route {
@@ -48,6 +51,7 @@ static const struct route routes[] = {
 	{ "GET", "/api/v1/tiers", "tiers", R_AUTH },
 	{ "GET", "/api/v1/status/", "status", R_AUTH | R_PARAM },
 	{ "GET", "/api/v1/jobs/", "job", R_AUTH | R_PARAM },
+	{ "POST", "/api/v1/webhooks/supabase", "webhook", R_WEBHOOK | R_BODY },
 	{ NULL, NULL, NULL, 0 },
 };
 
@@ -231,11 +235,21 @@ static enum MHD_Result handle_ready(struct MHD_Connection *c, struct request *rq
 			sbuf_addc(&reasons, ',');
 		sbuf_add_json_string(&reasons, dokku_reason, strlen(dokku_reason));
 	}
+	char sb_reason[300] = "";
+	const char *sb_state = cfg->supabase_url ? "ok" : "not configured";
+	if (outbox_check(30, sb_reason, sizeof sb_reason) < 0) {
+		sb_state = "unreachable";
+		ready = 0;
+		if (reasons.len)
+			sbuf_addc(&reasons, ',');
+		sbuf_add_json_string(&reasons, sb_reason, strlen(sb_reason));
+	}
 	char reload_err[1024];
 	rt_last_error(reload_err, sizeof reload_err);
 	sbuf_printf(&b,
-		    "{\"ready\":%s,\"checks\":{\"store\":\"%s\",\"lua\":\"%s\",\"dokku\":\"%s\",\"config_generation\":%u",
-		    ready ? "true" : "false", store_state, lua_state, dokku_state, rt_generation());
+		    "{\"ready\":%s,\"checks\":{\"store\":\"%s\",\"lua\":\"%s\",\"dokku\":\"%s\",\"supabase\":\"%s\","
+		    "\"config_generation\":%u",
+		    ready ? "true" : "false", store_state, lua_state, dokku_state, sb_state, rt_generation());
 	if (reload_err[0]) {
 		sbuf_adds(&b, ",\"config_error\":");
 		sbuf_add_json_string(&b, reload_err, strlen(reload_err));
@@ -284,6 +298,11 @@ static enum MHD_Result handle_lua(struct MHD_Connection *c, struct request *rq)
 	lua_setfield(L, -2, "body");
 	lua_pushstring(L, rq->id);
 	lua_setfield(L, -2, "request_id");
+	const char *wid = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "webhook-id");
+	if (wid && (rq->route->flags & R_WEBHOOK)) {
+		lua_pushstring(L, wid);
+		lua_setfield(L, -2, "webhook_id");
+	}
 	const char *prefer = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Prefer");
 	if (prefer) {
 		lua_pushstring(L, prefer);
@@ -321,8 +340,44 @@ fail:
 	return send_error(c, rq, 500, "internal", NULL, "internal error (request %s)", rq->id);
 }
 
+/* Supabase webhooks: the shared-secret header or a Standard Webhooks
+ * signature over the raw body. Returns NULL when authentic, else why. */
+static const char *webhook_refusal(struct MHD_Connection *c, struct request *rq, char *reason, size_t len)
+{
+	const char *secret = cfg->webhook_secret;
+	const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+	if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+		if (webhook_bearer_ok(secret, auth + 7))
+			return NULL;
+		snprintf(reason, len, "wrong shared secret");
+		return reason;
+	}
+	const char *id = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "webhook-id");
+	const char *ts = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "webhook-timestamp");
+	const char *sig = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "webhook-signature");
+	if (!id && !ts && !sig) {
+		snprintf(reason, len, "no Authorization header and no webhook-signature");
+		return reason;
+	}
+	if (webhook_verify(secret, id, ts, sig, rq->body.data ? rq->body.data : "", rq->body.len, (long long)time(NULL),
+			   reason, len) < 0)
+		return reason;
+	return NULL;
+}
+
 static enum MHD_Result dispatch(struct MHD_Connection *c, struct request *rq)
 {
+	if (rq->route->flags & R_WEBHOOK) {
+		if (!cfg->webhook_secret)
+			return send_error(c, rq, 503, "not_configured", NULL,
+					  "webhooks are not configured: set WEBHOOK_SECRET");
+		char reason[200];
+		if (webhook_refusal(c, rq, reason, sizeof reason)) {
+			metrics_add("mrprov_webhooks_total", "outcome=\"unauthorized\"", 1);
+			log_warn("webhook refused: %s", reason);
+			return send_error(c, rq, 401, "unauthorized", NULL, "webhook not authenticated: %s", reason);
+		}
+	}
 	const char *name = rq->route->name;
 	if (rq->route->flags & R_C) {
 		if (strcmp(name, "health") == 0)

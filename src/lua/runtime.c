@@ -135,6 +135,7 @@ static lua_State *build_state(unsigned gen, char *err, size_t errlen)
 	preload(L, "mrprov.sys", luaopen_mrprov_sys);
 	preload(L, "mrprov.dokku", luaopen_mrprov_dokku);
 	preload(L, "mrprov.jobs", luaopen_mrprov_jobs);
+	preload(L, "mrprov.outbox", luaopen_mrprov_outbox);
 
 	/* LUA_DIR first, then the system paths (cjson, lyaml). */
 	lua_getglobal(L, "package");

@@ -47,5 +47,6 @@ int luaopen_mrprov_metrics(lua_State *L);
 int luaopen_mrprov_sys(lua_State *L);
 int luaopen_mrprov_dokku(lua_State *L);
 int luaopen_mrprov_jobs(lua_State *L);
+int luaopen_mrprov_outbox(lua_State *L);
 
 #endif

@@ -82,6 +82,8 @@ static const char *const migrations[] = {
 	"CREATE TABLE IF NOT EXISTS webhook_ids ("
 	" id TEXT PRIMARY KEY,"
 	" received_at TEXT NOT NULL);",
+	/* version 2: the outbox names its PostgREST upsert key; kind is the table */
+	"ALTER TABLE outbox ADD COLUMN upsert_on TEXT;",
 };
 
 static void close_conn(void *p)

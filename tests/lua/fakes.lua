@@ -68,6 +68,7 @@ function M.install()
   package.loaded["mrprov.log"] = {
     debug = function() end, info = function() end, warn = function() end, error = function() end,
   }
+  package.loaded["mrprov.outbox"] = { enabled = function() return false end, notify = function() end }
   package.loaded["mrprov.metrics"] = { inc = function() end, set = function() end, observe = function() end }
   package.loaded["mrprov.sys"] = {
     config = function() return M.config end,

@@ -1,0 +1,157 @@
+-- Supabase Database Webhooks → operations. Which record fields mean what,
+-- and which statuses mean active or cancelled, is defined here (SPEC §5.6),
+-- not in C. C has verified the sender before this runs; here a replayed
+-- webhook-id is acknowledged and ignored, and a delivery that changes
+-- nothing starts no job.
+local boot = require "boot"
+local instances = require "instances"
+local json = require "json"
+local log = require "mrprov.log"
+local metrics = require "mrprov.metrics"
+local store = require "mrprov.store"
+local sys = require "mrprov.sys"
+local validate = require "validate"
+
+local M = {}
+
+-- The mapping for MindRoom's `subscriptions` table.
+M.mapping = {
+  table = "subscriptions",
+  subscription_id = "id",
+  account_id = "account_id",
+  tier = "tier",
+  status = "status",
+  active = { active = true, trialing = true },
+  cancelled = { cancelled = true, canceled = true },
+}
+
+local function field(record, name)
+  if type(record) ~= "table" then
+    return nil
+  end
+  local v = record[M.mapping[name]]
+  if v == json.null then
+    return nil
+  end
+  return v
+end
+
+-- The operation a payload asks for: { op = "provision" | "update" |
+-- "deprovision" | "ignore", subscription_id, account_id, tier, reason }.
+function M.decide(payload)
+  local m = M.mapping
+  if type(payload) ~= "table" then
+    return { op = "ignore", reason = "not a JSON object" }
+  end
+  if payload.table ~= m.table then
+    return { op = "ignore", reason = "table " .. tostring(payload.table) .. " is not " .. m.table }
+  end
+  local kind = payload.type
+  local new, old = payload.record, payload.old_record
+  local row = kind == "DELETE" and old or new
+  local d = {
+    subscription_id = field(row, "subscription_id"),
+    account_id = field(row, "account_id"),
+    tier = field(row, "tier"),
+    status = field(row, "status"),
+  }
+  if type(d.subscription_id) ~= "string" then
+    d.op, d.reason = "ignore", "the record has no " .. m.subscription_id
+    return d
+  end
+  if kind == "DELETE" then
+    d.op = "deprovision"
+  elseif kind == "INSERT" then
+    d.op = m.active[d.status] and "provision" or "ignore"
+    d.reason = d.op == "ignore" and ("status " .. tostring(d.status) .. " is not active") or nil
+  elseif kind == "UPDATE" then
+    local was = field(old, "status")
+    if m.cancelled[d.status] then
+      d.op = "deprovision"
+    elseif m.active[d.status] and not m.active[was] then
+      d.op = "provision"
+    elseif m.active[d.status] and field(old, "tier") ~= d.tier then
+      d.op = "update"
+    else
+      d.op, d.reason = "ignore", "nothing the provisioner acts on changed"
+    end
+  else
+    d.op, d.reason = "ignore", "unknown event type " .. tostring(kind)
+  end
+  return d
+end
+
+local function ack(status, body)
+  return status, json.encode(body)
+end
+
+-- Records the delivery id; false when it was seen before.
+local function first_delivery(id)
+  if not id then
+    return true
+  end
+  return store.tx(function()
+    local seen = assert(store.query("SELECT 1 AS x FROM webhook_ids WHERE id = ?", id))
+    if seen[1] then
+      return false
+    end
+    assert(store.exec("INSERT INTO webhook_ids (id, received_at) VALUES (?, ?)", id, sys.iso_time()))
+    return true
+  end)
+end
+
+function M.handle(payload, req, api)
+  if not first_delivery(req.webhook_id) then
+    metrics.inc("mrprov_webhooks_total", { outcome = "duplicate" })
+    return ack(200, { status = "duplicate", message = "this webhook-id was already received; ignored" })
+  end
+  local d = M.decide(payload)
+  local fields = { webhook_id = req.webhook_id or "", subscription_id = d.subscription_id or "", op = d.op }
+  local cfg = boot.current()
+  local status, body
+  if d.op == "provision" then
+    local r, err = validate.provision_request({ subscription_id = d.subscription_id, account_id = d.account_id,
+                                                tier = d.tier }, cfg.tiers)
+    if not r then
+      status, body = 422, json.encode({ error = err })
+    else
+      status, body = api.provision_validated(r, {}, cfg)
+    end
+  elseif d.op == "update" then
+    local inst = validate.subscription_id(d.subscription_id) and instances.get(d.subscription_id)
+    if not inst then
+      -- No instance yet (e.g. its INSERT was missed): provisioning is the update.
+      local r, err = validate.provision_request({ subscription_id = d.subscription_id, account_id = d.account_id,
+                                                  tier = d.tier }, cfg.tiers)
+      if not r then
+        status, body = 422, json.encode({ error = err })
+      else
+        status, body = api.provision_validated(r, {}, cfg)
+      end
+    else
+      local r, err = validate.update_request({ subscription_id = d.subscription_id, app_name = inst.app_name,
+                                               tier = d.tier }, cfg.tiers, inst.tier)
+      if not r then
+        status, body = 422, json.encode({ error = err })
+      else
+        status, body = api.update_validated(r, {}, cfg)
+      end
+    end
+  elseif d.op == "deprovision" then
+    local inst = validate.subscription_id(d.subscription_id) and instances.get(d.subscription_id)
+    if not inst or inst.status == "deprovisioned" or inst.status == "deprovisioning" then
+      status, body = ack(200, { status = "ignored", message = "no live instance for this subscription" })
+    else
+      status, body = api.deprovision_validated({ subscription_id = inst.subscription_id, app_name = inst.app_name,
+                                                 backup_data = true }, {})
+    end
+  else
+    status, body = ack(200, { status = "ignored", message = d.reason })
+  end
+  fields.status = status
+  log.info("webhook", fields)
+  metrics.inc("mrprov_webhooks_total", { outcome = d.op })
+  return status, body
+end
+
+return M

@@ -1,0 +1,304 @@
+/* outbox: the sender thread. Each round takes the oldest pending row of
+ * every subscription whose turn has come, POSTs it, and records the answer:
+ * delivered rows are deleted; retryable failures get a later attempt;
+ * requests PostgREST refuses (other 4xx) are parked with the error. */
+#include "supabase/outbox.h"
+#include "metrics.h"
+#include "store/store.h"
+#include "supabase/client.h"
+#include "util/log.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define BATCH 32
+#define BACKOFF_CAP 300.0
+#define PROBE_EVERY 10.0
+
+static struct pgrst *client;
+static pthread_t thread;
+static int running, stopping;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+static unsigned long notified;
+static double last_answer; /* realtime of the last HTTP answer that was not an auth refusal */
+static char last_problem[300];
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void note_answer(long status, const char *problem)
+{
+	pthread_mutex_lock(&lock);
+	if (status == 401 || status == 403) {
+		snprintf(last_problem, sizeof last_problem, "Supabase refused the service key (%ld): %.200s", status,
+			 problem ? problem : "");
+	} else {
+		last_answer = now_s();
+		last_problem[0] = '\0';
+	}
+	pthread_mutex_unlock(&lock);
+}
+
+static void note_failure(const char *problem)
+{
+	pthread_mutex_lock(&lock);
+	snprintf(last_problem, sizeof last_problem, "%.290s", problem);
+	pthread_mutex_unlock(&lock);
+}
+
+struct row {
+	long long id;
+	char *table;
+	char *upsert_on;
+	char *payload;
+	int attempts;
+};
+
+static int load_rows(struct row *rows, int max)
+{
+	sqlite3 *db = store_conn();
+	sqlite3_stmt *st;
+	static const char sql[] =
+		"SELECT o.id, o.kind, o.upsert_on, o.payload, o.attempts FROM outbox o"
+		" WHERE o.state = 'pending' AND coalesce(o.next_attempt_at, 0) <= ?1"
+		" AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscription_id = o.subscription_id"
+		"                 AND p.state = 'pending' AND p.id < o.id)"
+		" ORDER BY o.id LIMIT ?2";
+	if (!db || sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_double(st, 1, now_s());
+	sqlite3_bind_int(st, 2, max);
+	int n = 0;
+	while (n < max && sqlite3_step(st) == SQLITE_ROW) {
+		rows[n].id = sqlite3_column_int64(st, 0);
+		rows[n].table = strdup((const char *)sqlite3_column_text(st, 1));
+		const unsigned char *u = sqlite3_column_text(st, 2);
+		rows[n].upsert_on = u ? strdup((const char *)u) : NULL;
+		rows[n].payload = strdup((const char *)sqlite3_column_text(st, 3));
+		rows[n].attempts = sqlite3_column_int(st, 4);
+		n++;
+	}
+	sqlite3_finalize(st);
+	return n;
+}
+
+static void free_row(struct row *r)
+{
+	free(r->table);
+	free(r->upsert_on);
+	free(r->payload);
+}
+
+static void exec_row(const char *sql, long long id, double when, const char *error)
+{
+	sqlite3 *db = store_conn();
+	sqlite3_stmt *st;
+	if (!db || sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+		return;
+	sqlite3_bind_int64(st, 1, id);
+	sqlite3_bind_double(st, 2, when);
+	sqlite3_bind_text(st, 3, error ? error : "", -1, SQLITE_TRANSIENT);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		log_error("outbox: cannot update row %lld: %s", id, sqlite3_errmsg(db));
+	sqlite3_finalize(st);
+}
+
+static void update_depth(void)
+{
+	sqlite3 *db = store_conn();
+	sqlite3_stmt *st;
+	if (!db || sqlite3_prepare_v2(db, "SELECT state, count(*) FROM outbox GROUP BY state", -1, &st, NULL) != SQLITE_OK)
+		return;
+	double pending = 0, parked = 0;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		const char *s = (const char *)sqlite3_column_text(st, 0);
+		if (strcmp(s, "pending") == 0)
+			pending = sqlite3_column_int(st, 1);
+		else if (strcmp(s, "parked") == 0)
+			parked = sqlite3_column_int(st, 1);
+	}
+	sqlite3_finalize(st);
+	metrics_set("mrprov_outbox_depth", "state=\"pending\"", pending);
+	metrics_set("mrprov_outbox_depth", "state=\"parked\"", parked);
+}
+
+static int retryable(long status)
+{
+	return status >= 500 || status == 408 || status == 429 || status == 401 || status == 403;
+}
+
+/* Delivers one row. Returns 1 when this subscription must wait (failure). */
+static int deliver(struct row *r)
+{
+	char path[256];
+	if (r->upsert_on)
+		snprintf(path, sizeof path, "%s?on_conflict=%s", r->table, r->upsert_on);
+	else
+		snprintf(path, sizeof path, "%s", r->table);
+	const char *prefer = r->upsert_on ? "return=minimal,resolution=merge-duplicates" : "return=minimal";
+	struct sbuf resp;
+	sbuf_init(&resp);
+	long status = 0;
+	char err[512];
+	int rc = pgrst_request(client, "POST", path, prefer, r->payload, &status, &resp, err, sizeof err);
+	int wait = 0;
+	if (rc == 0 && status >= 200 && status < 300) {
+		note_answer(status, NULL);
+		exec_row("DELETE FROM outbox WHERE id = ?1", r->id, 0, NULL); /* ?2, ?3 unused */
+		metrics_add("mrprov_outbox_deliveries_total", "outcome=\"delivered\"", 1);
+	} else if (rc == 0 && !retryable(status)) {
+		char line[400];
+		pgrst_error_line(resp.data, resp.len, line, sizeof line);
+		note_answer(status, line);
+		char msg[480];
+		snprintf(msg, sizeof msg, "HTTP %ld: %.400s", status, line);
+		exec_row("UPDATE outbox SET state = 'parked', attempts = attempts + 1, next_attempt_at = ?2,"
+			 " last_error = ?3 WHERE id = ?1",
+			 r->id, now_s(), msg);
+		log_error("outbox: Supabase refused row %lld for table %s, parked (no retry): %s", r->id, r->table, msg);
+		metrics_add("mrprov_outbox_deliveries_total", "outcome=\"parked\"", 1);
+	} else {
+		char msg[480];
+		if (rc == 0) {
+			char line[400];
+			pgrst_error_line(resp.data, resp.len, line, sizeof line);
+			note_answer(status, line);
+			snprintf(msg, sizeof msg, "HTTP %ld: %.400s", status, line);
+		} else {
+			note_failure(err);
+			snprintf(msg, sizeof msg, "%.470s", err);
+		}
+		double backoff = 1.0;
+		for (int i = 0; i < r->attempts && backoff < BACKOFF_CAP; i++)
+			backoff *= 2;
+		if (backoff > BACKOFF_CAP)
+			backoff = BACKOFF_CAP;
+		backoff *= 0.5 + (double)(rand() % 1000) / 2000.0;
+		exec_row("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
+			 r->id, now_s() + backoff, msg);
+		if (r->attempts == 0 || r->attempts % 10 == 0)
+			log_warn("outbox: delivery of row %lld to %s failed (%s); retrying in %.1f s", r->id, r->table,
+				 msg, backoff);
+		metrics_add("mrprov_outbox_deliveries_total", "outcome=\"retry\"", 1);
+		wait = 1;
+	}
+	sbuf_free(&resp);
+	return wait;
+}
+
+static void probe(void)
+{
+	struct sbuf resp;
+	sbuf_init(&resp);
+	long status = 0;
+	char err[512];
+	if (pgrst_request(client, "GET", "instances?select=subscription_id&limit=1", NULL, NULL, &status, &resp, err,
+			  sizeof err) == 0) {
+		char line[400];
+		pgrst_error_line(resp.data, resp.len, line, sizeof line);
+		note_answer(status, line);
+	} else {
+		note_failure(err);
+	}
+	sbuf_free(&resp);
+}
+
+static void *sender_main(void *arg)
+{
+	(void)arg;
+	srand((unsigned)time(NULL));
+	double last_probe = 0;
+	for (;;) {
+		pthread_mutex_lock(&lock);
+		int stop = stopping;
+		unsigned long seen = notified;
+		pthread_mutex_unlock(&lock);
+		if (stop)
+			break;
+		struct row rows[BATCH];
+		int n = load_rows(rows, BATCH);
+		int failures = 0;
+		for (int i = 0; i < n; i++) {
+			failures += deliver(&rows[i]);
+			free_row(&rows[i]);
+		}
+		update_depth();
+		if (n > 0 && failures == 0)
+			continue; /* more may be waiting */
+		if (now_s() - last_probe > PROBE_EVERY && now_s() - last_answer > PROBE_EVERY) {
+			probe();
+			last_probe = now_s();
+		}
+		pthread_mutex_lock(&lock);
+		if (!stopping && seen == notified) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 250 * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&cond, &lock, &ts);
+		}
+		pthread_mutex_unlock(&lock);
+	}
+	return NULL;
+}
+
+int outbox_start(const char *url, const char *key, char *err, size_t errlen)
+{
+	client = pgrst_new(url, key);
+	if (pthread_create(&thread, NULL, sender_main, NULL) != 0) {
+		snprintf(err, errlen, "cannot start the outbox sender");
+		pgrst_free(client);
+		client = NULL;
+		return -1;
+	}
+	running = 1;
+	return 0;
+}
+
+void outbox_notify(void)
+{
+	pthread_mutex_lock(&lock);
+	notified++;
+	pthread_cond_signal(&cond);
+	pthread_mutex_unlock(&lock);
+}
+
+void outbox_stop(void)
+{
+	if (!running)
+		return;
+	pthread_mutex_lock(&lock);
+	stopping = 1;
+	pthread_cond_signal(&cond);
+	pthread_mutex_unlock(&lock);
+	pthread_join(thread, NULL);
+	pgrst_free(client);
+	client = NULL;
+	running = 0;
+}
+
+int outbox_check(double max_age_s, char *reason, size_t reasonlen)
+{
+	if (!running)
+		return 0;
+	pthread_mutex_lock(&lock);
+	double age = now_s() - last_answer;
+	int ok = last_answer > 0 && age <= max_age_s && !last_problem[0];
+	if (!ok)
+		snprintf(reason, reasonlen, "%s", last_problem[0] ? last_problem
+					 : last_answer > 0 ? "Supabase has not answered for more than 30 s"
+							   : "Supabase has not answered yet");
+	pthread_mutex_unlock(&lock);
+	return ok ? 0 : -1;
+}

@@ -1,0 +1,20 @@
+/* outbox: delivers the store's outbox rows to Supabase, in order per
+ * subscription, from one sender thread. Owns retry with capped exponential
+ * backoff and jitter, parking of rows PostgREST refuses for good (reported,
+ * never retried for ever), the depth and delivery metrics, and Supabase's
+ * part of readiness. The rows themselves (table, payload) are written by
+ * Lua in the same transaction as the state change they describe. */
+#ifndef MRPROV_SUPABASE_OUTBOX_H
+#define MRPROV_SUPABASE_OUTBOX_H
+
+#include <stddef.h>
+
+int outbox_start(const char *url, const char *key, char *err, size_t errlen);
+void outbox_notify(void);
+/* Stops the sender after the delivery in flight, if any. */
+void outbox_stop(void);
+/* 0 when Supabase is not configured or answered within max_age_s; else -1
+ * and why. */
+int outbox_check(double max_age_s, char *reason, size_t reasonlen);
+
+#endif
