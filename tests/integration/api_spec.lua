@@ -47,7 +47,7 @@ describe("mrprov serve (dry-run) #integration", function()
       assert.matches("^3%.1", j.openapi)
       for _, p in ipairs({ "/health", "/live", "/ready", "/metrics", "/openapi.json", "/api/v1/provision",
                            "/api/v1/deprovision", "/api/v1/update", "/api/v1/status/{subscription_id}",
-                           "/api/v1/jobs/{job_id}", "/api/v1/tiers", "/api/v1/plan" }) do
+                           "/api/v1/jobs/{job_id}", "/api/v1/tiers", "/api/v1/plan", "/api/v1/webhooks/supabase" }) do
         assert.is_table(j.paths[p], "missing path " .. p)
       end
     end)
