@@ -348,7 +348,7 @@ function M.plan_for(r, cfg)
       .. crypto.random_token(8)),
     spec = spec_of(r),
   }
-  local state, terr = worker.desired_state(shown, cfg)
+  local state, terr, hook = worker.desired_state(shown, cfg)
   if not state then
     return nil, terr
   end
@@ -367,6 +367,7 @@ function M.plan_for(r, cfg)
     tier = r.tier, app_name = shown.app_name, subscription_id = r.subscription_id,
     dry_run = dokku.mode() == "dry-run", existing = existing or false,
     urls = state.urls, commands = commands, steps = list,
+    hook = hook and { file = hook.file, desired = hook.desired ~= nil, after = hook.after ~= nil } or json.null,
   }
 end
 

@@ -1,6 +1,7 @@
 -- Loads one configuration generation into this Lua state: the service
 -- settings (validated: every one may reach a Dokku command) and the tiers.
 -- C calls boot.load() when it builds a state; the rest reads boot.current().
+local hooks = require "hooks"
 local sys = require "mrprov.sys"
 local tiers = require "tiers"
 local validate = require "validate"
@@ -68,9 +69,15 @@ function M.load()
   if next(by_name) == nil then
     return nil, cfg.TIERS_DIR .. ": no tier files (*.lua) found"
   end
+  local hooks_by_id, herr = hooks.load_dir(cfg.HOOKS_DIR, fs)
+  if not hooks_by_id then
+    return nil, herr
+  end
   current = {
     settings = settings,
     tiers = by_name,
+    hooks = hooks_by_id,
+    hooks_dir = cfg.HOOKS_DIR,
     generation = sys.generation(),
     tiers_dir = cfg.TIERS_DIR,
   }

@@ -77,8 +77,14 @@ function M.plan(args)
   else
     io.write("# plan for ", p.subscription_id, ": app ", p.app_name, ", tier ", p.tier,
       p.existing and " (existing instance: only the differences)" or "", "\n")
+    if p.hook ~= json.null and p.hook.desired then
+      io.write("# hook ", p.hook.file, ": desired() applied to this plan\n")
+    end
     for _, line in ipairs(p.commands) do
       io.write(line, "\n")
+    end
+    if p.hook ~= json.null and p.hook.after then
+      io.write("# hook ", p.hook.file, ": after() runs its own commands here, scoped to ", p.app_name, "\n")
     end
   end
   return 0
@@ -92,6 +98,17 @@ function M.check()
   for _, name in ipairs(names) do
     local t = cfg.tiers[name]
     io.write(string.format("  %-14s %s\n", name, t.file or ""))
+  end
+  local ids = {}
+  for id in pairs(cfg.hooks) do
+    ids[#ids + 1] = id
+  end
+  table.sort(ids)
+  io.write("hooks (", #ids, ") from ", cfg.hooks_dir, ":\n")
+  for _, id in ipairs(ids) do
+    local h = cfg.hooks[id]
+    io.write(string.format("  %-14s %s%s%s\n", id, h.file, h.desired and " desired()" or "",
+      h.after and " after()" or ""))
   end
   -- Every Lua module the service uses must load too.
   for _, mod in ipairs({ "api", "worker", "engine", "desired", "render", "instances" }) do

@@ -9,6 +9,7 @@ local crypto = require "mrprov.crypto"
 local desired = require "desired"
 local dokku = require "mrprov.dokku"
 local engine = require "engine"
+local hooks = require "hooks"
 local instances = require "instances"
 local json = require "json"
 local log = require "mrprov.log"
@@ -79,7 +80,22 @@ function M.desired_state(inst, cfg)
   if not state then
     return nil, err
   end
-  return state, tier
+  local hook = hooks.find(cfg.hooks, inst)
+  if hook then
+    state, err = hooks.apply_desired(hook, state, M.hook_ctx(inst, tier))
+    if not state then
+      return nil, err
+    end
+  end
+  return state, tier, hook
+end
+
+-- What a hook is told about its instance (no secret).
+function M.hook_ctx(inst, tier)
+  return {
+    subscription_id = inst.subscription_id, account_id = inst.account_id, app_name = inst.app_name,
+    tier = tier.name, operation = inst.operation,
+  }
 end
 
 -- How the current state of a resource is learnt: from the server (probes,
@@ -361,8 +377,47 @@ local function converge(job, inst, state, ctx, redact)
   end
 end
 
+-- Runs the hook's after() through a handle scoped to this instance; each
+-- command it sends is journaled as a step of the job.
+local function run_after_hook(job, inst, hook, state, tier, redact, ctx)
+  local runner = function(argv)
+    local target = argv[2]
+    for i = 2, #argv do
+      if argv[i]:sub(1, 1) ~= "-" then
+        target = argv[i]
+        break
+      end
+    end
+    local c = command.new("hook", target, argv)
+    local seq = store.tx(function()
+      local s = next_seq(job.id) + 1
+      c.seq = s
+      assert(store.exec([[INSERT INTO steps (job_id, seq, resource, target, command, mutating, state)
+                          VALUES (?, ?, 'hook', ?, ?, 1, 'pending')]], job.id, s, c.target, c.display))
+      assert(store.exec("UPDATE jobs SET steps_total = steps_total + 1 WHERE id = ?", job.id))
+      return s
+    end)
+    local r = run_wave({ c }, redact)[1]
+    store.tx(function()
+      assert(store.exec([[UPDATE steps SET state = ?, exit_code = ?, duration_ms = ?, output = ?, error = ?,
+                          finished_at = ? WHERE job_id = ? AND seq = ?]],
+        r.error and "failed" or "done", r.exit, r.duration_ms, r.output, r.error, sys.iso_time(), job.id, seq))
+      if not r.error then
+        assert(store.exec("UPDATE jobs SET steps_done = steps_done + 1 WHERE id = ?", job.id))
+      end
+    end)
+    ctx.commands = ctx.commands + 1
+    return { exit = r.exit or -1, output = r.output or "", error = r.error }
+  end
+  local ok, err = hooks.run_after(hook, state, M.hook_ctx(inst, tier), runner)
+  if not ok then
+    error({ message = redact(err) }, 0)
+  end
+end
+
 local function execute(job, inst, cfg)
-  local state, tier_or_err = M.desired_state(inst, cfg)
+  inst.operation = job.operation
+  local state, tier_or_err, hook = M.desired_state(inst, cfg)
   if not state then
     error({ message = tier_or_err }, 0)
   end
@@ -385,6 +440,9 @@ local function execute(job, inst, cfg)
     error(res, 0)
   end
   local applied = res
+  if hook and hook.after and job.operation ~= "deprovision" then
+    run_after_hook(job, inst, hook, state, tier_or_err, redact, ctx)
+  end
   local result = { app_name = inst.app_name, dry_run = dokku.mode() == "dry-run", commands = ctx.commands }
   if job.operation == "deprovision" then
     result.backup = json.null

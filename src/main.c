@@ -201,7 +201,7 @@ static int run_cli(const char *fn, int argc, char **argv, int open_store_readonl
 		fprintf(stderr, "mrprov: %s\n", err);
 	}
 	fflush(stdout);
-	lua_close(L);
+	rt_close_state(L);
 	store_close();
 	config_free(&cfg);
 	return rc;

@@ -82,7 +82,7 @@ static int refresh_state(struct worker *w)
 		return w->L ? 0 : -1; /* keep the old state if there is one */
 	}
 	if (w->L)
-		lua_close(w->L);
+		rt_close_state(w->L);
 	w->L = L;
 	return 0;
 }
@@ -142,7 +142,7 @@ static void *worker_main(void *arg)
 		pthread_mutex_unlock(&lock);
 	}
 	if (w->L) {
-		lua_close(w->L);
+		rt_close_state(w->L);
 		w->L = NULL;
 	}
 	atomic_store(&w->done, 1);
@@ -170,7 +170,7 @@ int jobs_start(int n, char *err, size_t errlen)
 		}
 		if (pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]) != 0) {
 			snprintf(err, errlen, "cannot start worker thread %d", i);
-			lua_close(workers[i].L);
+			rt_close_state(workers[i].L);
 			nworkers = i;
 			jobs_stop(0);
 			return -1;

@@ -120,9 +120,52 @@ static void preload(lua_State *L, const char *name, lua_CFunction f)
 	lua_pop(L, 1);
 }
 
+/* The allocator of every state keeps count, so the sandbox can cap what a
+ * hook allocates. A cap never fails a shrink or a free. */
+static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+	struct rt_alloc *a = ud;
+	size_t old = ptr ? osize : 0;
+	if (nsize == 0) {
+		free(ptr);
+		a->used -= old;
+		return NULL;
+	}
+	if (a->limit && nsize > old && a->used + (nsize - old) > a->limit) {
+		a->exceeded = 1;
+		return NULL;
+	}
+	void *p = realloc(ptr, nsize);
+	if (!p)
+		return NULL;
+	a->used = a->used - old + nsize;
+	return p;
+}
+
+static int panic(lua_State *L)
+{
+	log_error("lua panic: %s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+	return 0; /* abort() follows */
+}
+
+void rt_close_state(lua_State *L)
+{
+	void *ud;
+	lua_getallocf(L, &ud);
+	lua_close(L);
+	free(ud);
+}
+
 static lua_State *build_state(unsigned gen, char *err, size_t errlen)
 {
-	lua_State *L = luaL_newstate();
+	struct rt_alloc *a = calloc(1, sizeof *a);
+	if (!a)
+		abort();
+	lua_State *L = lua_newstate(counting_alloc, a);
+	if (L)
+		lua_atpanic(L, panic);
+	else
+		free(a);
 	if (!L) {
 		snprintf(err, errlen, "cannot create a Lua state (out of memory)");
 		return NULL;
@@ -136,6 +179,7 @@ static lua_State *build_state(unsigned gen, char *err, size_t errlen)
 	preload(L, "mrprov.dokku", luaopen_mrprov_dokku);
 	preload(L, "mrprov.jobs", luaopen_mrprov_jobs);
 	preload(L, "mrprov.outbox", luaopen_mrprov_outbox);
+	preload(L, "mrprov.sandbox", luaopen_mrprov_sandbox);
 
 	/* LUA_DIR first, then the system paths (cjson, lyaml). */
 	lua_getglobal(L, "package");
@@ -158,7 +202,7 @@ static lua_State *build_state(unsigned gen, char *err, size_t errlen)
 	lua_pop(L, 2);
 	return L;
 fail:
-	lua_close(L);
+	rt_close_state(L);
 	return NULL;
 }
 
@@ -183,7 +227,7 @@ int rt_reload(char *err, size_t errlen)
 	int rc = -1;
 	if (L) {
 		/* Checked whole: publish, then let borrowers rebuild between requests. */
-		lua_close(L);
+		rt_close_state(L);
 		atomic_store(&generation, next);
 		last_error[0] = '\0';
 		metrics_add("mrprov_config_reloads_total", "outcome=\"success\"", 1);
@@ -212,7 +256,7 @@ lua_State *rt_acquire(char *err, size_t errlen)
 		L = pool[--pool_n];
 	pthread_mutex_unlock(&pool_lock);
 	if (L && rt_state_generation(L) != rt_generation()) {
-		lua_close(L);
+		rt_close_state(L);
 		L = NULL;
 	}
 	if (!L)
@@ -232,13 +276,13 @@ void rt_release(lua_State *L)
 	}
 	pthread_mutex_unlock(&pool_lock);
 	if (L)
-		lua_close(L);
+		rt_close_state(L);
 }
 
 void rt_pool_drain(void)
 {
 	pthread_mutex_lock(&pool_lock);
 	while (pool_n > 0)
-		lua_close(pool[--pool_n]);
+		rt_close_state(pool[--pool_n]);
 	pthread_mutex_unlock(&pool_lock);
 }

@@ -17,10 +17,20 @@ const char *rt_version(void);
 /* Seconds since rt_init. */
 double rt_uptime(void);
 
-/* A new state on the current generation, or NULL with `file:line: message`. */
+/* Every state's allocator counts; limit (0: none) caps it while a sandboxed
+ * function runs. */
+struct rt_alloc {
+	size_t used;
+	size_t limit;
+	int exceeded;
+};
+
+/* A new state on the current generation, or NULL with `file:line: message`.
+ * Close it with rt_close_state. */
 lua_State *rt_new_state(char *err, size_t errlen);
 /* The generation a state was built on. */
 unsigned rt_state_generation(lua_State *L);
+void rt_close_state(lua_State *L);
 unsigned rt_generation(void);
 /* Builds and checks a new generation; on success new work uses it. */
 int rt_reload(char *err, size_t errlen);
@@ -48,5 +58,6 @@ int luaopen_mrprov_sys(lua_State *L);
 int luaopen_mrprov_dokku(lua_State *L);
 int luaopen_mrprov_jobs(lua_State *L);
 int luaopen_mrprov_outbox(lua_State *L);
+int luaopen_mrprov_sandbox(lua_State *L);
 
 #endif

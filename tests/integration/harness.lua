@@ -31,10 +31,14 @@ local function read_file(path)
 end
 M.read_file = read_file
 
+local dirs = {}
+
+-- A fresh temporary directory, removed by cleanup().
 function M.tmpdir()
   local p = io.popen("mktemp -d /tmp/mrprov-it-XXXXXX")
   local dir = p:read("l")
   p:close()
+  dirs[#dirs + 1] = dir
   return dir
 end
 
@@ -214,6 +218,14 @@ function M.cleanup()
       M.stop(s, "KILL")
     end
   end
+  servers = {}
+  if os.getenv("MRPROV_KEEP_TMP") then
+    return
+  end
+  for _, d in ipairs(dirs) do
+    os.execute("rm -rf " .. sh_quote(d))
+  end
+  dirs = {}
 end
 
 return M

@@ -69,6 +69,11 @@ function M.install()
     debug = function() end, info = function() end, warn = function() end, error = function() end,
   }
   package.loaded["mrprov.outbox"] = { enabled = function() return false end, notify = function() end }
+  -- the C sandbox bounds time and memory; unit specs only need the call shape
+  package.loaded["mrprov.sandbox"] = {
+    run = function(fn, _, _, ...) return pcall(fn, ...) end,
+    memory = function() return collectgarbage("count") * 1024 end,
+  }
   package.loaded["mrprov.metrics"] = { inc = function() end, set = function() end, observe = function() end }
   package.loaded["mrprov.sys"] = {
     config = function() return M.config end,

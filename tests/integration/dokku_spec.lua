@@ -1,0 +1,278 @@
+-- Integration: the real binary provisioning through a real OpenSSH sshd on
+-- loopback whose forced command is the Dokku simulator — the way real Dokku
+-- is reached. Checks what lands on the (simulated) server, convergence,
+-- parallelism, retries, rollback and backups.
+local H = require "harness"
+local D = require "dokku_harness"
+local cjson = require "cjson"
+
+local function mrprov_env(h, extra)
+  local env = {
+    DOKKU_HOST = "127.0.0.1", DOKKU_PORT = tostring(h.port), DOKKU_USER = h.user,
+    DOKKU_SSH_KEY_PATH = h.key, DOKKU_KNOWN_HOSTS = h.dir .. "/mrprov_known_hosts",
+    LETSENCRYPT_EMAIL = "ops@example.com", DOKKU_POOL_SIZE = "2",
+  }
+  for k, v in pairs(extra or {}) do
+    env[k] = v
+  end
+  return env
+end
+
+local function mutating(h, since)
+  local out = {}
+  for i, e in ipairs(D.log(h)) do
+    if i > since and e.mutating then
+      out[#out + 1] = table.concat(e.argv, " ")
+    end
+  end
+  return out
+end
+
+local function wait_job(srv, sub, job_id, timeout)
+  return H.wait_for(srv, "/api/v1/status/" .. sub, function(s)
+    return s.job ~= cjson.null and s.job.id == job_id and (s.job.state == "succeeded" or s.job.state == "failed")
+  end, timeout or 60)
+end
+
+describe("provisioning over SSH #integration", function()
+  local h, srv
+
+  setup(function()
+    h = D.start()
+    srv = H.start({ env = mrprov_env(h) })
+  end)
+
+  teardown(function()
+    H.cleanup()
+    if h then
+      D.stop(h)
+    end
+  end)
+
+  local app, password, first_job
+
+  it("is ready once Dokku answered, and records the host key on first use", function()
+    local code, r = H.request(srv, "GET", "/ready")
+    assert.are.equal(200, code, cjson.encode(r))
+    assert.are.equal("ok", r.checks.dokku)
+    local kh = H.read_file(h.dir .. "/mrprov_known_hosts")
+    assert.matches("%[127%.0%.0%.1%]:" .. h.port .. " ssh%-ed25519 ", kh)
+  end)
+
+  it("provisions every object of SPEC §4 with the values decoded correctly", function()
+    local code, j = H.request(srv, "POST", "/api/v1/provision", {
+      subscription_id = "sub_ssh1", account_id = "acc_1", tier = "professional", enable_matrix = true,
+    })
+    assert.are.equal(202, code)
+    app, password, first_job = j.app_name, j.admin_password, j.job_id
+    local st = wait_job(srv, "sub_ssh1", first_job)
+    assert.are.equal("succeeded", st.job.state, cjson.encode(st))
+    assert.are.equal("running", st.status)
+    assert.is_false(st.dry_run)
+
+    local s = D.state(h)
+    for _, a in ipairs({ app, app .. "-backend", app .. "-frontend", app .. "-matrix" }) do
+      assert.is_table(s.apps[a], "missing app " .. a)
+    end
+    assert.is_table(s.services.postgres[app .. "-db"])
+    assert.is_table(s.services.redis[app .. "-redis"])
+    local be = s.apps[app .. "-backend"]
+    assert.are.equal("professional", be.env.MINDROOM_TIER)
+    assert.are.equal(password, be.env.MINDROOM_ADMIN_PASSWORD)
+    assert.are.equal("acc_1", be.env.MINDROOM_ACCOUNT_ID)
+    assert.matches("^agents:", be.env.MINDROOM_CONFIG_YAML)
+    assert.matches("^postgres://", be.env.DATABASE_URL)
+    assert.matches("^redis://", be.env.REDIS_URL)
+    assert.are.same({ "api." .. app .. ".mindroom.chat" }, be.domains)
+    local step_log = select(2, H.request(srv, "GET", "/api/v1/jobs/" .. first_job))
+    local all = {}
+    for _, stp in ipairs(step_log.steps) do
+      all[#all + 1] = stp.command .. "\n" .. (stp.output ~= cjson.null and stp.output or "")
+    end
+    all = table.concat(all, "\n")
+    assert.is_nil(all:find(password, 1, true), "the password leaked into the step log")
+    assert.is_nil(H.log_text(srv):find(password, 1, true), "the password leaked into the log")
+  end)
+
+  it("sends no mutating command when nothing changed", function()
+    local before = #D.log(h)
+    local code, j = H.request(srv, "PUT", "/api/v1/update", { subscription_id = "sub_ssh1", app_name = app })
+    assert.are.equal(202, code)
+    local st = wait_job(srv, "sub_ssh1", j.job_id)
+    assert.are.equal("succeeded", st.job.state)
+    assert.are.same({}, mutating(h, before))
+    assert.is_true(#D.log(h) > before, "the update probed the server")
+  end)
+
+  it("sends only the differences of a tier upgrade and restarts each changed app once", function()
+    local before = #D.log(h)
+    local code, j = H.request(srv, "PUT", "/api/v1/update",
+      { subscription_id = "sub_ssh1", app_name = app, tier = "enterprise" })
+    assert.are.equal(202, code)
+    local st = wait_job(srv, "sub_ssh1", j.job_id)
+    assert.are.equal("succeeded", st.job.state)
+    local m = mutating(h, before)
+    local kinds = {}
+    for _, line in ipairs(m) do
+      local cmd = line:match("^%-%-quiet (%S+)") or line:match("^(%S+)")
+      kinds[cmd] = (kinds[cmd] or 0) + 1
+      assert.is_nil(line:find("apps:create", 1, true))
+    end
+    assert.are.equal(2, kinds["resource:limit"], cjson.encode(m))
+    assert.are.equal(2, kinds["ps:restart"], cjson.encode(m))
+    assert.is_truthy(kinds["config:set"])
+    local s = D.state(h)
+    assert.are.equal("enterprise", s.apps[app .. "-backend"].env.MINDROOM_TIER)
+    assert.are.equal(password, s.apps[app .. "-backend"].env.MINDROOM_ADMIN_PASSWORD)
+  end)
+
+  it("deprovisions: backups streamed to BACKUP_DIR first, then unlink, destroy services, destroy apps", function()
+    local before = #D.log(h)
+    local code, j = H.request(srv, "DELETE", "/api/v1/deprovision",
+      { subscription_id = "sub_ssh1", app_name = app, backup_data = true }, { Prefer = "wait=60" })
+    assert.are.equal(200, code, cjson.encode(j))
+    assert.are.equal("deprovisioned", j.status)
+    local _, job = H.request(srv, "GET", "/api/v1/jobs/" .. j.job_id)
+    local files = job.result.backup.files
+    assert.are.equal(2, #files)
+    for _, f in ipairs(files) do
+      assert.is_true(f.size > 0)
+      local data = assert(H.read_file(f.path))
+      assert.are.equal(f.size, #data)
+    end
+    local order = {}
+    for i, e in ipairs(D.log(h)) do
+      if i > before and e.mutating ~= nil then
+        order[#order + 1] = table.concat(e.argv, " ")
+      end
+    end
+    local joined = table.concat(order, "\n")
+    local function pos(p)
+      return assert(joined:find(p, 1, true), "missing " .. p .. " in\n" .. joined)
+    end
+    assert.is_true(pos("postgres:export") < pos("postgres:unlink"))
+    assert.is_true(pos("redis:export") < pos("redis:unlink"))
+    assert.is_true(pos("postgres:unlink") < pos("postgres:destroy"))
+    assert.is_true(pos("redis:destroy") < pos("apps:destroy --force " .. app .. "-backend"))
+    local s = D.state(h)
+    assert.is_nil(s.apps[app .. "-backend"])
+    assert.is_nil(s.services.postgres[app .. "-db"])
+  end)
+end)
+
+describe("failures over SSH #integration", function()
+  local h, srv
+
+  setup(function()
+    h = D.start()
+    srv = H.start({ env = mrprov_env(h) })
+  end)
+
+  teardown(function()
+    H.cleanup()
+    if h then
+      D.stop(h)
+    end
+  end)
+
+  it("runs independent apps in parallel, never two commands on one app at once", function()
+    D.set_faults(h, { { match = "apps:create", action = "delay", ms = 300 } })
+    local code, j = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_par", tier = "starter", enable_matrix = true }, { Prefer = "wait=60" })
+    assert.are.equal(200, code)
+    assert.are.equal("running", j.status)
+    D.set_faults(h, {})
+    local spans = {}
+    for _, e in ipairs(D.log(h)) do
+      local name = e.argv[#e.argv]
+      if e.argv[2] == "apps:create" or e.argv[1] == "apps:create" then
+        spans[#spans + 1] = { e.t, e.t + e.ms / 1000 }
+      end
+      assert(name)
+    end
+    assert.is_true(#spans >= 4)
+    local overlap = false
+    for a = 1, #spans do
+      for b = a + 1, #spans do
+        if spans[a][1] < spans[b][2] and spans[b][1] < spans[a][2] then
+          overlap = true
+        end
+      end
+    end
+    assert.is_true(overlap, "apps:create ran strictly one after another")
+    -- per app, no two commands overlap
+    local by_app = {}
+    for _, e in ipairs(D.log(h)) do
+      for _, a in ipairs(e.argv) do
+        if a:match("^mr%-") and e.mutating then
+          by_app[a] = by_app[a] or {}
+          table.insert(by_app[a], { e.t, e.t + e.ms / 1000 })
+        end
+      end
+    end
+    for name, list in pairs(by_app) do
+      table.sort(list, function(x, y) return x[1] < y[1] end)
+      for i = 2, #list do
+        assert.is_true(list[i][1] >= list[i - 1][2] - 0.005, "overlapping commands on " .. name)
+      end
+    end
+  end)
+
+  it("retries a transient failure (Dokku's deploy lock) and says what it waits for", function()
+    D.set_faults(h, { { match = "git:from%-image %S+%-frontend", action = "fail", exit = 1, times = 1,
+                        stderr = " !     mr-x-frontend currently has a deploy lock in place. Exiting..." } })
+    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_retry", tier = "free" },
+      { Prefer = "wait=60" })
+    assert.are.equal(200, code)
+    assert.are.equal("running", j.status, cjson.encode(j))
+    local _, job = H.request(srv, "GET", "/api/v1/jobs/" .. j.job_id)
+    local failed = 0
+    for _, s in ipairs(job.steps) do
+      if s.state == "failed" then
+        failed = failed + 1
+        assert.matches("deploy lock", s.error)
+      end
+    end
+    assert.are.equal(1, failed)
+    assert.matches("job waiting", H.log_text(srv))
+  end)
+
+  it("rolls back what a failed provision created and records the cause", function()
+    D.set_faults(h, { { match = "git:from%-image %S+%-backend", action = "fail", exit = 1,
+                        stderr = " !     Image pull failed: manifest unknown" } })
+    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_fail", tier = "free" },
+      { Prefer = "wait=60" })
+    assert.are.equal(200, code)
+    assert.are.equal("failed", j.status)
+    assert.is_false(j.success)
+    local _, st = H.request(srv, "GET", "/api/v1/status/sub_fail")
+    assert.are.equal("failed", st.status)
+    assert.matches("manifest unknown", st.error)
+    local s = D.state(h)
+    for name in pairs(s.apps) do
+      assert.is_nil(name:find(j.app_name, 1, true), "left behind: " .. name)
+    end
+    assert.is_nil(s.services.postgres[j.app_name .. "-db"])
+    assert.is_nil(s.services.redis[j.app_name .. "-redis"])
+    D.set_faults(h, {})
+    -- a repeat resumes the same instance
+    local code2, j2 = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_fail", tier = "free" },
+      { Prefer = "wait=60" })
+    assert.are.equal(200, code2)
+    assert.are.equal(j.app_name, j2.app_name)
+    assert.are.equal("running", j2.status)
+  end)
+
+  it("refuses a host whose key does not match known_hosts", function()
+    local kh = h.dir .. "/wrong_known_hosts"
+    local f = assert(io.open(kh, "w"))
+    f:write("[127.0.0.1]:" .. h.port
+      .. " ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHZ5Y2xvbmVkLWtleS1mb3ItdGVzdHMtMDAwMDAwMDA=\n")
+    f:close()
+    local s2 = H.start({ env = mrprov_env(h, { DOKKU_KNOWN_HOSTS = kh }) })
+    local code, r = H.request(s2, "GET", "/ready")
+    assert.are.equal(503, code)
+    assert.matches("does not match", table.concat(r.reasons, " "))
+    H.stop(s2)
+  end)
+end)
