@@ -24,7 +24,8 @@ local EVIL = {
 
 local WANT = {
   sub_loop = "instruction budget", sub_pcallloop = "instruction budget", sub_alloc = "memory limit",
-  sub_exec = "execute", sub_io = "io", sub_require = "require", sub_global = "cannot set globals", sub_strlib = "read%-only",
+  sub_exec = "execute", sub_io = "io", sub_require = "require", sub_global = "cannot set globals",
+  sub_strlib = "read%-only",
   sub_other = "not one of this instance's apps",
 }
 
