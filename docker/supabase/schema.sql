@@ -22,7 +22,8 @@
 -- table lives elsewhere or has other column names, change the `create trigger` statement
 -- and the field mapping in mrprov's lua/webhooks.lua, not the function.
 --
--- Also runs on plain PostgreSQL 15 (the test harness does exactly that): the Supabase
+-- Needs PostgreSQL 14 or later (create or replace trigger). Also runs on plain
+-- PostgreSQL 15 (the test harness does exactly that): the Supabase
 -- roles are created when missing, and the trigger function only touches pg_net and
 -- Vault when it fires.
 
@@ -164,7 +165,8 @@ $$;
 -- The Standard Webhooks signature header value for one message:
 --   'v1,' || base64(HMAC-SHA256(key, msg_id || '.' || timestamp || '.' || body))
 -- where key is the base64 decoding of secret without its 'whsec_' (or 'v1,whsec_')
--- prefix; unpadded base64 is accepted. body must be the exact text that is sent.
+-- prefix; unpadded base64 and line breaks are accepted. body must be the exact text
+-- that is sent.
 create or replace function public.mrprov_webhook_signature(msg_id text, ts bigint, body text, secret text)
 returns text
 language sql
@@ -178,7 +180,7 @@ as $$
       decode(k || repeat('=', (4 - length(k) % 4) % 4), 'base64'),
       'sha256'),
     'base64')
-  from (select regexp_replace(secret, '^(v1,)?whsec_', '') as k) s
+  from (select regexp_replace(regexp_replace(secret, '\s+', '', 'g'), '^(v1,)?whsec_', '') as k) s
 $$;
 
 -- Trigger function: sends the Supabase Database Webhook payload, exactly as
