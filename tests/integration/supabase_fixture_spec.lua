@@ -196,7 +196,11 @@ describe("#integration Supabase fixture", function()
       local t0 = os.time()
       sb.query(h, "insert into public.subscriptions (id, account_id, tier, status)"
         .. " values ('sub_wh1', 'acct_1', 'starter', 'active')")
-      sb.query(h, "update public.subscriptions set tier = 'professional' where id = 'sub_wh1'")
+      -- As the service role (the trigger function runs as its owner and reads Vault).
+      sb.query(h, "set role service_role")
+      local ok, err = pcall(sb.query, h, "update public.subscriptions set tier = 'professional' where id = 'sub_wh1'")
+      sb.query(h, "reset role")
+      assert(ok, err)
       sb.query(h, "delete from public.subscriptions where id = 'sub_wh1'")
       -- A rolled-back write sends nothing (pg_net queues inside the transaction).
       sb.query(h, "begin")
