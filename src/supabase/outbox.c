@@ -68,7 +68,7 @@ static int load_rows(struct row *rows, int max)
 	sqlite3_stmt *st;
 	static const char sql[] =
 		"SELECT o.id, o.kind, o.upsert_on, o.payload, o.attempts FROM outbox o"
-		" WHERE o.state = 'pending' AND coalesce(o.next_attempt_at, 0) <= ?1"
+		" WHERE o.state = 'pending' AND coalesce(CAST(o.next_attempt_at AS REAL), 0) <= ?1"
 		" AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscription_id = o.subscription_id"
 		"                 AND p.state = 'pending' AND p.id < o.id)"
 		" ORDER BY o.id LIMIT ?2";

@@ -1,0 +1,172 @@
+-- Integration: the real binary mirroring state into a real PostgreSQL
+-- through the PostgREST-compatible gateway, with docker/supabase/schema.sql
+-- applied, and Supabase's signed webhooks produced by that schema's trigger.
+local H = require "harness"
+local SB = require "supabase_harness"
+local cjson = require "cjson"
+local socket = require "socket"
+
+local function eventually(what, pred, timeout)
+  local deadline = socket.gettime() + (timeout or 20)
+  while socket.gettime() < deadline do
+    local v = pred()
+    if v then
+      return v
+    end
+    socket.sleep(0.1)
+  end
+  error("timed out waiting for " .. what)
+end
+
+local function instance_row(sb, sub)
+  return SB.rows(sb, "instances", { subscription_id = sub })[1]
+end
+
+describe("Supabase mirroring #integration", function()
+  local sb, srv, dir
+
+  setup(function()
+    sb = SB.start()
+    dir = H.tmpdir()
+    srv = H.start({ dir = dir, env = { SUPABASE_URL = sb.url, SUPABASE_SERVICE_KEY = sb.key,
+                                       WEBHOOK_SECRET = sb.webhook_secret } })
+  end)
+
+  teardown(function()
+    H.cleanup()
+    if sb then
+      SB.stop(sb)
+    end
+  end)
+
+  it("is ready once Supabase answered", function()
+    local r = H.wait_for(srv, "/ready", function(x) return x.ready end, 20)
+    assert.are.equal("ok", r.checks.supabase)
+  end)
+
+  it("brings the instances row to running with the right URLs and no secret", function()
+    local code, j = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_sb1", account_id = "acc_1", tier = "professional", enable_matrix = true },
+      { Prefer = "wait=30" })
+    assert.are.equal(200, code)
+    local row = eventually("the running row", function()
+      local r = instance_row(sb, "sub_sb1")
+      return r and r.status == "running" and r
+    end)
+    assert.are.equal(j.app_name, row.app_name)
+    assert.are.equal("https://" .. j.app_name .. ".mindroom.chat", row.frontend_url)
+    assert.are.equal("https://api." .. j.app_name .. ".mindroom.chat", row.backend_url)
+    assert.are.equal("https://matrix." .. j.app_name .. ".mindroom.chat", row.matrix_url)
+    assert.are.equal("professional", row.tier)
+    assert.are.equal(2048, cjson.decode(row.limits).memory_mb)
+    -- no secret anywhere in Supabase
+    for _, t in ipairs({ "instances", "events", "backups" }) do
+      for _, r in ipairs(SB.query(sb, "select row_to_json(x)::text as j from public." .. t .. " x")) do
+        assert.is_nil(r.j:find(j.admin_password, 1, true), t)
+      end
+    end
+    local events = SB.rows(sb, "events", { subscription_id = "sub_sb1" })
+    local kinds = {}
+    for _, e in ipairs(events) do
+      kinds[e.kind] = true
+    end
+    assert.is_true(kinds.job_started)
+    assert.is_true(kinds.job_succeeded)
+  end)
+
+  it("delivers every change made while Supabase was down, in order, none lost", function()
+    SB.stop_gateway(sb)
+    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_sb2", tier = "free" },
+      { Prefer = "wait=30" })
+    assert.are.equal(200, code)
+    local code2 = H.request(srv, "PUT", "/api/v1/update", { subscription_id = "sub_sb2", app_name = j.app_name,
+                                                           tier = "starter" }, { Prefer = "wait=30" })
+    assert.are.equal(200, code2)
+    local _, _, metrics = H.request(srv, "GET", "/metrics")
+    local depth = tonumber(metrics:match('mrprov_outbox_depth{state="pending"} (%d+)'))
+    assert.is_true(depth and depth >= 4, metrics:match("mrprov_outbox_depth[^\n]*"))
+    assert.is_nil(instance_row(sb, "sub_sb2"))
+    local _, ready = H.request(srv, "GET", "/ready")
+    socket.sleep(0.5)
+    assert(ready)
+    SB.restart_gateway(sb)
+    local row = eventually("the delayed rows", function()
+      local r = instance_row(sb, "sub_sb2")
+      return r and r.tier == "starter" and r.status == "running" and r
+    end, 60)
+    assert.are.equal(j.app_name, row.app_name)
+    -- events arrived in the order they happened
+    local events = SB.query(sb, "select kind, operation from public.events where subscription_id = 'sub_sb2'"
+      .. " order by id")
+    local seq = {}
+    for _, e in ipairs(events) do
+      seq[#seq + 1] = e.operation .. ":" .. e.kind
+    end
+    assert.are.same({ "provision:job_started", "provision:job_succeeded", "update:job_started",
+                      "update:job_succeeded" }, seq)
+  end)
+
+  it("keeps undelivered rows across kill -9 and delivers them after restart", function()
+    SB.stop_gateway(sb)
+    local code = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_sb3", tier = "free" },
+      { Prefer = "wait=30" })
+    assert.are.equal(200, code)
+    H.stop(srv, "KILL")
+    SB.restart_gateway(sb)
+    srv = H.start({ dir = dir, env = srv.env })
+    eventually("the row written before kill -9", function()
+      local r = instance_row(sb, "sub_sb3")
+      return r and r.status == "running"
+    end, 30)
+  end)
+
+  it("parks a row PostgREST refuses for good and reports it", function()
+    SB.fault(sb, "400", 1)
+    local code = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_sb4", tier = "free" },
+      { Prefer = "wait=30" })
+    assert.are.equal(200, code)
+    local text = eventually("the parked row in the log", function()
+      local t = H.log_text(srv)
+      return t:find("parked", 1, true) and t
+    end)
+    assert.matches("Supabase refused row", text)
+    local _, _, m = H.request(srv, "GET", "/metrics")
+    assert.matches('mrprov_outbox_deliveries_total{outcome="parked"} 1', m, 1, true)
+    -- later rows of the same subscription still arrive
+    eventually("the later rows", function()
+      local r = instance_row(sb, "sub_sb4")
+      return r and r.status == "running"
+    end)
+  end)
+
+  it("provisions from the schema's own signed trigger, once for a duplicate delivery", function()
+    SB.query(sb, "insert into public.subscriptions (id, account_id, tier, status)"
+      .. " values ('sub_trig1', 'acc_t', 'starter', 'active')")
+    local reqs = SB.webhook_requests(sb)
+    local req = reqs[#reqs]
+    assert.is_truthy(req, "the trigger sent nothing")
+    local headers = { ["webhook-id"] = req.headers["webhook-id"],
+                      ["webhook-timestamp"] = req.headers["webhook-timestamp"],
+                      ["webhook-signature"] = req.headers["webhook-signature"] }
+    local code, j = H.request(srv, "POST", "/api/v1/webhooks/supabase", req.body, headers)
+    assert.are.equal(202, code, cjson.encode(j))
+    local code2, j2 = H.request(srv, "POST", "/api/v1/webhooks/supabase", req.body, headers)
+    assert.are.equal(200, code2)
+    assert.are.equal("duplicate", j2.status)
+    local st = H.wait_for(srv, "/api/v1/status/sub_trig1", function(s) return s.status == "running" end)
+    assert.are.equal("starter", st.tier)
+    assert.are.equal("acc_t", st.account_id)
+    local jobs = SB.query(sb, "select count(distinct job_id) as n from public.events"
+      .. " where subscription_id = 'sub_trig1'")
+    eventually("the job's events", function()
+      jobs = SB.query(sb, "select count(distinct job_id) as n from public.events"
+        .. " where subscription_id = 'sub_trig1'")
+      return tonumber(jobs[1].n) >= 1
+    end)
+    assert.are.equal(1, tonumber(jobs[1].n))
+    -- a tampered body is refused
+    local code3 = H.request(srv, "POST", "/api/v1/webhooks/supabase", req.body:gsub("starter", "enterprise"),
+      headers)
+    assert.are.equal(401, code3)
+  end)
+end)
