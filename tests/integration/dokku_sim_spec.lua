@@ -343,6 +343,16 @@ describe("dokku-sim over a real sshd #integration", function()
       end
     end)
 
+    it("a command line over 128 KiB cannot reach Dokku (the kernel's limit on SSH_ORIGINAL_COMMAND)", function()
+      -- two 70 KB words: each fits the client's argv, together they exceed the server's env limit
+      local p = io.popen("v=$(head -c 70000 /dev/zero | tr '\\0' A); " .. D.ssh_argv(h) ..
+        " -- config:set --no-restart app K=$v L=$v </dev/null 2>&1; echo rc=$?")
+      local out = p:read("a")
+      p:close()
+      assert.matches("Argument list too long", out, 1, true)
+      assert.matches("rc=1\n$", out)
+    end)
+
     it("global flags: --quiet anywhere, leading flags shifted, a trailing --quiet breaks Go commands", function()
       local code, _, err = run("apps:create other --quiet")
       assert.are.equal(2, code)
@@ -635,6 +645,26 @@ describe("dokku-sim over a real sshd #integration", function()
         socket.sleep(0.1)
       end
       assert.are.equal(0, left)
+      D.set_faults(h, {})
+    end)
+
+    it("hang over a kept connection: closing the channel ends the command; ms caps a hang", function()
+      D.set_faults(h, { { match = "^apps:list$", action = "hang" } })
+      assert.are.equal(137, (run("apps:list", { mux = true, timeout = 1 })))
+      local left
+      for _ = 1, 30 do
+        left = sim_processes(h)
+        if left == 0 then
+          break
+        end
+        socket.sleep(0.1)
+      end
+      assert.are.equal(0, left)
+      ok("version") -- the connection is still there
+      D.set_faults(h, { { match = "^apps:list$", action = "hang", ms = 300, exit = 7 } })
+      local t0 = socket.gettime()
+      assert.are.equal(7, (run("apps:list")))
+      assert.is_true(socket.gettime() - t0 >= 0.3)
       D.set_faults(h, {})
     end)
 
