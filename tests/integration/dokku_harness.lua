@@ -150,6 +150,14 @@ function M.stop_all()
   end
 end
 
+-- Whatever a failing spec left running is stopped when the Lua state closes
+-- (busted exits with os.exit(code, true)).
+M._sentinel = setmetatable({}, {
+  __gc = function()
+    pcall(M.stop_all)
+  end,
+})
+
 -- The ssh client command line (without the remote command).
 function M.ssh_argv(h, opts)
   opts = opts or {}
