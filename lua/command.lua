@@ -18,6 +18,9 @@ function M.new(resource, target, argv, shown, opts)
     restart = opts.restart, -- the change takes effect on the app's next restart
     deploys = opts.deploys, -- the command (re)deploys the app, which applies pending changes
     stream = opts.stream, -- stdout goes to a file (backups), not into the step log
+    -- { when = "stderr text", argv = {...} }: on a failure whose stderr holds
+    -- `when`, run argv instead (and take its outcome)
+    fallback = opts.fallback,
     ok_exits = opts.ok_exits, -- extra exit codes that mean success (e.g. already gone)
   }
 end

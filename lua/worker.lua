@@ -183,13 +183,25 @@ local function run_wave(cmds, redact)
   for i, c in ipairs(cmds) do
     calls[i] = { argv = command.full_argv(c), timeout = M.COMMAND_TIMEOUT, stdout_file = c.stdout_file }
   end
-  local results = {}
+  local results, raw = {}, {}
   if #calls == 1 then
     local res, err, transient = dokku.run(calls[1].argv, calls[1])
+    raw[1] = res
     results[1] = outcome(cmds[1], res, err, transient, redact)
   else
     for i, r in ipairs(dokku.run_many(calls)) do
+      raw[i] = r.ok
       results[i] = outcome(cmds[i], r.ok, r.error, r.transient, redact)
+    end
+  end
+  for i, c in ipairs(cmds) do
+    local fb = c.fallback
+    if results[i].error and fb and raw[i] and (raw[i].stderr or ""):find(fb.when, 1, true) then
+      local alt = command.new(c.resource, c.target, fb.argv)
+      local res, err, transient = dokku.run(command.full_argv(alt), { timeout = M.COMMAND_TIMEOUT })
+      local r = outcome(alt, res, err, transient, redact)
+      r.output = (results[i].output or "") .. "\n-> " .. alt.display .. "\n" .. (r.output or "")
+      results[i] = r
     end
   end
   return results

@@ -9,6 +9,9 @@ function M.probe(run, spec)
   if not res then
     return nil, err
   end
+  if res.exit == 20 then
+    return nil -- the app does not exist yet: nothing of this resource exists either
+  end
   if res.exit ~= 0 then
     return nil, "apps:report " .. spec.app .. " exited " .. res.exit .. ": " .. res.stderr
   end
@@ -20,7 +23,14 @@ function M.diff(spec, current)
   if current and current.image == spec.image then
     return {}
   end
-  return { command.new("image", spec.app, { "git:from-image", spec.app, spec.image }, nil, { deploys = true }) }
+  -- After a deploy that failed late (e.g. Dokku's deploy lock, taken after
+  -- the commit), the image is committed but not deployed: git:from-image
+  -- then says "No changes detected" and only a rebuild deploys it.
+  return {
+    command.new("image", spec.app, { "git:from-image", spec.app, spec.image }, nil, {
+      deploys = true, fallback = { when = "No changes detected", argv = { "ps:rebuild", spec.app } },
+    }),
+  }
 end
 
 function M.model(spec)

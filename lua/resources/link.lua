@@ -12,7 +12,8 @@ function M.probe(run, spec)
   end
   if res.exit == 0 then
     return { linked = true }
-  elseif res.exit == 1 then
+  elseif res.exit == 1 or res.exit == 20 then
+    -- 1: not linked (or no such service yet); 20: the app does not exist yet
     return { linked = false }
   end
   return nil, spec.kind .. ":linked exited " .. res.exit .. ": " .. res.stderr

@@ -13,6 +13,9 @@ function M.probe(run, spec)
   if not res then
     return nil, err
   end
+  if res.exit == 20 then
+    return nil -- the app does not exist yet: nothing of this resource exists either
+  end
   if res.exit ~= 0 then
     return nil, "storage:list " .. spec.app .. " exited " .. res.exit .. ": " .. res.stderr
   end

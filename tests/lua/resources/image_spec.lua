@@ -12,6 +12,8 @@ describe("resource image", function()
     local cmd = image.diff(spec, { image = "mindroom/backend:0" })[1]
     assert.are.same({ "git:from-image", "web", "mindroom/backend:1" }, cmd.argv)
     assert.is_true(cmd.deploys)
+    assert.are.equal("No changes detected", cmd.fallback.when)
+    assert.are.same({ "ps:rebuild", "web" }, cmd.fallback.argv)
     local empty = fakes.runner({ ["apps:report web --app-deploy-source-metadata"] = { stdout = "\n" } })
     assert.is_nil(image.probe(empty, spec).image)
   end)
