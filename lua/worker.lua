@@ -19,7 +19,7 @@ local sys = require "mrprov.sys"
 
 local M = {}
 
-M.COMMAND_TIMEOUT = 900 -- seconds; a deploy or certificate can take minutes
+M.COMMAND_TIMEOUT = 900 -- seconds (DOKKU_COMMAND_TIMEOUT); a deploy or certificate can take minutes
 M.OUTPUT_LIMIT = 4096
 M.MAX_ATTEMPTS = 6 -- plan-and-apply rounds before a transient failure becomes final
 M.RETRY_BASE = 0.5 -- seconds, doubled each round, with jitter
@@ -27,6 +27,11 @@ M.RETRY_CAP = 30
 
 local FINAL = { provision = "running", update = "running", deprovision = "deprovisioned" }
 local BUSY = { provision = "provisioning", update = "updating", deprovision = "deprovisioning" }
+
+function M.timeout()
+  local cfg = boot.current()
+  return cfg and cfg.settings.command_timeout or M.COMMAND_TIMEOUT
+end
 
 function M.admin_password(app_name)
   return crypto.derive("admin-password:" .. app_name)
@@ -108,7 +113,7 @@ function M.current_of(applied)
   end
   local function run(argv)
     local full = command.full_argv({ argv = argv })
-    local res, err = dokku.run(full, { timeout = 60 })
+    local res, err = dokku.run(full, { timeout = math.min(60, M.timeout()) })
     if not res then
       return nil, table.concat(argv, " ") .. ": " .. err
     end
@@ -181,7 +186,7 @@ end
 local function run_wave(cmds, redact)
   local calls = {}
   for i, c in ipairs(cmds) do
-    calls[i] = { argv = command.full_argv(c), timeout = M.COMMAND_TIMEOUT, stdout_file = c.stdout_file }
+    calls[i] = { argv = command.full_argv(c), timeout = M.timeout(), stdout_file = c.stdout_file }
   end
   local results, raw = {}, {}
   if #calls == 1 then
@@ -198,7 +203,7 @@ local function run_wave(cmds, redact)
     local fb = c.fallback
     if results[i].error and fb and raw[i] and (raw[i].stderr or ""):find(fb.when, 1, true) then
       local alt = command.new(c.resource, c.target, fb.argv)
-      local res, err, transient = dokku.run(command.full_argv(alt), { timeout = M.COMMAND_TIMEOUT })
+      local res, err, transient = dokku.run(command.full_argv(alt), { timeout = M.timeout() })
       local r = outcome(alt, res, err, transient, redact)
       r.output = (results[i].output or "") .. "\n-> " .. alt.display .. "\n" .. (r.output or "")
       results[i] = r

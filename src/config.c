@@ -26,6 +26,7 @@ const struct config_var config_vars[] = {
 	{ "DOKKU_SSH_KEY_PATH", "ssh/dokku_key", 0 },
 	{ "DOKKU_KNOWN_HOSTS", "ssh/known_hosts", 0 },
 	{ "DOKKU_POOL_SIZE", "4", 0 },
+	{ "DOKKU_COMMAND_TIMEOUT", "900", 0 },
 	{ "SUPABASE_URL", NULL, 0 },
 	{ "SUPABASE_SERVICE_KEY", NULL, 1 },
 	{ "BASE_DOMAIN", "mindroom.chat", 0 },
@@ -298,7 +299,9 @@ int config_load(struct config *c, const char *dotenv_path, char *err, size_t err
 	if (parse_int("PORT", config_get("PORT"), 0, 65535, &c->port, err, errlen) < 0 ||
 	    parse_int("DOKKU_PORT", config_get("DOKKU_PORT"), 1, 65535, &c->dokku_port, err, errlen) < 0 ||
 	    parse_int("DOKKU_POOL_SIZE", config_get("DOKKU_POOL_SIZE"), 1, 64, &c->dokku_pool_size, err, errlen) < 0 ||
-	    parse_int("WORKERS", config_get("WORKERS"), 1, 64, &c->workers, err, errlen) < 0)
+	    parse_int("WORKERS", config_get("WORKERS"), 1, 64, &c->workers, err, errlen) < 0 ||
+	    parse_int("DOKKU_COMMAND_TIMEOUT", config_get("DOKKU_COMMAND_TIMEOUT"), 1, 86400, &c->command_timeout, err,
+		      errlen) < 0)
 		return -1;
 	c->log_level = log_level_parse(config_get("LOG_LEVEL"));
 	if (c->log_level < 0) {

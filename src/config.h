@@ -22,6 +22,7 @@ struct config {
 	const char *dokku_ssh_key_path;
 	const char *dokku_known_hosts;
 	int dokku_pool_size;
+	int command_timeout; /* seconds per Dokku command */
 	const char *supabase_url;
 	const char *supabase_service_key;
 	const char *base_domain;

@@ -5,6 +5,7 @@
 local H = require "harness"
 local D = require "dokku_harness"
 local cjson = require "cjson"
+local socket = require "socket"
 
 local function mrprov_env(h, extra)
   local env = {
@@ -274,5 +275,67 @@ describe("failures over SSH #integration", function()
     assert.are.equal(503, code)
     assert.matches("does not match", table.concat(r.reasons, " "))
     H.stop(s2)
+  end)
+end)
+
+describe("the connection under stress #integration", function()
+  local h, srv
+
+  setup(function()
+    h = D.start()
+    srv = H.start({ env = mrprov_env(h, { DOKKU_COMMAND_TIMEOUT = "2" }) })
+  end)
+
+  teardown(function()
+    H.cleanup()
+    if h then
+      D.stop(h)
+    end
+  end)
+
+  it("times out a command that never returns, retries, and completes", function()
+    D.set_faults(h, { { match = "domains:set %S+%-frontend", action = "hang", times = 1 } })
+    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_hang", tier = "free" },
+      { Prefer = "wait=90" })
+    assert.are.equal(200, code)
+    assert.are.equal("running", j.status, cjson.encode(j))
+    local _, job = H.request(srv, "GET", "/api/v1/jobs/" .. j.job_id)
+    local timed_out
+    for _, s in ipairs(job.steps) do
+      if s.state == "failed" then
+        timed_out = s
+      end
+    end
+    assert.is_table(timed_out)
+    assert.matches("domains:set", timed_out.command)
+    assert.matches("timed out after 2 s", timed_out.error)
+  end)
+
+  it("completes a job when sshd is stopped mid-job and restarted", function()
+    D.set_faults(h, { { match = "git:from%-image", action = "delay", ms = 1500 } })
+    local before = #D.log(h)
+    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_sshd", tier = "free" })
+    assert.are.equal(202, code)
+    local deadline = socket.gettime() + 30
+    local seen = false
+    while not seen and socket.gettime() < deadline do
+      for i, e in ipairs(D.log(h)) do
+        if i > before and table.concat(e.argv, " "):find("git:from-image", 1, true) then
+          seen = true
+        end
+      end
+      socket.sleep(0.05)
+    end
+    assert.is_true(seen, "no deploy started")
+    D.stop_sshd(h)
+    socket.sleep(1.5)
+    D.start_sshd(h)
+    D.set_faults(h, {})
+    local st = H.wait_for(srv, "/api/v1/status/sub_sshd", function(s)
+      return s.job ~= cjson.null and s.job.id == j.job_id and s.job.state ~= "running"
+    end, 90)
+    assert.are.equal("succeeded", st.job.state, cjson.encode(st))
+    assert.are.equal("running", st.status)
+    assert.matches("connection", H.log_text(srv))
   end)
 end)
