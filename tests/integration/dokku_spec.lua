@@ -339,3 +339,76 @@ describe("the connection under stress #integration", function()
     assert.matches("connection", H.log_text(srv))
   end)
 end)
+
+describe("reload under load #integration", function()
+  local h, srv, tiers
+
+  setup(function()
+    h = D.start()
+    tiers = H.tmpdir()
+    os.execute("cp " .. H.root .. "/tiers/*.lua " .. tiers .. "/")
+    srv = H.start({ env = mrprov_env(h, { TIERS_DIR = tiers }) })
+  end)
+
+  teardown(function()
+    H.cleanup()
+    if h then
+      D.stop(h)
+    end
+  end)
+
+  it("finishes a running job on its old generation; new jobs use the new one", function()
+    D.set_faults(h, { { match = "git:from%-image", action = "delay", ms = 1500 } })
+    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_gen", tier = "free" })
+    assert.are.equal(202, code)
+    H.wait_for(srv, "/api/v1/status/sub_gen", function(s) return s.job.state == "running" end, 20)
+    -- free tier gets more memory in the new generation
+    local path = tiers .. "/free.lua"
+    local src = H.read_file(path)
+    local f = assert(io.open(path, "w"))
+    f:write((src:gsub("memory_mb = 256", "memory_mb = 320")))
+    f:close()
+    os.execute("kill -HUP " .. srv.pid)
+    H.wait_for(srv, "/health", function(x) return x.config_generation == 2 end, 10)
+    local st = H.wait_for(srv, "/api/v1/status/sub_gen", function(s) return s.job.state == "succeeded" end, 60)
+    local _, job = H.request(srv, "GET", "/api/v1/jobs/" .. j.job_id)
+    assert.are.equal(1, job.generation)
+    assert.are.equal(256, st.limits.memory_mb)
+    D.set_faults(h, {})
+    local code2, j2 = H.request(srv, "PUT", "/api/v1/update", { subscription_id = "sub_gen", app_name = j.app_name },
+      { Prefer = "wait=60" })
+    assert.are.equal(200, code2)
+    local _, job2 = H.request(srv, "GET", "/api/v1/jobs/" .. j2.job_id)
+    assert.are.equal(2, job2.generation)
+    local s = D.state(h)
+    assert.are.equal("320m", s.apps[j.app_name .. "-backend"].resources["_default_.limit.memory"])
+  end)
+
+  it("fails no request while reloading repeatedly", function()
+    local out = H.tmpdir() .. "/codes"
+    local loop = "for i in $(seq 300); do curl -s -o /dev/null -w '%{http_code}\\n' " .. srv.base
+      .. "/api/v1/tiers; done > " .. out .. " 2>&1 &"
+    os.execute("sh -c " .. H.sh_quote(loop))
+    for _ = 1, 8 do
+      os.execute("kill -HUP " .. srv.pid)
+      socket.sleep(0.15)
+    end
+    local deadline = socket.gettime() + 60
+    local codes
+    repeat
+      socket.sleep(0.2)
+      codes = H.read_file(out) or ""
+    until select(2, codes:gsub("\n", "")) >= 300 or socket.gettime() > deadline
+    local n, bad = 0, {}
+    for c in codes:gmatch("%d+") do
+      n = n + 1
+      if c ~= "200" then
+        bad[#bad + 1] = c
+      end
+    end
+    assert.are.equal(300, n)
+    assert.are.same({}, bad)
+    local _, hh = H.request(srv, "GET", "/health")
+    assert.is_true(hh.config_generation >= 9)
+  end)
+end)
