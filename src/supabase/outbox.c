@@ -17,6 +17,7 @@
 #define BATCH 32
 #define BACKOFF_CAP 300.0
 #define PROBE_EVERY 10.0
+#define PROBE_WAITING 3.0
 
 static struct pgrst *client;
 static pthread_t thread;
@@ -152,7 +153,7 @@ static int deliver(struct row *r)
 	int wait = 0;
 	if (rc == 0 && status >= 200 && status < 300) {
 		note_answer(status, NULL);
-		exec_row("DELETE FROM outbox WHERE id = ?1", r->id, 0, NULL); /* ?2, ?3 unused */
+		exec_row("DELETE FROM outbox WHERE id = ?1", r->id, 0, NULL); /* ?2, ?3 unused: ignored */
 		metrics_add("mrprov_outbox_deliveries_total", "outcome=\"delivered\"", 1);
 	} else if (rc == 0 && !retryable(status)) {
 		char line[400];
@@ -194,7 +195,26 @@ static int deliver(struct row *r)
 	return wait;
 }
 
-static void probe(void)
+/* Rows waiting for a retry (their next attempt is later). */
+static int waiting_rows(void)
+{
+	sqlite3 *db = store_conn();
+	sqlite3_stmt *st;
+	int n = 0;
+	if (db && sqlite3_prepare_v2(db,
+				     "SELECT count(*) FROM outbox WHERE state = 'pending' AND"
+				     " coalesce(CAST(next_attempt_at AS REAL), 0) > ?1",
+				     -1, &st, NULL) == SQLITE_OK) {
+		sqlite3_bind_double(st, 1, now_s());
+		if (sqlite3_step(st) == SQLITE_ROW)
+			n = sqlite3_column_int(st, 0);
+		sqlite3_finalize(st);
+	}
+	return n;
+}
+
+/* Asks Supabase whether it answers; returns 1 on a 2xx. */
+static int probe(void)
 {
 	struct sbuf resp;
 	sbuf_init(&resp);
@@ -205,10 +225,12 @@ static void probe(void)
 		char line[400];
 		pgrst_error_line(resp.data, resp.len, line, sizeof line);
 		note_answer(status, line);
-	} else {
-		note_failure(err);
+		sbuf_free(&resp);
+		return status >= 200 && status < 300;
 	}
+	note_failure(err);
 	sbuf_free(&resp);
+	return 0;
 }
 
 static void *sender_main(void *arg)
@@ -233,8 +255,16 @@ static void *sender_main(void *arg)
 		update_depth();
 		if (n > 0 && failures == 0)
 			continue; /* more may be waiting */
-		if (now_s() - last_probe > PROBE_EVERY && now_s() - last_answer > PROBE_EVERY) {
-			probe();
+		/* While rows wait out their backoff, ask every few seconds whether
+		 * Supabase is back; when it is, they go at once instead of waiting. */
+		int waiting = waiting_rows();
+		double every = waiting ? PROBE_WAITING : PROBE_EVERY;
+		if (now_s() - last_probe > every && (waiting || now_s() - last_answer > PROBE_EVERY)) {
+			if (probe() && waiting) {
+				/* no parameters: exec_row's binds are ignored */
+				exec_row("UPDATE outbox SET next_attempt_at = NULL WHERE state = 'pending'", 0, 0, NULL);
+				log_info("outbox: Supabase answers again; delivering %d waiting row(s)", waiting);
+			}
 			last_probe = now_s();
 		}
 		pthread_mutex_lock(&lock);
