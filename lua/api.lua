@@ -129,13 +129,16 @@ local function spec_of(r)
   }
 end
 
-function M.provision(req)
+-- Parses the body, validates it with check(t, cfg) → request | nil, err,
+-- refuses a custom domain under BASE_DOMAIN, then answers with
+-- next_fn(request, req, cfg).
+local function with_request(req, check, next_fn)
   local t, perr = parse(req.body)
   if not t then
     return fail(400, "invalid_json", perr)
   end
   local cfg = boot.current()
-  local r, err = validate.provision_request(t, cfg.tiers)
+  local r, err = check(t, cfg)
   if not r then
     return invalid(err)
   end
@@ -143,7 +146,12 @@ function M.provision(req)
   if derr then
     return fail(422, "invalid_value", derr, "custom_domain")
   end
-  return M.provision_validated(r, req, cfg)
+  return next_fn(r, req, cfg)
+end
+
+function M.provision(req)
+  return with_request(req, function(t, cfg) return validate.provision_request(t, cfg.tiers) end,
+    M.provision_validated)
 end
 
 -- A validated provision request (from the API or a webhook).
@@ -220,22 +228,11 @@ local function owned(r)
 end
 
 function M.update(req)
-  local t, perr = parse(req.body)
-  if not t then
-    return fail(400, "invalid_json", perr)
-  end
-  local cfg = boot.current()
-  local sub = type(t.subscription_id) == "string" and validate.subscription_id(t.subscription_id)
-  local existing = sub and instances.get(sub)
-  local r, err = validate.update_request(t, cfg.tiers, existing and existing.tier)
-  if not r then
-    return invalid(err)
-  end
-  local derr = M.custom_domain_error(r.custom_domain, cfg)
-  if derr then
-    return fail(422, "invalid_value", derr, "custom_domain")
-  end
-  return M.update_validated(r, req, cfg)
+  return with_request(req, function(t, cfg)
+    local sub = type(t.subscription_id) == "string" and validate.subscription_id(t.subscription_id)
+    local existing = sub and instances.get(sub)
+    return validate.update_request(t, cfg.tiers, existing and existing.tier)
+  end, M.update_validated)
 end
 
 function M.update_validated(r, req, cfg)
@@ -292,15 +289,7 @@ function M.update_validated(r, req, cfg)
 end
 
 function M.deprovision(req)
-  local t, perr = parse(req.body)
-  if not t then
-    return fail(400, "invalid_json", perr)
-  end
-  local r, err = validate.deprovision_request(t)
-  if not r then
-    return invalid(err)
-  end
-  return M.deprovision_validated(r, req)
+  return with_request(req, function(t) return validate.deprovision_request(t) end, M.deprovision_validated)
 end
 
 function M.deprovision_validated(r, req)
@@ -372,20 +361,14 @@ function M.plan_for(r, cfg)
 end
 
 function M.plan(req)
-  local t, perr = parse(req.body)
-  if not t then
-    return fail(400, "invalid_json", perr)
-  end
-  local cfg = boot.current()
-  local r, err = validate.provision_request(t, cfg.tiers)
-  if not r then
-    return invalid(err)
-  end
-  local p, perr2 = M.plan_for(r, cfg)
-  if not p then
-    return fail(503, "unavailable", perr2)
-  end
-  return answer(200, p)
+  return with_request(req, function(t, cfg) return validate.provision_request(t, cfg.tiers) end,
+    function(r, _, cfg)
+      local p, err = M.plan_for(r, cfg)
+      if not p then
+        return fail(503, "unavailable", err)
+      end
+      return answer(200, p)
+    end)
 end
 
 function M.status(req)

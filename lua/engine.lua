@@ -134,65 +134,52 @@ end
 function M.teardown(state, current_of, opts)
   opts = opts or {}
   local steps = {}
-  local function add(r, cmds)
-    steps[#steps + 1] = { resource = r, commands = cmds, locks = { state.app }, teardown = true }
-  end
-  local function exists(r)
+  -- Adds the step make(r) for resource r when r exists on the server.
+  local function when_present(rtype, key, target, spec, make)
+    local r = { type = rtype, key = key, target = target, spec = spec }
     local cur, err = current_of(r)
     if err then
       return nil, err
     end
     r.current = cur
-    return cur ~= nil and (cur.exists or cur.linked) or false
+    if cur ~= nil and (cur.exists or cur.linked) then
+      local step_r, cmds = make(r)
+      steps[#steps + 1] = { resource = step_r, commands = cmds, locks = { state.app }, teardown = true }
+    end
+    return true
+  end
+  local plan = {}
+  local function service(svc, make)
+    plan[#plan + 1] = { "service", svc.kind .. ":" .. svc.name, svc.name, { kind = svc.kind, name = svc.name }, make }
   end
   if opts.backup then
     for _, svc in ipairs(state.services) do
-      local r = { type = "service", key = svc.kind .. ":" .. svc.name, target = svc.name,
-                  spec = { kind = svc.kind, name = svc.name } }
-      local ok, err = exists(r)
-      if err then
-        return nil, err
-      end
-      if ok then
-        add({ type = "backup", key = "backup:" .. svc.name, target = svc.name, spec = r.spec },
+      service(svc, function(r)
+        return { type = "backup", key = "backup:" .. svc.name, target = svc.name, spec = r.spec },
           { command.new("backup", svc.name, { svc.kind .. ":export", svc.name }, nil,
-            { mutating = false, stream = true }) })
-      end
+            { mutating = false, stream = true }) }
+      end)
     end
   end
   for _, svc in ipairs(state.services) do
     for _, app in ipairs(svc.links) do
-      local r = { type = "link", key = "link:" .. svc.name .. ":" .. app, target = app,
-                  spec = { kind = svc.kind, service = svc.name, app = app } }
-      local ok, err = exists(r)
-      if err then
-        return nil, err
-      end
-      if ok then
-        add(r, M.modules.link.undo(r.spec))
-      end
+      plan[#plan + 1] = { "link", "link:" .. svc.name .. ":" .. app, app,
+                          { kind = svc.kind, service = svc.name, app = app },
+                          function(r) return r, M.modules.link.undo(r.spec) end }
     end
   end
   for _, svc in ipairs(state.services) do
-    local r = { type = "service", key = svc.kind .. ":" .. svc.name, target = svc.name,
-                spec = { kind = svc.kind, name = svc.name } }
-    local ok, err = exists(r)
-    if err then
-      return nil, err
-    end
-    if ok then
-      add(r, M.modules.service.undo(r.spec))
-    end
+    service(svc, function(r) return r, M.modules.service.undo(r.spec) end)
   end
   for i = #state.apps, 1, -1 do
-    local app = state.apps[i]
-    local r = { type = "app", key = "app:" .. app.name, target = app.name, spec = { name = app.name } }
-    local ok, err = exists(r)
-    if err then
+    local name = state.apps[i].name
+    plan[#plan + 1] = { "app", "app:" .. name, name, { name = name },
+                        function(r) return r, M.modules.app.undo(r.spec) end }
+  end
+  for _, p in ipairs(plan) do
+    local ok, err = when_present(table.unpack(p, 1, 5))
+    if not ok then
       return nil, err
-    end
-    if ok then
-      add(r, M.modules.app.undo(r.spec))
     end
   end
   return steps

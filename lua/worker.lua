@@ -160,6 +160,16 @@ local function journal(job, steps)
   end)
 end
 
+-- Records the outcome r of step seq (inside the caller's transaction).
+local function finish_step(job_id, seq, r)
+  assert(store.exec([[UPDATE steps SET state = ?, exit_code = ?, duration_ms = ?, output = ?, error = ?,
+                      finished_at = ? WHERE job_id = ? AND seq = ?]],
+    r.error and "failed" or "done", r.exit, r.duration_ms, r.output, r.error, sys.iso_time(), job_id, seq))
+  if not r.error then
+    assert(store.exec("UPDATE jobs SET steps_done = steps_done + 1 WHERE id = ?", job_id))
+  end
+end
+
 -- The outcome of one command: {exit, output, duration_ms, error, transient, bytes}.
 local function outcome(c, res, err, transient, redact)
   local r = { transient = transient }
@@ -258,15 +268,12 @@ local function apply(job, inst, steps, applied, redact, ctx)
     store.tx(function()
       for i, s in ipairs(wave) do
         local c, r = cmds[i], results[i]
-        assert(store.exec([[UPDATE steps SET state = ?, exit_code = ?, duration_ms = ?, output = ?, error = ?,
-                            finished_at = ? WHERE job_id = ? AND seq = ?]],
-          r.error and "failed" or "done", r.exit, r.duration_ms, r.output, r.error, sys.iso_time(), job.id, c.seq))
+        finish_step(job.id, c.seq, r)
         if r.error then
           failure = failure or r
           instances.event(job, "step_failed", r.error, { command = c.display, exit_code = r.exit or json.null,
                                                          transient = r.transient and true or false })
         else
-          assert(store.exec("UPDATE jobs SET steps_done = steps_done + 1 WHERE id = ?", job.id))
           s.next = s.next + 1
           if c.stream then
             ctx.backups[#ctx.backups + 1] = { service = c.target, path = c.stdout_file or json.null,
@@ -317,16 +324,14 @@ local function undo(job, inst, ctx, applied, redact)
                           VALUES (?, ?, 'undo', ?, ?, 1, 'pending')]],
         job.id, u.command.seq, u.command.target, u.command.display))
     end
+    assert(store.exec("UPDATE jobs SET steps_total = steps_total + ? WHERE id = ?", #cmds, job.id))
     return first
   end)
   assert(seq)
   for _, u in ipairs(cmds) do
     local r = run_wave({ u.command }, redact)[1]
     store.tx(function()
-      assert(store.exec([[UPDATE steps SET state = ?, exit_code = ?, duration_ms = ?, output = ?, error = ?,
-                          finished_at = ? WHERE job_id = ? AND seq = ?]],
-        r.error and "failed" or "done", r.exit, r.duration_ms, r.output, r.error, sys.iso_time(), job.id,
-        u.command.seq))
+      finish_step(job.id, u.command.seq, r)
       if not r.error then
         applied[u.key] = nil
         assert(store.exec("UPDATE instances SET applied = ? WHERE subscription_id = ?", json.encode(applied),
@@ -416,12 +421,7 @@ local function run_after_hook(job, inst, hook, state, tier, redact, ctx)
     end)
     local r = run_wave({ c }, redact)[1]
     store.tx(function()
-      assert(store.exec([[UPDATE steps SET state = ?, exit_code = ?, duration_ms = ?, output = ?, error = ?,
-                          finished_at = ? WHERE job_id = ? AND seq = ?]],
-        r.error and "failed" or "done", r.exit, r.duration_ms, r.output, r.error, sys.iso_time(), job.id, seq))
-      if not r.error then
-        assert(store.exec("UPDATE jobs SET steps_done = steps_done + 1 WHERE id = ?", job.id))
-      end
+      finish_step(job.id, seq, r)
     end)
     ctx.commands = ctx.commands + 1
     return { exit = r.exit or -1, output = r.output or "", error = r.error }

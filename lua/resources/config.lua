@@ -3,6 +3,7 @@
 -- Current state is kept as SHA-256 digests of values, so no secret is ever
 -- stored or compared in the clear outside the command itself.
 local command = require "command"
+local probe = require "resources.probe"
 local crypto = require "mrprov.crypto"
 local json = require "json"
 
@@ -17,17 +18,11 @@ local function digests(env)
 end
 
 function M.probe(run, spec)
-  local res, err = run({ "config:export", "--format", "json", spec.app })
-  if not res then
-    return nil, err
+  local out, err = probe.read(run, { "config:export", "--format", "json", spec.app })
+  if not out then
+    return nil, err -- false: the app does not exist yet, nor does its environment
   end
-  if res.exit == 20 then
-    return nil -- the app does not exist yet: nothing of this resource exists either
-  end
-  if res.exit ~= 0 then
-    return nil, "config:export " .. spec.app .. " exited " .. res.exit .. ": " .. res.stderr
-  end
-  local env, jerr = json.decode(res.stdout)
+  local env, jerr = json.decode(out)
   if type(env) ~= "table" then
     return nil, "config:export " .. spec.app .. ": unreadable output: " .. tostring(jerr)
   end

@@ -1,6 +1,7 @@
 -- Resource `domains`: the virtual hosts of an app (`domains:set` replaces
 -- the list and is idempotent; the report gives the current list).
 local command = require "command"
+local probe = require "resources.probe"
 
 local M = { type = "domains" }
 
@@ -21,18 +22,12 @@ local function same(a, b)
 end
 
 function M.probe(run, spec)
-  local res, err = run({ "domains:report", spec.app, "--domains-app-vhosts" })
-  if not res then
+  local out, err = probe.read(run, { "domains:report", spec.app, "--domains-app-vhosts" })
+  if not out then
     return nil, err
   end
-  if res.exit == 20 then
-    return nil -- the app does not exist yet: nothing of this resource exists either
-  end
-  if res.exit ~= 0 then
-    return nil, "domains:report " .. spec.app .. " exited " .. res.exit .. ": " .. res.stderr
-  end
   local list = {}
-  for d in res.stdout:gmatch("%S+") do
+  for d in out:gmatch("%S+") do
     list[#list + 1] = d
   end
   return { domains = list }

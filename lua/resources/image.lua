@@ -1,21 +1,16 @@
 -- Resource `image`: the Docker image an app is deployed from. The probe reads
 -- the deploy source, because `git:from-image` exits 1 when nothing changed.
 local command = require "command"
+local probe = require "resources.probe"
 
 local M = { type = "image" }
 
 function M.probe(run, spec)
-  local res, err = run({ "apps:report", spec.app, "--app-deploy-source-metadata" })
-  if not res then
+  local out, err = probe.read(run, { "apps:report", spec.app, "--app-deploy-source-metadata" })
+  if not out then
     return nil, err
   end
-  if res.exit == 20 then
-    return nil -- the app does not exist yet: nothing of this resource exists either
-  end
-  if res.exit ~= 0 then
-    return nil, "apps:report " .. spec.app .. " exited " .. res.exit .. ": " .. res.stderr
-  end
-  local image = res.stdout:match("^%s*(%S+)%s*$")
+  local image = out:match("^%s*(%S+)%s*$")
   return { image = image }
 end
 

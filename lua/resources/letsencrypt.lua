@@ -2,21 +2,16 @@
 -- always exits 0 and prints true/false; `enable` re-issues on every call
 -- (rate limits), so it is only sent when not active.
 local command = require "command"
+local probe = require "resources.probe"
 
 local M = { type = "letsencrypt" }
 
 function M.probe(run, spec)
-  local res, err = run({ "letsencrypt:active", spec.app })
-  if not res then
+  local out, err = probe.read(run, { "letsencrypt:active", spec.app })
+  if not out then
     return nil, err
   end
-  if res.exit == 20 then
-    return nil -- the app does not exist yet: nothing of this resource exists either
-  end
-  if res.exit ~= 0 then
-    return nil, "letsencrypt:active " .. spec.app .. " exited " .. res.exit .. ": " .. res.stderr
-  end
-  return { active = res.stdout:match("^%s*true%s*$") ~= nil }
+  return { active = out:match("^%s*true%s*$") ~= nil }
 end
 
 function M.diff(spec, current)

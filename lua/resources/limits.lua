@@ -1,6 +1,7 @@
 -- Resource `limits`: memory and CPU limits of an app's containers
 -- (`resource:limit`, stored verbatim by Dokku, applied on next restart).
 local command = require "command"
+local probe = require "resources.probe"
 local json = require "json"
 
 local M = { type = "limits" }
@@ -14,17 +15,11 @@ local function wanted(spec)
 end
 
 function M.probe(run, spec)
-  local res, err = run({ "resource:report", spec.app, "--format", "json" })
-  if not res then
+  local out, err = probe.read(run, { "resource:report", spec.app, "--format", "json" })
+  if not out then
     return nil, err
   end
-  if res.exit == 20 then
-    return nil -- the app does not exist yet: nothing of this resource exists either
-  end
-  if res.exit ~= 0 then
-    return nil, "resource:report " .. spec.app .. " exited " .. res.exit .. ": " .. res.stderr
-  end
-  local report = json.decode(res.stdout)
+  local report = json.decode(out)
   if type(report) ~= "table" then
     return nil, "resource:report " .. spec.app .. ": unreadable output"
   end

@@ -1,6 +1,7 @@
 -- Resource `storage`: a persistent host directory mounted into an app.
 -- `storage:mount` is not idempotent, so `storage:list` is read first.
 local command = require "command"
+local probe = require "resources.probe"
 
 local M = { type = "storage" }
 
@@ -9,18 +10,12 @@ local function mount_spec(spec)
 end
 
 function M.probe(run, spec)
-  local res, err = run({ "storage:list", spec.app })
-  if not res then
+  local out, err = probe.read(run, { "storage:list", spec.app })
+  if not out then
     return nil, err
   end
-  if res.exit == 20 then
-    return nil -- the app does not exist yet: nothing of this resource exists either
-  end
-  if res.exit ~= 0 then
-    return nil, "storage:list " .. spec.app .. " exited " .. res.exit .. ": " .. res.stderr
-  end
   local mounts = {}
-  for line in res.stdout:gmatch("[^\n]+") do
+  for line in out:gmatch("[^\n]+") do
     local m = line:match("^%s*(%S+)%s*$")
     if m then
       mounts[#mounts + 1] = m
