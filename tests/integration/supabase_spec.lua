@@ -93,14 +93,13 @@ describe("Supabase mirroring #integration", function()
     assert.are.equal(503, rcode)
     assert.are.equal("unreachable", ready.checks.supabase)
     assert.are.equal(0, #SB.query(sb, "select 1 from public.instances where subscription_id = 'sub_sb2'"))
-    local t_back = socket.gettime()
     SB.restart_gateway(sb)
+    -- waiting rows go as soon as a probe finds Supabase back, not after their full backoff
     local row = eventually("the delayed rows", function()
       local r = instance_row(sb, "sub_sb2")
       return r and r.tier == "starter" and r.status == "running" and r
-    end, 60)
+    end, 20)
     assert.are.equal(j.app_name, row.app_name)
-    assert.is_true(socket.gettime() - t_back < 15, "delivery resumed " .. (socket.gettime() - t_back) .. " s after")
     -- events arrived in the order they happened
     local events = SB.query(sb, "select kind, operation from public.events where subscription_id = 'sub_sb2'"
       .. " order by id")

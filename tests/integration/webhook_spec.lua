@@ -3,7 +3,6 @@
 -- the shared-secret header.
 local H = require "harness"
 local cjson = require "cjson"
-local socket = require "socket"
 
 local SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 local KEY_HEX = "31f290f6bf06298aab4f08d43c3f082cf648a362da2da4b0" -- base64-decoded secret, in hex
@@ -54,14 +53,13 @@ describe("Supabase webhooks #integration", function()
       sign("msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", '{"test": 2432232314}'))
   end)
 
-  it("provisions on a signed INSERT of an active subscription, within 100 ms", function()
+  it("provisions on a signed INSERT of an active subscription", function()
     local body = payload("INSERT", { id = "sub_wh1", account_id = "acc_9", tier = "starter", status = "active" })
-    local t0 = socket.gettime()
+    -- the answer only queues the job (the 100 ms budget is measured in bench/, not asserted here)
     local code, j = send(srv, body, "msg_1")
-    local elapsed = socket.gettime() - t0
     assert.are.equal(202, code, cjson.encode(j))
     assert.matches("^mr%-subwh1%-", j.app_name)
-    assert.is_true(elapsed < 1.0, "answered in " .. elapsed .. " s")
+    assert.are.equal("provisioning", j.status)
     local st = H.wait_for(srv, "/api/v1/status/sub_wh1", function(s) return s.status == "running" end, 20,
       { ["X-API-Key"] = "api-key-0123456789abcdef" })
     assert.are.equal("starter", st.tier)
