@@ -341,7 +341,8 @@ function M.plan_for(r, cfg)
   if not state then
     return nil, terr
   end
-  local steps, err = engine.plan(engine.resources(state), worker.current_of(existing and inst.applied or {}))
+  local resources = engine.resources(state)
+  local steps, err = engine.plan(resources, worker.current_of(existing and inst.applied or {}, resources))
   if not steps then
     return nil, err
   end

@@ -105,21 +105,65 @@ end
 
 -- How the current state of a resource is learnt: from the server (probes,
 -- read-only) or, in dry-run, from what earlier jobs recorded.
-function M.current_of(applied)
+function M.current_of(applied, list)
   if dokku.mode() == "dry-run" then
     return function(r)
       return applied[r.key]
     end
   end
+  local timeout = math.min(60, M.timeout())
+  -- Every probe runs one read-only command: run them all at once (one wave
+  -- over the pool) instead of one after another. Each probe runs in a
+  -- coroutine that yields its argv; the answers are fed back in.
+  local cache = {}
+  if list then
+    local pending = {}
+    for _, r in ipairs(list) do
+      local mod = engine.modules[r.type]
+      if mod and mod.probe then
+        local co = coroutine.create(function()
+          return mod.probe(function(argv) return coroutine.yield(argv) end, r.spec)
+        end)
+        local ok, argv = coroutine.resume(co)
+        if ok and coroutine.status(co) == "suspended" then
+          pending[#pending + 1] = { r = r, co = co, argv = argv }
+        end
+      end
+    end
+    for first = 1, #pending, 64 do
+      local calls = {}
+      for i = first, math.min(#pending, first + 63) do
+        calls[#calls + 1] = { argv = command.full_argv({ argv = pending[i].argv }), timeout = timeout }
+      end
+      for k, res in ipairs(dokku.run_many(calls)) do
+        local p = pending[first + k - 1]
+        local answer, err = res.ok, res.error
+        if not answer then
+          err = table.concat(p.argv, " ") .. ": " .. tostring(err)
+        end
+        local ok, cur, perr = coroutine.resume(p.co, answer, err)
+        if ok and coroutine.status(p.co) == "dead" then
+          cache[p.r.key] = { cur = cur, err = (cur == nil and perr) or nil }
+        end
+      end
+    end
+  end
   local function run(argv)
     local full = command.full_argv({ argv = argv })
-    local res, err = dokku.run(full, { timeout = math.min(60, M.timeout()) })
+    local res, err = dokku.run(full, { timeout = timeout })
     if not res then
       return nil, table.concat(argv, " ") .. ": " .. err
     end
     return res
   end
   return function(r)
+    local hit = cache[r.key]
+    if hit then
+      if hit.err then
+        return nil, hit.err
+      end
+      return hit.cur
+    end
     local mod = engine.modules[r.type]
     local cur, err = mod.probe(run, r.spec)
     if cur == nil and err then
@@ -366,12 +410,13 @@ local function converge(job, inst, state, ctx, redact)
   while true do
     attempt = attempt + 1
     local ok, err = pcall(function()
-      local current_of = M.current_of(applied)
       local steps, perr
+      local list = job.operation ~= "deprovision" and engine.resources(state) or nil
+      local current_of = M.current_of(applied, list)
       if job.operation == "deprovision" then
         steps, perr = engine.teardown(state, current_of, { backup = job.request.backup_data ~= false })
       else
-        steps, perr = engine.plan(engine.resources(state), current_of)
+        steps, perr = engine.plan(list, current_of)
       end
       if not steps then
         error({ message = redact(tostring(perr)), transient = true }, 0)
