@@ -17,11 +17,69 @@ local decoder = cjson.new()
 decoder.decode_max_depth(32)
 decoder.decode_invalid_numbers(false)
 
--- Returns the value, or nil and a message.
+-- The first key that appears twice in one object of text (already known to
+-- be valid JSON), or nil. cjson keeps the last silently; a request that says
+-- two things at once is refused instead.
+function M.duplicate_key(text)
+  local stack = {} -- one entry per open container: a key set (object) or false (array)
+  local i, n = 1, #text
+  local expect_key = false
+  while i <= n do
+    local c = text:sub(i, i)
+    if c == '"' then
+      local j = i + 1
+      while true do
+        local q = text:find('["\\]', j)
+        if not q then
+          return nil
+        end
+        if text:sub(q, q) == "\\" then
+          j = q + 2
+        else
+          j = q
+          break
+        end
+      end
+      local top = stack[#stack]
+      if top and expect_key then
+        local key = text:sub(i + 1, j - 1)
+        if top[key] then
+          return key
+        end
+        top[key] = true
+        expect_key = false
+      end
+      i = j + 1
+    else
+      if c == "{" then
+        stack[#stack + 1] = {}
+        expect_key = true
+      elseif c == "[" then
+        stack[#stack + 1] = false
+      elseif c == "}" or c == "]" then
+        stack[#stack] = nil
+      elseif c == "," then
+        expect_key = stack[#stack] ~= false and stack[#stack] ~= nil
+      end
+      i = i + 1
+    end
+  end
+  return nil
+end
+
+-- Returns the value, or nil and a message. Refuses invalid UTF-8 and
+-- duplicate keys.
 function M.decode(text)
+  if not utf8.len(text) then
+    return nil, "the body is not valid UTF-8"
+  end
   local ok, v = pcall(decoder.decode, text)
   if not ok then
     return nil, (tostring(v):gsub("^.-:%d+: ", ""))
+  end
+  local dup = type(v) == "table" and M.duplicate_key(text)
+  if dup then
+    return nil, "duplicate key in an object: " .. (dup:match("^[%w_.-]+$") and dup or "(not shown)")
   end
   return v
 end
