@@ -32,3 +32,13 @@ lint: deps
 
 clean:
 	rm -rf build build-asan
+
+# The benchmark (bench/README.md): per-command time over the SSH pool vs a
+# bare libssh2 loop, SSH handshakes per 100 provisions, and a provision's
+# wall time vs the serial sum of its commands. Not part of `make test`.
+.PHONY: bench
+bench: build
+	cmake -S . -B $(BUILD) >/dev/null
+	cmake --build $(BUILD) -j $(JOBS) --target bench_ssh_exec
+	MRPROV_ROOT=$(CURDIR) MRPROV_BIN=$(CURDIR)/$(BUILD)/mrprov \
+	  BENCH_EXEC=$(CURDIR)/$(BUILD)/bench/bench_ssh_exec lua5.4 bench/bench.lua
