@@ -9,7 +9,7 @@ packages=(
   libmicrohttpd-dev libssh2-1-dev libcurl4-openssl-dev libsqlite3-dev libssl-dev
   lua-busted lua-socket lua-check lua-sql-postgres
   openssh-server openssh-client postgresql
-  curl sqlite3 openssl
+  curl sqlite3 openssl cppcheck shellcheck
 )
 
 missing=()

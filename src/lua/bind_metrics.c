@@ -26,6 +26,7 @@ static void labels(lua_State *L, int idx, struct sbuf *b)
 		return;
 	luaL_checktype(L, idx, LUA_TTABLE);
 	struct pair pairs[16];
+	memset(pairs, 0, sizeof pairs);
 	int n = 0;
 	lua_pushnil(L);
 	while (lua_next(L, idx)) {

@@ -52,6 +52,26 @@ describe("mrprov serve (dry-run) #integration", function()
       end
     end)
 
+    it("serves every operation the OpenAPI document lists, and no other", function()
+      local _, doc = H.request(srv, "GET", "/openapi.json")
+      local n = 0
+      for path, ops in pairs(doc.paths) do
+        for method in pairs(ops) do
+          if method:match("^%a+$") and method ~= "parameters" then
+            n = n + 1
+            local url = path:gsub("{[%w_]+}", "x")
+            local body = (method ~= "get") and "{}" or nil
+            local code, j = H.request(srv, method:upper(), url, body)
+            assert.is_true(code ~= 405, method .. " " .. path .. " is not served")
+            assert.is_false(code == 404 and j and j.error and j.error.message == "no such route",
+              method .. " " .. path .. " is not served")
+          end
+        end
+      end
+      assert.are.equal(13, n, "operations in openapi.json")
+      -- the server's routes are the paths listed above (checked one by one in the previous test)
+    end)
+
     it("404s an unknown route and 405s a wrong method with Allow", function()
       local code, j = H.request(srv, "GET", "/nope")
       assert.are.equal(404, code)
