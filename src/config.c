@@ -1,6 +1,7 @@
 /* config: environment + `.env`, defaults and validation (SPEC §3). */
 #include "config.h"
 #include "util/crypto.h"
+#include "util/fs.h"
 #include "util/log.h"
 
 #include <arpa/inet.h>
@@ -375,21 +376,6 @@ static void secret_path(const struct config *c, char *out, size_t outlen)
 		snprintf(out, outlen, "secret");
 }
 
-static int mkdir_parents(const char *path)
-{
-	char tmp[PATH_MAX];
-	snprintf(tmp, sizeof tmp, "%s", path);
-	for (char *p = tmp + 1; *p; p++) {
-		if (*p == '/') {
-			*p = '\0';
-			if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-				return -1;
-			*p = '/';
-		}
-	}
-	return 0;
-}
-
 int config_load_secret(struct config *c, int create, char *err, size_t errlen)
 {
 	const char *env = config_get("PROVISIONER_SECRET");
@@ -431,7 +417,7 @@ int config_load_secret(struct config *c, int create, char *err, size_t errlen)
 	c->secret_len = 64;
 	if (!create)
 		return 0; /* ephemeral: commands without side effects must not write files */
-	if (mkdir_parents(path) < 0) {
+	if (fs_mkdirs(path, 0700, 0) < 0) {
 		snprintf(err, errlen, "PROVISIONER_SECRET: cannot create the directory of %s: %s", path,
 			 strerror(errno));
 		return -1;

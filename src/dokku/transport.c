@@ -1,6 +1,7 @@
 /* transport: dry-run and local execution of Dokku commands. */
 #define _GNU_SOURCE
 #include "transport.h"
+#include "util/clock.h"
 #include "metrics.h"
 
 #include <errno.h>
@@ -88,13 +89,6 @@ int transport_token_ok(const char *tok, size_t len, const char **reason)
 	return 1;
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void result_init(struct transport_result *res)
 {
 	memset(res, 0, sizeof *res);
@@ -147,12 +141,12 @@ static int run_local(const char *const *argv, int argc, double timeout_s, int ou
 	struct pollfd fds[2] = { { outp[0], POLLIN, 0 }, { errp[0], POLLIN, 0 } };
 	struct sbuf *bufs[2] = { &res->out, &res->err };
 	int open_fds = 2;
-	double deadline = timeout_s > 0 ? now_s() + timeout_s : 0;
+	double deadline = timeout_s > 0 ? clock_mono() + timeout_s : 0;
 	int timed_out = 0;
 	while (open_fds > 0) {
 		int wait_ms = -1;
 		if (deadline) {
-			double left = deadline - now_s();
+			double left = deadline - clock_mono();
 			if (left <= 0) {
 				timed_out = 1;
 				break;
@@ -239,7 +233,7 @@ int transport_run(const char *const *argv, int argc, double timeout_s, int out_f
 			return -1;
 		}
 	}
-	double t0 = now_s();
+	double t0 = clock_mono();
 	int rc = 0;
 	if (mode == TRANSPORT_DRY_RUN)
 		res->exit_code = 0;
@@ -247,10 +241,10 @@ int transport_run(const char *const *argv, int argc, double timeout_s, int out_f
 		rc = run_local(argv, argc, timeout_s, out_fd, res);
 	else
 		rc = run_ssh(argv, argc, timeout_s, out_fd, res);
-	res->duration_s = now_s() - t0;
+	res->duration_s = clock_mono() - t0;
 	if (rc == 0 && mode != TRANSPORT_DRY_RUN) {
 		pthread_mutex_lock(&ok_lock);
-		last_ok = now_s();
+		last_ok = clock_mono();
 		pthread_mutex_unlock(&ok_lock);
 	}
 	const char *outcome = rc < 0 ? "error" : res->exit_code == 0 ? "ok" : "nonzero";
@@ -266,7 +260,7 @@ int transport_check(double max_age_s, char *reason, size_t reasonlen)
 	if (mode == TRANSPORT_DRY_RUN)
 		return 0;
 	pthread_mutex_lock(&ok_lock);
-	double age = now_s() - last_ok;
+	double age = clock_mono() - last_ok;
 	pthread_mutex_unlock(&ok_lock);
 	if (last_ok > 0 && age <= max_age_s)
 		return 0;

@@ -1,6 +1,7 @@
 /* http: libmicrohttpd, one thread per connection; Lua states are borrowed
  * from the runtime's pool for the length of one request. */
 #include "http/server.h"
+#include "util/clock.h"
 #include "config.h"
 #include "dokku/transport.h"
 #include "lua/runtime.h"
@@ -68,13 +69,6 @@ struct request {
 static struct MHD_Daemon *daemon_;
 static const struct config *cfg;
 static int bound_port;
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static int path_matches(const struct route *r, const char *url, const char **param)
 {
@@ -199,6 +193,14 @@ static enum MHD_Result handle_health(struct MHD_Connection *c, struct request *r
 	return r;
 }
 
+/* Appends one reason to the JSON array body in reasons. */
+static void add_reason(struct sbuf *reasons, const char *why)
+{
+	if (reasons->len)
+		sbuf_addc(reasons, ',');
+	sbuf_add_json_string(reasons, why, strlen(why));
+}
+
 static enum MHD_Result handle_ready(struct MHD_Connection *c, struct request *rq)
 {
 	struct sbuf b, reasons;
@@ -210,7 +212,7 @@ static enum MHD_Result handle_ready(struct MHD_Connection *c, struct request *rq
 	if (!db || sqlite3_exec(db, "SELECT 1 FROM jobs LIMIT 1", NULL, NULL, NULL) != SQLITE_OK) {
 		store_state = "unavailable";
 		ready = 0;
-		sbuf_adds(&reasons, "\"the state store is not available\"");
+		add_reason(&reasons, "the state store is not available");
 	}
 	char err[1024];
 	const char *lua_state = "ok";
@@ -220,9 +222,7 @@ static enum MHD_Result handle_ready(struct MHD_Connection *c, struct request *rq
 		ready = 0;
 		char m[1100];
 		snprintf(m, sizeof m, "the Lua configuration cannot be loaded: %s", err);
-		if (reasons.len)
-			sbuf_addc(&reasons, ',');
-		sbuf_add_json_string(&reasons, m, strlen(m));
+		add_reason(&reasons, m);
 	} else {
 		rt_release(L);
 	}
@@ -231,18 +231,14 @@ static enum MHD_Result handle_ready(struct MHD_Connection *c, struct request *rq
 	if (transport_check(30, dokku_reason, sizeof dokku_reason) < 0) {
 		dokku_state = "unreachable";
 		ready = 0;
-		if (reasons.len)
-			sbuf_addc(&reasons, ',');
-		sbuf_add_json_string(&reasons, dokku_reason, strlen(dokku_reason));
+		add_reason(&reasons, dokku_reason);
 	}
 	char sb_reason[300] = "";
 	const char *sb_state = cfg->supabase_url ? "ok" : "not configured";
 	if (outbox_check(30, sb_reason, sizeof sb_reason) < 0) {
 		sb_state = "unreachable";
 		ready = 0;
-		if (reasons.len)
-			sbuf_addc(&reasons, ',');
-		sbuf_add_json_string(&reasons, sb_reason, strlen(sb_reason));
+		add_reason(&reasons, sb_reason);
 	}
 	char reload_err[1024];
 	rt_last_error(reload_err, sizeof reload_err);
@@ -404,7 +400,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		if (!rq)
 			return MHD_NO;
 		sbuf_init(&rq->body);
-		rq->t0 = now_s();
+		rq->t0 = clock_mono();
 		unsigned char rnd[8];
 		crypto_random(rnd, sizeof rnd);
 		crypto_hex(rnd, sizeof rnd, rq->id);
@@ -467,7 +463,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 	snprintf(labels, sizeof labels, "route=\"%s\",status=\"%d\"", route, rq->status);
 	metrics_add("mrprov_http_requests_total", labels, 1);
 	snprintf(labels, sizeof labels, "route=\"%s\"", route);
-	metrics_observe("mrprov_http_request_duration_seconds", labels, now_s() - rq->t0);
+	metrics_observe("mrprov_http_request_duration_seconds", labels, clock_mono() - rq->t0);
 	sbuf_free(&rq->body);
 	free(rq);
 	*con_cls = NULL;

@@ -3,6 +3,8 @@
 #include "config.h"
 #include "dokku/transport.h"
 #include "lua/runtime.h"
+#include "util/clock.h"
+#include "util/fs.h"
 
 #include <curl/curl.h>
 #include <dirent.h>
@@ -19,36 +21,21 @@
 
 static int l_now(lua_State *L)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
+	lua_pushnumber(L, clock_real());
 	return 1;
 }
 
 static int l_monotonic(lua_State *L)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
+	lua_pushnumber(L, clock_mono());
 	return 1;
 }
 
-/* iso_now([epoch]): ISO-8601 UTC with milliseconds. */
+/* iso_time([epoch]): ISO-8601 UTC with milliseconds. */
 static int l_iso_time(lua_State *L)
 {
-	struct timespec ts;
-	if (lua_isnoneornil(L, 1)) {
-		clock_gettime(CLOCK_REALTIME, &ts);
-	} else {
-		double t = luaL_checknumber(L, 1);
-		ts.tv_sec = (time_t)t;
-		ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
-	}
-	struct tm tm;
-	gmtime_r(&ts.tv_sec, &tm);
-	char buf[40];
-	size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf + n, sizeof buf - n, ".%03ldZ", ts.tv_nsec / 1000000);
+	char buf[CLOCK_ISO_LEN];
+	clock_iso(lua_isnoneornil(L, 1) ? -1 : luaL_checknumber(L, 1), buf);
 	lua_pushstring(L, buf);
 	return 1;
 }
@@ -144,23 +131,10 @@ static int l_sleep(lua_State *L)
 static int l_mkdir_p(lua_State *L)
 {
 	const char *path = luaL_checkstring(L, 1);
-	mode_t mode = (mode_t)luaL_optinteger(L, 2, 0700);
-	char tmp[4096];
-	if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp)
-		return luaL_argerror(L, 1, "path too long");
-	for (char *p = tmp + 1;; p++) {
-		if (*p == '/' || *p == '\0') {
-			char c = *p;
-			*p = '\0';
-			if (mkdir(tmp, mode) < 0 && errno != EEXIST) {
-				luaL_pushfail(L);
-				lua_pushfstring(L, "%s: %s", tmp, strerror(errno));
-				return 2;
-			}
-			*p = c;
-			if (c == '\0')
-				break;
-		}
+	if (fs_mkdirs(path, (mode_t)luaL_optinteger(L, 2, 0700), 1) < 0) {
+		luaL_pushfail(L);
+		lua_pushfstring(L, "%s: %s", path, strerror(errno));
+		return 2;
 	}
 	lua_pushboolean(L, 1);
 	return 1;

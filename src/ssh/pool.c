@@ -4,6 +4,7 @@
  * status and wakes the caller. */
 #define _GNU_SOURCE
 #include "ssh/pool.h"
+#include "util/clock.h"
 #include "metrics.h"
 #include "util/log.h"
 
@@ -80,13 +81,6 @@ static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static void lib_init(void)
 {
 	libssh2_init(0);
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static void update_gauge(struct ssh_pool *p)
@@ -325,7 +319,7 @@ static int session_connect(struct session *s, char *err, size_t errlen, int *ref
 	libssh2_session_set_blocking(s->s, 0);
 	s->connected = 1;
 	s->backoff = 0;
-	s->last_keepalive = now_s();
+	s->last_keepalive = clock_mono();
 	update_gauge(p);
 	return 0;
 fail:
@@ -362,7 +356,7 @@ static void session_broken(struct session *s, const char *why)
 	s->nactive = 0;
 	/* The channels die with the session; libssh2 frees them with it. */
 	disconnect(s);
-	s->next_connect = now_s() + 0.1;
+	s->next_connect = clock_mono() + 0.1;
 }
 
 /* Advances one request as far as it goes without blocking.
@@ -473,7 +467,7 @@ static int progress(struct session *s, struct request *rq)
 			rq->ch = NULL;
 			pthread_mutex_lock(&s->pool->lock);
 			if (rq->res && !rq->res->error[0])
-				s->pool->last_ok = now_s();
+				s->pool->last_ok = clock_mono();
 			pthread_mutex_unlock(&s->pool->lock);
 			complete(s, rq);
 			return 1;
@@ -492,7 +486,7 @@ static int expire(struct session *s, struct request *rq)
 	rq->res = NULL;
 	rq->detached = 1;
 	rq->done = 1;
-	rq->expired_at = now_s();
+	rq->expired_at = clock_mono();
 	pthread_cond_signal(&rq->cond);
 	pthread_mutex_unlock(&p->lock);
 	if (rq->st == RQ_OPEN) {
@@ -518,7 +512,7 @@ static void *session_main(void *arg)
 		if (stopping && pending == 0 && s->nactive == 0)
 			break;
 
-		double now = now_s();
+		double now = clock_mono();
 		if (!s->connected && (pending > 0 || !stopping) && now >= s->next_connect && !refused) {
 			int ref = 0;
 			if (session_connect(s, err, sizeof err, &ref) < 0) {
@@ -559,7 +553,7 @@ static void *session_main(void *arg)
 				s->active[s->nactive++] = rq;
 			}
 			pthread_mutex_unlock(&p->lock);
-			now = now_s();
+			now = clock_mono();
 			for (int i = 0; i < s->nactive && s->connected; i++) {
 				struct request *rq = s->active[i];
 				if (rq->deadline && now > rq->deadline && !rq->detached && expire(s, rq)) {
@@ -629,8 +623,8 @@ static void *session_main(void *arg)
 			fds[1].events = POLLIN;
 		}
 		int timeout = 100;
-		if (!s->connected && !p->refused && s->next_connect > now_s())
-			timeout = (int)((s->next_connect - now_s()) * 1000) + 1;
+		if (!s->connected && !p->refused && s->next_connect > clock_mono())
+			timeout = (int)((s->next_connect - clock_mono()) * 1000) + 1;
 		if (timeout > 1000)
 			timeout = 1000;
 		if (poll(fds, 2, timeout) > 0 && (fds[0].revents & POLLIN)) {
@@ -700,7 +694,7 @@ int ssh_pool_run(struct ssh_pool *p, const char *cmd, double timeout_s, int out_
 	if (!rq)
 		abort();
 	rq->cmd = strdup(cmd);
-	rq->deadline = timeout_s > 0 ? now_s() + timeout_s : 0;
+	rq->deadline = timeout_s > 0 ? clock_mono() + timeout_s : 0;
 	rq->out_fd = out_fd;
 	rq->res = res;
 	pthread_cond_init(&rq->cond, NULL);

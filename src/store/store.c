@@ -1,6 +1,8 @@
 /* store: SQLite journal. Each thread owns a connection (pthread key), so no
  * connection is ever shared; WAL lets readers run beside the one writer. */
 #include "store.h"
+#include "util/clock.h"
+#include "util/fs.h"
 #include "util/log.h"
 
 #include <errno.h>
@@ -126,21 +128,6 @@ static sqlite3 *open_conn(char *err, size_t errlen)
 	return db;
 }
 
-static int mkdir_parents(const char *path)
-{
-	char tmp[PATH_MAX];
-	snprintf(tmp, sizeof tmp, "%s", path);
-	for (char *p = tmp + 1; *p; p++) {
-		if (*p == '/') {
-			*p = '\0';
-			if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-				return -1;
-			*p = '/';
-		}
-	}
-	return 0;
-}
-
 static int migrate(sqlite3 *db, char *err, size_t errlen)
 {
 	sqlite3_stmt *st;
@@ -180,7 +167,7 @@ int store_open(const char *path, int readonly, char *err, size_t errlen)
 	free(db_path);
 	db_path = strdup(path);
 	db_readonly = readonly;
-	if (!readonly && mkdir_parents(path) < 0) {
+	if (!readonly && fs_mkdirs(path, 0700, 0) < 0) {
 		snprintf(err, errlen, "STATE_DB: cannot create the directory of %s: %s", path, strerror(errno));
 		return -1;
 	}
@@ -259,16 +246,6 @@ void store_rollback(void)
 		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 }
 
-static void iso_now(char *out, size_t outlen)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	struct tm tm;
-	gmtime_r(&ts.tv_sec, &tm);
-	size_t n = strftime(out, outlen, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(out + n, outlen - n, ".%03ldZ", ts.tv_nsec / 1000000);
-}
-
 int store_job_claim(char *id, size_t idlen)
 {
 	sqlite3 *db = store_conn();
@@ -285,8 +262,8 @@ int store_job_claim(char *id, size_t idlen)
 		log_error("store: claim: %s", sqlite3_errmsg(db));
 		return -1;
 	}
-	char now[40];
-	iso_now(now, sizeof now);
+	char now[CLOCK_ISO_LEN];
+	clock_iso(-1, now);
 	sqlite3_bind_text(st, 1, now, -1, SQLITE_TRANSIENT);
 	int rc = sqlite3_step(st);
 	int found = 0;
@@ -338,8 +315,8 @@ void store_job_fail(const char *id, const char *message)
 			       "UPDATE jobs SET state = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1",
 			       -1, &st, NULL) != SQLITE_OK)
 		return;
-	char now[40];
-	iso_now(now, sizeof now);
+	char now[CLOCK_ISO_LEN];
+	clock_iso(-1, now);
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_text(st, 2, message, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_text(st, 3, now, -1, SQLITE_TRANSIENT);

@@ -3,6 +3,7 @@
  * delivered rows are deleted; retryable failures get a later attempt;
  * requests PostgREST refuses (other 4xx) are parked with the error. */
 #include "supabase/outbox.h"
+#include "util/clock.h"
 #include "metrics.h"
 #include "store/store.h"
 #include "supabase/client.h"
@@ -28,13 +29,6 @@ static unsigned long notified;
 static double last_answer; /* realtime of the last HTTP answer that was not an auth refusal */
 static char last_problem[300];
 
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void note_answer(long status, const char *problem)
 {
 	pthread_mutex_lock(&lock);
@@ -42,7 +36,7 @@ static void note_answer(long status, const char *problem)
 		snprintf(last_problem, sizeof last_problem, "Supabase refused the service key (%ld): %.200s", status,
 			 problem ? problem : "");
 	} else {
-		last_answer = now_s();
+		last_answer = clock_real();
 		last_problem[0] = '\0';
 	}
 	pthread_mutex_unlock(&lock);
@@ -75,7 +69,7 @@ static int load_rows(struct row *rows, int max)
 		" ORDER BY o.id LIMIT ?2";
 	if (!db || sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
 		return -1;
-	sqlite3_bind_double(st, 1, now_s());
+	sqlite3_bind_double(st, 1, clock_real());
 	sqlite3_bind_int(st, 2, max);
 	int n = 0;
 	while (n < max && sqlite3_step(st) == SQLITE_ROW) {
@@ -163,7 +157,7 @@ static int deliver(struct row *r)
 		snprintf(msg, sizeof msg, "HTTP %ld: %.400s", status, line);
 		exec_row("UPDATE outbox SET state = 'parked', attempts = attempts + 1, next_attempt_at = ?2,"
 			 " last_error = ?3 WHERE id = ?1",
-			 r->id, now_s(), msg);
+			 r->id, clock_real(), msg);
 		log_error("outbox: Supabase refused row %lld for table %s, parked (no retry): %s", r->id, r->table, msg);
 		metrics_add("mrprov_outbox_deliveries_total", "outcome=\"parked\"", 1);
 	} else {
@@ -184,7 +178,7 @@ static int deliver(struct row *r)
 			backoff = BACKOFF_CAP;
 		backoff *= 0.5 + (double)(rand() % 1000) / 2000.0;
 		exec_row("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
-			 r->id, now_s() + backoff, msg);
+			 r->id, clock_real() + backoff, msg);
 		if (r->attempts == 0 || r->attempts % 10 == 0)
 			log_warn("outbox: delivery of row %lld to %s failed (%s); retrying in %.1f s", r->id, r->table,
 				 msg, backoff);
@@ -205,7 +199,7 @@ static int waiting_rows(void)
 				     "SELECT count(*) FROM outbox WHERE state = 'pending' AND"
 				     " coalesce(CAST(next_attempt_at AS REAL), 0) > ?1",
 				     -1, &st, NULL) == SQLITE_OK) {
-		sqlite3_bind_double(st, 1, now_s());
+		sqlite3_bind_double(st, 1, clock_real());
 		if (sqlite3_step(st) == SQLITE_ROW)
 			n = sqlite3_column_int(st, 0);
 		sqlite3_finalize(st);
@@ -259,13 +253,13 @@ static void *sender_main(void *arg)
 		 * Supabase is back; when it is, they go at once instead of waiting. */
 		int waiting = waiting_rows();
 		double every = waiting ? PROBE_WAITING : PROBE_EVERY;
-		if (now_s() - last_probe > every && (waiting || now_s() - last_answer > PROBE_EVERY)) {
+		if (clock_real() - last_probe > every && (waiting || clock_real() - last_answer > PROBE_EVERY)) {
 			if (probe() && waiting) {
 				/* no parameters: exec_row's binds are ignored */
 				exec_row("UPDATE outbox SET next_attempt_at = NULL WHERE state = 'pending'", 0, 0, NULL);
 				log_info("outbox: Supabase answers again; delivering %d waiting row(s)", waiting);
 			}
-			last_probe = now_s();
+			last_probe = clock_real();
 		}
 		pthread_mutex_lock(&lock);
 		if (!stopping && seen == notified) {
@@ -323,7 +317,7 @@ int outbox_check(double max_age_s, char *reason, size_t reasonlen)
 	if (!running)
 		return 0;
 	pthread_mutex_lock(&lock);
-	double age = now_s() - last_answer;
+	double age = clock_real() - last_answer;
 	int ok = last_answer > 0 && age <= max_age_s && !last_problem[0];
 	if (!ok)
 		snprintf(reason, reasonlen, "%s", last_problem[0] ? last_problem

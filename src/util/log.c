@@ -1,6 +1,7 @@
 /* log: JSON lines on stderr with an ISO-8601 UTC timestamp. */
 #include "log.h"
 #include "sbuf.h"
+#include "util/clock.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -44,13 +45,8 @@ void log_write(enum log_level level, const char *msg, const char *fields_json)
 {
 	if (!log_enabled(level))
 		return;
-	struct timeval tv;
-	gettimeofday(&tv, NULL);
-	struct tm tm;
-	gmtime_r(&tv.tv_sec, &tm);
-	char ts[40];
-	size_t n = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(ts + n, sizeof ts - n, ".%03ldZ", (long)(tv.tv_usec / 1000));
+	char ts[CLOCK_ISO_LEN];
+	clock_iso(-1, ts);
 
 	struct sbuf b;
 	sbuf_init(&b);
