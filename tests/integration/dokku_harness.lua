@@ -144,6 +144,19 @@ function M.stop(h)
   started[h.dir] = nil
 end
 
+-- The environment that points mrprov (tests/integration/harness.lua) at h.
+function M.mrprov_env(h, extra)
+  local env = {
+    DOKKU_HOST = "127.0.0.1", DOKKU_PORT = tostring(h.port), DOKKU_USER = h.user,
+    DOKKU_SSH_KEY_PATH = h.key, DOKKU_KNOWN_HOSTS = h.dir .. "/mrprov_known_hosts",
+    LETSENCRYPT_EMAIL = "ops@example.com", DOKKU_POOL_SIZE = "2",
+  }
+  for k, v in pairs(extra or {}) do
+    env[k] = v
+  end
+  return env
+end
+
 function M.stop_all()
   for _, h in pairs(started) do
     M.stop(h)

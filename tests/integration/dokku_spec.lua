@@ -7,16 +7,20 @@ local D = require "dokku_harness"
 local cjson = require "cjson"
 local socket = require "socket"
 
-local function mrprov_env(h, extra)
-  local env = {
-    DOKKU_HOST = "127.0.0.1", DOKKU_PORT = tostring(h.port), DOKKU_USER = h.user,
-    DOKKU_SSH_KEY_PATH = h.key, DOKKU_KNOWN_HOSTS = h.dir .. "/mrprov_known_hosts",
-    LETSENCRYPT_EMAIL = "ops@example.com", DOKKU_POOL_SIZE = "2",
-  }
-  for k, v in pairs(extra or {}) do
-    env[k] = v
-  end
-  return env
+local mrprov_env = D.mrprov_env
+
+-- Registers setup/teardown for a describe block: a simulator behind sshd
+-- and mrprov against it; use(h, srv) hands both to the block's locals.
+local function simulated(use, extra)
+  setup(function()
+    local h = D.start()
+    local env = mrprov_env(h, type(extra) == "function" and extra(h) or extra)
+    use(h, H.start({ env = env }))
+  end)
+  teardown(function()
+    H.cleanup()
+    D.stop_all()
+  end)
 end
 
 local function mutating(h, since)
@@ -38,17 +42,7 @@ end
 describe("provisioning over SSH #integration", function()
   local h, srv
 
-  setup(function()
-    h = D.start()
-    srv = H.start({ env = mrprov_env(h) })
-  end)
-
-  teardown(function()
-    H.cleanup()
-    if h then
-      D.stop(h)
-    end
-  end)
+  simulated(function(hh, ss) h, srv = hh, ss end)
 
   local app, password, first_job
 
@@ -164,17 +158,7 @@ end)
 describe("failures over SSH #integration", function()
   local h, srv
 
-  setup(function()
-    h = D.start()
-    srv = H.start({ env = mrprov_env(h) })
-  end)
-
-  teardown(function()
-    H.cleanup()
-    if h then
-      D.stop(h)
-    end
-  end)
+  simulated(function(hh, ss) h, srv = hh, ss end)
 
   it("runs independent apps in parallel, never two commands on one app at once", function()
     D.set_faults(h, { { match = "apps:create", action = "delay", ms = 300 } })
@@ -281,17 +265,7 @@ end)
 describe("the connection under stress #integration", function()
   local h, srv
 
-  setup(function()
-    h = D.start()
-    srv = H.start({ env = mrprov_env(h, { DOKKU_COMMAND_TIMEOUT = "2" }) })
-  end)
-
-  teardown(function()
-    H.cleanup()
-    if h then
-      D.stop(h)
-    end
-  end)
+  simulated(function(hh, ss) h, srv = hh, ss end, { DOKKU_COMMAND_TIMEOUT = "2" })
 
   it("times out a command that never returns, retries, and completes", function()
     D.set_faults(h, { { match = "domains:set %S+%-frontend", action = "hang", times = 1 } })
@@ -343,18 +317,10 @@ end)
 describe("reload under load #integration", function()
   local h, srv, tiers
 
-  setup(function()
-    h = D.start()
+  simulated(function(hh, ss) h, srv = hh, ss end, function()
     tiers = H.tmpdir()
     os.execute("cp " .. H.root .. "/tiers/*.lua " .. tiers .. "/")
-    srv = H.start({ env = mrprov_env(h, { TIERS_DIR = tiers }) })
-  end)
-
-  teardown(function()
-    H.cleanup()
-    if h then
-      D.stop(h)
-    end
+    return { TIERS_DIR = tiers }
   end)
 
   it("finishes a running job on its old generation; new jobs use the new one", function()

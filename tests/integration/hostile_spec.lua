@@ -86,10 +86,7 @@ describe("hostile input #integration", function()
 
   setup(function()
     h = D.start()
-    srv = H.start({ env = {
-      DOKKU_HOST = "127.0.0.1", DOKKU_PORT = tostring(h.port), DOKKU_USER = h.user, DOKKU_SSH_KEY_PATH = h.key,
-      DOKKU_KNOWN_HOSTS = h.dir .. "/kh", LETSENCRYPT_EMAIL = "ops@example.com", WEBHOOK_SECRET = "whsec_c2VjcmV0",
-    } })
+    srv = H.start({ env = D.mrprov_env(h, { WEBHOOK_SECRET = "whsec_c2VjcmV0" }) })
     local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_victim", tier = "free" },
       { Prefer = "wait=60" })
     assert(code == 200 and j.status == "running", cjson.encode(j))
