@@ -231,7 +231,8 @@ static void *sender_main(void *arg)
 {
 	(void)arg;
 	srand((unsigned)time(NULL));
-	double last_probe = 0;
+	double last_probe = 0, last_depth = 0;
+	unsigned long depth_seen = (unsigned long)-1;
 	for (;;) {
 		pthread_mutex_lock(&lock);
 		int stop = stopping;
@@ -246,20 +247,29 @@ static void *sender_main(void *arg)
 			failures += deliver(&rows[i]);
 			free_row(&rows[i]);
 		}
-		update_depth();
+		/* The depth gauge changes when rows were written (notified) or
+		 * delivered; not on every idle tick. */
+		if (n > 0 || seen != depth_seen || clock_real() - last_depth > PROBE_WAITING) {
+			update_depth();
+			last_depth = clock_real();
+			depth_seen = seen;
+		}
 		if (n > 0 && failures == 0)
 			continue; /* more may be waiting */
 		/* While rows wait out their backoff, ask every few seconds whether
 		 * Supabase is back; when it is, they go at once instead of waiting. */
-		int waiting = waiting_rows();
-		double every = waiting ? PROBE_WAITING : PROBE_EVERY;
-		if (clock_real() - last_probe > every && (waiting || clock_real() - last_answer > PROBE_EVERY)) {
-			if (probe() && waiting) {
-				/* no parameters: exec_row's binds are ignored */
-				exec_row("UPDATE outbox SET next_attempt_at = NULL WHERE state = 'pending'", 0, 0, NULL);
-				log_info("outbox: Supabase answers again; delivering %d waiting row(s)", waiting);
+		if (clock_real() - last_probe > PROBE_WAITING) {
+			int waiting = waiting_rows();
+			if (waiting || (clock_real() - last_probe > PROBE_EVERY &&
+					clock_real() - last_answer > PROBE_EVERY)) {
+				if (probe() && waiting) {
+					/* no parameters: exec_row's binds are ignored */
+					exec_row("UPDATE outbox SET next_attempt_at = NULL WHERE state = 'pending'", 0, 0,
+						 NULL);
+					log_info("outbox: Supabase answers again; delivering %d waiting row(s)", waiting);
+				}
+				last_probe = clock_real();
 			}
-			last_probe = clock_real();
 		}
 		pthread_mutex_lock(&lock);
 		if (!stopping && seen == notified) {
