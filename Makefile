@@ -4,7 +4,7 @@ BUILD ?= build
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run test test-asan lint clean
+.PHONY: all deps build run test check test-asan test-fuzz test-valgrind fuzz lint clean
 
 all: build
 
@@ -20,18 +20,26 @@ build: deps $(BUILD)/CMakeCache.txt
 run: build
 	./$(BUILD)/mrprov serve
 
-test: build
+# `make test` is what CI runs: the suite, then the same suite under
+# ASan+UBSan (build-asan), the fuzz targets briefly on their seed corpus
+# (build-fuzz, clang), and the valgrind memcheck smoke (the last two: issue 6, being added).
+test: check test-asan
+
+# The suite in one build directory (the quick loop while developing).
+check: build
 	cd $(BUILD) && ctest --output-on-failure -j 2
 
-# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer (the
+# lint tests are left to `check`: they do not run our code).
 test-asan:
-	$(MAKE) test BUILD=build-asan CMAKE_FLAGS="-DMRPROV_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug"
+	$(MAKE) build BUILD=build-asan CMAKE_FLAGS="-DMRPROV_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug"
+	cd build-asan && ctest --output-on-failure -j 2 -LE lint
 
 lint: deps
 	luacheck lua tiers hooks tests
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 # The benchmark (bench/README.md): per-command time over the SSH pool vs a
 # bare libssh2 loop, SSH handshakes per 100 provisions, and a provision's

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages mrprov builds and tests with, only those missing.
 # Runs apt-get through sudo when not root. Safe to run repeatedly.
+#   scripts/install-deps.sh          what `make run` and `make test` need
+#   scripts/install-deps.sh --bench  also what `make bench` needs
 set -euo pipefail
 
 packages=(
@@ -10,7 +12,11 @@ packages=(
   lua-busted lua-socket lua-check lua-sql-postgres
   openssh-server openssh-client postgresql
   curl sqlite3 openssl cppcheck shellcheck
+  clang libclang-rt-14-dev valgrind
 )
+if [ "${1:-}" = "--bench" ]; then
+  packages+=(wrk python3-fastapi python3-uvicorn)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
