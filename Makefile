@@ -23,17 +23,22 @@ run: build
 # `make test` is what CI runs: the suite, then the same suite under
 # ASan+UBSan (build-asan), the fuzz targets briefly on their seed corpus
 # (build-fuzz, clang), and the valgrind memcheck smoke (the last two: issue 6, being added).
-test: check test-asan
+test: check test-asan test-valgrind
 
 # The suite in one build directory (the quick loop while developing).
 check: build
-	cd $(BUILD) && ctest --output-on-failure -j 2
+	cd $(BUILD) && ctest --output-on-failure -j 2 -LE valgrind
 
 # The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer (the
 # lint tests are left to `check`: they do not run our code).
 test-asan:
 	$(MAKE) build BUILD=build-asan CMAKE_FLAGS="-DMRPROV_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug"
-	cd build-asan && ctest --output-on-failure -j 2 -LE lint
+	cd build-asan && ctest --output-on-failure -j 2 -LE 'lint|valgrind'
+
+# The integration smoke (tests/valgrind/smoke_spec.lua) under valgrind memcheck:
+# no memory error, no definitely or indirectly lost block.
+test-valgrind: build
+	cd $(BUILD) && ctest --output-on-failure -L valgrind
 
 lint: deps
 	luacheck lua tiers hooks tests

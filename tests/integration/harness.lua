@@ -10,6 +10,8 @@ local M = {}
 
 M.root = os.getenv("MRPROV_ROOT") or os.getenv("PWD") or "."
 M.bin = os.getenv("MRPROV_BIN") or "build/mrprov"
+-- A command put in front of the binary by start() (tests/valgrind: memcheck).
+M.wrap = os.getenv("MRPROV_WRAP")
 if M.bin:sub(1, 1) ~= "/" then
   M.bin = M.root .. "/" .. M.bin
 end
@@ -87,6 +89,9 @@ function M.start(opts)
   for k, v in pairs(env) do
     parts[#parts + 1] = sh_quote(k .. "=" .. v)
   end
+  if opts.wrap or M.wrap then
+    parts[#parts + 1] = opts.wrap or M.wrap -- a shell fragment, as given
+  end
   parts[#parts + 1] = sh_quote(M.bin)
   parts[#parts + 1] = "serve"
   local log = dir .. "/server-" .. os.time() .. "-" .. math.random(1e6) .. ".log"
@@ -96,7 +101,7 @@ function M.start(opts)
   p:close()
   local s = { pid = pid, dir = dir, log = log, env = env }
   servers[#servers + 1] = s
-  local deadline = socket.gettime() + 20
+  local deadline = socket.gettime() + (opts.start_timeout or 20)
   while socket.gettime() < deadline do
     local text = read_file(log) or ""
     local port = text:match('"msg":"listening".-"port":(%d+)')
@@ -111,7 +116,7 @@ function M.start(opts)
     socket.sleep(0.05)
   end
   M.stop(s, "KILL")
-  error("mrprov did not start within 20 s:\n" .. (read_file(log) or ""))
+  error("mrprov did not start in time:\n" .. (read_file(log) or ""))
 end
 
 function M.alive(s)
@@ -188,6 +193,21 @@ function M.wait_for(s, path, pred, timeout, headers)
     socket.sleep(0.05)
   end
   error("timed out waiting on " .. path .. "; last answer: " .. cjson.encode(last or {}))
+end
+
+-- A Standard Webhooks signature ("v1,<base64 HMAC-SHA256>") over id.ts.body,
+-- computed with openssl; key_hex is the base64-decoded secret, in hex.
+function M.sign_webhook(key_hex, id, ts, body)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "wb"))
+  f:write(id .. "." .. ts .. "." .. body)
+  f:close()
+  local p = io.popen("openssl dgst -sha256 -mac HMAC -macopt hexkey:" .. key_hex .. " -binary " .. path
+    .. " | openssl base64 -A")
+  local sig = p:read("a")
+  p:close()
+  os.remove(path)
+  return "v1," .. sig
 end
 
 local b64chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
