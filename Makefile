@@ -30,10 +30,18 @@ check: build
 	cd $(BUILD) && ctest --output-on-failure -j 2 -LE valgrind
 
 # The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer (the
-# lint tests are left to `check`: they do not run our code).
+# lint tests are left to `check`: they do not run our code). Every sanitized
+# process, the servers the integration specs start included, writes its
+# report into build-asan/sanitizer; any report there fails the pass.
 test-asan:
 	$(MAKE) build BUILD=build-asan CMAKE_FLAGS="-DMRPROV_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug"
-	cd build-asan && ctest --output-on-failure -j 2 -LE 'lint|valgrind'
+	rm -rf build-asan/sanitizer && mkdir -p build-asan/sanitizer
+	cd build-asan && ASAN_OPTIONS=log_path=$(CURDIR)/build-asan/sanitizer/asan \
+	  UBSAN_OPTIONS=print_stacktrace=1:log_path=$(CURDIR)/build-asan/sanitizer/ubsan \
+	  ctest --output-on-failure -j 2 -LE 'lint|valgrind'
+	@# A report from a server process (a leak at exit, say) fails the pass too.
+	@if [ -n "$$(ls -A build-asan/sanitizer)" ]; then head -n 60 build-asan/sanitizer/*; \
+	  echo "test-asan: sanitizer reports in build-asan/sanitizer" >&2; exit 1; fi
 
 # The integration smoke (tests/valgrind/smoke_spec.lua) under valgrind memcheck:
 # no memory error, no definitely or indirectly lost block.

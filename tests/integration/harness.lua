@@ -232,10 +232,12 @@ function M.base64(s)
   end) .. ({ "", "==", "=" })[#s % 3 + 1])
 end
 
+-- Servers get SIGTERM (so a sanitized build runs its leak check at exit),
+-- then SIGKILL if they are not gone within M.stop's bound.
 function M.cleanup()
   for _, s in ipairs(servers) do
     if s.pid then
-      M.stop(s, "KILL")
+      M.stop(s, "TERM")
     end
   end
   servers = {}
