@@ -55,6 +55,46 @@ local function check_common(r)
   end
 end
 
+-- Members written in the text: one ':' outside strings each.
+local function members_in_text(text)
+  local n, i, len = 0, 1, #text
+  while i <= len do
+    local c = text:byte(i)
+    if c == 34 then -- '"': skip the string, escapes included
+      i = i + 1
+      while true do
+        local b = text:byte(i)
+        if b == 92 then
+          i = i + 2
+        elseif b == 34 or b == nil then
+          break
+        else
+          i = i + 1
+        end
+      end
+    elseif c == 58 then
+      n = n + 1
+    end
+    i = i + 1
+  end
+  return n
+end
+
+-- Members kept in the decoded value (object keys are strings, array keys are not).
+local function members_in_value(v)
+  if type(v) ~= "table" then
+    return 0
+  end
+  local n = 0
+  for k, x in pairs(v) do
+    if type(k) == "string" then
+      n = n + 1
+    end
+    n = n + members_in_value(x)
+  end
+  return n
+end
+
 local function run(text)
   local wait = api.prefer_wait(text)
   check(wait == nil or (wait >= 0 and wait <= api.MAX_WAIT), "Prefer: wait is bounded")
@@ -66,6 +106,8 @@ local function run(text)
     check(type(err) == "string", "json.decode says why")
     return
   end
+  -- Accepted JSON has no duplicate key: decoding kept every member written.
+  check(members_in_value(v) == members_in_text(text), "a member was dropped: a duplicate key got through")
   if type(v) ~= "table" then
     return
   end
