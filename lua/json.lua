@@ -71,11 +71,16 @@ function M.duplicate_key(text)
   return nil
 end
 
--- Returns the value, or nil and a message. Refuses invalid UTF-8 and
--- duplicate keys.
+-- Returns the value, or nil and a message. Refuses invalid UTF-8, NUL bytes
+-- and duplicate keys.
 function M.decode(text)
   if not utf8.len(text) then
     return nil, "the body is not valid UTF-8"
+  end
+  -- JSON text never holds a raw NUL, and cjson stops reading at one: what
+  -- follows it would be accepted unread.
+  if text:find("\0", 1, true) then
+    return nil, "the body contains a NUL byte"
   end
   local ok, v = pcall(decoder.decode, text)
   if not ok then
