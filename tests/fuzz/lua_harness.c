@@ -48,6 +48,11 @@ static void set_dir(const char *var, const char *root, const char *sub)
 
 static void close_state(void)
 {
+	size_t hit = 0;
+	for (size_t i = 0; i < LUA_EDGES; i++)
+		hit += lua_edges[i] != 0;
+	/* The run script reports it beside libFuzzer's own figures. */
+	fprintf(stderr, "lua_edges: %zu\n", hit);
 	if (L)
 		rt_close_state(L);
 	L = NULL;
