@@ -4,7 +4,7 @@ BUILD ?= build
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run test check test-asan test-fuzz test-valgrind fuzz lint clean
+.PHONY: all deps build run test check test-asan test-fuzz test-valgrind fuzz fuzz-build lint clean
 
 all: build
 
@@ -22,8 +22,8 @@ run: build
 
 # `make test` is what CI runs: the suite, then the same suite under
 # ASan+UBSan (build-asan), the fuzz targets briefly on their seed corpus
-# (build-fuzz, clang), and the valgrind memcheck smoke (the last two: issue 6, being added).
-test: check test-asan test-valgrind
+# (build-fuzz, clang), and the integration smoke under valgrind memcheck.
+test: check test-asan test-fuzz test-valgrind
 
 # The suite in one build directory (the quick loop while developing).
 check: build
@@ -47,6 +47,24 @@ test-asan:
 # no memory error, no definitely or indirectly lost block.
 test-valgrind: build
 	cd $(BUILD) && ctest --output-on-failure -L valgrind
+
+# libFuzzer targets (tests/fuzz/README.md), built by clang in build-fuzz:
+# `make fuzz` runs each for FUZZ_SECONDS, `make test-fuzz` briefly. New
+# inputs go to build-fuzz/fuzz-corpus, crashes to build-fuzz/artifacts.
+FUZZ_SECONDS ?= 60
+TEST_FUZZ_SECONDS ?= 8
+
+build-fuzz/CMakeCache.txt: | deps
+	cmake -S . -B build-fuzz -DMRPROV_FUZZ=ON -DCMAKE_C_COMPILER=clang
+
+fuzz-build: deps build-fuzz/CMakeCache.txt
+	cmake --build build-fuzz -j $(JOBS)
+
+fuzz: fuzz-build
+	tests/fuzz/run build-fuzz $(FUZZ_SECONDS)
+
+test-fuzz: fuzz-build
+	tests/fuzz/run build-fuzz $(TEST_FUZZ_SECONDS)
 
 lint: deps
 	luacheck lua tiers hooks tests

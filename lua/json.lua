@@ -18,8 +18,8 @@ decoder.decode_max_depth(32)
 decoder.decode_invalid_numbers(false)
 
 -- The first key that appears twice in one object of text (already known to
--- be valid JSON), or nil. cjson keeps the last silently; a request that says
--- two things at once is refused instead.
+-- be valid JSON), or nil; keys compare as decoded. cjson keeps the last
+-- silently; a request that says two things at once is refused instead.
 function M.duplicate_key(text)
   local stack = {} -- one entry per open container: a key set (object) or false (array)
   local i, n = 1, #text
@@ -43,6 +43,10 @@ function M.duplicate_key(text)
       local top = stack[#stack]
       if top and expect_key then
         local key = text:sub(i + 1, j - 1)
+        if key:find("\\", 1, true) then
+          -- Compare keys as decoded: "ti\u0065r" is "tier".
+          key = decoder.decode(text:sub(i, j))
+        end
         if top[key] then
           return key
         end
@@ -67,11 +71,16 @@ function M.duplicate_key(text)
   return nil
 end
 
--- Returns the value, or nil and a message. Refuses invalid UTF-8 and
--- duplicate keys.
+-- Returns the value, or nil and a message. Refuses invalid UTF-8, NUL bytes
+-- and duplicate keys.
 function M.decode(text)
   if not utf8.len(text) then
     return nil, "the body is not valid UTF-8"
+  end
+  -- JSON text never holds a raw NUL, and cjson stops reading at one: what
+  -- follows it would be accepted unread.
+  if text:find("\0", 1, true) then
+    return nil, "the body contains a NUL byte"
   end
   local ok, v = pcall(decoder.decode, text)
   if not ok then

@@ -3,6 +3,7 @@
 #include "util/crypto.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,12 +26,15 @@ int webhook_verify(const char *secret, const char *id, const char *timestamp, co
 		return -1;
 	}
 	char *end;
+	errno = 0;
 	long long ts = strtoll(timestamp, &end, 10);
 	if (*end || end == timestamp) {
 		snprintf(reason, reasonlen, "webhook-timestamp is not a number");
 		return -1;
 	}
-	if (now - ts > WEBHOOK_TOLERANCE_S || ts - now > WEBHOOK_TOLERANCE_S) {
+	/* Compared as bounds, not as differences: now - ts overflows for a
+	 * timestamp near LLONG_MIN (strtoll's answer to a huge negative one). */
+	if (errno == ERANGE || ts < now - WEBHOOK_TOLERANCE_S || ts > now + WEBHOOK_TOLERANCE_S) {
 		snprintf(reason, reasonlen, "webhook-timestamp is more than 5 minutes away from now");
 		return -1;
 	}

@@ -26,6 +26,13 @@ function M.probe(run, spec)
   if type(env) ~= "table" then
     return nil, "config:export " .. spec.app .. ": unreadable output: " .. tostring(jerr)
   end
+  -- An object of strings; anything else (null, a number, a nested value)
+  -- would make digests() raise instead of failing the probe.
+  for k, v in pairs(env) do
+    if type(k) ~= "string" or type(v) ~= "string" then
+      return nil, "config:export " .. spec.app .. ": unreadable output: expected an object of strings"
+    end
+  end
   return { env = digests(env) }
 end
 

@@ -49,6 +49,10 @@ int main(void)
 	CHECK(verify(a_secret, "", "1614265330", a_sig, a_body, a_ts) < 0);
 	CHECK(verify(a_secret, a_id, "", a_sig, a_body, a_ts) < 0);
 	CHECK(verify(a_secret, a_id, "16142x", a_sig, a_body, a_ts) < 0);
+	/* Out of range both ways (found by fuzz_webhook: now - LLONG_MIN overflowed). */
+	CHECK(verify(a_secret, a_id, "-9223372036854775808", a_sig, a_body, a_ts) < 0);
+	CHECK(verify(a_secret, a_id, "-99999999999999999999", a_sig, a_body, a_ts) < 0);
+	CHECK(verify(a_secret, a_id, "99999999999999999999", a_sig, a_body, a_ts) < 0);
 	CHECK(verify(a_secret, a_id, "1614265330", "", a_body, a_ts) < 0);
 	CHECK(verify(a_secret, "a.b", "1614265330", a_sig, a_body, a_ts) < 0);
 	CHECK(verify("whsec_!!!", a_id, "1614265330", a_sig, a_body, a_ts) < 0);

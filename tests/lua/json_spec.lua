@@ -50,6 +50,22 @@ describe("json.decode refusals", function()
     assert.are.same({ s = "x,\"y\":{" }, json.decode('{"s":"x,\\"y\\":{"}'))
   end)
 
+  it("refuses a NUL byte: cjson would stop reading there and accept what follows unread (found by fuzz_request)",
+    function()
+      local v, err = json.decode('{"tier":"free"}\0{"tier":"enterprise"}')
+      assert.is_nil(v)
+      assert.matches("NUL", err)
+      assert.is_nil((json.decode('{"a":"x\0y"}')))
+    end)
+
+  it("compares keys as decoded: an escape does not make a duplicate key new (found with fuzz_request)", function()
+    local _, err = json.decode('{"tier":"free","ti\\u0065r":"enterprise"}')
+    assert.matches("duplicate key in an object: tier", err)
+    assert.is_nil((json.decode('{"a\\/b":1,"a/b":2}')))
+    assert.is_nil((json.decode('{"x":{"\\ud83d\\ude00":1,"\\ud83d\\ude00":2}}')))
+    assert.are.same({ ["a\\b"] = 1, ["a\\\\b"] = 2 }, json.decode('{"a\\\\b":1,"a\\\\\\\\b":2}'))
+  end)
+
   it("refuses invalid UTF-8", function()
     local v, err = json.decode('{"a":"\255"}')
     assert.is_nil(v)

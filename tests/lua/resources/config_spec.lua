@@ -13,6 +13,15 @@ describe("resource config", function()
     assert.is_nil((config.probe(bad, spec)))
   end)
 
+  it("fails the probe, without raising, on values that are not strings (found by fuzz_dokku_output)", function()
+    for _, out in ipairs({ '{"A":{}}', '{"A":null}', '{"A":1}', '[1]' }) do
+      local run = fakes.runner({ ["config:export --format json web"] = { stdout = out } })
+      local cur, err = config.probe(run, spec)
+      assert.is_nil(cur)
+      assert.matches("expected an object of strings", err)
+    end
+  end)
+
   it("sets only changed keys, sorted, base64-encoded, without restarting, secrets redacted in display", function()
     local cur = { env = { A = "digest(1)" } }
     local cmd = config.diff(spec, cur)[1]
