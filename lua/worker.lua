@@ -11,6 +11,7 @@ local dokku = require "mrprov.dokku"
 local engine = require "engine"
 local hooks = require "hooks"
 local instances = require "instances"
+local jobs = require "mrprov.jobs"
 local json = require "json"
 local log = require "mrprov.log"
 local metrics = require "mrprov.metrics"
@@ -24,6 +25,17 @@ M.OUTPUT_LIMIT = 4096
 M.MAX_ATTEMPTS = 6 -- plan-and-apply rounds before a transient failure becomes final
 M.RETRY_BASE = 0.5 -- seconds, doubled each round, with jitter
 M.RETRY_CAP = 30
+
+-- Raised at a checkpoint once SIGTERM asked the workers to stop: the job
+-- stays resumable (queued; the next start re-plans from what is on Dokku).
+local SHUTDOWN = "stopped at a checkpoint for shutdown; resumes on the next start"
+local CANCELLED = "cancelled: shutting down" -- a command given up at the shutdown bound
+
+local function checkpoint()
+  if jobs.stopping() then
+    error({ message = SHUTDOWN, shutdown = true }, 0)
+  end
+end
 
 local FINAL = { provision = "running", update = "running", deprovision = "deprovisioned" }
 local BUSY = { provision = "provisioning", update = "updating", deprovision = "deprovisioning" }
@@ -231,6 +243,7 @@ local function outcome(c, res, err, transient, redact)
     end
   else
     r.error = redact(c.display .. ": " .. tostring(err))
+    r.cancelled = err == CANCELLED
   end
   return r
 end
@@ -291,6 +304,8 @@ local function apply(job, inst, steps, applied, redact, ctx)
     if #wave == 0 then
       return applied
     end
+    -- Checkpoint: no new Dokku command once a stop was requested.
+    checkpoint()
     local cmds = {}
     for i, s in ipairs(wave) do
       cmds[i] = s.commands[s.next]
@@ -308,12 +323,20 @@ local function apply(job, inst, steps, applied, redact, ctx)
       instances.update_job(job.id, { step = cmds[#cmds].display, waiting_for = json.null })
     end)
     local results = run_wave(cmds, redact)
-    local failure
+    local failure, cancelled
     store.tx(function()
       for i, s in ipairs(wave) do
         local c, r = cmds[i], results[i]
-        finish_step(job.id, c.seq, r)
-        if r.error then
+        if r.cancelled then
+          -- Given up at the shutdown bound: it may or may not have run. The
+          -- step stays 'running', as after a crash; the resumed job re-probes.
+          cancelled = true
+        else
+          finish_step(job.id, c.seq, r)
+        end
+        if r.cancelled then
+          log.warn("dokku command given up for shutdown", { job_id = job.id, command = c.display })
+        elseif r.error then
           failure = failure or r
           instances.event(job, "step_failed", r.error, { command = c.display, exit_code = r.exit or json.null,
                                                          transient = r.transient and true or false })
@@ -341,6 +364,9 @@ local function apply(job, inst, steps, applied, redact, ctx)
         inst.subscription_id))
     end)
     instances.flush()
+    if cancelled then
+      error({ message = SHUTDOWN, shutdown = true }, 0)
+    end
     if failure then
       error({ message = failure.error, transient = failure.transient }, 0)
     end
@@ -431,6 +457,15 @@ local function converge(job, inst, state, ctx, redact)
       return applied
     end
     local e = type(err) == "table" and err or { message = tostring(err) }
+    if jobs.stopping() and not e.shutdown then
+      -- A failure while stopping may be the shutdown's own doing (a probe
+      -- given up): the resumed job plans again instead.
+      e = { message = SHUTDOWN, shutdown = true, cause = e.message }
+    end
+    if e.shutdown then
+      e.applied = applied
+      error(e, 0)
+    end
     if not e.transient or attempt >= M.MAX_ATTEMPTS then
       e.applied = applied
       error(e, 0)
@@ -440,7 +475,9 @@ local function converge(job, inst, state, ctx, redact)
       e.message)
     instances.update_job(job.id, { waiting_for = waiting })
     log.warn("job waiting", { job_id = job.id, subscription_id = job.subscription_id, waiting_for = waiting })
-    sys.sleep(delay)
+    if not jobs.sleep(delay) then
+      error({ message = SHUTDOWN, shutdown = true, applied = applied }, 0)
+    end
   end
 end
 
@@ -496,7 +533,7 @@ local function execute(job, inst, cfg)
   }
   local ok, res = pcall(converge, job, inst, state, ctx, redact)
   if not ok then
-    if job.operation == "provision" and #ctx.created > 0 then
+    if job.operation == "provision" and #ctx.created > 0 and not (type(res) == "table" and res.shutdown) then
       undo(job, inst, ctx, res.applied or inst.applied or {}, redact)
     end
     error(res, 0)
@@ -544,6 +581,18 @@ function M.run(job_id)
 
   local ok, state, applied, result = pcall(execute, job, inst, cfg)
   local elapsed = sys.monotonic() - t0
+  if not ok and type(state) == "table" and state.shutdown then
+    -- Interrupted, not failed: back in the queue with its steps journaled;
+    -- the instance keeps its busy status until the job resumes.
+    store.tx(function()
+      instances.update_job(job.id, { state = "queued", waiting_for = SHUTDOWN, step = json.null })
+      instances.event(job, "job_interrupted", SHUTDOWN)
+    end)
+    instances.flush()
+    fields.seconds = elapsed
+    log.info("job checkpointed for shutdown", fields)
+    return
+  end
   if ok then
     store.tx(function()
       inst.status = FINAL[job.operation]
