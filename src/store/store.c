@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -170,6 +171,29 @@ int store_open(const char *path, int readonly, char *err, size_t errlen)
 	if (!readonly && fs_mkdirs(path, 0700, 0) < 0) {
 		snprintf(err, errlen, "STATE_DB: cannot create the directory of %s: %s", path, strerror(errno));
 		return -1;
+	}
+	/* SQLite needs to write the file and, for its WAL and journal files,
+	 * the directory: say so plainly instead of "unable to open database file"
+	 * (a read-only mount reports EROFS even to root). */
+	if (!readonly) {
+		char *dir = strdup(path);
+		char *slash = strrchr(dir, '/');
+		if (slash == dir)
+			slash[1] = '\0';
+		else if (slash)
+			*slash = '\0';
+		const char *what = NULL;
+		if (access(slash ? dir : ".", W_OK | X_OK) < 0)
+			what = "its directory is not writable";
+		else if (access(path, F_OK) == 0 && access(path, W_OK) < 0)
+			what = "the file is not writable";
+		if (what) {
+			snprintf(err, errlen, "STATE_DB: %s: %s (%s); the store needs to write the file and its directory",
+				 path, what, strerror(errno));
+			free(dir);
+			return -1;
+		}
+		free(dir);
 	}
 	sqlite3 *db = open_conn(err, errlen);
 	if (!db)
