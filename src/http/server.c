@@ -221,6 +221,13 @@ static enum MHD_Result handle_ready(struct MHD_Connection *c, struct request *rq
 		store_state = "unavailable";
 		ready = 0;
 		add_reason(&reasons, "the state store is not available");
+	} else {
+		char why[200];
+		if (store_writable(why, sizeof why) < 0) {
+			store_state = "unwritable";
+			ready = 0;
+			add_reason(&reasons, why);
+		}
 	}
 	char err[1024];
 	const char *lua_state = "ok";

@@ -124,7 +124,14 @@ static void run_job(struct worker *w, const char *id)
 		}
 	}
 	log_error("job %s: worker script failed: %s", id, err);
-	store_job_fail(id, err);
+	/* The failure must be recorded, or the job would look running for ever:
+	 * while the store refuses it (disk full), retry with backoff; a stop
+	 * leaves the job running, to be requeued on the next start. */
+	for (double delay = 0.5; store_job_fail(id, err) < 0;) {
+		if (!jobs_sleep(delay))
+			break;
+		delay = delay < 5 ? delay * 2 : 10;
+	}
 	lua_settop(L, top);
 }
 

@@ -10,6 +10,8 @@
 
 static int fail(lua_State *L, sqlite3 *db)
 {
+	if (db)
+		store_note_error(sqlite3_extended_errcode(db));
 	luaL_pushfail(L);
 	lua_pushstring(L, db ? sqlite3_errmsg(db) : "store is not open");
 	lua_pushinteger(L, db ? sqlite3_extended_errcode(db) : -1);

@@ -95,9 +95,45 @@ static void close_conn(void *p)
 		sqlite3_close_v2(p);
 }
 
+/* The last write the file system refused (disk full, I/O error, read-only),
+ * until a transaction commits again or 60 s pass without another. Noted
+ * where statements fail: exec_sql (COMMIT), the job claim, and Lua's
+ * store.exec / store.tx. */
+static pthread_mutex_t problem_lock = PTHREAD_MUTEX_INITIALIZER;
+static char write_problem[160];
+static double problem_at; /* clock_mono() of the last refusal */
+
+void store_note_error(int code)
+{
+	int primary = code & 0xff;
+	if (primary != SQLITE_FULL && primary != SQLITE_IOERR && primary != SQLITE_READONLY)
+		return;
+	pthread_mutex_lock(&problem_lock);
+	snprintf(write_problem, sizeof write_problem, "%s", sqlite3_errstr(code));
+	problem_at = clock_mono();
+	pthread_mutex_unlock(&problem_lock);
+}
+
+static void clear_problem(void)
+{
+	pthread_mutex_lock(&problem_lock);
+	write_problem[0] = '\0';
+	pthread_mutex_unlock(&problem_lock);
+}
+
 static void make_key(void)
 {
 	pthread_key_create(&conn_key, close_conn);
+}
+
+int store_writable(char *reason, size_t reasonlen)
+{
+	pthread_mutex_lock(&problem_lock);
+	int trouble = write_problem[0] != '\0' && clock_mono() - problem_at < 60;
+	if (trouble)
+		snprintf(reason, reasonlen, "the state store cannot be written: %s", write_problem);
+	pthread_mutex_unlock(&problem_lock);
+	return trouble ? -1 : 0;
 }
 
 static sqlite3 *open_conn(char *err, size_t errlen)
@@ -246,6 +282,7 @@ static int exec_sql(const char *sql)
 		return -1;
 	char *msg = NULL;
 	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		store_note_error(sqlite3_extended_errcode(db));
 		log_error("store: %s: %s", sql, msg ? msg : "?");
 		sqlite3_free(msg);
 		return -1;
@@ -260,7 +297,10 @@ int store_begin(void)
 
 int store_commit(void)
 {
-	return exec_sql("COMMIT");
+	if (exec_sql("COMMIT") < 0)
+		return -1;
+	clear_problem();
+	return 0;
 }
 
 void store_rollback(void)
@@ -297,6 +337,7 @@ int store_job_claim(char *id, size_t idlen)
 		rc = sqlite3_step(st);
 	}
 	if (rc != SQLITE_DONE) {
+		store_note_error(sqlite3_extended_errcode(db));
 		log_error("store: claim: %s", sqlite3_errmsg(db));
 		found = -1;
 	}
@@ -328,23 +369,29 @@ int store_job_finished(const char *id)
 	return res;
 }
 
-void store_job_fail(const char *id, const char *message)
+int store_job_fail(const char *id, const char *message)
 {
 	sqlite3 *db = store_conn();
 	sqlite3_stmt *st;
 	if (!db)
-		return;
+		return -1;
 	store_rollback();
 	if (sqlite3_prepare_v2(db,
 			       "UPDATE jobs SET state = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1",
 			       -1, &st, NULL) != SQLITE_OK)
-		return;
+		return -1;
 	char now[CLOCK_ISO_LEN];
 	clock_iso(-1, now);
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_text(st, 2, message, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_text(st, 3, now, -1, SQLITE_TRANSIENT);
-	if (sqlite3_step(st) != SQLITE_DONE)
+	int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+	if (rc < 0) {
+		store_note_error(sqlite3_extended_errcode(db));
 		log_error("store: cannot mark job %s failed: %s", id, sqlite3_errmsg(db));
+	}
 	sqlite3_finalize(st);
+	if (rc == 0)
+		clear_problem();
+	return rc;
 }

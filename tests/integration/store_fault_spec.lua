@@ -101,3 +101,110 @@ describe("a read-only store #integration", function()
     assert.are.equal("ok", integrity(dir .. "/data/mrprov.db"))
   end)
 end)
+
+describe("a store whose disk fills up mid-job #integration", function()
+  local D = require "dokku_harness"
+  local h, dir, pid, log, base
+  local data
+
+  -- mrprov in its own mount namespace with data/ on a 2 MiB tmpfs.
+  local function start_on_tmpfs()
+    log = dir .. "/serve-" .. math.random(1e6) .. ".log"
+    local env = D.mrprov_env(h, { PROVISIONER_SECRET = "store-fault-secret-0123456789" })
+    local inner = "mount -t tmpfs -o size=2m none " .. q(data) .. " && cd " .. q(dir) .. " && exec " ..
+      serve_cmd(dir, env) .. " 2>" .. q(log)
+    local p = io.popen("sh -c " .. q("exec unshare -rm sh -c " .. q(inner)) .. " >/dev/null 2>&1 & echo $!")
+    pid = tonumber(p:read("l"))
+    p:close()
+    local deadline = socket.gettime() + 20
+    while socket.gettime() < deadline do
+      local port = (H.read_file(log) or ""):match('"msg":"listening".-"port":(%d+)')
+      if port then
+        base = { base = "http://127.0.0.1:" .. port }
+        return
+      end
+      socket.sleep(0.05)
+    end
+    error("mrprov did not start:\n" .. (H.read_file(log) or ""))
+  end
+
+  local function stop()
+    os.execute("kill -TERM " .. pid)
+    local deadline = socket.gettime() + 20
+    while os.execute("kill -0 " .. pid .. " 2>/dev/null") == true and socket.gettime() < deadline do
+      socket.sleep(0.05)
+    end
+  end
+
+  -- the mrprov process's view of its tmpfs
+  local function inside(path)
+    return "/proc/" .. pid .. "/root" .. data .. "/" .. path
+  end
+
+  setup(function()
+    h = D.start()
+    dir = H.tmpdir()
+    data = dir .. "/data"
+    os.execute("mkdir -p " .. q(data))
+  end)
+  teardown(function()
+    if pid then
+      os.execute("kill -KILL " .. pid .. " 2>/dev/null")
+    end
+    H.cleanup()
+    D.stop_all()
+  end)
+
+  it("holds the job while nothing can be journaled, stays live and says why, then completes", function()
+    start_on_tmpfs()
+    -- the backend's deploy takes 2 s; the disk fills up meanwhile
+    D.set_faults(h, { { match = "git:from%-image %S+%-backend", action = "delay", ms = 2000, times = 1 } })
+    local code, j = H.request(base, "POST", "/api/v1/provision",
+      { subscription_id = "sub_full1", account_id = "acc_1", tier = "starter" })
+    assert.are.equal(202, code)
+    local deadline = socket.gettime() + 20
+    local seen
+    repeat
+      for _, e in ipairs(D.log(h)) do
+        seen = seen or table.concat(e.argv, " "):find("git:from-image", 1, true)
+      end
+      socket.sleep(0.02)
+    until seen or socket.gettime() > deadline
+    assert.truthy(seen, "no deploy started")
+    os.execute("dd if=/dev/zero of=" .. q(inside("filler")) .. " bs=64k 2>/dev/null")
+    local before = #D.log(h)
+    -- the job cannot journal: /ready says so, /health answers, no Dokku command runs
+    local r
+    local ready_deadline = socket.gettime() + 20
+    repeat
+      socket.sleep(0.2)
+      local _, rr = H.request(base, "GET", "/ready")
+      r = rr
+    until (r and r.checks and r.checks.store == "unwritable") or socket.gettime() > ready_deadline
+    assert.are.equal("unwritable", r.checks.store, cjson.encode(r))
+    assert.matches("disk is full", cjson.encode(r.reasons))
+    assert.are.equal(200, (H.request(base, "GET", "/health")))
+    socket.sleep(1.5)
+    local after = 0
+    for i, e in ipairs(D.log(h)) do
+      if i > before and e.mutating then
+        after = after + 1
+      end
+    end
+    assert.are.equal(0, after, "a mutating command ran while the store was full")
+    assert.matches("state store cannot be written", H.read_file(log))
+    -- space comes back: the job goes on by itself and completes
+    os.remove(inside("filler"))
+    local st = H.wait_for(base, "/api/v1/status/sub_full1", function(x)
+      return x.job ~= cjson.null and x.job.id == j.job_id and (x.job.state == "succeeded" or x.job.state == "failed")
+    end, 90)
+    assert.are.equal("succeeded", st.job.state, cjson.encode(st))
+    assert.are.equal("running", st.status)
+    local _, rr = H.request(base, "GET", "/ready")
+    assert.are.equal("ok", rr.checks.store)
+    -- the database is sound: copied out of the namespace while mrprov still runs, then after stop
+    local _, ic = sh("sqlite3 " .. q(inside("mrprov.db")) .. " 'PRAGMA integrity_check'")
+    assert.are.equal("ok", (ic:gsub("%s+$", "")))
+    stop()
+  end)
+end)
