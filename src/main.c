@@ -234,24 +234,16 @@ static int cmd_serve(void)
 		return 1;
 	}
 	rt_release(L);
-	if (config_load_secret(&cfg, 1, err, sizeof err) < 0 || store_open(cfg.state_db, 0, err, sizeof err) < 0) {
-		fprintf(stderr, "mrprov: %s\n", err);
-		return 1;
-	}
-	if (jobs_start(cfg.workers, err, sizeof err) < 0) {
-		fprintf(stderr, "mrprov: %s\n", err);
-		return 1;
-	}
-	if (cfg.supabase_url && outbox_start(cfg.supabase_url, cfg.supabase_service_key, err, sizeof err) < 0) {
-		fprintf(stderr, "mrprov: %s\n", err);
-		jobs_stop(5);
-		return 1;
-	}
-	if (http_start(&cfg, err, sizeof err) < 0) {
-		fprintf(stderr, "mrprov: %s\n", err);
-		jobs_stop(5);
-		return 1;
-	}
+	int started = 0;
+	if (config_load_secret(&cfg, 1, err, sizeof err) < 0 || store_open(cfg.state_db, 0, err, sizeof err) < 0)
+		goto failed;
+	if (jobs_start(cfg.workers, err, sizeof err) < 0)
+		goto failed;
+	started = 1;
+	if (cfg.supabase_url && outbox_start(cfg.supabase_url, cfg.supabase_service_key, err, sizeof err) < 0)
+		goto failed;
+	if (http_start(&cfg, err, sizeof err) < 0)
+		goto failed;
 	char fields[256];
 	snprintf(fields, sizeof fields,
 		 "\"host\":\"%s\",\"port\":%d,\"dokku\":\"%s\",\"workers\":%d,\"version\":\"%s\",\"auth\":%s",
@@ -306,6 +298,18 @@ static int cmd_serve(void)
 	snprintf(fields, sizeof fields, "\"seconds\":%.3f", clock_mono() - t0);
 	log_write(LOG_INFO, "stopped", fields);
 	return 0;
+
+failed:
+	/* One line on stderr; whatever had started is stopped and freed. */
+	fprintf(stderr, "mrprov: %s\n", err);
+	if (started)
+		jobs_stop(5);
+	outbox_stop();
+	transport_shutdown();
+	rt_pool_drain();
+	store_close();
+	config_free(&cfg);
+	return 1;
 }
 
 int main(int argc, char **argv)

@@ -275,7 +275,14 @@ static void disconnect(struct session *s)
 	if (s->s) {
 		libssh2_session_set_blocking(s->s, 0);
 		libssh2_session_disconnect(s->s, "bye");
-		libssh2_session_free(s->s);
+		/* Non-blocking, libssh2_session_free returns EAGAIN (and frees
+		 * nothing) while it still has channels to close, e.g. those of
+		 * given-up commands: with the socket shut down those sends fail at
+		 * once and the session is freed. */
+		if (s->sock >= 0)
+			shutdown(s->sock, SHUT_RDWR);
+		for (int i = 0; i < 100 && libssh2_session_free(s->s) == LIBSSH2_ERROR_EAGAIN; i++)
+			;
 		s->s = NULL;
 	}
 	if (s->sock >= 0)

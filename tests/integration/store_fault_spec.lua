@@ -207,9 +207,18 @@ describe("a store whose disk fills up mid-job #integration", function()
     assert.matches("state store cannot be written", H.read_file(log))
     -- space comes back: the job goes on by itself and completes
     os.remove(inside("filler"))
-    local st = H.wait_for(base, "/api/v1/status/sub_full1", function(x)
+    local okw, st = pcall(H.wait_for, base, "/api/v1/status/sub_full1", function(x)
       return x.job ~= cjson.null and x.job.id == j.job_id and (x.job.state == "succeeded" or x.job.state == "failed")
     end, 90)
+    if not okw then
+      local problems = {}
+      for line in (H.read_file(log) or ""):gmatch("[^\n]+") do
+        if not line:find('"level":"DEBUG"', 1, true) then
+          problems[#problems + 1] = line
+        end
+      end
+      error(tostring(st) .. "\nserver log:\n" .. table.concat(problems, "\n", math.max(1, #problems - 40)))
+    end
     assert.are.equal("succeeded", st.job.state, cjson.encode(st))
     assert.are.equal("running", st.status)
     local _, rr = H.request(base, "GET", "/ready")
