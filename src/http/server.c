@@ -378,9 +378,13 @@ static const char *webhook_refusal(struct MHD_Connection *c, struct request *rq,
 
 static enum MHD_Result dispatch(struct MHD_Connection *c, struct request *rq)
 {
-	/* Shutting down: requests that would start work are refused (503); the
-	 * rest (health, status, jobs) are still answered while jobs drain. */
-	if (atomic_load(&draining) && rq->route->method[0] != 'G' && strcmp(rq->route->name, "plan") != 0)
+	/* Shutting down: requests that would start work are refused (503) so the
+	 * client retries elsewhere; the rest (health, status, jobs) are still
+	 * answered while jobs drain. A webhook is still taken on a connection
+	 * already open (Supabase never retries one): its job is queued durably
+	 * and runs on the next start. */
+	if (atomic_load(&draining) && rq->route->method[0] != 'G' && strcmp(rq->route->name, "plan") != 0 &&
+	    !(rq->route->flags & R_WEBHOOK))
 		return send_error(c, rq, 503, "shutting_down", NULL,
 				  "the service is shutting down; retry against the next instance");
 	if (rq->route->flags & R_WEBHOOK) {

@@ -144,8 +144,9 @@ static int l_tx(lua_State *L)
 		return lua_error(L);
 	}
 	if (store_commit() < 0) {
-		store_rollback();
-		return luaL_error(L, "store: commit failed: %s", sqlite3_errmsg(db));
+		lua_pushfstring(L, "store: commit failed: %s", sqlite3_errmsg(db));
+		store_rollback(); /* may close db */
+		return lua_error(L);
 	}
 	return lua_gettop(L);
 }

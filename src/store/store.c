@@ -308,6 +308,15 @@ void store_rollback(void)
 	sqlite3 *db = store_conn();
 	if (db && !sqlite3_get_autocommit(db))
 		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	/* A rollback can fail too (I/O error, full disk): a connection left in
+	 * its transaction would hold the write lock for ever and make every
+	 * later store.tx on it look nested (never committed). Closing it rolls
+	 * back and releases the locks; the next use opens a fresh one. */
+	if (db && !sqlite3_get_autocommit(db)) {
+		log_error("store: rollback failed (%s); reopening this thread's connection", sqlite3_errmsg(db));
+		pthread_setspecific(conn_key, NULL);
+		close_conn(db);
+	}
 }
 
 int store_job_claim(char *id, size_t idlen)
@@ -371,11 +380,11 @@ int store_job_finished(const char *id)
 
 int store_job_fail(const char *id, const char *message)
 {
+	store_rollback(); /* first: it may reopen this thread's connection */
 	sqlite3 *db = store_conn();
 	sqlite3_stmt *st;
 	if (!db)
 		return -1;
-	store_rollback();
 	if (sqlite3_prepare_v2(db,
 			       "UPDATE jobs SET state = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1",
 			       -1, &st, NULL) != SQLITE_OK)
