@@ -71,7 +71,14 @@ local function terminate(s, limit)
     end
     socket.sleep(0.02)
   end
-  error("mrprov did not exit within " .. (limit or 60) .. " s")
+  local lines = {}
+  for line in (H.read_file(s.log) or ""):gmatch("[^\n]+") do
+    if not line:find('"level":"DEBUG"', 1, true) then
+      lines[#lines + 1] = line
+    end
+  end
+  error("mrprov did not exit within " .. (limit or 60) .. " s; its log:\n" ..
+    table.concat(lines, "\n", math.max(1, #lines - 30)))
 end
 
 local function sqlite(db, sql)
