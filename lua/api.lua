@@ -212,7 +212,9 @@ function M.provision_validated(r, req, cfg)
     frontend_url = inst.urls.frontend,
     backend_url = inst.urls.backend,
     matrix_url = inst.urls.matrix or json.null,
-    admin_password = worker.admin_password(inst.app_name),
+    -- Only to the API caller: a webhook's answer is kept by its sender
+    -- (Supabase's pg_net stores response bodies in net._http_response).
+    admin_password = not req.from_webhook and worker.admin_password(inst.app_name) or nil,
   }, outcome.resumed and "Provisioning resumed" or "Provisioning started")
 end
 

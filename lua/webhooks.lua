@@ -115,7 +115,7 @@ function M.handle(payload, req, api)
     if not r then
       status, body = 422, json.encode({ error = err })
     else
-      status, body = api.provision_validated(r, {}, cfg)
+      status, body = api.provision_validated(r, { from_webhook = true }, cfg)
     end
   elseif d.op == "update" then
     local inst = validate.subscription_id(d.subscription_id) and instances.get(d.subscription_id)
@@ -126,7 +126,7 @@ function M.handle(payload, req, api)
       if not r then
         status, body = 422, json.encode({ error = err })
       else
-        status, body = api.provision_validated(r, {}, cfg)
+        status, body = api.provision_validated(r, { from_webhook = true }, cfg)
       end
     else
       local r, err = validate.update_request({ subscription_id = d.subscription_id, app_name = inst.app_name,

@@ -11,6 +11,7 @@ local dokku = require "mrprov.dokku"
 local engine = require "engine"
 local hooks = require "hooks"
 local instances = require "instances"
+local jobs = require "mrprov.jobs"
 local json = require "json"
 local log = require "mrprov.log"
 local metrics = require "mrprov.metrics"
@@ -24,6 +25,47 @@ M.OUTPUT_LIMIT = 4096
 M.MAX_ATTEMPTS = 6 -- plan-and-apply rounds before a transient failure becomes final
 M.RETRY_BASE = 0.5 -- seconds, doubled each round, with jitter
 M.RETRY_CAP = 30
+
+-- Raised at a checkpoint once SIGTERM asked the workers to stop: the job
+-- stays resumable (queued; the next start re-plans from what is on Dokku).
+local SHUTDOWN = "stopped at a checkpoint for shutdown; resumes on the next start"
+local CANCELLED = "cancelled: shutting down" -- a command given up at the shutdown bound
+
+local function checkpoint()
+  if jobs.stopping() then
+    error({ message = SHUTDOWN, shutdown = true }, 0)
+  end
+end
+
+-- A store error from the file system (disk full, I/O error, read-only):
+-- nothing can be journaled, so no command may run; it may pass.
+local function store_trouble(msg)
+  msg = tostring(msg)
+  return msg:find("database or disk is full", 1, true) or msg:find("disk I/O error", 1, true)
+    or msg:find("readonly database", 1, true) or msg:find("unable to open database file", 1, true)
+end
+M.store_trouble = store_trouble
+
+-- Runs fn in a transaction; while the store refuses writes, retries with
+-- backoff (the job's outcome must be recorded, not lost). False when a stop
+-- was requested meanwhile: the job stays `running` and resumes on next start.
+local function durably(job, fn)
+  local delay = 0.5
+  while true do
+    local ok, err = pcall(store.tx, fn)
+    if ok then
+      return true
+    end
+    if not store_trouble(err) then
+      error(err, 0)
+    end
+    log.error("job state cannot be recorded; retrying", { job_id = job.id, error = tostring(err), retry_in = delay })
+    if not jobs.sleep(delay) then
+      return false
+    end
+    delay = math.min(delay * 2, 10)
+  end
+end
 
 local FINAL = { provision = "running", update = "running", deprovision = "deprovisioned" }
 local BUSY = { provision = "provisioning", update = "updating", deprovision = "deprovisioning" }
@@ -231,6 +273,7 @@ local function outcome(c, res, err, transient, redact)
     end
   else
     r.error = redact(c.display .. ": " .. tostring(err))
+    r.cancelled = err == CANCELLED
   end
   return r
 end
@@ -291,6 +334,8 @@ local function apply(job, inst, steps, applied, redact, ctx)
     if #wave == 0 then
       return applied
     end
+    -- Checkpoint: no new Dokku command once a stop was requested.
+    checkpoint()
     local cmds = {}
     for i, s in ipairs(wave) do
       cmds[i] = s.commands[s.next]
@@ -308,12 +353,20 @@ local function apply(job, inst, steps, applied, redact, ctx)
       instances.update_job(job.id, { step = cmds[#cmds].display, waiting_for = json.null })
     end)
     local results = run_wave(cmds, redact)
-    local failure
+    local failure, cancelled
     store.tx(function()
       for i, s in ipairs(wave) do
         local c, r = cmds[i], results[i]
-        finish_step(job.id, c.seq, r)
-        if r.error then
+        if r.cancelled then
+          -- Given up at the shutdown bound: it may or may not have run. The
+          -- step stays 'running', as after a crash; the resumed job re-probes.
+          cancelled = true
+        else
+          finish_step(job.id, c.seq, r)
+        end
+        if r.cancelled then
+          log.warn("dokku command given up for shutdown", { job_id = job.id, command = c.display })
+        elseif r.error then
           failure = failure or r
           instances.event(job, "step_failed", r.error, { command = c.display, exit_code = r.exit or json.null,
                                                          transient = r.transient and true or false })
@@ -341,6 +394,9 @@ local function apply(job, inst, steps, applied, redact, ctx)
         inst.subscription_id))
     end)
     instances.flush()
+    if cancelled then
+      error({ message = SHUTDOWN, shutdown = true }, 0)
+    end
     if failure then
       error({ message = failure.error, transient = failure.transient }, 0)
     end
@@ -406,7 +462,7 @@ end
 -- already happened is probed, not repeated.
 local function converge(job, inst, state, ctx, redact)
   local applied = inst.applied or {}
-  local attempt = 0
+  local attempt, store_waits = 0, 0
   while true do
     attempt = attempt + 1
     local ok, err = pcall(function()
@@ -431,16 +487,37 @@ local function converge(job, inst, state, ctx, redact)
       return applied
     end
     local e = type(err) == "table" and err or { message = tostring(err) }
+    if jobs.stopping() and not e.shutdown then
+      -- A failure while stopping may be the shutdown's own doing (a probe
+      -- given up): the resumed job plans again instead.
+      e = { message = SHUTDOWN, shutdown = true, cause = e.message }
+    end
+    if e.shutdown then
+      e.applied = applied
+      error(e, 0)
+    end
+    if store_trouble(e.message) then
+      -- No step can be journaled, so no command runs until one can. This
+      -- waits (capped backoff) without using up the attempts: the job goes
+      -- on by itself once the disk has room again, or resumes after a stop.
+      local why = tostring(e.message):gsub("^[^:]*%.lua:%d+: ", "")
+      e = { message = "the state store cannot be written: " .. why, transient = true, store = true }
+      store_waits = store_waits + 1
+      attempt = attempt - 1
+    end
     if not e.transient or attempt >= M.MAX_ATTEMPTS then
       e.applied = applied
       error(e, 0)
     end
-    local delay = math.min(M.RETRY_CAP, M.RETRY_BASE * 2 ^ (attempt - 1)) * (0.5 + math.random() / 2)
-    local waiting = string.format("retry %d of %d in %.1f s after: %s", attempt, M.MAX_ATTEMPTS - 1, delay,
+    local delay = math.min(M.RETRY_CAP, M.RETRY_BASE * 2 ^ (attempt + store_waits - 1)) * (0.5 + math.random() / 2)
+    local waiting = e.store and string.format("waiting for the state store (next try in %.1f s): %s", delay, e.message)
+      or string.format("retry %d of %d in %.1f s after: %s", attempt, M.MAX_ATTEMPTS - 1, delay,
       e.message)
-    instances.update_job(job.id, { waiting_for = waiting })
+    pcall(instances.update_job, job.id, { waiting_for = waiting }) -- the store may be what fails
     log.warn("job waiting", { job_id = job.id, subscription_id = job.subscription_id, waiting_for = waiting })
-    sys.sleep(delay)
+    if not jobs.sleep(delay) then
+      error({ message = SHUTDOWN, shutdown = true, applied = applied }, 0)
+    end
   end
 end
 
@@ -496,7 +573,10 @@ local function execute(job, inst, cfg)
   }
   local ok, res = pcall(converge, job, inst, state, ctx, redact)
   if not ok then
-    if job.operation == "provision" and #ctx.created > 0 then
+    -- No rollback when interrupted (resumes) or when the store cannot
+    -- journal it (a repeat resumes and converges instead).
+    local held = type(res) == "table" and (res.shutdown or res.store)
+    if job.operation == "provision" and #ctx.created > 0 and not held then
       undo(job, inst, ctx, res.applied or inst.applied or {}, redact)
     end
     error(res, 0)
@@ -532,7 +612,7 @@ function M.run(job_id)
     return
   end
   log.info("job started", fields)
-  store.tx(function()
+  local started = durably(job, function()
     inst.status = BUSY[job.operation]
     inst.error = nil
     inst.generation = cfg.generation
@@ -540,12 +620,27 @@ function M.run(job_id)
     instances.update_job(job.id, { generation = cfg.generation, error = json.null })
     instances.event(job, "job_started", job.operation .. " started")
   end)
+  if not started then
+    return
+  end
   instances.flush()
 
   local ok, state, applied, result = pcall(execute, job, inst, cfg)
   local elapsed = sys.monotonic() - t0
+  if not ok and type(state) == "table" and state.shutdown then
+    -- Interrupted, not failed: back in the queue with its steps journaled;
+    -- the instance keeps its busy status until the job resumes.
+    pcall(store.tx, function()
+      instances.update_job(job.id, { state = "queued", waiting_for = SHUTDOWN, step = json.null })
+      instances.event(job, "job_interrupted", SHUTDOWN)
+    end)
+    instances.flush()
+    fields.seconds = elapsed
+    log.info("job checkpointed for shutdown", fields)
+    return
+  end
   if ok then
-    store.tx(function()
+    durably(job, function()
       inst.status = FINAL[job.operation]
       inst.error = nil
       inst.applied = job.operation == "deprovision" and {} or applied
@@ -572,7 +667,10 @@ function M.run(job_id)
   else
     local e = state
     local message = type(e) == "table" and e.message or tostring(e)
-    store.tx(function()
+    if store_trouble(message) and not message:find("state store", 1, true) then
+      message = "the state store cannot be written: " .. message
+    end
+    durably(job, function()
       local fresh = instances.get(job.subscription_id)
       fresh.status = "failed"
       fresh.error = message

@@ -43,6 +43,7 @@ const struct config_var config_vars[] = {
 	{ "HOOKS_DIR", "./hooks", 0 },
 	{ "LUA_DIR", "./lua", 0 },
 	{ "WORKERS", "4", 0 },
+	{ "SHUTDOWN_TIMEOUT", "30", 0 },
 	{ "PROVISIONER_SECRET", NULL, 1 },
 	{ NULL, NULL, 0 },
 };
@@ -301,6 +302,7 @@ int config_load(struct config *c, const char *dotenv_path, char *err, size_t err
 	    parse_int("DOKKU_PORT", config_get("DOKKU_PORT"), 1, 65535, &c->dokku_port, err, errlen) < 0 ||
 	    parse_int("DOKKU_POOL_SIZE", config_get("DOKKU_POOL_SIZE"), 1, 64, &c->dokku_pool_size, err, errlen) < 0 ||
 	    parse_int("WORKERS", config_get("WORKERS"), 1, 64, &c->workers, err, errlen) < 0 ||
+	    parse_int("SHUTDOWN_TIMEOUT", config_get("SHUTDOWN_TIMEOUT"), 1, 3600, &c->shutdown_timeout, err, errlen) < 0 ||
 	    parse_int("DOKKU_COMMAND_TIMEOUT", config_get("DOKKU_COMMAND_TIMEOUT"), 1, 86400, &c->command_timeout, err,
 		      errlen) < 0)
 		return -1;

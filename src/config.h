@@ -38,6 +38,7 @@ struct config {
 	const char *hooks_dir;
 	const char *lua_dir;
 	int workers;
+	int shutdown_timeout; /* seconds from SIGTERM to exit (SHUTDOWN_TIMEOUT) */
 	/* PROVISIONER_SECRET bytes; see config_load_secret. */
 	unsigned char *secret;
 	size_t secret_len;

@@ -8,6 +8,7 @@
 #include "lua/runtime.h"
 #include "store/store.h"
 #include "supabase/outbox.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #include <curl/curl.h>
@@ -218,6 +219,9 @@ static int cmd_serve(void)
 	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* A file-size limit makes writes fail with EFBIG (a store error the jobs
+	 * report) instead of killing the process. */
+	signal(SIGXFSZ, SIG_IGN);
 
 	struct config cfg;
 	if (load_config(&cfg, 1) < 0)
@@ -230,24 +234,16 @@ static int cmd_serve(void)
 		return 1;
 	}
 	rt_release(L);
-	if (config_load_secret(&cfg, 1, err, sizeof err) < 0 || store_open(cfg.state_db, 0, err, sizeof err) < 0) {
-		fprintf(stderr, "mrprov: %s\n", err);
-		return 1;
-	}
-	if (jobs_start(cfg.workers, err, sizeof err) < 0) {
-		fprintf(stderr, "mrprov: %s\n", err);
-		return 1;
-	}
-	if (cfg.supabase_url && outbox_start(cfg.supabase_url, cfg.supabase_service_key, err, sizeof err) < 0) {
-		fprintf(stderr, "mrprov: %s\n", err);
-		jobs_stop(5);
-		return 1;
-	}
-	if (http_start(&cfg, err, sizeof err) < 0) {
-		fprintf(stderr, "mrprov: %s\n", err);
-		jobs_stop(5);
-		return 1;
-	}
+	int started = 0;
+	if (config_load_secret(&cfg, 1, err, sizeof err) < 0 || store_open(cfg.state_db, 0, err, sizeof err) < 0)
+		goto failed;
+	if (jobs_start(cfg.workers, err, sizeof err) < 0)
+		goto failed;
+	started = 1;
+	if (cfg.supabase_url && outbox_start(cfg.supabase_url, cfg.supabase_service_key, err, sizeof err) < 0)
+		goto failed;
+	if (http_start(&cfg, err, sizeof err) < 0)
+		goto failed;
 	char fields[256];
 	snprintf(fields, sizeof fields,
 		 "\"host\":\"%s\",\"port\":%d,\"dokku\":\"%s\",\"workers\":%d,\"version\":\"%s\",\"auth\":%s",
@@ -255,8 +251,8 @@ static int cmd_serve(void)
 		 cfg.n_api_keys ? "true" : "false");
 	log_write(LOG_INFO, "listening", fields);
 
+	int sig = 0;
 	for (;;) {
-		int sig = 0;
 		if (sigwait(&set, &sig) != 0)
 			continue;
 		if (sig == SIGHUP) {
@@ -268,19 +264,52 @@ static int cmd_serve(void)
 		}
 		break;
 	}
-	log_info("shutting down: no new requests; waiting for running jobs");
+	/* Graceful stop within SHUTDOWN_TIMEOUT (B): no new work; jobs stop at
+	 * their next checkpoint (between waves of Dokku commands) and stay
+	 * resumable; at B - reserve, commands still running are given up (the
+	 * resumed job re-probes); the outbox gets a last round; exit 0. */
+	double bound = cfg.shutdown_timeout, t0 = clock_mono();
+	double reserve = bound * 0.3 < 3.0 ? bound * 0.3 : 3.0;
+	log_info("shutting down (signal %d): new work refused; running jobs stop at their next step; bound %.0f s",
+		 sig, bound);
 	http_quiesce();
-	int busy = jobs_stop(30);
+	jobs_request_stop();
+	int busy = jobs_stop(bound - reserve);
+	if (busy) {
+		log_warn("shutdown: %d job(s) still in a Dokku command after %.1f s; giving it up, the job resumes on "
+			 "next start",
+			 busy, clock_mono() - t0);
+		transport_cancel();
+		busy = jobs_stop(reserve / 2);
+	}
+	int left_behind = busy;
 	if (busy)
-		log_warn("shutdown: %d job(s) still running after 30 s; they resume on next start", busy);
+		log_error("shutdown: %d worker(s) did not stop; leaving them (the store is not closed)", busy);
+	double outbox_s = bound - (clock_mono() - t0) - 0.2;
+	if (outbox_stop_within(outbox_s > 0.1 ? outbox_s : 0.1) < 0)
+		left_behind++;
 	http_stop();
+	if (!left_behind) {
+		transport_shutdown();
+		rt_pool_drain();
+		store_close();
+		config_free(&cfg);
+	}
+	snprintf(fields, sizeof fields, "\"seconds\":%.3f", clock_mono() - t0);
+	log_write(LOG_INFO, "stopped", fields);
+	return 0;
+
+failed:
+	/* One line on stderr; whatever had started is stopped and freed. */
+	fprintf(stderr, "mrprov: %s\n", err);
+	if (started)
+		jobs_stop(5);
 	outbox_stop();
 	transport_shutdown();
 	rt_pool_drain();
 	store_close();
 	config_free(&cfg);
-	log_info("stopped");
-	return 0;
+	return 1;
 }
 
 int main(int argc, char **argv)

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -23,6 +24,7 @@ static char program[256] = "dokku";
 static struct ssh_pool *pool;
 static pthread_mutex_t ok_lock = PTHREAD_MUTEX_INITIALIZER;
 static double last_ok; /* monotonic time of the last completed command */
+static atomic_int cancelled; /* transport_cancel: shutdown gives up running commands */
 
 int transport_init(enum transport_mode m, const struct ssh_pool_opts *ssh, const char *prog, char *err,
 		   size_t errlen)
@@ -40,6 +42,13 @@ int transport_init(enum transport_mode m, const struct ssh_pool_opts *ssh, const
 	mode = m;
 	snprintf(program, sizeof program, "%s", prog ? prog : "dokku");
 	return 0;
+}
+
+void transport_cancel(void)
+{
+	atomic_store(&cancelled, 1);
+	if (pool)
+		ssh_pool_cancel(pool);
 }
 
 void transport_shutdown(void)
@@ -142,9 +151,13 @@ static int run_local(const char *const *argv, int argc, double timeout_s, int ou
 	struct sbuf *bufs[2] = { &res->out, &res->err };
 	int open_fds = 2;
 	double deadline = timeout_s > 0 ? clock_mono() + timeout_s : 0;
-	int timed_out = 0;
+	int timed_out = 0, gave_up = 0;
 	while (open_fds > 0) {
-		int wait_ms = -1;
+		int wait_ms = 200; /* notice transport_cancel */
+		if (atomic_load(&cancelled)) {
+			timed_out = gave_up = 1;
+			break;
+		}
 		if (deadline) {
 			double left = deadline - clock_mono();
 			if (left <= 0) {
@@ -152,6 +165,8 @@ static int run_local(const char *const *argv, int argc, double timeout_s, int ou
 				break;
 			}
 			wait_ms = (int)(left * 1000) + 1;
+			if (wait_ms > 200)
+				wait_ms = 200;
 		}
 		int n = poll(fds, 2, wait_ms);
 		if (n < 0 && errno == EINTR)
@@ -187,6 +202,11 @@ static int run_local(const char *const *argv, int argc, double timeout_s, int ou
 	int status = 0;
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
+	if (gave_up) {
+		snprintf(res->error, sizeof res->error, "cancelled: shutting down");
+		res->transient = 1;
+		return -1;
+	}
 	if (timed_out) {
 		snprintf(res->error, sizeof res->error, "timed out after %.0f s", timeout_s);
 		res->transient = 1;
@@ -232,6 +252,11 @@ int transport_run(const char *const *argv, int argc, double timeout_s, int out_f
 			snprintf(res->error, sizeof res->error, "argument %d refused: %s", i + 1, reason);
 			return -1;
 		}
+	}
+	if (mode != TRANSPORT_DRY_RUN && atomic_load(&cancelled)) {
+		snprintf(res->error, sizeof res->error, "cancelled: shutting down");
+		res->transient = 1;
+		return -1;
 	}
 	double t0 = clock_mono();
 	int rc = 0;

@@ -24,6 +24,10 @@ struct transport_result {
  * runs (NULL: "dokku"). */
 int transport_init(enum transport_mode mode, const struct ssh_pool_opts *ssh, const char *program, char *err,
 		   size_t errlen);
+/* Shutdown deadline: running commands return at once with the transient
+ * error "cancelled: shutting down" (a local child is killed; an SSH channel
+ * is given up); later commands are refused the same way. */
+void transport_cancel(void);
 void transport_shutdown(void);
 enum transport_mode transport_mode(void);
 const char *transport_mode_name(void);

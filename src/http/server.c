@@ -20,8 +20,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 #include <time.h>
 
 enum {
@@ -38,6 +40,8 @@ struct route {
 	const char *name;
 	int flags;
 };
+
+static atomic_int draining; /* http_quiesce was called */
 
 static const struct route routes[] = {
 	{ "GET", "/health", "health", R_C },
@@ -207,12 +211,23 @@ static enum MHD_Result handle_ready(struct MHD_Connection *c, struct request *rq
 	sbuf_init(&b);
 	sbuf_init(&reasons);
 	int ready = 1;
+	if (atomic_load(&draining)) {
+		ready = 0;
+		add_reason(&reasons, "shutting down");
+	}
 	const char *store_state = "ok";
 	sqlite3 *db = store_conn();
 	if (!db || sqlite3_exec(db, "SELECT 1 FROM jobs LIMIT 1", NULL, NULL, NULL) != SQLITE_OK) {
 		store_state = "unavailable";
 		ready = 0;
 		add_reason(&reasons, "the state store is not available");
+	} else {
+		char why[200];
+		if (store_writable(why, sizeof why) < 0) {
+			store_state = "unwritable";
+			ready = 0;
+			add_reason(&reasons, why);
+		}
 	}
 	char err[1024];
 	const char *lua_state = "ok";
@@ -363,6 +378,15 @@ static const char *webhook_refusal(struct MHD_Connection *c, struct request *rq,
 
 static enum MHD_Result dispatch(struct MHD_Connection *c, struct request *rq)
 {
+	/* Shutting down: requests that would start work are refused (503) so the
+	 * client retries elsewhere; the rest (health, status, jobs) are still
+	 * answered while jobs drain. A webhook is still taken on a connection
+	 * already open (Supabase never retries one): its job is queued durably
+	 * and runs on the next start. */
+	if (atomic_load(&draining) && rq->route->method[0] != 'G' && strcmp(rq->route->name, "plan") != 0 &&
+	    !(rq->route->flags & R_WEBHOOK))
+		return send_error(c, rq, 503, "shutting_down", NULL,
+				  "the service is shutting down; retry against the next instance");
 	if (rq->route->flags & R_WEBHOOK) {
 		if (!cfg->webhook_secret)
 			return send_error(c, rq, 503, "not_configured", NULL,
@@ -524,8 +548,14 @@ int http_port(void)
 
 void http_quiesce(void)
 {
-	if (daemon_)
-		MHD_quiesce_daemon(daemon_);
+	atomic_store(&draining, 1);
+	if (!daemon_)
+		return;
+	/* The listening socket is closed, so new connections are refused at
+	 * once instead of waiting in the backlog until the process exits. */
+	MHD_socket fd = MHD_quiesce_daemon(daemon_);
+	if (fd != MHD_INVALID_SOCKET)
+		close(fd);
 }
 
 void http_stop(void)

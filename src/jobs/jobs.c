@@ -45,6 +45,23 @@ void jobs_notify(void)
 	pthread_mutex_unlock(&lock);
 }
 
+int jobs_stopping(void)
+{
+	return atomic_load(&stopping);
+}
+
+int jobs_sleep(double secs)
+{
+	struct timespec end;
+	deadline_in(&end, secs);
+	pthread_mutex_lock(&lock);
+	int rc = 0;
+	while (!atomic_load(&stopping) && rc != ETIMEDOUT)
+		rc = pthread_cond_timedwait(&wake, &lock, &end);
+	pthread_mutex_unlock(&lock);
+	return atomic_load(&stopping) ? 0 : 1;
+}
+
 int jobs_wait(const char *id, double secs)
 {
 	struct timespec end;
@@ -53,6 +70,9 @@ int jobs_wait(const char *id, double secs)
 		int f = store_job_finished(id);
 		if (f != 0)
 			return f;
+		/* Shutting down: the job will not finish in this process. */
+		if (atomic_load(&stopping))
+			return 0;
 		pthread_mutex_lock(&lock);
 		/* Re-check at least every 200 ms: a job may finish between the
 		 * query above and the wait below. */
@@ -104,7 +124,14 @@ static void run_job(struct worker *w, const char *id)
 		}
 	}
 	log_error("job %s: worker script failed: %s", id, err);
-	store_job_fail(id, err);
+	/* The failure must be recorded, or the job would look running for ever:
+	 * while the store refuses it (disk full), retry with backoff; a stop
+	 * leaves the job running, to be requeued on the next start. */
+	for (double delay = 0.5; store_job_fail(id, err) < 0;) {
+		if (!jobs_sleep(delay))
+			break;
+		delay = delay < 5 ? delay * 2 : 10;
+	}
 	lua_settop(L, top);
 }
 
@@ -187,10 +214,18 @@ int jobs_busy(void)
 	return busy;
 }
 
-int jobs_stop(double grace_s)
+void jobs_request_stop(void)
 {
 	atomic_store(&stopping, 1);
 	jobs_notify();
+	pthread_mutex_lock(&lock);
+	pthread_cond_broadcast(&finished);
+	pthread_mutex_unlock(&lock);
+}
+
+int jobs_stop(double grace_s)
+{
+	jobs_request_stop();
 	struct timespec start;
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	int still = 0;

@@ -12,8 +12,16 @@ int jobs_start(int nworkers, char *err, size_t errlen);
 void jobs_notify(void);
 /* 1 when job id finished within secs, 0 on timeout, -1 unknown job. */
 int jobs_wait(const char *id, double secs);
-/* Stops claiming, lets running jobs finish (up to grace_s), joins. Returns
- * the number of workers still busy when the grace period ended. */
+/* Shutdown, first step: no job is claimed any more; running jobs see
+ * jobs_stopping() and stop at their next checkpoint; jobs_sleep returns. */
+void jobs_request_stop(void);
+/* 1 once a stop was requested. */
+int jobs_stopping(void);
+/* Sleeps secs unless a stop is requested; 1 when it slept, 0 when woken by it. */
+int jobs_sleep(double secs);
+/* Requests the stop, waits up to grace_s for the workers to leave, and joins
+ * them when all did. Returns the number still running (not joined: their
+ * threads and states are left alone; the caller must not free what they use). */
 int jobs_stop(double grace_s);
 /* Number of workers running a job now. */
 int jobs_busy(void);

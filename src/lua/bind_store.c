@@ -10,6 +10,8 @@
 
 static int fail(lua_State *L, sqlite3 *db)
 {
+	if (db)
+		store_note_error(sqlite3_extended_errcode(db));
 	luaL_pushfail(L);
 	lua_pushstring(L, db ? sqlite3_errmsg(db) : "store is not open");
 	lua_pushinteger(L, db ? sqlite3_extended_errcode(db) : -1);
@@ -142,8 +144,9 @@ static int l_tx(lua_State *L)
 		return lua_error(L);
 	}
 	if (store_commit() < 0) {
-		store_rollback();
-		return luaL_error(L, "store: commit failed: %s", sqlite3_errmsg(db));
+		lua_pushfstring(L, "store: commit failed: %s", sqlite3_errmsg(db));
+		store_rollback(); /* may close db */
+		return lua_error(L);
 	}
 	return lua_gettop(L);
 }

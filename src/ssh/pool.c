@@ -38,6 +38,7 @@ struct request {
 	int done;		/* set under pool->lock; the caller may then return */
 	double expired_at;	/* when the deadline passed (detached requests) */
 	int detached;		/* the session frees it after cleaning up its channel */
+	int cancelled;		/* given up because the pool was cancelled (shutdown) */
 	pthread_cond_t cond;
 	LIBSSH2_CHANNEL *ch;
 	enum rq_state st;
@@ -71,6 +72,7 @@ struct ssh_pool {
 	struct session *sess;
 	int n;
 	int stopping;
+	int cancelled; /* ssh_pool_cancel: running commands are given up, new ones refused */
 	double last_ok;
 	char last_error[256];
 	int refused; /* a permanent refusal (host key mismatch, auth): no retry */
@@ -273,7 +275,14 @@ static void disconnect(struct session *s)
 	if (s->s) {
 		libssh2_session_set_blocking(s->s, 0);
 		libssh2_session_disconnect(s->s, "bye");
-		libssh2_session_free(s->s);
+		/* Non-blocking, libssh2_session_free returns EAGAIN (and frees
+		 * nothing) while it still has channels to close, e.g. those of
+		 * given-up commands: with the socket shut down those sends fail at
+		 * once and the session is freed. */
+		if (s->sock >= 0)
+			shutdown(s->sock, SHUT_RDWR);
+		for (int i = 0; i < 100 && libssh2_session_free(s->s) == LIBSSH2_ERROR_EAGAIN; i++)
+			;
 		s->s = NULL;
 	}
 	if (s->sock >= 0)
@@ -479,10 +488,11 @@ static int progress(struct session *s, struct request *rq)
 /* A request past its deadline: the caller is told now; the channel is
  * closed in the background and the request freed afterwards. Returns 1
  * when the request is gone already (it had no channel yet). */
-static int expire(struct session *s, struct request *rq)
+static int expire(struct session *s, struct request *rq, int cancelled)
 {
 	struct ssh_pool *p = s->pool;
 	pthread_mutex_lock(&p->lock);
+	rq->cancelled = cancelled;
 	rq->res = NULL;
 	rq->detached = 1;
 	rq->done = 1;
@@ -506,6 +516,7 @@ static void *session_main(void *arg)
 	for (;;) {
 		pthread_mutex_lock(&p->lock);
 		int stopping = p->stopping;
+		int cancelled = p->cancelled;
 		int refused = p->refused;
 		int pending = s->queued;
 		pthread_mutex_unlock(&p->lock);
@@ -541,6 +552,18 @@ static void *session_main(void *arg)
 				q = next;
 			}
 		}
+		if (cancelled) {
+			pthread_mutex_lock(&p->lock);
+			struct request *q = s->queue;
+			s->queue = s->queue_tail = NULL;
+			s->queued = 0;
+			pthread_mutex_unlock(&p->lock);
+			while (q) {
+				struct request *next = q->next;
+				fail_request(s, q, "cancelled: shutting down", 1);
+				q = next;
+			}
+		}
 		if (s->connected) {
 			pthread_mutex_lock(&p->lock);
 			while (s->queue && s->nactive < s->max_ch) {
@@ -556,7 +579,8 @@ static void *session_main(void *arg)
 			now = clock_mono();
 			for (int i = 0; i < s->nactive && s->connected; i++) {
 				struct request *rq = s->active[i];
-				if (rq->deadline && now > rq->deadline && !rq->detached && expire(s, rq)) {
+				if (((rq->deadline && now > rq->deadline) || cancelled) && !rq->detached &&
+				    expire(s, rq, cancelled)) {
 					s->active[i--] = s->active[--s->nactive];
 					continue;
 				}
@@ -700,9 +724,9 @@ int ssh_pool_run(struct ssh_pool *p, const char *cmd, double timeout_s, int out_
 	pthread_cond_init(&rq->cond, NULL);
 
 	pthread_mutex_lock(&p->lock);
-	if (p->stopping) {
+	if (p->stopping || p->cancelled) {
 		pthread_mutex_unlock(&p->lock);
-		snprintf(res->error, sizeof res->error, "shutting down");
+		snprintf(res->error, sizeof res->error, "cancelled: shutting down");
 		res->transient = 1;
 		pthread_cond_destroy(&rq->cond);
 		free(rq->cmd);
@@ -735,8 +759,12 @@ int ssh_pool_run(struct ssh_pool *p, const char *cmd, double timeout_s, int out_
 	while (!rq->done)
 		pthread_cond_wait(&rq->cond, &p->lock);
 	int detached = rq->detached;
+	int cancelled = rq->cancelled;
 	pthread_mutex_unlock(&p->lock);
-	if (detached && timeout_s > 0) {
+	if (detached && cancelled) {
+		snprintf(res->error, sizeof res->error, "cancelled: shutting down");
+		res->transient = 1;
+	} else if (detached && timeout_s > 0) {
 		snprintf(res->error, sizeof res->error, "timed out after %.0f s", timeout_s);
 		res->transient = 1;
 	}
@@ -777,6 +805,17 @@ void ssh_pool_last_error(struct ssh_pool *p, char *out, size_t outlen)
 	pthread_mutex_lock(&p->lock);
 	snprintf(out, outlen, "%s", p->last_error);
 	pthread_mutex_unlock(&p->lock);
+}
+
+void ssh_pool_cancel(struct ssh_pool *p)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->cancelled = 1;
+	pthread_mutex_unlock(&p->lock);
+	for (int i = 0; i < p->n; i++)
+		wake(&p->sess[i]);
 }
 
 void ssh_pool_free(struct ssh_pool *p)

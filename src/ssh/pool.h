@@ -46,6 +46,10 @@ int ssh_pool_connected(struct ssh_pool *p);
 double ssh_pool_last_ok(struct ssh_pool *p);
 /* The last connection error, or "" (copied). */
 void ssh_pool_last_error(struct ssh_pool *p, char *out, size_t outlen);
+/* Shutdown: every running or queued command returns at once with the
+ * transient error "cancelled: shutting down" (its channel is given up, the
+ * command may still finish on the server); later commands are refused. */
+void ssh_pool_cancel(struct ssh_pool *p);
 /* Waits for running commands (bounded), then disconnects and frees. */
 void ssh_pool_free(struct ssh_pool *p);
 

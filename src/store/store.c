@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -94,9 +95,45 @@ static void close_conn(void *p)
 		sqlite3_close_v2(p);
 }
 
+/* The last write the file system refused (disk full, I/O error, read-only),
+ * until a transaction commits again or 60 s pass without another. Noted
+ * where statements fail: exec_sql (COMMIT), the job claim, and Lua's
+ * store.exec / store.tx. */
+static pthread_mutex_t problem_lock = PTHREAD_MUTEX_INITIALIZER;
+static char write_problem[160];
+static double problem_at; /* clock_mono() of the last refusal */
+
+void store_note_error(int code)
+{
+	int primary = code & 0xff;
+	if (primary != SQLITE_FULL && primary != SQLITE_IOERR && primary != SQLITE_READONLY)
+		return;
+	pthread_mutex_lock(&problem_lock);
+	snprintf(write_problem, sizeof write_problem, "%s", sqlite3_errstr(code));
+	problem_at = clock_mono();
+	pthread_mutex_unlock(&problem_lock);
+}
+
+static void clear_problem(void)
+{
+	pthread_mutex_lock(&problem_lock);
+	write_problem[0] = '\0';
+	pthread_mutex_unlock(&problem_lock);
+}
+
 static void make_key(void)
 {
 	pthread_key_create(&conn_key, close_conn);
+}
+
+int store_writable(char *reason, size_t reasonlen)
+{
+	pthread_mutex_lock(&problem_lock);
+	int trouble = write_problem[0] != '\0' && clock_mono() - problem_at < 60;
+	if (trouble)
+		snprintf(reason, reasonlen, "the state store cannot be written: %s", write_problem);
+	pthread_mutex_unlock(&problem_lock);
+	return trouble ? -1 : 0;
 }
 
 static sqlite3 *open_conn(char *err, size_t errlen)
@@ -171,6 +208,29 @@ int store_open(const char *path, int readonly, char *err, size_t errlen)
 		snprintf(err, errlen, "STATE_DB: cannot create the directory of %s: %s", path, strerror(errno));
 		return -1;
 	}
+	/* SQLite needs to write the file and, for its WAL and journal files,
+	 * the directory: say so plainly instead of "unable to open database file"
+	 * (a read-only mount reports EROFS even to root). */
+	if (!readonly) {
+		char *dir = strdup(path);
+		char *slash = strrchr(dir, '/');
+		if (slash == dir)
+			slash[1] = '\0';
+		else if (slash)
+			*slash = '\0';
+		const char *what = NULL;
+		if (access(slash ? dir : ".", W_OK | X_OK) < 0)
+			what = "its directory is not writable";
+		else if (access(path, F_OK) == 0 && access(path, W_OK) < 0)
+			what = "the file is not writable";
+		if (what) {
+			snprintf(err, errlen, "STATE_DB: %s: %s (%s); the store needs to write the file and its directory",
+				 path, what, strerror(errno));
+			free(dir);
+			return -1;
+		}
+		free(dir);
+	}
 	sqlite3 *db = open_conn(err, errlen);
 	if (!db)
 		return -1;
@@ -222,6 +282,7 @@ static int exec_sql(const char *sql)
 		return -1;
 	char *msg = NULL;
 	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		store_note_error(sqlite3_extended_errcode(db));
 		log_error("store: %s: %s", sql, msg ? msg : "?");
 		sqlite3_free(msg);
 		return -1;
@@ -236,7 +297,10 @@ int store_begin(void)
 
 int store_commit(void)
 {
-	return exec_sql("COMMIT");
+	if (exec_sql("COMMIT") < 0)
+		return -1;
+	clear_problem();
+	return 0;
 }
 
 void store_rollback(void)
@@ -244,6 +308,15 @@ void store_rollback(void)
 	sqlite3 *db = store_conn();
 	if (db && !sqlite3_get_autocommit(db))
 		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	/* A rollback can fail too (I/O error, full disk): a connection left in
+	 * its transaction would hold the write lock for ever and make every
+	 * later store.tx on it look nested (never committed). Closing it rolls
+	 * back and releases the locks; the next use opens a fresh one. */
+	if (db && !sqlite3_get_autocommit(db)) {
+		log_error("store: rollback failed (%s); reopening this thread's connection", sqlite3_errmsg(db));
+		pthread_setspecific(conn_key, NULL);
+		close_conn(db);
+	}
 }
 
 int store_job_claim(char *id, size_t idlen)
@@ -273,6 +346,7 @@ int store_job_claim(char *id, size_t idlen)
 		rc = sqlite3_step(st);
 	}
 	if (rc != SQLITE_DONE) {
+		store_note_error(sqlite3_extended_errcode(db));
 		log_error("store: claim: %s", sqlite3_errmsg(db));
 		found = -1;
 	}
@@ -304,23 +378,29 @@ int store_job_finished(const char *id)
 	return res;
 }
 
-void store_job_fail(const char *id, const char *message)
+int store_job_fail(const char *id, const char *message)
 {
+	store_rollback(); /* first: it may reopen this thread's connection */
 	sqlite3 *db = store_conn();
 	sqlite3_stmt *st;
 	if (!db)
-		return;
-	store_rollback();
+		return -1;
 	if (sqlite3_prepare_v2(db,
 			       "UPDATE jobs SET state = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1",
 			       -1, &st, NULL) != SQLITE_OK)
-		return;
+		return -1;
 	char now[CLOCK_ISO_LEN];
 	clock_iso(-1, now);
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_text(st, 2, message, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_text(st, 3, now, -1, SQLITE_TRANSIENT);
-	if (sqlite3_step(st) != SQLITE_DONE)
+	int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+	if (rc < 0) {
+		store_note_error(sqlite3_extended_errcode(db));
 		log_error("store: cannot mark job %s failed: %s", id, sqlite3_errmsg(db));
+	}
 	sqlite3_finalize(st);
+	if (rc == 0)
+		clear_problem();
+	return rc;
 }

@@ -18,6 +18,12 @@ int store_is_open(void);
 sqlite3 *store_conn(void);
 void store_close(void);
 
+/* -1 and why (disk full, I/O error, read-only) when a write was refused in
+ * the last 60 s and no transaction committed since; else 0. */
+int store_writable(char *reason, size_t reasonlen);
+/* Records a failed statement's (extended) result code for store_writable. */
+void store_note_error(int code);
+
 /* BEGIN IMMEDIATE / COMMIT / ROLLBACK on this thread's connection. */
 int store_begin(void);
 int store_commit(void);
@@ -30,7 +36,8 @@ int store_job_claim(char *id, size_t idlen);
 int store_jobs_requeue(void);
 /* 1 when the job has finished (succeeded or failed), 0 if not, -1 unknown. */
 int store_job_finished(const char *id);
-/* Marks a job failed with a message (used when its script could not run). */
-void store_job_fail(const char *id, const char *message);
+/* Marks a job failed with a message (used when its script could not run);
+ * 0, or -1 when the store refused the write. */
+int store_job_fail(const char *id, const char *message);
 
 #endif

@@ -12,6 +12,7 @@ struct pgrst {
 	CURL *h;
 	char *base;
 	struct curl_slist *auth;
+	long timeout_ms; /* whole request; 0: the default 15 s */
 };
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -38,6 +39,11 @@ struct pgrst *pgrst_new(const char *base_url, const char *key)
 	snprintf(line, sizeof line, "Authorization: Bearer %s", key);
 	c->auth = curl_slist_append(c->auth, line);
 	return c;
+}
+
+void pgrst_set_timeout(struct pgrst *c, double secs)
+{
+	c->timeout_ms = secs > 0 ? (long)(secs * 1000) + 1 : 0;
 }
 
 void pgrst_free(struct pgrst *c)
@@ -77,8 +83,9 @@ int pgrst_request(struct pgrst *c, const char *method, const char *path, const c
 	curl_easy_reset(c->h);
 	curl_easy_setopt(c->h, CURLOPT_URL, url);
 	curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, h);
-	curl_easy_setopt(c->h, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
-	curl_easy_setopt(c->h, CURLOPT_TIMEOUT_MS, 15000L);
+	long total = c->timeout_ms > 0 ? c->timeout_ms : 15000L;
+	curl_easy_setopt(c->h, CURLOPT_CONNECTTIMEOUT_MS, total < 5000L ? total : 5000L);
+	curl_easy_setopt(c->h, CURLOPT_TIMEOUT_MS, total);
 	curl_easy_setopt(c->h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c->h, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(c->h, CURLOPT_WRITEFUNCTION, on_data);

@@ -12,6 +12,8 @@ struct pgrst;
 
 struct pgrst *pgrst_new(const char *base_url, const char *key);
 void pgrst_free(struct pgrst *c);
+/* Caps each later request (connect included) at secs; 0 restores 15 s. */
+void pgrst_set_timeout(struct pgrst *c, double secs);
 /* method: GET or POST. path: after /rest/v1/ (e.g. "instances?on_conflict=id").
  * prefer: the Prefer header or NULL. Returns 0 when the server answered
  * (*status set, body in resp), -1 on a transport failure (err says why). */

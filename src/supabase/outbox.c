@@ -2,6 +2,7 @@
  * every subscription whose turn has come, POSTs it, and records the answer:
  * delivered rows are deleted; retryable failures get a later attempt;
  * requests PostgREST refuses (other 4xx) are parked with the error. */
+#define _GNU_SOURCE /* pthread_timedjoin_np */
 #include "supabase/outbox.h"
 #include "util/clock.h"
 #include "metrics.h"
@@ -23,6 +24,7 @@
 static struct pgrst *client;
 static pthread_t thread;
 static int running, stopping;
+static double final_until; /* monotonic deadline of the last delivery round at stop; 0: none */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
 static unsigned long notified;
@@ -57,7 +59,7 @@ struct row {
 	int attempts;
 };
 
-static int load_rows(struct row *rows, int max)
+static int load_rows(struct row *rows, int max, int ignore_backoff)
 {
 	sqlite3 *db = store_conn();
 	sqlite3_stmt *st;
@@ -69,7 +71,7 @@ static int load_rows(struct row *rows, int max)
 		" ORDER BY o.id LIMIT ?2";
 	if (!db || sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
 		return -1;
-	sqlite3_bind_double(st, 1, clock_real());
+	sqlite3_bind_double(st, 1, ignore_backoff ? 1e300 : clock_real());
 	sqlite3_bind_int(st, 2, max);
 	int n = 0;
 	while (n < max && sqlite3_step(st) == SQLITE_ROW) {
@@ -227,6 +229,51 @@ static int probe(void)
 	return 0;
 }
 
+/* At stop: one last attempt for every pending row (backoff ignored), in
+ * order per subscription, until none is left, a round delivers nothing, or
+ * the deadline passes. Each request is capped at the time left. */
+static void final_round(double until)
+{
+	int delivered = 0, left = 0;
+	for (;;) {
+		double remaining = until - clock_mono();
+		if (remaining <= 0.05)
+			break;
+		struct row rows[BATCH];
+		int n = load_rows(rows, BATCH, 1);
+		if (n <= 0)
+			break;
+		int failures = 0;
+		for (int i = 0; i < n; i++) {
+			remaining = until - clock_mono();
+			if (remaining > 0.05) {
+				pgrst_set_timeout(client, remaining);
+				int f = deliver(&rows[i]);
+				failures += f;
+				delivered += !f;
+			} else {
+				failures++;
+			}
+			free_row(&rows[i]);
+		}
+		if (failures == n)
+			break;
+	}
+	sqlite3 *db = store_conn();
+	sqlite3_stmt *st;
+	if (db && sqlite3_prepare_v2(db, "SELECT count(*) FROM outbox WHERE state = 'pending'", -1, &st, NULL) ==
+			  SQLITE_OK) {
+		if (sqlite3_step(st) == SQLITE_ROW)
+			left = sqlite3_column_int(st, 0);
+		sqlite3_finalize(st);
+	}
+	if (left)
+		log_warn("shutdown: outbox delivered %d row(s); %d stay pending and go on the next start", delivered,
+			 left);
+	else
+		log_info("shutdown: outbox delivered %d row(s); none pending", delivered);
+}
+
 static void *sender_main(void *arg)
 {
 	(void)arg;
@@ -238,10 +285,13 @@ static void *sender_main(void *arg)
 		int stop = stopping;
 		unsigned long seen = notified;
 		pthread_mutex_unlock(&lock);
-		if (stop)
+		if (stop) {
+			if (final_until > 0)
+				final_round(final_until);
 			break;
+		}
 		struct row rows[BATCH];
-		int n = load_rows(rows, BATCH);
+		int n = load_rows(rows, BATCH, 0);
 		int failures = 0;
 		for (int i = 0; i < n; i++) {
 			failures += deliver(&rows[i]);
@@ -310,16 +360,37 @@ void outbox_notify(void)
 
 void outbox_stop(void)
 {
+	outbox_stop_within(0);
+}
+
+int outbox_stop_within(double secs)
+{
 	if (!running)
-		return;
+		return 0;
 	pthread_mutex_lock(&lock);
+	final_until = secs > 0 ? clock_mono() + secs : 0;
 	stopping = 1;
 	pthread_cond_signal(&cond);
 	pthread_mutex_unlock(&lock);
-	pthread_join(thread, NULL);
+	if (final_until > 0) {
+		/* A request in flight is capped by curl's own timeout (15 s): do not
+		 * wait past the bound for it; the thread is left alone then. */
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		double until = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + (final_until - clock_mono()) + 0.5;
+		ts.tv_sec = (time_t)until;
+		ts.tv_nsec = (long)((until - (double)ts.tv_sec) * 1e9);
+		if (pthread_timedjoin_np(thread, NULL, &ts) != 0) {
+			log_warn("shutdown: the outbox sender is still in a request; leaving it");
+			return -1;
+		}
+	} else {
+		pthread_join(thread, NULL);
+	}
 	pgrst_free(client);
 	client = NULL;
 	running = 0;
+	return 0;
 }
 
 int outbox_check(double max_age_s, char *reason, size_t reasonlen)

@@ -13,6 +13,11 @@ int outbox_start(const char *url, const char *key, char *err, size_t errlen);
 void outbox_notify(void);
 /* Stops the sender after the delivery in flight, if any. */
 void outbox_stop(void);
+/* Stops the sender after a last delivery attempt, within secs, for every
+ * pending row (their backoff ignored); what is left stays for the next start.
+ * Returns 0, or -1 when the sender was still busy at the bound (then it is
+ * left running and the store must not be closed). */
+int outbox_stop_within(double secs);
 /* 0 when Supabase is not configured or answered within max_age_s; else -1
  * and why. */
 int outbox_check(double max_age_s, char *reason, size_t reasonlen);
