@@ -70,7 +70,7 @@ function M.base_env(dir, extra)
     HOST = "127.0.0.1", PORT = "0", LOG_LEVEL = "DEBUG",
     STATE_DB = dir .. "/data/mrprov.db", BACKUP_DIR = dir .. "/data/backups",
     TIERS_DIR = M.root .. "/tiers", HOOKS_DIR = M.root .. "/hooks", LUA_DIR = M.root .. "/lua",
-    WORKERS = "2",
+    WORKERS = "2", SHUTDOWN_TIMEOUT = "5", -- tests stop servers with SIGTERM
   }
   for k, v in pairs(extra or {}) do
     env[k] = v
