@@ -195,7 +195,7 @@ describe("secrets audit #integration", function()
       end
     end
     local db = dir .. "/data/mrprov.db"
-    for line in sh("sqlite3 " .. q(db) .. " 'SELECT app_name FROM instances'"):gmatch("[^\n]+") do
+    for line in sh("sqlite3 -cmd '.timeout 5000' " .. q(db) .. " 'SELECT app_name FROM instances'"):gmatch("[^\n]+") do
       for _, f in ipairs(forms("admin password of " .. line, derive(PROVISIONER_SECRET, "admin-password:" .. line))) do
         list[#list + 1] = f
       end
@@ -208,7 +208,7 @@ describe("secrets audit #integration", function()
     assert.is_true(#secrets >= 6 * 4 + 3 * 4, "expected every instance's password among the secrets")
     local texts = { ["mrprov log"] = H.log_text(srv) }
     local db = dir .. "/data/mrprov.db"
-    for id in sh("sqlite3 " .. q(db) .. " 'SELECT id FROM jobs'"):gmatch("[^\n]+") do
+    for id in sh("sqlite3 -cmd '.timeout 5000' " .. q(db) .. " 'SELECT id FROM jobs'"):gmatch("[^\n]+") do
       local _, _, raw = req("GET", "/api/v1/jobs/" .. id, nil, auth1)
       texts["job " .. id] = raw
     end
@@ -229,7 +229,7 @@ describe("secrets audit #integration", function()
 
   it("leaves no secret in the SQLite store", function()
     local secrets = all_secrets()
-    local dump = sh("sqlite3 " .. q(dir .. "/data/mrprov.db") .. " .dump")
+    local dump = sh("sqlite3 -cmd '.timeout 5000' " .. q(dir .. "/data/mrprov.db") .. " .dump")
     assert.matches("CREATE TABLE", dump)
     assert.matches("INSERT INTO", dump)
     local hit = find_any(dump, secrets)

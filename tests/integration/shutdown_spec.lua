@@ -82,7 +82,7 @@ local function terminate(s, limit)
 end
 
 local function sqlite(db, sql)
-  local p = io.popen("sqlite3 -json " .. q(db) .. " " .. q(sql) .. " 2>&1")
+  local p = io.popen("sqlite3 -json -cmd '.timeout 5000' " .. q(db) .. " " .. q(sql) .. " 2>&1")
   local out = p:read("a")
   p:close()
   if out:match("^%s*$") then

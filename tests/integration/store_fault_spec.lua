@@ -42,7 +42,7 @@ local function fingerprint(dir)
 end
 
 local function integrity(db)
-  local _, out = sh("sqlite3 " .. q(db) .. " 'PRAGMA integrity_check'")
+  local _, out = sh("sqlite3 -cmd '.timeout 5000' " .. q(db) .. " 'PRAGMA integrity_check'")
   return (out:gsub("%s+$", ""))
 end
 
@@ -239,7 +239,7 @@ describe("a store whose disk fills up mid-job #integration", function()
     table.sort(apps)
     assert.are.same({ j.app_name, j.app_name .. "-backend", j.app_name .. "-frontend" }, apps)
     -- the database is sound: copied out of the namespace while mrprov still runs, then after stop
-    local _, ic = sh("sqlite3 " .. q(inside("mrprov.db")) .. " 'PRAGMA integrity_check'")
+    local _, ic = sh("sqlite3 -cmd '.timeout 5000' " .. q(inside("mrprov.db")) .. " 'PRAGMA integrity_check'")
     assert.are.equal("ok", (ic:gsub("%s+$", "")))
     stop()
   end)

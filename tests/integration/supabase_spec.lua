@@ -100,9 +100,12 @@ describe("Supabase mirroring #integration", function()
       return r and r.tier == "starter" and r.status == "running" and r
     end, 20)
     assert.are.equal(j.app_name, row.app_name)
-    -- events arrived in the order they happened
-    local events = SB.query(sb, "select kind, operation from public.events where subscription_id = 'sub_sb2'"
-      .. " order by id")
+    -- events arrived in the order they happened (the last may follow the row by a delivery)
+    local events = eventually("the four events", function()
+      local ev = SB.query(sb, "select kind, operation from public.events where subscription_id = 'sub_sb2'"
+        .. " order by id")
+      return #ev >= 4 and ev
+    end, 20)
     local seq = {}
     for _, e in ipairs(events) do
       seq[#seq + 1] = e.operation .. ":" .. e.kind
