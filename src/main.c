@@ -238,7 +238,7 @@ static int cmd_serve(void)
 		fprintf(stderr, "mrprov: %s\n", err);
 		return 1;
 	}
-	if (cfg.supabase_url && outbox_start(cfg.supabase_url, cfg.supabase_service_key, err, sizeof err) < 0) {
+	if (cfg.supabase_url && outbox_start(cfg.supabase_url, cfg.supabase_service_key, cfg.supabase_timeout, err, sizeof err) < 0) {
 		fprintf(stderr, "mrprov: %s\n", err);
 		jobs_stop(5);
 		return 1;

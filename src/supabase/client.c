@@ -12,6 +12,7 @@ struct pgrst {
 	CURL *h;
 	char *base;
 	struct curl_slist *auth;
+	long timeout_ms;
 };
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -28,6 +29,7 @@ struct pgrst *pgrst_new(const char *base_url, const char *key)
 	if (!c)
 		abort();
 	c->h = curl_easy_init();
+	c->timeout_ms = 15000L;
 	size_t n = strlen(base_url);
 	while (n && base_url[n - 1] == '/')
 		n--;
@@ -38,6 +40,12 @@ struct pgrst *pgrst_new(const char *base_url, const char *key)
 	snprintf(line, sizeof line, "Authorization: Bearer %s", key);
 	c->auth = curl_slist_append(c->auth, line);
 	return c;
+}
+
+void pgrst_set_timeout(struct pgrst *c, int seconds)
+{
+	if (seconds > 0)
+		c->timeout_ms = (long)seconds * 1000L;
 }
 
 void pgrst_free(struct pgrst *c)
@@ -77,8 +85,8 @@ int pgrst_request(struct pgrst *c, const char *method, const char *path, const c
 	curl_easy_reset(c->h);
 	curl_easy_setopt(c->h, CURLOPT_URL, url);
 	curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, h);
-	curl_easy_setopt(c->h, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
-	curl_easy_setopt(c->h, CURLOPT_TIMEOUT_MS, 15000L);
+	curl_easy_setopt(c->h, CURLOPT_CONNECTTIMEOUT_MS, c->timeout_ms < 5000L ? c->timeout_ms : 5000L);
+	curl_easy_setopt(c->h, CURLOPT_TIMEOUT_MS, c->timeout_ms);
 	curl_easy_setopt(c->h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c->h, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(c->h, CURLOPT_WRITEFUNCTION, on_data);

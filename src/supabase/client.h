@@ -11,6 +11,8 @@
 struct pgrst;
 
 struct pgrst *pgrst_new(const char *base_url, const char *key);
+/* Seconds one request may take in all (default 15); connecting gets at most 5. */
+void pgrst_set_timeout(struct pgrst *c, int seconds);
 void pgrst_free(struct pgrst *c);
 /* method: GET or POST. path: after /rest/v1/ (e.g. "instances?on_conflict=id").
  * prefer: the Prefer header or NULL. Returns 0 when the server answered

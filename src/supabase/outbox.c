@@ -287,9 +287,10 @@ static void *sender_main(void *arg)
 	return NULL;
 }
 
-int outbox_start(const char *url, const char *key, char *err, size_t errlen)
+int outbox_start(const char *url, const char *key, int timeout_s, char *err, size_t errlen)
 {
 	client = pgrst_new(url, key);
+	pgrst_set_timeout(client, timeout_s);
 	if (pthread_create(&thread, NULL, sender_main, NULL) != 0) {
 		snprintf(err, errlen, "cannot start the outbox sender");
 		pgrst_free(client);
