@@ -29,16 +29,38 @@ static unsigned long notified;
 static double last_answer; /* realtime of the last HTTP answer that was not an auth refusal */
 static char last_problem[300];
 
+/* Logs a Supabase problem when it differs from the one before (called with
+ * lock held, after last_problem was set): a long outage logs its cause once,
+ * not every probe. */
+static char logged_problem[300];
+
+static void log_problem_change(void)
+{
+	if (last_problem[0] && strcmp(last_problem, logged_problem) != 0) {
+		log_warn("outbox: Supabase is failing: %s", last_problem);
+		snprintf(logged_problem, sizeof logged_problem, "%s", last_problem);
+	} else if (!last_problem[0] && logged_problem[0]) {
+		log_info("outbox: Supabase answers again (the last problem was: %s)", logged_problem);
+		logged_problem[0] = '\0';
+	}
+}
+
 static void note_answer(long status, const char *problem)
 {
 	pthread_mutex_lock(&lock);
 	if (status == 401 || status == 403) {
 		snprintf(last_problem, sizeof last_problem, "Supabase refused the service key (%ld): %.200s", status,
 			 problem ? problem : "");
+	} else if (status >= 500) {
+		/* a gateway that answers 5xx is up but failing: not ready, and
+		 * /ready says what it answers */
+		snprintf(last_problem, sizeof last_problem, "Supabase answers HTTP %ld: %.200s", status,
+			 problem ? problem : "");
 	} else {
 		last_answer = clock_real();
 		last_problem[0] = '\0';
 	}
+	log_problem_change();
 	pthread_mutex_unlock(&lock);
 }
 
@@ -46,6 +68,7 @@ static void note_failure(const char *problem)
 {
 	pthread_mutex_lock(&lock);
 	snprintf(last_problem, sizeof last_problem, "%.290s", problem);
+	log_problem_change();
 	pthread_mutex_unlock(&lock);
 }
 
