@@ -1,0 +1,273 @@
+-- Integration: faults outside mrprov (SPEC §7 "Nothing lost", "Clean
+-- failure"). Each ends in a correct state or a clear `failed` with the cause,
+-- never a stuck job:
+--   * the PostgREST gateway answers 500s, then holds every request past
+--     mrprov's timeout (SUPABASE_TIMEOUT), then is healthy again: the jobs
+--     complete regardless (Supabase is a mirror), the outbox holds the rows,
+--     /ready and /metrics show it, and every row arrives once, in order;
+--   * a Dokku command that never returns, on every attempt: the job fails
+--     with the cause and rolls back; a repeat after the fault resumes it;
+--   * sshd gone for good mid-job: the job fails with the cause; once sshd is
+--     back a repeat converges to exactly one set of objects.
+local H = require "harness"
+local D = require "dokku_harness"
+local SB = require "supabase_harness"
+local cjson = require "cjson"
+local socket = require "socket"
+
+local function eventually(what, pred, timeout)
+  local deadline = socket.gettime() + (timeout or 20)
+  local last
+  while socket.gettime() < deadline do
+    local v, why = pred()
+    if v then
+      return v
+    end
+    last = why
+    socket.sleep(0.1)
+  end
+  error("timed out waiting for " .. what .. (last and (": " .. tostring(last)) or ""), 2)
+end
+
+local function metric(srv, name, labels)
+  local _, _, text = H.request(srv, "GET", "/metrics")
+  local pat = name:gsub("_", "%%_") .. "{" .. labels:gsub("[%p]", "%%%0") .. "} ([%d%.e%+]+)"
+  return tonumber(text:match(pat))
+end
+
+-- The names of the objects of instance app on the simulator, each list sorted.
+local function objects_of(h, app)
+  local s = D.state(h)
+  local out = { apps = {}, postgres = {}, redis = {} }
+  local function mine(n)
+    return n == app or n:sub(1, #app + 1) == app .. "-"
+  end
+  for _, a in ipairs(s.global.apps or {}) do
+    if mine(a) then out.apps[#out.apps + 1] = a end
+  end
+  for _, kind in ipairs({ "postgres", "redis" }) do
+    for _, n in ipairs((s.global.services or {})[kind] or {}) do
+      if mine(n) then out[kind][#out[kind] + 1] = n end
+    end
+  end
+  for _, l in pairs(out) do
+    table.sort(l)
+  end
+  return out
+end
+
+local function free_tier_objects(app)
+  return { apps = { app, app .. "-backend", app .. "-frontend" }, postgres = { app .. "-db" },
+           redis = { app .. "-redis" } }
+end
+
+describe("PostgREST gateway faults #integration", function()
+  local h, sb, srv
+
+  setup(function()
+    h = D.start()
+    sb = SB.start()
+    srv = H.start({ env = D.mrprov_env(h, { SUPABASE_URL = sb.url, SUPABASE_SERVICE_KEY = sb.key,
+                                            SUPABASE_TIMEOUT = "2", LOG_LEVEL = "INFO" }) })
+  end)
+
+  teardown(function()
+    H.cleanup()
+    D.stop_all()
+    if sb then
+      SB.stop(sb)
+    end
+  end)
+
+  it("completes the jobs through 500s and a hanging gateway; every row arrives once, in order", function()
+    H.wait_for(srv, "/ready", function(r) return r.ready end, 20)
+    local t0 = socket.gettime()
+    SB.reset_requests(sb)
+
+    -- phase 1: every PostgREST request answers 500
+    SB.fault(sb, "500")
+    local code, j = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_gw1", account_id = "acc_gw", tier = "free" }, { Prefer = "wait=60" })
+    assert.are.equal(200, code, cjson.encode(j))
+    assert.are.equal("running", j.status, "Supabase is a mirror: the provision must not wait for it")
+    local app = j.app_name
+    local code2, j2 = H.request(srv, "PUT", "/api/v1/update", { subscription_id = "sub_gw1", app_name = app,
+                                                               tier = "starter" }, { Prefer = "wait=60" })
+    assert.are.equal(200, code2, cjson.encode(j2))
+    assert.are.equal("running", j2.status)
+    local depth = metric(srv, "mrprov_outbox_depth", 'state="pending"')
+    assert.is_true(depth ~= nil and depth >= 6, "outbox depth during the 500s: " .. tostring(depth))
+    local ready = eventually("/ready to report the 500s", function()
+      local rc, r = H.request(srv, "GET", "/ready")
+      local why = table.concat(r and r.reasons or {}, "; ")
+      return rc == 503 and r.checks.supabase ~= "ok" and why:find("HTTP 500", 1, true) and r, why
+    end, 10)
+    assert.matches("injected fault", table.concat(ready.reasons, " "))
+    local function faulted(mode)
+      local n = 0
+      for _, r in ipairs(SB.requests(sb)) do
+        if r.fault == mode then n = n + 1 end
+      end
+      return n
+    end
+    -- 500s for a while: several retries (with backoff) and probes meet them
+    eventually("three requests answered 500", function() return faulted("500") >= 3, faulted("500") end, 20)
+    assert.is_nil(SB.rows(sb, "instances", { subscription_id = "sub_gw1" })[1])
+
+    -- phase 2: the gateway accepts and never answers (longer than SUPABASE_TIMEOUT)
+    SB.fault(sb, "timeout")
+    eventually("two requests held by the gateway", function() return faulted("timeout") >= 2 end, 20)
+    eventually("/ready to report the timeout", function()
+      local rc, r = H.request(srv, "GET", "/ready")
+      local why = table.concat(r and r.reasons or {}, "; ")
+      return rc == 503 and why:find("Timeout", 1, true), why
+    end, 10)
+    assert.is_true(metric(srv, "mrprov_outbox_depth", 'state="pending"') >= 6)
+    -- a job during the hang completes too (and adds its rows behind the others)
+    local code3, j3 = H.request(srv, "PUT", "/api/v1/update", { subscription_id = "sub_gw1", app_name = app,
+                                                               config_updates = { GW_TEST = "1" } },
+      { Prefer = "wait=60" })
+    assert.are.equal(200, code3, cjson.encode(j3))
+    assert.are.equal("running", j3.status)
+    assert.is_nil(SB.rows(sb, "instances", { subscription_id = "sub_gw1" })[1])
+
+    -- phase 3: healthy again
+    SB.fault(sb, "ok")
+    local row = eventually("the final row", function()
+      local r = SB.rows(sb, "instances", { subscription_id = "sub_gw1" })[1]
+      return r and r.status == "running" and r.tier == "starter"
+        and metric(srv, "mrprov_outbox_depth", 'state="pending"') == 0 and r
+    end, 30)
+    assert.are.equal(app, row.app_name)
+    assert.are.equal("acc_gw", row.account_id)
+    assert.are.equal("https://" .. app .. ".mindroom.chat", row.frontend_url)
+    assert.are.equal("https://api." .. app .. ".mindroom.chat", row.backend_url)
+    assert.are.equal(512, cjson.decode(row.limits).memory_mb)
+    assert.are.equal(0, metric(srv, "mrprov_outbox_depth", 'state="parked"'))
+    H.wait_for(srv, "/ready", function(r) return r.ready and r.checks.supabase == "ok" end, 10)
+
+    -- every event once, in the order the jobs ran
+    local seq = {}
+    for _, e in ipairs(SB.query(sb, "select kind, operation, job_id from public.events"
+        .. " where subscription_id = 'sub_gw1' order by id")) do
+      seq[#seq + 1] = e.operation .. ":" .. e.kind
+    end
+    assert.are.same({ "provision:job_started", "provision:job_succeeded", "update:job_started",
+                      "update:job_succeeded", "update:job_started", "update:job_succeeded" }, seq)
+    -- the instance rows reached the gateway in the order they were written:
+    -- each delivered row's updated_at is not older than the one before
+    local delivered, last = 0, ""
+    local statuses = {}
+    for _, r in ipairs(SB.requests(sb)) do
+      if r.method == "POST" and r.path:match("^/rest/v1/instances") and r.status and r.status < 300 then
+        local b = cjson.decode(r.body)
+        if b.subscription_id == "sub_gw1" then
+          assert.is_true(b.updated_at >= last, "instance rows out of order")
+          last = b.updated_at
+          statuses[#statuses + 1] = b.status .. "/" .. b.tier
+        end
+      end
+      if r.status and r.status < 300 and r.method == "POST" then
+        delivered = delivered + 1
+      end
+    end
+    assert.are.equal("running/starter", statuses[#statuses])
+    assert.are.equal("provisioning/free", statuses[1])
+    -- what mrprov counted as delivered is exactly what the gateway stored
+    assert.are.equal(delivered, metric(srv, "mrprov_outbox_deliveries_total", 'outcome="delivered"'))
+
+    -- the log names the causes, and holds no secret
+    local log = H.log_text(srv)
+    assert.matches("HTTP 500", log)
+    assert.matches("Timeout was reached", log)
+    assert.matches("Supabase answers again", log)
+    assert.is_nil(log:find(sb.key, 1, true), "the service key leaked into the log")
+    assert.is_nil(log:find(j.admin_password, 1, true), "the admin password leaked into the log")
+    io.stdout:write(string.format("# gateway faults: %.1f s, %d requests answered 500, %d held, %d rows delivered\n",
+      socket.gettime() - t0, faulted("500"), faulted("timeout"), delivered))
+  end)
+end)
+
+describe("Dokku faults that do not go away #integration", function()
+  local h, srv
+
+  setup(function()
+    h = D.start()
+    srv = H.start({ env = D.mrprov_env(h, { DOKKU_COMMAND_TIMEOUT = "1", LOG_LEVEL = "INFO" }) })
+  end)
+
+  teardown(function()
+    H.cleanup()
+    D.stop_all()
+  end)
+
+  it("fails a job whose Dokku command never returns, with the cause, and rolls it back", function()
+    D.set_faults(h, { { match = "domains:set %S+%-frontend", action = "hang" } })
+    local t0 = socket.gettime()
+    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_hang2", tier = "free" })
+    assert.are.equal(202, code)
+    -- while it retries, the job says what it waits for
+    local waiting = H.wait_for(srv, "/api/v1/status/sub_hang2", function(s)
+      return s.job ~= cjson.null and s.job.waiting_for ~= cjson.null
+    end, 30)
+    assert.matches("timed out after 1 s", waiting.job.waiting_for)
+    local st = H.wait_for(srv, "/api/v1/status/sub_hang2", function(s)
+      return s.job.state == "failed" or s.job.state == "succeeded"
+    end, 90)
+    local took = socket.gettime() - t0
+    assert.are.equal("failed", st.job.state)
+    assert.are.equal("failed", st.status)
+    assert.is_truthy(st.error:find("domains:set " .. j.app_name .. "-frontend", 1, true), st.error)
+    assert.matches("timed out after 1 s", st.error)
+    assert.are.same({ apps = {}, postgres = {}, redis = {} }, objects_of(h, j.app_name))
+    local _, job = H.request(srv, "GET", "/api/v1/jobs/" .. j.job_id)
+    assert.matches("timed out", job.error)
+    -- no hung command is left running on the server
+    eventually("the hung commands to end", function()
+      local p = io.popen("pgrep -f " .. H.sh_quote("[d]okku-sim.*domains:set") .. " | wc -l")
+      local n = tonumber(p:read("l"))
+      p:close()
+      return n == 0, n .. " still running"
+    end, 10)
+    -- the cause gone, a repeat resumes the same instance
+    D.set_faults(h, {})
+    local code2, j2 = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_hang2", tier = "free" },
+      { Prefer = "wait=60" })
+    assert.are.equal(200, code2)
+    assert.are.equal(j.app_name, j2.app_name)
+    assert.are.equal("running", j2.status)
+    assert.are.same(free_tier_objects(j.app_name), objects_of(h, j.app_name))
+    io.stdout:write(string.format("# hanging command: failed after %.1f s\n", took))
+  end)
+
+  it("fails a job with the cause when sshd goes away for good; a repeat converges once it is back", function()
+    D.set_faults(h, { { match = "git:from%-image", action = "delay", ms = 1000 } })
+    local before = #D.log(h)
+    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_gone", tier = "free" })
+    assert.are.equal(202, code)
+    eventually("a deploy to start", function()
+      local _, st = H.request(srv, "GET", "/api/v1/status/sub_gone")
+      return st.job.step ~= cjson.null and st.job.step:find("git:from-image", 1, true)
+    end, 30)
+    assert.is_true(#D.log(h) > before)
+    D.stop_sshd(h)
+    local t0 = socket.gettime()
+    local st = H.wait_for(srv, "/api/v1/status/sub_gone", function(s)
+      return s.job.state == "failed" or s.job.state == "succeeded"
+    end, 90)
+    local took = socket.gettime() - t0
+    assert.are.equal("failed", st.job.state)
+    assert.are.equal("failed", st.status)
+    assert.matches("connect", st.error:lower())
+    D.start_sshd(h)
+    D.set_faults(h, {})
+    H.wait_for(srv, "/ready", function(r) return r.checks.dokku == "ok" end, 40)
+    local code2, j2 = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_gone", tier = "free" },
+      { Prefer = "wait=60" })
+    assert.are.equal(200, code2)
+    assert.are.equal(j.app_name, j2.app_name)
+    assert.are.equal("running", j2.status, cjson.encode(j2))
+    assert.are.same(free_tier_objects(j.app_name), objects_of(h, j.app_name))
+    io.stdout:write(string.format("# sshd gone: failed after %.1f s\n", took))
+  end)
+end)
