@@ -180,12 +180,18 @@ local function next_seq(job_id)
   return rows[1].m, rows[1].n
 end
 
+M.INTERRUPTED = "interrupted: mrprov stopped while this command ran; the resumed job probed what it did"
+
 -- Journals the planned commands as pending steps; returns the first seq.
--- Steps a crash left pending or running are dropped (the new plan holds
--- what is still missing); failed ones stay as the job's history.
+-- Steps a crash left pending are dropped (the new plan holds what is still
+-- missing); one it left running is kept as failed with M.INTERRUPTED (its
+-- outcome is unknown: it may have changed the server, see created_by_job);
+-- failed ones stay as the job's history.
 local function journal(job, steps)
   return store.tx(function()
-    assert(store.exec("DELETE FROM steps WHERE job_id = ? AND state IN ('pending', 'running')", job.id))
+    assert(store.exec("DELETE FROM steps WHERE job_id = ? AND state = 'pending'", job.id))
+    assert(store.exec([[UPDATE steps SET state = 'failed', error = ?, finished_at = ?
+                        WHERE job_id = ? AND state = 'running']], M.INTERRUPTED, sys.iso_time(), job.id))
     local seq, done = next_seq(job.id)
     local first = seq + 1
     local total = done
@@ -347,12 +353,43 @@ local function apply(job, inst, steps, applied, redact, ctx)
   end
 end
 
+-- What this job created, in dependency order: in this run (ctx.created)
+-- and in the runs of it a crash interrupted, whose creating commands the
+-- journal holds as done steps, or as steps the crash interrupted (they may
+-- have completed on the server) — a resumed run plans only what is missing,
+-- so its own list lacks them. Undoing something that is not there is harmless.
+local function created_by_job(job, state, ctx)
+  local made = {}
+  for _, r in ipairs(ctx.created) do
+    made[r.key] = true
+  end
+  local done = {}
+  for _, row in ipairs(assert(store.query([[SELECT command FROM steps WHERE job_id = ?
+                                              AND (state = 'done' OR (state = 'failed' AND error = ?))]],
+      job.id, M.INTERRUPTED))) do
+    done[row.command] = true
+  end
+  local list = {}
+  for _, r in ipairs(engine.resources(state)) do
+    if (r.type == "app" or r.type == "service" or r.type == "link") and not made[r.key] then
+      for _, c in ipairs(engine.modules[r.type].diff(r.spec, nil)) do
+        made[r.key] = made[r.key] or done[c.display]
+      end
+    end
+    if made[r.key] then
+      list[#list + 1] = r
+    end
+  end
+  return list
+end
+
 -- Removes, in reverse order, what this job created (a failed provision
 -- must not leave apps or services behind). Best effort: logs and goes on.
-local function undo(job, inst, ctx, applied, redact)
+local function undo(job, inst, ctx, applied, redact, state)
   local cmds = {}
-  for i = #ctx.created, 1, -1 do
-    local r = ctx.created[i]
+  local created = created_by_job(job, state, ctx)
+  for i = #created, 1, -1 do
+    local r = created[i]
     for _, c in ipairs(engine.modules[r.type].undo(r.spec)) do
       cmds[#cmds + 1] = { command = c, key = r.key }
     end
@@ -496,8 +533,8 @@ local function execute(job, inst, cfg)
   }
   local ok, res = pcall(converge, job, inst, state, ctx, redact)
   if not ok then
-    if job.operation == "provision" and #ctx.created > 0 then
-      undo(job, inst, ctx, res.applied or inst.applied or {}, redact)
+    if job.operation == "provision" then
+      undo(job, inst, ctx, res.applied or inst.applied or {}, redact, state)
     end
     error(res, 0)
   end
