@@ -440,6 +440,47 @@ describe("crash-resume #integration", function()
     assert.is_true(killed_mid >= TRIALS // 2, "too few kills landed inside a job")
   end)
 
+  it("rolls back what the job made before and after a kill -9 when the resumed provision fails", function()
+    local sub = "crashfail"
+    local code, j = H.request(srv, "POST", "/api/v1/provision", body(sub))
+    assert.are.equal(202, code)
+    local inst = { app = j.app_name, sub = sub, password = j.admin_password }
+    known[inst.app] = inst
+    -- kill once apps, services and links exist (the first waves), before
+    -- the backend's deploy (one of the last steps)
+    H.wait_for(srv, "/api/v1/status/" .. sub, function(st)
+      return st.job ~= cjson.null and st.job.steps_done >= 8
+    end, 30)
+    local job, running = kill_after(0, j.job_id)
+    note("resumed failure: kill -9 at steps %d/%d done, running: %s", job.steps_done, job.steps_total, running)
+    -- (the first matching rule applies)
+    D.set_faults(h, { { match = "git:from%-image %S+%-backend", action = "fail", exit = 1,
+                        stderr = " !     Image pull failed: manifest unknown" },
+                      { match = ".", action = "delay", ms = SIM_DELAY_MS } })
+    restart()
+    local st = wait_done(sub, j.job_id, 60)
+    D.set_faults(h, { { match = ".", action = "delay", ms = SIM_DELAY_MS } })
+    assert.are.equal("failed", st.job.state, cjson.encode(st))
+    assert.are.equal("failed", st.status)
+    assert.matches("manifest unknown", st.error)
+    local s = D.state(h)
+    s.dir = h.state
+    local left = names_of(s, inst.app)
+    assert.are.same({ apps = {}, postgres = {}, redis = {} }, { apps = left.apps, postgres = left.postgres,
+                                                                 redis = left.redis })
+    known[inst.app], gone[inst.app] = nil, true
+    assert_no_orphans(s, known, gone)
+    assert_mirrored(sub, { status = "failed", app_name = inst.app })
+    -- the cause gone, a repeat resumes the same instance to a whole one
+    known[inst.app], gone[inst.app] = inst, nil
+    local rcode, rj = H.request(srv, "POST", "/api/v1/provision", body(sub), { Prefer = "wait=60" })
+    assert.are.equal(200, rcode, cjson.encode(rj))
+    assert.are.equal(inst.app, rj.app_name)
+    assert.are.equal("running", rj.status)
+    assert_instance(inst, "professional")
+    assert_mirrored(sub, { status = "running", app_name = inst.app })
+  end)
+
   it("converges after kill -9 during an update", function()
     assert.is_true(#trial_insts >= OTHER)
     for i = 1, OTHER do
