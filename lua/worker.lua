@@ -210,6 +210,49 @@ local function journal(job, steps)
   end)
 end
 
+-- Changes that take effect on an app's next start (the commands the
+-- resources mark `restart`), and the commands that start it.
+local NEEDS_START = { "^dokku %-%-quiet config:set ", "^dokku %-%-quiet resource:limit ",
+                      "^dokku %-%-quiet %w+:link ", "^dokku %-%-quiet storage:mount " }
+local STARTS = { "^dokku %-%-quiet ps:restart ", "^dokku %-%-quiet git:from%-image ",
+                 "^dokku %-%-quiet ps:rebuild " }
+
+local function matches_any(text, patterns)
+  for _, p in ipairs(patterns) do
+    if text:find(p) then
+      return true
+    end
+  end
+  return false
+end
+
+-- Apps this job changed (in an earlier round, or in a run a crash cut
+-- short) and has not started since, from the journal, sorted. A new round
+-- finds those changes already in place and plans no restart for them, so
+-- the round is told. A change the crash interrupted counts as made; only
+-- a start known to be done counts as a start.
+function M.owed_restarts(job_id)
+  local owed = {}
+  for _, row in ipairs(assert(store.query([[SELECT target, command, state, error FROM steps
+                                             WHERE job_id = ? ORDER BY seq]], job_id))) do
+    -- (while a round plans nothing runs: a step still `running` is one a
+    -- crash cut short, not yet marked by journal())
+    local made = row.state == "done" or row.state == "running"
+      or (row.state == "failed" and row.error == M.INTERRUPTED)
+    if made and matches_any(row.command, NEEDS_START) then
+      owed[row.target] = true
+    elseif row.state == "done" and matches_any(row.command, STARTS) then
+      owed[row.target] = nil
+    end
+  end
+  local list = {}
+  for app in pairs(owed) do
+    list[#list + 1] = app
+  end
+  table.sort(list)
+  return list
+end
+
 -- Records the outcome r of step seq (inside the caller's transaction).
 local function finish_step(job_id, seq, r)
   assert(store.exec([[UPDATE steps SET state = ?, exit_code = ?, duration_ms = ?, output = ?, error = ?,
@@ -453,7 +496,7 @@ local function converge(job, inst, state, ctx, redact)
       if job.operation == "deprovision" then
         steps, perr = engine.teardown(state, current_of, { backup = job.request.backup_data ~= false })
       else
-        steps, perr = engine.plan(list, current_of)
+        steps, perr = engine.plan(list, current_of, M.owed_restarts(job.id))
       end
       if not steps then
         error({ message = redact(tostring(perr)), transient = true }, 0)
