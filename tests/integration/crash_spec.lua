@@ -242,6 +242,51 @@ local function assert_created_once(h)
   return repeats
 end
 
+-- Every change that takes effect on the next start (config:set --no-restart,
+-- resource:limit, *:link --no-restart, storage:mount) of a deployed app of
+-- instance app was followed by a start (ps:restart, git:from-image,
+-- ps:rebuild) of that app: what runs is what is configured.
+local RESTART_NEEDED = { ["config:set"] = true, ["resource:limit"] = true, ["postgres:link"] = true,
+                         ["redis:link"] = true, ["storage:mount"] = true }
+local STARTS = { ["ps:restart"] = true, ["git:from-image"] = true, ["ps:rebuild"] = true }
+
+local function assert_running_config_current(h, app)
+  local changed, started = {}, {}
+  for i, e in ipairs(D.log(h)) do
+    if e.exit == 0 then
+      local words = {}
+      for _, w in ipairs(e.argv) do
+        if w:sub(1, 2) ~= "--" or w == "--no-restart" then words[#words + 1] = w end
+      end
+      local cmd = words[1]
+      local target
+      for k = 2, #words do
+        local w = words[k]
+        if w == app or w:sub(1, #app + 1) == app .. "-" then
+          target = w -- the app is the last name of the instance on the line (links name the service first)
+        end
+      end
+      if target and RESTART_NEEDED[cmd] then
+        local no_restart = false
+        for _, w in ipairs(words) do
+          no_restart = no_restart or w == "--no-restart"
+        end
+        if cmd ~= "config:set" or no_restart then
+          changed[target] = i
+        end
+      elseif target and STARTS[cmd] then
+        started[target] = i
+      end
+    end
+  end
+  for target, i in pairs(changed) do
+    if started[target] then
+      assert.is_true(started[target] > i, target .. " was changed (log entry " .. i .. ") after its last start ("
+        .. started[target] .. ") and not restarted")
+    end
+  end
+end
+
 local function instance_row(sb, sub)
   return SB.rows(sb, "instances", { subscription_id = sub })[1]
 end
@@ -315,9 +360,14 @@ describe("crash-resume #integration", function()
     assert_no_orphans(s, known, gone)
   end
 
-  -- kill -9 after delay seconds; returns where the job was.
+  -- kill -9 after delay seconds (or once delay(), a predicate, holds);
+  -- returns where the job was.
   local function kill_after(delay, job_id)
-    socket.sleep(delay)
+    if type(delay) == "function" then
+      eventually("the kill point", delay, 30)
+    else
+      socket.sleep(delay)
+    end
     H.stop(srv, "KILL")
     local j = store_rows(dir, "SELECT state, steps_done, steps_total, step FROM jobs WHERE id = " .. lit(job_id))[1]
     local running = store_rows(dir, "SELECT command FROM steps WHERE job_id = " .. lit(job_id)
@@ -382,11 +432,21 @@ describe("crash-resume #integration", function()
     local killed_mid, kill_first_cmd = 0, 0
     for i = 1, TRIALS do
       local sub = string.format("crash%03d", i)
-      local delay
+      local delay, when
       if i == 1 then
-        delay = 0 -- right after the 202: before or during apps:create
+        delay, when = 0, "0.000 s" -- right after the 202: before any command
+      elseif i == 2 then
+        -- while the very first commands (apps:create) are in flight
+        D.set_faults(h, { { match = "apps:create", action = "delay", ms = 300 },
+                          { match = ".", action = "delay", ms = SIM_DELAY_MS } })
+        delay = function()
+          return store_rows(dir, "SELECT count(*) AS n FROM steps WHERE state = 'running'"
+            .. " AND command LIKE '%apps:create mr-crash002-%'")[1].n > 0
+        end
+        when = "apps:create started"
       else
         delay = rand() * t_provision
+        when = string.format("%.3f s", delay)
       end
       local before_log = #D.log(h)
       local code, j = H.request(srv, "POST", "/api/v1/provision", body(sub))
@@ -395,9 +455,10 @@ describe("crash-resume #integration", function()
       known[j.app_name] = inst
       trial_insts[#trial_insts + 1] = inst
       local job, running = kill_after(delay, j.job_id)
+      D.set_faults(h, { { match = ".", action = "delay", ms = SIM_DELAY_MS } })
       local sim_cmds = #D.log(h) - before_log
-      note("trial %d/%d %s: kill -9 after %.3f s: job %s, steps %d/%d done, running: %s; %d simulator commands",
-        i, TRIALS, sub, delay, job.state, job.steps_done, job.steps_total, running, sim_cmds)
+      note("trial %d/%d %s: kill -9 after %s: job %s, steps %d/%d done, running: %s; %d simulator commands",
+        i, TRIALS, sub, when, job.state, job.steps_done, job.steps_total, running, sim_cmds)
       if job.state ~= "succeeded" then
         killed_mid = killed_mid + 1
       end
@@ -405,12 +466,21 @@ describe("crash-resume #integration", function()
         kill_first_cmd = kill_first_cmd + 1
       end
       restart()
+      if i % 5 == 0 then
+        -- a second kill, while the resumed run works
+        local again = rand() * t_provision / 2
+        local job2, running2 = kill_after(again, j.job_id)
+        note("trial %d/%d %s: second kill -9 %.3f s after the restart: job %s, steps %d/%d done, running: %s",
+          i, TRIALS, sub, again, job2.state, job2.steps_done, job2.steps_total, running2)
+        restart()
+      end
       local st = wait_done(sub, j.job_id, 60)
       assert.are.equal("succeeded", st.job.state, "trial " .. i .. ": " .. cjson.encode(st))
       assert.are.equal("running", st.status)
       assert.are.equal(j.app_name, st.app_name)
       -- exactly the objects of a clean provision, nothing else anywhere
       assert_instance(inst, "professional")
+      assert_running_config_current(h, inst.app)
       -- one provision job for the subscription, finished
       local jobs = store_rows(dir, "SELECT id, operation, state FROM jobs WHERE subscription_id = " .. lit(sub))
       assert.are.same({ { id = j.job_id, operation = "provision", state = "succeeded" } }, jobs)
@@ -486,18 +556,32 @@ describe("crash-resume #integration", function()
     for i = 1, OTHER do
       local inst = trial_insts[i]
       local delay = rand() * t_update
+      local when = string.format("%.3f s", delay)
+      if i == 1 then
+        -- after the changes, while the restart they need is in flight (it
+        -- never happens: the session dies with mrprov)
+        D.set_faults(h, { { match = "ps:restart", action = "hang", times = 1 },
+                          { match = ".", action = "delay", ms = SIM_DELAY_MS } })
+        delay = function()
+          return store_rows(dir, "SELECT count(*) AS n FROM steps WHERE state = 'running'"
+            .. " AND command LIKE '%ps:restart " .. inst.app .. "%'")[1].n > 0
+        end
+        when = "ps:restart started"
+      end
       local code, j = H.request(srv, "PUT", "/api/v1/update", { subscription_id = inst.sub, app_name = inst.app,
                                                                tier = "enterprise" })
       assert.are.equal(202, code)
       local job, running = kill_after(delay, j.job_id)
-      note("update %d/%d %s: kill -9 after %.3f s: job %s, steps %d/%d done, running: %s", i, OTHER, inst.sub,
-        delay, job.state, job.steps_done, job.steps_total, running)
+      D.set_faults(h, { { match = ".", action = "delay", ms = SIM_DELAY_MS } })
+      note("update %d/%d %s: kill -9 after %s: job %s, steps %d/%d done, running: %s", i, OTHER, inst.sub,
+        when, job.state, job.steps_done, job.steps_total, running)
       restart()
       local st = wait_done(inst.sub, j.job_id, 60)
       assert.are.equal("succeeded", st.job.state, cjson.encode(st))
       assert.are.equal("running", st.status)
       assert.are.equal("enterprise", st.tier)
       assert_instance(inst, "enterprise")
+      assert_running_config_current(h, inst.app)
       local jobs = store_rows(dir, "SELECT operation, count(*) AS n FROM jobs WHERE subscription_id = "
         .. lit(inst.sub) .. " GROUP BY operation ORDER BY operation")
       assert.are.same({ { operation = "provision", n = 1 }, { operation = "update", n = 1 } }, jobs)
