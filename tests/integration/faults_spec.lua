@@ -188,7 +188,7 @@ describe("PostgREST gateway faults #integration", function()
   end)
 end)
 
-describe("Dokku faults that do not go away #integration", function()
+describe("Dokku faults #integration", function()
   local h, srv
 
   setup(function()
@@ -238,6 +238,36 @@ describe("Dokku faults that do not go away #integration", function()
     assert.are.equal("running", j2.status)
     assert.are.same(free_tier_objects(j.app_name), objects_of(h, j.app_name))
     io.stdout:write(string.format("# hanging command: failed after %.1f s\n", took))
+  end)
+
+  it("restarts what an update changed when its restart failed once and the retry finds nothing to change", function()
+    D.set_faults(h, {})
+    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_rst", tier = "free" },
+      { Prefer = "wait=60" })
+    assert.are.equal(200, code)
+    local app = j.app_name
+    local before = #D.log(h)
+    D.set_faults(h, { { match = "ps:restart %S+%-backend", action = "fail", exit = 1, times = 1,
+                        stderr = " !     " .. app .. "-backend currently has a deploy lock in place. Exiting..." } })
+    local code2, j2 = H.request(srv, "PUT", "/api/v1/update", { subscription_id = "sub_rst", app_name = app,
+                                                               tier = "starter" }, { Prefer = "wait=60" })
+    assert.are.equal(200, code2)
+    assert.are.equal("running", j2.status, cjson.encode(j2))
+    -- after the last change to the backend, a successful restart of it
+    local last_change, last_start = 0, 0
+    for i, e in ipairs(D.log(h)) do
+      local line = table.concat(e.argv, " ")
+      if i > before and e.exit == 0 and line:find(app .. "-backend", 1, true) then
+        if line:find("config:set", 1, true) or line:find("resource:limit", 1, true) then
+          last_change = i
+        elseif line:find("ps:restart", 1, true) then
+          last_start = i
+        end
+      end
+    end
+    assert.is_true(last_change > 0, "the update changed nothing")
+    assert.is_true(last_start > last_change, "the backend was not restarted after its last change")
+    assert.are.equal("512m", D.state(h).apps[app .. "-backend"].resources["_default_.limit.memory"])
   end)
 
   it("fails a job with the cause when sshd goes away for good; a repeat converges once it is back", function()
