@@ -422,7 +422,8 @@ describe("crash-resume #integration", function()
     t_update = socket.gettime() - t0
     assert.are.equal("succeeded", st.job.state)
     ref.enterprise = shape(D.state(h), inst)
-    note("clean provision %.2f s (%d simulator commands so far), update %.2f s", t_provision, #D.log(h), t_update)
+    note("clean provision %.2f s (%d simulator commands so far), update %.2f s (at %.1f s)", t_provision, #D.log(h),
+      t_update, socket.gettime() - t_start)
   end)
 
   local trial_insts = {}
@@ -465,7 +466,9 @@ describe("crash-resume #integration", function()
       if job.steps_done == 0 then
         kill_first_cmd = kill_first_cmd + 1
       end
+      local t_killed = socket.gettime()
       restart()
+      local t_restarted = socket.gettime()
       if i % 5 == 0 then
         -- a second kill, while the resumed run works
         local again = rand() * t_provision / 2
@@ -475,6 +478,7 @@ describe("crash-resume #integration", function()
         restart()
       end
       local st = wait_done(sub, j.job_id, 60)
+      local t_converged = socket.gettime()
       assert.are.equal("succeeded", st.job.state, "trial " .. i .. ": " .. cjson.encode(st))
       assert.are.equal("running", st.status)
       assert.are.equal(j.app_name, st.app_name)
@@ -502,6 +506,9 @@ describe("crash-resume #integration", function()
         .. " from public.events where subscription_id = " .. SB.literal(sb, sub))[1]
       assert.are.equal("1", ev.n)
       assert.are.equal("1", ev.ok)
+      note("trial %d/%d %s: converged: start-up %.2f s, resumed job %.2f s, checks %.2f s (at %.1f s)", i, TRIALS,
+        sub, t_restarted - t_killed, t_converged - t_restarted, socket.gettime() - t_converged,
+        socket.gettime() - t_start)
     end
     local repeats = assert_created_once(h)
     note("provision trials: %d of %d killed before the job finished, %d before its first step was done; "
