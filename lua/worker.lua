@@ -24,6 +24,9 @@ M.OUTPUT_LIMIT = 4096
 M.MAX_ATTEMPTS = 6 -- plan-and-apply rounds before a transient failure becomes final
 M.RETRY_BASE = 0.5 -- seconds, doubled each round, with jitter
 M.RETRY_CAP = 30
+-- Dokku's answers to creating what already exists (apps:create,
+-- postgres/redis:create, *:link, storage:mount).
+M.RACED = { "Name is already taken", " already exists", "Already linked as ", "Mount path already exists" }
 
 local FINAL = { provision = "running", update = "running", deprovision = "deprovisioned" }
 local BUSY = { provision = "provisioning", update = "updating", deprovision = "deprovisioning" }
@@ -275,8 +278,15 @@ local function outcome(c, res, err, transient, redact)
     if res.exit ~= 0 and not (c.ok_exits and c.ok_exits[res.exit]) then
       local msg = redact(clip(res.stderr ~= "" and res.stderr or (c.stream and "" or res.stdout)))
       r.error = string.format("%s exited %d: %s", c.display, res.exit, (msg:gsub("%s+$", "")))
-      -- Dokku's per-app deploy lock is held by another build: worth a retry.
+      -- Dokku's per-app deploy lock is held by another build: worth a
+      -- retry. So is a create or link that finds its object already there:
+      -- the same command sent before a crash may still have been running
+      -- on the server when the resumed job probed; the next round probes
+      -- again and goes on (a conflict that persists fails after the last).
       r.transient = res.stderr:find("deploy lock in place", 1, true) ~= nil
+      for _, text in ipairs(M.RACED) do
+        r.transient = r.transient or res.stderr:find(text, 1, true) ~= nil
+      end
     end
   else
     r.error = redact(c.display .. ": " .. tostring(err))
