@@ -504,8 +504,8 @@ describe("crash-resume #integration", function()
       assert.are.equal("https://matrix." .. j.app_name .. ".mindroom.chat", row.matrix_url)
       local ev = SB.query(sb, "select count(distinct job_id) as n, count(*) filter (where kind = 'job_succeeded') as ok"
         .. " from public.events where subscription_id = " .. SB.literal(sb, sub))[1]
-      assert.are.equal("1", ev.n)
-      assert.are.equal("1", ev.ok)
+      assert.are.equal("1", ev.n, "trial " .. i .. ": events of more than one job")
+      assert.are.equal("1", ev.ok, "trial " .. i .. ": job_succeeded events: " .. ev.ok)
       note("trial %d/%d %s: converged: start-up %.2f s, resumed job %.2f s, checks %.2f s (at %.1f s)", i, TRIALS,
         sub, t_restarted - t_killed, t_converged - t_restarted, socket.gettime() - t_converged,
         socket.gettime() - t_start)
