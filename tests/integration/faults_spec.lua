@@ -188,6 +188,70 @@ describe("PostgREST gateway faults #integration", function()
   end)
 end)
 
+describe("PostgREST answers lost after the write #integration", function()
+  local h, sb, srv
+
+  setup(function()
+    h = D.start()
+    sb = SB.start()
+    srv = H.start({ env = D.mrprov_env(h, { SUPABASE_URL = sb.url, SUPABASE_SERVICE_KEY = sb.key,
+                                            SUPABASE_TIMEOUT = "1", LOG_LEVEL = "INFO" }) })
+  end)
+
+  teardown(function()
+    H.cleanup()
+    D.stop_all()
+    if sb then
+      SB.stop(sb)
+    end
+  end)
+
+  it("stores every event and backup once when a write's answer is lost and mrprov sends it again", function()
+    H.wait_for(srv, "/ready", function(r) return r.ready end, 20)
+    SB.reset_requests(sb)
+    -- every write of an event (then of a backup) is carried out, none is
+    -- answered: each goes again after SUPABASE_TIMEOUT, until it is answered
+    SB.fault(sb, "lost", nil, "^POST /rest/v1/events")
+    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_lost", tier = "free" },
+      { Prefer = "wait=60" })
+    assert.are.equal(200, code)
+    local code2 = H.request(srv, "DELETE", "/api/v1/deprovision",
+      { subscription_id = "sub_lost", app_name = j.app_name, backup_data = true }, { Prefer = "wait=60" })
+    assert.are.equal(200, code2)
+    local function lost_writes()
+      local n = {}
+      for _, r in ipairs(SB.requests(sb)) do
+        if r.fault == "lost" and r.method == "POST" then
+          local t = r.path:match("^/rest/v1/(%w+)")
+          n[t] = (n[t] or 0) + 1
+        end
+      end
+      return n
+    end
+    eventually("lost writes of events", function() return (lost_writes().events or 0) >= 2 end, 20)
+    SB.fault(sb, "lost", nil, "^POST /rest/v1/backups")
+    eventually("lost writes of backups", function() return (lost_writes().backups or 0) >= 2 end, 30)
+    SB.fault(sb, "ok")
+    eventually("the outbox to drain", function()
+      local r = SB.rows(sb, "instances", { subscription_id = "sub_lost" })[1]
+      return r and r.status == "deprovisioned" and metric(srv, "mrprov_outbox_depth", 'state="pending"') == 0
+    end, 30)
+    local seq = {}
+    for _, e in ipairs(SB.query(sb, "select kind, operation from public.events where subscription_id = 'sub_lost'"
+        .. " order by id")) do
+      seq[#seq + 1] = e.operation .. ":" .. e.kind
+    end
+    assert.are.same({ "provision:job_started", "provision:job_succeeded", "deprovision:job_started",
+                      "deprovision:job_succeeded" }, seq)
+    local backups = SB.query(sb, "select service from public.backups where subscription_id = 'sub_lost'"
+      .. " order by service")
+    assert.are.same({ { service = j.app_name .. "-db" }, { service = j.app_name .. "-redis" } }, backups)
+    local lost = lost_writes()
+    io.stdout:write(string.format("# lost answers: events %d, instances %d, backups %d writes resent\n",
+      lost.events or 0, lost.instances or 0, lost.backups or 0))
+  end)
+end)
+
 describe("Dokku faults #integration", function()
   local h, srv
 
