@@ -516,6 +516,15 @@ describe("crash-resume #integration", function()
         sub, t_restarted - t_killed, t_converged - t_restarted, socket.gettime() - t_converged,
         socket.gettime() - t_start)
     end
+    -- no secret in any log of any of the processes
+    local p = io.popen("cat " .. H.sh_quote(dir) .. "/server-*.log")
+    local logs = p:read("a")
+    p:close()
+    assert.is_true(#logs > 0)
+    assert.is_nil(logs:find(sb.key, 1, true), "the service key leaked into a log")
+    for _, inst in ipairs(trial_insts) do
+      assert.is_nil(logs:find(inst.password, 1, true), "an admin password leaked into a log")
+    end
     local repeats = assert_created_once(h)
     note("provision trials: %d of %d killed before the job finished, %d before its first step was done; "
       .. "%d creating command(s) sent again after a crash (each succeeded once)", killed_mid, TRIALS,
