@@ -288,7 +288,8 @@ describe("Dokku faults #integration", function()
     assert.matches("timed out", job.error)
     -- no hung command is left running on the server
     eventually("the hung commands to end", function()
-      local p = io.popen("pgrep -f " .. H.sh_quote("[d]okku-sim.*domains:set") .. " | wc -l")
+      -- (by app name: other test runs on this machine may hang their own)
+      local p = io.popen("pgrep -f " .. H.sh_quote("[d]okku-sim.*domains:set " .. j.app_name) .. " | wc -l")
       local n = tonumber(p:read("l"))
       p:close()
       return n == 0, n .. " still running"
