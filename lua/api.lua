@@ -376,20 +376,28 @@ end
 
 function M.status(req)
   local sub = validate.subscription_id(req.param or "")
-  local inst = sub and instances.get(sub)
+  -- one snapshot: a job and its instance change in one transaction, so a
+  -- view read in two steps could show a finished job beside a busy status
+  local inst, job = store.read(function()
+    local i = sub and instances.get(sub)
+    return i, i and instances.latest_job(sub)
+  end)
   if not inst then
     return fail(404, "not_found", "no instance for this subscription", "subscription_id")
   end
-  return answer(200, instances.status_view(inst, instances.latest_job(sub)))
+  return answer(200, instances.status_view(inst, job))
 end
 
 function M.job(req)
   local id = req.param or ""
-  local job = id:match("^job_[0-9a-f]+$") and #id <= 64 and instances.job(id)
+  local job, steps = store.read(function()
+    local j = id:match("^job_[0-9a-f]+$") and #id <= 64 and instances.job(id)
+    return j, j and instances.steps(id)
+  end)
   if not job then
     return fail(404, "not_found", "no such job", "job_id")
   end
-  return answer(200, instances.job_view(job, instances.steps(id)))
+  return answer(200, instances.job_view(job, steps))
 end
 
 function M.tiers()

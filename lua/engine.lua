@@ -86,10 +86,18 @@ end
 -- current_of(resource) → current state (nil = absent) or nil, err.
 -- Returns steps: { {resource = r, commands = {...}}, ... } (only resources
 -- with something to do, plus restarts), or nil, err.
-function M.plan(list, current_of)
+function M.plan(list, current_of, owed)
   local steps = {}
   local restart, deploys, has_image = {}, {}, {}
   local order = {}
+  -- owed: apps an earlier round of the job changed without starting them
+  -- since (see worker.owed_restarts); they are restarted like changed ones
+  for _, app in ipairs(owed or {}) do
+    if not restart[app] then
+      restart[app] = true
+      order[#order + 1] = app
+    end
+  end
   for _, r in ipairs(list) do
     local cur, err = current_of(r)
     if err then

@@ -80,12 +80,19 @@ local function outbox(tbl, subscription_id, payload, upsert_on)
     subscription_id, tbl, json.encode(payload), upsert_on, sys.iso_time()))
 end
 
+-- The id an appended row (events, backups) carries in Supabase: the outbox
+-- may send a row twice (a lost answer, a kill -9 between the write and its
+-- bookkeeping) and upserts on it, so each row is stored once.
+local function delivery_id()
+  return require("mrprov.crypto").random_token(24, "0123456789abcdefghijklmnopqrstuvwxyz")
+end
+
 -- An `events` row: what happened to a job (messages are already redacted).
 function M.event(job, kind, message, data)
   outbox("events", job.subscription_id, {
     subscription_id = job.subscription_id, job_id = job.id, operation = job.operation, kind = kind,
-    message = message or json.null, data = data or {}, created_at = sys.iso_time(),
-  })
+    message = message or json.null, data = data or {}, created_at = sys.iso_time(), delivery_id = delivery_id(),
+  }, "delivery_id")
 end
 
 -- A `backups` row for a file written by a deprovision.
@@ -93,7 +100,8 @@ function M.backup(inst, job, file)
   outbox("backups", inst.subscription_id, {
     subscription_id = inst.subscription_id, app_name = inst.app_name, job_id = job.id,
     service = file.service, path = file.path, size_bytes = file.size, created_at = sys.iso_time(),
-  })
+    delivery_id = delivery_id(),
+  }, "delivery_id")
 end
 
 -- Wakes the Supabase sender; call after the transaction committed.

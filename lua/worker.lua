@@ -25,6 +25,9 @@ M.OUTPUT_LIMIT = 4096
 M.MAX_ATTEMPTS = 6 -- plan-and-apply rounds before a transient failure becomes final
 M.RETRY_BASE = 0.5 -- seconds, doubled each round, with jitter
 M.RETRY_CAP = 30
+-- Dokku's answers to creating what already exists (apps:create,
+-- postgres/redis:create, *:link, storage:mount).
+M.RACED = { "Name is already taken", " already exists", "Already linked as ", "Mount path already exists" }
 
 -- Raised at a checkpoint once SIGTERM asked the workers to stop: the job
 -- stays resumable (queued; the next start re-plans from what is on Dokku).
@@ -222,12 +225,18 @@ local function next_seq(job_id)
   return rows[1].m, rows[1].n
 end
 
+M.INTERRUPTED = "interrupted: mrprov stopped while this command ran; the resumed job probed what it did"
+
 -- Journals the planned commands as pending steps; returns the first seq.
--- Steps a crash left pending or running are dropped (the new plan holds
--- what is still missing); failed ones stay as the job's history.
+-- Steps a crash left pending are dropped (the new plan holds what is still
+-- missing); one it left running is kept as failed with M.INTERRUPTED (its
+-- outcome is unknown: it may have changed the server, see created_by_job);
+-- failed ones stay as the job's history.
 local function journal(job, steps)
   return store.tx(function()
-    assert(store.exec("DELETE FROM steps WHERE job_id = ? AND state IN ('pending', 'running')", job.id))
+    assert(store.exec("DELETE FROM steps WHERE job_id = ? AND state = 'pending'", job.id))
+    assert(store.exec([[UPDATE steps SET state = 'failed', error = ?, finished_at = ?
+                        WHERE job_id = ? AND state = 'running']], M.INTERRUPTED, sys.iso_time(), job.id))
     local seq, done = next_seq(job.id)
     local first = seq + 1
     local total = done
@@ -244,6 +253,49 @@ local function journal(job, steps)
     instances.update_job(job.id, { steps_done = done, steps_total = total })
     return first
   end)
+end
+
+-- Changes that take effect on an app's next start (the commands the
+-- resources mark `restart`), and the commands that start it.
+local NEEDS_START = { "^dokku %-%-quiet config:set ", "^dokku %-%-quiet resource:limit ",
+                      "^dokku %-%-quiet %w+:link ", "^dokku %-%-quiet storage:mount " }
+local STARTS = { "^dokku %-%-quiet ps:restart ", "^dokku %-%-quiet git:from%-image ",
+                 "^dokku %-%-quiet ps:rebuild " }
+
+local function matches_any(text, patterns)
+  for _, p in ipairs(patterns) do
+    if text:find(p) then
+      return true
+    end
+  end
+  return false
+end
+
+-- Apps this job changed (in an earlier round, or in a run a crash cut
+-- short) and has not started since, from the journal, sorted. A new round
+-- finds those changes already in place and plans no restart for them, so
+-- the round is told. A change the crash interrupted counts as made; only
+-- a start known to be done counts as a start.
+function M.owed_restarts(job_id)
+  local owed = {}
+  for _, row in ipairs(assert(store.query([[SELECT target, command, state, error FROM steps
+                                             WHERE job_id = ? ORDER BY seq]], job_id))) do
+    -- (while a round plans nothing runs: a step still `running` is one a
+    -- crash cut short, not yet marked by journal())
+    local made = row.state == "done" or row.state == "running"
+      or (row.state == "failed" and row.error == M.INTERRUPTED)
+    if made and matches_any(row.command, NEEDS_START) then
+      owed[row.target] = true
+    elseif row.state == "done" and matches_any(row.command, STARTS) then
+      owed[row.target] = nil
+    end
+  end
+  local list = {}
+  for app in pairs(owed) do
+    list[#list + 1] = app
+  end
+  table.sort(list)
+  return list
 end
 
 -- Records the outcome r of step seq (inside the caller's transaction).
@@ -268,8 +320,15 @@ local function outcome(c, res, err, transient, redact)
     if res.exit ~= 0 and not (c.ok_exits and c.ok_exits[res.exit]) then
       local msg = redact(clip(res.stderr ~= "" and res.stderr or (c.stream and "" or res.stdout)))
       r.error = string.format("%s exited %d: %s", c.display, res.exit, (msg:gsub("%s+$", "")))
-      -- Dokku's per-app deploy lock is held by another build: worth a retry.
+      -- Dokku's per-app deploy lock is held by another build: worth a
+      -- retry. So is a create or link that finds its object already there:
+      -- the same command sent before a crash may still have been running
+      -- on the server when the resumed job probed; the next round probes
+      -- again and goes on (a conflict that persists fails after the last).
       r.transient = res.stderr:find("deploy lock in place", 1, true) ~= nil
+      for _, text in ipairs(M.RACED) do
+        r.transient = r.transient or res.stderr:find(text, 1, true) ~= nil
+      end
     end
   else
     r.error = redact(c.display .. ": " .. tostring(err))
@@ -403,12 +462,43 @@ local function apply(job, inst, steps, applied, redact, ctx)
   end
 end
 
+-- What this job created, in dependency order: in this run (ctx.created)
+-- and in the runs of it a crash interrupted, whose creating commands the
+-- journal holds as done steps, or as steps the crash interrupted (they may
+-- have completed on the server) — a resumed run plans only what is missing,
+-- so its own list lacks them. Undoing something that is not there is harmless.
+local function created_by_job(job, state, ctx)
+  local made = {}
+  for _, r in ipairs(ctx.created) do
+    made[r.key] = true
+  end
+  local done = {}
+  for _, row in ipairs(assert(store.query([[SELECT command FROM steps WHERE job_id = ?
+                                              AND (state = 'done' OR (state = 'failed' AND error = ?))]],
+      job.id, M.INTERRUPTED))) do
+    done[row.command] = true
+  end
+  local list = {}
+  for _, r in ipairs(engine.resources(state)) do
+    if (r.type == "app" or r.type == "service" or r.type == "link") and not made[r.key] then
+      for _, c in ipairs(engine.modules[r.type].diff(r.spec, nil)) do
+        made[r.key] = made[r.key] or done[c.display]
+      end
+    end
+    if made[r.key] then
+      list[#list + 1] = r
+    end
+  end
+  return list
+end
+
 -- Removes, in reverse order, what this job created (a failed provision
 -- must not leave apps or services behind). Best effort: logs and goes on.
-local function undo(job, inst, ctx, applied, redact)
+local function undo(job, inst, ctx, applied, redact, state)
   local cmds = {}
-  for i = #ctx.created, 1, -1 do
-    local r = ctx.created[i]
+  local created = created_by_job(job, state, ctx)
+  for i = #created, 1, -1 do
+    local r = created[i]
     for _, c in ipairs(engine.modules[r.type].undo(r.spec)) do
       cmds[#cmds + 1] = { command = c, key = r.key }
     end
@@ -472,7 +562,7 @@ local function converge(job, inst, state, ctx, redact)
       if job.operation == "deprovision" then
         steps, perr = engine.teardown(state, current_of, { backup = job.request.backup_data ~= false })
       else
-        steps, perr = engine.plan(list, current_of)
+        steps, perr = engine.plan(list, current_of, M.owed_restarts(job.id))
       end
       if not steps then
         error({ message = redact(tostring(perr)), transient = true }, 0)
@@ -574,10 +664,11 @@ local function execute(job, inst, cfg)
   local ok, res = pcall(converge, job, inst, state, ctx, redact)
   if not ok then
     -- No rollback when interrupted (resumes) or when the store cannot
-    -- journal it (a repeat resumes and converges instead).
+    -- journal it (a repeat resumes and converges instead). A rollback undoes
+    -- what every run of the job created, from the journal.
     local held = type(res) == "table" and (res.shutdown or res.store)
-    if job.operation == "provision" and #ctx.created > 0 and not held then
-      undo(job, inst, ctx, res.applied or inst.applied or {}, redact)
+    if job.operation == "provision" and not held then
+      undo(job, inst, ctx, res.applied or inst.applied or {}, redact, state)
     end
     error(res, 0)
   end

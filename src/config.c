@@ -30,6 +30,7 @@ const struct config_var config_vars[] = {
 	{ "DOKKU_COMMAND_TIMEOUT", "900", 0 },
 	{ "SUPABASE_URL", NULL, 0 },
 	{ "SUPABASE_SERVICE_KEY", NULL, 1 },
+	{ "SUPABASE_TIMEOUT", "15", 0 },
 	{ "BASE_DOMAIN", "mindroom.chat", 0 },
 	{ "LETSENCRYPT_EMAIL", NULL, 0 },
 	{ "MINDROOM_BACKEND_IMAGE", "mindroom/backend:latest", 0 },
@@ -304,7 +305,8 @@ int config_load(struct config *c, const char *dotenv_path, char *err, size_t err
 	    parse_int("WORKERS", config_get("WORKERS"), 1, 64, &c->workers, err, errlen) < 0 ||
 	    parse_int("SHUTDOWN_TIMEOUT", config_get("SHUTDOWN_TIMEOUT"), 1, 3600, &c->shutdown_timeout, err, errlen) < 0 ||
 	    parse_int("DOKKU_COMMAND_TIMEOUT", config_get("DOKKU_COMMAND_TIMEOUT"), 1, 86400, &c->command_timeout, err,
-		      errlen) < 0)
+		      errlen) < 0 ||
+	    parse_int("SUPABASE_TIMEOUT", config_get("SUPABASE_TIMEOUT"), 1, 600, &c->supabase_timeout, err, errlen) < 0)
 		return -1;
 	c->log_level = log_level_parse(config_get("LOG_LEVEL"));
 	if (c->log_level < 0) {

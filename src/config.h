@@ -25,6 +25,7 @@ struct config {
 	int command_timeout; /* seconds per Dokku command */
 	const char *supabase_url;
 	const char *supabase_service_key;
+	int supabase_timeout; /* seconds per PostgREST request */
 	const char *base_domain;
 	const char *letsencrypt_email;
 	const char *backend_image;

@@ -240,7 +240,8 @@ static int cmd_serve(void)
 	if (jobs_start(cfg.workers, err, sizeof err) < 0)
 		goto failed;
 	started = 1;
-	if (cfg.supabase_url && outbox_start(cfg.supabase_url, cfg.supabase_service_key, err, sizeof err) < 0)
+	if (cfg.supabase_url &&
+	    outbox_start(cfg.supabase_url, cfg.supabase_service_key, cfg.supabase_timeout, err, sizeof err) < 0)
 		goto failed;
 	if (http_start(&cfg, err, sizeof err) < 0)
 		goto failed;

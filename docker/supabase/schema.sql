@@ -99,6 +99,16 @@ create table if not exists public.backups (
   created_at      timestamptz not null default now()
 );
 
+-- mrprov's id of each event and backup row: the outbox sends a row again when it cannot
+-- know the first write landed (an answer lost to a timeout, a kill -9 between the write
+-- and its bookkeeping); it upserts on this id, so the row is stored once.
+-- (POST /rest/v1/events?on_conflict=delivery_id, Prefer: resolution=merge-duplicates.)
+-- `add column if not exists` also upgrades a database made by an earlier schema.
+alter table public.events add column if not exists delivery_id text;
+alter table public.backups add column if not exists delivery_id text;
+create unique index if not exists events_delivery_id_key on public.events (delivery_id);
+create unique index if not exists backups_delivery_id_key on public.backups (delivery_id);
+
 create index if not exists instances_account_id_idx on public.instances (account_id);
 create index if not exists instances_status_idx on public.instances (status);
 create index if not exists events_subscription_id_created_at_idx on public.events (subscription_id, created_at);

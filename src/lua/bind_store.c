@@ -1,7 +1,9 @@
 /* bind_store: SQL on the calling thread's store connection, for Lua.
  * store.query(sql, ...) → rows; store.exec(sql, ...) → changes;
  * store.tx(fn, ...) runs fn inside BEGIN IMMEDIATE … COMMIT (ROLLBACK and
- * re-raise on error); store.is_open(). Parameters are bound, never interpolated. */
+ * re-raise on error); store.read(fn, ...) runs fn inside a deferred BEGIN …
+ * COMMIT, so several queries see one snapshot (WAL) without taking the write
+ * lock; store.is_open(). Parameters are bound, never interpolated. */
 #include "lua/runtime.h"
 #include "store/store.h"
 
@@ -151,6 +153,28 @@ static int l_tx(lua_State *L)
 	return lua_gettop(L);
 }
 
+/* A read snapshot: in WAL mode the first SELECT of a deferred transaction
+ * fixes what every later SELECT of it sees, so a view built from two rows
+ * written by one transaction elsewhere is never torn. Nested in a tx or a
+ * read, it just calls fn. */
+static int l_read(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TFUNCTION);
+	sqlite3 *db = store_conn();
+	if (!db)
+		return luaL_error(L, "store is not open");
+	int nested = !sqlite3_get_autocommit(db);
+	if (!nested && sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+		return luaL_error(L, "store: cannot begin a read: %s", sqlite3_errmsg(db));
+	int nargs = lua_gettop(L) - 1;
+	int rc = lua_pcall(L, nargs, LUA_MULTRET, 0);
+	if (!nested)
+		sqlite3_exec(db, "COMMIT", NULL, NULL, NULL); /* read-only: nothing to lose */
+	if (rc != LUA_OK)
+		return lua_error(L);
+	return lua_gettop(L);
+}
+
 static int l_is_open(lua_State *L)
 {
 	lua_pushboolean(L, store_is_open());
@@ -163,6 +187,7 @@ int luaopen_mrprov_store(lua_State *L)
 		{ "query", l_query },
 		{ "exec", l_exec },
 		{ "tx", l_tx },
+		{ "read", l_read },
 		{ "is_open", l_is_open },
 		{ NULL, NULL },
 	};

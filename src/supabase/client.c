@@ -12,7 +12,7 @@ struct pgrst {
 	CURL *h;
 	char *base;
 	struct curl_slist *auth;
-	long timeout_ms; /* whole request; 0: the default 15 s */
+	long timeout_ms; /* whole request, connect included */
 };
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -29,6 +29,7 @@ struct pgrst *pgrst_new(const char *base_url, const char *key)
 	if (!c)
 		abort();
 	c->h = curl_easy_init();
+	c->timeout_ms = 15000L;
 	size_t n = strlen(base_url);
 	while (n && base_url[n - 1] == '/')
 		n--;
@@ -43,7 +44,7 @@ struct pgrst *pgrst_new(const char *base_url, const char *key)
 
 void pgrst_set_timeout(struct pgrst *c, double secs)
 {
-	c->timeout_ms = secs > 0 ? (long)(secs * 1000) + 1 : 0;
+	c->timeout_ms = secs > 0 ? (long)(secs * 1000) + 1 : 15000L;
 }
 
 void pgrst_free(struct pgrst *c)
@@ -83,9 +84,8 @@ int pgrst_request(struct pgrst *c, const char *method, const char *path, const c
 	curl_easy_reset(c->h);
 	curl_easy_setopt(c->h, CURLOPT_URL, url);
 	curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, h);
-	long total = c->timeout_ms > 0 ? c->timeout_ms : 15000L;
-	curl_easy_setopt(c->h, CURLOPT_CONNECTTIMEOUT_MS, total < 5000L ? total : 5000L);
-	curl_easy_setopt(c->h, CURLOPT_TIMEOUT_MS, total);
+	curl_easy_setopt(c->h, CURLOPT_CONNECTTIMEOUT_MS, c->timeout_ms < 5000L ? c->timeout_ms : 5000L);
+	curl_easy_setopt(c->h, CURLOPT_TIMEOUT_MS, c->timeout_ms);
 	curl_easy_setopt(c->h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c->h, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(c->h, CURLOPT_WRITEFUNCTION, on_data);

@@ -12,7 +12,8 @@ struct pgrst;
 
 struct pgrst *pgrst_new(const char *base_url, const char *key);
 void pgrst_free(struct pgrst *c);
-/* Caps each later request (connect included) at secs; 0 restores 15 s. */
+/* Seconds each later request may take in all (0: the default 15); connecting
+ * gets at most 5 of them. */
 void pgrst_set_timeout(struct pgrst *c, double secs);
 /* method: GET or POST. path: after /rest/v1/ (e.g. "instances?on_conflict=id").
  * prefer: the Prefer header or NULL. Returns 0 when the server answered

@@ -24,6 +24,7 @@
 static struct pgrst *client;
 static pthread_t thread;
 static int running, stopping;
+static double timeout_cfg = 15; /* SUPABASE_TIMEOUT: seconds per request */
 static double final_until; /* monotonic deadline of the last delivery round at stop; 0: none */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
@@ -31,16 +32,38 @@ static unsigned long notified;
 static double last_answer; /* realtime of the last HTTP answer that was not an auth refusal */
 static char last_problem[300];
 
+/* Logs a Supabase problem when it differs from the one before (called with
+ * lock held, after last_problem was set): a long outage logs its cause once,
+ * not every probe. */
+static char logged_problem[300];
+
+static void log_problem_change(void)
+{
+	if (last_problem[0] && strcmp(last_problem, logged_problem) != 0) {
+		log_warn("outbox: Supabase is failing: %s", last_problem);
+		snprintf(logged_problem, sizeof logged_problem, "%s", last_problem);
+	} else if (!last_problem[0] && logged_problem[0]) {
+		log_info("outbox: Supabase answers again (the last problem was: %s)", logged_problem);
+		logged_problem[0] = '\0';
+	}
+}
+
 static void note_answer(long status, const char *problem)
 {
 	pthread_mutex_lock(&lock);
 	if (status == 401 || status == 403) {
 		snprintf(last_problem, sizeof last_problem, "Supabase refused the service key (%ld): %.200s", status,
 			 problem ? problem : "");
+	} else if (status >= 500) {
+		/* a gateway that answers 5xx is up but failing: not ready, and
+		 * /ready says what it answers */
+		snprintf(last_problem, sizeof last_problem, "Supabase answers HTTP %ld: %.200s", status,
+			 problem ? problem : "");
 	} else {
 		last_answer = clock_real();
 		last_problem[0] = '\0';
 	}
+	log_problem_change();
 	pthread_mutex_unlock(&lock);
 }
 
@@ -48,6 +71,7 @@ static void note_failure(const char *problem)
 {
 	pthread_mutex_lock(&lock);
 	snprintf(last_problem, sizeof last_problem, "%.290s", problem);
+	log_problem_change();
 	pthread_mutex_unlock(&lock);
 }
 
@@ -247,7 +271,7 @@ static void final_round(double until)
 		for (int i = 0; i < n; i++) {
 			remaining = until - clock_mono();
 			if (remaining > 0.05) {
-				pgrst_set_timeout(client, remaining);
+				pgrst_set_timeout(client, remaining < timeout_cfg ? remaining : timeout_cfg);
 				int f = deliver(&rows[i]);
 				failures += f;
 				delivered += !f;
@@ -337,9 +361,11 @@ static void *sender_main(void *arg)
 	return NULL;
 }
 
-int outbox_start(const char *url, const char *key, char *err, size_t errlen)
+int outbox_start(const char *url, const char *key, int timeout_s, char *err, size_t errlen)
 {
 	client = pgrst_new(url, key);
+	timeout_cfg = timeout_s > 0 ? timeout_s : 15;
+	pgrst_set_timeout(client, timeout_cfg);
 	if (pthread_create(&thread, NULL, sender_main, NULL) != 0) {
 		snprintf(err, errlen, "cannot start the outbox sender");
 		pgrst_free(client);
@@ -373,7 +399,7 @@ int outbox_stop_within(double secs)
 	pthread_cond_signal(&cond);
 	pthread_mutex_unlock(&lock);
 	if (final_until > 0) {
-		/* A request in flight is capped by curl's own timeout (15 s): do not
+		/* A request in flight is capped by SUPABASE_TIMEOUT: do not
 		 * wait past the bound for it; the thread is left alone then. */
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);

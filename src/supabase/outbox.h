@@ -9,7 +9,7 @@
 
 #include <stddef.h>
 
-int outbox_start(const char *url, const char *key, char *err, size_t errlen);
+int outbox_start(const char *url, const char *key, int timeout_s, char *err, size_t errlen);
 void outbox_notify(void);
 /* Stops the sender after the delivery in flight, if any. */
 void outbox_stop(void);

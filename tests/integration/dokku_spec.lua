@@ -33,6 +33,30 @@ local function mutating(h, since)
   return out
 end
 
+-- The instance's objects on the server are exactly those of the free tier,
+-- each listed once (no duplicate from a retried or resumed create).
+local function assert_free_instance(h, app)
+  local s = D.state(h)
+  local function mine(list)
+    local out = {}
+    for _, n in ipairs(list or {}) do
+      if n == app or n:sub(1, #app + 1) == app .. "-" then out[#out + 1] = n end
+    end
+    table.sort(out)
+    return out
+  end
+  assert.are.same({ app, app .. "-backend", app .. "-frontend" }, mine(s.global.apps))
+  assert.are.same({ app .. "-db" }, mine(s.global.services.postgres))
+  assert.are.same({ app .. "-redis" }, mine(s.global.services.redis))
+  assert.are.same({ app .. "-backend" }, s.services.postgres[app .. "-db"].links)
+  assert.are.same({ app .. "-backend" }, s.services.redis[app .. "-redis"].links)
+  assert.are.same({ app .. ".mindroom.chat" }, s.apps[app .. "-frontend"].domains)
+  assert.are.same({ "api." .. app .. ".mindroom.chat" }, s.apps[app .. "-backend"].domains)
+  for _, a in ipairs({ app .. "-backend", app .. "-frontend" }) do
+    assert.is_true(s.apps[a].deploy.deployed, a .. " not deployed")
+  end
+end
+
 local function wait_job(srv, sub, job_id, timeout)
   return H.wait_for(srv, "/api/v1/status/" .. sub, function(s)
     return s.job ~= cjson.null and s.job.id == job_id and (s.job.state == "succeeded" or s.job.state == "failed")
@@ -283,6 +307,9 @@ describe("the connection under stress #integration", function()
     assert.is_table(timed_out)
     assert.matches("domains:set", timed_out.command)
     assert.matches("timed out after 2 s", timed_out.error)
+    -- the end state is whole: the hung command's effect is there, once
+    assert.are.equal("succeeded", job.state)
+    assert_free_instance(h, j.app_name)
   end)
 
   it("completes a job when sshd is stopped mid-job and restarted", function()
@@ -311,6 +338,8 @@ describe("the connection under stress #integration", function()
     assert.are.equal("succeeded", st.job.state, cjson.encode(st))
     assert.are.equal("running", st.status)
     assert.matches("connection", H.log_text(srv))
+    -- the end state is whole: every object once, the interrupted deploy done
+    assert_free_instance(h, j.app_name)
   end)
 end)
 

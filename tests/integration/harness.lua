@@ -119,7 +119,15 @@ function M.start(opts)
   error("mrprov did not start in time:\n" .. (read_file(log) or ""))
 end
 
+-- A zombie (exited, not yet reaped: the reaper of orphans may take seconds)
+-- is not alive.
 function M.alive(s)
+  local f = io.open("/proc/" .. s.pid .. "/stat", "r")
+  if f then
+    local stat = f:read("a") or ""
+    f:close()
+    return stat:match("^%d+ %(.*%) (%a)") ~= "Z"
+  end
   return os.execute("kill -0 " .. s.pid .. " 2>/dev/null") == true
 end
 

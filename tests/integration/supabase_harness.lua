@@ -287,10 +287,12 @@ function M.request(h, method, path, body, headers)
   return status, ok and decoded or nil, raw, rh or {}
 end
 
--- Sets the gateway's fault mode: "ok", "500" (or any status), "timeout", "close"; count:
--- how many /rest/v1 requests it applies to (nil: until set back to "ok").
-function M.fault(h, mode, count)
-  local status, j, raw = M.request(h, "POST", "/_fault", { mode = mode, count = count })
+-- Sets the gateway's fault mode: "ok", "500" (or any status), "timeout" (held, not
+-- carried out), "close", "lost" (carried out, the answer never sent); count:
+-- how many /rest/v1 requests it applies to (nil: until set back to "ok"); match: a Lua
+-- pattern on "METHOD /rest/v1/...?query" limiting it to those requests.
+function M.fault(h, mode, count, match)
+  local status, j, raw = M.request(h, "POST", "/_fault", { mode = mode, count = count, match = match })
   assert(status == 200, "fault: " .. tostring(status) .. " " .. tostring(raw))
   return j
 end
