@@ -260,8 +260,10 @@ static int cmd_serve(void)
 		if (sigwait(&set, &sig) != 0)
 			continue;
 		if (sig == SIGHUP) {
-			if (rt_reload(err, sizeof err) == 0)
-				log_info("reload: configuration generation %u loaded", rt_generation());
+			double took = 0;
+			if (rt_reload(err, sizeof err, &took) == 0)
+				log_info("reload: configuration generation %u loaded in %.1f ms", rt_generation(),
+					 took * 1000);
 			else
 				log_error("reload refused, generation %u keeps serving: %s", rt_generation(), err);
 			continue;
