@@ -849,7 +849,7 @@ return {
   name = %q,
   display_name = "Bench %d",
   extends = %q,
-  limits = { memory_mb = %d, cpu = 0.5, storage_gb = 5, agents = 4, messages_per_day = %d },
+  limits = { memory_mb = %d, cpu = 0.5, storage_gb = 5, agents = 12, messages_per_day = %d },
   add_agents = {
     {
       name = "helper_%d",
@@ -964,7 +964,7 @@ end
 -- 6. webhook acknowledgement latency under load
 ---------------------------------------------------------------------------
 local WEBHOOK_SECONDS = getenv_num("BENCH_WEBHOOK_SECONDS", 10)
-local WEBHOOK_N = math.floor(getenv_num("BENCH_WEBHOOK_N", 60000))
+local WEBHOOK_N = math.floor(getenv_num("BENCH_WEBHOOK_N", 100000))
 local WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 local function bench_webhook()
