@@ -22,7 +22,7 @@ local function decode(s, default)
   if s == nil or s == "" then
     return default
   end
-  local v = json.decode(s)
+  local v = json.decode_stored(s)
   if v == nil then
     return default
   end
