@@ -374,7 +374,7 @@ end
 
 function M.status(req)
   local sub = validate.subscription_id(req.param or "")
-  local inst = sub and instances.get(sub)
+  local inst = sub and instances.get_summary(sub)
   if not inst then
     return fail(404, "not_found", "no instance for this subscription", "subscription_id")
   end

@@ -46,6 +46,17 @@ function M.get(subscription_id)
   return row_to_instance(rows[1])
 end
 
+-- The columns status_view reads: an instance without its spec and applied
+-- documents (kilobytes of JSON a status read would decode for nothing).
+local SUMMARY_COLUMNS = "subscription_id, account_id, app_name, tier, status, urls, limits, error, dry_run, " ..
+  "created_at, updated_at"
+
+function M.get_summary(subscription_id)
+  local rows = check(store.query("SELECT " .. SUMMARY_COLUMNS .. " FROM instances WHERE subscription_id = ?",
+    subscription_id))
+  return row_to_instance(rows[1])
+end
+
 function M.app_taken(app_name)
   local rows = check(store.query("SELECT 1 AS x FROM instances WHERE app_name = ?", app_name))
   return rows[1] ~= nil
