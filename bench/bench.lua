@@ -1,33 +1,26 @@
 #!/usr/bin/env lua5.4
--- bench/bench.lua: the three measurements of `make bench` (bench/README.md).
+-- bench/bench.lua: the six measurements of `make bench` (bench/README.md).
 --
---   1. per-command time over the SSH pool vs a bare libssh2 exec loop
---      (bench/bench_ssh_exec.c), same sshd, same run;        target <= 1.2
---   2. SSH handshakes per 100 free-tier provisions through the real
---      `mrprov serve` (DOKKU_POOL_SIZE=4), counted in sshd's log;
---                                                             target <= DOKKU_POOL_SIZE
+--   1. HTTP: wrk on GET /health and GET /api/v1/status/{id} (1000 dry-run
+--      instances in the store) vs bench_http_bare (libmicrohttpd, same flags)
+--      and, when installed, FastAPI under uvicorn (bench/reference_fastapi.py)
+--                                  targets >= 0.8x, >= 0.5x bare; >= 5x FastAPI
+--   2. SSH: per-command time over the pool vs a bare libssh2 exec loop
+--      (bench/bench_ssh_exec.c), target <= 1.2; SSH handshakes per 100
+--      free-tier provisions through `mrprov serve`, target <= DOKKU_POOL_SIZE
 --   3. one professional+Matrix provision with every simulated Dokku command
---      taking 200 ms, wall time vs the serial sum of its commands;
---                                                             target <= 0.5
+--      taking 200 ms, wall time vs the serial sum of its commands; <= 0.5
+--   4. 200 provisions at once, simulator at 0 ms: all complete, wall time,
+--      peak RSS (<= 64 MB), idle RSS (<= 10 MB)
+--   5. SIGHUP every 100 ms during a 10 s wrk run: no non-2xx; reload time
+--      with 100 tier files (<= 50 ms)
+--   6. webhook acknowledgement latency under wrk load: p99 <= 100 ms
 --
--- Everything runs against tests/fixtures/sshd-harness (a real OpenSSH sshd on
--- a random loopback port, forced command tests/fixtures/dokku-sim). Run from
--- the repository root (the Makefile does): lua5.4 bench/bench.lua
---
--- Environment (all optional):
---   MRPROV_BIN         build/mrprov           MRPROV_ROOT  the current directory
---   BENCH_EXEC         build/bench/bench_ssh_exec
---   BENCH_EXEC_N       400   commands per side in measurement 1
---   BENCH_PROVISIONS   100   provisions in measurement 2
---   BENCH_CONCURRENCY  4     provisions in flight at once (clients; mrprov WORKERS too)
---   BENCH_BUDGET_S     300   measurement 2 starts no provision after this many
---                            seconds; the count is then scaled to 100 (said so)
---   BENCH_POOL_SIZE    4     DOKKU_POOL_SIZE of mrprov in 2 and 3
---   BENCH_DELAY_MS     200   per-command delay of measurement 3
---   BENCH_ONLY         e.g. "1,3": run only these measurements
---   BENCH_LOGIN_SHELL_RC=keep  let the sshd sessions source the login user's
---                      ~/.bashrc (see bench/sshd-noprofile; default: skipped)
---   MRPROV_KEEP_TMP=1  keep the temporary directories (logs, simulator state)
+-- 2, 3 and 4 run against tests/fixtures/sshd-harness (a real OpenSSH sshd on
+-- a random loopback port, forced command tests/fixtures/dokku-sim); 1, 5 and
+-- 6 against a dry-run mrprov. Run from the repository root (the Makefile
+-- does): lua5.4 bench/bench.lua. Every knob is a BENCH_* variable, listed
+-- with its default in bench/README.md; BENCH_ONLY="1,5" runs a selection.
 --
 -- Exit status: 0 when every measurement was taken (a target missed is
 -- printed, not an error), 1 when a measurement itself failed.
@@ -760,6 +753,18 @@ local SCALE_BUDGET_S = getenv_num("BENCH_SCALE_BUDGET_S", 300)
 local function bench_scale(h)
   say("\n== 4. scale: %d free-tier provisions submitted at once, simulator at 0 ms per command, default " ..
     "WORKERS and DOKKU_POOL_SIZE (4) ==", SCALE_N)
+  -- idle with the defaults of `make run` (dry-run, WORKERS=4)
+  local dry = start_dry()
+  local ok_dry, idle_dry = pcall(function()
+    wait_up(dry)
+    socket.sleep(1)
+    return rss(dry.pid)
+  end)
+  H.stop(dry)
+  if not ok_dry then
+    error(idle_dry, 0)
+  end
+  say("  idle with the defaults (dry-run, WORKERS=4): %s", rss_text(idle_dry))
   D.reset(h)
   local srv = H.start({ env = mrprov_env(h, { WORKERS = "4", DOKKU_POOL_SIZE = "4",
                                               PROVISIONER_API_KEYS = API_KEY }) })
@@ -813,10 +818,16 @@ local function bench_scale(h)
           at_end.anon, at_end.file, after.rss),
       },
       {
-        figure = "idle RSS", value = string.format("%.1f MB", idle.rss), reference = "limit 10 MB",
-        ratio = idle.rss / 10, target = 1.0,
-        note = string.format("VmRSS after start, SSH pool connected: anon %.1f MB + file-backed %.1f MB " ..
-          "(shared libraries' pages)", idle.anon, idle.file),
+        figure = "idle RSS, defaults (dry-run)", value = string.format("%.1f MB", idle_dry.rss),
+        reference = "limit 10 MB", ratio = idle_dry.rss / 10, target = 1.0,
+        note = string.format("VmRSS after start, WORKERS=4: anon %.1f MB + file-backed %.1f MB (pages of " ..
+          "shared libraries)", idle_dry.anon, idle_dry.file),
+      },
+      {
+        figure = "idle RSS, SSH pool connected", value = string.format("%.1f MB", idle.rss),
+        reference = "limit 10 MB", ratio = idle.rss / 10, target = 1.0,
+        note = string.format("VmRSS after start, 4 SSH sessions open: anon %.1f MB + file-backed %.1f MB",
+          idle.anon, idle.file),
       },
     }
   end)
