@@ -158,13 +158,19 @@ int jobs_start(int n, char *err, size_t errlen)
 	if (!workers)
 		abort();
 	nworkers = n;
-	/* A worker builds its Lua state before its first job (refresh_state),
-	 * not here: an idle service keeps no state per worker (about 400 KB
-	 * each). The configuration was checked before jobs_start is called. */
 	for (int i = 0; i < n; i++) {
 		workers[i].index = i;
+		char lerr[1024];
+		workers[i].L = rt_new_state(lerr, sizeof lerr);
+		if (!workers[i].L) {
+			snprintf(err, errlen, "%s", lerr);
+			nworkers = i;
+			jobs_stop(0);
+			return -1;
+		}
 		if (pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]) != 0) {
 			snprintf(err, errlen, "cannot start worker thread %d", i);
+			rt_close_state(workers[i].L);
 			nworkers = i;
 			jobs_stop(0);
 			return -1;
