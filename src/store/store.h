@@ -17,6 +17,11 @@ int store_is_open(void);
 /* The calling thread's connection, opened on first use; NULL when closed. */
 sqlite3 *store_conn(void);
 void store_close(void);
+/* sql prepared on db (this thread's connection), from a per-thread cache:
+ * never finalize it; hand it back with store_stmt_done (reset, bindings
+ * cleared) before the next store_stmt. NULL on error (sqlite3_errmsg(db)). */
+sqlite3_stmt *store_stmt(sqlite3 *db, const char *sql, size_t len);
+void store_stmt_done(sqlite3_stmt *st);
 
 /* BEGIN IMMEDIATE / COMMIT / ROLLBACK on this thread's connection. */
 int store_begin(void);
