@@ -102,6 +102,9 @@ local escapes = {
 }
 
 local function encode_string(s)
+  if not s:find('[%c"\\]') then -- most strings: nothing to escape, no gsub
+    return '"' .. s .. '"'
+  end
   return '"' .. s:gsub('[%c"\\]', function(c)
     return escapes[c] or string.format("\\u%04x", c:byte())
   end) .. '"'
