@@ -234,6 +234,10 @@ static int cmd_serve(void)
 		fprintf(stderr, "mrprov: %s\n", err);
 		return 1;
 	}
+	if (store_checkpointer_start() < 0) {
+		fprintf(stderr, "mrprov: cannot start the store's checkpoint thread\n");
+		return 1;
+	}
 	if (jobs_start(cfg.workers, err, sizeof err) < 0) {
 		fprintf(stderr, "mrprov: %s\n", err);
 		return 1;
@@ -279,6 +283,7 @@ static int cmd_serve(void)
 	outbox_stop();
 	transport_shutdown();
 	rt_pool_drain();
+	store_checkpointer_stop();
 	store_close();
 	config_free(&cfg);
 	log_info("stopped");

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,13 @@ static char *db_path;
 static int db_readonly;
 static pthread_key_t conn_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+
+/* Checkpoints in the background (serve): see store_checkpointer_start. */
+static atomic_int bg_checkpoint;
+static pthread_t ckpt_thread;
+static pthread_mutex_t ckpt_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ckpt_cond = PTHREAD_COND_INITIALIZER;
+static int ckpt_stop, ckpt_running;
 
 static const char *const migrations[] = {
 	/* version 1 */
@@ -207,6 +215,8 @@ static sqlite3 *open_conn(char *err, size_t errlen)
 		sqlite3_close_v2(db);
 		return NULL;
 	}
+	if (!db_readonly && atomic_load(&bg_checkpoint))
+		sqlite3_wal_autocheckpoint(db, 0);
 	return db;
 }
 
@@ -285,6 +295,54 @@ sqlite3 *store_conn(void)
 		pthread_setspecific(conn_key, db);
 	}
 	return db;
+}
+
+static void *checkpoint_main(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&ckpt_lock);
+	while (!ckpt_stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		pthread_cond_timedwait(&ckpt_cond, &ckpt_lock, &ts);
+		if (ckpt_stop)
+			break;
+		pthread_mutex_unlock(&ckpt_lock);
+		sqlite3 *db = store_conn();
+		if (db)
+			sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+		pthread_mutex_lock(&ckpt_lock);
+	}
+	pthread_mutex_unlock(&ckpt_lock);
+	return NULL; /* the key destructor closes this thread's connection */
+}
+
+int store_checkpointer_start(void)
+{
+	if (!db_path || db_readonly || ckpt_running)
+		return 0;
+	atomic_store(&bg_checkpoint, 1);
+	ckpt_stop = 0;
+	if (pthread_create(&ckpt_thread, NULL, checkpoint_main, NULL) != 0) {
+		atomic_store(&bg_checkpoint, 0);
+		return -1;
+	}
+	ckpt_running = 1;
+	return 0;
+}
+
+void store_checkpointer_stop(void)
+{
+	if (!ckpt_running)
+		return;
+	pthread_mutex_lock(&ckpt_lock);
+	ckpt_stop = 1;
+	pthread_cond_signal(&ckpt_cond);
+	pthread_mutex_unlock(&ckpt_lock);
+	pthread_join(ckpt_thread, NULL);
+	ckpt_running = 0;
+	atomic_store(&bg_checkpoint, 0);
 }
 
 void store_close(void)
