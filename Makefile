@@ -72,12 +72,16 @@ lint: deps
 clean:
 	rm -rf build build-asan build-fuzz
 
-# The benchmark (bench/README.md): per-command time over the SSH pool vs a
-# bare libssh2 loop, SSH handshakes per 100 provisions, and a provision's
-# wall time vs the serial sum of its commands. Not part of `make test`.
+# The benchmark (bench/README.md): HTTP throughput vs a bare libmicrohttpd
+# server and FastAPI, the SSH pool vs bare libssh2 and handshakes per 100
+# provisions, a provision vs the serial sum of its commands, 200 provisions
+# at once with RSS, SIGHUP reloads under load, webhook latency. Not part of
+# `make test`; bench/results/latest.md gets the figures.
 .PHONY: bench
 bench: build
+	@./scripts/install-deps.sh --bench
 	cmake -S . -B $(BUILD) >/dev/null
-	cmake --build $(BUILD) -j $(JOBS) --target bench_ssh_exec
+	cmake --build $(BUILD) -j $(JOBS) --target bench_ssh_exec bench_http_bare
 	MRPROV_ROOT=$(CURDIR) MRPROV_BIN=$(CURDIR)/$(BUILD)/mrprov \
-	  BENCH_EXEC=$(CURDIR)/$(BUILD)/bench/bench_ssh_exec lua5.4 bench/bench.lua
+	  BENCH_EXEC=$(CURDIR)/$(BUILD)/bench/bench_ssh_exec BENCH_HTTP_BARE=$(CURDIR)/$(BUILD)/bench/bench_http_bare \
+	  lua5.4 bench/bench.lua

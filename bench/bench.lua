@@ -1,33 +1,26 @@
 #!/usr/bin/env lua5.4
--- bench/bench.lua: the three measurements of `make bench` (bench/README.md).
+-- bench/bench.lua: the six measurements of `make bench` (bench/README.md).
 --
---   1. per-command time over the SSH pool vs a bare libssh2 exec loop
---      (bench/bench_ssh_exec.c), same sshd, same run;        target <= 1.2
---   2. SSH handshakes per 100 free-tier provisions through the real
---      `mrprov serve` (DOKKU_POOL_SIZE=4), counted in sshd's log;
---                                                             target <= DOKKU_POOL_SIZE
+--   1. HTTP: wrk on GET /health and GET /api/v1/status/{id} (1000 dry-run
+--      instances in the store) vs bench_http_bare (libmicrohttpd, same flags)
+--      and, when installed, FastAPI under uvicorn (bench/reference_fastapi.py)
+--                                  targets >= 0.8x, >= 0.5x bare; >= 5x FastAPI
+--   2. SSH: per-command time over the pool vs a bare libssh2 exec loop
+--      (bench/bench_ssh_exec.c), target <= 1.2; SSH handshakes per 100
+--      free-tier provisions through `mrprov serve`, target <= DOKKU_POOL_SIZE
 --   3. one professional+Matrix provision with every simulated Dokku command
---      taking 200 ms, wall time vs the serial sum of its commands;
---                                                             target <= 0.5
+--      taking 200 ms, wall time vs the serial sum of its commands; <= 0.5
+--   4. 200 provisions at once, simulator at 0 ms: all complete, wall time,
+--      peak RSS (<= 64 MB), idle RSS (<= 10 MB)
+--   5. SIGHUP every 100 ms during a 10 s wrk run: no non-2xx; reload time
+--      with 100 tier files (<= 50 ms)
+--   6. webhook acknowledgement latency under wrk load: p99 <= 100 ms
 --
--- Everything runs against tests/fixtures/sshd-harness (a real OpenSSH sshd on
--- a random loopback port, forced command tests/fixtures/dokku-sim). Run from
--- the repository root (the Makefile does): lua5.4 bench/bench.lua
---
--- Environment (all optional):
---   MRPROV_BIN         build/mrprov           MRPROV_ROOT  the current directory
---   BENCH_EXEC         build/bench/bench_ssh_exec
---   BENCH_EXEC_N       400   commands per side in measurement 1
---   BENCH_PROVISIONS   100   provisions in measurement 2
---   BENCH_CONCURRENCY  4     provisions in flight at once (clients; mrprov WORKERS too)
---   BENCH_BUDGET_S     300   measurement 2 starts no provision after this many
---                            seconds; the count is then scaled to 100 (said so)
---   BENCH_POOL_SIZE    4     DOKKU_POOL_SIZE of mrprov in 2 and 3
---   BENCH_DELAY_MS     200   per-command delay of measurement 3
---   BENCH_ONLY         e.g. "1,3": run only these measurements
---   BENCH_LOGIN_SHELL_RC=keep  let the sshd sessions source the login user's
---                      ~/.bashrc (see bench/sshd-noprofile; default: skipped)
---   MRPROV_KEEP_TMP=1  keep the temporary directories (logs, simulator state)
+-- 2, 3 and 4 run against tests/fixtures/sshd-harness (a real OpenSSH sshd on
+-- a random loopback port, forced command tests/fixtures/dokku-sim); 1, 5 and
+-- 6 against a dry-run mrprov. Run from the repository root (the Makefile
+-- does): lua5.4 bench/bench.lua. Every knob is a BENCH_* variable, listed
+-- with its default in bench/README.md; BENCH_ONLY="1,5" runs a selection.
 --
 -- Exit status: 0 when every measurement was taken (a target missed is
 -- printed, not an error), 1 when a measurement itself failed.
@@ -89,6 +82,7 @@ local H = require "harness"
 local D = require "dokku_harness"
 
 local EXEC_BIN = os.getenv("BENCH_EXEC") or (ROOT .. "/build/bench/bench_ssh_exec")
+local BARE_BIN = os.getenv("BENCH_HTTP_BARE") or (ROOT .. "/build/bench/bench_http_bare")
 local EXEC_N = math.floor(getenv_num("BENCH_EXEC_N", 400))
 local PROVISIONS = math.floor(getenv_num("BENCH_PROVISIONS", 100))
 local CONCURRENCY = math.floor(getenv_num("BENCH_CONCURRENCY", 4))
@@ -154,6 +148,169 @@ local function mean(list)
   return #list > 0 and t / #list or 0
 end
 
+local function percentile(list, p)
+  local s = {}
+  for i, v in ipairs(list) do
+    s[i] = v
+  end
+  table.sort(s)
+  if #s == 0 then
+    return 0
+  end
+  return s[math.max(1, math.ceil(#s * p))]
+end
+
+-- VmRSS, VmHWM, RssAnon and RssFile of a process, in MB (nil when gone).
+local function rss(pid)
+  local f = io.open("/proc/" .. pid .. "/status", "r")
+  if not f then
+    return nil
+  end
+  local t = f:read("a")
+  f:close()
+  local function kb(name)
+    return (tonumber(t:match(name .. ":%s*(%d+)")) or 0) / 1024
+  end
+  return { rss = kb("VmRSS"), hwm = kb("VmHWM"), anon = kb("RssAnon"), file = kb("RssFile"),
+           threads = tonumber(t:match("Threads:%s*(%d+)")) }
+end
+
+local function rss_text(m)
+  return string.format("VmRSS %.1f MB (anon %.1f, file-backed %.1f), VmHWM %.1f MB, %d threads", m.rss, m.anon,
+    m.file, m.hwm, m.threads or 0)
+end
+
+-- A free loopback port (bound and released at once).
+local function free_port()
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
+-- The value of one series of the Prometheus text of srv ("name{labels}").
+local function metric(srv, series)
+  local _, _, raw = H.request(srv, "GET", "/metrics")
+  local pat = "\n" .. series:gsub("[%-%.%+%[%]%(%)%$%^%%%?%*{}]", "%%%0") .. "%s+(%S+)"
+  return tonumber(raw and raw:match(pat) or "") or 0
+end
+
+local WRK_THREADS = math.floor(getenv_num("BENCH_WRK_THREADS", 2))
+local WRK_CONNECTIONS = math.floor(getenv_num("BENCH_WRK_CONNECTIONS", 16))
+local WRK_SECONDS = getenv_num("BENCH_WRK_SECONDS", 5)
+
+local function to_ms(num, unit)
+  local v = tonumber(num)
+  if unit == "us" then
+    return v / 1000
+  elseif unit == "s" then
+    return v * 1000
+  elseif unit == "m" then
+    return v * 60000
+  end
+  return v
+end
+
+-- Runs wrk (opts: url, script, seconds, env, connections) and parses its
+-- report: rps, requests, non2xx, errors (socket), p50/p90/p99/max in ms.
+-- With opts.background, returns a function that waits and parses.
+local function wrk(opts)
+  local env = "BENCH_WRK_THREADS=" .. WRK_THREADS
+  for k, v in pairs(opts.env or {}) do
+    env = env .. " " .. k .. "=" .. q(v)
+  end
+  local cmd = string.format("%s wrk -t%d -c%d -d%ds --timeout 10s --latency %s %s 2>&1", env, WRK_THREADS,
+    opts.connections or WRK_CONNECTIONS, math.floor(opts.seconds or WRK_SECONDS),
+    opts.script and ("-s " .. q(opts.script)) or "", q(opts.url))
+  local p = io.popen(cmd)
+  local function finish()
+    local out = p:read("a")
+    p:close()
+    local r = { raw = out, non2xx = 0, errors = 0 }
+    r.rps = tonumber(out:match("Requests/sec:%s*([%d%.]+)"))
+    r.requests = tonumber(out:match("(%d+) requests in"))
+    r.non2xx = tonumber(out:match("Non%-2xx or 3xx responses:%s*(%d+)")) or 0
+    local c, rd, w, t = out:match("Socket errors: connect (%d+), read (%d+), write (%d+), timeout (%d+)")
+    if c then
+      r.errors = tonumber(c) + tonumber(rd) + tonumber(w) + tonumber(t)
+    end
+    for pct, num, unit in out:gmatch("\n%s+(%d+)%%%s+([%d%.]+)(%a+)") do
+      r["p" .. pct] = to_ms(num, unit)
+    end
+    local mx, mu = out:match("Latency%s+[%d%.]+%a+%s+[%d%.]+%a+%s+([%d%.]+)(%a+)")
+    r.max = mx and to_ms(mx, mu)
+    if not r.rps or not r.requests then
+      error("wrk gave no figures:\n" .. out)
+    end
+    return r
+  end
+  if opts.background then
+    return finish
+  end
+  return finish()
+end
+
+local function wrk_line(name, r)
+  say("  %-28s %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  max %7.2f ms  (%d requests, %d non-2xx, %d socket errors)",
+    name, r.rps, r.p50 or 0, r.p99 or 0, r.max or 0, r.requests, r.non2xx, r.errors)
+end
+
+local API_KEY = "bench-api-key-0123456789abcdef"
+
+-- A dry-run mrprov (DOKKU_HOST unset) with the default WORKERS (4; the
+-- test harness's own default is 2), an API key, LOG_LEVEL=INFO.
+local function start_dry(extra)
+  local env = { LOG_LEVEL = "INFO", PROVISIONER_API_KEYS = API_KEY, WORKERS = "4" }
+  for k, v in pairs(extra or {}) do
+    env[k] = v
+  end
+  return H.start({ env = env })
+end
+
+-- Fills the store the way the product does: n provisions of tier `tier`
+-- through POST /api/v1/provision, ids prefix0001.., then waits until every
+-- job has finished. Returns the seconds it took and the failures.
+local function provision_many(srv, n, prefix, tier, timeout)
+  local auth = { ["X-API-Key"] = API_KEY }
+  local jobs0 = metric(srv, 'mrprov_jobs_total{operation="provision",outcome="succeeded"}')
+  local fail0 = metric(srv, 'mrprov_jobs_total{operation="provision",outcome="failed"}')
+  local t0 = socket.gettime()
+  for i = 1, n do
+    local code, _, raw = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = string.format("%s%04d", prefix, i), tier = tier or "free" }, auth)
+    if code ~= 202 and code ~= 200 then
+      error(string.format("provision %d answered %s: %s", i, tostring(code), tostring(raw)))
+    end
+  end
+  local submitted = socket.gettime() - t0
+  local deadline = socket.gettime() + (timeout or 300)
+  local done, failed
+  repeat
+    socket.sleep(0.25)
+    done = metric(srv, 'mrprov_jobs_total{operation="provision",outcome="succeeded"}') - jobs0
+    failed = metric(srv, 'mrprov_jobs_total{operation="provision",outcome="failed"}') - fail0
+  until done + failed >= n or socket.gettime() > deadline
+  return socket.gettime() - t0, done, failed, submitted
+end
+
+-- The lines a shell command prints.
+local function read_lines_cmd(cmd)
+  local out = {}
+  local p = io.popen(cmd .. " 2>/dev/null")
+  for line in p:lines() do
+    out[#out + 1] = line
+  end
+  p:close()
+  return out
+end
+
+-- Waits until srv answers /ready with 200 (dry-run: no Dokku check).
+local function wait_up(srv)
+  return H.wait_for(srv, "/ready", function(j)
+    return j and j.ready
+  end, 30)
+end
+
 -- Lines of sshd.log from line `from` on that match pattern.
 local function count_log(h, pattern, from)
   local n = 0
@@ -211,10 +368,10 @@ local function shell_cost_ms()
 end
 
 ---------------------------------------------------------------------------
--- 1. per-command time
+-- 2a. per-command time
 ---------------------------------------------------------------------------
 local function bench_exec(h)
-  say("\n== 1. per-command time: pool vs bare libssh2 (`version` x %d each) ==", EXEC_N)
+  say("\n== 2a. per-command time: pool vs bare libssh2 (`version` x %d each) ==", EXEC_N)
   local f = io.open(EXEC_BIN, "rb")
   if not f then
     error(EXEC_BIN .. " is missing (cmake --build build --target bench_ssh_exec)")
@@ -250,10 +407,10 @@ local function bench_exec(h)
 end
 
 ---------------------------------------------------------------------------
--- 2. handshakes per 100 provisions
+-- 2b. handshakes per 100 provisions
 ---------------------------------------------------------------------------
 local function bench_handshakes(h)
-  say("\n== 2. SSH handshakes per %d free-tier provisions (DOKKU_POOL_SIZE=%d, %d at once) ==", PROVISIONS, POOL_SIZE,
+  say("\n== 2b. SSH handshakes per %d free-tier provisions (DOKKU_POOL_SIZE=%d, %d at once) ==", PROVISIONS, POOL_SIZE,
     CONCURRENCY)
   D.reset(h)
   local log0 = log_len(h)
@@ -463,6 +620,418 @@ local function bench_provision(h)
 end
 
 ---------------------------------------------------------------------------
+-- 1. HTTP: mrprov vs a bare libmicrohttpd server (and FastAPI)
+---------------------------------------------------------------------------
+local HTTP_INSTANCES = math.floor(getenv_num("BENCH_HTTP_INSTANCES", 1000))
+local PY = os.getenv("BENCH_PYTHON") or "/usr/bin/python3"
+
+-- Starts a server command in the background; returns its pid.
+local function spawn(cmd, log)
+  local p = io.popen("sh -c " .. q("exec " .. cmd .. " >" .. q(log) .. " 2>&1") .. " & echo $!")
+  local pid = tonumber(p:read("l"))
+  p:close()
+  return pid
+end
+
+local function kill(pid)
+  if pid then
+    os.execute("kill " .. pid .. " 2>/dev/null; sleep 0.2; kill -KILL " .. pid .. " 2>/dev/null")
+  end
+end
+
+local function wait_http(base, path, timeout)
+  local deadline = socket.gettime() + (timeout or 20)
+  while socket.gettime() < deadline do
+    local _, code = http.request(base .. path)
+    if code == 200 then
+      return true
+    end
+    socket.sleep(0.1)
+  end
+  return false
+end
+
+local function bench_http()
+  say("\n== 1. HTTP: wrk -t%d -c%d, %d s a run (1 s warm-up), against mrprov, a bare libmicrohttpd server and " ..
+    "FastAPI ==", WRK_THREADS, WRK_CONNECTIONS, WRK_SECONDS)
+  local srv = start_dry()
+  local pids, rows = {}, {}
+  local ok, err = pcall(function()
+    wait_up(srv)
+    local idle = rss(srv.pid)
+    say("  mrprov (dry-run, WORKERS=4) idle after start: %s", rss_text(idle))
+    local t, done, failed, sub = provision_many(srv, HTTP_INSTANCES, "bench_http_", "free", 300)
+    say("  store filled with %d dry-run free-tier provisions through POST /api/v1/provision: submitted in %.1f s, " ..
+      "all finished in %.1f s (%d succeeded, %d failed)", HTTP_INSTANCES, sub, t, done, failed)
+    if done < HTTP_INSTANCES then
+      error("only " .. done .. " of " .. HTTP_INSTANCES .. " provisions succeeded")
+    end
+    local bare_log = srv.dir .. "/bare.log"
+    pids.bare = spawn(q(BARE_BIN) .. " 0", bare_log)
+    local bare_port
+    for _ = 1, 50 do
+      bare_port = (H.read_file(bare_log) or ""):match("port (%d+)")
+      if bare_port then
+        break
+      end
+      socket.sleep(0.05)
+    end
+    if not bare_port then
+      error("bench_http_bare did not start: " .. (H.read_file(bare_log) or ""))
+    end
+    local bare = "http://127.0.0.1:" .. bare_port
+    local status_env = { BENCH_STATUS_PREFIX = "bench_http_", BENCH_STATUS_N = tostring(HTTP_INSTANCES),
+                         BENCH_API_KEY = API_KEY }
+    local script = ROOT .. "/bench/wrk/status.lua"
+    local function run(name, url, with_script)
+      local o = { url = url, script = with_script and script or nil, env = with_script and status_env or nil }
+      wrk({ url = o.url, script = o.script, env = o.env, seconds = 1 })
+      local r = wrk(o)
+      wrk_line(name, r)
+      if r.non2xx > 0 or r.errors > 0 then
+        error(name .. ": " .. r.non2xx .. " non-2xx answers, " .. r.errors .. " socket errors")
+      end
+      return r
+    end
+    local r_bare_h = run("bare MHD, GET /health", bare .. "/health")
+    local r_h = run("mrprov GET /health", srv.base .. "/health")
+    local r_s = run("mrprov GET /api/v1/status/{id}", srv.base .. "/", true)
+    local r_bare_s = run("bare MHD, same paths", bare .. "/", true)
+    local after = rss(srv.pid)
+    say("  mrprov after the runs: %s", rss_text(after))
+    H.stop(srv)
+    rows[#rows + 1] = {
+      figure = "GET /health throughput", value = string.format("%.0f req/s", r_h.rps),
+      reference = string.format("bare MHD %.0f req/s", r_bare_h.rps), ratio = r_h.rps / r_bare_h.rps, target = 0.8,
+      cmp = ">=", note = string.format("p99 %.2f ms vs %.2f ms", r_h.p99 or 0, r_bare_h.p99 or 0),
+    }
+    local status_row = {
+      figure = "GET /api/v1/status throughput", value = string.format("%.0f req/s", r_s.rps),
+      reference = string.format("bare MHD %.0f req/s", r_bare_s.rps), ratio = r_s.rps / r_bare_s.rps,
+      target = 0.5, cmp = ">=",
+      note = string.format("%d instances in the store; p99 %.2f ms vs %.2f ms", HTTP_INSTANCES, r_s.p99 or 0,
+        r_bare_s.p99 or 0),
+    }
+    rows[#rows + 1] = status_row
+    -- FastAPI, when Debian's python3-fastapi and python3-uvicorn are there
+    if os.execute(q(PY) .. " -c 'import fastapi, uvicorn' 2>/dev/null") ~= true then
+      say("  FastAPI reference skipped: %s cannot import fastapi and uvicorn (scripts/install-deps.sh --bench)", PY)
+      return
+    end
+    local port = free_port()
+    pids.py = spawn("env BENCH_STATE_DB=" .. q(srv.env.STATE_DB) .. " " .. q(PY) .. " -m uvicorn --app-dir " ..
+      q(ROOT .. "/bench") .. " reference_fastapi:app --host 127.0.0.1 --port " .. port ..
+      " --log-level warning --no-access-log", srv.dir .. "/uvicorn.log")
+    local py = "http://127.0.0.1:" .. port
+    if not wait_http(py, "/health", 20) then
+      error("uvicorn did not start: " .. (H.read_file(srv.dir .. "/uvicorn.log") or ""))
+    end
+    local r_py_h = run("FastAPI GET /health", py .. "/health")
+    local r_py_s = run("FastAPI GET /api/v1/status/{id}", py .. "/", true)
+    rows[#rows + 1] = {
+      figure = "GET /api/v1/status vs FastAPI", value = string.format("%.0f req/s", r_s.rps),
+      reference = string.format("FastAPI %.0f req/s", r_py_s.rps), ratio = r_s.rps / r_py_s.rps, target = 5,
+      cmp = ">=", note = string.format("/health: mrprov %.0f req/s, FastAPI %.0f req/s (%.1fx); uvicorn, one " ..
+        "worker process", r_h.rps, r_py_h.rps, r_h.rps / r_py_h.rps),
+    }
+  end)
+  kill(pids.bare)
+  kill(pids.py)
+  H.stop(srv)
+  if not ok then
+    error(err, 0)
+  end
+  return rows
+end
+
+---------------------------------------------------------------------------
+-- 4. scale: SCALE_N provisions at once, simulator at 0 ms; RSS
+---------------------------------------------------------------------------
+local SCALE_N = math.floor(getenv_num("BENCH_SCALE_N", 200))
+local SCALE_BUDGET_S = getenv_num("BENCH_SCALE_BUDGET_S", 300)
+
+local function bench_scale(h)
+  say("\n== 4. scale: %d free-tier provisions submitted at once, simulator at 0 ms per command, default " ..
+    "WORKERS and DOKKU_POOL_SIZE (4) ==", SCALE_N)
+  -- idle with the defaults of `make run` (dry-run, WORKERS=4)
+  -- (H.start returns once mrprov logged "listening": everything is started;
+  -- no request has been made yet). Measured on the second start: the very
+  -- first one also generates data/secret (OpenSSL's RNG, ~2 MB more pages).
+  local first = start_dry()
+  socket.sleep(1)
+  local idle_first = rss(first.pid)
+  H.stop(first)
+  local dry = H.start({ dir = first.dir, env = first.env })
+  local ok_dry, idle_dry, idle_dry2 = pcall(function()
+    socket.sleep(1)
+    local before = rss(dry.pid)
+    wait_up(dry)
+    socket.sleep(0.5)
+    return before, rss(dry.pid)
+  end)
+  H.stop(dry)
+  if not ok_dry then
+    error(idle_dry, 0)
+  end
+  say("  idle with the defaults (dry-run, WORKERS=4), 1 s after a restart, no request yet: %s",
+    rss_text(idle_dry))
+  say("  the same after one GET /ready: %s", rss_text(idle_dry2))
+  say("  (the very first start, which also generates data/secret: %s)", rss_text(idle_first))
+  D.reset(h)
+  local srv = H.start({ env = mrprov_env(h, { WORKERS = "4", DOKKU_POOL_SIZE = "4",
+                                              PROVISIONER_API_KEYS = API_KEY }) })
+  local ok, result = pcall(function()
+    wait_ready(srv)
+    local t_conn = socket.gettime() + 10
+    while metric(srv, "mrprov_ssh_connections_open") < 4 and socket.gettime() < t_conn do
+      socket.sleep(0.05)
+    end
+    socket.sleep(1)
+    local idle = rss(srv.pid)
+    say("  idle (ready, 4 SSH sessions open, no work yet): %s", rss_text(idle))
+    -- RSS is sampled from another process while the provisions run
+    local samples = srv.dir .. "/rss.samples"
+    local sampler = io.popen(string.format("while kill -0 %d 2>/dev/null && [ ! -e %s.stop ]; do " ..
+      "grep VmRSS /proc/%d/status; sleep 0.2; done >%s 2>/dev/null; echo done", srv.pid, q(samples), srv.pid,
+      q(samples)))
+    local wall, done, failed, submitted = provision_many(srv, SCALE_N, "bench_scale_", "free", SCALE_BUDGET_S)
+    os.execute("touch " .. q(samples .. ".stop"))
+    sampler:read("a")
+    sampler:close()
+    local peak_sampled = 0
+    for _, line in ipairs(read_lines(samples)) do
+      peak_sampled = math.max(peak_sampled, (tonumber(line:match("(%d+)")) or 0) / 1024)
+    end
+    local at_end = rss(srv.pid)
+    socket.sleep(2)
+    local after = rss(srv.pid)
+    local ncmd = #D.log(h)
+    say("  %d succeeded, %d failed of %d; submitted in %.2f s, all finished in %.1f s (%.2f provisions/s, " ..
+      "%d Dokku commands)", done, failed, SCALE_N, submitted, wall, done / wall, ncmd)
+    say("  peak: VmHWM %.1f MB (highest VmRSS sampled every 0.2 s: %.1f MB); at the end: %s", at_end.hwm,
+      peak_sampled, rss_text(at_end))
+    say("  2 s after the last job: %s", rss_text(after))
+    if done < SCALE_N then
+      error(string.format("only %d of %d provisions succeeded (%d failed) within %d s", done, SCALE_N, failed,
+        SCALE_BUDGET_S))
+    end
+    return {
+      {
+        figure = string.format("%d provisions at once", SCALE_N), value = string.format("%.1f s", wall),
+        reference = "all complete", ratio = nil, met = done == SCALE_N,
+        target_text = "all done",
+        note = string.format("%d/%d succeeded, %.2f provisions/s, %d Dokku commands", done, SCALE_N,
+          done / wall, ncmd),
+      },
+      {
+        figure = "peak RSS (scale run)", value = string.format("%.1f MB", at_end.hwm),
+        reference = "limit 64 MB", ratio = at_end.hwm / 64, target = 1.0,
+        note = string.format("VmHWM; anon %.1f MB + file-backed %.1f MB at the end, %.1f MB 2 s later",
+          at_end.anon, at_end.file, after.rss),
+      },
+      {
+        figure = "idle RSS, defaults (dry-run)", value = string.format("%.1f MB", idle_dry.rss),
+        reference = "limit 10 MB", ratio = idle_dry.rss / 10, target = 1.0,
+        note = string.format("VmRSS 1 s after a restart, WORKERS=4, no request yet: anon %.1f MB + " ..
+          "file-backed %.1f MB (pages of shared libraries); %.1f MB after one GET /ready, %.1f MB on the very " ..
+          "first start", idle_dry.anon, idle_dry.file, idle_dry2.rss, idle_first.rss),
+      },
+      {
+        figure = "idle RSS, SSH pool connected", value = string.format("%.1f MB", idle.rss),
+        reference = "limit 10 MB", ratio = idle.rss / 10, target = 1.0,
+        note = string.format("VmRSS after start, 4 SSH sessions open: anon %.1f MB + file-backed %.1f MB",
+          idle.anon, idle.file),
+      },
+    }
+  end)
+  H.stop(srv)
+  if not ok then
+    error(result, 0)
+  end
+  return result
+end
+
+---------------------------------------------------------------------------
+-- 5. reload: SIGHUP every 100 ms under wrk; reload time with 100 tiers
+---------------------------------------------------------------------------
+local RELOAD_TIERS = math.floor(getenv_num("BENCH_RELOAD_TIERS", 100))
+local RELOAD_SECONDS = getenv_num("BENCH_RELOAD_SECONDS", 10)
+local RELOAD_EVERY = getenv_num("BENCH_RELOAD_EVERY_MS", 100) / 1000
+
+-- A tiers directory: the shipped tiers plus generated ones (each extends a
+-- shipped tier, with its own limits and one extra agent) up to n files.
+local function make_tiers(dir, n)
+  os.execute("mkdir -p " .. q(dir) .. " && cp " .. q(ROOT) .. "/tiers/*.lua " .. q(dir))
+  local shipped = { "free", "starter", "professional", "enterprise" }
+  local have = #read_lines_cmd("ls " .. q(dir) .. "/*.lua")
+  for k = 1, n - have do
+    local name = string.format("bench_%03d", k)
+    local f = assert(io.open(dir .. "/" .. name .. ".lua", "w"))
+    f:write(string.format([[
+-- generated by bench/bench.lua (measurement 5)
+return {
+  name = %q,
+  display_name = "Bench %d",
+  extends = %q,
+  limits = { memory_mb = %d, cpu = 0.5, storage_gb = 5, agents = 12, messages_per_day = %d },
+  add_agents = {
+    {
+      name = "helper_%d",
+      display_name = "Helper %d",
+      role = "A generated agent that answers questions about topic %d.",
+      tools = { "calculator", "file" },
+      model = "default",
+    },
+  },
+}
+]], name, k, shipped[(k - 1) % 3 + 1], 256 + 64 * (k % 8), 100 * k, k, k, k))
+    f:close()
+  end
+  return #read_lines_cmd("ls " .. q(dir) .. "/*.lua")
+end
+
+-- Reload times (ms) in srv's log from line `from` on.
+local function reload_times(srv, from)
+  local out = {}
+  for i, line in ipairs(read_lines(srv.log)) do
+    if i > from then
+      local ms = line:match("reload: configuration generation %d+ loaded in ([%d%.]+) ms")
+      if ms then
+        out[#out + 1] = tonumber(ms)
+      end
+    end
+  end
+  return out
+end
+
+local function bench_reload()
+  say("\n== 5. reload: %d tier files; SIGHUP every %.0f ms during a %d s wrk run on GET /api/v1/status/{id} ==",
+    RELOAD_TIERS, RELOAD_EVERY * 1000, RELOAD_SECONDS)
+  local dir = H.tmpdir()
+  local ntiers = make_tiers(dir .. "/tiers", RELOAD_TIERS)
+  local srv = start_dry({ TIERS_DIR = dir .. "/tiers" })
+  local ok, result = pcall(function()
+    wait_up(srv)
+    local _, tj = H.request(srv, "GET", "/api/v1/tiers", nil, { ["X-API-Key"] = API_KEY })
+    local loaded = 0
+    for _ in pairs(type(tj) == "table" and (tj.tiers or tj) or {}) do
+      loaded = loaded + 1
+    end
+    local n_inst = 50
+    local _, done = provision_many(srv, n_inst, "bench_rl_", "free", 120)
+    say("  %d tier files (%d tiers served by /api/v1/tiers), %d dry-run instances to read", ntiers, loaded, done)
+    -- quiet: one SIGHUP at a time, each waited for
+    local quiet = {}
+    for k = 1, 10 do
+      local from = #read_lines(srv.log)
+      os.execute("kill -HUP " .. srv.pid)
+      local deadline = socket.gettime() + 10
+      while #reload_times(srv, from) == 0 and socket.gettime() < deadline do
+        socket.sleep(0.02)
+      end
+      quiet[k] = reload_times(srv, from)[1]
+      if not quiet[k] then
+        error("no reload log line after SIGHUP:\n" .. H.log_text(srv):sub(-2000))
+      end
+      socket.sleep(0.1)
+    end
+    say("  reload time, quiet (10 reloads, from the log line / mrprov_config_reload_duration_seconds): " ..
+      "median %.1f ms, min %.1f ms, max %.1f ms", median(quiet), percentile(quiet, 0), percentile(quiet, 1))
+    -- under load
+    local from = #read_lines(srv.log)
+    local gen0 = metric(srv, "mrprov_config_generation")
+    local finish = wrk({ url = srv.base .. "/", script = ROOT .. "/bench/wrk/status.lua", background = true,
+                         seconds = RELOAD_SECONDS, env = { BENCH_STATUS_PREFIX = "bench_rl_",
+                                                           BENCH_STATUS_N = tostring(n_inst),
+                                                           BENCH_API_KEY = API_KEY } })
+    socket.sleep(0.5)
+    local sent = 0
+    local t_end = socket.gettime() + RELOAD_SECONDS - 1
+    while socket.gettime() < t_end do
+      os.execute("kill -HUP " .. srv.pid)
+      sent = sent + 1
+      socket.sleep(RELOAD_EVERY)
+    end
+    local r = finish()
+    socket.sleep(0.3)
+    local loaded_times = reload_times(srv, from)
+    local gens = metric(srv, "mrprov_config_generation") - gen0
+    local failures = metric(srv, 'mrprov_config_reloads_total{outcome="failure"}')
+    wrk_line("status during reloads", r)
+    say("  %d SIGHUPs sent, %d generations loaded (signals that arrive during a reload merge), %d refused; " ..
+      "reload time under load: median %.1f ms, p90 %.1f ms, max %.1f ms", sent, gens, failures,
+      median(loaded_times), percentile(loaded_times, 0.9), percentile(loaded_times, 1))
+    return {
+      {
+        figure = "non-2xx during SIGHUP/100 ms", value = tostring(r.non2xx + r.errors),
+        reference = string.format("%d requests", r.requests), ratio = nil, met = r.non2xx + r.errors == 0,
+        target_text = "0",
+        note = string.format("%d non-2xx, %d socket errors, %d reloads in %d s; p99 %.2f ms, max %.2f ms",
+          r.non2xx, r.errors, gens, RELOAD_SECONDS, r.p99 or 0, r.max or 0),
+      },
+      {
+        figure = string.format("reload time, %d tier files", ntiers), value = string.format("%.1f ms", median(quiet)),
+        reference = "limit 50 ms", ratio = median(quiet) / 50, target = 1.0,
+        note = string.format("median of 10 quiet reloads (max %.1f ms); under wrk load median %.1f ms, max %.1f ms",
+          percentile(quiet, 1), median(loaded_times), percentile(loaded_times, 1)),
+      },
+    }
+  end)
+  H.stop(srv)
+  if not ok then
+    error(result, 0)
+  end
+  return result
+end
+
+---------------------------------------------------------------------------
+-- 6. webhook acknowledgement latency under load
+---------------------------------------------------------------------------
+local WEBHOOK_SECONDS = getenv_num("BENCH_WEBHOOK_SECONDS", 10)
+local WEBHOOK_N = math.floor(getenv_num("BENCH_WEBHOOK_N", 100000))
+local WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+local function bench_webhook()
+  say("\n== 6. webhook ack: POST /api/v1/webhooks/supabase, Standard Webhooks signed, wrk -t%d -c%d for %d s ==",
+    WRK_THREADS, WRK_CONNECTIONS, WEBHOOK_SECONDS)
+  local srv = start_dry({ WEBHOOK_SECRET = WEBHOOK_SECRET })
+  local ok, result = pcall(function()
+    wait_up(srv)
+    local file = srv.dir .. "/webhooks.tsv"
+    local t0 = socket.gettime()
+    if os.execute(q(PY) .. " " .. q(ROOT .. "/bench/webhook_requests.py") .. " " .. q(WEBHOOK_SECRET) .. " " ..
+      WEBHOOK_N .. " " .. q(file)) ~= true then
+      error("bench/webhook_requests.py failed")
+    end
+    say("  %d signed deliveries written in %.1f s (distinct webhook-ids; UPDATE of a subscription whose tier " ..
+      "and status stay the same)", WEBHOOK_N, socket.gettime() - t0)
+    local r = wrk({ url = srv.base .. "/api/v1/webhooks/supabase", script = ROOT .. "/bench/wrk/webhooks.lua",
+                    seconds = WEBHOOK_SECONDS, env = { BENCH_WEBHOOK_FILE = file } })
+    wrk_line("webhook ack", r)
+    local ignored = metric(srv, 'mrprov_webhooks_total{outcome="ignore"}')
+    local dup = metric(srv, 'mrprov_webhooks_total{outcome="duplicate"}')
+    local unauth = metric(srv, 'mrprov_webhooks_total{outcome="unauthorized"}')
+    say("  acknowledged: %d ignored (id recorded, nothing to do), %d duplicate ids, %d refused; latency p50 %.2f " ..
+      "ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms", ignored, dup, unauth, r.p50 or 0, r.p90 or 0, r.p99 or 0,
+      r.max or 0)
+    if r.non2xx > 0 or r.errors > 0 or unauth > 0 then
+      error(string.format("%d non-2xx answers, %d socket errors, %d refused", r.non2xx, r.errors, unauth))
+    end
+    return {
+      figure = "webhook ack p99", value = string.format("%.2f ms", r.p99),
+      reference = "limit 100 ms", ratio = r.p99 / 100, target = 1.0,
+      note = string.format("%.0f deliveries/s over %d connections; p50 %.2f ms, max %.2f ms; %d ignored, %d " ..
+        "duplicate", r.rps, WRK_CONNECTIONS, r.p50 or 0, r.max or 0, ignored, dup),
+    }
+  end)
+  H.stop(srv)
+  if not ok then
+    error(result, 0)
+  end
+  return result
+end
+
+---------------------------------------------------------------------------
 -- main
 ---------------------------------------------------------------------------
 local function start_sshd()
@@ -481,59 +1050,126 @@ local function start_sshd()
   return D.start({ dir = dir })
 end
 
+-- Every line said also goes to bench/results/latest.md.
+local transcript = {}
+local say_raw = say
+say = function(fmt, ...)
+  local line = string.format(fmt, ...)
+  transcript[#transcript + 1] = line
+  say_raw("%s", line)
+end
+
+local function ratio_text(r)
+  return r.ratio and string.format("%.3f", r.ratio) or "-"
+end
+
+local function target_text(r)
+  return r.target_text or string.format("%s %s", r.cmp or "<=", tostring(r.target))
+end
+
+local function is_met(r)
+  if r.met ~= nil then
+    return r.met
+  end
+  if r.cmp == ">=" then
+    return r.ratio >= r.target
+  end
+  return r.ratio <= r.target
+end
+
+local function write_results(rows, elapsed)
+  os.execute("mkdir -p " .. q(ROOT .. "/bench/results"))
+  local path = ROOT .. "/bench/results/latest.md"
+  local f = io.open(path, "w")
+  if not f then
+    return
+  end
+  local rev = read_lines_cmd("git -C " .. q(ROOT) .. " rev-parse --short HEAD")[1] or "?"
+  f:write(string.format("# mrprov bench, %s\n\ncommit %s, %s cores, `make bench` took %.0f s.\n\n",
+    os.date("!%Y-%m-%d %H:%M UTC"), rev, read_lines_cmd("nproc")[1] or "?", elapsed))
+  f:write("| # | figure | measured | reference | ratio | target | |\n|---|---|---|---|---|---|---|\n")
+  for _, r in ipairs(rows) do
+    if r.failed_measurement then
+      f:write(string.format("| %s | %s | - | - | - | - | MEASUREMENT FAILED |\n", r.section, r.figure))
+    else
+      f:write(string.format("| %s | %s | %s | %s | %s | %s | %s |\n", r.section, r.figure, r.value, r.reference,
+        ratio_text(r), target_text(r):gsub("<", "&lt;"):gsub(">", "&gt;"), is_met(r) and "met" or "NOT MET"))
+    end
+  end
+  f:write("\n```\n" .. table.concat(transcript, "\n") .. "\n```\n")
+  f:close()
+  say_raw("results written to %s", path)
+end
+
 local function main()
   local t_all = socket.gettime()
-  say("mrprov bench — %s, %s cores", os.date("!%Y-%m-%dT%H:%M:%SZ"),
-    (io.popen("nproc"):read("l") or "?"))
-  local shell, with_rc, without_rc = shell_cost_ms()
-  say("login shell %s for an sshd command: %.1f ms with ~/.bashrc, %.1f ms without; sessions %s it%s", shell,
-    with_rc, without_rc, KEEP_RC and "source" or "skip",
-    KEEP_RC and " (BENCH_LOGIN_SHELL_RC=keep)" or " (bench/sshd-noprofile)")
-  local h = start_sshd()
-  say("sshd-harness: 127.0.0.1:%d, user %s, dir %s", h.port, h.user, h.dir)
+  say("mrprov bench — %s, %s cores", os.date("!%Y-%m-%dT%H:%M:%SZ"), read_lines_cmd("nproc")[1] or "?")
+  local h
+  if selected(2) or selected(3) or selected(4) then
+    local shell, with_rc, without_rc = shell_cost_ms()
+    say("login shell %s for an sshd command: %.1f ms with ~/.bashrc, %.1f ms without; sessions %s it%s", shell,
+      with_rc, without_rc, KEEP_RC and "source" or "skip",
+      KEEP_RC and " (BENCH_LOGIN_SHELL_RC=keep)" or " (bench/sshd-noprofile)")
+    h = start_sshd()
+    say("sshd-harness: 127.0.0.1:%d, user %s, dir %s", h.port, h.user, h.dir)
+  end
 
   local rows, errors = {}, 0
-  local sections = { { 1, bench_exec }, { 2, bench_handshakes }, { 3, bench_provision } }
+  local sections = {
+    { 1, bench_http, { "HTTP throughput" } },
+    { 2, bench_exec, { "per-command time, pool (mean)" } },
+    { 2, bench_handshakes, { "SSH handshakes / 100 provisions" } },
+    { 3, bench_provision, { "pro+Matrix provision wall" } },
+    { 4, bench_scale, { "scale, RSS" } },
+    { 5, bench_reload, { "reload" } },
+    { 6, bench_webhook, { "webhook ack p99" } },
+  }
   for _, s in ipairs(sections) do
     if selected(s[1]) then
+      local t0 = socket.gettime()
       local ok, r = pcall(s[2], h)
       if ok then
-        rows[#rows + 1] = r
+        if r.figure then
+          r = { r }
+        end
+        for _, row in ipairs(r) do
+          row.section = s[1]
+          rows[#rows + 1] = row
+        end
       else
         errors = errors + 1
         say("  MEASUREMENT FAILED: %s", tostring(r))
-        local names = { "per-command time", "SSH handshakes / 100 provisions", "pro+Matrix provision wall" }
-        rows[#rows + 1] = { figure = names[s[1]], failed_measurement = true }
+        rows[#rows + 1] = { section = s[1], figure = s[3][1], failed_measurement = true }
       end
+      say("  (%.0f s)", socket.gettime() - t0)
     end
   end
 
-  if os.getenv("MRPROV_KEEP_TMP") then
-    say("\nkept: %s (sshd.log, state/log.jsonl) and the mrprov directories under /tmp/mrprov-it-*", h.dir)
-    D.stop_sshd(h)
-  else
-    D.stop(h)
-    os.execute("rm -rf " .. q(h.dir))
+  if h then
+    if os.getenv("MRPROV_KEEP_TMP") then
+      say("\nkept: %s (sshd.log, state/log.jsonl) and the mrprov directories under /tmp/mrprov-it-*", h.dir)
+      D.stop_sshd(h)
+    else
+      D.stop(h)
+      os.execute("rm -rf " .. q(h.dir))
+    end
   end
   H.cleanup()
 
-  say("\n== summary (%.0f s) ==", socket.gettime() - t_all)
-  local fmt = "%-33s %-20s %-30s %-7s %-7s %s"
-  say(fmt, "figure", "measured", "reference", "ratio", "target", "")
+  local elapsed = socket.gettime() - t_all
+  say("\n== summary (%.0f s) ==", elapsed)
+  local fmt = "%-2s %-32s %-14s %-30s %-7s %-9s %s"
+  say(fmt, "#", "figure", "measured", "reference", "ratio", "target", "")
   local missed = 0
   for _, r in ipairs(rows) do
     if r.failed_measurement then
-      say(fmt, r.figure, "-", "-", "-", "-", "MEASUREMENT FAILED")
+      say(fmt, r.section, r.figure, "-", "-", "-", "-", "MEASUREMENT FAILED")
     else
-      local met = r.met
-      if met == nil then
-        met = r.ratio <= r.target
-      end
+      local met = is_met(r)
       if not met then
         missed = missed + 1
       end
-      say(fmt, r.figure, r.value, r.reference, string.format("%.3f", r.ratio),
-        r.target_text or string.format("<= %.1f", r.target), met and "met" or "NOT MET")
+      say(fmt, r.section, r.figure, r.value, r.reference, ratio_text(r), target_text(r), met and "met" or "NOT MET")
     end
   end
   for _, r in ipairs(rows) do
@@ -544,6 +1180,7 @@ local function main()
   if missed > 0 then
     say("%d target(s) NOT MET", missed)
   end
+  write_results(rows, elapsed)
   return errors == 0
 end
 

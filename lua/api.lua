@@ -377,9 +377,10 @@ end
 function M.status(req)
   local sub = validate.subscription_id(req.param or "")
   -- one snapshot: a job and its instance change in one transaction, so a
-  -- view read in two steps could show a finished job beside a busy status
+  -- view read in two steps could show a finished job beside a busy status;
+  -- only the columns the view shows (no spec or applied document decoded)
   local inst, job = store.read(function()
-    local i = sub and instances.get(sub)
+    local i = sub and instances.get_summary(sub)
     return i, i and instances.latest_job(sub)
   end)
   if not inst then

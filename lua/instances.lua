@@ -22,7 +22,7 @@ local function decode(s, default)
   if s == nil or s == "" then
     return default
   end
-  local v = json.decode(s)
+  local v = json.decode_stored(s)
   if v == nil then
     return default
   end
@@ -43,6 +43,17 @@ end
 
 function M.get(subscription_id)
   local rows = check(store.query("SELECT * FROM instances WHERE subscription_id = ?", subscription_id))
+  return row_to_instance(rows[1])
+end
+
+-- The columns status_view reads: an instance without its spec and applied
+-- documents (kilobytes of JSON a status read would decode for nothing).
+local SUMMARY_COLUMNS = "subscription_id, account_id, app_name, tier, status, urls, limits, error, dry_run, " ..
+  "created_at, updated_at"
+
+function M.get_summary(subscription_id)
+  local rows = check(store.query("SELECT " .. SUMMARY_COLUMNS .. " FROM instances WHERE subscription_id = ?",
+    subscription_id))
   return row_to_instance(rows[1])
 end
 

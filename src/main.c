@@ -237,6 +237,10 @@ static int cmd_serve(void)
 	int started = 0;
 	if (config_load_secret(&cfg, 1, err, sizeof err) < 0 || store_open(cfg.state_db, 0, err, sizeof err) < 0)
 		goto failed;
+	if (store_checkpointer_start() < 0) {
+		snprintf(err, sizeof err, "cannot start the store's checkpoint thread");
+		goto failed;
+	}
 	if (jobs_start(cfg.workers, err, sizeof err) < 0)
 		goto failed;
 	started = 1;
@@ -257,8 +261,10 @@ static int cmd_serve(void)
 		if (sigwait(&set, &sig) != 0)
 			continue;
 		if (sig == SIGHUP) {
-			if (rt_reload(err, sizeof err) == 0)
-				log_info("reload: configuration generation %u loaded", rt_generation());
+			double took = 0;
+			if (rt_reload(err, sizeof err, &took) == 0)
+				log_info("reload: configuration generation %u loaded in %.1f ms", rt_generation(),
+					 took * 1000);
 			else
 				log_error("reload refused, generation %u keeps serving: %s", rt_generation(), err);
 			continue;
@@ -290,6 +296,7 @@ static int cmd_serve(void)
 	if (outbox_stop_within(outbox_s > 0.1 ? outbox_s : 0.1) < 0)
 		left_behind++;
 	http_stop();
+	store_checkpointer_stop();
 	if (!left_behind) {
 		transport_shutdown();
 		rt_pool_drain();
@@ -308,6 +315,7 @@ failed:
 	outbox_stop();
 	transport_shutdown();
 	rt_pool_drain();
+	store_checkpointer_stop();
 	store_close();
 	config_free(&cfg);
 	return 1;

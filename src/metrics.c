@@ -31,6 +31,7 @@ struct family {
 static const double dur_job[] = { 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200 };
 static const double dur_cmd[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300 };
 static const double dur_http[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5 };
+static const double dur_reload[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5 };
 
 #define NB(a) (int)(sizeof(a) / sizeof(a[0]))
 
@@ -48,6 +49,8 @@ static struct family families[] = {
 	{ "mrprov_config_generation", "The Lua configuration generation in use for new work.", GAUGE, NULL, 0,
 	  NULL },
 	{ "mrprov_config_reloads_total", "Configuration reloads, by outcome.", COUNTER, NULL, 0, NULL },
+	{ "mrprov_config_reload_duration_seconds", "Time to build and check a configuration generation, by outcome.",
+	  HISTOGRAM, dur_reload, NB(dur_reload), NULL },
 	{ "mrprov_http_requests_total", "HTTP requests answered, by route and status.", COUNTER, NULL, 0, NULL },
 	{ "mrprov_outbox_depth", "Outbox rows for Supabase, by state (pending, parked).", GAUGE, NULL, 0, NULL },
 	{ "mrprov_outbox_deliveries_total", "Outbox delivery attempts, by outcome (delivered, retry, parked).",

@@ -20,17 +20,18 @@ static int fail(lua_State *L, sqlite3 *db)
 	return 3;
 }
 
-/* Prepares argument 1 and binds arguments 2.. ; NULL statement on failure. */
+/* Prepares argument 1 (store_stmt: cached per thread) and binds arguments
+ * 2.. ; NULL statement on failure. Hand it back with store_stmt_done. */
 static sqlite3_stmt *prepare(lua_State *L, sqlite3 *db)
 {
 	size_t len;
 	const char *sql = luaL_checklstring(L, 1, &len);
-	sqlite3_stmt *st = NULL;
-	if (sqlite3_prepare_v2(db, sql, (int)len, &st, NULL) != SQLITE_OK)
+	sqlite3_stmt *st = store_stmt(db, sql, len);
+	if (!st)
 		return NULL;
 	int n = lua_gettop(L);
 	if (n - 1 != sqlite3_bind_parameter_count(st)) {
-		sqlite3_finalize(st);
+		store_stmt_done(st);
 		luaL_error(L, "store: %d parameters given, the statement has %d", n - 1,
 			   sqlite3_bind_parameter_count(st));
 	}
@@ -56,7 +57,7 @@ static sqlite3_stmt *prepare(lua_State *L, sqlite3 *db)
 			break;
 		}
 		default:
-			sqlite3_finalize(st);
+			store_stmt_done(st);
 			luaL_argerror(L, i, "expected nil, boolean, number or string");
 		}
 	}
@@ -99,11 +100,9 @@ static int l_query(lua_State *L)
 		}
 		lua_rawseti(L, -2, ++row);
 	}
-	if (rc != SQLITE_DONE) {
-		sqlite3_finalize(st);
+	store_stmt_done(st);
+	if (rc != SQLITE_DONE)
 		return fail(L, db);
-	}
-	sqlite3_finalize(st);
 	return 1;
 }
 
@@ -118,7 +117,7 @@ static int l_exec(lua_State *L)
 	int rc;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
 		;
-	sqlite3_finalize(st);
+	store_stmt_done(st);
 	if (rc != SQLITE_DONE)
 		return fail(L, db);
 	lua_pushinteger(L, sqlite3_changes(db));

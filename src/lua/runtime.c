@@ -2,6 +2,7 @@
 #include "lua/runtime.h"
 #include "config.h"
 #include "metrics.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #include <lauxlib.h>
@@ -219,9 +220,10 @@ unsigned rt_state_generation(lua_State *L)
 	return g;
 }
 
-int rt_reload(char *err, size_t errlen)
+int rt_reload(char *err, size_t errlen, double *took)
 {
 	pthread_mutex_lock(&reload_lock);
+	double t0 = clock_mono();
 	unsigned next = rt_generation() + 1;
 	lua_State *L = build_state(next, err, errlen);
 	int rc = -1;
@@ -237,6 +239,11 @@ int rt_reload(char *err, size_t errlen)
 		snprintf(last_error, sizeof last_error, "%s", err);
 		metrics_add("mrprov_config_reloads_total", "outcome=\"failure\"", 1);
 	}
+	double dt = clock_mono() - t0;
+	metrics_observe("mrprov_config_reload_duration_seconds", rc == 0 ? "outcome=\"success\"" : "outcome=\"failure\"",
+			dt);
+	if (took)
+		*took = dt;
 	pthread_mutex_unlock(&reload_lock);
 	return rc;
 }

@@ -32,8 +32,10 @@ lua_State *rt_new_state(char *err, size_t errlen);
 unsigned rt_state_generation(lua_State *L);
 void rt_close_state(lua_State *L);
 unsigned rt_generation(void);
-/* Builds and checks a new generation; on success new work uses it. */
-int rt_reload(char *err, size_t errlen);
+/* Builds and checks a new generation; on success new work uses it. *took
+ * (when not NULL) gets the seconds it took, also observed in
+ * mrprov_config_reload_duration_seconds. */
+int rt_reload(char *err, size_t errlen, double *took);
 /* The last reload error, or "" (copied into out). */
 void rt_last_error(char *out, size_t outlen);
 

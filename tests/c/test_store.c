@@ -4,6 +4,7 @@
 #include "store/store.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 static void exec(const char *sql)
@@ -59,7 +60,25 @@ int main(void)
 	CHECK(store_jobs_requeue() == 2);
 	CHECK(store_job_claim(id, sizeof id) == 1);
 
-	/* Reopening keeps data and does not migrate twice. */
+	/* Cached statements: the same SQL gives the same statement back, reset
+	 * and unbound, even when the last use stopped mid-step. */
+	const char *q = "SELECT id FROM jobs WHERE subscription_id = ? ORDER BY id";
+	sqlite3_stmt *c1 = store_stmt(store_conn(), q, strlen(q));
+	CHECK(c1 != NULL);
+	sqlite3_bind_text(c1, 1, "s1", -1, SQLITE_STATIC);
+	CHECK(sqlite3_step(c1) == SQLITE_ROW); /* left mid-step on purpose */
+	sqlite3_stmt *c2 = store_stmt(store_conn(), q, strlen(q));
+	CHECK(c2 == c1);
+	CHECK(sqlite3_step(c2) == SQLITE_DONE); /* unbound: NULL matches nothing */
+	store_stmt_done(c2);
+	sqlite3_bind_text(c2, 1, "s2", -1, SQLITE_STATIC);
+	CHECK(sqlite3_step(c2) == SQLITE_ROW);
+	CHECK_STR((const char *)sqlite3_column_text(c2, 0), "j3");
+	store_stmt_done(c2);
+	CHECK(store_stmt(store_conn(), "SELECT nope FROM jobs", 21) == NULL);
+
+	/* Reopening keeps data and does not migrate twice (and drops the
+	 * statement cache with the connection). */
 	store_close();
 	CHECK(store_open(path, 0, err, sizeof err) == 0);
 	CHECK(user_version() == STORE_SCHEMA_VERSION);

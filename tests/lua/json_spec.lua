@@ -36,6 +36,14 @@ describe("json", function()
     assert.matches("nested", err)
     assert.is_nil((json.decode("[NaN]")))
   end)
+
+  it("decodes stored text (its own encoding) the same, without the outside-input checks", function()
+    local v = { name = "x", list = { 1, 2, 3 }, nested = { ok = true, s = "a/b" } }
+    assert.are.same(v, json.decode_stored(json.encode(v)))
+    assert.is_nil((json.decode_stored("{")))
+    local deep = string.rep("[", 100) .. string.rep("]", 100)
+    assert.is_nil((json.decode_stored(deep)))
+  end)
 end)
 
 describe("json.decode refusals", function()
