@@ -30,19 +30,6 @@ local function note(fmt, ...)
   io.stdout:flush()
 end
 
-local function eventually(what, pred, timeout)
-  local deadline = socket.gettime() + (timeout or 30)
-  local last
-  while socket.gettime() < deadline do
-    local v, why = pred()
-    if v then
-      return v
-    end
-    last = why
-    socket.sleep(0.05)
-  end
-  error("timed out waiting for " .. what .. (last and (": " .. tostring(last)) or ""), 2)
-end
 
 -- Rows of a query on the mrprov store (sqlite3's JSON output).
 local function store_rows(dir, sql)
@@ -338,7 +325,7 @@ describe("crash-resume #integration", function()
 
   -- The Supabase row reaches want (a table of column values) and the outbox empties.
   local function assert_mirrored(sub, want)
-    local row = eventually("the Supabase row of " .. sub, function()
+    local row = H.eventually("the Supabase row of " .. sub, function()
       local r = instance_row(sb, sub)
       if not r then return nil, "no row" end
       for k, v in pairs(want) do
@@ -346,7 +333,7 @@ describe("crash-resume #integration", function()
       end
       return r
     end, 30)
-    eventually("the outbox to drain", function()
+    H.eventually("the outbox to drain", function()
       local n = store_rows(dir, "SELECT count(*) AS n FROM outbox")[1].n
       return n == 0, n .. " row(s) left"
     end, 30)
@@ -364,7 +351,7 @@ describe("crash-resume #integration", function()
   -- returns where the job was.
   local function kill_after(delay, job_id)
     if type(delay) == "function" then
-      eventually("the kill point", delay, 30)
+      H.eventually("the kill point", delay, 30)
     else
       socket.sleep(delay)
     end

@@ -15,19 +15,6 @@ local SB = require "supabase_harness"
 local cjson = require "cjson"
 local socket = require "socket"
 
-local function eventually(what, pred, timeout)
-  local deadline = socket.gettime() + (timeout or 20)
-  local last
-  while socket.gettime() < deadline do
-    local v, why = pred()
-    if v then
-      return v
-    end
-    last = why
-    socket.sleep(0.1)
-  end
-  error("timed out waiting for " .. what .. (last and (": " .. tostring(last)) or ""), 2)
-end
 
 local function metric(srv, name, labels)
   local _, _, text = H.request(srv, "GET", "/metrics")
@@ -97,7 +84,7 @@ describe("PostgREST gateway faults #integration", function()
     assert.are.equal("running", j2.status)
     local depth = metric(srv, "mrprov_outbox_depth", 'state="pending"')
     assert.is_true(depth ~= nil and depth >= 6, "outbox depth during the 500s: " .. tostring(depth))
-    local ready = eventually("/ready to report the 500s", function()
+    local ready = H.eventually("/ready to report the 500s", function()
       local rc, r = H.request(srv, "GET", "/ready")
       local why = table.concat(r and r.reasons or {}, "; ")
       return rc == 503 and r.checks.supabase ~= "ok" and why:find("HTTP 500", 1, true) and r, why
@@ -111,13 +98,13 @@ describe("PostgREST gateway faults #integration", function()
       return n
     end
     -- 500s for a while: several retries (with backoff) and probes meet them
-    eventually("three requests answered 500", function() return faulted("500") >= 3, faulted("500") end, 20)
+    H.eventually("three requests answered 500", function() return faulted("500") >= 3, faulted("500") end, 20)
     assert.is_nil(SB.rows(sb, "instances", { subscription_id = "sub_gw1" })[1])
 
     -- phase 2: the gateway accepts and never answers (longer than SUPABASE_TIMEOUT)
     SB.fault(sb, "timeout")
-    eventually("two requests held by the gateway", function() return faulted("timeout") >= 2 end, 20)
-    eventually("/ready to report the timeout", function()
+    H.eventually("two requests held by the gateway", function() return faulted("timeout") >= 2 end, 20)
+    H.eventually("/ready to report the timeout", function()
       local rc, r = H.request(srv, "GET", "/ready")
       local why = table.concat(r and r.reasons or {}, "; ")
       return rc == 503 and why:find("Timeout", 1, true), why
@@ -133,7 +120,7 @@ describe("PostgREST gateway faults #integration", function()
 
     -- phase 3: healthy again
     SB.fault(sb, "ok")
-    local row = eventually("the final row", function()
+    local row = H.eventually("the final row", function()
       local r = SB.rows(sb, "instances", { subscription_id = "sub_gw1" })[1]
       return r and r.status == "running" and r.tier == "starter"
         and metric(srv, "mrprov_outbox_depth", 'state="pending"') == 0 and r
@@ -228,11 +215,11 @@ describe("PostgREST answers lost after the write #integration", function()
       end
       return n
     end
-    eventually("lost writes of events", function() return (lost_writes().events or 0) >= 2 end, 20)
+    H.eventually("lost writes of events", function() return (lost_writes().events or 0) >= 2 end, 20)
     SB.fault(sb, "lost", nil, "^POST /rest/v1/backups")
-    eventually("lost writes of backups", function() return (lost_writes().backups or 0) >= 2 end, 30)
+    H.eventually("lost writes of backups", function() return (lost_writes().backups or 0) >= 2 end, 30)
     SB.fault(sb, "ok")
-    eventually("the outbox to drain", function()
+    H.eventually("the outbox to drain", function()
       local r = SB.rows(sb, "instances", { subscription_id = "sub_lost" })[1]
       return r and r.status == "deprovisioned" and metric(srv, "mrprov_outbox_depth", 'state="pending"') == 0
     end, 30)
@@ -287,7 +274,7 @@ describe("Dokku faults #integration", function()
     local _, job = H.request(srv, "GET", "/api/v1/jobs/" .. j.job_id)
     assert.matches("timed out", job.error)
     -- no hung command is left running on the server
-    eventually("the hung commands to end", function()
+    H.eventually("the hung commands to end", function()
       -- (by app name: other test runs on this machine may hang their own)
       local p = io.popen("pgrep -f " .. H.sh_quote("[d]okku-sim.*domains:set " .. j.app_name) .. " | wc -l")
       local n = tonumber(p:read("l"))
@@ -340,7 +327,7 @@ describe("Dokku faults #integration", function()
     local before = #D.log(h)
     local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_gone", tier = "free" })
     assert.are.equal(202, code)
-    eventually("a deploy to start", function()
+    H.eventually("a deploy to start", function()
       local _, st = H.request(srv, "GET", "/api/v1/status/sub_gone")
       return st.job.step ~= cjson.null and st.job.step:find("git:from-image", 1, true)
     end, 30)

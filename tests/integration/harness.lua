@@ -188,6 +188,23 @@ function M.request(s, method, path, body, headers)
   return status, ok and decoded or nil, raw, rh or {}
 end
 
+-- Polls pred() every `interval` s (default 0.05) until it returns a true
+-- value, which it returns; pred's second result says why not yet, for the
+-- error when `timeout` s (default 30) pass first.
+function M.eventually(what, pred, timeout, interval)
+  local deadline = socket.gettime() + (timeout or 30)
+  local last
+  while socket.gettime() < deadline do
+    local v, why = pred()
+    if v then
+      return v
+    end
+    last = why
+    socket.sleep(interval or 0.05)
+  end
+  error("timed out waiting for " .. what .. (last and (": " .. tostring(last)) or ""), 2)
+end
+
 -- Polls until pred(status_json) is true or the timeout passes.
 function M.wait_for(s, path, pred, timeout, headers)
   local deadline = socket.gettime() + (timeout or 20)

@@ -14,13 +14,6 @@ local socket = require "socket"
 
 local q = H.sh_quote
 
--- The idempotent first command of a two-command resource whose probe only
--- sees the second's effect: re-sent (harmlessly) when the job was cut off
--- between its completion and its journal entry, because the resource had
--- not converged. Every other mutating command is guarded by a probe.
-local function idempotent_prep(c)
-  return c:find("letsencrypt:set %S+ email ") or c:find("storage:ensure%-directory ")
-end
 local procs = {}
 
 -- Starts `mrprov serve` in dir (same env as harness.start) so that its exit
@@ -91,17 +84,6 @@ local function sqlite(db, sql)
   return cjson.decode(out)
 end
 
-local function wait_until(what, pred, timeout)
-  local deadline = socket.gettime() + (timeout or 30)
-  while socket.gettime() < deadline do
-    local v = pred()
-    if v then
-      return v
-    end
-    socket.sleep(0.05)
-  end
-  error("timed out waiting for " .. what)
-end
 
 local function wait_job(s, sub, job_id, timeout)
   return H.wait_for(s, "/api/v1/status/" .. sub, function(st)
@@ -118,7 +100,7 @@ end
 local function mutating(h, first)
   local ok, all = {}, {}
   for i, e in ipairs(D.log(h)) do
-    if i >= (first or 1) and e.mutating and not idempotent_prep(joined(e)) then
+    if i >= (first or 1) and e.mutating and not D.idempotent_prep(joined(e)) then
       all[#all + 1] = joined(e)
       if e.exit == 0 then
         ok[joined(e)] = true
@@ -175,7 +157,7 @@ describe("graceful shutdown over SSH #integration", function()
     local code, j = H.request(s, "POST", "/api/v1/provision",
       { subscription_id = "sub_term1", account_id = "acc_1", tier = "professional" })
     assert.are.equal(202, code)
-    wait_until("three mutating commands", function()
+    H.eventually("three mutating commands", function()
       local n = 0
       for _ in pairs((mutating(h))) do
         n = n + 1
@@ -233,7 +215,7 @@ describe("graceful shutdown over SSH #integration", function()
     local code, j = H.request(s, "POST", "/api/v1/provision",
       { subscription_id = "sub_term2", account_id = "acc_1", tier = "starter" })
     assert.are.equal(202, code)
-    wait_until("the hanging deploy", function()
+    H.eventually("the hanging deploy", function()
       for _, e in ipairs(D.log(h)) do
         if e.fault == "hang" then
           return true
@@ -283,7 +265,7 @@ describe("graceful shutdown over SSH #integration", function()
     local code = H.request(s, "POST", "/api/v1/provision",
       { subscription_id = "sub_term3", account_id = "acc_1", tier = "free" })
     assert.are.equal(202, code)
-    wait_until("the slow deploy", function()
+    H.eventually("the slow deploy", function()
       for _, e in ipairs(D.log(h)) do
         if e.fault == "hang" then
           return true
@@ -294,7 +276,7 @@ describe("graceful shutdown over SSH #integration", function()
     local conn = assert(socket.connect("127.0.0.1", s.port))
     conn:settimeout(5)
     os.execute("kill -TERM " .. s.pid)
-    wait_until("the drain", function()
+    H.eventually("the drain", function()
       return (H.read_file(s.log) or ""):find("shutting down", 1, true)
     end)
     socket.sleep(0.2)
@@ -310,7 +292,7 @@ describe("graceful shutdown over SSH #integration", function()
     local status = conn:receive("*l")
     conn:close()
     assert.matches("^HTTP/1%.1 503", status or "")
-    local rc = wait_until("the exit", function()
+    local rc = H.eventually("the exit", function()
       return H.read_file(s.rc_file)
     end, 20)
     assert.are.equal(0, tonumber(rc:match("%d+")))
@@ -340,7 +322,7 @@ describe("graceful shutdown and the Supabase outbox #integration", function()
       { subscription_id = "sub_term_sb", account_id = "acc_1", tier = "free" }, { Prefer = "wait=20" })
     assert.are.equal(200, code, cjson.encode(j))
     local db = dir .. "/data/mrprov.db"
-    wait_until("rows waiting", function()
+    H.eventually("rows waiting", function()
       return sqlite(db, "SELECT count(*) AS n FROM outbox WHERE state = 'pending' AND attempts > 0")[1].n > 0
     end, 20)
     SB.fault(sb, "ok")

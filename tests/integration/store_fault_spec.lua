@@ -3,18 +3,12 @@
 -- with a read-only bind mount inside an unprivileged user + mount namespace
 -- (`unshare -rm`); a full disk is a size-limited tmpfs in such a namespace.
 local H = require "harness"
+local D = require "dokku_harness"
 local cjson = require "cjson"
 local socket = require "socket"
 
 local q = H.sh_quote
 
--- The idempotent first command of a two-command resource whose probe only
--- sees the second's effect: re-sent (harmlessly) when the job was cut off
--- between its completion and its journal entry, because the resource had
--- not converged. Every other mutating command is guarded by a probe.
-local function idempotent_prep(c)
-  return c:find("letsencrypt:set %S+ email ") or c:find("storage:ensure%-directory ")
-end
 
 local function sh(cmd)
   local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
@@ -111,7 +105,6 @@ describe("a read-only store #integration", function()
 end)
 
 describe("a store whose disk fills up mid-job #integration", function()
-  local D = require "dokku_harness"
   local h, dir, pid, log, base
   local data
 
@@ -227,7 +220,7 @@ describe("a store whose disk fills up mid-job #integration", function()
     local sent = {}
     for _, e in ipairs(D.log(h)) do
       local c = table.concat(e.argv, " ")
-      if e.mutating and e.exit == 0 and not idempotent_prep(c) then
+      if e.mutating and e.exit == 0 and not D.idempotent_prep(c) then
         assert.is_nil(sent[c], "sent twice: " .. c)
         sent[c] = true
       end

@@ -6,17 +6,6 @@ local SB = require "supabase_harness"
 local cjson = require "cjson"
 local socket = require "socket"
 
-local function eventually(what, pred, timeout)
-  local deadline = socket.gettime() + (timeout or 20)
-  while socket.gettime() < deadline do
-    local v = pred()
-    if v then
-      return v
-    end
-    socket.sleep(0.1)
-  end
-  error("timed out waiting for " .. what)
-end
 
 local function instance_row(sb, sub)
   return SB.rows(sb, "instances", { subscription_id = sub })[1]
@@ -49,7 +38,7 @@ describe("Supabase mirroring #integration", function()
       { subscription_id = "sub_sb1", account_id = "acc_1", tier = "professional", enable_matrix = true },
       { Prefer = "wait=30" })
     assert.are.equal(200, code)
-    local row = eventually("the running row", function()
+    local row = H.eventually("the running row", function()
       local r = instance_row(sb, "sub_sb1")
       return r and r.status == "running" and r
     end)
@@ -95,13 +84,13 @@ describe("Supabase mirroring #integration", function()
     assert.are.equal(0, #SB.query(sb, "select 1 from public.instances where subscription_id = 'sub_sb2'"))
     SB.restart_gateway(sb)
     -- waiting rows go as soon as a probe finds Supabase back, not after their full backoff
-    local row = eventually("the delayed rows", function()
+    local row = H.eventually("the delayed rows", function()
       local r = instance_row(sb, "sub_sb2")
       return r and r.tier == "starter" and r.status == "running" and r
     end, 20)
     assert.are.equal(j.app_name, row.app_name)
     -- events arrived in the order they happened (the last may follow the row by a delivery)
-    local events = eventually("the four events", function()
+    local events = H.eventually("the four events", function()
       local ev = SB.query(sb, "select kind, operation from public.events where subscription_id = 'sub_sb2'"
         .. " order by id")
       return #ev >= 4 and ev
@@ -122,7 +111,7 @@ describe("Supabase mirroring #integration", function()
     H.stop(srv, "KILL")
     SB.restart_gateway(sb)
     srv = H.start({ dir = dir, env = srv.env })
-    eventually("the row written before kill -9", function()
+    H.eventually("the row written before kill -9", function()
       local r = instance_row(sb, "sub_sb3")
       return r and r.status == "running"
     end, 30)
@@ -137,7 +126,7 @@ describe("Supabase mirroring #integration", function()
     local code = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_sb4", tier = "free" },
       { Prefer = "wait=30" })
     assert.are.equal(200, code)
-    local text = eventually("the parked row in the log", function()
+    local text = H.eventually("the parked row in the log", function()
       local t = H.log_text(srv)
       return t:find("parked", 1, true) and t
     end)
@@ -146,7 +135,7 @@ describe("Supabase mirroring #integration", function()
     local _, _, m = H.request(srv, "GET", "/metrics")
     assert.matches('mrprov_outbox_deliveries_total{outcome="parked"} 1', m, 1, true)
     -- later rows of the same subscription still arrive
-    eventually("the later rows", function()
+    H.eventually("the later rows", function()
       local r = instance_row(sb, "sub_sb4")
       return r and r.status == "running"
     end)
@@ -171,7 +160,7 @@ describe("Supabase mirroring #integration", function()
     assert.are.equal("acc_t", st.account_id)
     local jobs = SB.query(sb, "select count(distinct job_id) as n from public.events"
       .. " where subscription_id = 'sub_trig1'")
-    eventually("the job's events", function()
+    H.eventually("the job's events", function()
       jobs = SB.query(sb, "select count(distinct job_id) as n from public.events"
         .. " where subscription_id = 'sub_trig1'")
       return tonumber(jobs[1].n) >= 1

@@ -8,16 +8,7 @@ local SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 local KEY_HEX = "31f290f6bf06298aab4f08d43c3f082cf648a362da2da4b0" -- base64-decoded secret, in hex
 
 local function sign(id, ts, body)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "wb"))
-  f:write(id .. "." .. ts .. "." .. body)
-  f:close()
-  local p = io.popen("openssl dgst -sha256 -mac HMAC -macopt hexkey:" .. KEY_HEX .. " -binary " .. path
-    .. " | openssl base64 -A")
-  local sig = p:read("a")
-  p:close()
-  os.remove(path)
-  return "v1," .. sig
+  return H.sign_webhook(KEY_HEX, id, ts, body)
 end
 
 local function payload(kind, record, old)

@@ -15,14 +15,6 @@ local SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 local KEY_HEX = "31f290f6bf06298aab4f08d43c3f082cf648a362da2da4b0"
 local AUTH = { Authorization = "Bearer " .. API_KEY }
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
 local function valgrind_logs(dir)
   local p = io.popen("ls " .. H.sh_quote(dir) .. "/vg.*.log 2>/dev/null")
   local logs = {}
@@ -106,7 +98,7 @@ describe("valgrind memcheck smoke #integration", function()
     assert.is_true(H.stop(srv, "TERM"), "mrprov under valgrind did not exit after SIGTERM")
     local logs = valgrind_logs(dir)
     assert.are.equal(1, #logs, "one valgrind log for pid " .. pid)
-    local report = read(logs[1])
+    local report = H.read_file(logs[1])
     assert.is_truthy(report:find("ERROR SUMMARY: 0 errors", 1, true), report)
     assert.is_falsy(report:find("definitely lost: [1-9]"), report)
     assert.is_falsy(report:find("indirectly lost: [1-9]"), report)
