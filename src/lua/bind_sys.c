@@ -4,10 +4,10 @@
 #include "dokku/transport.h"
 #include "lua/runtime.h"
 #include "lua/sources.h"
+#include "supabase/libcurl.h"
 #include "util/clock.h"
 #include "util/fs.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <lauxlib.h>
 #include <libssh2.h>
@@ -150,7 +150,8 @@ static int l_version(lua_State *L)
 	lua_setfield(L, -2, "libmicrohttpd");
 	lua_pushstring(L, libssh2_version(0));
 	lua_setfield(L, -2, "libssh2");
-	lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
+	const struct libcurl *curl = libcurl_get(NULL, 0);
+	lua_pushstring(L, curl ? curl->version_info(CURLVERSION_NOW)->version : "not loaded");
 	lua_setfield(L, -2, "libcurl");
 	lua_pushstring(L, sqlite3_libversion());
 	lua_setfield(L, -2, "sqlite");
