@@ -789,6 +789,25 @@ local function bench_scale(h)
     socket.sleep(1)
     local idle = rss(srv.pid)
     say("  idle (ready, 4 SSH sessions open, no work yet): %s", rss_text(idle))
+    local idle_rows = {
+      {
+        figure = "idle RSS, defaults (dry-run)", value = string.format("%.1f MB", idle_dry.rss),
+        reference = "limit 10 MB", ratio = idle_dry.rss / 10, target = 1.0,
+        note = string.format("VmRSS 1 s after a restart, WORKERS=4, no request yet: anon %.1f MB + " ..
+          "file-backed %.1f MB (pages of shared libraries); %.1f MB after one GET /ready, %.1f MB on the very " ..
+          "first start", idle_dry.anon, idle_dry.file, idle_dry2.rss, idle_first.rss),
+      },
+      {
+        figure = "idle RSS, SSH pool connected", value = string.format("%.1f MB", idle.rss),
+        reference = "limit 10 MB", ratio = idle.rss / 10, target = 1.0,
+        note = string.format("VmRSS after start, 4 SSH sessions open: anon %.1f MB + file-backed %.1f MB",
+          idle.anon, idle.file),
+      },
+    }
+    if SCALE_N == 0 then
+      say("  BENCH_SCALE_N=0: the idle figures only, no provisions")
+      return idle_rows
+    end
     -- RSS is sampled from another process while the provisions run
     local samples = srv.dir .. "/rss.samples"
     local sampler = io.popen(string.format("while kill -0 %d 2>/dev/null && [ ! -e %s.stop ]; do " ..
@@ -829,19 +848,8 @@ local function bench_scale(h)
         note = string.format("VmHWM; anon %.1f MB + file-backed %.1f MB at the end, %.1f MB 2 s later",
           at_end.anon, at_end.file, after.rss),
       },
-      {
-        figure = "idle RSS, defaults (dry-run)", value = string.format("%.1f MB", idle_dry.rss),
-        reference = "limit 10 MB", ratio = idle_dry.rss / 10, target = 1.0,
-        note = string.format("VmRSS 1 s after a restart, WORKERS=4, no request yet: anon %.1f MB + " ..
-          "file-backed %.1f MB (pages of shared libraries); %.1f MB after one GET /ready, %.1f MB on the very " ..
-          "first start", idle_dry.anon, idle_dry.file, idle_dry2.rss, idle_first.rss),
-      },
-      {
-        figure = "idle RSS, SSH pool connected", value = string.format("%.1f MB", idle.rss),
-        reference = "limit 10 MB", ratio = idle.rss / 10, target = 1.0,
-        note = string.format("VmRSS after start, 4 SSH sessions open: anon %.1f MB + file-backed %.1f MB",
-          idle.anon, idle.file),
-      },
+      idle_rows[1],
+      idle_rows[2],
     }
   end)
   H.stop(srv)

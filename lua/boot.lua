@@ -10,7 +10,9 @@ local M = {}
 
 local current
 
-local fs = { list = sys.list_dir, read = sys.read_file }
+-- The generation's files, read into memory when it was loaded: a state built
+-- later sees what was checked at reload, not the files as they are now.
+local fs = { list = sys.source_list, read = sys.source_read }
 
 local function path_ok(p)
   return type(p) == "string" and p:match("^/[A-Za-z0-9._/-]*$") ~= nil and not p:find("..", 1, true)

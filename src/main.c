@@ -7,11 +7,11 @@
 #include "jobs/jobs.h"
 #include "lua/runtime.h"
 #include "store/store.h"
+#include "supabase/libcurl.h"
 #include "supabase/outbox.h"
 #include "util/clock.h"
 #include "util/log.h"
 
-#include <curl/curl.h>
 #include <lauxlib.h>
 #include <libssh2.h>
 #include <lualib.h>
@@ -159,7 +159,8 @@ static int cmd_version(void)
 	printf("lua %s.%s.%s\n", LUA_VERSION_MAJOR, LUA_VERSION_MINOR, LUA_VERSION_RELEASE);
 	printf("libmicrohttpd %s\n", MHD_get_version());
 	printf("libssh2 %s\n", libssh2_version(0));
-	printf("libcurl %s\n", curl_version_info(CURLVERSION_NOW)->version);
+	const struct libcurl *curl = libcurl_get(NULL, 0);
+	printf("libcurl %s\n", curl ? curl->version_info(CURLVERSION_NOW)->version : "not loaded");
 	printf("sqlite %s\n", sqlite3_libversion());
 	return 0;
 }

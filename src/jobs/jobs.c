@@ -90,7 +90,8 @@ int jobs_wait(const char *id, double secs)
 	}
 }
 
-/* Makes sure the worker's state is on the current generation, between jobs. */
+/* Makes sure the worker's state exists and is on the current generation,
+ * between jobs. */
 static int refresh_state(struct worker *w)
 {
 	if (w->L && rt_state_generation(w->L) == rt_generation())
@@ -186,18 +187,12 @@ int jobs_start(int n, char *err, size_t errlen)
 		abort();
 	nworkers = n;
 	for (int i = 0; i < n; i++) {
+		/* A worker builds its Lua state before its first job (refresh_state),
+		 * from the generation's sources kept in memory: an idle worker costs
+		 * no state, and a late state still sees what the reload checked. */
 		workers[i].index = i;
-		char lerr[1024];
-		workers[i].L = rt_new_state(lerr, sizeof lerr);
-		if (!workers[i].L) {
-			snprintf(err, errlen, "%s", lerr);
-			nworkers = i;
-			jobs_stop(0);
-			return -1;
-		}
 		if (pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]) != 0) {
 			snprintf(err, errlen, "cannot start worker thread %d", i);
-			rt_close_state(workers[i].L);
 			nworkers = i;
 			jobs_stop(0);
 			return -1;

@@ -3,11 +3,11 @@
 #include "config.h"
 #include "dokku/transport.h"
 #include "lua/runtime.h"
+#include "lua/sources.h"
+#include "supabase/libcurl.h"
 #include "util/clock.h"
 #include "util/fs.h"
 
-#include <curl/curl.h>
-#include <dirent.h>
 #include <errno.h>
 #include <lauxlib.h>
 #include <libssh2.h>
@@ -46,66 +46,47 @@ static int l_uptime(lua_State *L)
 	return 1;
 }
 
-static int cmpstr(const void *a, const void *b)
+/* source_list(dir) → sorted array of entry names (no dot files), or nil,
+ * err: the directory as read when this state's generation was loaded. */
+static int l_source_list(lua_State *L)
 {
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* list_dir(path) → sorted array of entry names (no dot files), or nil, err. */
-static int l_list_dir(lua_State *L)
-{
-	const char *path = luaL_checkstring(L, 1);
-	DIR *d = opendir(path);
-	if (!d) {
+	const char *dir = luaL_checkstring(L, 1);
+	size_t n = 0;
+	const char *err = NULL;
+	const char *const *names = sources_list(rt_state_sources(L), dir, &n, &err);
+	if (!names) {
 		luaL_pushfail(L);
-		lua_pushfstring(L, "%s: %s", path, strerror(errno));
+		if (err)
+			lua_pushstring(L, err);
+		else
+			lua_pushfstring(L, "%s: not a directory of the loaded configuration", dir);
 		return 2;
 	}
-	char **names = NULL;
-	size_t n = 0, cap = 0;
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (e->d_name[0] == '.')
-			continue;
-		if (n == cap) {
-			cap = cap ? cap * 2 : 16;
-			char **nn = realloc(names, cap * sizeof *names);
-			if (!nn)
-				abort();
-			names = nn;
-		}
-		names[n++] = strdup(e->d_name);
-	}
-	closedir(d);
-	if (n)
-		qsort(names, n, sizeof *names, cmpstr);
 	lua_createtable(L, (int)n, 0);
 	for (size_t i = 0; i < n; i++) {
 		lua_pushstring(L, names[i]);
 		lua_rawseti(L, -2, (lua_Integer)i + 1);
-		free(names[i]);
 	}
-	free(names);
 	return 1;
 }
 
-static int l_read_file(lua_State *L)
+/* source_read(path) → text, or nil, err: the file as read when this
+ * state's generation was loaded (the *.lua of LUA_DIR, TIERS_DIR, HOOKS_DIR). */
+static int l_source_read(lua_State *L)
 {
 	const char *path = luaL_checkstring(L, 1);
-	FILE *f = fopen(path, "rb");
-	if (!f) {
+	size_t len = 0;
+	const char *err = NULL;
+	const char *data = sources_file(rt_state_sources(L), path, &len, &err);
+	if (!data) {
 		luaL_pushfail(L);
-		lua_pushfstring(L, "%s: %s", path, strerror(errno));
+		if (err)
+			lua_pushstring(L, err);
+		else
+			lua_pushfstring(L, "%s: not a file of the loaded configuration", path);
 		return 2;
 	}
-	luaL_Buffer b;
-	luaL_buffinit(L, &b);
-	char chunk[4096];
-	size_t r;
-	while ((r = fread(chunk, 1, sizeof chunk, f)) > 0)
-		luaL_addlstring(&b, chunk, r);
-	fclose(f);
-	luaL_pushresult(&b);
+	lua_pushlstring(L, data, len);
 	return 1;
 }
 
@@ -169,7 +150,8 @@ static int l_version(lua_State *L)
 	lua_setfield(L, -2, "libmicrohttpd");
 	lua_pushstring(L, libssh2_version(0));
 	lua_setfield(L, -2, "libssh2");
-	lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
+	const struct libcurl *curl = libcurl_get(NULL, 0);
+	lua_pushstring(L, curl ? curl->version_info(CURLVERSION_NOW)->version : "not loaded");
 	lua_setfield(L, -2, "libcurl");
 	lua_pushstring(L, sqlite3_libversion());
 	lua_setfield(L, -2, "sqlite");
@@ -195,8 +177,8 @@ int luaopen_mrprov_sys(lua_State *L)
 		{ "monotonic", l_monotonic },
 		{ "iso_time", l_iso_time },
 		{ "uptime", l_uptime },
-		{ "list_dir", l_list_dir },
-		{ "read_file", l_read_file },
+		{ "source_list", l_source_list },
+		{ "source_read", l_source_read },
 		{ "is_dir", l_is_dir },
 		{ "mkdir_p", l_mkdir_p },
 		{ "sleep", l_sleep },

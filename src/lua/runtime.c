@@ -1,6 +1,7 @@
 /* runtime: building, calling and pooling Lua states. */
 #include "lua/runtime.h"
 #include "config.h"
+#include "lua/sources.h"
 #include "metrics.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -27,6 +28,13 @@ static int pool_n;
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const char GEN_KEY[] = "mrprov.generation";
+static const char SOURCES_KEY[] = "mrprov.sources";
+
+/* The published generation's files; states of that generation, built now
+ * or later, load from it (gen_lock: the pointer and the number change
+ * together). NULL until the first state is built. */
+static struct sources *current_sources;
+static pthread_mutex_t gen_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void rt_init(const struct config *c, const char *version)
 {
@@ -149,15 +157,49 @@ static int panic(lua_State *L)
 	return 0; /* abort() follows */
 }
 
+struct sources *rt_state_sources(lua_State *L)
+{
+	lua_getfield(L, LUA_REGISTRYINDEX, SOURCES_KEY);
+	struct sources *s = lua_touserdata(L, -1);
+	lua_pop(L, 1);
+	return s;
+}
+
 void rt_close_state(lua_State *L)
 {
 	void *ud;
 	lua_getallocf(L, &ud);
+	struct sources *s = rt_state_sources(L);
 	lua_close(L);
 	free(ud);
+	sources_unref(s);
 }
 
-static lua_State *build_state(unsigned gen, char *err, size_t errlen)
+/* package.searchers entry for LUA_DIR: modules come from the generation's
+ * sources, never from the files as they are now. */
+static int search_sources(lua_State *L)
+{
+	const char *name = luaL_checkstring(L, 1);
+	struct sources *s = rt_state_sources(L);
+	size_t len = 0;
+	const char *path = NULL, *err = NULL;
+	const char *data = s ? sources_module(s, name, &len, &path, &err) : NULL;
+	if (!data) {
+		if (err)
+			return luaL_error(L, "error loading module '%s':\n\t%s", name, err);
+		lua_pushfstring(L, "no module '%s' in LUA_DIR as loaded", name);
+		return 1;
+	}
+	const char *chunkname = lua_pushfstring(L, "@%s", path);
+	if (luaL_loadbuffer(L, data, len, chunkname) != LUA_OK)
+		return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name, path,
+				  lua_tostring(L, -1));
+	lua_remove(L, -2);
+	lua_pushstring(L, path);
+	return 2;
+}
+
+static lua_State *build_state(unsigned gen, struct sources *src, char *err, size_t errlen)
 {
 	struct rt_alloc *a = calloc(1, sizeof *a);
 	if (!a)
@@ -171,6 +213,9 @@ static lua_State *build_state(unsigned gen, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot create a Lua state (out of memory)");
 		return NULL;
 	}
+	sources_ref(src);
+	lua_pushlightuserdata(L, src);
+	lua_setfield(L, LUA_REGISTRYINDEX, SOURCES_KEY);
 	luaL_openlibs(L);
 	preload(L, "mrprov.store", luaopen_mrprov_store);
 	preload(L, "mrprov.crypto", luaopen_mrprov_crypto);
@@ -182,11 +227,16 @@ static lua_State *build_state(unsigned gen, char *err, size_t errlen)
 	preload(L, "mrprov.outbox", luaopen_mrprov_outbox);
 	preload(L, "mrprov.sandbox", luaopen_mrprov_sandbox);
 
-	/* LUA_DIR first, then the system paths (cjson, lyaml). */
+	/* LUA_DIR's modules from the generation's sources first, then the
+	 * system paths (cjson, lyaml). */
 	lua_getglobal(L, "package");
-	lua_getfield(L, -1, "path");
-	lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", cfg->lua_dir, cfg->lua_dir, lua_tostring(L, -1));
-	lua_setfield(L, -3, "path");
+	lua_getfield(L, -1, "searchers");
+	for (lua_Integer i = (lua_Integer)luaL_len(L, -1); i >= 2; i--) {
+		lua_rawgeti(L, -1, i);
+		lua_rawseti(L, -2, i + 1);
+	}
+	lua_pushcfunction(L, search_sources);
+	lua_rawseti(L, -2, 2);
 	lua_pop(L, 2);
 
 	lua_pushinteger(L, gen);
@@ -209,7 +259,16 @@ fail:
 
 lua_State *rt_new_state(char *err, size_t errlen)
 {
-	return build_state(rt_generation(), err, errlen);
+	pthread_mutex_lock(&gen_lock);
+	if (!current_sources)
+		current_sources = sources_read(cfg->lua_dir, cfg->tiers_dir, cfg->hooks_dir);
+	struct sources *src = current_sources;
+	sources_ref(src);
+	unsigned gen = rt_generation();
+	pthread_mutex_unlock(&gen_lock);
+	lua_State *L = build_state(gen, src, err, errlen);
+	sources_unref(src);
+	return L;
 }
 
 unsigned rt_state_generation(lua_State *L)
@@ -225,12 +284,20 @@ int rt_reload(char *err, size_t errlen, double *took)
 	pthread_mutex_lock(&reload_lock);
 	double t0 = clock_mono();
 	unsigned next = rt_generation() + 1;
-	lua_State *L = build_state(next, err, errlen);
+	/* The files are read once here; every state of the new generation is
+	 * built from these bytes, even one built long after. */
+	struct sources *src = sources_read(cfg->lua_dir, cfg->tiers_dir, cfg->hooks_dir);
+	lua_State *L = build_state(next, src, err, errlen);
 	int rc = -1;
 	if (L) {
 		/* Checked whole: publish, then let borrowers rebuild between requests. */
 		rt_close_state(L);
+		pthread_mutex_lock(&gen_lock);
+		struct sources *old = current_sources;
+		current_sources = src;
+		src = old;
 		atomic_store(&generation, next);
+		pthread_mutex_unlock(&gen_lock);
 		last_error[0] = '\0';
 		metrics_add("mrprov_config_reloads_total", "outcome=\"success\"", 1);
 		metrics_set("mrprov_config_generation", NULL, next);
@@ -239,6 +306,7 @@ int rt_reload(char *err, size_t errlen, double *took)
 		snprintf(last_error, sizeof last_error, "%s", err);
 		metrics_add("mrprov_config_reloads_total", "outcome=\"failure\"", 1);
 	}
+	sources_unref(src); /* the replaced generation's, or the refused one */
 	double dt = clock_mono() - t0;
 	metrics_observe("mrprov_config_reload_duration_seconds", rc == 0 ? "outcome=\"success\"" : "outcome=\"failure\"",
 			dt);

@@ -1,5 +1,6 @@
 /* runtime: Lua states for mrprov. Builds a state (libraries, the mrprov.*
- * bindings, package.path on LUA_DIR, then `boot.load()` which reads tiers),
+ * bindings, a require searcher over the generation's LUA_DIR, then
+ * `boot.load()` which reads tiers and hooks from the same in-memory files),
  * runs every C→Lua call through one protected-call helper, and keeps the
  * configuration generation. A lua_State is used by one thread at a time:
  * workers own theirs; HTTP requests borrow one from a pool. */
@@ -30,6 +31,8 @@ struct rt_alloc {
 lua_State *rt_new_state(char *err, size_t errlen);
 /* The generation a state was built on. */
 unsigned rt_state_generation(lua_State *L);
+/* The files of that generation (lua/sources.h), read when it was loaded. */
+struct sources *rt_state_sources(lua_State *L);
 void rt_close_state(lua_State *L);
 unsigned rt_generation(void);
 /* Builds and checks a new generation; on success new work uses it. *took

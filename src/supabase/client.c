@@ -1,34 +1,30 @@
 /* pgrst: libcurl easy handle with keep-alive; JSON errors summarised
  * without a JSON parser (the fields are flat strings). */
 #include "supabase/client.h"
+#include "supabase/libcurl.h"
 
-#include <curl/curl.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct pgrst {
+	const struct libcurl *curl;
 	CURL *h;
 	char *base;
 	struct curl_slist *auth;
 	long timeout_ms; /* whole request, connect included */
 };
 
-static pthread_once_t once = PTHREAD_ONCE_INIT;
-
-static void global_init(void)
+struct pgrst *pgrst_new(const char *base_url, const char *key, char *err, size_t errlen)
 {
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-struct pgrst *pgrst_new(const char *base_url, const char *key)
-{
-	pthread_once(&once, global_init);
+	const struct libcurl *curl = libcurl_get(err, errlen);
+	if (!curl)
+		return NULL;
 	struct pgrst *c = calloc(1, sizeof *c);
 	if (!c)
 		abort();
-	c->h = curl_easy_init();
+	c->curl = curl;
+	c->h = curl->easy_init();
 	c->timeout_ms = 15000L;
 	size_t n = strlen(base_url);
 	while (n && base_url[n - 1] == '/')
@@ -36,9 +32,9 @@ struct pgrst *pgrst_new(const char *base_url, const char *key)
 	c->base = strndup(base_url, n);
 	char line[4096];
 	snprintf(line, sizeof line, "apikey: %s", key);
-	c->auth = curl_slist_append(NULL, line);
+	c->auth = c->curl->slist_append(NULL, line);
 	snprintf(line, sizeof line, "Authorization: Bearer %s", key);
-	c->auth = curl_slist_append(c->auth, line);
+	c->auth = c->curl->slist_append(c->auth, line);
 	return c;
 }
 
@@ -51,8 +47,8 @@ void pgrst_free(struct pgrst *c)
 {
 	if (!c)
 		return;
-	curl_easy_cleanup(c->h);
-	curl_slist_free_all(c->auth);
+	c->curl->easy_cleanup(c->h);
+	c->curl->slist_free_all(c->auth);
 	free(c->base);
 	free(c);
 }
@@ -72,41 +68,41 @@ int pgrst_request(struct pgrst *c, const char *method, const char *path, const c
 	snprintf(url, sizeof url, "%s/rest/v1/%s", c->base, path);
 	struct curl_slist *h = NULL;
 	for (struct curl_slist *a = c->auth; a; a = a->next)
-		h = curl_slist_append(h, a->data);
-	h = curl_slist_append(h, "Accept: application/json");
+		h = c->curl->slist_append(h, a->data);
+	h = c->curl->slist_append(h, "Accept: application/json");
 	if (body)
-		h = curl_slist_append(h, "Content-Type: application/json");
+		h = c->curl->slist_append(h, "Content-Type: application/json");
 	char pref[256];
 	if (prefer) {
 		snprintf(pref, sizeof pref, "Prefer: %s", prefer);
-		h = curl_slist_append(h, pref);
+		h = c->curl->slist_append(h, pref);
 	}
-	curl_easy_reset(c->h);
-	curl_easy_setopt(c->h, CURLOPT_URL, url);
-	curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, h);
-	curl_easy_setopt(c->h, CURLOPT_CONNECTTIMEOUT_MS, c->timeout_ms < 5000L ? c->timeout_ms : 5000L);
-	curl_easy_setopt(c->h, CURLOPT_TIMEOUT_MS, c->timeout_ms);
-	curl_easy_setopt(c->h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c->h, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(c->h, CURLOPT_WRITEFUNCTION, on_data);
-	curl_easy_setopt(c->h, CURLOPT_WRITEDATA, resp);
-	curl_easy_setopt(c->h, CURLOPT_PROTOCOLS_STR, "http,https");
+	c->curl->easy_reset(c->h);
+	c->curl->easy_setopt(c->h, CURLOPT_URL, url);
+	c->curl->easy_setopt(c->h, CURLOPT_HTTPHEADER, h);
+	c->curl->easy_setopt(c->h, CURLOPT_CONNECTTIMEOUT_MS, c->timeout_ms < 5000L ? c->timeout_ms : 5000L);
+	c->curl->easy_setopt(c->h, CURLOPT_TIMEOUT_MS, c->timeout_ms);
+	c->curl->easy_setopt(c->h, CURLOPT_NOSIGNAL, 1L);
+	c->curl->easy_setopt(c->h, CURLOPT_TCP_KEEPALIVE, 1L);
+	c->curl->easy_setopt(c->h, CURLOPT_WRITEFUNCTION, on_data);
+	c->curl->easy_setopt(c->h, CURLOPT_WRITEDATA, resp);
+	c->curl->easy_setopt(c->h, CURLOPT_PROTOCOLS_STR, "http,https");
 	if (strcmp(method, "POST") == 0) {
-		curl_easy_setopt(c->h, CURLOPT_POST, 1L);
-		curl_easy_setopt(c->h, CURLOPT_POSTFIELDS, body ? body : "");
-		curl_easy_setopt(c->h, CURLOPT_POSTFIELDSIZE, (long)(body ? strlen(body) : 0));
+		c->curl->easy_setopt(c->h, CURLOPT_POST, 1L);
+		c->curl->easy_setopt(c->h, CURLOPT_POSTFIELDS, body ? body : "");
+		c->curl->easy_setopt(c->h, CURLOPT_POSTFIELDSIZE, (long)(body ? strlen(body) : 0));
 	} else if (strcmp(method, "GET") != 0) {
-		curl_easy_setopt(c->h, CURLOPT_CUSTOMREQUEST, method);
+		c->curl->easy_setopt(c->h, CURLOPT_CUSTOMREQUEST, method);
 		if (body)
-			curl_easy_setopt(c->h, CURLOPT_POSTFIELDS, body);
+			c->curl->easy_setopt(c->h, CURLOPT_POSTFIELDS, body);
 	}
-	CURLcode rc = curl_easy_perform(c->h);
-	curl_slist_free_all(h);
+	CURLcode rc = c->curl->easy_perform(c->h);
+	c->curl->slist_free_all(h);
 	if (rc != CURLE_OK) {
-		snprintf(err, errlen, "%s %s: %s", method, url, curl_easy_strerror(rc));
+		snprintf(err, errlen, "%s %s: %s", method, url, c->curl->easy_strerror(rc));
 		return -1;
 	}
-	curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, status);
+	c->curl->easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, status);
 	return 0;
 }
 

@@ -10,7 +10,8 @@
 
 struct pgrst;
 
-struct pgrst *pgrst_new(const char *base_url, const char *key);
+/* NULL with err when libcurl cannot be loaded (supabase/libcurl.h). */
+struct pgrst *pgrst_new(const char *base_url, const char *key, char *err, size_t errlen);
 void pgrst_free(struct pgrst *c);
 /* Seconds each later request may take in all (0: the default 15); connecting
  * gets at most 5 of them. */

@@ -363,7 +363,9 @@ static void *sender_main(void *arg)
 
 int outbox_start(const char *url, const char *key, int timeout_s, char *err, size_t errlen)
 {
-	client = pgrst_new(url, key);
+	client = pgrst_new(url, key, err, errlen);
+	if (!client)
+		return -1;
 	timeout_cfg = timeout_s > 0 ? timeout_s : 15;
 	pgrst_set_timeout(client, timeout_cfg);
 	if (pthread_create(&thread, NULL, sender_main, NULL) != 0) {

@@ -476,4 +476,28 @@ describe("SIGHUP reload #integration", function()
     assert.matches('mrprov_config_reloads_total{outcome="success"} 1', raw, 1, true)
     H.stop(s)
   end)
+
+  it("builds a late worker state from the files of its generation, not from files edited since", function()
+    -- Workers build their Lua state before their first job; files edited on
+    -- disk without SIGHUP must not reach that state.
+    local dir = H.tmpdir()
+    os.execute("mkdir -p " .. dir .. "/tiers && cp " .. H.root .. "/tiers/*.lua " .. dir .. "/tiers/ && cp -r "
+      .. H.root .. "/lua " .. dir .. "/lua")
+    local s = H.start({ env = { TIERS_DIR = dir .. "/tiers", LUA_DIR = dir .. "/lua" } })
+    for _, path in ipairs({ dir .. "/tiers/free.lua", dir .. "/lua/worker.lua", dir .. "/lua/engine.lua" }) do
+      local f = assert(io.open(path, "a"))
+      f:write("\nthis is not Lua (\n")
+      f:close()
+    end
+    local code, j = H.request(s, "POST", "/api/v1/provision", { subscription_id = "sub_late", tier = "free" },
+      { Prefer = "wait=20" })
+    assert.are.equal(200, code)
+    assert.are.equal("running", j.status)
+    -- the edits are real: a reload reads them and is refused
+    os.execute("kill -HUP " .. s.pid)
+    local r = H.wait_for(s, "/ready", function(x) return x.checks.config_error ~= nil end)
+    assert.matches("%.lua:%d+:", r.checks.config_error)
+    assert.are.equal(1, r.checks.config_generation)
+    H.stop(s)
+  end)
 end)
