@@ -181,6 +181,7 @@ static lua_State *build_state(unsigned gen, char *err, size_t errlen)
 	preload(L, "mrprov.jobs", luaopen_mrprov_jobs);
 	preload(L, "mrprov.outbox", luaopen_mrprov_outbox);
 	preload(L, "mrprov.sandbox", luaopen_mrprov_sandbox);
+	preload(L, "mrprov.json", luaopen_mrprov_json);
 
 	/* LUA_DIR first, then the system paths (cjson, lyaml). */
 	lua_getglobal(L, "package");
