@@ -66,7 +66,7 @@ static void add_string(struct out *o, const char *s, size_t n)
 	size_t run = 0;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
-		if (c != '"' && c != '\\' && !iscntrl(c))
+		if (c >= 0x20 && c < 0x7f ? c != '"' && c != '\\' : !iscntrl(c))
 			continue;
 		out_add(o, s + run, i - run);
 		run = i + 1;
@@ -93,6 +93,7 @@ static void add_string(struct out *o, const char *s, size_t n)
 struct key {
 	const char *s;
 	size_t len;
+	int idx; /* of the key on the stack; its value is at idx + 1 */
 };
 
 static int key_cmp(const void *a, const void *b)
@@ -170,32 +171,26 @@ static void add_table(struct out *o, int t, int depth)
 		out_addc(o, ']');
 		return;
 	}
-	struct key few[32], *keys = few;
-	size_t nk = 0, cap = sizeof few / sizeof few[0];
-	int keys_slot = 0;
+	/* Every key and its value go onto the stack as pairs (no lookup by key
+	 * afterwards); then the keys are sorted by reference. */
+	int base = lua_gettop(L);
+	size_t nk = 0;
 	lua_pushnil(L);
 	while (lua_next(L, t)) {
-		lua_pop(L, 1);
-		if (lua_type(L, -1) != LUA_TSTRING) {
-			lua_pushfstring(L, "json: object keys must be strings, got %s", luaL_typename(L, -1));
+		if (lua_type(L, -2) != LUA_TSTRING) {
+			lua_pushfstring(L, "json: object keys must be strings, got %s", luaL_typename(L, -2));
 			lua_error(L);
 		}
-		if (nk == cap) {
-			/* A userdata on the stack: freed by the collector, even on error. */
-			struct key *more = lua_newuserdatauv(L, 2 * cap * sizeof *more, 0);
-			memcpy(more, keys, nk * sizeof *keys);
-			if (keys_slot) {
-				lua_replace(L, keys_slot);
-			} else {
-				lua_insert(L, -2); /* below the key lua_next needs on top */
-				keys_slot = lua_gettop(L) - 1;
-			}
-			keys = more;
-			cap *= 2;
-		}
-		/* The table holds its keys, and nothing runs that could change it. */
-		keys[nk].s = lua_tolstring(L, -1, &keys[nk].len);
+		luaL_checkstack(L, 4, "json: object too large");
+		lua_pushvalue(L, -2); /* the pair stays; the copy on top drives lua_next */
 		nk++;
+	}
+	struct key few[32], *keys = few;
+	if (nk > sizeof few / sizeof few[0]) /* a userdata: freed by the collector, even on error */
+		keys = lua_newuserdatauv(L, nk * sizeof *keys, 0);
+	for (size_t i = 0; i < nk; i++) {
+		keys[i].idx = base + 1 + 2 * (int)i;
+		keys[i].s = lua_tolstring(L, keys[i].idx, &keys[i].len);
 	}
 	/* Keys are distinct, so any sort gives table.sort's order; few keys
 	 * (the usual case) sort faster by insertion than through qsort. */
@@ -216,14 +211,10 @@ static void add_table(struct out *o, int t, int depth)
 			out_addc(o, ',');
 		add_string(o, keys[i].s, keys[i].len);
 		out_addc(o, ':');
-		lua_pushlstring(L, keys[i].s, keys[i].len);
-		lua_rawget(L, t);
-		add_value(o, lua_gettop(L), depth + 1);
-		lua_pop(L, 1);
+		add_value(o, keys[i].idx + 1, depth + 1);
 	}
 	out_addc(o, '}');
-	if (keys_slot)
-		lua_remove(L, keys_slot);
+	lua_settop(L, base);
 }
 
 static void add_value(struct out *o, int idx, int depth)
@@ -240,7 +231,18 @@ static void add_value(struct out *o, int idx, int depth)
 		char buf[64];
 		int n;
 		if (lua_isinteger(L, idx)) {
-			n = snprintf(buf, sizeof buf, LUA_INTEGER_FMT, (LUAI_UACINT)lua_tointeger(L, idx));
+			/* What LUA_INTEGER_FMT writes, without the printf machinery. */
+			lua_Integer v = lua_tointeger(L, idx);
+			lua_Unsigned u = v < 0 ? 0u - (lua_Unsigned)v : (lua_Unsigned)v;
+			char *e = buf + sizeof buf, *p = e;
+			do {
+				*--p = (char)('0' + u % 10);
+				u /= 10;
+			} while (u);
+			if (v < 0)
+				*--p = '-';
+			out_add(o, p, (size_t)(e - p));
+			return;
 		} else {
 			lua_Number v = lua_tonumber(L, idx);
 			if (isnan(v) || isinf(v)) {
