@@ -117,6 +117,21 @@ static int key_cmp(const void *a, const void *b)
 	}
 }
 
+/* What LUA_INTEGER_FMT writes, without the printf machinery. */
+static void add_integer(struct out *o, lua_Integer v)
+{
+	char buf[24];
+	lua_Unsigned u = v < 0 ? 0u - (lua_Unsigned)v : (lua_Unsigned)v;
+	char *e = buf + sizeof buf, *p = e;
+	do {
+		*--p = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		*--p = '-';
+	out_add(o, p, (size_t)(e - p));
+}
+
 static void add_value(struct out *o, int idx, int depth);
 
 static void add_table(struct out *o, int t, int depth)
@@ -231,23 +246,23 @@ static void add_value(struct out *o, int idx, int depth)
 		char buf[64];
 		int n;
 		if (lua_isinteger(L, idx)) {
-			/* What LUA_INTEGER_FMT writes, without the printf machinery. */
-			lua_Integer v = lua_tointeger(L, idx);
-			lua_Unsigned u = v < 0 ? 0u - (lua_Unsigned)v : (lua_Unsigned)v;
-			char *e = buf + sizeof buf, *p = e;
-			do {
-				*--p = (char)('0' + u % 10);
-				u /= 10;
-			} while (u);
-			if (v < 0)
-				*--p = '-';
-			out_add(o, p, (size_t)(e - p));
+			add_integer(o, lua_tointeger(L, idx));
 			return;
 		} else {
 			lua_Number v = lua_tonumber(L, idx);
 			if (isnan(v) || isinf(v)) {
 				lua_pushfstring(L, "json: cannot encode %s", luaL_tolstring(L, idx, NULL));
 				lua_error(L);
+			}
+			/* "%.14g" of an integral value below 1e14 is its integer
+			 * digits (cjson decodes every number as a float). */
+			if (v == 0 && !signbit(v)) {
+				out_addc(o, '0');
+				return;
+			}
+			if (v > -1e14 && v < 1e14 && v != 0 && v == (lua_Number)(long long)v) {
+				add_integer(o, (lua_Integer)v);
+				return;
 			}
 			n = snprintf(buf, sizeof buf, "%.14g", (double)v);
 		}

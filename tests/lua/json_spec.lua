@@ -119,6 +119,7 @@ describe("json.encode in C", function()
     for _, v in ipairs({
       { c = { 1, 2 }, b = "https://x/y", a = 1 }, { l = cj.array(), o = {} }, 'a"b\\c\n\1\127\0x',
       { cj.null, true, false, 3, 0.25 }, {}, cj.array(), "", 0, -0.0, 1e300, -1e-320, 0.1, 1 / 3, 2 ^ 53, 1e15,
+      1e14, -1e14, 1e14 - 1, 1 - 1e14, 256.0, -3.0, 0.0, 1e13 + 0.5,
       math.maxinteger, math.mininteger, nil, cj.null, true, "\xff\xfe\xc3\xa9",
       setmetatable({ 1, 2, x = "dropped" }, getmetatable(cj.array())),
       { [1] = "a", [2] = "b", [4] = "d" }, { [2] = "b", [3] = "c", x = 1 },
