@@ -374,15 +374,18 @@ function M.plan(req)
     end)
 end
 
+-- One snapshot: a job and its instance change in one transaction, so a view
+-- read in two steps could show a finished job beside a busy status; only
+-- the columns the view shows (no spec, applied, request or result document
+-- decoded).
+local function read_status(sub)
+  local i = sub and instances.get_summary(sub)
+  return i, i and instances.latest_job_summary(sub)
+end
+
 function M.status(req)
   local sub = validate.subscription_id(req.param or "")
-  -- one snapshot: a job and its instance change in one transaction, so a
-  -- view read in two steps could show a finished job beside a busy status;
-  -- only the columns the view shows (no spec or applied document decoded)
-  local inst, job = store.read(function()
-    local i = sub and instances.get_summary(sub)
-    return i, i and instances.latest_job(sub)
-  end)
+  local inst, job = store.read(read_status, sub)
   if not inst then
     return fail(404, "not_found", "no instance for this subscription", "subscription_id")
   end

@@ -48,13 +48,12 @@ end
 
 -- The columns status_view reads: an instance without its spec and applied
 -- documents (kilobytes of JSON a status read would decode for nothing).
-local SUMMARY_COLUMNS = "subscription_id, account_id, app_name, tier, status, urls, limits, error, dry_run, " ..
-  "created_at, updated_at"
+-- (The SQL text is built once: the statement cache looks it up by its bytes.)
+local SUMMARY_SQL = "SELECT subscription_id, account_id, app_name, tier, status, urls, limits, error, dry_run, " ..
+  "created_at, updated_at FROM instances WHERE subscription_id = ?"
 
 function M.get_summary(subscription_id)
-  local rows = check(store.query("SELECT " .. SUMMARY_COLUMNS .. " FROM instances WHERE subscription_id = ?",
-    subscription_id))
-  return row_to_instance(rows[1])
+  return row_to_instance(check(store.query(SUMMARY_SQL, subscription_id))[1])
 end
 
 function M.app_taken(app_name)
@@ -172,6 +171,15 @@ function M.latest_job(subscription_id)
   local rows = check(store.query("SELECT * FROM jobs WHERE subscription_id = ? ORDER BY rowid DESC LIMIT 1",
     subscription_id))
   return row_to_job(rows[1])
+end
+
+-- The columns of the latest job status_view shows: no request or result
+-- document to decode on every status read.
+local LATEST_JOB_SUMMARY_SQL = "SELECT id, operation, state, step, steps_done, steps_total, waiting_for " ..
+  "FROM jobs WHERE subscription_id = ? ORDER BY rowid DESC LIMIT 1"
+
+function M.latest_job_summary(subscription_id)
+  return check(store.query(LATEST_JOB_SUMMARY_SQL, subscription_id))[1]
 end
 
 function M.update_job(id, fields)

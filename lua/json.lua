@@ -191,10 +191,24 @@ function encode_value(v, out, depth)
   end
 end
 
-function M.encode(v)
+-- The encoder in Lua: the definition of the output. mrprov.json (C,
+-- src/lua/bind_json.c) writes the same bytes several times faster and is
+-- used when present (always in the mrprov binary); it hands back here any
+-- table with a metatable other than json.array's, with its depth.
+function M.encode_lua(v)
   local out = {}
   encode_value(v, out, 0)
   return table.concat(out)
 end
+
+local function encode_at(t, depth)
+  local out = {}
+  encode_value(t, out, depth)
+  return table.concat(out)
+end
+
+local has_c, cjson_mrprov = pcall(require, "mrprov.json")
+M.encode = has_c and cjson_mrprov.encoder(M.null, array_mt, encode_at) or M.encode_lua
+M.encoder = has_c and "c" or "lua"
 
 return M

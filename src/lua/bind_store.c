@@ -163,12 +163,12 @@ static int l_read(lua_State *L)
 	if (!db)
 		return luaL_error(L, "store is not open");
 	int nested = !sqlite3_get_autocommit(db);
-	if (!nested && sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+	if (!nested && store_read_begin() < 0)
 		return luaL_error(L, "store: cannot begin a read: %s", sqlite3_errmsg(db));
 	int nargs = lua_gettop(L) - 1;
 	int rc = lua_pcall(L, nargs, LUA_MULTRET, 0);
 	if (!nested)
-		sqlite3_exec(db, "COMMIT", NULL, NULL, NULL); /* read-only: nothing to lose */
+		store_read_end();
 	if (rc != LUA_OK)
 		return lua_error(L);
 	return lua_gettop(L);

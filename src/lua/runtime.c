@@ -100,8 +100,31 @@ int rt_pcall(lua_State *L, int nargs, int nresults, char *err, size_t errlen)
 	return -1;
 }
 
+/* Registry table: module name → { function name → function }, filled by
+ * rt_getfunc. A state's modules are loaded once and not replaced, so the
+ * lookup (a require in a protected call) is done once per state and not on
+ * every HTTP request. */
+static const char FUNCS_KEY[] = "mrprov.functions";
+
+static void remember_func(lua_State *L, const char *module, const char *fname)
+{
+	luaL_getsubtable(L, LUA_REGISTRYINDEX, FUNCS_KEY);
+	luaL_getsubtable(L, -1, module);
+	lua_pushvalue(L, -3);
+	lua_setfield(L, -2, fname);
+	lua_pop(L, 2);
+}
+
 int rt_getfunc(lua_State *L, const char *module, const char *fname, char *err, size_t errlen)
 {
+	int top = lua_gettop(L);
+	if (lua_getfield(L, LUA_REGISTRYINDEX, FUNCS_KEY) == LUA_TTABLE && lua_getfield(L, -1, module) == LUA_TTABLE &&
+	    lua_getfield(L, -1, fname) == LUA_TFUNCTION) {
+		lua_replace(L, top + 1);
+		lua_settop(L, top + 1);
+		return 0;
+	}
+	lua_settop(L, top);
 	lua_getglobal(L, "require");
 	lua_pushstring(L, module);
 	if (rt_pcall(L, 1, 1, err, errlen) < 0)
@@ -118,6 +141,7 @@ int rt_getfunc(lua_State *L, const char *module, const char *fname, char *err, s
 		lua_pop(L, 1);
 		return -1;
 	}
+	remember_func(L, module, fname);
 	return 0;
 }
 
@@ -226,6 +250,7 @@ static lua_State *build_state(unsigned gen, struct sources *src, char *err, size
 	preload(L, "mrprov.jobs", luaopen_mrprov_jobs);
 	preload(L, "mrprov.outbox", luaopen_mrprov_outbox);
 	preload(L, "mrprov.sandbox", luaopen_mrprov_sandbox);
+	preload(L, "mrprov.json", luaopen_mrprov_json);
 
 	/* LUA_DIR's modules from the generation's sources first, then the
 	 * system paths (cjson, lyaml). */

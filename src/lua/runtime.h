@@ -46,7 +46,8 @@ void rt_last_error(char *out, size_t outlen);
  * error returns -1, leaves the stack as it was before the function was
  * pushed, and copies the message into err. */
 int rt_pcall(lua_State *L, int nargs, int nresults, char *err, size_t errlen);
-/* Pushes module[fname] (require(module)) onto the stack; -1 when missing. */
+/* Pushes module[fname] (require(module)) onto the stack; -1 when missing.
+ * Found once per state, then kept in its registry. */
 int rt_getfunc(lua_State *L, const char *module, const char *fname, char *err, size_t errlen);
 
 /* Pool for short borrowers (HTTP requests). */
@@ -64,5 +65,6 @@ int luaopen_mrprov_dokku(lua_State *L);
 int luaopen_mrprov_jobs(lua_State *L);
 int luaopen_mrprov_outbox(lua_State *L);
 int luaopen_mrprov_sandbox(lua_State *L);
+int luaopen_mrprov_json(lua_State *L);
 
 #endif

@@ -421,16 +421,24 @@ void store_close(void)
 	db_path = NULL;
 }
 
+/* One statement without parameters, prepared once per connection (the
+ * statement cache): BEGIN and COMMIT run on every request that reads, and
+ * sqlite3_exec would parse them each time. */
 static int exec_sql(const char *sql)
 {
 	sqlite3 *db = store_conn();
 	if (!db)
 		return -1;
-	char *msg = NULL;
-	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+	sqlite3_stmt *st = store_stmt(db, sql, strlen(sql));
+	int rc = SQLITE_ERROR;
+	if (st) {
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+			;
+		store_stmt_done(st);
+	}
+	if (rc != SQLITE_DONE) {
 		store_note_error(sqlite3_extended_errcode(db));
-		log_error("store: %s: %s", sql, msg ? msg : "?");
-		sqlite3_free(msg);
+		log_error("store: %s: %s", sql, sqlite3_errmsg(db));
 		return -1;
 	}
 	return 0;
@@ -439,6 +447,18 @@ static int exec_sql(const char *sql)
 int store_begin(void)
 {
 	return exec_sql("BEGIN IMMEDIATE");
+}
+
+int store_read_begin(void)
+{
+	return exec_sql("BEGIN");
+}
+
+void store_read_end(void)
+{
+	sqlite3 *db = store_conn();
+	if (db && !sqlite3_get_autocommit(db))
+		exec_sql("COMMIT"); /* read-only: nothing to lose */
 }
 
 int store_commit(void)

@@ -40,6 +40,9 @@ void store_note_error(int code);
 /* BEGIN IMMEDIATE / COMMIT / ROLLBACK on this thread's connection. */
 int store_begin(void);
 int store_commit(void);
+/* A deferred BEGIN (a read snapshot in WAL mode) and its COMMIT. */
+int store_read_begin(void);
+void store_read_end(void);
 void store_rollback(void);
 
 /* Jobs. Claiming marks a queued job running, skipping subscriptions that
