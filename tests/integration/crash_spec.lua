@@ -91,28 +91,6 @@ local function normalize(v, subst)
   return v
 end
 
--- The names of the objects of instance app (and nothing else) on the simulator.
-local function names_of(s, app)
-  local n = { apps = {}, postgres = {}, redis = {}, storage = {} }
-  local function mine(name)
-    return name == app or name:sub(1, #app + 1) == app .. "-"
-  end
-  for _, a in ipairs(s.global.apps or {}) do
-    if mine(a) then n.apps[#n.apps + 1] = a end
-  end
-  for _, kind in ipairs({ "postgres", "redis" }) do
-    for _, x in ipairs((s.global.services or {})[kind] or {}) do
-      if mine(x) then n[kind][#n[kind] + 1] = x end
-    end
-  end
-  for k in pairs(s.global.storage or {}) do
-    if mine(k) then n.storage[#n.storage + 1] = k end
-  end
-  for _, l in pairs(n) do
-    table.sort(l)
-  end
-  return n
-end
 
 -- The normalized shape of instance inst = {app, sub, password}.
 local function shape(s, inst)
@@ -128,7 +106,7 @@ local function shape(s, inst)
   subst[#subst + 1] = { inst.app, "{app}" }
   subst[#subst + 1] = { (inst.app:gsub("%-", "_")), "{app_}" }
   subst[#subst + 1] = { inst.sub, "{sub}" }
-  local n = names_of(s, inst.app)
+  local n = D.objects_of(s, inst.app)
   local out = { names = normalize(n, subst), apps = {}, services = {}, storage = {} }
   for _, a in ipairs(n.apps) do
     out.apps[substitute(a, subst)] = normalize(s.apps[a], subst)
@@ -545,7 +523,7 @@ describe("crash-resume #integration", function()
     assert.matches("manifest unknown", st.error)
     local s = D.state(h)
     s.dir = h.state
-    local left = names_of(s, inst.app)
+    local left = D.objects_of(s, inst.app)
     assert.are.same({ apps = {}, postgres = {}, redis = {} }, { apps = left.apps, postgres = left.postgres,
                                                                  redis = left.redis })
     known[inst.app], gone[inst.app] = nil, true
@@ -633,7 +611,7 @@ describe("crash-resume #integration", function()
       known[inst.app], gone[inst.app] = nil, true
       local s = D.state(h)
       s.dir = h.state
-      local left = names_of(s, inst.app)
+      local left = D.objects_of(s, inst.app)
       assert.are.same({ apps = {}, postgres = {}, redis = {} }, { apps = left.apps, postgres = left.postgres,
                                                                    redis = left.redis })
       assert_no_orphans(s, known, gone)

@@ -144,6 +144,30 @@ function M.stop(h)
   started[h.dir] = nil
 end
 
+-- The names of the objects of instance app (and nothing else) in the
+-- simulator's state s (D.state): apps, postgres, redis, storage; each sorted.
+function M.objects_of(s, app)
+  local n = { apps = {}, postgres = {}, redis = {}, storage = {} }
+  local function mine(name)
+    return name == app or name:sub(1, #app + 1) == app .. "-"
+  end
+  for _, a in ipairs(s.global.apps or {}) do
+    if mine(a) then n.apps[#n.apps + 1] = a end
+  end
+  for _, kind in ipairs({ "postgres", "redis" }) do
+    for _, x in ipairs((s.global.services or {})[kind] or {}) do
+      if mine(x) then n[kind][#n[kind] + 1] = x end
+    end
+  end
+  for k in pairs(s.global.storage or {}) do
+    if mine(k) then n.storage[#n.storage + 1] = k end
+  end
+  for _, l in pairs(n) do
+    table.sort(l)
+  end
+  return n
+end
+
 -- The idempotent first command of a two-command resource whose probe only
 -- sees the second's effect: re-sent (harmlessly) when a job was cut off
 -- between its completion and its journal entry, because the resource had

@@ -22,25 +22,11 @@ local function metric(srv, name, labels)
   return tonumber(text:match(pat))
 end
 
--- The names of the objects of instance app on the simulator, each list sorted.
+-- The apps and services of instance app on the simulator, each list sorted.
 local function objects_of(h, app)
-  local s = D.state(h)
-  local out = { apps = {}, postgres = {}, redis = {} }
-  local function mine(n)
-    return n == app or n:sub(1, #app + 1) == app .. "-"
-  end
-  for _, a in ipairs(s.global.apps or {}) do
-    if mine(a) then out.apps[#out.apps + 1] = a end
-  end
-  for _, kind in ipairs({ "postgres", "redis" }) do
-    for _, n in ipairs((s.global.services or {})[kind] or {}) do
-      if mine(n) then out[kind][#out[kind] + 1] = n end
-    end
-  end
-  for _, l in pairs(out) do
-    table.sort(l)
-  end
-  return out
+  local o = D.objects_of(D.state(h), app)
+  o.storage = nil
+  return o
 end
 
 local function free_tier_objects(app)
