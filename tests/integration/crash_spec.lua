@@ -31,18 +31,9 @@ local function note(fmt, ...)
 end
 
 
--- Rows of a query on the mrprov store (sqlite3's JSON output).
+-- Rows of a query on the mrprov store in dir.
 local function store_rows(dir, sql)
-  local p = io.popen("sqlite3 -json -cmd '.timeout 5000' " .. H.sh_quote(dir .. "/data/mrprov.db") .. " "
-    .. H.sh_quote(sql) .. " 2>&1")
-  local out = p:read("a")
-  p:close()
-  if out:match("^%s*$") then
-    return {}
-  end
-  local ok, rows = pcall(cjson.decode, out)
-  assert(ok, "sqlite3: " .. out)
-  return rows
+  return H.sqlite_rows(dir .. "/data/mrprov.db", sql)
 end
 
 local function lit(s)

@@ -188,6 +188,20 @@ function M.request(s, method, path, body, headers)
   return status, ok and decoded or nil, raw, rh or {}
 end
 
+-- The rows of a query on the SQLite file db (sqlite3's JSON output; a 5 s
+-- busy timeout beside a running server).
+function M.sqlite_rows(db, sql)
+  local p = io.popen("sqlite3 -json -cmd '.timeout 5000' " .. sh_quote(db) .. " " .. sh_quote(sql) .. " 2>&1")
+  local out = p:read("a")
+  p:close()
+  if out:match("^%s*$") then
+    return {}
+  end
+  local ok, rows = pcall(cjson.decode, out)
+  assert(ok, "sqlite3: " .. out)
+  return rows
+end
+
 -- Polls pred() every `interval` s (default 0.05) until it returns a true
 -- value, which it returns; pred's second result says why not yet, for the
 -- error when `timeout` s (default 30) pass first.

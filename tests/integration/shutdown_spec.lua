@@ -74,16 +74,6 @@ local function terminate(s, limit)
     table.concat(lines, "\n", math.max(1, #lines - 30)))
 end
 
-local function sqlite(db, sql)
-  local p = io.popen("sqlite3 -json -cmd '.timeout 5000' " .. q(db) .. " " .. q(sql) .. " 2>&1")
-  local out = p:read("a")
-  p:close()
-  if out:match("^%s*$") then
-    return {}
-  end
-  return cjson.decode(out)
-end
-
 
 local function wait_job(s, sub, job_id, timeout)
   return H.wait_for(s, "/api/v1/status/" .. sub, function(st)
@@ -178,11 +168,11 @@ describe("graceful shutdown over SSH #integration", function()
     assert.are.equal(n_at_exit, #D.log(h), "a command ran after the exit")
 
     local db = dir .. "/data/mrprov.db"
-    local job = sqlite(db, "SELECT state, steps_done, waiting_for FROM jobs WHERE id = '" .. j.job_id .. "'")[1]
+    local job = H.sqlite_rows(db, "SELECT state, steps_done, waiting_for FROM jobs WHERE id = '" .. j.job_id .. "'")[1]
     assert.are.equal("queued", job.state)
     assert.is_true(job.steps_done >= 3)
     assert.matches("shutdown", job.waiting_for)
-    local inst = sqlite(db, "SELECT status FROM instances WHERE subscription_id = 'sub_term1'")[1]
+    local inst = H.sqlite_rows(db, "SELECT status FROM instances WHERE subscription_id = 'sub_term1'")[1]
     assert.are.equal("provisioning", inst.status)
     local done_before = mutating(h)
     local resume_from = #D.log(h) + 1
@@ -232,12 +222,13 @@ describe("graceful shutdown over SSH #integration", function()
     assert.matches('"msg":"job checkpointed for shutdown"', text)
     assert.is_nil(text:find("did not stop", 1, true))
     local db = d2 .. "/data/mrprov.db"
-    local job = sqlite(db, "SELECT state FROM jobs WHERE id = '" .. j.job_id .. "'")[1]
+    local job = H.sqlite_rows(db, "SELECT state FROM jobs WHERE id = '" .. j.job_id .. "'")[1]
     assert.are.equal("queued", job.state)
-    local ic = sqlite(db, "PRAGMA integrity_check")[1]
+    local ic = H.sqlite_rows(db, "PRAGMA integrity_check")[1]
     assert.are.equal("ok", ic.integrity_check)
     -- the given-up step stays 'running' (as after a crash) and is re-planned
-    local running = sqlite(db, "SELECT command FROM steps WHERE job_id = '" .. j.job_id .. "' AND state = 'running'")
+    local running = H.sqlite_rows(db,
+      "SELECT command FROM steps WHERE job_id = '" .. j.job_id .. "' AND state = 'running'")
     assert.are.equal(1, #running)
     assert.matches("git:from%-image", running[1].command)
 
@@ -297,7 +288,8 @@ describe("graceful shutdown over SSH #integration", function()
     end, 20)
     assert.are.equal(0, tonumber(rc:match("%d+")))
     s.pid = nil
-    local n = sqlite(d3 .. "/data/mrprov.db", "SELECT count(*) AS n FROM jobs WHERE subscription_id = 'sub_term4'")
+    local n = H.sqlite_rows(d3 .. "/data/mrprov.db",
+      "SELECT count(*) AS n FROM jobs WHERE subscription_id = 'sub_term4'")
     assert.are.equal(0, n[1].n)
   end)
 end)
@@ -323,13 +315,13 @@ describe("graceful shutdown and the Supabase outbox #integration", function()
     assert.are.equal(200, code, cjson.encode(j))
     local db = dir .. "/data/mrprov.db"
     H.eventually("rows waiting", function()
-      return sqlite(db, "SELECT count(*) AS n FROM outbox WHERE state = 'pending' AND attempts > 0")[1].n > 0
+      return H.sqlite_rows(db, "SELECT count(*) AS n FROM outbox WHERE state = 'pending' AND attempts > 0")[1].n > 0
     end, 20)
     SB.fault(sb, "ok")
     local rc, secs = terminate(s, 30)
     assert.are.equal(0, rc)
     assert.is_true(secs < 8)
-    assert.are.equal(0, sqlite(db, "SELECT count(*) AS n FROM outbox WHERE state = 'pending'")[1].n)
+    assert.are.equal(0, H.sqlite_rows(db, "SELECT count(*) AS n FROM outbox WHERE state = 'pending'")[1].n)
     assert.matches("none pending", H.read_file(s.log))
     local row = SB.rows(sb, "instances", { subscription_id = "sub_term_sb" })[1]
     assert.is_table(row)
