@@ -178,38 +178,6 @@ int config_parse_dotenv(const char *text, size_t len,
 	return 0;
 }
 
-static int read_file(const char *path, char **out, size_t *outlen)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return -1;
-	char *buf = NULL;
-	size_t len = 0, cap = 0;
-	char chunk[4096];
-	size_t n;
-	while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-		if (len + n + 1 > cap) {
-			cap = (len + n + 1) * 2;
-			char *nb = realloc(buf, cap);
-			if (!nb)
-				abort();
-			buf = nb;
-		}
-		memcpy(buf + len, chunk, n);
-		len += n;
-	}
-	fclose(f);
-	if (!buf) {
-		buf = malloc(1);
-		if (!buf)
-			abort();
-	}
-	buf[len] = '\0';
-	*out = buf;
-	*outlen = len;
-	return 0;
-}
-
 static int parse_int(const char *name, const char *s, int lo, int hi, int *out, char *err, size_t errlen)
 {
 	char *end;
@@ -272,7 +240,7 @@ int config_load(struct config *c, const char *dotenv_path, char *err, size_t err
 	if (dotenv_path) {
 		char *text;
 		size_t len;
-		if (read_file(dotenv_path, &text, &len) == 0) {
+		if (fs_read_file(dotenv_path, &text, &len) == 0) {
 			int bad = config_parse_dotenv(text, len, set_value, NULL);
 			free(text);
 			if (bad) {
@@ -396,7 +364,7 @@ int config_load_secret(struct config *c, int create, char *err, size_t errlen)
 	secret_path(c, path, sizeof path);
 	char *text;
 	size_t len;
-	if (read_file(path, &text, &len) == 0) {
+	if (fs_read_file(path, &text, &len) == 0) {
 		while (len && (text[len - 1] == '\n' || text[len - 1] == '\r'))
 			text[--len] = '\0';
 		if (len < 16) {

@@ -1,5 +1,6 @@
 /* sources: one generation's files, read once and kept in memory. */
 #include "lua/sources.h"
+#include "util/fs.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -93,30 +94,9 @@ static char *error_text(const char *path, int errnum)
 static void read_one(struct sources *s, const char *path)
 {
 	struct entry *e = add(s, path);
-	FILE *f = fopen(path, "rb");
-	if (!f) {
-		e->err = error_text(path, errno);
-		return;
-	}
-	size_t cap = 4096, len = 0, r;
-	char *buf = malloc(cap);
-	if (!buf)
-		abort();
 	/* As a read to EOF: a read error keeps what was read (a directory: ""). */
-	while ((r = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-		len += r;
-		if (cap - len - 1 == 0) {
-			char *nb = realloc(buf, cap *= 2);
-			if (!nb)
-				abort();
-			buf = nb;
-		}
-	}
-	fclose(f);
-	buf[len] = '\0';
-	char *fit = realloc(buf, len + 1);
-	e->data = fit ? fit : buf;
-	e->len = len;
+	if (fs_read_file(path, &e->data, &e->len) < 0)
+		e->err = error_text(path, errno);
 }
 
 static int cmpstr(const void *a, const void *b)

@@ -1,9 +1,10 @@
-/* fs: mkdir -p. */
+/* fs: mkdir -p; reading a whole file. */
 #include "util/fs.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -27,5 +28,31 @@ int fs_mkdirs(const char *path, mode_t mode, int last)
 		if (c == '\0')
 			break;
 	}
+	return 0;
+}
+
+int fs_read_file(const char *path, char **out, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return -1;
+	size_t cap = 4096, n = 0, r;
+	char *buf = malloc(cap);
+	if (!buf)
+		abort();
+	while ((r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+		n += r;
+		if (cap - n - 1 == 0) {
+			char *nb = realloc(buf, cap *= 2);
+			if (!nb)
+				abort();
+			buf = nb;
+		}
+	}
+	fclose(f);
+	buf[n] = '\0';
+	char *fit = realloc(buf, n + 1);
+	*out = fit ? fit : buf;
+	*len = n;
 	return 0;
 }
