@@ -34,25 +34,32 @@ local function free_tier_objects(app)
            redis = { app .. "-redis" } }
 end
 
-describe("PostgREST gateway faults #integration", function()
-  local h, sb, srv
-
+-- sshd + simulator, PostgreSQL + gateway and mrprov (with SUPABASE_TIMEOUT)
+-- for the describe block it is called in; the table it returns gets h, sb
+-- and srv in setup.
+local function dokku_and_supabase(supabase_timeout)
+  local t = {}
   setup(function()
-    h = D.start()
-    sb = SB.start()
-    srv = H.start({ env = D.mrprov_env(h, { SUPABASE_URL = sb.url, SUPABASE_SERVICE_KEY = sb.key,
-                                            SUPABASE_TIMEOUT = "2", LOG_LEVEL = "INFO" }) })
+    t.h = D.start()
+    t.sb = SB.start()
+    t.srv = H.start({ env = D.mrprov_env(t.h, { SUPABASE_URL = t.sb.url, SUPABASE_SERVICE_KEY = t.sb.key,
+                                                SUPABASE_TIMEOUT = supabase_timeout, LOG_LEVEL = "INFO" }) })
   end)
-
   teardown(function()
     H.cleanup()
     D.stop_all()
-    if sb then
-      SB.stop(sb)
+    if t.sb then
+      SB.stop(t.sb)
     end
   end)
+  return t
+end
+
+describe("PostgREST gateway faults #integration", function()
+  local stack = dokku_and_supabase("2")
 
   it("completes the jobs through 500s and a hanging gateway; every row arrives once, in order", function()
+    local sb, srv = stack.sb, stack.srv
     H.wait_for(srv, "/ready", function(r) return r.ready end, 20)
     local t0 = socket.gettime()
     SB.reset_requests(sb)
@@ -162,24 +169,10 @@ describe("PostgREST gateway faults #integration", function()
 end)
 
 describe("PostgREST answers lost after the write #integration", function()
-  local h, sb, srv
-
-  setup(function()
-    h = D.start()
-    sb = SB.start()
-    srv = H.start({ env = D.mrprov_env(h, { SUPABASE_URL = sb.url, SUPABASE_SERVICE_KEY = sb.key,
-                                            SUPABASE_TIMEOUT = "1", LOG_LEVEL = "INFO" }) })
-  end)
-
-  teardown(function()
-    H.cleanup()
-    D.stop_all()
-    if sb then
-      SB.stop(sb)
-    end
-  end)
+  local stack = dokku_and_supabase("1")
 
   it("stores every event and backup once when a write's answer is lost and mrprov sends it again", function()
+    local sb, srv = stack.sb, stack.srv
     H.wait_for(srv, "/ready", function(r) return r.ready end, 20)
     SB.reset_requests(sb)
     -- every write of an event (then of a backup) is carried out, none is
