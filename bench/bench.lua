@@ -370,6 +370,21 @@ end
 ---------------------------------------------------------------------------
 -- 2a. per-command time
 ---------------------------------------------------------------------------
+-- Runs a measurement fn() against srv, then stops srv (and calls after(),
+-- when given) whether fn failed or not; returns fn's result or raises its
+-- error again.
+local function measure_on(srv, fn, after)
+  local ok, result = pcall(fn)
+  H.stop(srv)
+  if after then
+    after()
+  end
+  if not ok then
+    error(result, 0)
+  end
+  return result
+end
+
 local function bench_exec(h)
   say("\n== 2a. per-command time: pool vs bare libssh2 (`version` x %d each) ==", EXEC_N)
   local f = io.open(EXEC_BIN, "rb")
@@ -416,7 +431,7 @@ local function bench_handshakes(h)
   local log0 = log_len(h)
   local t_start = socket.gettime()
   local srv = H.start({ env = mrprov_env(h) })
-  local ok, result = pcall(function()
+  return measure_on(srv, function()
     wait_ready(srv)
     -- the pool connects its sessions at start: let them finish, so that the
     -- handshakes before the first provision are told from those during
@@ -500,13 +515,9 @@ local function bench_handshakes(h)
       note = string.format("%d TCP connections; %d failed provisions", tcp, failed),
       failed = failed,
     }
+  end, function()
+    say("  (mrprov + sshd up %.1f s)", socket.gettime() - t_start)
   end)
-  H.stop(srv)
-  say("  (mrprov + sshd up %.1f s)", socket.gettime() - t_start)
-  if not ok then
-    error(result, 0)
-  end
-  return result
 end
 
 ---------------------------------------------------------------------------
@@ -516,7 +527,7 @@ local function bench_provision(h)
   say("\n== 3. one professional+Matrix provision, every Dokku command %d ms ==", DELAY_MS)
   D.reset(h)
   local srv = H.start({ env = mrprov_env(h) })
-  local ok, result = pcall(function()
+  return measure_on(srv, function()
     wait_ready(srv)
     D.set_faults(h, { { match = ".", action = "delay", ms = DELAY_MS } })
     local sim0 = #D.log(h)
@@ -610,13 +621,9 @@ local function bench_provision(h)
       note = string.format("%d x %d ms = %.1f s; ratio to that %.3f", n, DELAY_MS, n * DELAY_MS / 1000,
         wall / (n * DELAY_MS / 1000)),
     }
+  end, function()
+    D.set_faults(h, {})
   end)
-  D.set_faults(h, {})
-  H.stop(srv)
-  if not ok then
-    error(result, 0)
-  end
-  return result
 end
 
 ---------------------------------------------------------------------------
@@ -780,7 +787,7 @@ local function bench_scale(h)
   D.reset(h)
   local srv = H.start({ env = mrprov_env(h, { WORKERS = "4", DOKKU_POOL_SIZE = "4",
                                               PROVISIONER_API_KEYS = API_KEY }) })
-  local ok, result = pcall(function()
+  return measure_on(srv, function()
     wait_ready(srv)
     local t_conn = socket.gettime() + 10
     while metric(srv, "mrprov_ssh_connections_open") < 4 and socket.gettime() < t_conn do
@@ -852,11 +859,6 @@ local function bench_scale(h)
       idle_rows[2],
     }
   end)
-  H.stop(srv)
-  if not ok then
-    error(result, 0)
-  end
-  return result
 end
 
 ---------------------------------------------------------------------------
@@ -918,7 +920,7 @@ local function bench_reload()
   local dir = H.tmpdir()
   local ntiers = make_tiers(dir .. "/tiers", RELOAD_TIERS)
   local srv = start_dry({ TIERS_DIR = dir .. "/tiers" })
-  local ok, result = pcall(function()
+  return measure_on(srv, function()
     wait_up(srv)
     local _, tj = H.request(srv, "GET", "/api/v1/tiers", nil, { ["X-API-Key"] = API_KEY })
     local loaded = 0
@@ -985,11 +987,6 @@ local function bench_reload()
       },
     }
   end)
-  H.stop(srv)
-  if not ok then
-    error(result, 0)
-  end
-  return result
 end
 
 ---------------------------------------------------------------------------
@@ -1003,7 +1000,7 @@ local function bench_webhook()
   say("\n== 6. webhook ack: POST /api/v1/webhooks/supabase, Standard Webhooks signed, wrk -t%d -c%d for %d s ==",
     WRK_THREADS, WRK_CONNECTIONS, WEBHOOK_SECONDS)
   local srv = start_dry({ WEBHOOK_SECRET = WEBHOOK_SECRET })
-  local ok, result = pcall(function()
+  return measure_on(srv, function()
     wait_up(srv)
     local file = srv.dir .. "/webhooks.tsv"
     local t0 = socket.gettime()
@@ -1032,11 +1029,6 @@ local function bench_webhook()
         "duplicate", r.rps, WRK_CONNECTIONS, r.p50 or 0, r.max or 0, ignored, dup),
     }
   end)
-  H.stop(srv)
-  if not ok then
-    error(result, 0)
-  end
-  return result
 end
 
 ---------------------------------------------------------------------------
