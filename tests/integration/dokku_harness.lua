@@ -325,7 +325,8 @@ function M.faults(h)
   return s and cjson.decode(s) or {}
 end
 
--- Simulator settings (settings.json): deploy_ms (a git:from-image build holds
+-- Simulator settings (settings.json): version ("0.35.20" default, "current" =
+-- the newest modelled release, or a number), deploy_ms (a git:from-image build holds
 -- the app's deploy lock that long), dump_size (bytes of an export),
 -- resource_legacy_keys (resource:report json also with `resource-` keys).
 function M.settings(h, tbl)
