@@ -11,6 +11,29 @@ local function instance_row(sb, sub)
   return SB.rows(sb, "instances", { subscription_id = sub })[1]
 end
 
+-- What reached Supabase for one subscription, in the order the gateway took
+-- it (accepted requests only): an instances row as its status, an event as
+-- its kind; repeats of the same value in a row (retried upserts) folded.
+local function delivered_sequence(sb, sub)
+  local seq = {}
+  for _, r in ipairs(SB.requests(sb)) do
+    local ok, body = pcall(cjson.decode, r.body or "")
+    if r.method == "POST" and (r.status or 0) >= 200 and (r.status or 0) < 300 and ok and type(body) == "table"
+        and body.subscription_id == sub then
+      local what
+      if r.path:match("^/rest/v1/instances") then
+        what = body.status
+      elseif r.path:match("^/rest/v1/events") then
+        what = body.kind
+      end
+      if what and seq[#seq] ~= what then
+        seq[#seq + 1] = what
+      end
+    end
+  end
+  return seq
+end
+
 describe("Supabase mirroring #integration", function()
   local sb, srv, dir
 
@@ -54,13 +77,34 @@ describe("Supabase mirroring #integration", function()
         assert.is_nil(r.j:find(j.admin_password, 1, true), t)
       end
     end
-    local events = SB.rows(sb, "events", { subscription_id = "sub_sb1" })
-    local kinds = {}
-    for _, e in ipairs(events) do
-      kinds[e.kind] = true
+    -- job_succeeded is queued after the running row (same transaction), so it
+    -- may arrive one delivery later: wait for it, then check the order.
+    local events = H.eventually("the job_succeeded event", function()
+      local ev = SB.query(sb, "select kind from public.events where subscription_id = 'sub_sb1' order by id")
+      return #ev >= 2 and ev[#ev].kind == "job_succeeded" and ev
+    end, 20)
+    assert.are.same({ "job_started", "job_succeeded" }, { events[1].kind, events[2].kind })
+    assert.are.same({ "provisioning", "job_started", "running", "job_succeeded" }, delivered_sequence(sb, "sub_sb1"))
+  end)
+
+  it("keeps the order per subscription while deliveries of events fail and are retried", function()
+    SB.reset_requests(sb)
+    -- the first two events requests fail (5xx): job_started waits out its backoff,
+    -- and nothing queued after it for the subscription may overtake it
+    SB.fault(sb, "500", 2, "^POST /rest/v1/events")
+    local code = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_sb_order", tier = "free" },
+      { Prefer = "wait=30" })
+    assert.are.equal(200, code)
+    H.eventually("the job_succeeded event", function()
+      local ev = SB.query(sb, "select kind from public.events where subscription_id = 'sub_sb_order' order by id")
+      return #ev >= 2 and ev[#ev].kind == "job_succeeded"
+    end, 30)
+    local failed = 0
+    for _, r in ipairs(SB.requests(sb)) do
+      failed = failed + ((r.fault == "500") and 1 or 0)
     end
-    assert.is_true(kinds.job_started)
-    assert.is_true(kinds.job_succeeded)
+    assert.are.equal(2, failed)
+    assert.are.same({ "provisioning", "job_started", "running", "job_succeeded" }, delivered_sequence(sb, "sub_sb_order"))
   end)
 
   it("delivers every change made while Supabase was down, in order, none lost", function()
