@@ -104,7 +104,8 @@ describe("Supabase mirroring #integration", function()
       failed = failed + ((r.fault == "500") and 1 or 0)
     end
     assert.are.equal(2, failed)
-    assert.are.same({ "provisioning", "job_started", "running", "job_succeeded" }, delivered_sequence(sb, "sub_sb_order"))
+    assert.are.same({ "provisioning", "job_started", "running", "job_succeeded" },
+      delivered_sequence(sb, "sub_sb_order"))
   end)
 
   it("delivers every change made while Supabase was down, in order, none lost", function()
