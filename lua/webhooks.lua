@@ -85,7 +85,10 @@ local function ack(status, body)
   return status, json.encode(body)
 end
 
--- Records the delivery id; false when it was seen before.
+-- Records the delivery id; false when it was seen before. Ids are kept for
+-- twice the signature's timestamp tolerance: a replay older than that is
+-- refused by its timestamp already, so older ids are deleted here, or the
+-- table would grow by one row per delivery for ever.
 local function first_delivery(id)
   if not id then
     return true
@@ -95,6 +98,8 @@ local function first_delivery(id)
     if seen[1] then
       return false
     end
+    assert(store.exec("DELETE FROM webhook_ids WHERE received_at < ?",
+      sys.iso_time(sys.now() - 2 * sys.webhook_tolerance_s)))
     assert(store.exec("INSERT INTO webhook_ids (id, received_at) VALUES (?, ?)", id, sys.iso_time()))
     return true
   end)

@@ -45,6 +45,8 @@ const struct config_var config_vars[] = {
 	{ "LUA_DIR", "./lua", 0 },
 	{ "WORKERS", "4", 0 },
 	{ "SHUTDOWN_TIMEOUT", "30", 0 },
+	{ "HTTP_REQUEST_TIMEOUT", "10", 0 },
+	{ "HTTP_MAX_CONNECTIONS_PER_IP", "32", 0 },
 	{ "PROVISIONER_SECRET", NULL, 1 },
 	{ NULL, NULL, 0 },
 };
@@ -274,7 +276,11 @@ int config_load(struct config *c, const char *dotenv_path, char *err, size_t err
 	    parse_int("SHUTDOWN_TIMEOUT", config_get("SHUTDOWN_TIMEOUT"), 1, 3600, &c->shutdown_timeout, err, errlen) < 0 ||
 	    parse_int("DOKKU_COMMAND_TIMEOUT", config_get("DOKKU_COMMAND_TIMEOUT"), 1, 86400, &c->command_timeout, err,
 		      errlen) < 0 ||
-	    parse_int("SUPABASE_TIMEOUT", config_get("SUPABASE_TIMEOUT"), 1, 600, &c->supabase_timeout, err, errlen) < 0)
+	    parse_int("SUPABASE_TIMEOUT", config_get("SUPABASE_TIMEOUT"), 1, 600, &c->supabase_timeout, err, errlen) < 0 ||
+	    parse_int("HTTP_REQUEST_TIMEOUT", config_get("HTTP_REQUEST_TIMEOUT"), 1, 600, &c->http_request_timeout, err,
+		      errlen) < 0 ||
+	    parse_int("HTTP_MAX_CONNECTIONS_PER_IP", config_get("HTTP_MAX_CONNECTIONS_PER_IP"), 0, HTTP_MAX_CONNECTIONS,
+		      &c->http_max_per_ip, err, errlen) < 0)
 		return -1;
 	c->log_level = log_level_parse(config_get("LOG_LEVEL"));
 	if (c->log_level < 0) {

@@ -8,6 +8,8 @@
 #include <stddef.h>
 
 #define CONFIG_MAX_KEYS 16
+/* Connections the HTTP server holds at once (one thread each). */
+#define HTTP_MAX_CONNECTIONS 512
 
 struct config {
 	const char *host;
@@ -40,6 +42,10 @@ struct config {
 	const char *lua_dir;
 	int workers;
 	int shutdown_timeout; /* seconds from SIGTERM to exit (SHUTDOWN_TIMEOUT) */
+	/* Seconds a connection has to deliver a request's headers and body,
+	 * from its accept or the end of its previous answer (HTTP_REQUEST_TIMEOUT). */
+	int http_request_timeout;
+	int http_max_per_ip; /* connections at once from one address; 0: no limit */
 	/* PROVISIONER_SECRET bytes; see config_load_secret. */
 	unsigned char *secret;
 	size_t secret_len;

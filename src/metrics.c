@@ -58,6 +58,9 @@ static struct family families[] = {
 	{ "mrprov_webhooks_total", "Supabase webhook deliveries, by outcome.", COUNTER, NULL, 0, NULL },
 	{ "mrprov_http_request_duration_seconds", "HTTP request handling time, by route.", HISTOGRAM, dur_http,
 	  NB(dur_http), NULL },
+	{ "mrprov_http_request_timeouts_total",
+	  "Connections closed because a request's headers and body did not arrive within HTTP_REQUEST_TIMEOUT.",
+	  COUNTER, NULL, 0, NULL },
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;

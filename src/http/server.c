@@ -1,5 +1,14 @@
 /* http: libmicrohttpd, one thread per connection; Lua states are borrowed
- * from the runtime's pool for the length of one request. */
+ * from the runtime's pool for the length of one request.
+ *
+ * Slow clients: MHD's own connection timeout is an idle timeout, reset by
+ * every byte, so a client sending one header byte every few seconds holds a
+ * thread (and one of HTTP_MAX_CONNECTIONS) for ever. Each connection is
+ * therefore tracked here (notify-connection callback) with the time its
+ * current request began; a reaper thread shuts down the socket of one that
+ * has not delivered a whole request (headers and body) within
+ * HTTP_REQUEST_TIMEOUT, and MHD's per-IP limit keeps one address from taking
+ * every connection. */
 #include "http/server.h"
 #include "util/clock.h"
 #include "config.h"
@@ -17,6 +26,7 @@
 #include <lauxlib.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,6 +35,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -68,13 +79,34 @@ struct request {
 	struct sbuf body;
 	int too_large;
 	int status;
+	int started;		/* the access handler has seen this request */
+	const char *raw_uri;	/* the request target as MHD first showed it */
+	size_t raw_len;		/* its strlen then, before MHD decoded it */
+	int pct_nul;		/* it holds "%00" */
 	double t0;
 	char id[17];
+};
+
+/* One open connection, for the request deadline. The list is guarded by
+ * conns_mu; a connection is unlinked in MHD's CLOSED notification, which
+ * MHD calls before it closes the socket, so fd is open while listed. */
+struct conn {
+	struct conn *prev, *next;
+	MHD_socket fd;
+	double since;	/* when the request now awaited began */
+	int receiving;	/* waiting for a request's headers or body */
+	int reaped;	/* shut down by the reaper */
 };
 
 static struct MHD_Daemon *daemon_;
 static const struct config *cfg;
 static int bound_port;
+
+static pthread_mutex_t conns_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t reaper_cv;
+static struct conn *conns;
+static pthread_t reaper;
+static int reaper_running, reaper_stop;
 
 /* A request id: unique, not secret. A per-thread xorshift64* seeded from
  * getrandom, instead of OpenSSL's locked DRBG on every request (and its
@@ -95,6 +127,101 @@ static void request_id(char out[17])
 	unsigned char b[8];
 	memcpy(b, &v, sizeof b);
 	crypto_hex(b, sizeof b, out);
+}
+
+/* The reaper: shuts down (does not close: MHD owns the descriptor) the
+ * socket of every connection that has waited for one request longer than
+ * HTTP_REQUEST_TIMEOUT; the connection's thread then sees the end of its
+ * input and MHD closes the connection. Sleeps until the earliest deadline. */
+static void *reaper_main(void *arg)
+{
+	(void)arg;
+	double limit = cfg->http_request_timeout;
+	pthread_mutex_lock(&conns_mu);
+	while (!reaper_stop) {
+		double now = clock_mono(), next = now + limit;
+		int n = 0;
+		for (struct conn *k = conns; k; k = k->next) {
+			if (!k->receiving || k->reaped)
+				continue;
+			if (k->since + limit <= now) {
+				shutdown(k->fd, SHUT_RDWR);
+				k->reaped = 1;
+				n++;
+			} else if (k->since + limit < next) {
+				next = k->since + limit;
+			}
+		}
+		if (n) {
+			metrics_add("mrprov_http_request_timeouts_total", NULL, n);
+			log_info("http: closed %d connection(s) that sent no complete request within %d s", n,
+				  cfg->http_request_timeout);
+		}
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		double wait = next - now + 0.01;
+		ts.tv_sec += (time_t)wait;
+		ts.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&reaper_cv, &conns_mu, &ts);
+	}
+	pthread_mutex_unlock(&conns_mu);
+	return NULL;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+			  enum MHD_ConnectionNotificationCode toe)
+{
+	(void)cls;
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		struct conn *k = calloc(1, sizeof *k);
+		if (!k || !info) {
+			free(k);
+			return; /* untracked: MHD's idle timeout still applies */
+		}
+		k->fd = info->connect_fd;
+		k->since = clock_mono();
+		k->receiving = 1;
+		pthread_mutex_lock(&conns_mu);
+		k->next = conns;
+		if (conns)
+			conns->prev = k;
+		conns = k;
+		pthread_mutex_unlock(&conns_mu);
+		*socket_context = k;
+		return;
+	}
+	struct conn *k = *socket_context;
+	if (!k)
+		return;
+	pthread_mutex_lock(&conns_mu);
+	if (k->prev)
+		k->prev->next = k->next;
+	else
+		conns = k->next;
+	if (k->next)
+		k->next->prev = k->prev;
+	pthread_mutex_unlock(&conns_mu);
+	free(k);
+	*socket_context = NULL;
+}
+
+/* receiving = 1: the connection now awaits a new request (from now);
+ * 0: its request has arrived whole, and the answer may take its time. */
+static void conn_mark(struct MHD_Connection *c, int receiving)
+{
+	const union MHD_ConnectionInfo *info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct conn *k = info ? info->socket_context : NULL;
+	if (!k)
+		return;
+	pthread_mutex_lock(&conns_mu);
+	k->receiving = receiving;
+	k->since = clock_mono();
+	pthread_mutex_unlock(&conns_mu);
 }
 
 static int path_matches(const struct route *r, const char *url, const char **param)
@@ -436,20 +563,93 @@ static enum MHD_Result dispatch(struct MHD_Connection *c, struct request *rq)
 	return handle_lua(c, rq);
 }
 
+/* MHD's URI log callback: the first sight of a request, before MHD splits
+ * off the query and percent-decodes the target in place. Its answer becomes
+ * the request's context. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+	(void)cls;
+	(void)c;
+	struct request *rq = calloc(1, sizeof *rq);
+	if (!rq)
+		return NULL;
+	sbuf_init(&rq->body);
+	rq->t0 = clock_mono();
+	request_id(rq->id);
+	if (uri) {
+		rq->raw_uri = uri;
+		rq->raw_len = strlen(uri);
+		rq->pct_nul = strstr(uri, "%00") != NULL;
+	}
+	return rq;
+}
+
+struct framing {
+	int hosts;		/* Host headers */
+	const char *length;	/* the first Content-Length */
+	int lengths_differ;	/* another Content-Length says otherwise */
+	int chunked;		/* a Transfer-Encoding header */
+};
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	(void)kind;
+	struct framing *f = cls;
+	if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0) {
+		f->hosts++;
+	} else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+		if (!f->length)
+			f->length = value ? value : "";
+		else if (strcmp(f->length, value ? value : "") != 0)
+			f->lengths_differ = 1;
+	} else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+		f->chunked = 1;
+	}
+	return MHD_YES;
+}
+
+/* Why a request cannot be taken as MHD parsed it, or NULL. MHD 0.9.75
+ * (Debian's) takes the first of two Content-Length headers and reads the
+ * rest of the body as the next request, accepts HTTP/1.1 without Host, and
+ * hands the target on as a C string, so a NUL in it ("%00" or a raw byte)
+ * cuts the path that routing sees. */
+static const char *malformed(struct MHD_Connection *c, struct request *rq, const char *url, const char *version)
+{
+	/* MHD parsed the target up to the space before the version, within its
+	 * one read buffer (parse_initial_message_line): a raw NUL makes the
+	 * string on_uri saw shorter than that span. */
+	if (rq->pct_nul ||
+	    (rq->raw_uri == url && version > url && (size_t)(version - url) - 1 != rq->raw_len))
+		return "the request target contains a NUL byte";
+	struct framing f = { 0, NULL, 0, 0 };
+	MHD_get_connection_values(c, MHD_HEADER_KIND, count_header, &f);
+	if (f.hosts > 1)
+		return "more than one Host header";
+	if (f.hosts == 0 && strcmp(version, MHD_HTTP_VERSION_1_0) != 0)
+		return "an HTTP/1.1 request needs a Host header";
+	if (f.lengths_differ)
+		return "conflicting Content-Length headers";
+	if (f.length && f.chunked)
+		return "both Content-Length and Transfer-Encoding";
+	return NULL;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
 				  const char *version, const char *upload_data, size_t *upload_size, void **con_cls)
 {
 	(void)cls;
-	(void)version;
 	struct request *rq = *con_cls;
-	if (!rq) {
-		rq = calloc(1, sizeof *rq);
-		if (!rq)
-			return MHD_NO;
-		sbuf_init(&rq->body);
-		rq->t0 = clock_mono();
-		request_id(rq->id);
-		*con_cls = rq;
+	if (!rq) /* on_uri could not allocate */
+		return MHD_NO;
+	if (!rq->started) {
+		rq->started = 1;
+		const char *why = malformed(c, rq, url, version);
+		if (why) {
+			/* Answered before the body is read: MHD then closes the
+			 * connection instead of guessing where the next request
+			 * starts. */
+			return send_error(c, rq, 400, "bad_request", NULL, "malformed request: %s", why);
+		}
 
 		char allowed[64];
 		rq->route = find_route(method, url, &rq->param, allowed, sizeof allowed);
@@ -489,6 +689,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		*upload_size = 0;
 		return MHD_YES;
 	}
+	conn_mark(c, 0); /* the whole request is here: no deadline for the answer */
 	if (rq->too_large)
 		return send_error(c, rq, 413, "payload_too_large", NULL, "request body is larger than %d bytes",
 				  HTTP_MAX_BODY);
@@ -498,8 +699,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
 	(void)cls;
-	(void)c;
 	(void)toe;
+	conn_mark(c, 1); /* the next request's deadline runs from here */
 	struct request *rq = *con_cls;
 	if (!rq)
 		return;
@@ -550,13 +751,28 @@ int http_start(const struct config *c, char *err, size_t errlen)
 				   MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 				   MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
 				   MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+				   MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
+				   MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
 				   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
-				   MHD_OPTION_CONNECTION_LIMIT, (unsigned)512,
+				   MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNECTIONS,
+				   MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)c->http_max_per_ip,
 				   MHD_OPTION_END);
 	if (!daemon_) {
 		snprintf(err, errlen, "PORT: cannot listen on %s:%d (in use, or not permitted)", c->host, c->port);
 		return -1;
 	}
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&reaper_cv, &ca);
+	pthread_condattr_destroy(&ca);
+	if (pthread_create(&reaper, NULL, reaper_main, NULL) != 0) {
+		snprintf(err, errlen, "http: cannot start the request-deadline thread");
+		MHD_stop_daemon(daemon_);
+		daemon_ = NULL;
+		return -1;
+	}
+	reaper_running = 1;
 	const union MHD_DaemonInfo *info = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_BIND_PORT);
 	bound_port = info ? info->port : c->port;
 	return 0;
@@ -584,4 +800,13 @@ void http_stop(void)
 	if (daemon_)
 		MHD_stop_daemon(daemon_);
 	daemon_ = NULL;
+	if (reaper_running) {
+		pthread_mutex_lock(&conns_mu);
+		reaper_stop = 1;
+		pthread_cond_signal(&reaper_cv);
+		pthread_mutex_unlock(&conns_mu);
+		pthread_join(reaper, NULL);
+		pthread_cond_destroy(&reaper_cv);
+		reaper_running = 0;
+	}
 }

@@ -1,7 +1,10 @@
 /* http: the HTTP front door on libmicrohttpd. Owns routing, the 64 KiB body
  * limit, content-type checks, API-key auth (constant time, several keys),
  * the operational endpoints (/health, /live, /ready, /metrics,
- * /openapi.json) and the JSON error model. Everything under /api/v1 is
+ * /openapi.json), the JSON error model, and the defences against slow or
+ * ambiguous clients: a deadline for each request to arrive
+ * (HTTP_REQUEST_TIMEOUT), a per-address connection limit, and 400 for
+ * requests two parsers could read differently. Everything under /api/v1 is
  * parsed and decided in Lua (`api.handle`); C never parses JSON. */
 #ifndef MRPROV_HTTP_SERVER_H
 #define MRPROV_HTTP_SERVER_H

@@ -7,6 +7,7 @@
 #include "supabase/libcurl.h"
 #include "util/clock.h"
 #include "util/fs.h"
+#include "webhook.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -189,5 +190,9 @@ int luaopen_mrprov_sys(lua_State *L)
 		{ NULL, NULL },
 	};
 	luaL_newlib(L, fns);
+	/* How far a webhook-timestamp may be from now (C checks it): Lua keeps
+	 * delivery ids for replay detection for twice this long. */
+	lua_pushinteger(L, WEBHOOK_TOLERANCE_S);
+	lua_setfield(L, -2, "webhook_tolerance_s");
 	return 1;
 }

@@ -71,6 +71,7 @@ int main(void)
 	CHECK_STR(c.base_domain, "mindroom.chat");
 	CHECK_STR(c.state_db, "./data/mrprov.db");
 	CHECK(c.workers == 4 && c.dokku_pool_size == 4 && c.dokku_port == 22);
+	CHECK(c.http_request_timeout == 10 && c.http_max_per_ip == 32);
 	config_free(&c);
 
 	/* One clear line naming the variable. */
@@ -84,6 +85,10 @@ int main(void)
 	      strstr(err, "SUPABASE_SERVICE_KEY"));
 	CHECK(load_with("DOKKU_HOST", "dokku.example.com", err, sizeof err) < 0 &&
 	      strstr(err, "DOKKU_SSH_KEY_PATH"));
+	CHECK(load_with("HTTP_REQUEST_TIMEOUT", "0", err, sizeof err) < 0 && strstr(err, "HTTP_REQUEST_TIMEOUT:"));
+	CHECK(load_with("HTTP_MAX_CONNECTIONS_PER_IP", "513", err, sizeof err) < 0 &&
+	      strstr(err, "HTTP_MAX_CONNECTIONS_PER_IP:"));
+	CHECK(load_with("HTTP_MAX_CONNECTIONS_PER_IP", "0", err, sizeof err) == 0);
 	CHECK(load_with("LOG_LEVEL", "debug", err, sizeof err) == 0);
 
 	/* Non-loopback HOST is accepted once keys are set; keys split on commas. */

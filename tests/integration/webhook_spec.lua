@@ -123,6 +123,30 @@ describe("Supabase webhooks #integration", function()
     assert.is_nil(jobs_of(srv, "sub_evil").app_name)
   end)
 
+  it("forgets delivery ids older than twice the timestamp tolerance (5 min), and only those", function()
+    local db = srv.env.STATE_DB
+    local function iso(t)
+      return os.date("!%Y-%m-%dT%H:%M:%S.000Z", t)
+    end
+    -- one id from long ago, one just past 10 minutes, one 9 minutes old (still
+    -- within reach of a replay whose timestamp is 5 minutes off)
+    H.sqlite_rows(db, "INSERT INTO webhook_ids (id, received_at) VALUES ('msg_ancient', '2020-01-01T00:00:00.000Z'), "
+      .. "('msg_old', '" .. iso(os.time() - 660) .. "'), ('msg_recent', '" .. iso(os.time() - 540) .. "')")
+    local code = send(srv, payload("INSERT", { id = "sub_prune", status = "trialing_not" }), "msg_prune")
+    assert.are.equal(200, code)
+    local ids = {}
+    for _, r in ipairs(H.sqlite_rows(db, "SELECT id FROM webhook_ids")) do
+      ids[r.id] = true
+    end
+    assert.is_nil(ids.msg_ancient)
+    assert.is_nil(ids.msg_old)
+    assert.is_true(ids.msg_recent)
+    assert.is_true(ids.msg_prune)
+    -- a replay of a remembered id is still recognised
+    local _, j = send(srv, payload("INSERT", { id = "sub_prune", status = "trialing_not" }), "msg_recent")
+    assert.are.equal("duplicate", j.status)
+  end)
+
   it("answers 503 when no WEBHOOK_SECRET is configured", function()
     local s2 = H.start()
     local code, j = H.request(s2, "POST", "/api/v1/webhooks/supabase", payload("DELETE", nil, { id = "x" }))

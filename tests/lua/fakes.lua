@@ -79,6 +79,7 @@ function M.install()
     config = function() return M.config end,
     iso_time = function() return "2026-01-01T00:00:00.000Z" end,
     now = function() return 0 end,
+    webhook_tolerance_s = 300,
     monotonic = function() return 0 end,
     generation = function() return 1 end,
     current_generation = function() return 1 end,
