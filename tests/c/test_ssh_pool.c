@@ -193,7 +193,10 @@ static void host_key_policy(const char *dir, const char *port)
 	CHECK(p2 != NULL);
 	o.port = p2 ? atoi(p2 + 5) : 1;
 	o.host_key_tofu = 1;
-	char kh2[600], pub2[600], fp2[128];
+	char kh2[600], pub2[600], fp2[128], key2[600];
+	/* its client key is authorized, as a man in the middle would accept any */
+	snprintf(key2, sizeof key2, "%s/id_ed25519", dir2);
+	o.key_path = key2;
 	snprintf(kh2, sizeof kh2, "%s/known_hosts", dir2); /* its ed25519 key, which it does not offer */
 	snprintf(pub2, sizeof pub2, "%s/ssh_host_ecdsa_key.pub", dir2);
 	keygen_fp(pub2, fp2, sizeof fp2);
