@@ -328,8 +328,9 @@ static int restrict_host_key_methods(struct ssh_pool *p, LIBSSH2_SESSION *s, uns
 		*refused = 1;
 		return -1;
 	}
-	if (libssh2_session_method_pref(s, LIBSSH2_METHOD_HOSTKEY, *had_entry ? methods : FIRST_USE_METHODS) != 0) {
-		snprintf(err, errlen, "cannot set the host-key methods: %s", ssh_error(s));
+	const char *offer = *had_entry ? methods : FIRST_USE_METHODS;
+	if (libssh2_session_method_pref(s, LIBSSH2_METHOD_HOSTKEY, offer) != 0) {
+		snprintf(err, errlen, "cannot offer the host-key methods %s: %s", offer, ssh_error(s));
 		*refused = 1;
 		return -1;
 	}
@@ -365,19 +366,23 @@ static int offered_key(struct ssh_pool *p, int *type, char *name, size_t namelen
  * there as they are (libssh2_knownhost_writefile would rewrite the file from
  * what it parsed, dropping comments); a new file is created 0600, an existing
  * one keeps its mode. Caller holds kh_lock. */
-static int kh_append(struct ssh_pool *p, LIBSSH2_KNOWNHOSTS *kh, const char *name, const char *key, size_t len,
-		     int kh_type)
+static int kh_append(struct ssh_pool *p, LIBSSH2_SESSION *s, LIBSSH2_KNOWNHOSTS *kh, const char *name,
+		     const char *key, size_t len, int kh_type, char *why, size_t whylen)
 {
 	struct libssh2_knownhost *entry = NULL;
 	char line[4096];
 	size_t n = 0;
 	if (libssh2_knownhost_addc(kh, name, NULL, key, len, NULL, 0,
 				   LIBSSH2_KNOWNHOST_TYPE_PLAIN | LIBSSH2_KNOWNHOST_KEYENC_RAW | kh_type, &entry) != 0 ||
-	    libssh2_knownhost_writeline(kh, entry, line, sizeof line, &n, LIBSSH2_KNOWNHOST_FILE_OPENSSH) != 0)
+	    libssh2_knownhost_writeline(kh, entry, line, sizeof line, &n, LIBSSH2_KNOWNHOST_FILE_OPENSSH) != 0) {
+		snprintf(why, whylen, "%s", ssh_error(s));
 		return -1;
+	}
 	int fd = open(p->known_hosts, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0)
+	if (fd < 0) {
+		snprintf(why, whylen, "%s", strerror(errno));
 		return -1;
+	}
 	int rc = -1;
 	/* a last line without its newline would run into ours */
 	char last = '\n';
@@ -388,6 +393,8 @@ static int kh_append(struct ssh_pool *p, LIBSSH2_KNOWNHOSTS *kh, const char *nam
 		goto out;
 	rc = 0;
 out:
+	if (rc < 0)
+		snprintf(why, whylen, "%s", strerror(errno));
 	close(fd);
 	return rc;
 }
@@ -453,9 +460,10 @@ static int check_host_key(struct ssh_pool *p, LIBSSH2_SESSION *s, int had_entry,
 			snprintf(host, sizeof host, "%s", p->host);
 		else
 			snprintf(host, sizeof host, "[%s]:%d", p->host, p->port);
-		if (kh_append(p, kh, host, key, len, kt->kh) != 0) {
+		char why[128];
+		if (kh_append(p, s, kh, host, key, len, kt->kh, why, sizeof why) != 0) {
 			snprintf(err, errlen, "DOKKU_KNOWN_HOSTS: cannot record the host key of %s in %s: %s", host,
-				 p->known_hosts, strerror(errno));
+				 p->known_hosts, why);
 			*refused = 1;
 			break;
 		}

@@ -105,6 +105,20 @@ static void host_key_policy(const char *dir, const char *port)
 	free(after);
 	CHECK(mode_of(kh) == 0644);
 
+	/* The same with the host name hashed (ssh-keyscan -H, HashKnownHosts). */
+	char cmd[1400];
+	snprintf(cmd, sizeof cmd, "ssh-keygen -q -H -f '%s' >/dev/null 2>&1 && rm -f '%s.old'", kh, kh);
+	CHECK(system(cmd) == 0);
+	char *hashed = slurp(kh);
+	CHECK(hashed && strstr(hashed, "|1|") && !strstr(hashed, "127.0.0.1"));
+	CHECK(run_once(&o, &r, hk, sizeof hk) == 0 && r.exit_code == 0);
+	ssh_result_free(&r);
+	CHECK_STR(hk, want);
+	after = slurp(kh);
+	CHECK_STR(after, hashed);
+	free(after);
+	free(hashed);
+
 	/* Only the ECDSA key recorded: that type is negotiated. */
 	char line[1024], *ec = slurp(pub);
 	snprintf(line, sizeof line, "[127.0.0.1]:%s %s", port, ec ? ec : "");
@@ -182,7 +196,7 @@ static void host_key_policy(const char *dir, const char *port)
 	/* A server that offers only ECDSA where ed25519 is recorded (a man in
 	 * the middle without the ed25519 key): refused for good, TOFU or not,
 	 * naming the type and fingerprint it offers and the file. */
-	char dir2[] = "/tmp/mrprov-sshd-ecdsa-XXXXXX", cmd[900], out[512] = "";
+	char dir2[] = "/tmp/mrprov-sshd-ecdsa-XXXXXX", out[512] = "";
 	CHECK(mkdtemp(dir2) != NULL);
 	snprintf(cmd, sizeof cmd, "SSHD_HARNESS_HOST_KEYS=ecdsa '%s' start '%s'", getenv("MRPROV_SSHD_HARNESS"), dir2);
 	FILE *f = popen(cmd, "r");
