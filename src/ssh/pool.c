@@ -258,13 +258,11 @@ static LIBSSH2_KNOWNHOSTS *kh_load(struct ssh_pool *p, LIBSSH2_SESSION *s, char 
 	LIBSSH2_KNOWNHOSTS *kh = libssh2_knownhost_init(s);
 	if (!kh) {
 		snprintf(err, errlen, "DOKKU_KNOWN_HOSTS: cannot initialise the host-key check");
-		return NULL;
-	}
-	if (access(p->known_hosts, F_OK) == 0 &&
-	    libssh2_knownhost_readfile(kh, p->known_hosts, LIBSSH2_KNOWNHOST_FILE_OPENSSH) < 0) {
+	} else if (access(p->known_hosts, F_OK) == 0 &&
+		   libssh2_knownhost_readfile(kh, p->known_hosts, LIBSSH2_KNOWNHOST_FILE_OPENSSH) < 0) {
 		snprintf(err, errlen, "DOKKU_KNOWN_HOSTS: cannot read %s: %s", p->known_hosts, ssh_error(s));
 		libssh2_knownhost_free(kh);
-		return NULL;
+		kh = NULL;
 	}
 	return kh;
 }
