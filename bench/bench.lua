@@ -329,7 +329,7 @@ end
 local function mrprov_env(h, extra)
   local env = {
     DOKKU_HOST = "127.0.0.1", DOKKU_PORT = tostring(h.port), DOKKU_USER = h.user,
-    DOKKU_SSH_KEY_PATH = h.key, DOKKU_KNOWN_HOSTS = h.dir .. "/mrprov_known_hosts",
+    DOKKU_SSH_KEY_PATH = h.key, DOKKU_KNOWN_HOSTS = h.known_hosts,
     LETSENCRYPT_EMAIL = "ops@example.com", DOKKU_POOL_SIZE = tostring(POOL_SIZE),
     WORKERS = tostring(CONCURRENCY), LOG_LEVEL = "INFO",
   }

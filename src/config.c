@@ -26,6 +26,7 @@ const struct config_var config_vars[] = {
 	{ "DOKKU_USER", "dokku", 0 },
 	{ "DOKKU_SSH_KEY_PATH", "ssh/dokku_key", 0 },
 	{ "DOKKU_KNOWN_HOSTS", "ssh/known_hosts", 0 },
+	{ "DOKKU_HOST_KEY_TOFU", "false", 0 },
 	{ "DOKKU_POOL_SIZE", "4", 0 },
 	{ "DOKKU_COMMAND_TIMEOUT", "900", 0 },
 	{ "SUPABASE_URL", NULL, 0 },
@@ -307,6 +308,14 @@ int config_load(struct config *c, const char *dotenv_path, char *err, size_t err
 	c->dokku_user = config_get("DOKKU_USER");
 	c->dokku_ssh_key_path = config_get("DOKKU_SSH_KEY_PATH");
 	c->dokku_known_hosts = config_get("DOKKU_KNOWN_HOSTS");
+	/* Recording an unknown host's key on first use trusts whoever answers
+	 * first: an explicit choice, never a default. */
+	const char *tofu = config_get("DOKKU_HOST_KEY_TOFU");
+	if (strcmp(tofu, "true") != 0 && strcmp(tofu, "false") != 0) {
+		snprintf(err, errlen, "DOKKU_HOST_KEY_TOFU: expected true or false, got \"%.20s\"", tofu);
+		return -1;
+	}
+	c->dokku_host_key_tofu = strcmp(tofu, "true") == 0;
 	c->supabase_url = config_get("SUPABASE_URL");
 	c->supabase_service_key = config_get("SUPABASE_SERVICE_KEY");
 	if (!c->supabase_url != !c->supabase_service_key) {

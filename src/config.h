@@ -23,6 +23,7 @@ struct config {
 	const char *dokku_user;
 	const char *dokku_ssh_key_path;
 	const char *dokku_known_hosts;
+	int dokku_host_key_tofu; /* DOKKU_HOST_KEY_TOFU: record an unknown host's key */
 	int dokku_pool_size;
 	int command_timeout; /* seconds per Dokku command */
 	const char *supabase_url;

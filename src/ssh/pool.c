@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "ssh/pool.h"
 #include "util/clock.h"
+#include "util/crypto.h"
 #include "metrics.h"
 #include "util/log.h"
 
@@ -74,8 +75,10 @@ struct ssh_pool {
 	int stopping;
 	int cancelled; /* ssh_pool_cancel: running commands are given up, new ones refused */
 	double last_ok;
-	char last_error[256];
+	char last_error[512];
 	int refused; /* a permanent refusal (host key mismatch, auth): no retry */
+	int tofu;    /* record the key of a host with no entry (DOKKU_HOST_KEY_TOFU) */
+	char host_key[128]; /* type and fingerprint of the last accepted host key */
 };
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
@@ -127,13 +130,17 @@ static void fail_request(struct session *s, struct request *rq, const char *msg,
 	complete(s, rq);
 }
 
-static void set_last_error(struct ssh_pool *p, const char *msg, int refused)
+/* Returns 1 for the pool's first refusal (sessions connecting at the same
+ * time may all be refused; it is logged once). */
+static int set_last_error(struct ssh_pool *p, const char *msg, int refused)
 {
 	pthread_mutex_lock(&p->lock);
-	snprintf(p->last_error, sizeof p->last_error, "%.250s", msg);
+	snprintf(p->last_error, sizeof p->last_error, "%s", msg);
+	int first = refused && !p->refused;
 	if (refused)
 		p->refused = 1;
 	pthread_mutex_unlock(&p->lock);
+	return first;
 }
 
 static const char *ssh_error(LIBSSH2_SESSION *s)
@@ -188,86 +195,315 @@ static int tcp_connect(struct ssh_pool *p, char *err, size_t errlen)
 	return fd;
 }
 
-static int knownhost_type(int hostkey_type)
+/* The key types mrprov connects with, in OpenSSH's order of preference:
+ * knownhost type, the libssh2 host-key methods that use such a key, and its
+ * name in known_hosts. ssh-rsa (SHA-1 signatures) is offered only for a host
+ * whose recorded key is RSA (servers older than OpenSSH 7.2); DSA never
+ * (OpenSSH removed it). */
+static const struct key_type {
+	int kh;
+	int hostkey; /* LIBSSH2_HOSTKEY_TYPE_* */
+	const char *methods;
+	const char *name;
+} key_types[] = {
+	{ LIBSSH2_KNOWNHOST_KEY_ED25519, LIBSSH2_HOSTKEY_TYPE_ED25519, "ssh-ed25519", "ssh-ed25519" },
+	{ LIBSSH2_KNOWNHOST_KEY_ECDSA_256, LIBSSH2_HOSTKEY_TYPE_ECDSA_256, "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp256" },
+	{ LIBSSH2_KNOWNHOST_KEY_ECDSA_384, LIBSSH2_HOSTKEY_TYPE_ECDSA_384, "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp384" },
+	{ LIBSSH2_KNOWNHOST_KEY_ECDSA_521, LIBSSH2_HOSTKEY_TYPE_ECDSA_521, "ecdsa-sha2-nistp521", "ecdsa-sha2-nistp521" },
+	{ LIBSSH2_KNOWNHOST_KEY_SSHRSA, LIBSSH2_HOSTKEY_TYPE_RSA, "rsa-sha2-512,rsa-sha2-256,ssh-rsa", "ssh-rsa" },
+};
+#define N_KEY_TYPES (int)(sizeof key_types / sizeof key_types[0])
+/* A host with no entry (DOKKU_HOST_KEY_TOFU): no SHA-1 signatures. */
+#define FIRST_USE_METHODS                                                                                   \
+	"ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,rsa-sha2-512,rsa-sha2-256"
+
+static const struct key_type *key_type_of(int hostkey_type)
 {
-	switch (hostkey_type) {
-	case LIBSSH2_HOSTKEY_TYPE_RSA: return LIBSSH2_KNOWNHOST_KEY_SSHRSA;
-	case LIBSSH2_HOSTKEY_TYPE_DSS: return LIBSSH2_KNOWNHOST_KEY_SSHDSS;
-	case LIBSSH2_HOSTKEY_TYPE_ECDSA_256: return LIBSSH2_KNOWNHOST_KEY_ECDSA_256;
-	case LIBSSH2_HOSTKEY_TYPE_ECDSA_384: return LIBSSH2_KNOWNHOST_KEY_ECDSA_384;
-	case LIBSSH2_HOSTKEY_TYPE_ECDSA_521: return LIBSSH2_KNOWNHOST_KEY_ECDSA_521;
-	case LIBSSH2_HOSTKEY_TYPE_ED25519: return LIBSSH2_KNOWNHOST_KEY_ED25519;
-	default: return LIBSSH2_KNOWNHOST_KEY_UNKNOWN;
-	}
+	for (int i = 0; i < N_KEY_TYPES; i++)
+		if (key_types[i].hostkey == hostkey_type)
+			return &key_types[i];
+	return NULL;
 }
 
-/* Returns 0 when the host key is known and matches (or was recorded now),
- * -1 with err otherwise; *refused is set for a mismatch. */
-static int check_host_key(struct ssh_pool *p, LIBSSH2_SESSION *s, char *err, size_t errlen, int *refused)
+/* The session's host key: its type name and its fingerprint as OpenSSH
+ * prints it ("SHA256:" and unpadded base64), so an operator can compare it
+ * with `ssh-keygen -lf`. Returns the key (owned by the session) or NULL. */
+static const char *key_id(LIBSSH2_SESSION *s, size_t *len, int *type, char *name, size_t namelen, char *fp,
+			  size_t fplen)
+{
+	const char *key = libssh2_session_hostkey(s, len, type);
+	snprintf(name, namelen, "unknown");
+	snprintf(fp, fplen, "SHA256:?");
+	if (!key)
+		return NULL;
+	const struct key_type *kt = key_type_of(*type);
+	if (kt)
+		snprintf(name, namelen, "%s", kt->name);
+	else if (*type == LIBSSH2_HOSTKEY_TYPE_DSS)
+		snprintf(name, namelen, "ssh-dss");
+	const char *hash = libssh2_hostkey_hash(s, LIBSSH2_HOSTKEY_HASH_SHA256);
+	char *b64 = hash ? crypto_base64(hash, 32, 0) : NULL;
+	if (b64) {
+		b64[strcspn(b64, "=")] = '\0';
+		snprintf(fp, fplen, "SHA256:%s", b64);
+		free(b64);
+	}
+	return key;
+}
+
+/* Reads the known_hosts file (a missing file is an empty one); NULL with
+ * err otherwise. Caller holds kh_lock. */
+static LIBSSH2_KNOWNHOSTS *kh_load(struct ssh_pool *p, LIBSSH2_SESSION *s, char *err, size_t errlen)
+{
+	LIBSSH2_KNOWNHOSTS *kh = libssh2_knownhost_init(s);
+	if (!kh) {
+		snprintf(err, errlen, "DOKKU_KNOWN_HOSTS: cannot initialise the host-key check");
+	} else if (access(p->known_hosts, F_OK) == 0 &&
+		   libssh2_knownhost_readfile(kh, p->known_hosts, LIBSSH2_KNOWNHOST_FILE_OPENSSH) < 0) {
+		snprintf(err, errlen, "DOKKU_KNOWN_HOSTS: cannot read %s: %s", p->known_hosts, ssh_error(s));
+		libssh2_knownhost_free(kh);
+		kh = NULL;
+	}
+	return kh;
+}
+
+/* What is recorded for the host (as `host`, or `[host]:port`; libssh2 also
+ * matches hashed names): returns a bit per key_types[] entry, and sets *any
+ * when the host has an entry of any type, also one mrprov cannot use. An
+ * empty key never matches, so MISMATCH means "an entry exists"; key type 0
+ * means any type. */
+static unsigned kh_recorded(struct ssh_pool *p, LIBSSH2_KNOWNHOSTS *kh, int *any)
+{
+	const int enc = LIBSSH2_KNOWNHOST_TYPE_PLAIN | LIBSSH2_KNOWNHOST_KEYENC_BASE64;
+	*any = libssh2_knownhost_checkp(kh, p->host, p->port, "", 0, enc, NULL) != LIBSSH2_KNOWNHOST_CHECK_NOTFOUND;
+	unsigned types = 0;
+	for (int i = 0; *any && i < N_KEY_TYPES; i++)
+		if (libssh2_knownhost_checkp(kh, p->host, p->port, "", 0, enc | key_types[i].kh, NULL) !=
+		    LIBSSH2_KNOWNHOST_CHECK_NOTFOUND)
+			types |= 1u << i;
+	return types;
+}
+
+/* "ssh-ed25519, ecdsa-sha2-nistp256" for the bits of kh_recorded. */
+static void type_names(unsigned types, char *out, size_t outlen)
+{
+	size_t n = 0;
+	out[0] = '\0';
+	for (int i = 0; i < N_KEY_TYPES && n < outlen; i++)
+		if (types & (1u << i))
+			n += (size_t)snprintf(out + n, outlen - n, "%s%s", n ? ", " : "", key_types[i].name);
+	if (!out[0])
+		snprintf(out, outlen, "no type mrprov can use");
+}
+
+/* Before the handshake: restricts the host-key methods to the types recorded
+ * for the host, so that a server (or a man in the middle) cannot steer the
+ * negotiation to a type that has no entry and pass as a new host. Sets
+ * *recorded (bits of kh_recorded) and *had_entry. Returns -1 with err (and
+ * *refused) when the host cannot be checked at all. */
+static int restrict_host_key_methods(struct ssh_pool *p, LIBSSH2_SESSION *s, unsigned *recorded, int *had_entry,
+				     char *err, size_t errlen, int *refused)
+{
+	pthread_mutex_lock(&p->kh_lock);
+	LIBSSH2_KNOWNHOSTS *kh = kh_load(p, s, err, errlen);
+	pthread_mutex_unlock(&p->kh_lock);
+	if (!kh) {
+		*refused = 1;
+		return -1;
+	}
+	*recorded = kh_recorded(p, kh, had_entry);
+	libssh2_knownhost_free(kh);
+	char methods[256] = "";
+	size_t n = 0;
+	for (int i = 0; i < N_KEY_TYPES; i++)
+		if (*recorded & (1u << i))
+			n += (size_t)snprintf(methods + n, sizeof methods - n, "%s%s", n ? "," : "", key_types[i].methods);
+	if (*had_entry && !*recorded) {
+		snprintf(err, errlen,
+			 "DOKKU_KNOWN_HOSTS: refusing %s:%d: the keys recorded for it in %s are of no type mrprov can use "
+			 "(ssh-ed25519, ecdsa-sha2-nistp256/384/521, ssh-rsa)",
+			 p->host, p->port, p->known_hosts);
+		*refused = 1;
+		return -1;
+	}
+	const char *offer = *had_entry ? methods : FIRST_USE_METHODS;
+	if (libssh2_session_method_pref(s, LIBSSH2_METHOD_HOSTKEY, offer) != 0) {
+		snprintf(err, errlen, "cannot offer the host-key methods %s: %s", offer, ssh_error(s));
+		*refused = 1;
+		return -1;
+	}
+	return 0;
+}
+
+/* After a failed handshake restricted to the recorded types: one more
+ * handshake without the restriction, only to name the key the server offers
+ * instead (nothing is sent after it, no authentication). Fills name and fp
+ * and returns 0, or -1 when that handshake fails too. */
+static int offered_key(struct ssh_pool *p, int *type, char *name, size_t namelen, char *fp, size_t fplen)
+{
+	char err[256];
+	int fd = tcp_connect(p, err, sizeof err);
+	if (fd < 0)
+		return -1;
+	int rc = -1;
+	LIBSSH2_SESSION *s = libssh2_session_init();
+	if (s) {
+		libssh2_session_set_blocking(s, 1);
+		libssh2_session_set_timeout(s, (long)(p->connect_timeout_s * 1000));
+		size_t len;
+		if (libssh2_session_handshake(s, fd) == 0 && key_id(s, &len, type, name, namelen, fp, fplen))
+			rc = 0;
+		libssh2_session_disconnect(s, "bye");
+		libssh2_session_free(s);
+	}
+	close(fd);
+	return rc;
+}
+
+/* Appends one line for the host to the known_hosts file, leaving the lines
+ * there as they are (libssh2_knownhost_writefile would rewrite the file from
+ * what it parsed, dropping comments); a new file is created 0600, an existing
+ * one keeps its mode. Caller holds kh_lock. */
+static int kh_append(struct ssh_pool *p, LIBSSH2_SESSION *s, LIBSSH2_KNOWNHOSTS *kh, const char *name,
+		     const char *key, size_t len, int kh_type, char *why, size_t whylen)
+{
+	struct libssh2_knownhost *entry = NULL;
+	char line[4096];
+	size_t n = 0;
+	if (libssh2_knownhost_addc(kh, name, NULL, key, len, NULL, 0,
+				   LIBSSH2_KNOWNHOST_TYPE_PLAIN | LIBSSH2_KNOWNHOST_KEYENC_RAW | kh_type, &entry) != 0 ||
+	    libssh2_knownhost_writeline(kh, entry, line, sizeof line, &n, LIBSSH2_KNOWNHOST_FILE_OPENSSH) != 0) {
+		snprintf(why, whylen, "%s", ssh_error(s));
+		return -1;
+	}
+	int fd = open(p->known_hosts, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		snprintf(why, whylen, "%s", strerror(errno));
+		return -1;
+	}
+	int rc = -1;
+	/* a last line without its newline would run into ours */
+	char last = '\n';
+	off_t end = lseek(fd, 0, SEEK_END);
+	if (end > 0 && pread(fd, &last, 1, end - 1) != 1)
+		goto out;
+	if ((last != '\n' && write(fd, "\n", 1) != 1) || write(fd, line, n) != (ssize_t)n || fsync(fd) != 0)
+		goto out;
+	rc = 0;
+out:
+	if (rc < 0)
+		snprintf(why, whylen, "%s", strerror(errno));
+	close(fd);
+	return rc;
+}
+
+/* After the handshake: 0 when the server's key is recorded for the host, or
+ * the host has no entry at all and DOKKU_HOST_KEY_TOFU let it be recorded
+ * now; -1 with err otherwise (*refused: do not retry). had_entry is what
+ * restrict_host_key_methods found. */
+static int check_host_key(struct ssh_pool *p, LIBSSH2_SESSION *s, int had_entry, char *err, size_t errlen,
+			  int *refused)
 {
 	size_t len;
 	int type;
-	const char *key = libssh2_session_hostkey(s, &len, &type);
+	char name[32], fp[64], types[160];
+	const char *key = key_id(s, &len, &type, name, sizeof name, fp, sizeof fp);
 	if (!key) {
 		snprintf(err, errlen, "%s:%d sent no host key", p->host, p->port);
 		return -1;
 	}
-	int mask = LIBSSH2_KNOWNHOST_TYPE_PLAIN | LIBSSH2_KNOWNHOST_KEYENC_RAW | knownhost_type(type);
+	const struct key_type *kt = key_type_of(type);
 	pthread_mutex_lock(&p->kh_lock);
-	LIBSSH2_KNOWNHOSTS *kh = libssh2_knownhost_init(s);
 	int rc = -1;
+	LIBSSH2_KNOWNHOSTS *kh = kh_load(p, s, err, errlen);
 	if (!kh) {
-		snprintf(err, errlen, "DOKKU_KNOWN_HOSTS: cannot initialise the host-key check");
-		goto out;
-	}
-	struct stat st;
-	if (stat(p->known_hosts, &st) == 0 &&
-	    libssh2_knownhost_readfile(kh, p->known_hosts, LIBSSH2_KNOWNHOST_FILE_OPENSSH) < 0) {
-		snprintf(err, errlen, "DOKKU_KNOWN_HOSTS: cannot read %s", p->known_hosts);
 		*refused = 1;
 		goto out;
 	}
-	const char *fp = libssh2_hostkey_hash(s, LIBSSH2_HOSTKEY_HASH_SHA256);
-	char fphex[65] = "";
-	for (int i = 0; fp && i < 32; i++)
-		snprintf(fphex + 2 * i, 3, "%02x", (unsigned char)fp[i]);
-	switch (libssh2_knownhost_checkp(kh, p->host, p->port, key, len, mask, NULL)) {
+	/* Key type 0: compared with every key recorded for the host, whatever
+	 * its type, so a key of another type is a mismatch, not a new host. */
+	int found = libssh2_knownhost_checkp(kh, p->host, p->port, key, len,
+					     LIBSSH2_KNOWNHOST_TYPE_PLAIN | LIBSSH2_KNOWNHOST_KEYENC_RAW, NULL);
+	int any = 0;
+	type_names(kh_recorded(p, kh, &any), types, sizeof types);
+	switch (found) {
 	case LIBSSH2_KNOWNHOST_CHECK_MATCH:
 		rc = 0;
 		break;
 	case LIBSSH2_KNOWNHOST_CHECK_MISMATCH:
+		if (!had_entry) {
+			/* another session recorded the host meanwhile: the next
+			 * attempt negotiates the recorded type */
+			snprintf(err, errlen, "the host key of %s:%d was recorded meanwhile; reconnecting", p->host,
+				 p->port);
+			break;
+		}
 		snprintf(err, errlen,
-			 "DOKKU_KNOWN_HOSTS: the host key of %s:%d (sha256 %.16s…) does not match the one recorded "
-			 "in %s; refusing to connect. If the server's key really changed, remove its line there",
-			 p->host, p->port, fphex, p->known_hosts);
+			 "DOKKU_KNOWN_HOSTS: the %s key %s of %s:%d does not match the key recorded for it in %s (%s); "
+			 "refusing to connect",
+			 name, fp, p->host, p->port, p->known_hosts, types);
 		*refused = 1;
 		break;
 	case LIBSSH2_KNOWNHOST_CHECK_NOTFOUND: {
-		char name[300];
-		if (p->port == 22)
-			snprintf(name, sizeof name, "%s", p->host);
-		else
-			snprintf(name, sizeof name, "[%s]:%d", p->host, p->port);
-		if (libssh2_knownhost_addc(kh, name, NULL, key, len, NULL, 0, mask, NULL) != 0 ||
-		    libssh2_knownhost_writefile(kh, p->known_hosts, LIBSSH2_KNOWNHOST_FILE_OPENSSH) != 0) {
-			snprintf(err, errlen, "DOKKU_KNOWN_HOSTS: cannot record the host key of %s in %s", name,
-				 p->known_hosts);
+		if (!p->tofu || !kt) {
+			snprintf(err, errlen,
+				 "DOKKU_KNOWN_HOSTS: no key recorded for %s:%d in %s (it offers %s %s); add it with "
+				 "ssh-keyscan, or set DOKKU_HOST_KEY_TOFU=true",
+				 p->host, p->port, p->known_hosts, name, fp);
 			*refused = 1;
 			break;
 		}
-		log_warn("ssh: recorded the host key of %s (sha256 %s) in %s on first use", name, fphex,
-			 p->known_hosts);
+		char host[300];
+		if (p->port == 22)
+			snprintf(host, sizeof host, "%s", p->host);
+		else
+			snprintf(host, sizeof host, "[%s]:%d", p->host, p->port);
+		char why[128];
+		if (kh_append(p, s, kh, host, key, len, kt->kh, why, sizeof why) != 0) {
+			snprintf(err, errlen, "DOKKU_KNOWN_HOSTS: cannot record the host key of %s in %s: %s", host,
+				 p->known_hosts, why);
+			*refused = 1;
+			break;
+		}
+		log_warn("ssh: recorded the %s key %s of %s in %s on first use (DOKKU_HOST_KEY_TOFU)", name, fp,
+			 host, p->known_hosts);
 		rc = 0;
 		break;
 	}
 	default:
 		snprintf(err, errlen, "DOKKU_KNOWN_HOSTS: cannot check the host key of %s:%d", p->host, p->port);
 	}
+	if (rc == 0) {
+		pthread_mutex_lock(&p->lock);
+		snprintf(p->host_key, sizeof p->host_key, "%s %s", name, fp);
+		pthread_mutex_unlock(&p->lock);
+	}
 out:
 	if (kh)
 		libssh2_knownhost_free(kh);
 	pthread_mutex_unlock(&p->kh_lock);
 	return rc;
+}
+
+/* The handshake failed although it was restricted to the recorded types:
+ * when the server offers a key of another type, that is a refusal (err
+ * names it), not a network failure. */
+static void explain_handshake_failure(struct ssh_pool *p, unsigned recorded, char *err, size_t errlen,
+				      int *refused)
+{
+	int type = 0;
+	char name[32], fp[64], types[160];
+	if (offered_key(p, &type, name, sizeof name, fp, sizeof fp) < 0)
+		return;
+	const struct key_type *kt = key_type_of(type);
+	if (kt && (recorded & (1u << (kt - key_types))))
+		return; /* it offers a recorded type: the failure was something else */
+	type_names(recorded, types, sizeof types);
+	snprintf(err, errlen,
+		 "DOKKU_KNOWN_HOSTS: %s:%d offers the %s key %s, not a key of the type recorded for it in %s (%s); "
+		 "refusing to connect",
+		 p->host, p->port, name, fp, p->known_hosts, types);
+	*refused = 1;
 }
 
 static void disconnect(struct session *s)
@@ -307,11 +543,18 @@ static int session_connect(struct session *s, char *err, size_t errlen, int *ref
 	}
 	libssh2_session_set_blocking(s->s, 1);
 	libssh2_session_set_timeout(s->s, (long)(p->connect_timeout_s * 1000));
+	unsigned recorded = 0;
+	int had_entry = 0;
+	if (restrict_host_key_methods(p, s->s, &recorded, &had_entry, err, errlen, refused) < 0)
+		goto fail;
 	if (libssh2_session_handshake(s->s, s->sock) != 0) {
+		int kex_failed = libssh2_session_last_errno(s->s) == LIBSSH2_ERROR_KEX_FAILURE;
 		snprintf(err, errlen, "SSH handshake with %s:%d failed: %s", p->host, p->port, ssh_error(s->s));
+		if (kex_failed && had_entry)
+			explain_handshake_failure(p, recorded, err, errlen, refused);
 		goto fail;
 	}
-	if (check_host_key(p, s->s, err, errlen, refused) < 0)
+	if (check_host_key(p, s->s, had_entry, err, errlen, refused) < 0)
 		goto fail;
 	char pub[1100];
 	snprintf(pub, sizeof pub, "%s.pub", p->key_path);
@@ -527,12 +770,14 @@ static void *session_main(void *arg)
 		if (!s->connected && (pending > 0 || !stopping) && now >= s->next_connect && !refused) {
 			int ref = 0;
 			if (session_connect(s, err, sizeof err, &ref) < 0) {
-				set_last_error(p, err, ref);
+				int first_refusal = set_last_error(p, err, ref);
 				s->backoff = s->backoff ? s->backoff * 2 : 0.2;
 				if (s->backoff > 10)
 					s->backoff = 10;
 				s->next_connect = now + s->backoff;
-				if (s->index == 0 || pending)
+				if (first_refusal)
+					log_error("ssh: %s (not retrying: fix it, then restart mrprov)", err);
+				else if (!ref && (s->index == 0 || pending))
 					log_warn("ssh: %s (retrying in %.1f s)", err, s->backoff);
 			}
 		}
@@ -674,6 +919,7 @@ struct ssh_pool *ssh_pool_new(const struct ssh_pool_opts *o, char *err, size_t e
 	p->key_path = strdup(o->key_path);
 	p->known_hosts = strdup(o->known_hosts);
 	p->port = o->port;
+	p->tofu = o->host_key_tofu;
 	p->connect_timeout_s = o->connect_timeout_s > 0 ? o->connect_timeout_s : 10;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_mutex_init(&p->kh_lock, NULL);
@@ -804,6 +1050,13 @@ void ssh_pool_last_error(struct ssh_pool *p, char *out, size_t outlen)
 {
 	pthread_mutex_lock(&p->lock);
 	snprintf(out, outlen, "%s", p->last_error);
+	pthread_mutex_unlock(&p->lock);
+}
+
+void ssh_pool_host_key(struct ssh_pool *p, char *out, size_t outlen)
+{
+	pthread_mutex_lock(&p->lock);
+	snprintf(out, outlen, "%s", p->host_key);
 	pthread_mutex_unlock(&p->lock);
 }
 

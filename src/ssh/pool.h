@@ -2,8 +2,10 @@
  * each driven by its own thread in non-blocking mode with several exec
  * channels interleaved (bounded by the server's MaxSessions). Owns
  * connecting (TCP_NODELAY, keepalives, reconnect with backoff), host-key
- * checking against a known_hosts file (match, record on first use, refuse a
- * mismatch), per-command timeouts and streaming stdout to a file. Never
+ * checking against a known_hosts file (a host with an entry: only a recorded
+ * key, negotiation restricted to the recorded types; a host without one:
+ * recorded on first use only when host_key_tofu is set, refused otherwise),
+ * per-command timeouts and streaming stdout to a file. Never
  * closes a session while a command runs on it. Knows no Dokku command. */
 #ifndef MRPROV_SSH_POOL_H
 #define MRPROV_SSH_POOL_H
@@ -23,6 +25,7 @@ struct ssh_pool_opts {
 	int sessions;	  /* connections */
 	int channels;	  /* concurrent commands per connection */
 	double connect_timeout_s;
+	int host_key_tofu; /* record the key of a host with no known_hosts entry */
 };
 
 struct ssh_result {
@@ -46,6 +49,9 @@ int ssh_pool_connected(struct ssh_pool *p);
 double ssh_pool_last_ok(struct ssh_pool *p);
 /* The last connection error, or "" (copied). */
 void ssh_pool_last_error(struct ssh_pool *p, char *out, size_t outlen);
+/* Type and fingerprint of the last accepted host key ("ssh-ed25519
+ * SHA256:…"), or "" (copied). */
+void ssh_pool_host_key(struct ssh_pool *p, char *out, size_t outlen);
 /* Shutdown: every running or queued command returns at once with the
  * transient error "cancelled: shutting down" (its channel is given up, the
  * command may still finish on the server); later commands are refused. */

@@ -72,6 +72,7 @@ int main(void)
 	CHECK_STR(c.state_db, "./data/mrprov.db");
 	CHECK(c.workers == 4 && c.dokku_pool_size == 4 && c.dokku_port == 22);
 	CHECK(c.http_request_timeout == 10 && c.http_max_per_ip == 32);
+	CHECK(c.dokku_host_key_tofu == 0); /* an unknown host key is refused unless asked for */
 	config_free(&c);
 
 	/* One clear line naming the variable. */
@@ -79,6 +80,11 @@ int main(void)
 	CHECK(load_with("PORT", "70000", err, sizeof err) < 0 && strstr(err, "PORT:"));
 	CHECK(load_with("LOG_LEVEL", "LOUD", err, sizeof err) < 0 && strstr(err, "LOG_LEVEL:"));
 	CHECK(load_with("WORKERS", "0", err, sizeof err) < 0 && strstr(err, "WORKERS:"));
+	CHECK(load_with("DOKKU_HOST_KEY_TOFU", "yes", err, sizeof err) < 0 && strstr(err, "DOKKU_HOST_KEY_TOFU:"));
+	setenv("DOKKU_HOST_KEY_TOFU", "true", 1);
+	CHECK(config_load(&c, NULL, err, sizeof err) == 0 && c.dokku_host_key_tofu == 1);
+	config_free(&c);
+	unsetenv("DOKKU_HOST_KEY_TOFU");
 	CHECK(load_with("HOST", "example.com", err, sizeof err) < 0 && strstr(err, "HOST:"));
 	CHECK(load_with("HOST", "0.0.0.0", err, sizeof err) < 0 && strstr(err, "PROVISIONER_API_KEYS"));
 	CHECK(load_with("SUPABASE_URL", "http://127.0.0.1:1", err, sizeof err) < 0 &&

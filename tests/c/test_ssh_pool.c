@@ -6,10 +6,233 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 static struct ssh_pool_opts opts;
+
+/* A syntactically valid ed25519 key that no server has. */
+#define FOREIGN_ED25519 "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHZ5Y2xvbmVkLWtleS1mb3ItdGVzdHMtMDAwMDAwMDA="
+
+static char *slurp(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	char *buf = calloc(1, 65536);
+	size_t n = fread(buf, 1, 65535, f);
+	buf[n] = '\0';
+	fclose(f);
+	return buf;
+}
+
+static void put(const char *path, const char *text, mode_t mode)
+{
+	unlink(path);
+	FILE *f = fopen(path, "w");
+	fputs(text, f);
+	fclose(f);
+	chmod(path, mode);
+}
+
+static mode_t mode_of(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 ? st.st_mode & 07777 : 0;
+}
+
+/* One command over a fresh pool; hk gets the accepted host key ("" if none). */
+static int run_once(const struct ssh_pool_opts *o, struct ssh_result *r, char *hk, size_t hklen)
+{
+	char err[256];
+	struct ssh_pool *p = ssh_pool_new(o, err, sizeof err);
+	if (!p)
+		return -2;
+	int rc = ssh_pool_run(p, "version", 20, -1, r);
+	ssh_pool_host_key(p, hk, hklen);
+	ssh_pool_free(p);
+	return rc;
+}
+
+/* The fingerprint ssh-keygen prints for a public key file ("SHA256:…"). */
+static void keygen_fp(const char *pub, char *out, size_t outlen)
+{
+	char cmd[600];
+	snprintf(cmd, sizeof cmd, "ssh-keygen -l -E sha256 -f '%s'", pub);
+	FILE *f = popen(cmd, "r");
+	char line[512] = "";
+	if (!fgets(line, sizeof line, f))
+		line[0] = '\0';
+	pclose(f);
+	char *a = strchr(line, ' ');
+	char *b = a ? strchr(a + 1, ' ') : NULL;
+	snprintf(out, outlen, "%.*s", a && b ? (int)(b - a - 1) : 0, a ? a + 1 : "");
+}
+
+/* The host-key policy: a host with an entry accepts only a recorded key and
+ * negotiates only recorded types; a host without one is recorded only with
+ * host_key_tofu. dir is the harness directory (its sshd offers an ed25519
+ * and an ECDSA key; its known_hosts records only the ed25519 one). */
+static void host_key_policy(const char *dir, const char *port)
+{
+	char kh[600], pub[600], fp_ed[128], fp_ec[128], hk[128];
+	struct ssh_result r;
+	snprintf(kh, sizeof kh, "%s/known_hosts.policy", dir);
+	snprintf(pub, sizeof pub, "%s/ssh_host_ed25519_key.pub", dir);
+	keygen_fp(pub, fp_ed, sizeof fp_ed);
+	snprintf(pub, sizeof pub, "%s/ssh_host_ecdsa_key.pub", dir);
+	keygen_fp(pub, fp_ec, sizeof fp_ec);
+	CHECK(strncmp(fp_ed, "SHA256:", 7) == 0 && strncmp(fp_ec, "SHA256:", 7) == 0);
+	char *recorded = slurp(getenv("MRPROV_SSH_KNOWN_HOSTS")); /* "[127.0.0.1]:port ssh-ed25519 …\n" */
+	CHECK(recorded && strstr(recorded, " ssh-ed25519 "));
+	char other[4096], before[8192], want[300];
+	snprintf(other, sizeof other, "# kept as it is\nother.example %s\n", FOREIGN_ED25519);
+	struct ssh_pool_opts o = opts;
+	o.known_hosts = kh;
+
+	/* ed25519 recorded, the server offers ed25519 and ECDSA: accepted with the
+	 * recorded type (libssh2 alone would pick ECDSA and take it for a new
+	 * host), and the file is left as it was. */
+	snprintf(before, sizeof before, "%s%s", other, recorded);
+	put(kh, before, 0644);
+	CHECK(run_once(&o, &r, hk, sizeof hk) == 0 && r.exit_code == 0);
+	ssh_result_free(&r);
+	snprintf(want, sizeof want, "ssh-ed25519 %s", fp_ed);
+	CHECK_STR(hk, want);
+	char *after = slurp(kh);
+	CHECK_STR(after, before);
+	free(after);
+	CHECK(mode_of(kh) == 0644);
+
+	/* The same with the host name hashed (ssh-keyscan -H, HashKnownHosts). */
+	char cmd[1400];
+	snprintf(cmd, sizeof cmd, "ssh-keygen -q -H -f '%s' >/dev/null 2>&1 && rm -f '%s.old'", kh, kh);
+	CHECK(system(cmd) == 0);
+	char *hashed = slurp(kh);
+	CHECK(hashed && strstr(hashed, "|1|") && !strstr(hashed, "127.0.0.1"));
+	CHECK(run_once(&o, &r, hk, sizeof hk) == 0 && r.exit_code == 0);
+	ssh_result_free(&r);
+	CHECK_STR(hk, want);
+	after = slurp(kh);
+	CHECK_STR(after, hashed);
+	free(after);
+	free(hashed);
+
+	/* Only the ECDSA key recorded: that type is negotiated. */
+	char line[1024], *ec = slurp(pub);
+	snprintf(line, sizeof line, "[127.0.0.1]:%s %s", port, ec ? ec : "");
+	free(ec);
+	put(kh, line, 0600);
+	CHECK(run_once(&o, &r, hk, sizeof hk) == 0 && r.exit_code == 0);
+	ssh_result_free(&r);
+	snprintf(want, sizeof want, "ecdsa-sha2-nistp256 %s", fp_ec);
+	CHECK_STR(hk, want);
+
+	/* An ed25519 key of another server recorded (same type, other key):
+	 * refused for good, naming the presented key and the file; TOFU does
+	 * not apply to a host that has an entry. */
+	o.host_key_tofu = 1;
+	snprintf(before, sizeof before, "[127.0.0.1]:%s %s\n", port, FOREIGN_ED25519);
+	put(kh, before, 0600);
+	CHECK(run_once(&o, &r, hk, sizeof hk) < 0);
+	CHECK(!r.transient);
+	CHECK(strstr(r.error, "does not match") && strstr(r.error, fp_ed) && strstr(r.error, "ssh-ed25519") &&
+	      strstr(r.error, kh));
+	ssh_result_free(&r);
+	CHECK(hk[0] == '\0');
+	after = slurp(kh);
+	CHECK_STR(after, before);
+	free(after);
+
+	/* Only a type mrprov does not use recorded (DSA): refused, not "new". */
+	snprintf(before, sizeof before, "[127.0.0.1]:%s ssh-dss AAAAB3NzaC1kc3MAAACBAP1/U4EddRIpUt9KnC7s5Of2\n", port);
+	put(kh, before, 0600);
+	CHECK(run_once(&o, &r, hk, sizeof hk) < 0);
+	CHECK(!r.transient && strstr(r.error, "no type mrprov can use"));
+	ssh_result_free(&r);
+	after = slurp(kh);
+	CHECK_STR(after, before);
+	free(after);
+
+	/* No entry for the host and TOFU off: refused, naming the offered key
+	 * and the way out; nothing written. */
+	o.host_key_tofu = 0;
+	put(kh, other, 0600);
+	CHECK(run_once(&o, &r, hk, sizeof hk) < 0);
+	CHECK(!r.transient);
+	CHECK(strstr(r.error, "no key recorded") && strstr(r.error, "ssh-keyscan") &&
+	      strstr(r.error, "DOKKU_HOST_KEY_TOFU=true") && strstr(r.error, fp_ed));
+	ssh_result_free(&r);
+	after = slurp(kh);
+	CHECK_STR(after, other);
+	free(after);
+	unlink(kh);
+	CHECK(run_once(&o, &r, hk, sizeof hk) < 0 && !r.transient);
+	ssh_result_free(&r);
+	CHECK(access(kh, F_OK) != 0);
+
+	/* No entry and TOFU on: accepted, the ed25519 key appended as OpenSSH
+	 * writes it; the lines before (the last without its newline) and the
+	 * file's mode stay. */
+	o.host_key_tofu = 1;
+	snprintf(before, sizeof before, "# kept as it is\nother.example %s", FOREIGN_ED25519);
+	put(kh, before, 0644);
+	CHECK(run_once(&o, &r, hk, sizeof hk) == 0 && r.exit_code == 0);
+	ssh_result_free(&r);
+	snprintf(want, sizeof want, "ssh-ed25519 %s", fp_ed);
+	CHECK_STR(hk, want);
+	char expect[sizeof before + 4096];
+	snprintf(expect, sizeof expect, "%s\n%s", before, recorded);
+	after = slurp(kh);
+	CHECK_STR(after, expect);
+	free(after);
+	CHECK(mode_of(kh) == 0644);
+	/* and from then on it is a known host */
+	o.host_key_tofu = 0;
+	CHECK(run_once(&o, &r, hk, sizeof hk) == 0 && r.exit_code == 0);
+	ssh_result_free(&r);
+
+	/* A server that offers only ECDSA where ed25519 is recorded (a man in
+	 * the middle without the ed25519 key): refused for good, TOFU or not,
+	 * naming the type and fingerprint it offers and the file. */
+	char dir2[] = "/tmp/mrprov-sshd-ecdsa-XXXXXX", out[512] = "";
+	CHECK(mkdtemp(dir2) != NULL);
+	snprintf(cmd, sizeof cmd, "SSHD_HARNESS_HOST_KEYS=ecdsa '%s' start '%s'", getenv("MRPROV_SSHD_HARNESS"), dir2);
+	FILE *f = popen(cmd, "r");
+	if (!fgets(out, sizeof out, f))
+		out[0] = '\0';
+	pclose(f);
+	const char *p2 = strstr(out, "port=");
+	CHECK(p2 != NULL);
+	o.port = p2 ? atoi(p2 + 5) : 1;
+	o.host_key_tofu = 1;
+	char kh2[600], pub2[600], fp2[128], key2[600];
+	/* its client key is authorized, as a man in the middle would accept any */
+	snprintf(key2, sizeof key2, "%s/id_ed25519", dir2);
+	o.key_path = key2;
+	snprintf(kh2, sizeof kh2, "%s/known_hosts", dir2); /* its ed25519 key, which it does not offer */
+	snprintf(pub2, sizeof pub2, "%s/ssh_host_ecdsa_key.pub", dir2);
+	keygen_fp(pub2, fp2, sizeof fp2);
+	o.known_hosts = kh2;
+	char *kh2_before = slurp(kh2);
+	CHECK(kh2_before && strstr(kh2_before, " ssh-ed25519 "));
+	CHECK(run_once(&o, &r, hk, sizeof hk) < 0);
+	CHECK(!r.transient);
+	CHECK(strstr(r.error, "offers the ecdsa-sha2-nistp256 key") && strstr(r.error, fp2) &&
+	      strstr(r.error, "(ssh-ed25519)") && strstr(r.error, kh2));
+	fprintf(stderr, "refusal: %s\n", r.error);
+	ssh_result_free(&r);
+	CHECK(hk[0] == '\0');
+	after = slurp(kh2);
+	CHECK_STR(after, kh2_before);
+	free(after);
+	free(kh2_before);
+	snprintf(cmd, sizeof cmd, "'%s' stop '%s' >/dev/null; rm -rf '%s'", getenv("MRPROV_SSHD_HARNESS"), dir2, dir2);
+	CHECK(system(cmd) == 0);
+	unlink(kh);
+	free(recorded);
+}
 
 static double now_s(void)
 {
@@ -49,19 +272,21 @@ int main(void)
 	opts = (struct ssh_pool_opts){
 		.host = "127.0.0.1", .port = atoi(port), .user = getenv("MRPROV_SSH_USER"),
 		.key_path = getenv("MRPROV_SSH_KEY"), .known_hosts = kh, .sessions = 2, .channels = 4,
-		.connect_timeout_s = 5,
+		.connect_timeout_s = 5, .host_key_tofu = 1,
 	};
 	char err[256];
 	struct ssh_pool *p = ssh_pool_new(&opts, err, sizeof err);
 	CHECK(p != NULL);
 
-	/* An unknown host is recorded on first use. */
+	/* An unknown host is recorded on first use (host_key_tofu), in a new
+	 * file of mode 0600. */
 	struct ssh_result r;
 	CHECK(ssh_pool_run(p, "version", 20, -1, &r) == 0);
 	CHECK(r.exit_code == 0);
 	CHECK(r.out.data && strstr(r.out.data, "dokku version"));
 	ssh_result_free(&r);
 	CHECK(access(kh, R_OK) == 0);
+	CHECK(mode_of(kh) == 0600);
 	CHECK(ssh_pool_connected(p) >= 1);
 	CHECK(ssh_pool_last_ok(p) > 0);
 
@@ -112,16 +337,25 @@ int main(void)
 	unlink(path);
 	ssh_pool_free(p);
 
-	/* A known key that does not match is refused, permanently. */
+	/* A known key that does not match is refused, permanently; /ready
+	 * reports the pool's last error. */
 	f = fopen(kh, "w");
-	fprintf(f, "[127.0.0.1]:%s ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHZ5Y2xvbmVkLWtleS1mb3ItdGVzdHMtMDAwMDAwMDA=\n", port);
+	fprintf(f, "[127.0.0.1]:%s %s\n", port, FOREIGN_ED25519);
 	fclose(f);
 	p = ssh_pool_new(&opts, err, sizeof err);
 	CHECK(ssh_pool_run(p, "version", 20, -1, &r) < 0);
 	CHECK(strstr(r.error, "does not match") != NULL);
 	CHECK(!r.transient);
+	char last[512];
+	ssh_pool_last_error(p, last, sizeof last);
+	CHECK(strstr(last, "does not match") != NULL);
 	ssh_result_free(&r);
 	ssh_pool_free(p);
+
+	char dir[512];
+	snprintf(dir, sizeof dir, "%s", getenv("MRPROV_SSH_KNOWN_HOSTS"));
+	*strrchr(dir, '/') = '\0';
+	host_key_policy(dir, port);
 
 	/* Nobody listening: a transient error, quickly. */
 	struct ssh_pool_opts closed = opts;

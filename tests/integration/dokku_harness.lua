@@ -177,10 +177,13 @@ function M.idempotent_prep(c)
 end
 
 -- The environment that points mrprov (tests/integration/harness.lua) at h.
+-- Its known_hosts starts empty and mrprov records the key on first use
+-- (DOKKU_HOST_KEY_TOFU; extra can turn that off, or point DOKKU_KNOWN_HOSTS
+-- at h.known_hosts, which records the server's ed25519 key).
 function M.mrprov_env(h, extra)
   local env = {
     DOKKU_HOST = "127.0.0.1", DOKKU_PORT = tostring(h.port), DOKKU_USER = h.user,
-    DOKKU_SSH_KEY_PATH = h.key, DOKKU_KNOWN_HOSTS = h.dir .. "/mrprov_known_hosts",
+    DOKKU_SSH_KEY_PATH = h.key, DOKKU_KNOWN_HOSTS = h.dir .. "/mrprov_known_hosts", DOKKU_HOST_KEY_TOFU = "true",
     LETSENCRYPT_EMAIL = "ops@example.com", DOKKU_POOL_SIZE = "2",
   }
   for k, v in pairs(extra or {}) do
