@@ -605,6 +605,10 @@ function M.run_after(hook, state, ctx, runner)
       table.sort(list)
       return list
     end,
+    -- the host directories storage:mount may use (and paths below them)
+    storage = function()
+      return copy(sc.storage)
+    end,
   }, "the dokku handle")
   local ok, err = sandbox.run(hook.after, M.INSTRUCTIONS, M.MEMORY, handle, copy(ctx))
   if not ok then
