@@ -1,11 +1,11 @@
 -- Per-customer hooks (SPEC §6): `HOOKS_DIR/subscription.<id>.lua` or
--- `HOOKS_DIR/account.<id>.lua`
--- returns a table with optional functions
+-- `HOOKS_DIR/account.<id>.lua` returns a table with optional functions
 --   desired(state, ctx)  change the desired instance before it is planned
---                        (extra environment, domains, images, an extra app)
+--                        (extra environment, domains, images, an extra app);
+--                        it sees placeholders for secret values
 --   after(dokku, ctx)    run extra steps after provisioning through a Dokku
---                        handle that only reaches this instance's own apps
---                        and services.
+--                        handle that runs only allowlisted subcommands on
+--                        this instance's own apps (M.check_argv).
 -- Hooks run sandboxed: an allowlisted, read-only environment (no io, os
 -- beyond time, require, load, debug, string.dump, collectgarbage), and
 -- bounded instructions and memory (src/lua/sandbox.c). A hook that breaks a

@@ -137,12 +137,6 @@ function M.instance_domain(s, base, app)
   return d
 end
 
--- True when two domains are the same name or one is a subdomain of the
--- other: two instances cannot both serve such a pair.
-function M.domains_overlap(a, b)
-  return a == b or a:sub(-(#b + 1)) == "." .. b or b:sub(-(#a + 1)) == "." .. a
-end
-
 function M.env_key(s)
   if not is_string(s) then return nil, "must be a string" end
   if #s > 64 or not s:match("^[A-Z_][A-Z0-9_]*$") then
