@@ -64,9 +64,9 @@ function M.custom_domain_error(domain, cfg)
   if type(domain) ~= "string" then
     return nil
   end
-  local base = cfg.settings.base_domain
-  if domain == base or domain:sub(-(#base + 1)) == "." .. base then
-    return "custom_domain must not be under " .. base
+  local ok, err = validate.instance_domain(domain, cfg.settings.base_domain)
+  if not ok then
+    return "custom_domain " .. err
   end
 end
 
@@ -165,6 +165,12 @@ function M.provision_validated(r, req, cfg)
       return { conflict = "the instance of this subscription is being deprovisioned" }
     end
     local resume = inst and inst.status == "failed"
+    if r.custom_domain then
+      local claimed, why = instances.claim_domains(r.subscription_id, { r.custom_domain })
+      if not claimed then
+        return { conflict = why, field = "custom_domain" }
+      end
+    end
     inst = {
       subscription_id = r.subscription_id,
       account_id = r.account_id,
@@ -184,7 +190,7 @@ function M.provision_validated(r, req, cfg)
     return { inst = inst, job_id = job_id, resumed = resume }
   end)
   if outcome.conflict then
-    return fail(409, "conflict", outcome.conflict, "subscription_id")
+    return fail(409, "conflict", outcome.conflict, outcome.field or "subscription_id")
   end
   if outcome.repeat_of then
     local inst = outcome.repeat_of
@@ -264,6 +270,12 @@ function M.update_validated(r, req, cfg)
     if spec.custom_domain and not tier.flags.custom_domains then
       return { status = 422, code = "invalid_value", field = "tier",
                message = "tier " .. tier_name .. " does not allow the instance's custom domain" }
+    end
+    if spec.custom_domain then
+      local claimed, why = instances.claim_domains(inst.subscription_id, { spec.custom_domain })
+      if not claimed then
+        return { status = 409, code = "conflict", field = "custom_domain", message = why }
+      end
     end
     spec.config_updates = spec.config_updates or {}
     for k, v in pairs(r.config_updates or {}) do

@@ -146,4 +146,23 @@ function M.build(ctx)
   }
 end
 
+-- Every domain the state's apps serve, sorted; nil, why when two of its apps
+-- share one (Dokku's proxy would serve it from either).
+function M.domains(state)
+  local list, seen = {}, {}
+  for _, a in ipairs(state.apps) do
+    if not a.absent then
+      for _, d in ipairs(a.domains or {}) do
+        if seen[d] then
+          return nil, "domain " .. d .. " is on both " .. seen[d] .. " and " .. a.name
+        end
+        seen[d] = a.name
+        list[#list + 1] = d
+      end
+    end
+  end
+  table.sort(list)
+  return list
+end
+
 return M

@@ -1,14 +1,16 @@
--- Per-customer hooks (SPEC §6): `HOOKS_DIR/<account or subscription id>.lua`
--- returns a table with optional functions
+-- Per-customer hooks (SPEC §6): `HOOKS_DIR/subscription.<id>.lua` or
+-- `HOOKS_DIR/account.<id>.lua` returns a table with optional functions
 --   desired(state, ctx)  change the desired instance before it is planned
---                        (extra environment, domains, images, an extra app)
+--                        (extra environment, domains, images, an extra app);
+--                        it sees placeholders for secret values
 --   after(dokku, ctx)    run extra steps after provisioning through a Dokku
---                        handle that only reaches this instance's own apps
---                        and services.
+--                        handle that runs only allowlisted subcommands on
+--                        this instance's own apps (M.check_argv).
 -- Hooks run sandboxed: an allowlisted, read-only environment (no io, os
 -- beyond time, require, load, debug, string.dump, collectgarbage), and
 -- bounded instructions and memory (src/lua/sandbox.c). A hook that breaks a
 -- bound fails its step with a clear error; nothing else is affected.
+local desired = require "desired"
 local sandbox = require "mrprov.sandbox"
 local validate = require "validate"
 
@@ -106,7 +108,29 @@ local function environment()
   })
 end
 
--- Loads every hook; nil, "file:line: message" on the first problem.
+-- A hook file is `subscription.<id>.lua` or `account.<id>.lua`: the two
+-- kinds of id share one alphabet, so a bare `<id>.lua` could be picked up by
+-- a subscription whose id equals someone's account id. Returns kind, id or
+-- nil, why for a file stem.
+M.KINDS = { subscription = true, account = true }
+
+function M.parse_name(stem)
+  local kind, id = stem:match("^(%a+)%.(.*)$")
+  if not kind then
+    return nil, "a hook file is named subscription.<id>.lua or account.<id>.lua; rename this one to "
+      .. "subscription." .. stem .. ".lua or account." .. stem .. ".lua after the id it is for"
+  end
+  if not M.KINDS[kind] then
+    return nil, "a hook file is named subscription.<id>.lua or account.<id>.lua, not " .. kind .. ".<id>.lua"
+  end
+  if not validate.subscription_id(id) then
+    return nil, "a hook is named after an account or subscription id ([A-Za-z0-9_-])"
+  end
+  return kind, id
+end
+
+-- Loads every hook, keyed by file stem ("subscription.<id>", "account.<id>");
+-- nil, "file:line: message" on the first problem.
 function M.load_dir(dir, fs)
   local names = fs.list(dir)
   local out = {}
@@ -114,11 +138,12 @@ function M.load_dir(dir, fs)
     return out -- no hooks directory: no hooks
   end
   for _, name in ipairs(names) do
-    local id = name:match("^(.+)%.lua$")
-    if id then
+    local stem = name:match("^(.+)%.lua$")
+    if stem then
       local path = dir .. "/" .. name
-      if not validate.subscription_id(id) then
-        return nil, path .. ":1: a hook is named after an account or subscription id ([A-Za-z0-9_-])"
+      local kind, id = M.parse_name(stem)
+      if not kind then
+        return nil, path .. ":1: " .. id
       end
       local src, rerr = fs.read(path)
       if not src then
@@ -143,7 +168,8 @@ function M.load_dir(dir, fs)
           return nil, path .. ":1: hook field " .. k .. " must be a function"
         end
       end
-      out[id] = { id = id, file = path, desired = hook.desired, after = hook.after, description = hook.description }
+      out[stem] = { id = id, kind = kind, file = path, desired = hook.desired, after = hook.after,
+                    description = hook.description }
     end
   end
   return out
@@ -154,14 +180,63 @@ function M.find(hooks, inst)
   if not hooks then
     return nil
   end
-  return hooks[inst.subscription_id] or (inst.account_id and hooks[inst.account_id]) or nil
+  return hooks["subscription." .. inst.subscription_id]
+    or (inst.account_id and hooks["account." .. inst.account_id]) or nil
 end
 
-local function check_env(env, where)
+-- A hook never sees a secret value: in its copy of the state each value of
+-- an app's secret_keys is this placeholder. Placeholders in the env values it
+-- hands back are replaced by the real values afterwards (and the keys holding
+-- them become secret keys of their app); anywhere else (errors, domains,
+-- images, after()'s commands) a placeholder stays the placeholder.
+function M.placeholder(key)
+  return "[secret:" .. key .. "]"
+end
+
+-- Replaces the secrets' values by placeholders in a copy of the state;
+-- returns { [placeholder] = value }.
+local function hide_secrets(c)
+  local secrets = {}
+  for _, a in ipairs(c.apps or {}) do
+    for k in pairs(a.secret_keys or {}) do
+      if a.env and type(a.env[k]) == "string" then
+        local ph = M.placeholder(k)
+        -- Two apps with one secret key name and different values would make
+        -- the placeholder ambiguous.
+        assert(secrets[ph] == nil or secrets[ph] == a.env[k], "two secrets named " .. k)
+        secrets[ph] = a.env[k]
+        a.env[k] = ph
+      end
+    end
+  end
+  return secrets
+end
+
+-- v with every placeholder replaced by its value; true when there was one.
+local function reveal(v, secrets)
+  local hit = false
+  for ph, real in pairs(secrets or {}) do
+    local i = 1
+    while true do
+      local a, b = v:find(ph, i, true)
+      if not a then
+        break
+      end
+      v = v:sub(1, a - 1) .. real .. v:sub(b + 1)
+      i = a + #real
+      hit = true
+    end
+  end
+  return v, hit
+end
+
+-- The env a hook handed back, validated, placeholders revealed; plus the
+-- keys whose values now hold a secret.
+local function check_env(env, where, secrets)
   if type(env) ~= "table" then
     return nil, where .. ": env must be a table"
   end
-  local out = {}
+  local out, secret = {}, {}
   for k, v in pairs(env) do
     if type(k) ~= "string" or not validate.env_key(k) then
       return nil, where .. ": invalid environment key " .. tostring(k)
@@ -169,20 +244,32 @@ local function check_env(env, where)
     if type(v) ~= "string" or not validate.env_value(v) then
       return nil, where .. ": invalid value for " .. k
     end
+    local hit
+    v, hit = reveal(v, secrets)
+    if hit and not validate.env_value(v) then
+      return nil, where .. ": invalid value for " .. k
+    end
     out[k] = v
+    secret[k] = hit or nil
   end
-  return out
+  return out, secret
 end
 
-local function check_domains(list, where)
+-- A hook's domains pass the API's rules (validate.instance_domain: nothing
+-- under BASE_DOMAIN but the instance's own names); uniqueness across
+-- instances is claimed in the store when the job runs (instances.claim_domains).
+local function check_domains(list, where, rules, app)
   if type(list) ~= "table" then
     return nil, where .. ": domains must be a list"
   end
   local out = {}
   for i, d in ipairs(list) do
-    local ok = type(d) == "string" and validate.domain(d)
-    if not ok then
+    if type(d) ~= "string" or not validate.domain(d) then
       return nil, where .. ": invalid domain " .. tostring(d)
+    end
+    local ok, why = validate.instance_domain(d, rules.base_domain, app)
+    if not ok then
+      return nil, where .. ": domain " .. d:lower() .. " " .. why
     end
     out[i] = ok
   end
@@ -190,7 +277,7 @@ local function check_domains(list, where)
 end
 
 -- Takes from the hook's copy only what a hook may change, validated.
-local function merge(state, changed)
+local function merge(state, changed, secrets, rules)
   local by_name = {}
   for _, a in ipairs(state.apps) do
     by_name[a.name] = a
@@ -213,9 +300,9 @@ local function merge(state, changed)
     end
     if not a.absent then
       if c.env ~= nil then
-        local env, err = check_env(c.env, where)
+        local env, secret = check_env(c.env, where, secrets)
         if not env then
-          return nil, err
+          return nil, secret
         end
         if a.secret_keys then
           for k in pairs(a.secret_keys) do
@@ -225,9 +312,15 @@ local function merge(state, changed)
           end
         end
         a.env = env
+        if next(secret) then
+          a.secret_keys = a.secret_keys or {}
+          for k in pairs(secret) do
+            a.secret_keys[k] = true
+          end
+        end
       end
       if c.domains ~= nil then
-        local d, err = check_domains(c.domains, where)
+        local d, err = check_domains(c.domains, where, rules, state.app)
         if not d then
           return nil, err
         end
@@ -253,11 +346,14 @@ local function merge(state, changed)
 end
 
 -- Applies hook.desired to the state; returns the new state or nil, err.
-function M.apply_desired(hook, state, ctx)
+-- rules: { base_domain = BASE_DOMAIN } for the domain rules.
+function M.apply_desired(hook, state, ctx, rules)
   if not hook or not hook.desired then
     return state
   end
+  assert(rules and rules.base_domain, "apply_desired needs the base domain")
   local c = copy(state)
+  local secrets = hide_secrets(c)
   local ok, err = sandbox.run(hook.desired, M.INSTRUCTIONS, M.MEMORY, c, copy(ctx))
   if not ok then
     return nil, hook.file .. ": desired(): " .. tostring(err)
@@ -266,56 +362,221 @@ function M.apply_desired(hook, state, ctx)
   if not pok then
     return nil, hook.file .. ": desired(): " .. tostring(clean)
   end
-  local merged, merr = merge(copy(state), clean)
+  local merged, merr = merge(copy(state), clean, secrets, rules)
   if not merged then
     return nil, hook.file .. ": desired(): " .. merr
+  end
+  local _, derr = desired.domains(merged)
+  if derr then
+    return nil, hook.file .. ": desired(): " .. derr
   end
   return merged
 end
 
--- The names a hook's Dokku handle may touch: the instance's own.
+-- What a hook's Dokku handle may touch: the instance's own apps (those
+-- that exist), the storage directories of its apps, the secret keys no
+-- command may set.
 function M.scope(state)
-  local names = {}
+  local sc = { apps = {}, storage = {}, secret_keys = {} }
   for _, a in ipairs(state.apps) do
-    names[a.name] = true
+    if not a.absent then
+      sc.apps[a.name] = true
+      if a.storage and a.storage.host_path then
+        sc.storage[#sc.storage + 1] = a.storage.host_path
+      end
+      for k in pairs(a.secret_keys or {}) do
+        sc.secret_keys[k] = true
+      end
+    end
   end
-  for _, s in ipairs(state.services) do
-    names[s.name] = true
-  end
-  return names
+  return sc
 end
 
+-- The scoped handle is an allowlist: each subcommand has its own grammar,
+-- and every word of argv is checked against it. Dokku's entry script runs
+-- parse_args over the whole argv (dokku+dokku v0.38.27, `dokku` and
+-- plugins/common/functions parse_args): `--app X` anywhere makes X the
+-- target app, `--trace` echoes every value, `--force` and `--quiet` are
+-- honoured in any position, and the Go plugins take their flags anywhere too.
+-- So no word may start with "-" unless the grammar names it as a flag, and
+-- flags only come before the app. Refused on purpose: docker-options (the
+-- Docker socket, --privileged), every global or server-wide subcommand
+-- (apps:clone, nginx:*, domains:set-global, letsencrypt:cron-job), reads
+-- that hand back values (config:get/show/export, postgres:info with its
+-- password), domains (they belong in desired(), where they are checked),
+-- and run (its output is the hook's to transform).
+M.GLOBAL_FLAGS = { ["--app"] = true, ["--trace"] = true, ["--force"] = true, ["--quiet"] = true,
+                   ["--global"] = true, ["--all"] = true, ["--rm"] = true, ["--version"] = true }
+
+-- A host path under one of the instance's storage directories: absolute,
+-- plain characters, no "." or ".." component, no empty component.
+local function own_host_path(p, roots)
+  if not p:match("^/[A-Za-z0-9._/-]*$") or p:find("//", 1, true) then
+    return false
+  end
+  for comp in p:sub(2):gmatch("[^/]+") do
+    if comp == "." or comp == ".." then
+      return false
+    end
+  end
+  p = p:gsub("/$", "")
+  for _, root in ipairs(roots) do
+    if p == root or p:sub(1, #root + 1) == root .. "/" then
+      return true
+    end
+  end
+  return false
+end
+
+local function container_path(p)
+  if not p:match("^/[A-Za-z0-9._/-]*$") or p:find("//", 1, true) then
+    return false
+  end
+  for comp in p:sub(2):gmatch("[^/]+") do
+    if comp == "." or comp == ".." then
+      return false
+    end
+  end
+  return true
+end
+
+local function env_key_for_hook(k, sc)
+  if not validate.env_key(k) then
+    return nil, "invalid environment key " .. k
+  end
+  if validate.reserved_env_key(k) or sc.secret_keys[k] then
+    return nil, k .. " is managed by the provisioner"
+  end
+  return true
+end
+
+-- Each grammar gets the words after the subcommand (flags already taken
+-- off the front, as a set) and the scope; the app is the first word.
+local function app_only(words, sc)
+  if #words ~= 1 then
+    return nil, "takes exactly one argument, the app"
+  end
+  return sc.apps[words[1]] and true or nil, words[1] .. " is not one of this instance's apps"
+end
+
+local GRAMMAR = {
+  ["config:set"] = {
+    flags = { ["--no-restart"] = true, ["--encoded"] = true },
+    check = function(words, sc, flags)
+      if #words < 2 then
+        return nil, "takes the app and at least one KEY=VALUE"
+      end
+      for i = 2, #words do
+        local k, v = words[i]:match("^([^=]*)=(.*)$")
+        if not k then
+          return nil, "argument " .. (i + 1) .. " is not KEY=VALUE"
+        end
+        local ok, why = env_key_for_hook(k, sc)
+        if not ok then
+          return nil, why
+        end
+        if flags["--encoded"] and not v:match("^[A-Za-z0-9+/]*=?=?$") then
+          return nil, "the value of " .. k .. " is not base64"
+        end
+        if not validate.env_value(v) then
+          return nil, "invalid value for " .. k
+        end
+      end
+      return true
+    end,
+  },
+  ["config:unset"] = {
+    flags = { ["--no-restart"] = true },
+    check = function(words, sc)
+      if #words < 2 then
+        return nil, "takes the app and at least one KEY"
+      end
+      for i = 2, #words do
+        local ok, why = env_key_for_hook(words[i], sc)
+        if not ok then
+          return nil, why
+        end
+      end
+      return true
+    end,
+  },
+  ["ps:restart"] = { check = app_only },
+  ["ps:start"] = { check = app_only },
+  ["ps:stop"] = { check = app_only },
+  ["ps:rebuild"] = { check = app_only },
+  ["letsencrypt:enable"] = { check = app_only },
+  -- Only the colon form host:container[:ro] with the host path under one of
+  -- the instance's storage directories: the named-entry form could name
+  -- another instance's entry.
+  ["storage:mount"] = {
+    check = function(words, sc)
+      if #words ~= 2 then
+        return nil, "takes the app and host-path:container-path"
+      end
+      local host, cont, opt = words[2]:match("^([^:]*):([^:]*):?([^:]*)$")
+      if not host or (opt ~= "" and opt ~= "ro") then
+        return nil, "the mount must be host-path:container-path[:ro]"
+      end
+      if not own_host_path(host, sc.storage) then
+        return nil, "the host path " .. host .. " is not under this instance's storage ("
+          .. (#sc.storage > 0 and table.concat(sc.storage, ", ") or "it has none") .. ")"
+      end
+      if not container_path(cont) then
+        return nil, "invalid container path " .. cont
+      end
+      return true
+    end,
+  },
+}
+GRAMMAR["storage:unmount"] = GRAMMAR["storage:mount"]
+
 -- Checks argv for the scoped handle; nil, why when refused.
-function M.check_argv(argv, names)
+function M.check_argv(argv, sc)
   if type(argv) ~= "table" or #argv == 0 then
     return nil, "a command is a list of strings"
   end
-  if type(argv[1]) ~= "string" or not argv[1]:match("^[a-z0-9-]+:[a-z0-9:-]+$") then
-    return nil, "the first word must be a Dokku subcommand like config:set"
-  end
-  local own = false
-  for i, a in ipairs(argv) do
-    if type(a) ~= "string" then
+  for i = 1, #argv do
+    if type(argv[i]) ~= "string" then
       return nil, "argument " .. i .. " is not a string"
     end
-    if a == "--global" or a == "--all" then
-      return nil, a .. " reaches beyond this instance"
-    end
-    if names[a] then
-      own = true
-    elseif a:match("^mr%-") then
-      return nil, a .. " is not one of this instance's apps or services"
-    end
   end
-  local first
+  local sub = argv[1]
+  if not sub:match("^[a-z0-9-]+:[a-z0-9:-]+$") then
+    return nil, "the first word must be a Dokku subcommand like config:set"
+  end
+  local g = GRAMMAR[sub]
+  if not g then
+    local names = {}
+    for k in pairs(GRAMMAR) do
+      names[#names + 1] = k
+    end
+    table.sort(names)
+    return nil, sub .. " is not allowed in a hook (allowed: " .. table.concat(names, ", ") .. ")"
+  end
+  local flags, words = {}, {}
   for i = 2, #argv do
-    if argv[i]:sub(1, 1) ~= "-" then
-      first = argv[i]
-      break
+    local a = argv[i]
+    if a:sub(1, 1) == "-" then
+      if M.GLOBAL_FLAGS[a:match("^[^=]*")] then
+        return nil, sub .. ": " .. a .. " is a Dokku global flag and reaches beyond this command"
+      end
+      if not (g.flags and g.flags[a]) or #words > 0 then
+        return nil, sub .. ": flag " .. a .. " is not allowed" .. (g.flags and g.flags[a] and " after the app" or "")
+      end
+      flags[a] = true
+    else
+      words[#words + 1] = a
     end
   end
-  if not own or not names[first] then
-    return nil, "the command must name one of this instance's apps or services first"
+  if #words == 0 then
+    return nil, sub .. ": the command must name one of this instance's apps first"
+  end
+  if not sc.apps[words[1]] then
+    return nil, sub .. ": " .. words[1] .. " is not one of this instance's apps"
+  end
+  local ok, why = g.check(words, sc, flags)
+  if not ok then
+    return nil, sub .. ": " .. why
   end
   return true
 end
@@ -323,10 +584,10 @@ end
 -- Runs hook.after with a handle whose run(argv) goes through runner (the
 -- worker's journaled executor) after the scope check.
 function M.run_after(hook, state, ctx, runner)
-  local names = M.scope(state)
+  local sc = M.scope(state)
   local handle = readonly({
     run = function(argv)
-      local ok, why = M.check_argv(argv, names)
+      local ok, why = M.check_argv(argv, sc)
       if not ok then
         error("dokku.run refused: " .. why, 2)
       end
@@ -338,11 +599,15 @@ function M.run_after(hook, state, ctx, runner)
     end,
     apps = function()
       local list = {}
-      for n in pairs(names) do
+      for n in pairs(sc.apps) do
         list[#list + 1] = n
       end
       table.sort(list)
       return list
+    end,
+    -- the host directories storage:mount may use (and paths below them)
+    storage = function()
+      return copy(sc.storage)
     end,
   }, "the dokku handle")
   local ok, err = sandbox.run(hook.after, M.INSTRUCTIONS, M.MEMORY, handle, copy(ctx))

@@ -141,6 +141,44 @@ function M.save(inst)
   outbox("instances", inst.subscription_id, M.supabase_row(inst), "subscription_id")
 end
 
+-- Domains: each is served by one instance. A domain is taken when another
+-- instance holds the same name, a parent of it or a subdomain of it. Call
+-- these inside store.tx: the check and the claim are one transaction, so
+-- two jobs (or a job and a request) cannot both take a domain.
+local DOMAIN_TAKEN_SQL = "SELECT domain FROM domains WHERE subscription_id <> ? AND (domain = ? OR " ..
+  "substr(domain, -?) = ? OR substr(?, -(length(domain) + 1)) = '.' || domain) LIMIT 1"
+
+-- Claims every domain of list for the subscription (keeping its other
+-- claims); nil, why when one is taken (nothing claimed then: the caller's
+-- transaction rolls back on error, and the check runs before any insert).
+function M.claim_domains(subscription_id, list)
+  for _, d in ipairs(list) do
+    local rows = check(store.query(DOMAIN_TAKEN_SQL, subscription_id, d, #d + 1, "." .. d, d))
+    if rows[1] then
+      local held = rows[1].domain
+      return nil, "domain " .. d .. (held == d and " is already served by another instance"
+        or (" overlaps " .. held .. ", served by another instance"))
+    end
+  end
+  for _, d in ipairs(list) do
+    check(store.exec("INSERT OR IGNORE INTO domains (domain, subscription_id) VALUES (?, ?)", d, subscription_id))
+  end
+  return true
+end
+
+-- Drops the subscription's claims on domains not in list.
+function M.keep_domains(subscription_id, list)
+  local keep = {}
+  for _, d in ipairs(list) do
+    keep[d] = true
+  end
+  for _, r in ipairs(check(store.query("SELECT domain FROM domains WHERE subscription_id = ?", subscription_id))) do
+    if not keep[r.domain] then
+      check(store.exec("DELETE FROM domains WHERE domain = ? AND subscription_id = ?", r.domain, subscription_id))
+    end
+  end
+end
+
 function M.new_job_id()
   return "job_" .. require("mrprov.crypto").random_token(20, "0123456789abcdef")
 end

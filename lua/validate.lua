@@ -119,6 +119,24 @@ function M.domain(s)
   return s
 end
 
+-- Where a domain may be served (SPEC §4): under BASE_DOMAIN live the
+-- instances' own names, so there a domain is allowed only as the instance's
+-- own name ({app}.{base}) or below it; with app nil (a request's
+-- custom_domain) nowhere under BASE_DOMAIN. Returns the normalized domain or
+-- nil, why. The API's custom_domain and every domain a hook sets pass here.
+function M.instance_domain(s, base, app)
+  local d, err = M.domain(s)
+  if not d then return nil, err end
+  base = base:lower()
+  if d == base or d:sub(-(#base + 1)) == "." .. base then
+    local own = app and (app .. "." .. base)
+    if not own or (d ~= own and d:sub(-(#own + 1)) ~= "." .. own) then
+      return nil, "must not be under " .. base .. (own and (" other than " .. own .. " and its subdomains") or "")
+    end
+  end
+  return d
+end
+
 function M.env_key(s)
   if not is_string(s) then return nil, "must be a string" end
   if #s > 64 or not s:match("^[A-Z_][A-Z0-9_]*$") then

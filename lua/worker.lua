@@ -132,7 +132,7 @@ function M.desired_state(inst, cfg)
   end
   local hook = hooks.find(cfg.hooks, inst)
   if hook then
-    state, err = hooks.apply_desired(hook, state, M.hook_ctx(inst, tier))
+    state, err = hooks.apply_desired(hook, state, M.hook_ctx(inst, tier), { base_domain = cfg.settings.base_domain })
     if not state then
       return nil, err
     end
@@ -646,12 +646,24 @@ end
 
 local function execute(job, inst, cfg)
   inst.operation = job.operation
-  local state, tier_or_err, hook = M.desired_state(inst, cfg)
-  if not state then
-    error({ message = tier_or_err }, 0)
-  end
   local password = M.admin_password(inst.app_name)
   local redact = redactor({ password, crypto.base64(password) })
+  local state, tier_or_err, hook = M.desired_state(inst, cfg)
+  if not state then
+    error({ message = redact(tier_or_err) }, 0)
+  end
+  if job.operation ~= "deprovision" then
+    -- The domains are claimed before anything reaches Dokku; two instances
+    -- cannot both serve one (instances.claim_domains).
+    local list, derr = desired.domains(state)
+    local claim = list and store.tx(function()
+      local ok, why = instances.claim_domains(inst.subscription_id, list)
+      return { ok = ok, why = why }
+    end) or { why = derr }
+    if not claim.ok then
+      error({ message = claim.why }, 0)
+    end
+  end
   local stamp = sys.iso_time():gsub("[^%dTZ]", "")
   local ctx = {
     created = {}, backups = json.array(), commands = 0,
@@ -735,6 +747,9 @@ function M.run(job_id)
       inst.status = FINAL[job.operation]
       inst.error = nil
       inst.applied = job.operation == "deprovision" and {} or applied
+      -- claims on domains the instance no longer serves are given up
+      instances.keep_domains(inst.subscription_id,
+        job.operation == "deprovision" and {} or (desired.domains(state) or {}))
       inst.dry_run = dokku.mode() == "dry-run"
       if job.operation ~= "deprovision" then
         inst.urls = state.urls

@@ -95,6 +95,19 @@ static const char *const migrations[] = {
 	" received_at TEXT NOT NULL);",
 	/* version 2: the outbox names its PostgREST upsert key; kind is the table */
 	"ALTER TABLE outbox ADD COLUMN upsert_on TEXT;",
+	/* version 3: which instance serves each domain, so that two instances
+	 * (two jobs at once included) cannot both claim one: claims are checked
+	 * and written inside one BEGIN IMMEDIATE transaction. Existing
+	 * instances' custom domains are claimed here; their other domains are
+	 * claimed by their next job. */
+	"CREATE TABLE IF NOT EXISTS domains ("
+	" domain TEXT PRIMARY KEY,"
+	" subscription_id TEXT NOT NULL);"
+	"CREATE INDEX IF NOT EXISTS domains_by_subscription ON domains (subscription_id);"
+	"INSERT OR IGNORE INTO domains (domain, subscription_id)"
+	" SELECT lower(json_extract(spec, '$.custom_domain')), subscription_id FROM instances"
+	" WHERE status <> 'deprovisioned' AND json_valid(spec)"
+	" AND json_type(spec, '$.custom_domain') = 'text';",
 };
 
 /* Prepared statements of this thread's connection, by SQL text. Preparing

@@ -88,6 +88,24 @@ int main(void)
 	CHECK(sqlite3_column_int(st, 0) == 3);
 	sqlite3_finalize(st);
 
+	/* Version 3 claims the custom domains of a version-2 store's instances
+	 * (not a deprovisioned one's; a spec that is not JSON does not stop the
+	 * migration). */
+	exec("DROP TABLE domains; PRAGMA user_version=2;"
+	     "INSERT INTO instances (subscription_id, app_name, tier, status, spec, created_at, updated_at) VALUES"
+	     " ('s1','mr-a-00000001','enterprise','running','{\"custom_domain\":\"Shop.Example.com\"}','t','t'),"
+	     " ('s2','mr-b-00000002','enterprise','deprovisioned','{\"custom_domain\":\"old.example\"}','t','t'),"
+	     " ('s3','mr-c-00000003','free','running','{}','t','t'),"
+	     " ('s4','mr-d-00000004','free','failed','not json','t','t')");
+	store_close();
+	CHECK(store_open(path, 0, err, sizeof err) == 0);
+	CHECK(user_version() == STORE_SCHEMA_VERSION);
+	sqlite3_prepare_v2(store_conn(), "SELECT group_concat(domain || '=' || subscription_id) FROM domains", -1, &st,
+			   NULL);
+	CHECK(sqlite3_step(st) == SQLITE_ROW);
+	CHECK_STR((const char *)sqlite3_column_text(st, 0), "shop.example.com=s1");
+	sqlite3_finalize(st);
+
 	/* Read-only mode refuses writes. */
 	store_close();
 	CHECK(store_open(path, 1, err, sizeof err) == 0);
