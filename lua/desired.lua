@@ -86,7 +86,9 @@ function M.build(ctx)
     backend_env[k] = v
   end
 
-  local app_limits = limits.memory_mb and limits.cpu and { memory_mb = limits.memory_mb, cpu = limits.cpu } or nil
+  -- Always a limits resource: a limit the tier (or request) no longer has
+  -- is cleared on Dokku, not left as it was.
+  local app_limits = { memory_mb = limits.memory_mb, cpu = limits.cpu }
   local tls = { email = settings.letsencrypt_email }
 
   local apps = {
