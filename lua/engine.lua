@@ -98,10 +98,18 @@ function M.plan(list, current_of, owed)
       order[#order + 1] = app
     end
   end
+  -- Apps whose domains this plan changes: their certificate no longer
+  -- covers them, whatever letsencrypt:active said before domains:set ran
+  -- (it compares the installed certificate with lego's for the first
+  -- domain at probe time, le:internal-functions fn-letsencrypt-is-active).
+  local new_domains = {}
   for _, r in ipairs(list) do
     local cur, err = current_of(r)
     if err then
       return nil, err
+    end
+    if r.type == "letsencrypt" and new_domains[r.target] then
+      cur = { active = false }
     end
     r.current = cur
     if r.type == "image" then
@@ -118,6 +126,9 @@ function M.plan(list, current_of, owed)
         if c.deploys then
           deploys[c.target] = true
         end
+      end
+      if r.type == "domains" then
+        new_domains[r.target] = true
       end
     end
   end
