@@ -9,6 +9,7 @@ local M = {}
 
 M.BACKEND_DATA_PATH = "/app/data"
 M.MATRIX_DATA_PATH = { tuwunel = "/var/lib/tuwunel", synapse = "/data" }
+M.MATRIX_ENV_PREFIXES = { "TUWUNEL_", "SYNAPSE_" }
 M.STORAGE_CHOWN = "false"
 
 local function fmt_num(v)
@@ -126,9 +127,11 @@ function M.build(ctx)
     apps[#apps + 1] = {
       name = n.matrix, role = "matrix", matrix_type = kind,
       image = kind == "synapse" and settings.synapse_image or settings.tuwunel_image,
-      env = env, domains = { "matrix." .. n.domain },
+      -- after a switch of server, the other one's variables and mount go
+      env = env, env_owned_prefixes = M.MATRIX_ENV_PREFIXES, domains = { "matrix." .. n.domain },
       storage = { dir = n.matrix, host_path = base .. "/" .. n.matrix,
-                  container_path = M.MATRIX_DATA_PATH[kind], chown = M.STORAGE_CHOWN },
+                  container_path = M.MATRIX_DATA_PATH[kind], chown = M.STORAGE_CHOWN,
+                  owned_paths = { M.MATRIX_DATA_PATH.tuwunel, M.MATRIX_DATA_PATH.synapse } },
       letsencrypt = tls,
     }
   else

@@ -54,7 +54,8 @@ function M.resources(state)
     if not app.absent then
       local a = app.name
       if app.env then
-        res(list, "config", "config:" .. a, { app = a, env = app.env, secret_keys = app.secret_keys })
+        res(list, "config", "config:" .. a, { app = a, env = app.env, secret_keys = app.secret_keys,
+                                              owned_prefixes = app.env_owned_prefixes })
       end
       if app.limits then
         res(list, "limits", "limits:" .. a, { app = a, memory_mb = app.limits.memory_mb, cpu = app.limits.cpu })
@@ -62,7 +63,8 @@ function M.resources(state)
       if app.storage then
         local s = app.storage
         res(list, "storage", "storage:" .. a,
-          { app = a, dir = s.dir, host_path = s.host_path, container_path = s.container_path, chown = s.chown })
+          { app = a, dir = s.dir, host_path = s.host_path, container_path = s.container_path, chown = s.chown,
+            owned_paths = s.owned_paths })
       end
       if app.domains then
         res(list, "domains", "domains:" .. a, { app = a, domains = app.domains })

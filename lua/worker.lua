@@ -257,8 +257,9 @@ end
 
 -- Changes that take effect on an app's next start (the commands the
 -- resources mark `restart`), and the commands that start it.
-local NEEDS_START = { "^dokku %-%-quiet config:set ", "^dokku %-%-quiet resource:limit ",
-                      "^dokku %-%-quiet %w+:link ", "^dokku %-%-quiet storage:mount " }
+local NEEDS_START = { "^dokku %-%-quiet config:set ", "^dokku %-%-quiet config:unset ",
+                      "^dokku %-%-quiet resource:limit ", "^dokku %-%-quiet %w+:link ",
+                      "^dokku %-%-quiet storage:mount ", "^dokku %-%-quiet storage:unmount " }
 local STARTS = { "^dokku %-%-quiet ps:restart ", "^dokku %-%-quiet git:from%-image ",
                  "^dokku %-%-quiet ps:rebuild " }
 
