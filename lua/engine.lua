@@ -15,6 +15,7 @@ M.modules = {
   limits = require "resources.limits",
   storage = require "resources.storage",
   domains = require "resources.domains",
+  ports = require "resources.ports",
   image = require "resources.image",
   letsencrypt = require "resources.letsencrypt",
 }
@@ -68,6 +69,9 @@ function M.resources(state)
       end
       if app.domains then
         res(list, "domains", "domains:" .. a, { app = a, domains = app.domains })
+      end
+      if app.container_port then
+        res(list, "ports", "ports:" .. a, { app = a, container_port = app.container_port })
       end
       if app.image then
         res(list, "image", "image:" .. a, { app = a, image = app.image })
