@@ -221,7 +221,7 @@ function M.model_after(step)
   if step.teardown then
     return nil, true
   end
-  return mod.model(r.spec, r.current), true
+  return mod.model(r.spec, r.current, step.commands), true
 end
 
 -- Flattens steps into command display lines.

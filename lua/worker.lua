@@ -201,20 +201,29 @@ function M.current_of(applied, list)
     end
     return res
   end
+  -- A probe that cannot see everything is completed from what the journal
+  -- recorded for the resource (mod.recall; see resources/image.lua).
+  local function recalled(r, cur)
+    local mod = engine.modules[r.type]
+    if mod.recall then
+      return mod.recall(cur, applied[r.key])
+    end
+    return cur
+  end
   return function(r)
     local hit = cache[r.key]
     if hit then
       if hit.err then
         return nil, hit.err
       end
-      return hit.cur
+      return recalled(r, hit.cur)
     end
     local mod = engine.modules[r.type]
     local cur, err = mod.probe(run, r.spec)
     if cur == nil and err then
       return nil, err
     end
-    return cur
+    return recalled(r, cur)
   end
 end
 
@@ -364,6 +373,9 @@ local function run_wave(cmds, redact)
       local r = outcome(alt, res, err, transient, redact)
       r.output = (results[i].output or "") .. "\n-> " .. alt.display .. "\n" .. (r.output or "")
       results[i] = r
+      -- the resource's model tells (see resources/image.lua): what Dokku
+      -- reports afterwards does not show what the fallback deployed
+      c.fell_back = not r.error
     end
   end
   return results
