@@ -61,8 +61,15 @@ function M.diff(spec, current)
     end
   end
   if not present then
+    -- Dokku creates the directory under its own storage root
+    -- ($DOKKU_LIB_ROOT/data/storage, core:plugins/storage) and says where;
+    -- mounting any other path would mount a directory nobody created.
     cmds[#cmds + 1] = command.new("storage", spec.app,
-      { "storage:ensure-directory", "--chown", spec.chown or "false", spec.dir })
+      { "storage:ensure-directory", "--chown", spec.chown or "false", spec.dir }, nil, {
+        expect = { text = "Ensuring " .. spec.host_path .. " exists",
+                   otherwise = "Dokku did not create " .. spec.host_path .. " (INSTANCE_DATA_BASE must be Dokku's "
+                     .. "storage root, $DOKKU_LIB_ROOT/data/storage)" },
+      })
     cmds[#cmds + 1] = command.new("storage", spec.app, { "storage:mount", spec.app, want }, nil, { restart = true })
   end
   return cmds

@@ -588,6 +588,28 @@ describe("issue 12: what an update leaves on Dokku #integration", function()
     assert.are.equal("limits.cpu_limit", j.error.field)
   end)
 
+  it("mounts no directory Dokku did not create (item 21)", function()
+    -- Dokku's DOKKU_LIB_ROOT is not the root INSTANCE_DATA_BASE names
+    D.settings(h, { lib_root = "/opt/dokku" })
+    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_root", tier = "free" },
+      { Prefer = "wait=60" })
+    D.settings(h, {})
+    assert.are.equal(200, code, cjson.encode(j))
+    local _, st = H.request(srv, "GET", "/api/v1/status/sub_root")
+    assert.are.equal("failed", st.job.state, cjson.encode(st))
+    local _, job = H.request(srv, "GET", "/api/v1/jobs/" .. st.job.id)
+    local failed
+    for _, stp in ipairs(job.steps) do
+      if stp.state == "failed" then failed = stp end
+    end
+    assert.matches("storage:ensure%-directory", failed.command)
+    assert.matches("did not create /var/lib/dokku/data/storage/" .. esc(j.app_name) .. " %(INSTANCE_DATA_BASE must be",
+      failed.error)
+    for _, e in ipairs(D.log(h)) do
+      assert.is_nil(table.concat(e.argv, " "):find("storage:mount " .. j.app_name, 1, true))
+    end
+  end)
+
   -- last: it changes the free tier for the rest of this block
   it("clears limits the tier no longer sets (item 19)", function()
     local j = sync("POST", { subscription_id = "sub_lim", tier = "free" })

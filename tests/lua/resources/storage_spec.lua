@@ -15,6 +15,8 @@ describe("resource storage", function()
   it("ensures the directory and mounts it once", function()
     local cmds = storage.diff(spec, { mounts = {} })
     assert.are.same({ "storage:ensure-directory", "--chown", "false", "mr-x" }, cmds[1].argv)
+    -- done only when Dokku says it created the directory that is mounted
+    assert.are.equal("Ensuring /var/lib/dokku/data/storage/mr-x exists", cmds[1].expect.text)
     assert.are.same({ "storage:mount", "web", "/var/lib/dokku/data/storage/mr-x:/app/data" }, cmds[2].argv)
     assert.are.same({}, storage.diff(spec, { mounts = { "/var/lib/dokku/data/storage/mr-x:/app/data" } }))
     assert.are.same({}, storage.undo(spec))
