@@ -327,7 +327,9 @@ local function outcome(c, res, err, transient, redact)
     r.duration_ms = math.floor(res.duration * 1000 + 0.5)
     local out = c.stream and "" or (res.stdout or "")
     r.output = redact(clip(out .. (res.stderr ~= "" and ((out ~= "" and "\n" or "") .. res.stderr) or "")))
-    if res.exit == 0 and c.expect and not (res.stdout or ""):find(c.expect.text, 1, true) then
+    -- (a dry run sends nothing, so nothing answers)
+    if res.exit == 0 and c.expect and dokku.mode() ~= "dry-run"
+        and not (res.stdout or ""):find(c.expect.text, 1, true) then
       r.error = redact(c.display .. ": " .. c.expect.otherwise)
     elseif res.exit ~= 0 and not (c.ok_exits and c.ok_exits[res.exit]) then
       local msg = redact(clip(res.stderr ~= "" and res.stderr or (c.stream and "" or res.stdout)))
