@@ -48,6 +48,13 @@ function M.settings(cfg)
   if not path_ok(s.instance_data_base) then
     return nil, "INSTANCE_DATA_BASE: expected an absolute path of letters, digits, '.', '_', '-' and '/'"
   end
+  -- storage:ensure-directory creates directories only under Dokku's own
+  -- $DOKKU_LIB_ROOT/data/storage (core:plugins/storage); a mount elsewhere
+  -- would be of a directory nothing created.
+  if not s.instance_data_base:find("/data/storage$") then
+    return nil, "INSTANCE_DATA_BASE: must be Dokku's storage root, $DOKKU_LIB_ROOT/data/storage "
+      .. "(default /var/lib/dokku/data/storage): storage:ensure-directory creates directories only there"
+  end
   if s.letsencrypt_email then
     local e, eerr = validate.email(s.letsencrypt_email)
     if not e then

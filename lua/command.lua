@@ -22,6 +22,9 @@ function M.new(resource, target, argv, shown, opts)
     -- `when`, run argv instead (and take its outcome)
     fallback = opts.fallback,
     ok_exits = opts.ok_exits, -- extra exit codes that mean success (e.g. already gone)
+    -- text the command's stdout must hold for it to count as done (what
+    -- Dokku reports having done, e.g. the directory it created)
+    expect = opts.expect,
   }
 end
 

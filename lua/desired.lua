@@ -9,6 +9,12 @@ local M = {}
 
 M.BACKEND_DATA_PATH = "/app/data"
 M.MATRIX_DATA_PATH = { tuwunel = "/var/lib/tuwunel", synapse = "/data" }
+M.MATRIX_ENV_PREFIXES = { "TUWUNEL_", "SYNAPSE_" }
+-- The ports the servers listen on, mapped from host port 80 (Dokku maps an
+-- EXPOSEd port P as http:P:P). MindRoom: 8765 (mindroom Dockerfile.mindroom,
+-- cli/main.py --api-port); Synapse 8008 (its listener); Tuwunel 8008 (the
+-- mindroom-tuwunel chart). The frontend image's port is left to Dokku.
+M.CONTAINER_PORT = { backend = 8765, matrix = { tuwunel = 8008, synapse = 8008 } }
 M.STORAGE_CHOWN = "false"
 
 local function fmt_num(v)
@@ -86,13 +92,15 @@ function M.build(ctx)
     backend_env[k] = v
   end
 
-  local app_limits = limits.memory_mb and limits.cpu and { memory_mb = limits.memory_mb, cpu = limits.cpu } or nil
+  -- Always a limits resource: a limit the tier (or request) no longer has
+  -- is cleared on Dokku, not left as it was.
+  local app_limits = { memory_mb = limits.memory_mb, cpu = limits.cpu }
   local tls = { email = settings.letsencrypt_email }
 
   local apps = {
     { name = n.app, role = "main" },
     {
-      name = n.backend, role = "backend", image = settings.backend_image,
+      name = n.backend, role = "backend", image = settings.backend_image, container_port = M.CONTAINER_PORT.backend,
       env = backend_env, secret_keys = { MINDROOM_ADMIN_PASSWORD = true },
       limits = app_limits, domains = { "api." .. n.domain },
       storage = { dir = n.app, host_path = base .. "/" .. n.app, container_path = M.BACKEND_DATA_PATH,
@@ -122,11 +130,13 @@ function M.build(ctx)
       }
     end
     apps[#apps + 1] = {
-      name = n.matrix, role = "matrix", matrix_type = kind,
+      name = n.matrix, role = "matrix", matrix_type = kind, container_port = M.CONTAINER_PORT.matrix[kind],
       image = kind == "synapse" and settings.synapse_image or settings.tuwunel_image,
-      env = env, domains = { "matrix." .. n.domain },
+      -- after a switch of server, the other one's variables and mount go
+      env = env, env_owned_prefixes = M.MATRIX_ENV_PREFIXES, domains = { "matrix." .. n.domain },
       storage = { dir = n.matrix, host_path = base .. "/" .. n.matrix,
-                  container_path = M.MATRIX_DATA_PATH[kind], chown = M.STORAGE_CHOWN },
+                  container_path = M.MATRIX_DATA_PATH[kind], chown = M.STORAGE_CHOWN,
+                  owned_paths = { M.MATRIX_DATA_PATH.tuwunel, M.MATRIX_DATA_PATH.synapse } },
       letsencrypt = tls,
     }
   else

@@ -15,6 +15,7 @@ M.modules = {
   limits = require "resources.limits",
   storage = require "resources.storage",
   domains = require "resources.domains",
+  ports = require "resources.ports",
   image = require "resources.image",
   letsencrypt = require "resources.letsencrypt",
 }
@@ -54,7 +55,8 @@ function M.resources(state)
     if not app.absent then
       local a = app.name
       if app.env then
-        res(list, "config", "config:" .. a, { app = a, env = app.env, secret_keys = app.secret_keys })
+        res(list, "config", "config:" .. a, { app = a, env = app.env, secret_keys = app.secret_keys,
+                                              owned_prefixes = app.env_owned_prefixes })
       end
       if app.limits then
         res(list, "limits", "limits:" .. a, { app = a, memory_mb = app.limits.memory_mb, cpu = app.limits.cpu })
@@ -62,10 +64,14 @@ function M.resources(state)
       if app.storage then
         local s = app.storage
         res(list, "storage", "storage:" .. a,
-          { app = a, dir = s.dir, host_path = s.host_path, container_path = s.container_path, chown = s.chown })
+          { app = a, dir = s.dir, host_path = s.host_path, container_path = s.container_path, chown = s.chown,
+            owned_paths = s.owned_paths })
       end
       if app.domains then
         res(list, "domains", "domains:" .. a, { app = a, domains = app.domains })
+      end
+      if app.container_port then
+        res(list, "ports", "ports:" .. a, { app = a, container_port = app.container_port })
       end
       if app.image then
         res(list, "image", "image:" .. a, { app = a, image = app.image })
@@ -98,10 +104,18 @@ function M.plan(list, current_of, owed)
       order[#order + 1] = app
     end
   end
+  -- Apps whose domains this plan changes: their certificate no longer
+  -- covers them, whatever letsencrypt:active said before domains:set ran
+  -- (it compares the installed certificate with lego's for the first
+  -- domain at probe time, le:internal-functions fn-letsencrypt-is-active).
+  local new_domains = {}
   for _, r in ipairs(list) do
     local cur, err = current_of(r)
     if err then
       return nil, err
+    end
+    if r.type == "letsencrypt" and new_domains[r.target] then
+      cur = { active = false }
     end
     r.current = cur
     if r.type == "image" then
@@ -118,6 +132,9 @@ function M.plan(list, current_of, owed)
         if c.deploys then
           deploys[c.target] = true
         end
+      end
+      if r.type == "domains" then
+        new_domains[r.target] = true
       end
     end
   end
@@ -204,7 +221,7 @@ function M.model_after(step)
   if step.teardown then
     return nil, true
   end
-  return mod.model(r.spec, r.current), true
+  return mod.model(r.spec, r.current, step.commands), true
 end
 
 -- Flattens steps into command display lines.

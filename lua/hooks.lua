@@ -334,11 +334,11 @@ local function merge(state, changed, secrets, rules)
         a.image = img
       end
       if a.role == "hook" and type(c.limits) == "table" then
-        local mem, cpu = math.tointeger(c.limits.memory_mb), tonumber(c.limits.cpu)
-        if not mem or mem < 64 or not cpu or cpu <= 0 or cpu > 64 then
-          return nil, where .. ": limits need memory_mb (integer >= 64) and cpu (0..64]"
+        local lim, lerr = validate.app_limits(c.limits.memory_mb, c.limits.cpu)
+        if not lim then
+          return nil, where .. ": limits: " .. lerr
         end
-        a.limits = { memory_mb = mem, cpu = cpu }
+        a.limits = lim
       end
     end
   end

@@ -139,6 +139,10 @@ local function check_limits(t)
       bad({ word(k), word("limits") }, ("limits.%s must be %s %s"):format(
         k, kind == "int" and "an integer" or "a number", range))
     end
+    if k == "cpu" and not validate.cpu(n) then
+      -- formats to "0" for Dokku, which Docker reads as "no limit"
+      bad({ word(k), word("limits") }, "limits.cpu must be at least 0.001")
+    end
     out[k] = kind == "int" and n or n + 0.0
   end
   return out

@@ -245,6 +245,42 @@ function M.matrix_type(s)
   return s
 end
 
+-- A CPU limit as Dokku gets it (`resource:limit --cpu`, Docker's --cpus):
+-- three decimals, trailing zeros dropped.
+function M.format_cpu(cpu)
+  return (string.format("%.3f", cpu):gsub("0+$", ""):gsub("%.$", ""))
+end
+
+M.MAX_CPU = 64
+M.MAX_MEMORY_MB = 262144
+
+-- A CPU limit that survives formatting: a positive number at most MAX_CPU
+-- whose formatted value is not "0" (Docker reads --cpus 0 as "no limit",
+-- so 1e-300 would lift the limit instead of setting a tiny one).
+function M.cpu(v)
+  if type(v) ~= "number" or v ~= v or v <= 0 or v > M.MAX_CPU then
+    return nil, ("must be a number above 0 and at most %d"):format(M.MAX_CPU)
+  end
+  if M.format_cpu(v) == "0" then
+    return nil, "must be at least 0.001 (Dokku gets three decimals; 0 would mean no limit)"
+  end
+  return v + 0.0
+end
+
+-- Limits of an app set by a hook: memory in MB (integer 64..MAX_MEMORY_MB)
+-- and cpu (see M.cpu); the same caps a request's limits have.
+function M.app_limits(memory_mb, cpu)
+  local mem = math.tointeger(memory_mb)
+  if not mem or mem < 64 or mem > M.MAX_MEMORY_MB then
+    return nil, ("memory_mb must be an integer from 64 to %d"):format(M.MAX_MEMORY_MB)
+  end
+  local c, err = M.cpu(tonumber(cpu))
+  if not c then
+    return nil, "cpu " .. err
+  end
+  return { memory_mb = mem, cpu = c }
+end
+
 -- Request limits: JSON name → { normalized name, kind, min, max }.
 local LIMIT_FIELDS = {
   memory_mb = { "memory_mb", "int", 64, 262144 },
@@ -295,6 +331,10 @@ function M.limits(t)
     else
       if type(v) ~= "number" or v ~= v or v <= f[3] or v > f[4] then
         return nil, ("must be a number above %d and at most %d"):format(f[3], f[4]), k
+      end
+      if f[1] == "cpu" then
+        local c, msg = M.cpu(v)
+        if not c then return nil, msg, k end
       end
       out[f[1]] = v + 0.0
     end

@@ -201,20 +201,29 @@ function M.current_of(applied, list)
     end
     return res
   end
+  -- A probe that cannot see everything is completed from what the journal
+  -- recorded for the resource (mod.recall; see resources/image.lua).
+  local function recalled(r, cur)
+    local mod = engine.modules[r.type]
+    if mod.recall then
+      return mod.recall(cur, applied[r.key])
+    end
+    return cur
+  end
   return function(r)
     local hit = cache[r.key]
     if hit then
       if hit.err then
         return nil, hit.err
       end
-      return hit.cur
+      return recalled(r, hit.cur)
     end
     local mod = engine.modules[r.type]
     local cur, err = mod.probe(run, r.spec)
     if cur == nil and err then
       return nil, err
     end
-    return cur
+    return recalled(r, cur)
   end
 end
 
@@ -257,8 +266,9 @@ end
 
 -- Changes that take effect on an app's next start (the commands the
 -- resources mark `restart`), and the commands that start it.
-local NEEDS_START = { "^dokku %-%-quiet config:set ", "^dokku %-%-quiet resource:limit ",
-                      "^dokku %-%-quiet %w+:link ", "^dokku %-%-quiet storage:mount " }
+local NEEDS_START = { "^dokku %-%-quiet config:set ", "^dokku %-%-quiet config:unset ",
+                      "^dokku %-%-quiet resource:limit ", "^dokku %-%-quiet %w+:link ",
+                      "^dokku %-%-quiet storage:mount ", "^dokku %-%-quiet storage:unmount " }
 local STARTS = { "^dokku %-%-quiet ps:restart ", "^dokku %-%-quiet git:from%-image ",
                  "^dokku %-%-quiet ps:rebuild " }
 
@@ -317,7 +327,11 @@ local function outcome(c, res, err, transient, redact)
     r.duration_ms = math.floor(res.duration * 1000 + 0.5)
     local out = c.stream and "" or (res.stdout or "")
     r.output = redact(clip(out .. (res.stderr ~= "" and ((out ~= "" and "\n" or "") .. res.stderr) or "")))
-    if res.exit ~= 0 and not (c.ok_exits and c.ok_exits[res.exit]) then
+    -- (a dry run sends nothing, so nothing answers)
+    if res.exit == 0 and c.expect and dokku.mode() ~= "dry-run"
+        and not (res.stdout or ""):find(c.expect.text, 1, true) then
+      r.error = redact(c.display .. ": " .. c.expect.otherwise)
+    elseif res.exit ~= 0 and not (c.ok_exits and c.ok_exits[res.exit]) then
       local msg = redact(clip(res.stderr ~= "" and res.stderr or (c.stream and "" or res.stdout)))
       r.error = string.format("%s exited %d: %s", c.display, res.exit, (msg:gsub("%s+$", "")))
       -- Dokku's per-app deploy lock is held by another build: worth a
@@ -363,6 +377,9 @@ local function run_wave(cmds, redact)
       local r = outcome(alt, res, err, transient, redact)
       r.output = (results[i].output or "") .. "\n-> " .. alt.display .. "\n" .. (r.output or "")
       results[i] = r
+      -- the resource's model tells (see resources/image.lua): what Dokku
+      -- reports afterwards does not show what the fallback deployed
+      c.fell_back = not r.error
     end
   end
   return results

@@ -36,6 +36,25 @@ function M.probe(run, spec)
   return { env = digests(env) }
 end
 
+-- Keys the app has that spec.env no longer holds but mrprov owns: those
+-- starting with one of spec.owned_prefixes (e.g. the environment of the
+-- other Matrix server after a switch). Sorted.
+local function stale_keys(spec, have)
+  local keys = {}
+  for k in pairs(have) do
+    if spec.env[k] == nil then
+      for _, p in ipairs(spec.owned_prefixes or {}) do
+        if k:sub(1, #p) == p then
+          keys[#keys + 1] = k
+          break
+        end
+      end
+    end
+  end
+  table.sort(keys)
+  return keys
+end
+
 function M.diff(spec, current)
   local have = current and current.env or {}
   local want = digests(spec.env)
@@ -45,8 +64,18 @@ function M.diff(spec, current)
       keys[#keys + 1] = k
     end
   end
+  local cmds = {}
+  local stale = stale_keys(spec, have)
+  if #stale > 0 then
+    -- config:unset [--no-restart] (core:plugins/config/src/subcommands/subcommands.go)
+    local argv = { "config:unset", "--no-restart", spec.app }
+    for _, k in ipairs(stale) do
+      argv[#argv + 1] = k
+    end
+    cmds[#cmds + 1] = command.new("config", spec.app, argv, nil, { restart = true })
+  end
   if #keys == 0 then
-    return {}
+    return cmds
   end
   table.sort(keys)
   local argv = { "config:set", "--encoded", "--no-restart", spec.app }
@@ -55,14 +84,19 @@ function M.diff(spec, current)
     argv[#argv + 1] = k .. "=" .. crypto.base64(spec.env[k])
     shown[#shown + 1] = k .. "=" .. ((spec.secret_keys or {})[k] and "[REDACTED]" or crypto.base64(spec.env[k]))
   end
-  return { command.new("config", spec.app, argv, shown, { restart = true }) }
+  cmds[#cmds + 1] = command.new("config", spec.app, argv, shown, { restart = true })
+  return cmds
 end
 
 function M.model(spec, current)
-  -- Keys outside spec.env (set by links, by Dokku) are left as they were.
+  -- Keys outside spec.env (set by links, by Dokku) are left as they were;
+  -- owned keys spec.env no longer holds are gone.
   local env = {}
   for k, d in pairs(current and current.env or {}) do
     env[k] = d
+  end
+  for _, k in ipairs(stale_keys(spec, env)) do
+    env[k] = nil
   end
   for k, d in pairs(digests(spec.env)) do
     env[k] = d

@@ -1,5 +1,17 @@
 -- Resource `image`: the Docker image an app is deployed from. The probe reads
 -- the deploy source, because `git:from-image` exits 1 when nothing changed.
+--
+-- Dokku records the deploy source (apps:report --app-deploy-source-metadata)
+-- only when a git:from-image deploy succeeds (core:plugins/git/
+-- internal-functions cmd-git-from-image → deploy-source-set). When the
+-- deploy lock made git:from-image fail after its commit, the ps:rebuild
+-- fallback deploys the image but the metadata keeps the earlier value. Nor
+-- does `git:report --git-source-image` tell: git-from-image writes it before
+-- the commit and deploy, so it names an image that a failed build never
+-- deployed (and one a lock failure left undeployed) just the same. So the
+-- fallback is recorded in the journal instead: the model remembers which
+-- metadata the rebuild left in place, and while the server still reports
+-- exactly that, the rebuilt image is the deployed one (M.recall).
 local command = require "command"
 local probe = require "resources.probe"
 
@@ -12,6 +24,17 @@ function M.probe(run, spec)
   end
   local image = out:match("^%s*(%S+)%s*$")
   return { image = image }
+end
+
+-- current: what the probe read; recorded: the journal's model of the
+-- resource. A rebuild recorded over the metadata the server still reports
+-- deployed the recorded image; any later deploy changes the metadata.
+function M.recall(current, recorded)
+  if current and type(recorded) == "table" and recorded.rebuilt_over ~= nil
+      and (current.image or "") == recorded.rebuilt_over then
+    return { image = recorded.image, rebuilt_over = recorded.rebuilt_over }
+  end
+  return current
 end
 
 function M.diff(spec, current)
@@ -28,7 +51,14 @@ function M.diff(spec, current)
   }
 end
 
-function M.model(spec)
+-- cmds: the step's commands once run (a command whose fallback ran and
+-- succeeded has fell_back set by the worker).
+function M.model(spec, current, cmds)
+  for _, c in ipairs(cmds or {}) do
+    if c.fell_back then
+      return { image = spec.image, rebuilt_over = current and current.image or "" }
+    end
+  end
   return { image = spec.image }
 end
 

@@ -1,17 +1,21 @@
 -- Resource `limits`: memory and CPU limits of an app's containers
 -- (`resource:limit`, stored verbatim by Dokku, applied on next restart).
+-- A limit the desired state no longer has is removed with Dokku's value
+-- `clear` (core:plugins/resource/functions.go: "clear" deletes the
+-- property), so resource:report stops showing it.
 local command = require "command"
 local probe = require "resources.probe"
 local json = require "json"
+local validate = require "validate"
 
 local M = { type = "limits" }
 
-local function fmt_cpu(cpu)
-  return (string.format("%.3f", cpu):gsub("0+$", ""):gsub("%.$", ""))
-end
-
+-- What resource:report should show: nil = no limit.
 local function wanted(spec)
-  return { memory = string.format("%dm", spec.memory_mb), cpu = fmt_cpu(spec.cpu) }
+  return {
+    memory = spec.memory_mb and string.format("%dm", spec.memory_mb) or nil,
+    cpu = spec.cpu and validate.format_cpu(spec.cpu) or nil,
+  }
 end
 
 function M.probe(run, spec)
@@ -40,9 +44,12 @@ function M.diff(spec, current)
   if current.memory == want.memory and current.cpu == want.cpu then
     return {}
   end
+  -- Validation keeps a cpu that formats to "0" out of the desired state;
+  -- were one to get here, Docker would read it as "unlimited".
+  assert(want.cpu ~= "0", "cpu limit formats to 0")
   return {
-    command.new("limits", spec.app, { "resource:limit", "--memory", want.memory, "--cpu", want.cpu, spec.app }, nil,
-      { restart = true }),
+    command.new("limits", spec.app, { "resource:limit", "--memory", want.memory or "clear",
+                                      "--cpu", want.cpu or "clear", spec.app }, nil, { restart = true }),
   }
 end
 

@@ -1,5 +1,9 @@
 -- Resource `storage`: a persistent host directory mounted into an app.
--- `storage:mount` is not idempotent, so `storage:list` is read first.
+-- `storage:mount` is not idempotent, so `storage:list` is read first. A
+-- mount of the same host directory or onto the same container path (or
+-- onto a path in spec.owned_paths, e.g. the other Matrix server's data
+-- directory) that is not the wanted one is left over from an earlier
+-- desired state: it is unmounted (`storage:unmount`; the data stays).
 local command = require "command"
 local probe = require "resources.probe"
 
@@ -7,6 +11,28 @@ local M = { type = "storage" }
 
 local function mount_spec(spec)
   return spec.host_path .. ":" .. spec.container_path
+end
+
+-- "host:container[:options]" → host, container (a host path holds no ':',
+-- core:plugins/storage/functions verify_paths).
+local function split(m)
+  return m:match("^([^:]*):([^:]*)")
+end
+
+local function is_stale(spec, m)
+  if m == mount_spec(spec) then
+    return false
+  end
+  local host, container = split(m)
+  if host == spec.host_path or container == spec.container_path then
+    return true
+  end
+  for _, p in ipairs(spec.owned_paths or {}) do
+    if container == p then
+      return true
+    end
+  end
+  return false
 end
 
 function M.probe(run, spec)
@@ -26,26 +52,35 @@ end
 
 function M.diff(spec, current)
   local want = mount_spec(spec)
+  local cmds, present = {}, false
   for _, m in ipairs(current and current.mounts or {}) do
     if m == want then
-      return {}
+      present = true
+    elseif is_stale(spec, m) then
+      cmds[#cmds + 1] = command.new("storage", spec.app, { "storage:unmount", spec.app, m }, nil, { restart = true })
     end
   end
-  return {
-    command.new("storage", spec.app, { "storage:ensure-directory", "--chown", spec.chown or "false", spec.dir }),
-    command.new("storage", spec.app, { "storage:mount", spec.app, want }, nil, { restart = true }),
-  }
+  if not present then
+    -- Dokku creates the directory under its own storage root
+    -- ($DOKKU_LIB_ROOT/data/storage, core:plugins/storage) and says where;
+    -- mounting any other path would mount a directory nobody created.
+    cmds[#cmds + 1] = command.new("storage", spec.app,
+      { "storage:ensure-directory", "--chown", spec.chown or "false", spec.dir }, nil, {
+        expect = { text = "Ensuring " .. spec.host_path .. " exists",
+                   otherwise = "Dokku did not create " .. spec.host_path .. " (INSTANCE_DATA_BASE must be Dokku's "
+                     .. "storage root, $DOKKU_LIB_ROOT/data/storage)" },
+      })
+    cmds[#cmds + 1] = command.new("storage", spec.app, { "storage:mount", spec.app, want }, nil, { restart = true })
+  end
+  return cmds
 end
 
 function M.model(spec, current)
+  local want = mount_spec(spec)
   local mounts = {}
   for _, m in ipairs(current and current.mounts or {}) do
-    mounts[#mounts + 1] = m
-  end
-  local want = mount_spec(spec)
-  for _, m in ipairs(mounts) do
-    if m == want then
-      return { mounts = mounts }
+    if m ~= want and not is_stale(spec, m) then
+      mounts[#mounts + 1] = m
     end
   end
   mounts[#mounts + 1] = want

@@ -509,6 +509,71 @@ describe("dokku-sim over a real sshd #integration", function()
     end)
   end)
 
+  describe("ports, limits cleared, the storage root #integration", function()
+    setup(function()
+      D.reset(h)
+      ok("apps:create pw")
+    end)
+    teardown(function()
+      D.settings(h, {})
+    end)
+
+    it("ports:set and ports:report in v0.35.20 and the current release; EXPOSE gives http:P:P", function()
+      for _, version in ipairs({ "0.35.20", "current" }) do
+        D.settings(h, { version = version, exposed_ports = { ["img:1"] = { 8008 } } })
+        ok("ports:clear pw")
+        assert.are.equal("\n", ok("ports:report pw --ports-map"))
+        assert.are.equal("http:80:5000\n", ok("ports:report pw --ports-map-detected"))
+        local code, _, err = run("ports:set pw http:80:x")
+        assert.are.equal(1, code)
+        assert.are.equal(' !     Invalid port map http:80:x [err=strconv.Atoi: parsing "x": invalid syntax]\n', err)
+        code, _, err = run("ports:set pw http:80:1 http:80:2")
+        assert.are.equal(1, code)
+        assert.matches("The same scheme:host%-port is being reused: http:80", err)
+        ok("ports:set pw http:80:8008")
+        assert.are.equal("http:80:8008\n", ok("ports:report pw --ports-map"))
+        local js = cjson.decode((ok("ports:report pw --format json")))
+        if version == "current" then
+          assert.are.equal("http:80:8008", js.map) -- TrimPrefix, plus the legacy key
+          assert.are.equal("http:80:8008", js["ports-map"])
+        else
+          assert.is_nil(js.map)
+          assert.are.equal("http:80:8008", js["ports-map"])
+        end
+      end
+    end)
+
+    it("a deploy detects EXPOSEd ports; a certificate adds https:443 next to http:80", function()
+      D.settings(h, { exposed_ports = { ["img:1"] = { 8008 } } })
+      ok("domains:set pw pw.example.com")
+      ok("git:from-image pw img:1")
+      assert.are.equal("http:8008:8008\n", ok("ports:report pw --ports-map-detected"))
+      ok("letsencrypt:set pw email ops@example.com")
+      ok("letsencrypt:enable pw")
+      assert.are.equal("http:80:8008 https:443:8008\n", ok("ports:report pw --ports-map"))
+      -- active compares the certificate of the current first domain only
+      ok("domains:set pw pw.example.com more.example.com")
+      assert.are.equal("true\n", ok("letsencrypt:active pw"))
+      ok("domains:set pw new.example.com")
+      assert.are.equal("false\n", ok("letsencrypt:active pw"))
+      ok("letsencrypt:disable pw")
+      assert.are.equal("http:80:8008\n", ok("ports:report pw --ports-map"))
+    end)
+
+    it("resource:limit clear removes the limit from resource:report", function()
+      ok("resource:limit --memory 512m --cpu 0.5 pw")
+      local out = ok("resource:limit --memory clear --cpu clear pw")
+      assert.matches("memory: cleared", out, 1, true)
+      assert.are.equal("{}\n", ok("resource:report pw --format json"))
+    end)
+
+    it("storage:ensure-directory creates under DOKKU_LIB_ROOT/data/storage", function()
+      D.settings(h, { lib_root = "/opt/dokku" })
+      assert.matches("-----> Ensuring /opt/dokku/data/storage/pw-data exists", ok("storage:ensure-directory pw-data"),
+        1, true)
+    end)
+  end)
+
   describe("destroy rules #integration", function()
     setup(function()
       D.reset(h)

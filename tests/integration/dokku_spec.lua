@@ -434,3 +434,240 @@ describe("reload under load #integration", function()
     assert.is_true(hh.config_generation >= 9)
   end)
 end)
+
+-- Run against both modelled Dokku releases (they differ in ports:report,
+-- letsencrypt/ports triggers and the storage plugin's implementation).
+for _, version in ipairs({ "0.35.20", "current" }) do
+  describe("issue 12: what an update leaves on Dokku " .. version .. " #integration", function()
+    local h, srv, tiers
+    local IMG = { backend = "mindroom/backend:7", frontend = "mindroom/frontend:7",
+                  tuwunel = "ghcr.io/tulir/tuwunel:7", synapse = "matrixdotorg/synapse:7" }
+
+    -- the simulator's settings for this release, plus extra
+    local function settings(extra)
+      local t = { version = version }
+      for k, v in pairs(extra or {}) do t[k] = v end
+      D.settings(h, t)
+    end
+
+    simulated(function(hh, ss) h, srv = hh, ss; settings() end, function()
+      tiers = H.tmpdir()
+      os.execute("cp " .. H.root .. "/tiers/*.lua " .. tiers .. "/")
+      return { TIERS_DIR = tiers, MINDROOM_BACKEND_IMAGE = IMG.backend, MINDROOM_FRONTEND_IMAGE = IMG.frontend,
+               TUWUNEL_IMAGE = IMG.tuwunel, SYNAPSE_IMAGE = IMG.synapse }
+    end)
+
+    -- A request answered once its job is done.
+    local function sync(method, body)
+      local path = method == "POST" and "/api/v1/provision" or "/api/v1/update"
+      local code, j = H.request(srv, method, path, body, { Prefer = "wait=60" })
+      assert.are.equal(200, code, cjson.encode(j))
+      assert.are.equal("running", j.status, cjson.encode(j))
+      return j
+    end
+
+    -- mrprov's commands (sent with --quiet) logged after entry since.
+    local function sent(since)
+      local out = {}
+      for i, e in ipairs(D.log(h)) do
+        if i > since and e.argv[1] == "--quiet" then
+          out[#out + 1] = { line = table.concat(e.argv, " ", 2), exit = e.exit, mutating = e.mutating }
+        end
+      end
+      return out
+    end
+
+    -- A name in a Lua pattern.
+    local function esc(name)
+      return (name:gsub("%p", "%%%0"))
+    end
+
+    local function first_at(list, pattern)
+      for i, c in ipairs(list) do
+        if c.line:find(pattern) then
+          return i
+        end
+      end
+    end
+
+    -- The mutating lines of a command list, for failure messages.
+    local function shown(list)
+      local out = {}
+      for _, c in ipairs(list) do
+        if c.mutating then out[#out + 1] = c.line:sub(1, 120) .. " -> " .. tostring(c.exit) end
+      end
+      return table.concat(out, "\n")
+    end
+
+    it("a deploy the ps:rebuild fallback made is not made again by the next update (item 15)", function()
+      local j = sync("POST", { subscription_id = "sub_lock", tier = "free" })
+      local fe = j.app_name .. "-frontend"
+      -- an operator deploys another image by hand ...
+      local code, _, err = D.ssh(h, "git:from-image " .. fe .. " mindroom/frontend:hotfix")
+      assert.are.equal(0, code, err)
+      -- ... and starts a rebuild that holds the app's deploy lock for a while
+      settings({ deploy_ms = 1500 })
+      os.execute(D.ssh_argv(h) .. " -- " .. D.quote("ps:rebuild " .. fe) .. " </dev/null >/dev/null 2>&1 &")
+      H.eventually("the rebuild to hold the deploy lock", function()
+        return D.state(h).apps[fe].deploy_lock ~= nil
+      end, 15)
+      settings()
+      local before = #D.log(h)
+      sync("PUT", { subscription_id = "sub_lock", app_name = j.app_name })
+      local cmds = sent(before)
+      -- Dokku's sequence: git:from-image committed the image, then found the
+      -- deploy lock taken; the retry said "No changes detected" and the
+      -- fallback ps:rebuild deployed it
+      local lost = first_at(cmds, "^git:from%-image " .. esc(fe) .. " " .. esc(IMG.frontend))
+      assert.is_truthy(lost, shown(cmds))
+      assert.are.equal(1, cmds[lost].exit)
+      local rebuilt
+      for i, c in ipairs(cmds) do
+        if c.line == "ps:rebuild " .. fe and c.exit == 0 then rebuilt = i end
+      end
+      assert.is_truthy(rebuilt, shown(cmds))
+      local app = D.state(h).apps[fe]
+      assert.are.equal(IMG.frontend, app.git_image)
+      assert.are.equal("mindroom/frontend:hotfix", app.deploy.source_metadata, "Dokku's deploy source is stale")
+      -- the next update deploys nothing
+      local before2 = #D.log(h)
+      sync("PUT", { subscription_id = "sub_lock", app_name = j.app_name })
+      for _, c in ipairs(sent(before2)) do
+        assert.is_nil(c.line:find("git:from-image", 1, true), c.line)
+        assert.is_nil(c.line:find("ps:rebuild", 1, true), c.line)
+        assert.is_false(c.mutating, c.line)
+      end
+    end)
+
+    it("maps port 80 to the Matrix and backend servers' ports (item 22)", function()
+      -- the images EXPOSE their ports: Dokku detects http:P:P, nothing on 80
+      settings({ exposed_ports = { [IMG.tuwunel] = { 8008 }, [IMG.synapse] = { 8008 },
+                                        [IMG.backend] = { 8765 } } })
+      local j = sync("POST", { subscription_id = "sub_mx", tier = "professional", enable_matrix = true,
+                               matrix_type = "tuwunel" })
+      local mx, be = j.app_name .. "-matrix", j.app_name .. "-backend"
+      local _, detected = D.ssh(h, "ports:report " .. mx .. " --ports-map-detected")
+      assert.are.equal("http:8008:8008\n", detected)
+      local cmds = sent(0)
+      local set = first_at(cmds, "^ports:set " .. esc(mx) .. " http:80:8008$")
+      assert.is_truthy(set, shown(cmds))
+      assert.is_true(set < first_at(cmds, "^letsencrypt:enable " .. esc(mx)))
+      -- and the certificate added https:443 next to it (TriggerPostCertsUpdate)
+      local code, map = D.ssh(h, "ports:report " .. mx .. " --ports-map")
+      assert.are.equal(0, code)
+      assert.are.equal("http:80:8008 https:443:8008\n", map)
+      assert.are.equal("http:80:8765 https:443:8765\n", select(2, D.ssh(h, "ports:report " .. be .. " --ports-map")))
+      -- converged: no further ports:set
+      local before = #D.log(h)
+      sync("PUT", { subscription_id = "sub_mx", app_name = j.app_name })
+      for _, c in ipairs(sent(before)) do
+        assert.is_false(c.mutating, c.line)
+      end
+    end)
+
+    it("switching Matrix from tuwunel to synapse, then off, leaves nothing of the old server (item 20)", function()
+      local app = "mr-sub_mx"
+      for a in pairs(D.state(h).apps) do
+        if a:find("-matrix$") then app = a:sub(1, -8) end
+      end
+      local mx = app .. "-matrix"
+      local base = "/var/lib/dokku/data/storage/" .. mx
+      local s = D.state(h).apps[mx]
+      assert.are.same({ base .. ":/var/lib/tuwunel" }, s.mounts)
+      assert.is_string(s.env.TUWUNEL_SERVER_NAME)
+      sync("PUT", { subscription_id = "sub_mx", app_name = app, matrix_type = "synapse" })
+      s = D.state(h).apps[mx]
+      assert.are.same({ base .. ":/data" }, s.mounts)
+      for k in pairs(s.env) do
+        assert.is_nil(k:find("^TUWUNEL_"), k)
+      end
+      assert.are.equal("matrix." .. app .. ".mindroom.chat", s.env.SYNAPSE_SERVER_NAME)
+      assert.are.equal(IMG.synapse, s.git_image)
+      assert.are.equal("http:80:8008 https:443:8008\n", select(2, D.ssh(h, "ports:report " .. mx .. " --ports-map")))
+      -- and back: the synapse variables go
+      sync("PUT", { subscription_id = "sub_mx", app_name = app, matrix_type = "tuwunel" })
+      s = D.state(h).apps[mx]
+      assert.are.same({ base .. ":/var/lib/tuwunel" }, s.mounts)
+      for k in pairs(s.env) do
+        assert.is_nil(k:find("^SYNAPSE_"), k)
+      end
+      -- off: the app goes with its mounts and environment; the data directory stays
+      sync("PUT", { subscription_id = "sub_mx", app_name = app, enable_matrix = false })
+      local st = D.state(h)
+      assert.is_nil(st.apps[mx])
+      assert.is_table(st.global.storage[mx])
+      assert.are.equal("", st.apps[app .. "-backend"].env.MINDROOM_MATRIX_URL)
+    end)
+
+    it("requests a certificate for a changed domain after domains:set (item 16)", function()
+      local j = sync("POST", { subscription_id = "sub_tls", tier = "enterprise", custom_domain = "old.example.org" })
+      local fe = j.app_name .. "-frontend"
+      assert.are.equal("true\n", select(2, D.ssh(h, "letsencrypt:active " .. fe)))
+      local before = #D.log(h)
+      sync("PUT", { subscription_id = "sub_tls", app_name = j.app_name, custom_domain = "new.example.org" })
+      local cmds = sent(before)
+      local set = first_at(cmds, "^domains:set " .. esc(fe) .. " new%.example%.org$")
+      local enable = first_at(cmds, "^letsencrypt:enable " .. esc(fe) .. "$")
+      assert.is_truthy(set, shown(cmds))
+      assert.is_truthy(enable, shown(cmds))
+      assert.is_true(set < enable)
+      assert.is_true(first_at(cmds, "^domains:set " .. esc(j.app_name) .. "%-backend api%.new%.example%.org$")
+        < first_at(cmds, "^letsencrypt:enable " .. esc(j.app_name) .. "%-backend$"))
+      local app = D.state(h).apps[fe]
+      assert.are.same({ "new.example.org" }, app.letsencrypt.cert_domains)
+      assert.are.equal("true\n", select(2, D.ssh(h, "letsencrypt:active " .. fe)))
+    end)
+
+    it("refuses a cpu_limit Dokku would get as 0 (item 19)", function()
+      local code, j = H.request(srv, "POST", "/api/v1/provision",
+        { subscription_id = "sub_tiny", tier = "enterprise", limits = { cpu_limit = 1e-300 } })
+      assert.are.equal(422, code, cjson.encode(j))
+      assert.are.equal("limits.cpu_limit", j.error.field)
+    end)
+
+    it("mounts no directory Dokku did not create (item 21)", function()
+      -- Dokku's DOKKU_LIB_ROOT is not the root INSTANCE_DATA_BASE names
+      settings({ lib_root = "/opt/dokku" })
+      local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_root", tier = "free" },
+        { Prefer = "wait=60" })
+      settings()
+      assert.are.equal(200, code, cjson.encode(j))
+      local _, st = H.request(srv, "GET", "/api/v1/status/sub_root")
+      assert.are.equal("failed", st.job.state, cjson.encode(st))
+      local _, job = H.request(srv, "GET", "/api/v1/jobs/" .. st.job.id)
+      local failed
+      for _, stp in ipairs(job.steps) do
+        if stp.state == "failed" then failed = stp end
+      end
+      assert.matches("storage:ensure%-directory", failed.command)
+      assert.matches("did not create /var/lib/dokku/data/storage/" .. esc(j.app_name)
+        .. " %(INSTANCE_DATA_BASE must be", failed.error)
+      for _, e in ipairs(D.log(h)) do
+        assert.is_nil(table.concat(e.argv, " "):find("storage:mount " .. j.app_name, 1, true))
+      end
+    end)
+
+    -- last: it changes the free tier for the rest of this block
+    it("clears limits the tier no longer sets (item 19)", function()
+      local j = sync("POST", { subscription_id = "sub_lim", tier = "free" })
+      local be = j.app_name .. "-backend"
+      assert.are.equal("256m", D.state(h).apps[be].resources["_default_.limit.memory"])
+      local path = tiers .. "/free.lua"
+      local src = H.read_file(path)
+      local f = assert(io.open(path, "w"))
+      f:write((src:gsub("memory_mb = 256, cpu = 0%.25, ", "")))
+      f:close()
+      local gen = select(2, H.request(srv, "GET", "/health")).config_generation
+      os.execute("kill -HUP " .. srv.pid)
+      H.wait_for(srv, "/health", function(x) return x.config_generation == gen + 1 end, 10)
+      local before = #D.log(h)
+      sync("PUT", { subscription_id = "sub_lim", app_name = j.app_name })
+      local cmds = sent(before)
+      assert.is_truthy(first_at(cmds, "^resource:limit %-%-memory clear %-%-cpu clear " .. esc(be) .. "$"),
+        shown(cmds))
+      local code, out = D.ssh(h, "resource:report " .. be .. " --format json")
+      assert.are.equal(0, code)
+      assert.are.equal("{}\n", out)
+    end)
+  end)
+end

@@ -107,6 +107,34 @@ describe("engine", function()
     assert.are.equal(#lines, index_of(lines, "ps:restart " .. A .. "-frontend"))
   end)
 
+  it("requests a certificate again after a domain change, after domains:set", function()
+    local applied = {}
+    plan_and_apply(state("enterprise", { custom_domain = "old.example.com" }), applied)
+    -- the probe still sees the old certificate as active
+    assert.is_true(applied["letsencrypt:" .. A .. "-frontend"].active)
+    local lines = plan_and_apply(state("enterprise", { custom_domain = "new.example.com" }), applied)
+    local set = assert(index_of(lines, "domains:set " .. A .. "-frontend new.example.com"))
+    local enable = assert(index_of(lines, "letsencrypt:enable " .. A .. "-frontend"), table.concat(lines, "\n"))
+    assert.is_true(set < enable)
+    assert.is_true(index_of(lines, "domains:set " .. A .. "-backend api.new.example.com")
+      < index_of(lines, "letsencrypt:enable " .. A .. "-backend"))
+    assert.are.same({}, plan_and_apply(state("enterprise", { custom_domain = "new.example.com" }), applied))
+  end)
+
+  it("switching the Matrix server unsets the old server's variables and unmounts its data path", function()
+    local applied = {}
+    plan_and_apply(state("professional", { enable_matrix = true, matrix_type = "tuwunel" }), applied)
+    local lines = plan_and_apply(state("professional", { enable_matrix = true, matrix_type = "synapse" }), applied)
+    local mx = A .. "-matrix"
+    assert.is_truthy(index_of(lines, "config:unset --no-restart " .. mx
+      .. " TUWUNEL_ALLOW_REGISTRATION TUWUNEL_DATABASE_PATH TUWUNEL_SERVER_NAME"), table.concat(lines, "\n"))
+    assert.is_truthy(index_of(lines, "storage:unmount " .. mx .. " /srv/data/" .. mx .. ":/var/lib/tuwunel"))
+    assert.is_true(index_of(lines, "storage:unmount " .. mx) < index_of(lines, "storage:mount " .. mx
+      .. " /srv/data/" .. mx .. ":/data"))
+    assert.are.same({}, plan_and_apply(state("professional", { enable_matrix = true, matrix_type = "synapse" }),
+      applied))
+  end)
+
   it("destroys the Matrix app when Matrix is switched off", function()
     local applied = {}
     plan_and_apply(state("professional", { enable_matrix = true }), applied)

@@ -135,6 +135,10 @@ describe("hooks", function()
       { "state.apps[2].env['bad key'] = 'x'", "invalid environment key" },
       { "state.apps[3].domains = { 'bad domain;rm' }", "invalid domain" },
       { "state.apps[2].image = 'Not An Image'", "invalid image" },
+      { "state.apps[#state.apps + 1] = { name = state.app .. '-w', image = 'mindroom/worker:latest', "
+        .. "limits = { memory_mb = 512, cpu = 1e-300 } }", "cpu must be at least 0.001" },
+      { "state.apps[#state.apps + 1] = { name = state.app .. '-w', image = 'mindroom/worker:latest', "
+        .. "limits = { memory_mb = 1e9, cpu = 1 } }", "memory_mb must be an integer from 64 to 262144" },
     }
     for _, c in ipairs(cases) do
       local st, err = apply(hook("return { desired = function(state) " .. c[1] .. " end }"), state())

@@ -227,6 +227,8 @@ describe("tier errors carry file:line", function()
     { "a fractional integer limit", { [4] = '  limits = { storage_gb = 1.5 },' },
       "^tiers/x%.lua:4: limits%.storage_gb must be an integer" },
     { "a zero cpu", { [4] = '  limits = { cpu = 0 },' }, "^tiers/x%.lua:4: limits%.cpu must be a number above 0" },
+    { "a cpu Dokku would get as 0", { [4] = '  limits = { cpu = 1e-300 },' },
+      "^tiers/x%.lua:4: limits%.cpu must be at least 0%.001" },
     { "a negative message quota", { [4] = '  limits = { messages_per_day = -1 },' },
       "^tiers/x%.lua:4: limits%.messages_per_day" },
     { "a string limit", { [4] = '  limits = { agents = "2" },' },

@@ -40,4 +40,22 @@ describe("resource config", function()
     assert.are.equal("d", m.env.OTHER)
     assert.are.equal("digest(hunter2)", m.env.SECRET)
   end)
+
+  it("unsets owned keys the desired state no longer has, leaving the others", function()
+    local sp = { app = "mx", env = { SYNAPSE_SERVER_NAME = "m" }, owned_prefixes = { "TUWUNEL_", "SYNAPSE_" } }
+    local cur = { env = { TUWUNEL_SERVER_NAME = "digest(m)", TUWUNEL_DATABASE_PATH = "digest(/x)",
+                          DATABASE_URL = "digest(pg://)", SYNAPSE_SERVER_NAME = "digest(m)" } }
+    local cmds = config.diff(sp, cur)
+    assert.are.equal(1, #cmds)
+    assert.are.same({ "config:unset", "--no-restart", "mx", "TUWUNEL_DATABASE_PATH", "TUWUNEL_SERVER_NAME" },
+      cmds[1].argv)
+    assert.is_true(cmds[1].restart)
+    local m = config.model(sp, cur)
+    assert.is_nil(m.env.TUWUNEL_SERVER_NAME)
+    assert.are.equal("digest(pg://)", m.env.DATABASE_URL)
+    assert.are.same({}, config.diff(sp, m))
+    -- without owned prefixes nothing is ever unset
+    assert.are.same({}, config.diff({ app = "mx", env = { SYNAPSE_SERVER_NAME = "m" } }, cur))
+  end)
 end)
+

@@ -20,4 +20,18 @@ describe("resource limits", function()
     assert.are.same({ "resource:limit", "--memory", "256m", "--cpu", "0.25", "web" },
       limits.diff({ app = "web", memory_mb = 256, cpu = 0.25 }, nil)[1].argv)
   end)
+
+  it("clears a limit the desired state no longer has (Dokku's value `clear`)", function()
+    local cmd = limits.diff({ app = "web" }, { memory = "512m", cpu = "0.5" })[1]
+    assert.are.same({ "resource:limit", "--memory", "clear", "--cpu", "clear", "web" }, cmd.argv)
+    assert.is_true(cmd.restart)
+    assert.are.same({ "resource:limit", "--memory", "512m", "--cpu", "clear", "web" },
+      limits.diff({ app = "web", memory_mb = 512 }, { memory = "512m", cpu = "0.5" })[1].argv)
+    assert.are.same({}, limits.diff({ app = "web" }, {}))
+    assert.are.same({}, limits.model({ app = "web" }))
+  end)
+
+  it("never sends a cpu limit that formats to 0 (Docker: no limit)", function()
+    assert.has_error(function() limits.diff({ app = "web", memory_mb = 512, cpu = 1e-300 }, {}) end)
+  end)
 end)

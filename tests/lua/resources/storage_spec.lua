@@ -15,8 +15,28 @@ describe("resource storage", function()
   it("ensures the directory and mounts it once", function()
     local cmds = storage.diff(spec, { mounts = {} })
     assert.are.same({ "storage:ensure-directory", "--chown", "false", "mr-x" }, cmds[1].argv)
+    -- done only when Dokku says it created the directory that is mounted
+    assert.are.equal("Ensuring /var/lib/dokku/data/storage/mr-x exists", cmds[1].expect.text)
     assert.are.same({ "storage:mount", "web", "/var/lib/dokku/data/storage/mr-x:/app/data" }, cmds[2].argv)
     assert.are.same({}, storage.diff(spec, { mounts = { "/var/lib/dokku/data/storage/mr-x:/app/data" } }))
     assert.are.same({}, storage.undo(spec))
   end)
+
+  it("unmounts what an earlier desired state mounted for the same directory or path", function()
+    local mx = { app = "mx", dir = "mx", host_path = "/var/lib/dokku/data/storage/mx", container_path = "/data",
+                 chown = "false", owned_paths = { "/var/lib/tuwunel", "/data" } }
+    local cur = { mounts = { "/var/lib/dokku/data/storage/mx:/var/lib/tuwunel", "/other:/keep" } }
+    local cmds = storage.diff(mx, cur)
+    assert.are.same({ "storage:unmount", "mx", "/var/lib/dokku/data/storage/mx:/var/lib/tuwunel" }, cmds[1].argv)
+    assert.are.same({ "storage:ensure-directory", "--chown", "false", "mx" }, cmds[2].argv)
+    assert.are.same({ "storage:mount", "mx", "/var/lib/dokku/data/storage/mx:/data" }, cmds[3].argv)
+    local m = storage.model(mx, cur)
+    assert.are.same({ "/other:/keep", "/var/lib/dokku/data/storage/mx:/data" }, m.mounts)
+    assert.are.same({}, storage.diff(mx, m))
+    -- the wanted mount present, a stale one beside it: only the unmount
+    cmds = storage.diff(mx, { mounts = { "/old/base/mx:/data", "/var/lib/dokku/data/storage/mx:/data" } })
+    assert.are.equal(1, #cmds)
+    assert.are.same({ "storage:unmount", "mx", "/old/base/mx:/data" }, cmds[1].argv)
+  end)
 end)
+
