@@ -171,13 +171,15 @@ static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 			return NULL;
 		}
 		/* C code that builds big strings runs few VM instructions: the
-		 * sandbox's clock is also read every so many bytes. */
+		 * sandbox's clock is also read every MiB allocated. Once out of
+		 * time, nothing more (not even after an emergency collection). */
 		a->metered += nsize - old;
 		if (a->metered >= ((size_t)1 << 20)) {
 			a->metered = 0;
-			if (sandbox_alloc_tick())
-				return NULL;
+			a->refused = a->refused || sandbox_alloc_tick();
 		}
+		if (a->refused)
+			return NULL;
 	}
 	void *p = realloc(ptr, nsize);
 	if (!p)

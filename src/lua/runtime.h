@@ -25,6 +25,7 @@ struct rt_alloc {
 	size_t limit;
 	int exceeded;
 	size_t metered; /* bytes allocated under a limit since the sandbox last looked at the clock */
+	int refused;	/* the sandbox ran out of time: growing allocations fail */
 };
 
 /* A new state on the current generation, or NULL with `file:line: message`.

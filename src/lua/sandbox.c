@@ -8,8 +8,8 @@
  *                                                        false, message.
  * The count hook only sees VM instructions, so C code that works long on
  * its own reports here too: the pattern functions (strmatch.c) charge their
- * steps through sandbox_charge, and the allocator looks at the clock every
- * ALLOC_TICK bytes (string building in C allocates what it builds).
+ * steps through sandbox_charge, and the allocator (runtime.c) looks at the
+ * clock every MiB (string building in C allocates what it builds).
  * The environment (what the script can see) is built in Lua from an
  * allowlist; this file only bounds time and memory. */
 #include "lua/runtime.h"
@@ -19,7 +19,6 @@
 #include <stdio.h>
 
 #define HOOK_EVERY 1000
-#define ALLOC_TICK (1u << 20)
 
 enum kill { ALIVE, KILL_BUDGET, KILL_TIME };
 
@@ -127,12 +126,14 @@ static int l_run(lua_State *L)
 	current = &b;
 	a->exceeded = 0;
 	a->metered = 0;
+	a->refused = 0;
 	a->limit = a->used + (size_t)bytes;
 	lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
 	int rc = lua_pcall(L, nargs, LUA_MULTRET, 0);
 	lua_sethook(L, NULL, 0, 0);
 	current = NULL;
 	a->limit = 0;
+	a->refused = 0;
 	int exceeded = a->exceeded;
 	a->exceeded = 0;
 
@@ -140,7 +141,9 @@ static int l_run(lua_State *L)
 		const char *why = lua_tostring(L, -1);
 		lua_settop(L, 0);
 		lua_pushboolean(L, 0);
-		if (b.killed == KILL_TIME)
+		if (b.killed == KILL_TIME && seconds == (lua_Number)(lua_Integer)seconds)
+			lua_pushfstring(L, "time limit of %I seconds exceeded", (lua_Integer)seconds);
+		else if (b.killed == KILL_TIME)
 			lua_pushfstring(L, "time limit of %f seconds exceeded", seconds);
 		else if (b.killed == KILL_BUDGET)
 			lua_pushfstring(L, "instruction budget of %I exceeded", instructions);
