@@ -173,7 +173,7 @@ describe("hooks #integration", function()
     assert.is_true(r.ready)
   end)
 
-  it("refuses a hook file whose top level stalls: at start with a clear error, on SIGHUP keeping the old one", function()
+  it("refuses a hook file whose top level stalls: at start, and on SIGHUP keeping the old one", function()
     local bad = H.tmpdir()
     write(bad .. "/sub_stall.lua", STALL .. "return {}\n")
     local code, out = run_bounded({ "check" }, { TIERS_DIR = H.root .. "/tiers", LUA_DIR = H.root .. "/lua",
