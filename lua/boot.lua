@@ -2,6 +2,7 @@
 -- settings (validated: every one may reach a Dokku command) and the tiers.
 -- C calls boot.load() when it builds a state; the rest reads boot.current().
 local hooks = require "hooks"
+local sandbox = require "mrprov.sandbox"
 local sys = require "mrprov.sys"
 local tiers = require "tiers"
 local validate = require "validate"
@@ -12,7 +13,13 @@ local current
 
 -- The generation's files, read into memory when it was loaded: a state built
 -- later sees what was checked at reload, not the files as they are now.
-local fs = { list = sys.source_list, read = sys.source_read }
+-- A tier file's top level runs in the same sandbox as a hook's (bounded
+-- instructions, also inside the string library, memory and time).
+local fs = {
+  list = sys.source_list,
+  read = sys.source_read,
+  run = function(fn) return sandbox.run(fn, tiers.INSTRUCTIONS, tiers.MEMORY, tiers.SECONDS) end,
+}
 
 local function path_ok(p)
   return type(p) == "string" and p:match("^/[A-Za-z0-9._/-]*$") ~= nil and not p:find("..", 1, true)

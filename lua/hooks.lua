@@ -8,8 +8,9 @@
 --                        this instance's own apps (M.check_argv).
 -- Hooks run sandboxed: an allowlisted, read-only environment (no io, os
 -- beyond time, require, load, debug, string.dump, collectgarbage), and
--- bounded instructions and memory (src/lua/sandbox.c). A hook that breaks a
--- bound fails its step with a clear error; nothing else is affected.
+-- bounded instructions, memory and time (src/lua/sandbox.c; the string
+-- library's pattern functions count too, src/lua/strmatch.c). A hook that
+-- breaks a bound fails its step with a clear error; nothing else is affected.
 local desired = require "desired"
 local sandbox = require "mrprov.sandbox"
 local validate = require "validate"
@@ -18,6 +19,9 @@ local M = {}
 
 M.INSTRUCTIONS = 5000000
 M.MEMORY = 8 * 1024 * 1024
+-- Wall-clock seconds for one run of a hook's file or function; the Dokku
+-- commands after() runs do not count (they have DOKKU_COMMAND_TIMEOUT).
+M.SECONDS = 5
 
 local function copy(t, seen)
   if type(t) ~= "table" then
@@ -80,12 +84,39 @@ local function api()
       str[k] = v
     end
   end
-  local function lib(src, name)
+  local function lib(src, name, over)
     local c = {}
     for k, v in pairs(src) do
       c[k] = v
     end
+    for k, v in pairs(over or {}) do
+      c[k] = v
+    end
     return readonly(c, name)
+  end
+  -- table.move and table.sort loop in C, where the count hook does not
+  -- fire: move runs as Lua here, sort is charged its comparisons.
+  local function move(a1, f, e, t, a2)
+    if type(a1) ~= "table" then error("bad argument #1 to 'move' (table expected)", 2) end
+    f, e, t = math.tointeger(f), math.tointeger(e), math.tointeger(t)
+    if not (f and e and t) then error("bad argument to 'move' (integers expected)", 2) end
+    if a2 == nil then a2 = a1 end
+    if type(a2) ~= "table" then error("bad argument #5 to 'move' (table expected)", 2) end
+    if e >= f then
+      if t > e or t <= f or a1 ~= a2 then
+        for i = 0, e - f do a2[t + i] = a1[f + i] end
+      else
+        for i = e - f, 0, -1 do a2[t + i] = a1[f + i] end
+      end
+    end
+    return a2
+  end
+  local function sort(t, comp)
+    local n = type(t) == "table" and #t or 0
+    if n > 1 then
+      sandbox.charge(n * math.ceil(math.log(n, 2)))
+    end
+    return table.sort(t, comp)
   end
   return {
     assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs, pcall = pcall,
@@ -94,7 +125,8 @@ local function api()
     -- no setmetatable/getmetatable: the strings' shared metatable (the real
     -- string library) stays out of reach, and no table a hook hands back can
     -- run code when the engine reads it
-    string = readonly(str, "string"), table = lib(table, "table"), math = lib(math, "math"),
+    string = readonly(str, "string"), table = lib(table, "table", { move = move, sort = sort }),
+    math = lib(math, "math"),
     utf8 = lib(utf8, "utf8"),
     os = readonly({ time = os.time, clock = os.clock, date = os.date }, "os"),
   }
@@ -153,7 +185,7 @@ function M.load_dir(dir, fs)
       if not chunk then
         return nil, err
       end
-      local ok, hook = sandbox.run(chunk, M.INSTRUCTIONS, M.MEMORY)
+      local ok, hook = sandbox.run(chunk, M.INSTRUCTIONS, M.MEMORY, M.SECONDS)
       if not ok then
         return nil, (tostring(hook):match("^" .. path:gsub("%p", "%%%0") .. ":") and hook or (path .. ":1: " .. hook))
       end
@@ -354,7 +386,7 @@ function M.apply_desired(hook, state, ctx, rules)
   assert(rules and rules.base_domain, "apply_desired needs the base domain")
   local c = copy(state)
   local secrets = hide_secrets(c)
-  local ok, err = sandbox.run(hook.desired, M.INSTRUCTIONS, M.MEMORY, c, copy(ctx))
+  local ok, err = sandbox.run(hook.desired, M.INSTRUCTIONS, M.MEMORY, M.SECONDS, c, copy(ctx))
   if not ok then
     return nil, hook.file .. ": desired(): " .. tostring(err)
   end
@@ -595,7 +627,8 @@ function M.run_after(hook, state, ctx, runner)
       for i, a in ipairs(argv) do
         args[i] = a
       end
-      return runner(args)
+      -- the engine's journaled steps and Dokku's answer: off the hook's clock
+      return sandbox.outside(runner, args)
     end,
     apps = function()
       local list = {}
@@ -610,7 +643,7 @@ function M.run_after(hook, state, ctx, runner)
       return copy(sc.storage)
     end,
   }, "the dokku handle")
-  local ok, err = sandbox.run(hook.after, M.INSTRUCTIONS, M.MEMORY, handle, copy(ctx))
+  local ok, err = sandbox.run(hook.after, M.INSTRUCTIONS, M.MEMORY, M.SECONDS, handle, copy(ctx))
   if not ok then
     return nil, hook.file .. ": after(): " .. tostring(err)
   end

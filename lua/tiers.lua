@@ -7,9 +7,13 @@ local validate = require "validate"
 
 local M = {}
 
--- A tier file may run this many VM instructions; data never needs more, and a
--- stray loop must not hang start-up or a reload.
+-- A tier file may run this many VM instructions (pattern matching counts as
+-- well), this much memory and time; data never needs more, and a stray loop
+-- must not hang start-up or a reload.
 local INSTRUCTION_BUDGET = 1000000
+M.INSTRUCTIONS = INSTRUCTION_BUDGET
+M.MEMORY = 16 * 1024 * 1024
+M.SECONDS = 5
 
 local TOP_FIELDS = {
   name = true, display_name = true, extends = true, limits = true, agents = true,
@@ -79,15 +83,23 @@ local function sandbox()
   }
 end
 
-local function run_file(path, src)
+-- run(fn) → true, value | false, message: the service's C sandbox (fs.run,
+-- bounding instructions also inside the string library, memory and time);
+-- without one (plain Lua, the unit specs) a count hook on a coroutine.
+local function run_file(path, src, run)
   local fn, err = load(src, "@" .. path, "t", sandbox())
   if not fn then return nil, err end
-  local co = coroutine.create(fn)
-  if debug and debug.sethook then
-    debug.sethook(co, function() error("tier file exceeded its instruction budget", 2) end,
-      "", INSTRUCTION_BUDGET)
+  local ok, value
+  if run then
+    ok, value = run(fn)
+  else
+    local co = coroutine.create(fn)
+    if debug and debug.sethook then
+      debug.sethook(co, function() error("tier file exceeded its instruction budget", 2) end,
+        "", INSTRUCTION_BUDGET)
+    end
+    ok, value = coroutine.resume(co)
   end
-  local ok, value = coroutine.resume(co)
   if not ok then
     value = tostring(value)
     if value:sub(1, #path + 1) ~= path .. ":" then value = path .. ":1: " .. value end
@@ -311,7 +323,8 @@ end
 -- Loading ------------------------------------------------------------------
 
 -- load_dir(dir, fs) → { [name] = tier }, or nil, "file:line: message".
--- fs.list(dir) → sorted file names (or nil, err); fs.read(path) → text (or nil, err).
+-- fs.list(dir) → sorted file names (or nil, err); fs.read(path) → text (or nil, err);
+-- fs.run(fn) (optional) → true, value | false, message: runs a file's chunk bounded.
 function M.load_dir(dir, fs)
   dir = dir:gsub("/+$", "")
   local names, lerr = fs.list(dir)
@@ -333,7 +346,7 @@ function M.load_dir(dir, fs)
       e.err = ("%s:1: cannot read: %s"):format(path, tostring(rerr))
     else
       e.src = src
-      e.value, e.err = run_file(path, src)
+      e.value, e.err = run_file(path, src, fs.run)
     end
     entries[base] = e
     order[#order + 1] = base

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #ifndef MRPROV_VERSION
@@ -237,7 +238,9 @@ static int cmd_serve(void)
 	}
 	rt_release(L);
 	int started = 0;
-	if (config_load_secret(&cfg, 1, err, sizeof err) < 0 || store_open(cfg.state_db, 0, err, sizeof err) < 0)
+	/* The store first: it refuses a directory other users can read before
+	 * the secret is written beside it. */
+	if (store_open(cfg.state_db, 0, err, sizeof err) < 0 || config_load_secret(&cfg, 1, err, sizeof err) < 0)
 		goto failed;
 	if (store_checkpointer_start() < 0) {
 		snprintf(err, sizeof err, "cannot start the store's checkpoint thread");
@@ -325,6 +328,10 @@ failed:
 
 int main(int argc, char **argv)
 {
+	/* Everything mrprov creates (the store and its -wal/-shm, the secret,
+	 * backups) is for its own user only; a local `dokku` gets the umask
+	 * mrprov was started with. */
+	transport_child_umask(umask(077));
 	const char *cmd = argc > 1 ? argv[1] : "serve";
 	int rest = argc > 1 ? argc - 2 : 0;
 	char **args = argc > 1 ? argv + 2 : argv + argc;

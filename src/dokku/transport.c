@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,6 +26,41 @@ static struct ssh_pool *pool;
 static pthread_mutex_t ok_lock = PTHREAD_MUTEX_INITIALIZER;
 static double last_ok; /* monotonic time of the last completed command */
 static atomic_int cancelled; /* transport_cancel: shutdown gives up running commands */
+static mode_t child_umask = 022;
+
+void transport_child_umask(mode_t mask)
+{
+	child_umask = mask;
+}
+
+/* What a local `dokku` sees of mrprov's environment: enough to find its
+ * programs and run as its user, none of mrprov's own settings (API keys,
+ * webhook and Supabase secrets, PROVISIONER_SECRET). */
+static const char *const child_env_names[] = { "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", NULL };
+#define CHILD_ENV_MAX 16
+#define DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+extern char **environ;
+
+/* Fills envp (CHILD_ENV_MAX slots) with pointers into environ: nothing is
+ * allocated, so the child can use it between fork and exec. */
+static void child_env(char **envp)
+{
+	int n = 0, have_path = 0;
+	for (char **e = environ; e && *e && n < CHILD_ENV_MAX - 2; e++) {
+		for (int i = 0; child_env_names[i]; i++) {
+			size_t len = strlen(child_env_names[i]);
+			if (strncmp(*e, child_env_names[i], len) == 0 && (*e)[len] == '=') {
+				envp[n++] = *e;
+				have_path |= i == 0;
+				break;
+			}
+		}
+	}
+	if (!have_path)
+		envp[n++] = (char *)DEFAULT_PATH;
+	envp[n] = NULL;
+}
 
 int transport_init(enum transport_mode m, const struct ssh_pool_opts *ssh, const char *prog, char *err,
 		   size_t errlen)
@@ -128,6 +164,8 @@ static int run_local(const char *const *argv, int argc, double timeout_s, int ou
 	args[0] = program;
 	for (int i = 0; i < argc; i++)
 		args[i + 1] = (char *)argv[i];
+	char *envp[CHILD_ENV_MAX];
+	child_env(envp);
 	pid_t pid = fork();
 	if (pid == 0) {
 		dup2(outp[1], 1);
@@ -135,7 +173,9 @@ static int run_local(const char *const *argv, int argc, double timeout_s, int ou
 		int devnull = open("/dev/null", O_RDONLY);
 		if (devnull >= 0)
 			dup2(devnull, 0);
-		execvp(program, args);
+		/* mrprov's own files are private (umask 077); Dokku's are not. */
+		umask(child_umask);
+		execvpe(program, args, envp);
 		dprintf(2, "cannot run %s: %s\n", program, strerror(errno));
 		_exit(127);
 	}

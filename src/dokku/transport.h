@@ -8,6 +8,8 @@
 #include "ssh/pool.h"
 #include "util/sbuf.h"
 
+#include <sys/types.h>
+
 enum transport_mode { TRANSPORT_DRY_RUN, TRANSPORT_LOCAL, TRANSPORT_SSH };
 
 struct transport_result {
@@ -28,6 +30,9 @@ int transport_init(enum transport_mode mode, const struct ssh_pool_opts *ssh, co
  * error "cancelled: shutting down" (a local child is killed; an SSH channel
  * is given up); later commands are refused the same way. */
 void transport_cancel(void);
+/* The umask a local `dokku` runs with (mrprov's own is 077): the one mrprov
+ * was started with. */
+void transport_child_umask(mode_t mask);
 void transport_shutdown(void);
 enum transport_mode transport_mode(void);
 const char *transport_mode_name(void);

@@ -154,7 +154,8 @@ static void preload(lua_State *L, const char *name, lua_CFunction f)
 }
 
 /* The allocator of every state keeps count, so the sandbox can cap what a
- * hook allocates. A cap never fails a shrink or a free. */
+ * hook allocates (and, while one runs, its deadline). A cap never fails a
+ * shrink or a free. */
 static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
 	struct rt_alloc *a = ud;
@@ -164,9 +165,21 @@ static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 		a->used -= old;
 		return NULL;
 	}
-	if (a->limit && nsize > old && a->used + (nsize - old) > a->limit) {
-		a->exceeded = 1;
-		return NULL;
+	if (a->limit && nsize > old) {
+		if (a->used + (nsize - old) > a->limit) {
+			a->exceeded = 1;
+			return NULL;
+		}
+		/* C code that builds big strings runs few VM instructions: the
+		 * sandbox's clock is also read every MiB allocated. Once out of
+		 * time, nothing more (not even after an emergency collection). */
+		a->metered += nsize - old;
+		if (a->metered >= ((size_t)1 << 20)) {
+			a->metered = 0;
+			a->refused = a->refused || sandbox_alloc_tick();
+		}
+		if (a->refused)
+			return NULL;
 	}
 	void *p = realloc(ptr, nsize);
 	if (!p)
@@ -241,6 +254,7 @@ static lua_State *build_state(unsigned gen, struct sources *src, char *err, size
 	lua_pushlightuserdata(L, src);
 	lua_setfield(L, LUA_REGISTRYINDEX, SOURCES_KEY);
 	luaL_openlibs(L);
+	strmatch_install(L);
 	preload(L, "mrprov.store", luaopen_mrprov_store);
 	preload(L, "mrprov.crypto", luaopen_mrprov_crypto);
 	preload(L, "mrprov.log", luaopen_mrprov_log);

@@ -24,6 +24,8 @@ struct rt_alloc {
 	size_t used;
 	size_t limit;
 	int exceeded;
+	size_t metered; /* bytes allocated under a limit since the sandbox last looked at the clock */
+	int refused;	/* the sandbox ran out of time: growing allocations fail */
 };
 
 /* A new state on the current generation, or NULL with `file:line: message`.
@@ -54,6 +56,18 @@ int rt_getfunc(lua_State *L, const char *module, const char *fname, char *err, s
 lua_State *rt_acquire(char *err, size_t errlen);
 void rt_release(lua_State *L);
 void rt_pool_drain(void);
+
+/* The sandbox (sandbox.c) bounds what a sandboxed function runs, also
+ * inside C: work a C function does without running VM instructions is
+ * charged here, in instructions. Raises once the running sandbox is out of
+ * instructions or time; does nothing outside a sandbox. */
+void sandbox_charge(lua_State *L, long long units);
+/* For the allocator: 1 when a sandboxed function has run out of time (the
+ * allocation then fails and the sandbox reports the time limit). */
+int sandbox_alloc_tick(void);
+/* string.find/match/gmatch/gsub with a meter, string.rep that cannot spin,
+ * no string.dump (strmatch.c); on every state. */
+void strmatch_install(lua_State *L);
 
 /* Bindings (one file each). */
 int luaopen_mrprov_store(lua_State *L);

@@ -340,6 +340,20 @@ int store_open(const char *path, int readonly, char *err, size_t errlen)
 			free(dir);
 			return -1;
 		}
+		/* The store holds every instance's secrets, and SQLite creates
+		 * its -wal and -shm files with the database file's mode: a
+		 * directory others can enter would hand them out whatever mode
+		 * an earlier run (or umask) left on the files. */
+		struct stat st;
+		const char *d = slash ? dir : ".";
+		if (stat(d, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO))) {
+			snprintf(err, errlen,
+				 "STATE_DB: the directory %s is open to other users (mode %03o); the store holds "
+				 "secrets: run chmod 700 %s",
+				 d, (unsigned)(st.st_mode & 0777), d);
+			free(dir);
+			return -1;
+		}
 		free(dir);
 	}
 	sqlite3 *db = open_conn(err, errlen);

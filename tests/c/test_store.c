@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void exec(const char *sql)
@@ -117,6 +118,19 @@ int main(void)
 	exec("PRAGMA user_version=99");
 	store_close();
 	CHECK(store_open(path, 0, err, sizeof err) < 0 && strstr(err, "newer"));
+
+	/* A directory other users can enter would hand them the store (its
+	 * -wal and -shm files too): refused, naming the directory and the fix. */
+	store_close();
+	char open_dir[256], open_path[300];
+	snprintf(open_dir, sizeof open_dir, "%s/open", dir);
+	CHECK(mkdir(open_dir, 0700) == 0 && chmod(open_dir, 0750) == 0);
+	snprintf(open_path, sizeof open_path, "%s/state.db", open_dir);
+	CHECK(store_open(open_path, 0, err, sizeof err) < 0 && strstr(err, open_dir) && strstr(err, "chmod 700"));
+	CHECK(access(open_path, F_OK) < 0);
+	CHECK(chmod(open_dir, 0700) == 0);
+	CHECK(store_open(open_path, 0, err, sizeof err) == 0);
+	store_close();
 
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -4,6 +4,7 @@
 #include "dokku/transport.h"
 
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static int ok(const char *s)
@@ -70,6 +71,29 @@ int main(void)
 
 	CHECK(transport_init(TRANSPORT_LOCAL, NULL, "/nonexistent/dokku", err, sizeof err) == 0);
 	CHECK(transport_run(argv3, 2, 5, -1, &r) == 0 && r.exit_code == 127);
+	transport_result_free(&r);
+
+	/* A local `dokku` sees none of mrprov's settings, only what it needs
+	 * to run (PATH, HOME, ...), and the umask mrprov was started with. */
+	setenv("PROVISIONER_API_KEYS", "api-key-secret-1", 1);
+	setenv("WEBHOOK_SECRET", "webhook-secret-2", 1);
+	setenv("SUPABASE_SERVICE_KEY", "supabase-secret-3", 1);
+	setenv("PROVISIONER_SECRET", "provisioner-secret-4", 1);
+	setenv("HOME", "/home/mrprov-test", 1);
+	CHECK(transport_init(TRANSPORT_LOCAL, NULL, "/usr/bin/env", err, sizeof err) == 0);
+	const char *argv5[] = { "-u", "NONE" }; /* env -u NONE: print the environment */
+	CHECK(transport_run(argv5, 2, 5, -1, &r) == 0 && r.exit_code == 0);
+	CHECK(r.out.data && strstr(r.out.data, "PATH=") && strstr(r.out.data, "HOME=/home/mrprov-test\n"));
+	CHECK(r.out.data && !strstr(r.out.data, "secret"));
+	CHECK(r.out.data && !strstr(r.out.data, "PROVISIONER_") && !strstr(r.out.data, "WEBHOOK_") &&
+	      !strstr(r.out.data, "SUPABASE_"));
+	transport_result_free(&r);
+	umask(077);
+	transport_child_umask(022);
+	CHECK(transport_init(TRANSPORT_LOCAL, NULL, "/bin/sh", err, sizeof err) == 0);
+	const char *argv6[] = { "-c", "umask" };
+	CHECK(transport_run(argv6, 2, 5, -1, &r) == 0 && r.exit_code == 0);
+	CHECK_STR(r.out.data, "0022\n");
 	transport_result_free(&r);
 
 	/* Streaming stdout to a file (backups). */

@@ -22,6 +22,25 @@ local EVIL = {
   sub_other = [[return { after = function(dokku)
     dokku.run({ "apps:destroy", "--force", "mr-victim-12345678" })
   end }]],
+  -- one string.find that backtracks for ever, in C where no count hook fires
+  sub_backtrack = [[return { desired = function()
+    return string.rep("a", 5000):find(string.rep("a*", 30) .. "b")
+  end }]],
+  sub_gsub = [[return { desired = function()
+    while true do pcall(string.gsub, ("a"):rep(3000), ("a-"):rep(20) .. "b", "") end
+  end }]],
+  -- C loops that allocate nothing: empty copies, nil moves
+  sub_rep = [[return { desired = function()
+    local s = ("").rep("", 2^60)
+    error("rep gave " .. #s .. " bytes")
+  end }]],
+  sub_move = "return { desired = function() table.move({}, 1, 1e15, 1, {}) end }",
+  -- few instructions, each a lot of work in C: the wall clock stops it
+  sub_upper = [[return { desired = function()
+    local s = ("x"):rep(2000000)
+    while true do s = s:lower():upper() end
+  end }]],
+  sub_dump = "return { desired = function() return ('').dump(function() end) end }",
 }
 
 local WANT = {
@@ -31,6 +50,9 @@ local WANT = {
   sub_other = "apps:destroy is not allowed in a hook",
   sub_leak = "leak %[secret:MINDROOM_ADMIN_PASSWORD%]",
   sub_steal = "must not be under mindroom%.chat other than",
+  sub_backtrack = { "instruction budget", "time limit" }, sub_gsub = { "instruction budget", "time limit" },
+  sub_rep = "rep gave 0 bytes", sub_move = { "instruction budget", "time limit" },
+  sub_upper = "time limit of 5 seconds exceeded", sub_dump = "field 'dump'",
 }
 
 -- Hooks for issue 12: the admin password put into an error (item 3), a
@@ -56,6 +78,31 @@ local OTHERS = {
     state.apps[3].domains = { "shared1.example" }
   end }]],
 }
+
+-- mrprov with a time limit of its own (a hook that stalls it must not stall the spec).
+local function run_bounded(args, env)
+  local parts = { "timeout", "120", "env" }
+  for k, v in pairs(env) do
+    parts[#parts + 1] = H.sh_quote(k .. "=" .. v)
+  end
+  parts[#parts + 1] = H.sh_quote(H.bin)
+  for _, a in ipairs(args) do
+    parts[#parts + 1] = H.sh_quote(a)
+  end
+  local p = io.popen(table.concat(parts, " ") .. " 2>&1; echo \"rc=$?\"")
+  local out = p:read("a")
+  p:close()
+  return tonumber(out:match("rc=(%d+)%s*$")), out
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+-- top-level code of a hook or tier file that backtracks for ever
+local STALL = 'local _ = ("a"):rep(5000):find(("a*"):rep(30) .. "b")\n'
 
 describe("hooks #integration", function()
   local srv, dir
@@ -85,7 +132,7 @@ describe("hooks #integration", function()
     local code, out = H.run({ "check" }, { TIERS_DIR = H.root .. "/tiers", LUA_DIR = H.root .. "/lua",
                                            HOOKS_DIR = dir })
     assert.are.equal(0, code)
-    assert.matches("hooks %(15%)", out)
+    assert.matches("hooks %(21%)", out)
     assert.matches("subscription%.sub_worker1%s+%S+ desired%(%) after%(%)", out)
     assert.matches("account%.acc_acme%s+%S+ desired%(%)", out)
   end)
@@ -183,7 +230,11 @@ describe("hooks #integration", function()
         return s.status == "failed" or s.status == "running"
       end, 60)
       assert.are.equal("failed", st.status, id)
-      assert.matches(WANT[id], st.error, nil, false)
+      local want, found = WANT[id], false
+      for _, w in ipairs(type(want) == "table" and want or { want }) do
+        found = found or st.error:find(w) ~= nil
+      end
+      assert.is_true(found, id .. ": " .. st.error)
       assert.matches("%.lua", st.error)
     end
     assert.is_nil(io.open("/tmp/mrprov-hook-escaped"))
@@ -258,6 +309,38 @@ describe("hooks #integration", function()
     assert.are.same({ "failed", "running" }, states)
     local err = errors[1] ~= cjson.null and errors[1] or errors[2]
     assert.matches("domain ai.dup.example is already served by another instance", err, 1, true)
+  end)
+
+  it("refuses a hook file whose top level stalls: at start, and on SIGHUP keeping the old one", function()
+    local bad = H.tmpdir()
+    write(bad .. "/subscription.sub_stall.lua", STALL .. "return {}\n")
+    local code, out = run_bounded({ "check" }, { TIERS_DIR = H.root .. "/tiers", LUA_DIR = H.root .. "/lua",
+                                                HOOKS_DIR = bad })
+    assert.are.equal(1, code, out)
+    assert.matches("subscription%.sub_stall%.lua:1: instruction budget of %d+ exceeded", out)
+    code, out = run_bounded({ "serve" }, H.base_env(H.tmpdir(), { HOOKS_DIR = bad }))
+    assert.are.equal(1, code, out)
+    assert.matches("mrprov: [^\n]*subscription%.sub_stall%.lua:1: instruction budget of %d+ exceeded", out)
+
+    write(dir .. "/subscription.sub_stall.lua", STALL .. "return {}\n")
+    os.execute("kill -HUP " .. srv.pid)
+    local r = H.wait_for(srv, "/ready", function(x) return x.checks.config_error ~= nil end, 60)
+    assert.matches("subscription%.sub_stall%.lua:1: instruction budget of %d+ exceeded", r.checks.config_error)
+    assert.are.equal(1, r.checks.config_generation)
+    os.remove(dir .. "/subscription.sub_stall.lua")
+    local c2, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_after_hup", tier = "free" },
+      { Prefer = "wait=60" })
+    assert.are.equal(200, c2)
+    assert.are.equal("running", j.status)
+  end)
+
+  it("refuses a tier file whose top level stalls", function()
+    local tiers = H.tmpdir()
+    os.execute("cp " .. H.root .. "/tiers/*.lua " .. tiers .. "/")
+    write(tiers .. "/stall.lua", STALL .. 'return { name = "stall", display_name = "Stall", extends = "free" }\n')
+    local code, out = run_bounded({ "check" }, { TIERS_DIR = tiers, LUA_DIR = H.root .. "/lua", HOOKS_DIR = dir })
+    assert.are.equal(1, code, out)
+    assert.matches("stall%.lua:1: instruction budget of %d+ exceeded", out)
   end)
 end)
 

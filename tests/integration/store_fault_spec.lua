@@ -104,6 +104,43 @@ describe("a read-only store #integration", function()
   end)
 end)
 
+describe("a store directory other users can read #integration", function()
+  teardown(H.cleanup)
+
+  local function mode(path)
+    local _, out = sh("stat -c %a " .. q(path))
+    return (out:gsub("%s+$", ""))
+  end
+
+  it("refuses to start with one line naming the directory and the fix", function()
+    local dir = H.tmpdir()
+    os.execute("mkdir -m 755 " .. q(dir .. "/data"))
+    local rc, out = sh("cd " .. q(dir) .. " && timeout 20 " .. serve_cmd(dir))
+    assert.are.equal(1, rc, out)
+    local lines = {}
+    for l in out:gmatch("[^\n]+") do
+      lines[#lines + 1] = l
+    end
+    assert.are.equal(1, #lines, "expected one line, got:\n" .. out)
+    assert.matches("^mrprov: STATE_DB: ", lines[1])
+    assert.truthy(lines[1]:find("chmod 700 " .. dir .. "/data", 1, true), lines[1])
+    assert.is_nil(io.open(dir .. "/data/mrprov.db"))
+  end)
+
+  it("creates the store and its -wal and -shm for its own user only", function()
+    local dir = H.tmpdir()
+    os.execute("mkdir -m 700 " .. q(dir .. "/data"))
+    local s = H.start({ dir = dir })
+    local code = H.request(s, "POST", "/api/v1/provision", { subscription_id = "sub_mode1", tier = "free" },
+      { Prefer = "wait=20" })
+    assert.are.equal(200, code)
+    for _, f in ipairs({ "mrprov.db", "mrprov.db-wal", "mrprov.db-shm" }) do
+      assert.are.equal("600", mode(dir .. "/data/" .. f), f)
+    end
+    assert.is_true(H.stop(s))
+  end)
+end)
+
 describe("a store whose disk fills up mid-job #integration", function()
   local h, dir, pid, log, base
   local data
@@ -112,7 +149,7 @@ describe("a store whose disk fills up mid-job #integration", function()
   local function start_on_tmpfs()
     log = dir .. "/serve-" .. math.random(1e6) .. ".log"
     local env = D.mrprov_env(h, { PROVISIONER_SECRET = "store-fault-secret-0123456789" })
-    local inner = "mount -t tmpfs -o size=2m none " .. q(data) .. " && cd " .. q(dir) .. " && exec " ..
+    local inner = "mount -t tmpfs -o size=2m,mode=700 none " .. q(data) .. " && cd " .. q(dir) .. " && exec " ..
       serve_cmd(dir, env) .. " 2>" .. q(log)
     local p = io.popen("sh -c " .. q("exec unshare -rm sh -c " .. q(inner)) .. " >/dev/null 2>&1 & echo $!")
     pid = tonumber(p:read("l"))

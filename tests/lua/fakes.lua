@@ -71,7 +71,9 @@ function M.install()
   package.loaded["mrprov.outbox"] = { enabled = function() return false end, notify = function() end }
   -- the C sandbox bounds time and memory; unit specs only need the call shape
   package.loaded["mrprov.sandbox"] = {
-    run = function(fn, _, _, ...) return pcall(fn, ...) end,
+    run = function(fn, _, _, _, ...) return pcall(fn, ...) end,
+    outside = function(fn, ...) return fn(...) end,
+    charge = function() end,
     memory = function() return collectgarbage("count") * 1024 end,
   }
   package.loaded["mrprov.metrics"] = { inc = function() end, set = function() end, observe = function() end }

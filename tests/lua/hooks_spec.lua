@@ -106,6 +106,23 @@ describe("hooks", function()
       h["subscription.sub_x"].description)
   end)
 
+  it("moves and sorts like Lua's table library (run as Lua, or charged, in the sandbox)", function()
+    local h = assert(load({ ["h/subscription.sub_x.lua"] = [[
+      local t = { 1, 2, 3, 4, 5 }
+      table.move(t, 1, 3, 2)
+      local u = table.move({ 7, 8 }, 1, 2, 3, { 1, 2 })
+      local v = { 1, 2, 3, 4, 5 }
+      table.move(v, 2, 5, 1)
+      local w = { "b", "c", "a" }
+      table.sort(w)
+      table.sort(v, function(a, b) return a > b end)
+      local ok = pcall(table.move, {}, 1, "x", 1)
+      return { description = table.concat(t, ",") .. " " .. table.concat(u, ",") .. " " .. table.concat(v, ",")
+        .. " " .. table.concat(w, ",") .. " " .. tostring(ok) .. " " .. #table.move({}, 3, 1, 1) }
+    ]] }))
+    assert.are.equal("1,1,2,3,5 1,2,7,8 5,5,4,3,2 a,b,c false 0", h["subscription.sub_x"].description)
+  end)
+
   it("cannot replace the API it was given", function()
     local h = assert(load({ ["h/subscription.sub_x.lua"] = [[
       return { desired = function() string.upper = nil end }
