@@ -19,8 +19,15 @@ local function split(m)
   return m:match("^([^:]*):([^:]*)")
 end
 
+-- A mount read from the server goes back into an argv (`storage:unmount`)
+-- only when it is made of the transport's token characters; anything else
+-- is left alone (and the transport would refuse it anyway).
+local function token_safe(m)
+  return m:match("^[A-Za-z0-9._/=+@,-]+:[A-Za-z0-9._/=+@,-]+[A-Za-z0-9:,]*$") ~= nil
+end
+
 local function is_stale(spec, m)
-  if m == mount_spec(spec) then
+  if m == mount_spec(spec) or not token_safe(m) then
     return false
   end
   local host, container = split(m)

@@ -38,5 +38,18 @@ describe("resource storage", function()
     assert.are.equal(1, #cmds)
     assert.are.same({ "storage:unmount", "mx", "/old/base/mx:/data" }, cmds[1].argv)
   end)
+
+  -- found by fuzz_dokku_output: a listed mount goes back into an argv only
+  -- when it is made of token characters
+  it("leaves alone a stale-looking mount that is not a plain token", function()
+    local mx = { app = "mx", dir = "mx", host_path = "/var/lib/dokku/data/storage/mx", container_path = "/data",
+                 chown = "false", owned_paths = { "/data" } }
+    for _, bad in ipairs({ "/old\0base/mx:/data", "/old base/mx:/data", "/old/$(id)/mx:/data", "/o\n:/data" }) do
+      local cmds = storage.diff(mx, { mounts = { bad, "/var/lib/dokku/data/storage/mx:/data" } })
+      assert.are.same({}, cmds, bad)
+      assert.are.same({ bad, "/var/lib/dokku/data/storage/mx:/data" },
+        storage.model(mx, { mounts = { bad, "/var/lib/dokku/data/storage/mx:/data" } }).mounts)
+    end
+  end)
 end)
 
