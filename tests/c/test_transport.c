@@ -32,6 +32,17 @@ int main(void)
 	CHECK(!ok("a&b"));
 	CHECK(!ok("a\\b"));
 	CHECK(!ok("-n"));
+	/* issue 12 item 23: every word echo reads as options is lost too */
+	CHECK(!ok("-e"));
+	CHECK(!ok("-E"));
+	CHECK(!ok("-ne"));
+	CHECK(!ok("-eE"));
+	CHECK(!ok("-nn"));
+	CHECK(!ok("-Een"));
+	CHECK(ok("-"));
+	CHECK(ok("-f"));
+	CHECK(ok("-nx"));
+	CHECK(ok("--ne"));
 	CHECK(!ok("--help"));
 	const char *reason;
 	CHECK(!transport_token_ok("a\0b", 3, &reason));
