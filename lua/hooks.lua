@@ -166,8 +166,9 @@ local function check_env(env, where)
     if type(k) ~= "string" or not validate.env_key(k) then
       return nil, where .. ": invalid environment key " .. tostring(k)
     end
-    if type(v) ~= "string" or not validate.env_value(v) then
-      return nil, where .. ": invalid value for " .. k
+    local ok, why = validate.env_value(v)
+    if not ok then
+      return nil, where .. ": invalid value for " .. k .. ": " .. tostring(why)
     end
     out[k] = v
   end

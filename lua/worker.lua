@@ -14,6 +14,7 @@ local instances = require "instances"
 local jobs = require "mrprov.jobs"
 local json = require "json"
 local log = require "mrprov.log"
+local redact_text = require "redact"
 local metrics = require "mrprov.metrics"
 local store = require "mrprov.store"
 local sys = require "mrprov.sys"
@@ -80,27 +81,6 @@ end
 
 function M.admin_password(app_name)
   return crypto.derive("admin-password:" .. app_name)
-end
-
--- Masks every registered secret value in text.
-local function redactor(secrets)
-  return function(text)
-    if not text then
-      return text
-    end
-    for _, s in ipairs(secrets) do
-      local i = 1
-      while true do
-        local a, b = text:find(s, i, true)
-        if not a then
-          break
-        end
-        text = text:sub(1, a - 1) .. "[REDACTED]" .. text:sub(b + 1)
-        i = a + 10
-      end
-    end
-    return text
-  end
 end
 
 local function clip(s)
@@ -622,7 +602,7 @@ local function run_after_hook(job, inst, hook, state, tier, redact, ctx)
         break
       end
     end
-    local c = command.new("hook", target, argv)
+    local c = command.new("hook", target, argv, command.shown_env(argv))
     local seq = store.tx(function()
       local s = next_seq(job.id) + 1
       c.seq = s
@@ -644,14 +624,45 @@ local function run_after_hook(job, inst, hook, state, tier, redact, ctx)
   end
 end
 
+-- M.SECRET_MIN bytes: a shorter environment value ("1", "true") would mask
+-- every such word of every output; the admin password is always masked.
+M.SECRET_MIN = 8
+
+-- The values masked in every output, error and log line of a job (besides
+-- the credentials redact.credentials finds by form): the admin password,
+-- the customer's config_updates and the environment of apps a hook added,
+-- each raw and base64-encoded. Dokku echoes values back in some errors
+-- (v0.38: an ENV file it cannot read is quoted in every config command's
+-- error), and any of those values may be a customer's secret.
+function M.job_secrets(inst, state)
+  local password = M.admin_password(inst.app_name)
+  local list = { password, crypto.base64(password) }
+  local function add(v)
+    if type(v) == "string" and #v >= M.SECRET_MIN then
+      list[#list + 1] = v
+      list[#list + 1] = crypto.base64(v)
+    end
+  end
+  for _, v in pairs(inst.spec and inst.spec.config_updates or {}) do
+    add(v)
+  end
+  for _, a in ipairs(state and state.apps or {}) do
+    if a.role == "hook" then
+      for _, v in pairs(a.env or {}) do
+        add(v)
+      end
+    end
+  end
+  return list
+end
+
 local function execute(job, inst, cfg)
   inst.operation = job.operation
   local state, tier_or_err, hook = M.desired_state(inst, cfg)
   if not state then
     error({ message = tier_or_err }, 0)
   end
-  local password = M.admin_password(inst.app_name)
-  local redact = redactor({ password, crypto.base64(password) })
+  local redact = redact_text.redactor(M.job_secrets(inst, state))
   local stamp = sys.iso_time():gsub("[^%dTZ]", "")
   local ctx = {
     created = {}, backups = json.array(), commands = 0,
