@@ -149,7 +149,8 @@ end
 -- exhaustively against a port of that code (tests/fixtures/dokku-sim):
 -- "007" → "7", "+5" → "5", "-0" → "0"; a value ending in `\` makes the
 -- closing quote read as escaped (the ENV file runs on or is unreadable); a
--- value ending in `"` comes back with a `\` in its place.
+-- value ending in `"` comes back with a `\` in its place (and so breaks
+-- the file at the next write).
 function M.godotenv_stored(v)
   if v:find("^[+-]?%d+$") then
     local n = math.tointeger(tonumber(v)) -- nil beyond int64: Atoi fails, the value is quoted
@@ -161,7 +162,8 @@ function M.godotenv_stored(v)
     return nil, "must not end with a backslash: Dokku 0.38 and newer could not read the app's environment back"
   end
   if v:sub(-1) == '"' then
-    return nil, "must not end with a double quote: Dokku 0.38 and newer would store it changed"
+    return nil, "must not end with a double quote: Dokku 0.38 and newer would store it ending in a backslash " ..
+      "instead, and could not read the app's environment back after the next change"
   end
   return v
 end
