@@ -9,9 +9,9 @@ local MAX_ENV_VALUE = 16 * 1024
 local MAX_CONFIG_UPDATES = 64
 -- An instance's config_updates, all updates merged: at most this many bytes
 -- of keys and values (and MAX_CONFIG_UPDATES keys). They cross to Dokku
--- base64-encoded in config:set commands of at most 64 KiB each
--- (resources/config.lua), so this is at most six commands; it also keeps
--- the container's environment far below the kernel's argument limits.
+-- base64-encoded in config:set commands of at most 32 KiB each
+-- (resources/config.lua), so this is at most a dozen commands; it also
+-- keeps the container's environment far below the kernel's argument limits.
 M.MAX_CONFIG_TOTAL = 256 * 1024
 M.MAX_CONFIG_UPDATES = MAX_CONFIG_UPDATES
 

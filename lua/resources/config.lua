@@ -12,15 +12,17 @@ local validate = require "validate"
 
 local M = { type = "config" }
 
--- Bytes of one `dokku --quiet config:set …` command line. Over SSH the whole
--- line travels in SSH_ORIGINAL_COMMAND, one environment string, which the
--- kernel caps at 128 KiB (MAX_ARG_STRLEN; execve fails "Argument list too
--- long"); Dokku then re-executes itself with the words as arguments beside
--- that same variable, so a line of 64 KiB keeps argument list plus
--- environment within 128 KiB too (the smallest ARG_MAX Linux allows). A
--- larger change is split into several `config:set --no-restart` commands of
--- whole KEY=value words; the app is restarted once after the last (engine).
-M.MAX_COMMAND = 64 * 1024
+-- Bytes of one `dokku --quiet config:set …` command line (the transport
+-- refuses longer ones, src/dokku/transport.c TRANSPORT_MAX_COMMAND). Over
+-- SSH the line is one exec request, one SSH packet: libssh2 1.10 refuses a
+-- packet of 35000 - 256 bytes or more (transport.c _libssh2_transport_send,
+-- MAX_SSH_PACKET_LEN), whatever the server allows; on the server the line
+-- becomes SSH_ORIGINAL_COMMAND, which the kernel caps at 128 KiB
+-- (MAX_ARG_STRLEN, "Argument list too long"). A larger change is split into
+-- several `config:set --no-restart` commands of whole KEY=value words (one
+-- value of 16 KiB is 21.8 KB in base64); the engine restarts the app once,
+-- after the last.
+M.MAX_COMMAND = 32 * 1024
 
 local function digests(env)
   local out = {}

@@ -259,12 +259,21 @@ static int run_ssh(const char *const *argv, int argc, double timeout_s, int out_
 int transport_run(const char *const *argv, int argc, double timeout_s, int out_fd, struct transport_result *res)
 {
 	result_init(res);
+	size_t line = 0;
 	for (int i = 0; i < argc; i++) {
 		const char *reason;
-		if (!transport_token_ok(argv[i], strlen(argv[i]), &reason)) {
+		size_t len = strlen(argv[i]);
+		if (!transport_token_ok(argv[i], len, &reason)) {
 			snprintf(res->error, sizeof res->error, "argument %d refused: %s", i + 1, reason);
 			return -1;
 		}
+		line += len + (i ? 1 : 0);
+	}
+	if (line > TRANSPORT_MAX_COMMAND) {
+		snprintf(res->error, sizeof res->error,
+			 "the command is %zu bytes long; at most %d cross to Dokku in one command", line,
+			 TRANSPORT_MAX_COMMAND);
+		return -1;
 	}
 	if (mode != TRANSPORT_DRY_RUN && atomic_load(&cancelled)) {
 		snprintf(res->error, sizeof res->error, "cancelled: shutting down");

@@ -4,6 +4,7 @@
 #include "dokku/transport.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 static int ok(const char *s)
@@ -55,6 +56,18 @@ int main(void)
 	transport_result_free(&r);
 	const char *bad[] = { "config:set", "app", "K=v;rm -rf /" };
 	CHECK(transport_run(bad, 3, 5, -1, &r) < 0 && strstr(r.error, "argument 3"));
+	transport_result_free(&r);
+
+	/* issue 12 item 18: a command line over TRANSPORT_MAX_COMMAND is refused
+	 * with its size (libssh2 cannot send it as one exec request) */
+	static char big[TRANSPORT_MAX_COMMAND];
+	memset(big, 'A', sizeof big - 1);
+	big[sizeof big - 1] = '\0';
+	const char *long_cmd[] = { "c:s", big }; /* 3 + 1 + 32767 bytes, then 32763 */
+	CHECK(transport_run(long_cmd, 2, 5, -1, &r) < 0 && strstr(r.error, "32771 bytes long"));
+	transport_result_free(&r);
+	big[sizeof big - 5] = '\0';
+	CHECK(transport_run(long_cmd, 2, 5, -1, &r) == 0);
 	transport_result_free(&r);
 
 	CHECK(transport_init(TRANSPORT_SSH, NULL, NULL, err, sizeof err) < 0 && strstr(err, "DOKKU_HOST"));

@@ -105,6 +105,9 @@ describe("hooks", function()
       { "state.apps[2].env['bad key'] = 'x'", "invalid environment key" },
       { "state.apps[3].domains = { 'bad domain;rm' }", "invalid domain" },
       { "state.apps[2].image = 'Not An Image'", "invalid image" },
+      -- issue 12 item 17: values Dokku 0.38 would store changed, with why
+      { "state.apps[2].env.PIN = '0042'", "invalid value for PIN: would be stored changed by Dokku 0.38" },
+      { "state.apps[2].env.DIR = 'C:\\\\'", "invalid value for DIR: must not end with a backslash" },
     }
     for _, c in ipairs(cases) do
       local h = assert(load({ ["h/sub_x.lua"] = "return { desired = function(state) " .. c[1] .. " end }" }))

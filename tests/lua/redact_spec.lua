@@ -6,10 +6,12 @@ local redact = require "redact"
 local PG = table.concat({
   "=====> Postgres container created: mr-a-12345678-db",
   "       Config dir:          /var/lib/dokku/services/postgres/mr-a-12345678-db/data",
-  "       Dsn:                 postgres://postgres:96a0e333157bdc931138dcd984d06484@dokku-postgres-mr-a-12345678-db:5432/mr_a_12345678_db",
+  "       Dsn:                 postgres://postgres:96a0e333157bdc931138dcd984d06484@dokku-postgres-mr-a-"
+    .. "12345678-db:5432/mr_a_12345678_db",
   "       Exposed ports:       -",
 }, "\n")
-local REDIS = "       Dsn:                 redis://:09814ac5470535dfe107225f2c4e4044@dokku-redis-x:6379\n       Status: running"
+local REDIS = "       Dsn:                 redis://:09814ac5470535dfe107225f2c4e4044@dokku-redis-x:6379\n"
+  .. "       Status: running"
 
 describe("redact", function()
   it("masks the password of a Dsn row and keeps the rest of the output (issue 12 item 1)", function()
@@ -36,7 +38,8 @@ describe("redact", function()
     assert.are.equal("see https://dokku.com/docs and postgres://h:5432/db",
       redact.credentials("see https://dokku.com/docs and postgres://h:5432/db"))
     -- a bare --dsn answer (postgres:info --dsn) is a URL too
-    assert.are.equal("postgres://postgres:[REDACTED]@h:5432/d\n", redact.credentials("postgres://postgres:pw@h:5432/d\n"))
+    assert.are.equal("postgres://postgres:[REDACTED]@h:5432/d\n",
+      redact.credentials("postgres://postgres:pw@h:5432/d\n"))
   end)
 
   it("masks registered values, longest first, and passes nil through", function()

@@ -157,7 +157,8 @@ end)
 
 describe("validate.env_value", function()
   it("accepts any UTF-8 text, metacharacters included (values travel base64-encoded)", function()
-    for _, v in ipairs({ "", "plain", "$(id); rm -rf / `x` | & 'q' \"q\" ${HOME} \\n !", "line1\nline2", "--force", "-n",
+    for _, v in ipairs({ "", "plain", "$(id); rm -rf / `x` | & 'q' \"q\" ${HOME} \\n !", "line1\nline2", "--force",
+      "-n",
       "é 日本 🚀", string.rep("v", 16 * 1024) }) do
       accepts(validate.env_value, v, nil, "env_value")
     end
