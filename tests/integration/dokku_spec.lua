@@ -186,7 +186,13 @@ describe("large and Dokku 0.38 environments over SSH #integration", function()
   local h, srv
   setup(function()
     h = D.start({ settings = { version = "current" } })
-    srv = H.start({ env = mrprov_env(h) })
+    local hooks_dir = H.tmpdir()
+    local f = assert(io.open(hooks_dir .. "/sub_hook1.lua", "w"))
+    f:write([[return { after = function(dokku, ctx)
+      dokku.run({ "config:set", "--no-restart", ctx.app_name .. "-backend", "HOOK_PIN=0042" })
+    end }]])
+    f:close()
+    srv = H.start({ env = mrprov_env(h, { HOOKS_DIR = hooks_dir }) })
   end)
   teardown(function()
     H.cleanup()
@@ -277,6 +283,18 @@ describe("large and Dokku 0.38 environments over SSH #integration", function()
     assert.matches("at most 262144 %(256 KiB%) in all", j.error.message)
     local _, inst = H.request(srv, "GET", "/api/v1/status/sub_big1")
     assert.are.equal("running", inst.status, "a refused update changes nothing")
+  end)
+
+  it("refuses the same values in a hook's after() config:set, naming the key", function()
+    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_hook1", tier = "free" },
+      { Prefer = "wait=60" })
+    assert.are.equal(200, code, cjson.encode(j))
+    assert.are.equal("failed", j.status)
+    assert.matches("after%(%): dokku%.run refused: config:set HOOK_PIN: would be stored changed by Dokku 0%.38",
+      j.error)
+    for _, e in ipairs(D.log(h)) do
+      assert.is_nil(table.concat(e.argv, " "):find("HOOK_PIN", 1, true), "the command reached Dokku")
+    end
   end)
 end)
 
