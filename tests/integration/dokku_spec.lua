@@ -187,7 +187,10 @@ describe("large and Dokku 0.38 environments over SSH #integration", function()
   setup(function()
     h = D.start({ settings = { version = "current" } })
     local hooks_dir = H.tmpdir()
-    local f = assert(io.open(hooks_dir .. "/sub_hook1.lua", "w"))
+    -- hook files are named `subscription.<id>.lua` where the shipped
+    -- examples are (a tree with kind-prefixed names), else `<id>.lua`
+    local prefixed = H.read_file(H.root .. "/hooks/examples/account.acc_acme.lua") ~= nil
+    local f = assert(io.open(hooks_dir .. "/" .. (prefixed and "subscription." or "") .. "sub_hook1.lua", "w"))
     f:write([[return { after = function(dokku, ctx)
       dokku.run({ "config:set", "--no-restart", ctx.app_name .. "-backend", "HOOK_PIN=0042" })
     end }]])
