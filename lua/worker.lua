@@ -297,9 +297,11 @@ local function outcome(c, res, err, transient, redact)
     r.bytes = res.bytes
     r.duration_ms = math.floor(res.duration * 1000 + 0.5)
     local out = c.stream and "" or (res.stdout or "")
-    r.output = redact(clip(out .. (res.stderr ~= "" and ((out ~= "" and "\n" or "") .. res.stderr) or "")))
+    -- redacted before it is clipped: a cut could leave half a password
+    -- or a URL without its `@` that the redactor would no longer know
+    r.output = clip(redact(out .. (res.stderr ~= "" and ((out ~= "" and "\n" or "") .. res.stderr) or "")))
     if res.exit ~= 0 and not (c.ok_exits and c.ok_exits[res.exit]) then
-      local msg = redact(clip(res.stderr ~= "" and res.stderr or (c.stream and "" or res.stdout)))
+      local msg = clip(redact(res.stderr ~= "" and res.stderr or (c.stream and "" or res.stdout)))
       r.error = string.format("%s exited %d: %s", c.display, res.exit, (msg:gsub("%s+$", "")))
       -- Dokku's per-app deploy lock is held by another build: worth a
       -- retry. So is a create or link that finds its object already there:
