@@ -281,6 +281,10 @@ function M.update_validated(r, req, cfg)
     for k, v in pairs(r.config_updates or {}) do
       spec.config_updates[k] = v
     end
+    local within, why = validate.config_updates_total(spec.config_updates)
+    if not within then
+      return { status = 422, code = "invalid_value", field = "config_updates", message = "config_updates " .. why }
+    end
     inst.tier = tier_name
     inst.spec = spec
     if not instances.ACTIVE[inst.status] or inst.status == "running" then

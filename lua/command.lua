@@ -28,6 +28,20 @@ function M.new(resource, target, argv, shown, opts)
   }
 end
 
+-- argv as shown in step logs: the value of every KEY=value word of a
+-- config:set replaced by [set] (a hook's after() sends plain ones).
+function M.shown_env(argv)
+  if argv[1] ~= "config:set" then
+    return argv
+  end
+  local shown = {}
+  for i, a in ipairs(argv) do
+    local k = i > 1 and type(a) == "string" and a:match("^([A-Za-z_][A-Za-z0-9_]*)=")
+    shown[i] = k and (k .. "=[set]") or a
+  end
+  return shown
+end
+
 -- The argv handed to the transport.
 function M.full_argv(cmd)
   local argv = { M.PREFIX }

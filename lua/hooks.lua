@@ -273,8 +273,9 @@ local function check_env(env, where, secrets)
     if type(k) ~= "string" or not validate.env_key(k) then
       return nil, where .. ": invalid environment key " .. tostring(k)
     end
-    if type(v) ~= "string" or not validate.env_value(v) then
-      return nil, where .. ": invalid value for " .. k
+    local ok, why = validate.env_value(v)
+    if not ok then
+      return nil, where .. ": invalid value for " .. k .. ": " .. tostring(why)
     end
     local hit
     v, hit = reveal(v, secrets)

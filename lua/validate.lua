@@ -7,6 +7,13 @@ local M = {}
 
 local MAX_ENV_VALUE = 16 * 1024
 local MAX_CONFIG_UPDATES = 64
+-- An instance's config_updates, all updates merged: at most this many bytes
+-- of keys and values (and MAX_CONFIG_UPDATES keys). They cross to Dokku
+-- base64-encoded in config:set commands of at most 32 KiB each
+-- (resources/config.lua), so this is at most a dozen commands; it also
+-- keeps the container's environment far below the kernel's argument limits.
+M.MAX_CONFIG_TOTAL = 256 * 1024
+M.MAX_CONFIG_UPDATES = MAX_CONFIG_UPDATES
 
 M.MATRIX_TYPES = { tuwunel = true, synapse = true }
 
@@ -150,12 +157,66 @@ function M.reserved_env_key(k)
   return RESERVED_KEYS[k] == true or k:sub(1, 6) == "DOKKU_" or k:sub(1, 9) == "MINDROOM_"
 end
 
+-- What Dokku >= 0.38 reads back for an environment value it stored: it
+-- writes the app's ENV file with godotenv v1.5.1 (Marshal: a value
+-- strconv.Atoi accepts is written as the bare integer, anything else
+-- double-quoted and backslash-escaped) and parses it on every later command
+-- (dokku v0.38.27 plugins/config/environment.go, go.mod; joho/godotenv
+-- v1.5.1 godotenv.go, parser.go). Returns the value read back; or nil and
+-- why when it differs in a way that is no plain number. The cases, checked
+-- exhaustively against a port of that code (tests/fixtures/dokku-sim):
+-- "007" → "7", "+5" → "5", "-0" → "0"; a value ending in `\` makes the
+-- closing quote read as escaped (the ENV file runs on or is unreadable); a
+-- value ending in `"` comes back with a `\` in its place (and so breaks
+-- the file at the next write).
+function M.godotenv_stored(v)
+  if v:find("^[+-]?%d+$") then
+    local n = math.tointeger(tonumber(v)) -- nil beyond int64: Atoi fails, the value is quoted
+    if n then
+      return string.format("%d", n)
+    end
+  end
+  if v:sub(-1) == "\\" then
+    return nil, "must not end with a backslash: Dokku 0.38 and newer could not read the app's environment back"
+  end
+  if v:sub(-1) == '"' then
+    return nil, "must not end with a double quote: Dokku 0.38 and newer would store it ending in a backslash " ..
+      "instead, and could not read the app's environment back after the next change"
+  end
+  return v
+end
+
 function M.env_value(s)
   if not is_string(s) then return nil, "must be a string" end
   if #s > MAX_ENV_VALUE then return nil, "must be at most 16 KiB" end
   if s:find("\0", 1, true) then return nil, "must not contain NUL" end
   if not M.utf8_valid(s) then return nil, "must be valid UTF-8" end
+  local stored, why = M.godotenv_stored(s)
+  if stored ~= s then
+    -- refused rather than normalised: the app would see another value than
+    -- the customer sent, and mrprov would find it changed on every run
+    return nil, why or ("would be stored changed by Dokku 0.38 and newer (a number with a leading + or " ..
+      "leading zeros loses them); send it without them")
+  end
   return s
+end
+
+-- The merged config_updates of an instance (what earlier updates set plus
+-- this one's) within the totals; nil and why otherwise.
+function M.config_updates_total(merged)
+  local n, bytes = 0, 0
+  for k, v in pairs(merged) do
+    n = n + 1
+    bytes = bytes + #k + #v
+  end
+  if n > MAX_CONFIG_UPDATES then
+    return nil, ("would hold %d keys with those set earlier; at most %d in all"):format(n, MAX_CONFIG_UPDATES)
+  end
+  if bytes > M.MAX_CONFIG_TOTAL then
+    return nil, ("would total %d bytes of keys and values with those set earlier; at most %d (256 KiB) in all")
+      :format(bytes, M.MAX_CONFIG_TOTAL)
+  end
+  return true
 end
 
 local function host_port_ok(c)

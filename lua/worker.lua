@@ -15,8 +15,10 @@ local jobs = require "mrprov.jobs"
 local json = require "json"
 local log = require "mrprov.log"
 local metrics = require "mrprov.metrics"
+local redact_text = require "redact"
 local store = require "mrprov.store"
 local sys = require "mrprov.sys"
+local validate = require "validate"
 
 local M = {}
 
@@ -80,27 +82,6 @@ end
 
 function M.admin_password(app_name)
   return crypto.derive("admin-password:" .. app_name)
-end
-
--- Masks every registered secret value in text.
-local function redactor(secrets)
-  return function(text)
-    if not text then
-      return text
-    end
-    for _, s in ipairs(secrets) do
-      local i = 1
-      while true do
-        local a, b = text:find(s, i, true)
-        if not a then
-          break
-        end
-        text = text:sub(1, a - 1) .. "[REDACTED]" .. text:sub(b + 1)
-        i = a + 10
-      end
-    end
-    return text
-  end
 end
 
 local function clip(s)
@@ -326,13 +307,15 @@ local function outcome(c, res, err, transient, redact)
     r.bytes = res.bytes
     r.duration_ms = math.floor(res.duration * 1000 + 0.5)
     local out = c.stream and "" or (res.stdout or "")
-    r.output = redact(clip(out .. (res.stderr ~= "" and ((out ~= "" and "\n" or "") .. res.stderr) or "")))
+    -- redacted before it is clipped: a cut could leave half a password
+    -- or a URL without its `@` that the redactor would no longer know
+    r.output = clip(redact(out .. (res.stderr ~= "" and ((out ~= "" and "\n" or "") .. res.stderr) or "")))
     -- (a dry run sends nothing, so nothing answers)
     if res.exit == 0 and c.expect and dokku.mode() ~= "dry-run"
         and not (res.stdout or ""):find(c.expect.text, 1, true) then
       r.error = redact(c.display .. ": " .. c.expect.otherwise)
     elseif res.exit ~= 0 and not (c.ok_exits and c.ok_exits[res.exit]) then
-      local msg = redact(clip(res.stderr ~= "" and res.stderr or (c.stream and "" or res.stdout)))
+      local msg = clip(redact(res.stderr ~= "" and res.stderr or (c.stream and "" or res.stdout)))
       r.error = string.format("%s exited %d: %s", c.display, res.exit, (msg:gsub("%s+$", "")))
       -- Dokku's per-app deploy lock is held by another build: worth a
       -- retry. So is a create or link that finds its object already there:
@@ -639,7 +622,23 @@ local function run_after_hook(job, inst, hook, state, tier, redact, ctx)
         break
       end
     end
-    local c = command.new("hook", target, argv)
+    -- the same rule as for a hook's desired() env: no value Dokku 0.38
+    -- would store changed (plain KEY=value words; --encoded ones are base64)
+    local encoded = false
+    for _, a in ipairs(argv) do
+      encoded = encoded or a == "--encoded"
+    end
+    for i = 2, argv[1] == "config:set" and not encoded and #argv or 0 do
+      local k, v = argv[i]:match("^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+      local ok, why = true, nil
+      if k then
+        ok, why = validate.env_value(v)
+      end
+      if not ok then
+        error("dokku.run refused: config:set " .. k .. ": " .. tostring(why), 0)
+      end
+    end
+    local c = command.new("hook", target, argv, command.shown_env(argv))
     local seq = store.tx(function()
       local s = next_seq(job.id) + 1
       c.seq = s
@@ -661,14 +660,45 @@ local function run_after_hook(job, inst, hook, state, tier, redact, ctx)
   end
 end
 
+-- M.SECRET_MIN bytes: a shorter environment value ("1", "true") would mask
+-- every such word of every output; the admin password is always masked.
+M.SECRET_MIN = 8
+
+-- The values masked in every output, error and log line of a job (besides
+-- the credentials redact.credentials finds by form): the admin password,
+-- the customer's config_updates and the environment of apps a hook added,
+-- each raw and base64-encoded. Dokku echoes values back in some errors
+-- (v0.38: an ENV file it cannot read is quoted in every config command's
+-- error), and any of those values may be a customer's secret.
+function M.job_secrets(inst, state)
+  local password = M.admin_password(inst.app_name)
+  local list = { password, crypto.base64(password) }
+  local function add(v)
+    if type(v) == "string" and #v >= M.SECRET_MIN then
+      list[#list + 1] = v
+      list[#list + 1] = crypto.base64(v)
+    end
+  end
+  for _, v in pairs(inst.spec and inst.spec.config_updates or {}) do
+    add(v)
+  end
+  for _, a in ipairs(state and state.apps or {}) do
+    if a.role == "hook" then
+      for _, v in pairs(a.env or {}) do
+        add(v)
+      end
+    end
+  end
+  return list
+end
+
 local function execute(job, inst, cfg)
   inst.operation = job.operation
-  local password = M.admin_password(inst.app_name)
-  local redact = redactor({ password, crypto.base64(password) })
   local state, tier_or_err, hook = M.desired_state(inst, cfg)
   if not state then
-    error({ message = redact(tier_or_err) }, 0)
+    error({ message = redact_text.redactor(M.job_secrets(inst, nil))(tier_or_err) }, 0)
   end
+  local redact = redact_text.redactor(M.job_secrets(inst, state))
   if job.operation ~= "deprovision" then
     -- The domains are claimed before anything reaches Dokku; two instances
     -- cannot both serve one (instances.claim_domains).
@@ -678,7 +708,7 @@ local function execute(job, inst, cfg)
       return { ok = ok, why = why }
     end) or { why = derr }
     if not claim.ok then
-      error({ message = claim.why }, 0)
+      error({ message = redact(claim.why) }, 0)
     end
   end
   local stamp = sys.iso_time():gsub("[^%dTZ]", "")

@@ -1,13 +1,28 @@
 -- Resource `config`: an app's environment. Every value crosses base64-encoded
 -- (`config:set --encoded`), only changed keys are sent, never a restart here.
 -- Current state is kept as SHA-256 digests of values, so no secret is ever
--- stored or compared in the clear outside the command itself.
+-- stored or compared in the clear outside the command itself; step logs and
+-- plans show `KEY=[set]` (`KEY=[REDACTED]` for mrprov's own secrets), never
+-- a value or its encoding.
 local command = require "command"
 local probe = require "resources.probe"
 local crypto = require "mrprov.crypto"
 local json = require "json"
+local validate = require "validate"
 
 local M = { type = "config" }
+
+-- Bytes of one `dokku --quiet config:set …` command line (the transport
+-- refuses longer ones, src/dokku/transport.c TRANSPORT_MAX_COMMAND). Over
+-- SSH the line is one exec request, one SSH packet: libssh2 1.10 refuses a
+-- packet of 35000 - 256 bytes or more (transport.c _libssh2_transport_send,
+-- MAX_SSH_PACKET_LEN), whatever the server allows; on the server the line
+-- becomes SSH_ORIGINAL_COMMAND, which the kernel caps at 128 KiB
+-- (MAX_ARG_STRLEN, "Argument list too long"). A larger change is split into
+-- several `config:set --no-restart` commands of whole KEY=value words (one
+-- value of 16 KiB is 21.8 KB in base64); the engine restarts the app once,
+-- after the last.
+M.MAX_COMMAND = 32 * 1024
 
 local function digests(env)
   local out = {}
@@ -55,12 +70,25 @@ local function stale_keys(spec, have)
   return keys
 end
 
+-- In sync when the app holds the value, or the form Dokku >= 0.38 stores
+-- it in (godotenv v1.5 writes "007" as 7; validate.godotenv_stored): the
+-- customer's values are refused at the API when they would change, but a
+-- value of mrprov's own (an account id "007") must not be re-set and its
+-- app restarted on every run.
+local function in_sync(have, value, digest)
+  if have == digest then
+    return true
+  end
+  local stored = validate.godotenv_stored(value)
+  return stored ~= nil and stored ~= value and have == crypto.sha256_hex(stored)
+end
+
 function M.diff(spec, current)
   local have = current and current.env or {}
   local want = digests(spec.env)
   local keys = {}
   for k, d in pairs(want) do
-    if have[k] ~= d then
+    if not in_sync(have[k], spec.env[k], d) then
       keys[#keys + 1] = k
     end
   end
@@ -78,11 +106,25 @@ function M.diff(spec, current)
     return cmds
   end
   table.sort(keys)
-  local argv = { "config:set", "--encoded", "--no-restart", spec.app }
-  local shown = { "config:set", "--encoded", "--no-restart", spec.app }
+  local head = { "config:set", "--encoded", "--no-restart", spec.app }
+  -- "dokku --quiet " and one space before each word
+  local base = #("dokku " .. command.PREFIX)
+  for _, w in ipairs(head) do
+    base = base + 1 + #w
+  end
+  local argv, shown, size = nil, nil, 0
   for _, k in ipairs(keys) do
-    argv[#argv + 1] = k .. "=" .. crypto.base64(spec.env[k])
-    shown[#shown + 1] = k .. "=" .. ((spec.secret_keys or {})[k] and "[REDACTED]" or crypto.base64(spec.env[k]))
+    local word = k .. "=" .. crypto.base64(spec.env[k])
+    if argv and size + 1 + #word > M.MAX_COMMAND then
+      cmds[#cmds + 1] = command.new("config", spec.app, argv, shown, { restart = true })
+      argv = nil
+    end
+    if not argv then
+      argv, shown, size = { table.unpack(head) }, { table.unpack(head) }, base
+    end
+    argv[#argv + 1] = word
+    shown[#shown + 1] = k .. "=" .. ((spec.secret_keys or {})[k] and "[REDACTED]" or "[set]")
+    size = size + 1 + #word
   end
   cmds[#cmds + 1] = command.new("config", spec.app, argv, shown, { restart = true })
   return cmds

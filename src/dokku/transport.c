@@ -123,8 +123,21 @@ int transport_token_ok(const char *tok, size_t len, const char **reason)
 			return 0;
 		}
 	}
-	/* Dokku's SSH entry echoes each argument: these few cannot cross intact. */
-	static const char *const lost[] = { "-n", "-e", "-E", "--help", "--version", NULL };
+	/* Dokku's SSH entry echoes each argument (`xargs -n 1` runs coreutils
+	 * echo once per word): echo takes any word made only of its option
+	 * letters n, e and E (-n, -e, -E, -ne, -eE, -nn, ...) as options and
+	 * prints an empty line or nothing instead, so the word never arrives. */
+	if (len >= 2 && tok[0] == '-') {
+		size_t i = 1;
+		while (i < len && (tok[i] == 'n' || tok[i] == 'e' || tok[i] == 'E'))
+			i++; /* tok is not NUL-terminated at len (the fuzzer passes raw bytes) */
+		if (i == len) {
+			*reason = "argument cannot cross Dokku's SSH entry (echo takes it as an option)";
+			return 0;
+		}
+	}
+	/* ... and prints its help or version text for these two. */
+	static const char *const lost[] = { "--help", "--version", NULL };
 	for (int i = 0; lost[i]; i++) {
 		if (strlen(lost[i]) == len && memcmp(tok, lost[i], len) == 0) {
 			*reason = "argument cannot cross Dokku's SSH entry";
@@ -286,12 +299,21 @@ static int run_ssh(const char *const *argv, int argc, double timeout_s, int out_
 int transport_run(const char *const *argv, int argc, double timeout_s, int out_fd, struct transport_result *res)
 {
 	result_init(res);
+	size_t line = 0;
 	for (int i = 0; i < argc; i++) {
 		const char *reason;
-		if (!transport_token_ok(argv[i], strlen(argv[i]), &reason)) {
+		size_t len = strlen(argv[i]);
+		if (!transport_token_ok(argv[i], len, &reason)) {
 			snprintf(res->error, sizeof res->error, "argument %d refused: %s", i + 1, reason);
 			return -1;
 		}
+		line += len + (i ? 1 : 0);
+	}
+	if (line > TRANSPORT_MAX_COMMAND) {
+		snprintf(res->error, sizeof res->error,
+			 "the command is %zu bytes long; at most %d cross to Dokku in one command", line,
+			 TRANSPORT_MAX_COMMAND);
+		return -1;
 	}
 	if (mode != TRANSPORT_DRY_RUN && atomic_load(&cancelled)) {
 		snprintf(res->error, sizeof res->error, "cancelled: shutting down");

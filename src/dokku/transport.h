@@ -36,6 +36,14 @@ void transport_child_umask(mode_t mask);
 void transport_shutdown(void);
 enum transport_mode transport_mode(void);
 const char *transport_mode_name(void);
+/* Bytes of one command line (the argv joined by single spaces) the transport
+ * sends. Over SSH it is one exec request in one SSH packet, and libssh2 1.10
+ * refuses a packet of 35000 - 256 bytes or more (MAX_SSH_PACKET_LEN in its
+ * transport.c) with an error that reads like a refusal by the server; on
+ * the server it becomes SSH_ORIGINAL_COMMAND, which the kernel caps at
+ * 128 KiB. One limit for every mode, so a dry-run plan fails where a real
+ * run would. */
+#define TRANSPORT_MAX_COMMAND (32 * 1024)
 /* 1 when tok may cross to Dokku as one argument; otherwise 0 and why in reason. */
 int transport_token_ok(const char *tok, size_t len, const char **reason);
 /* Runs argv (argc tokens). timeout_s <= 0: no timeout. out_fd >= 0: stdout

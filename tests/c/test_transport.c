@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <string.h>
 #include <unistd.h>
 
 static int ok(const char *s)
@@ -33,6 +34,17 @@ int main(void)
 	CHECK(!ok("a&b"));
 	CHECK(!ok("a\\b"));
 	CHECK(!ok("-n"));
+	/* issue 12 item 23: every word echo reads as options is lost too */
+	CHECK(!ok("-e"));
+	CHECK(!ok("-E"));
+	CHECK(!ok("-ne"));
+	CHECK(!ok("-eE"));
+	CHECK(!ok("-nn"));
+	CHECK(!ok("-Een"));
+	CHECK(ok("-"));
+	CHECK(ok("-f"));
+	CHECK(ok("-nx"));
+	CHECK(ok("--ne"));
 	CHECK(!ok("--help"));
 	const char *reason;
 	CHECK(!transport_token_ok("a\0b", 3, &reason));
@@ -45,6 +57,18 @@ int main(void)
 	transport_result_free(&r);
 	const char *bad[] = { "config:set", "app", "K=v;rm -rf /" };
 	CHECK(transport_run(bad, 3, 5, -1, &r) < 0 && strstr(r.error, "argument 3"));
+	transport_result_free(&r);
+
+	/* issue 12 item 18: a command line over TRANSPORT_MAX_COMMAND is refused
+	 * with its size (libssh2 cannot send it as one exec request) */
+	static char big[TRANSPORT_MAX_COMMAND];
+	memset(big, 'A', sizeof big - 1);
+	big[sizeof big - 1] = '\0';
+	const char *long_cmd[] = { "c:s", big }; /* 3 + 1 + 32767 bytes, then 32763 */
+	CHECK(transport_run(long_cmd, 2, 5, -1, &r) < 0 && strstr(r.error, "32771 bytes long"));
+	transport_result_free(&r);
+	big[sizeof big - 5] = '\0';
+	CHECK(transport_run(long_cmd, 2, 5, -1, &r) == 0);
 	transport_result_free(&r);
 
 	CHECK(transport_init(TRANSPORT_SSH, NULL, NULL, err, sizeof err) < 0 && strstr(err, "DOKKU_HOST"));

@@ -434,6 +434,85 @@ describe("dokku-sim over a real sshd #integration", function()
     end)
   end)
 
+  -- issue 12 item 17: Dokku v0.38.27 pins godotenv v1.5.1 (plugins/config/
+  -- go.mod; v0.35.20: v1.2.0), whose Marshal writes an Atoi-able value as a
+  -- bare integer and whose parser reads `\\"` at a value's end as an escaped
+  -- quote: the simulator ports Marshal and the parser (parseBytes).
+  describe("Dokku 0.38 ENV files (godotenv v1.5.1) #integration", function()
+    setup(function()
+      D.reset(h)
+      ok("apps:create genv")
+    end)
+
+    after_each(function()
+      D.settings(h, {})
+    end)
+
+    local function set(app, k, v)
+      return run("config:set --encoded --no-restart " .. app .. " " .. k .. "=" .. b64(v))
+    end
+
+    it("normalises numbers and mangles a trailing quote on v0.38, keeps them on v0.35", function()
+      D.settings(h, { version = "current" })
+      assert.are.equal(0, (set("genv", "A", "007")))
+      assert.are.equal(0, (set("genv", "B", "+5")))
+      assert.are.equal(0, (set("genv", "D", "-0")))
+      assert.are.equal(0, (set("genv", "E", "$HOME ${X} \\n `x` !")))
+      assert.are.equal(0, (set("genv", "F", "99999999999999999999")))
+      local js = cjson.decode((ok("config:export --format json genv")))
+      assert.are.equal("7", js.A)
+      assert.are.equal("5", js.B)
+      assert.are.equal("0", js.D)
+      assert.are.equal("$HOME ${X} \\n `x` !", js.E)
+      assert.are.equal("99999999999999999999", js.F)
+      assert.matches("\nA=7\n", "\n" .. ok("config:export --format envfile genv"))
+      -- a trailing quote comes back as a trailing backslash, which the next write cannot survive
+      ok("apps:create genv4")
+      assert.are.equal(0, (set("genv4", "C", 'say "hi"')))
+      assert.are.equal('say "hi\\', cjson.decode((ok("config:export --format json genv4"))).C)
+      assert.are.equal(0, (set("genv4", "OTHER", "x")))
+      assert.are.equal(1, (run("config:export --format json genv4")))
+      D.settings(h, {})
+      assert.are.equal(0, (set("genv", "A", "007")))
+      assert.are.equal("007\n", ok("config:get genv A"))
+      assert.matches('\nA="007"\n', "\n" .. ok("config:export --format envfile genv"))
+    end)
+
+    it("a value ending in a backslash leaves the app's ENV unreadable on v0.38", function()
+      D.settings(h, { version = "current" })
+      ok("apps:create genv2")
+      assert.are.equal(0, (set("genv2", "Z", "C:\\")))
+      local code, _, err = run("config:export --format json genv2")
+      assert.are.equal(1, code)
+      assert.matches('^ !     unterminated quoted value "C:\\\\"\n$', err)
+      -- every config command of the app fails from now on, config:set included
+      code = set("genv2", "OTHER", "x")
+      assert.are.equal(1, code)
+      -- with a key after it, the value runs into the next line instead
+      ok("apps:create genv3")
+      ok("config:set --encoded --no-restart genv3 A=" .. b64("x\\") .. " B=" .. b64("y"))
+      code, _, err = run("config:export --format json genv3")
+      assert.are.equal(1, code)
+      assert.matches("^ !     ", err)
+    end)
+  end)
+
+  describe("the Dsn postgres:create and redis:create print under --quiet #integration", function()
+    setup(function()
+      D.reset(h)
+    end)
+
+    it("carries the service password, like dokku-postgres/dokku-redis service_info", function()
+      local out = ok("--quiet postgres:create dsndb")
+      local pw = D.state(h).services.postgres.dsndb.password
+      assert.matches("\n       Dsn:                 postgres://postgres:" .. pw .. "@dokku%-postgres%-dsndb:5432/dsndb",
+        out)
+      out = ok("--quiet redis:create dsnr")
+      pw = D.state(h).services.redis.dsnr.password
+      assert.matches("\n       Dsn:                 redis://:" .. pw .. "@dokku%-redis%-dsnr:6379", out)
+    end)
+  end)
+
   describe("deploys, reports and links #integration", function()
     setup(function()
       D.reset(h)

@@ -179,6 +179,128 @@ describe("provisioning over SSH #integration", function()
   end)
 end)
 
+-- issue 12 items 17 and 18, against the simulator modelling Dokku v0.38.27
+-- (godotenv v1.5.1 ENV files) behind a real sshd (whose kernel refuses an
+-- SSH_ORIGINAL_COMMAND over 128 KiB).
+describe("large and Dokku 0.38 environments over SSH #integration", function()
+  local h, srv
+  setup(function()
+    h = D.start({ settings = { version = "current" } })
+    local hooks_dir = H.tmpdir()
+    -- hook files are named `subscription.<id>.lua` where the shipped
+    -- examples are (a tree with kind-prefixed names), else `<id>.lua`
+    local prefixed = H.read_file(H.root .. "/hooks/examples/account.acc_acme.lua") ~= nil
+    local f = assert(io.open(hooks_dir .. "/" .. (prefixed and "subscription." or "") .. "sub_hook1.lua", "w"))
+    f:write([[return { after = function(dokku, ctx)
+      dokku.run({ "config:set", "--no-restart", ctx.app_name .. "-backend", "HOOK_PIN=0042" })
+    end }]])
+    f:close()
+    srv = H.start({ env = mrprov_env(h, { HOOKS_DIR = hooks_dir }) })
+  end)
+  teardown(function()
+    H.cleanup()
+    D.stop_all()
+  end)
+
+  local app
+  -- n distinct values of 15000 bytes (20000 in base64): four fit one request body
+  local function values(prefix, n)
+    local t = {}
+    for i = 1, n do
+      t[prefix .. i] = string.rep(string.char(64 + #prefix * 4 + i), 15000)
+    end
+    return t
+  end
+
+  local function update(cu)
+    local code, j = H.request(srv, "PUT", "/api/v1/update", { subscription_id = "sub_big1", app_name = app,
+                                                              config_updates = cu })
+    assert.are.equal(202, code, cjson.encode(j))
+    return wait_job(srv, "sub_big1", j.job_id)
+  end
+
+  it("splits a change over the SSH and kernel limits into config:set commands of 32 KiB, one restart", function()
+    local code, j = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_big1", account_id = "007", tier = "free" }, { Prefer = "wait=60" })
+    assert.are.equal(200, code, cjson.encode(j))
+    assert.are.equal("running", j.status)
+    app = j.app_name
+    -- four values whose config:set fails (so they stay pending), then four
+    -- more: the next run sets all eight, 160 KB of base64
+    D.set_faults(h, { { match = "config:set .*%-backend", action = "fail", exit = 1, stderr = " !     held" } })
+    assert.are.equal("failed", update(values("A", 4)).job.state)
+    D.set_faults(h, {})
+    local before = #D.log(h)
+    local st = update(values("B", 4))
+    assert.are.equal("succeeded", st.job.state, cjson.encode(st))
+    local sets, restarts, last_set, restart_at = 0, 0, 0, 0
+    for i, line in ipairs(mutating(h, before)) do
+      if line:find("config:set", 1, true) then
+        sets = sets + 1
+        last_set = i
+        assert.is_true(#("dokku " .. line) <= 32 * 1024, #line .. " bytes in one command")
+      elseif line:find("ps:restart " .. app .. "-backend", 1, true) then
+        restarts = restarts + 1
+        restart_at = i
+      end
+    end
+    assert.is_true(sets >= 5, sets .. " config:set commands")
+    assert.are.equal(1, restarts)
+    assert.is_true(restart_at > last_set, "the restart comes after the last config:set")
+    local env = D.state(h).apps[app .. "-backend"].env
+    for k, v in pairs(values("A", 4)) do
+      assert.are.equal(v, env[k], k)
+    end
+    for k, v in pairs(values("B", 4)) do
+      assert.are.equal(v, env[k], k)
+    end
+  end)
+
+  it("sends nothing on a repeat although Dokku 0.38 stored the account id 007 as 7", function()
+    assert.are.equal("7", D.state(h).apps[app .. "-backend"].env.MINDROOM_ACCOUNT_ID)
+    local before = #D.log(h)
+    local code, j = H.request(srv, "PUT", "/api/v1/update", { subscription_id = "sub_big1", app_name = app },
+      { Prefer = "wait=60" })
+    assert.are.equal(200, code, cjson.encode(j))
+    assert.are.equal("running", j.status)
+    assert.are.same({}, mutating(h, before))
+  end)
+
+  it("refuses values Dokku 0.38 would change, naming the key, and caps the instance's config_updates", function()
+    local before = #D.log(h)
+    for k, v in pairs({ PIN = "0042", OFFSET = "+5", WINDOWS_DIR = "C:\\", QUOTED = '"x"' }) do
+      local code, j = H.request(srv, "PUT", "/api/v1/update", { subscription_id = "sub_big1", app_name = app,
+                                                                config_updates = { [k] = v } })
+      assert.are.equal(422, code, k)
+      assert.are.equal("config_updates." .. k, j.error.field)
+      assert.matches("Dokku 0%.38", j.error.message)
+    end
+    assert.are.equal(before, #D.log(h), "nothing reached Dokku")
+    -- 8 * 15000 bytes are set; 8 more are within 256 KiB, 2 after that are not
+    assert.are.equal("succeeded", update(values("CC", 4)).job.state)
+    assert.are.equal("succeeded", update(values("DD", 4)).job.state)
+    local code, j = H.request(srv, "PUT", "/api/v1/update", { subscription_id = "sub_big1", app_name = app,
+                                                              config_updates = values("EE", 2) })
+    assert.are.equal(422, code, cjson.encode(j))
+    assert.are.equal("config_updates", j.error.field)
+    assert.matches("at most 262144 %(256 KiB%) in all", j.error.message)
+    local _, inst = H.request(srv, "GET", "/api/v1/status/sub_big1")
+    assert.are.equal("running", inst.status, "a refused update changes nothing")
+  end)
+
+  it("refuses the same values in a hook's after() config:set, naming the key", function()
+    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_hook1", tier = "free" },
+      { Prefer = "wait=60" })
+    assert.are.equal(200, code, cjson.encode(j))
+    assert.are.equal("failed", j.status)
+    assert.matches("after%(%): dokku%.run refused: config:set HOOK_PIN: would be stored changed by Dokku 0%.38",
+      j.error)
+    for _, e in ipairs(D.log(h)) do
+      assert.is_nil(table.concat(e.argv, " "):find("HOOK_PIN", 1, true), "the command reached Dokku")
+    end
+  end)
+end)
+
 describe("failures over SSH #integration", function()
   local h, srv
 

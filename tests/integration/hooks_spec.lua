@@ -189,7 +189,7 @@ describe("hooks #integration", function()
     local _, job = H.request(srv, "GET", "/api/v1/jobs/" .. j.job_id)
     local last = job.steps[#job.steps]
     assert.are.equal("hook", last.resource)
-    assert.are.equal("dokku --quiet config:set --no-restart " .. j.app_name .. "-worker WORKER_BOOTSTRAPPED=1",
+    assert.are.equal("dokku --quiet config:set --no-restart " .. j.app_name .. "-worker WORKER_BOOTSTRAPPED=[set]",
       last.command)
     local found = false
     for _, s in ipairs(job.steps) do

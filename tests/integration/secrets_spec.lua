@@ -23,6 +23,14 @@ local WEBHOOK_SECRET = "whsec_QXVkaXRXZWJob29rS2V5LTI0Ynl0ZXMh" -- whsec_ + base
 local WEBHOOK_KEY_HEX = "4175646974576562686f6f6b4b65792d3234627974657321"
 local SERVICE_KEY = "sb_secret_audit_5e1f0c7a9b3d6e2f"
 local PROVISIONER_SECRET = "audit-provisioner-secret-4b8d2f6a1c3e5a7b"
+-- customer environment values (config_updates): kept in the local store to
+-- re-apply them (instances.spec, jobs.request), sent to Dokku base64-encoded,
+-- and nowhere else (issue 12 item 2)
+local CONFIG_SECRET = "audit-config-token-3e7a91c5d0b2"
+local CONFIG_SECRET_2 = "audit-config-token2-8c4f06e2a9d1"
+-- a credential in a URL that Dokku prints where mrprov clips its output
+-- (4096 bytes): it must be masked before the cut, not a prefix of it left
+local URL_PASSWORD = "auditurlpw5b1d9e3f7a2c"
 
 local function sh(cmd)
   local p = io.popen(cmd)
@@ -117,6 +125,18 @@ describe("secrets audit #integration", function()
 
   local app, password
   local subs = { "sub_audit1", "sub_audit2", "sub_audit3" }
+  -- the passwords of the PostgreSQL and Redis services the simulator
+  -- created: dokku-postgres/dokku-redis print them (the Dsn row) after
+  -- :create even under --quiet (issue 12 item 1)
+  local service_passwords = {}
+  local function note_service_passwords()
+    local st = D.state(h)
+    for _, kind in ipairs({ "postgres", "redis" }) do
+      for name, svc in pairs(st.services[kind] or {}) do
+        service_passwords[kind .. " password of " .. name] = svc.password
+      end
+    end
+  end
 
   it("runs provision, update, refusals, a webhook, a failure and a deprovision", function()
     -- provision: the first answer carries the admin password (SPEC §5.2), derived from PROVISIONER_SECRET
@@ -126,6 +146,7 @@ describe("secrets audit #integration", function()
     app, password = j.app_name, j.admin_password
     assert.are.equal(derive(PROVISIONER_SECRET, "admin-password:" .. app), password)
     assert.are.equal("succeeded", wait_job("sub_audit1", j.job_id).job.state)
+    note_service_passwords()
     -- a repeat answers 200 with the same app and no password
     code = req("POST", "/api/v1/provision", { subscription_id = "sub_audit1", account_id = "acc_a",
                                               tier = "professional" }, auth2)
@@ -134,9 +155,24 @@ describe("secrets audit #integration", function()
     -- update with the second (rotated) key, with a config value
     local uj
     code, uj = req("PUT", "/api/v1/update", { subscription_id = "sub_audit1", app_name = app, tier = "enterprise",
-                                              config_updates = { AUDIT_FLAG = "on" } }, auth2)
+                                              config_updates = { AUDIT_FLAG = "on", AUDIT_TOKEN = CONFIG_SECRET } },
+      auth2)
     assert.are.equal(202, code)
     assert.are.equal("succeeded", wait_job("sub_audit1", uj.job_id).job.state)
+
+    -- a config:set that fails: its command is in the job error, the
+    -- instance's error, the log and an event; Dokku's error quotes a value
+    -- back (as v0.38 does for an ENV file it cannot read)
+    D.set_faults(h, { { match = "config:set .*%-backend", action = "fail", exit = 1,
+                        stderr = ' !     unterminated quoted value "' .. CONFIG_SECRET_2 .. '\\"' } })
+    code, uj = req("PUT", "/api/v1/update", { subscription_id = "sub_audit1", app_name = app,
+                                              config_updates = { AUDIT_TOKEN2 = CONFIG_SECRET_2 } }, auth2)
+    assert.are.equal(202, code)
+    local fst = wait_job("sub_audit1", uj.job_id)
+    assert.are.equal("failed", fst.job.state)
+    assert.truthy(fst.error:find("config:set --encoded --no-restart " .. app .. "-backend AUDIT_TOKEN2=", 1, true),
+      fst.error)
+    D.set_faults(h, {})
 
     -- refusals: a wrong key, a near-miss of a real key, a key in the wrong header, a bad webhook secret
     assert.are.equal(401, (req("GET", "/api/v1/status/sub_audit1", nil, { Authorization = "Bearer wrong-key" })))
@@ -162,10 +198,13 @@ describe("secrets audit #integration", function()
     assert.is_true(code == 200 or code == 202, tostring(code))
     local _, st2 = H.request(srv, "GET", "/api/v1/status/sub_audit2", nil, auth1)
     assert.are.equal("succeeded", wait_job("sub_audit2", st2.job.id).job.state)
+    note_service_passwords()
 
     -- an injected failure: the backend's deploy fails for good, the job rolls back and fails
     D.set_faults(h, { { match = "git:from%-image %S+%-backend", action = "fail", exit = 1,
-                        stderr = " !     audit: image pull failed" } })
+                        -- the password starts at byte 4085: the first 12 bytes are before the cut
+                        stderr = " !     audit: image pull failed" .. string.rep(".", 4085 - 31 - 10 - 1)
+                          .. " redis://:" .. URL_PASSWORD .. "@dokku-redis-x:6379" } })
     local fj
     -- a first answer: it carries the password (not collected among the answers searched)
     code, fj = H.request(srv, "POST", "/api/v1/provision",
@@ -184,9 +223,27 @@ describe("secrets audit #integration", function()
     assert.are.equal("succeeded", wait_job("sub_audit1", dj.job_id).job.state)
   end)
 
-  -- Every secret in every form; the admin password of each instance too.
-  local function all_secrets()
+  -- Every secret in every form; the admin password of each instance too;
+  -- with customer = true also the config_updates values and the service
+  -- passwords (which reach Dokku, but must come back from nowhere).
+  local function all_secrets(customer)
     local list = {}
+    if customer then
+      assert.is_true(next(service_passwords) ~= nil, "no service password noted")
+      local pairs_ = {}
+      for name, pw in pairs(service_passwords) do
+        pairs_[#pairs_ + 1] = { name, pw }
+      end
+      table.sort(pairs_, function(a, b) return a[1] < b[1] end)
+      pairs_[#pairs_ + 1] = { "URL password (its first 8 bytes)", URL_PASSWORD:sub(1, 8) }
+      pairs_[#pairs_ + 1] = { "config_updates value", CONFIG_SECRET }
+      pairs_[#pairs_ + 1] = { "config_updates value 2", CONFIG_SECRET_2 }
+      for _, pair in ipairs(pairs_) do
+        for _, f in ipairs(forms(pair[1], pair[2])) do
+          list[#list + 1] = f
+        end
+      end
+    end
     for _, pair in ipairs({ { "API key 1", API_KEY_1 }, { "API key 2", API_KEY_2 },
                             { "webhook secret", WEBHOOK_SECRET }, { "webhook key", WEBHOOK_RAW },
                             { "Supabase service key", SERVICE_KEY }, { "PROVISIONER_SECRET", PROVISIONER_SECRET } }) do
@@ -204,8 +261,8 @@ describe("secrets audit #integration", function()
   end
 
   it("leaves no secret in the log, the job views, the answers or /metrics", function()
-    local secrets = all_secrets()
-    assert.is_true(#secrets >= 6 * 4 + 3 * 4, "expected every instance's password among the secrets")
+    local secrets = all_secrets(true)
+    assert.is_true(#secrets >= 6 * 4 + 3 * 4 + 2 * 4 + 4 * 4, "expected every instance's and service's password")
     local texts = { ["mrprov log"] = H.log_text(srv) }
     local db = dir .. "/data/mrprov.db"
     for id in sh("sqlite3 -cmd '.timeout 5000' " .. q(db) .. " 'SELECT id FROM jobs'"):gmatch("[^\n]+") do
@@ -234,12 +291,23 @@ describe("secrets audit #integration", function()
     assert.matches("INSERT INTO", dump)
     local hit = find_any(dump, secrets)
     assert.is_nil(hit, hit and (hit .. " found in the store"))
+    -- the customer's values only where they are kept to be re-applied (the
+    -- instance's spec, the update's request), the service passwords nowhere:
+    -- searched in a copy with those two columns emptied
+    local copy = dir .. "/audit-copy.db"
+    sh("sqlite3 -cmd '.timeout 5000' " .. q(dir .. "/data/mrprov.db") .. " " .. q(".backup " .. copy))
+    local kept = sh("sqlite3 " .. q(copy) .. " \"SELECT spec FROM instances WHERE subscription_id = 'sub_audit1'\"")
+    assert.truthy(kept:find(CONFIG_SECRET, 1, true), "the value is kept to be re-applied")
+    dump = sh("sqlite3 " .. q(copy) .. " \"UPDATE instances SET spec = '{}'; UPDATE jobs SET request = '{}';\" .dump")
+    assert.matches("INSERT INTO steps", dump)
+    hit = find_any(dump, all_secrets(true))
+    assert.is_nil(hit, hit and (hit .. " found in the store"))
     -- with PROVISIONER_SECRET set, no secret file is written beside the store
     assert.is_nil(H.read_file(dir .. "/data/secret"))
   end)
 
   it("leaves no secret in Supabase's tables", function()
-    local secrets = all_secrets()
+    local secrets = all_secrets(true)
     local dump = sh("pg_dump --data-only --schema=public " .. q(sb.pg.conninfo) .. " 2>&1")
     assert.matches("COPY public%.instances", dump)
     assert.truthy(dump:find(app, 1, true))

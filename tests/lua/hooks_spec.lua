@@ -156,6 +156,9 @@ describe("hooks", function()
         .. "limits = { memory_mb = 512, cpu = 1e-300 } }", "cpu must be at least 0.001" },
       { "state.apps[#state.apps + 1] = { name = state.app .. '-w', image = 'mindroom/worker:latest', "
         .. "limits = { memory_mb = 1e9, cpu = 1 } }", "memory_mb must be an integer from 64 to 262144" },
+      -- issue 12 item 17: values Dokku 0.38 would store changed, with why
+      { "state.apps[2].env.PIN = '0042'", "invalid value for PIN: would be stored changed by Dokku 0.38" },
+      { "state.apps[2].env.DIR = 'C:\\\\'", "invalid value for DIR: must not end with a backslash" },
     }
     for _, c in ipairs(cases) do
       local st, err = apply(hook("return { desired = function(state) " .. c[1] .. " end }"), state())

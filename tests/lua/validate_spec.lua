@@ -157,7 +157,8 @@ end)
 
 describe("validate.env_value", function()
   it("accepts any UTF-8 text, metacharacters included (values travel base64-encoded)", function()
-    for _, v in ipairs({ "", "plain", "$(id); rm -rf / `x` | & 'q' \"q\"", "line1\nline2", "--force", "-n",
+    for _, v in ipairs({ "", "plain", "$(id); rm -rf / `x` | & 'q' \"q\" ${HOME} \\n !", "line1\nline2", "--force",
+      "-n",
       "é 日本 🚀", string.rep("v", 16 * 1024) }) do
       accepts(validate.env_value, v, nil, "env_value")
     end
@@ -168,6 +169,37 @@ describe("validate.env_value", function()
       1, true, {}, cjson.null }) do
       refuses(validate.env_value, v, "env_value")
     end
+  end)
+
+  -- issue 12 item 17: Dokku >= 0.38 writes the ENV file with godotenv v1.5.1
+  -- and reads it back; the cases were found exhaustively against the
+  -- simulator's port of that code (dokku_sim_spec has the end-to-end check).
+  it("refuses what Dokku 0.38 would store changed or could not read back", function()
+    for _, v in ipairs({ "007", "00", "+5", "+0", "-0", "-007", "0123456789", "a\\", "\\", "x\\\\",
+      'x"', '"', '"quoted"' }) do
+      refuses(validate.env_value, v, "env_value")
+    end
+    local _, why = validate.env_value("007")
+    assert.matches("leading zeros", why)
+    assert.is_nil(why:find("007", 1, true), "the message does not echo the value")
+    assert.matches("backslash", select(2, validate.env_value("a\\")))
+    assert.matches("double quote", select(2, validate.env_value('a"')))
+  end)
+
+  it("accepts numbers godotenv keeps as they are, and quotes and backslashes inside a value", function()
+    for _, v in ipairs({ "0", "7", "-5", "9223372036854775807", "-9223372036854775808",
+      "99999999999999999999", "0x10", "1e3", "1.50", " 5", "5 ", "0a", '"x', 'a"b', "\\x", "a\\b",
+      "$HOME", "${A}", "\\$", "a\\n" }) do
+      accepts(validate.env_value, v, nil, "env_value")
+    end
+  end)
+
+  it("godotenv_stored gives what Dokku 0.38 reads back for a number", function()
+    assert.are.equal("7", validate.godotenv_stored("007"))
+    assert.are.equal("5", validate.godotenv_stored("+5"))
+    assert.are.equal("0", validate.godotenv_stored("-0"))
+    assert.are.equal("abc", validate.godotenv_stored("abc"))
+    assert.is_nil((validate.godotenv_stored("a\\")))
   end)
 end)
 
@@ -396,6 +428,10 @@ describe("validate.update_request", function()
     { { config_updates = { FOO = "a\0b" } }, "config_updates.FOO" },
     { { config_updates = { FOO = "\xff" } }, "config_updates.FOO" },
     { { config_updates = { FOO = string.rep("x", 16385) } }, "config_updates.FOO" },
+    { { config_updates = { PIN = "0042" } }, "config_updates.PIN" },
+    { { config_updates = { OFFSET = "+5" } }, "config_updates.OFFSET" },
+    { { config_updates = { PATH_SUFFIX = "C:\\" } }, "config_updates.PATH_SUFFIX" },
+    { { config_updates = { QUOTED = '"x"' } }, "config_updates.QUOTED" },
     { { enable_matrix = "no" }, "enable_matrix" },
     { { matrix_type = 1 }, "matrix_type" },
     { { custom_domain = "a b.com" }, "custom_domain" },
@@ -420,6 +456,19 @@ describe("validate.update_request", function()
     assert(validate.update_request(merged(BASE, { config_updates = cu }), tiers))
     cu.K65 = "v"
     refused_with("config_updates", validate.update_request(merged(BASE, { config_updates = cu }), tiers))
+  end)
+
+  it("caps an instance's merged config_updates: 64 keys and 256 KiB in all (issue 12 item 18)", function()
+    local cu = {}
+    for i = 1, 16 do cu[("K%02d"):format(i)] = string.rep("v", 16 * 1024 - 3) end
+    assert.is_true(validate.config_updates_total(cu)) -- 16 * 16 KiB = 256 KiB exactly
+    cu.K17 = "x"
+    local ok, why = validate.config_updates_total(cu)
+    assert.is_nil(ok)
+    assert.matches("at most 262144 %(256 KiB%) in all", why)
+    local many = {}
+    for i = 1, 65 do many["K" .. i] = "v" end
+    assert.matches("at most 64 in all", select(2, validate.config_updates_total(many)))
   end)
 
   it("checks flags against the current tier when the tier is kept", function()

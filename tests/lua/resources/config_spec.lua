@@ -22,15 +22,56 @@ describe("resource config", function()
     end
   end)
 
-  it("sets only changed keys, sorted, base64-encoded, without restarting, secrets redacted in display", function()
+  it("sets only changed keys, sorted, base64-encoded, without restarting, no value in the display", function()
     local cur = { env = { A = "digest(1)" } }
-    local cmd = config.diff(spec, cur)[1]
+    local cmds = config.diff(spec, cur)
+    assert.are.equal(1, #cmds)
+    local cmd = cmds[1]
     assert.are.same({ "config:set", "--encoded", "--no-restart", "web", "B=" .. fakes.base64("x y"),
                       "SECRET=" .. fakes.base64("hunter2") }, cmd.argv)
-    assert.are.equal("dokku --quiet config:set --encoded --no-restart web B=" .. fakes.base64("x y")
-      .. " SECRET=[REDACTED]", cmd.display)
+    -- issue 12 item 2: every value is shown as [set], not only known secrets
+    assert.are.equal("dokku --quiet config:set --encoded --no-restart web B=[set] SECRET=[REDACTED]", cmd.display)
     assert.is_nil(cmd.display:find("hunter2", 1, true))
+    assert.is_nil(cmd.display:find(fakes.base64("x y"), 1, true))
     assert.is_true(cmd.restart)
+  end)
+
+  it("splits a large change into config:set commands of at most 32 KiB each (issue 12 item 18)", function()
+    local env = {}
+    for i = 1, 24 do
+      env[("K%02d"):format(i)] = string.rep(string.char(64 + i), 16 * 1024) -- 21848 bytes in base64
+    end
+    local cmds = config.diff({ app = "web", env = env }, nil)
+    assert.are.equal(32 * 1024, config.MAX_COMMAND)
+    assert.are.equal(24, #cmds, "one value of 21.8 KB in base64 per command of 32 KiB")
+    -- smaller values share a command
+    local small = {}
+    for i = 1, 40 do
+      small[("S%02d"):format(i)] = string.rep("s", 1000)
+    end
+    local n = #config.diff({ app = "web", env = small }, nil)
+    assert.is_true(n >= 2 and n <= 3, n .. " commands for 40 values of 1000 bytes")
+    local sent = {}
+    for _, c in ipairs(cmds) do
+      local line = "dokku --quiet " .. table.concat(c.argv, " ")
+      assert.is_true(#line <= config.MAX_COMMAND, #line .. " bytes")
+      assert.are.same({ "config:set", "--encoded", "--no-restart", "web" }, { table.unpack(c.argv, 1, 4) })
+      assert.is_true(c.restart) -- each --no-restart; the engine restarts the app once after the last
+      for i = 5, #c.argv do
+        local k, v = c.argv[i]:match("^([^=]+)=(.*)$")
+        assert.is_nil(sent[k])
+        sent[k] = fakes.unbase64(v)
+        assert.is_truthy(c.display:find(k .. "=[set]", 1, true))
+      end
+    end
+    assert.are.same(env, sent)
+  end)
+
+  it("is in sync with the form Dokku 0.38 stores a number in (godotenv: 007 → 7), not re-setting it", function()
+    local s = { app = "web", env = { ACCOUNT = "007", N = "5" } }
+    assert.are.same({}, config.diff(s, { env = { ACCOUNT = "digest(7)", N = "digest(5)" } }))
+    assert.are.same({}, config.diff(s, { env = { ACCOUNT = "digest(007)", N = "digest(5)" } }))
+    assert.are.equal(1, #config.diff(s, { env = { ACCOUNT = "digest(8)", N = "digest(5)" } }))
   end)
 
   it("is in sync when every digest matches, and the model keeps keys it does not own", function()
