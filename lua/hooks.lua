@@ -12,6 +12,7 @@
 -- library's pattern functions count too, src/lua/strmatch.c). A hook that
 -- breaks a bound fails its step with a clear error; nothing else is affected.
 local desired = require "desired"
+local crypto = require "mrprov.crypto"
 local sandbox = require "mrprov.sandbox"
 local validate = require "validate"
 
@@ -508,11 +509,17 @@ local GRAMMAR = {
         if not ok then
           return nil, why
         end
-        if flags["--encoded"] and not v:match("^[A-Za-z0-9+/]*=?=?$") then
-          return nil, "the value of " .. k .. " is not base64"
+        if flags["--encoded"] then
+          v = v:match("^[A-Za-z0-9+/]*=?=?$") and crypto.base64_decode(v)
+          if not v then
+            return nil, "the value of " .. k .. " is not base64"
+          end
         end
-        if not validate.env_value(v) then
-          return nil, "invalid value for " .. k
+        -- the rule a desired() env value and an API value follow (no value
+        -- Dokku 0.38 would store changed, among others)
+        local vok, vwhy = validate.env_value(v)
+        if not vok then
+          return nil, k .. ": " .. tostring(vwhy)
         end
       end
       return true

@@ -18,7 +18,6 @@ local metrics = require "mrprov.metrics"
 local redact_text = require "redact"
 local store = require "mrprov.store"
 local sys = require "mrprov.sys"
-local validate = require "validate"
 
 local M = {}
 
@@ -620,22 +619,6 @@ local function run_after_hook(job, inst, hook, state, tier, redact, ctx)
       if argv[i]:sub(1, 1) ~= "-" then
         target = argv[i]
         break
-      end
-    end
-    -- the same rule as for a hook's desired() env: no value Dokku 0.38
-    -- would store changed (plain KEY=value words; --encoded ones are base64)
-    local encoded = false
-    for _, a in ipairs(argv) do
-      encoded = encoded or a == "--encoded"
-    end
-    for i = 2, argv[1] == "config:set" and not encoded and #argv or 0 do
-      local k, v = argv[i]:match("^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
-      local ok, why = true, nil
-      if k then
-        ok, why = validate.env_value(v)
-      end
-      if not ok then
-        error("dokku.run refused: config:set " .. k .. ": " .. tostring(why), 0)
       end
     end
     local c = command.new("hook", target, argv, command.shown_env(argv))

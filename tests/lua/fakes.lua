@@ -53,6 +53,12 @@ function M.install()
   package.loaded["mrprov.crypto"] = {
     sha256_hex = function(s) return "digest(" .. s .. ")" end,
     base64 = M.base64,
+    base64_decode = function(s)
+      if #s % 4 ~= 0 or not s:match("^[A-Za-z0-9+/]*=?=?$") then
+        return nil, "not base64"
+      end
+      return M.unbase64(s)
+    end,
     derive = function(label) return "derived(" .. label .. ")" end,
     random_token = function(n)
       counter = counter + 1

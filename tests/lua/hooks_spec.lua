@@ -236,6 +236,10 @@ describe("hooks", function()
       -- keys the provisioner owns
       { { "config:set", B, "MINDROOM_ADMIN_PASSWORD=mine" }, "MINDROOM_ADMIN_PASSWORD is managed by the provisioner" },
       { { "config:set", B, "DATABASE_URL=postgres://evil" }, "DATABASE_URL is managed" },
+      -- values follow the API's rule, also when base64-encoded (Dokku decodes them)
+      { { "config:set", B, "PIN=0042" }, "config:set: PIN: would be stored changed by Dokku 0.38" },
+      { { "config:set", "--encoded", B, "PIN=MDA0Mg==" }, "config:set: PIN: would be stored changed by Dokku 0.38" },
+      { { "config:set", "--encoded", B, "PIN=not base64" }, "the value of PIN is not base64" },
       { { "config:unset", B, "DOKKU_PROXY_PORT" }, "DOKKU_PROXY_PORT is managed" },
       { { "config:set", B, "X" }, "is not KEY=VALUE" },
       { { "config:set", "--encoded", B, "X=not base64!" }, "not base64" },
