@@ -442,27 +442,9 @@ end
 M.GLOBAL_FLAGS = { ["--app"] = true, ["--trace"] = true, ["--force"] = true, ["--quiet"] = true,
                    ["--global"] = true, ["--all"] = true, ["--rm"] = true, ["--version"] = true }
 
--- A host path under one of the instance's storage directories: absolute,
--- plain characters, no "." or ".." component, no empty component.
-local function own_host_path(p, roots)
-  if not p:match("^/[A-Za-z0-9._/-]*$") or p:find("//", 1, true) then
-    return false
-  end
-  for comp in p:sub(2):gmatch("[^/]+") do
-    if comp == "." or comp == ".." then
-      return false
-    end
-  end
-  p = p:gsub("/$", "")
-  for _, root in ipairs(roots) do
-    if p == root or p:sub(1, #root + 1) == root .. "/" then
-      return true
-    end
-  end
-  return false
-end
-
-local function container_path(p)
+-- An absolute path of plain characters, no "." or ".." component, no empty
+-- component (a container path, and the shape of a host path).
+local function plain_path(p)
   if not p:match("^/[A-Za-z0-9._/-]*$") or p:find("//", 1, true) then
     return false
   end
@@ -472,6 +454,20 @@ local function container_path(p)
     end
   end
   return true
+end
+
+-- A plain host path under one of the instance's storage directories.
+local function own_host_path(p, roots)
+  if not plain_path(p) then
+    return false
+  end
+  p = p:gsub("/$", "")
+  for _, root in ipairs(roots) do
+    if p == root or p:sub(1, #root + 1) == root .. "/" then
+      return true
+    end
+  end
+  return false
 end
 
 local function env_key_for_hook(k, sc)
@@ -561,7 +557,7 @@ local GRAMMAR = {
         return nil, "the host path " .. host .. " is not under this instance's storage ("
           .. (#sc.storage > 0 and table.concat(sc.storage, ", ") or "it has none") .. ")"
       end
-      if not container_path(cont) then
+      if not plain_path(cont) then
         return nil, "invalid container path " .. cont
       end
       return true
