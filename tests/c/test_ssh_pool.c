@@ -1,6 +1,7 @@
-/* Integration test of src/ssh/pool.c against a real OpenSSH sshd on
- * loopback (started by tests/fixtures/sshd-harness; its forced command is
- * the Dokku simulator). Skips (exit 77) when MRPROV_SSH_PORT is unset. */
+/* Integration test of the SSH pool (src/ssh/, API src/ssh/pool.h) against
+ * a real OpenSSH sshd on loopback (started by tests/fixtures/sshd-harness;
+ * its forced command is the Dokku simulator). Skips (exit 77) when
+ * MRPROV_SSH_PORT is unset. */
 #include "check.h"
 #include "ssh/pool.h"
 
