@@ -2,6 +2,7 @@
 -- settings (validated: every one may reach a Dokku command), the profiles
 -- (instance layouts), the tiers and the hooks.
 -- C calls boot.load() when it builds a state; the rest reads boot.current().
+local desired = require "desired"
 local hooks = require "hooks"
 local profiles = require "profiles"
 local sandbox = require "mrprov.sandbox"
@@ -77,6 +78,34 @@ function M.settings(cfg)
   return s
 end
 
+-- A profile is checked when it loads, not at the first instance: each one a
+-- tier uses builds a sample instance of the first such tier (by name) with
+-- Matrix off, Tuwunel and Synapse, and its answer must pass desired.lua's
+-- checks. Returns nil, "file:line: message" for the first that does not.
+local SAMPLE = { app_name = "mr-check-00000000", subscription_id = "sub_check" }
+
+function M.try_profiles(by_name, settings)
+  local tried = {}
+  for _, name in ipairs(tiers.names(by_name)) do
+    local tier = by_name[name]
+    if tier.layout and not tried[tier.profile] then
+      tried[tier.profile] = true
+      for _, matrix in ipairs({ false, "tuwunel", "synapse" }) do
+        local _, err = desired.build({
+          instance = { app_name = SAMPLE.app_name, subscription_id = SAMPLE.subscription_id, tier = name,
+                       enable_matrix = matrix and true or nil, matrix_type = matrix or nil },
+          tier = tier, settings = settings, admin_password = "sample",
+        })
+        if err then
+          return nil, ("%s (profile %s, a sample instance of tier %s%s)"):format(err, tier.profile, name,
+            matrix and (" with " .. matrix) or "")
+        end
+      end
+    end
+  end
+  return true
+end
+
 function M.load()
   local cfg = sys.config()
   local settings, err = M.settings(cfg)
@@ -99,6 +128,10 @@ function M.load()
   end
   if next(by_name) == nil then
     return nil, cfg.TIERS_DIR .. ": no tier files (*.lua) found"
+  end
+  local tried, xerr = M.try_profiles(by_name, settings)
+  if not tried then
+    return nil, xerr
   end
   local hooks_by_id, herr = hooks.load_dir(cfg.HOOKS_DIR, fs)
   if not hooks_by_id then

@@ -212,7 +212,9 @@ local function checker(rules)
       fail("%s: storage.chown must be a word", what)
     end
     local out = { dir = s.dir, host_path = s.host_path, container_path = s.container_path, chown = s.chown }
-    if s.owned_paths ~= nil then out.owned_paths = list_of(s.owned_paths, what .. ": storage.owned_paths", plain_path) end
+    if s.owned_paths ~= nil then
+      out.owned_paths = list_of(s.owned_paths, what .. ": storage.owned_paths", plain_path)
+    end
     return out
   end
 
@@ -225,10 +227,12 @@ local function checker(rules)
     if type(a.role) ~= "string" or not a.role:match("^[a-z][a-z0-9_-]*$") or #a.role > 32 then
       fail("%s: role must be a word of a-z 0-9 _ -", what)
     end
-    if a.absent ~= nil and a.absent ~= true and a.absent ~= false then fail("%s: absent must be true or false", what) end
+    if a.absent ~= nil and type(a.absent) ~= "boolean" then fail("%s: absent must be true or false", what) end
     if a.absent then
       for k in pairs(a) do
-        if k ~= "name" and k ~= "role" and k ~= "absent" then fail("%s: an absent app has only name and role", what) end
+        if k ~= "name" and k ~= "role" and k ~= "absent" then
+          fail("%s: an absent app has only name and role", what)
+        end
       end
       return { name = a.name, role = a.role, absent = true }
     end
@@ -251,7 +255,9 @@ local function checker(rules)
       fields(a.limits, { memory_mb = true, cpu = true }, what .. ": limits")
       for _, k in ipairs({ "memory_mb", "cpu" }) do
         local v = a.limits[k]
-        if v ~= nil and (type(v) ~= "number" or v ~= v or v <= 0) then fail("%s: limits.%s must be a positive number", what, k) end
+        if v ~= nil and (type(v) ~= "number" or v ~= v or v <= 0) then
+          fail("%s: limits.%s must be a positive number", what, k)
+        end
       end
       out.limits = { memory_mb = a.limits.memory_mb, cpu = a.limits.cpu }
     end

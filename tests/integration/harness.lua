@@ -74,7 +74,8 @@ function M.base_env(dir, extra)
   local env = {
     HOST = "127.0.0.1", PORT = "0", LOG_LEVEL = "DEBUG",
     STATE_DB = dir .. "/data/mrprov.db", BACKUP_DIR = dir .. "/data/backups",
-    TIERS_DIR = M.root .. "/tiers", PROFILES_DIR = M.root .. "/profiles", HOOKS_DIR = M.root .. "/hooks", LUA_DIR = M.root .. "/lua",
+    TIERS_DIR = M.root .. "/tiers", PROFILES_DIR = M.root .. "/profiles", HOOKS_DIR = M.root .. "/hooks",
+    LUA_DIR = M.root .. "/lua",
     WORKERS = "2", SHUTDOWN_TIMEOUT = "5", -- tests stop servers with SIGTERM
   }
   for k, v in pairs(extra or {}) do
