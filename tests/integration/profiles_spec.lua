@@ -52,7 +52,8 @@ describe("profiles as drop-in files #integration", function()
     assert.is_truthy(split:find("-backend", 1, true))
 
     write(profiles .. "/solo.lua", SOLO)
-    write(tiers .. "/solo.lua", 'return { name = "solo", display_name = "Solo", extends = "starter", profile = "solo" }\n')
+    write(tiers .. "/solo.lua",
+      'return { name = "solo", display_name = "Solo", extends = "starter", profile = "solo" }\n')
     os.execute("kill -HUP " .. s.pid)
     local h = H.wait_for(s, "/health", function(j) return j.config_generation == 2 end)
     assert.are.equal(2, h.config_generation)
