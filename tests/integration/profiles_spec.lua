@@ -93,4 +93,30 @@ describe("profiles as drop-in files #integration", function()
     assert.are.equal(2, r.checks.config_generation)
     H.stop(s)
   end)
+
+  it("lists the profiles in `mrprov check` and refuses a broken one there with file:line", function()
+    local dir = H.tmpdir()
+    local tiers, profiles = dir .. "/tiers", dir .. "/profiles"
+    os.execute("mkdir -p " .. tiers .. " " .. profiles .. " && cp " .. H.root .. "/tiers/*.lua " .. tiers
+      .. "/ && cp " .. H.root .. "/profiles/*.lua " .. profiles .. "/")
+    write(profiles .. "/solo.lua", SOLO)
+    write(tiers .. "/solo.lua", 'return { name = "solo", display_name = "Solo", extends = "free", profile = "solo" }\n')
+    local env = { TIERS_DIR = tiers, PROFILES_DIR = profiles, LUA_DIR = H.root .. "/lua" }
+    local code, out = H.run({ "check" }, env)
+    assert.are.equal(0, code)
+    assert.matches("profiles %(2%) from " .. profiles:gsub("%p", "%%%0") .. ", default split:", out)
+    assert.matches("\n  solo +[^\n]*/profiles/solo%.lua %(tiers: solo%)\n", out)
+    assert.matches("\n  split +[^\n]*/profiles/split%.lua %(tiers: enterprise, free, professional, starter%)\n", out)
+
+    local err, _
+    env.PROFILE = "nowhere"
+    code, _, err = H.run({ "check" }, env)
+    assert.are.equal(1, code)
+    assert.matches("PROFILE: no profile 'nowhere' in", err)
+    env.PROFILE = nil
+    write(profiles .. "/solo.lua", SOLO:gsub("ctx%.names%.app, role", "ctx.names.app .. '-x-', role", 1))
+    code, _, err = H.run({ "check" }, env)
+    assert.are.equal(1, code)
+    assert.matches("profiles/solo%.lua:4: build%(%): app 1: name \"mr%-check%-00000000%-x%-\" must be", err)
+  end)
 end)
