@@ -67,7 +67,7 @@ test-fuzz: fuzz-build
 	tests/fuzz/run build-fuzz $(TEST_FUZZ_SECONDS)
 
 lint: deps
-	luacheck lua tiers hooks tests
+	luacheck lua tiers profiles hooks tests
 
 clean:
 	rm -rf build build-asan build-fuzz

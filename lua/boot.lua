@@ -1,7 +1,10 @@
 -- Loads one configuration generation into this Lua state: the service
--- settings (validated: every one may reach a Dokku command) and the tiers.
+-- settings (validated: every one may reach a Dokku command), the profiles
+-- (instance layouts), the tiers and the hooks.
 -- C calls boot.load() when it builds a state; the rest reads boot.current().
+local desired = require "desired"
 local hooks = require "hooks"
+local profiles = require "profiles"
 local sandbox = require "mrprov.sandbox"
 local sys = require "mrprov.sys"
 local tiers = require "tiers"
@@ -13,12 +16,13 @@ local current
 
 -- The generation's files, read into memory when it was loaded: a state built
 -- later sees what was checked at reload, not the files as they are now.
--- A tier file's top level runs in the same sandbox as a hook's (bounded
--- instructions, also inside the string library, memory and time).
+-- Tier files and profiles run through this one `run`: the same sandbox as
+-- a hook's (bounded instructions, also inside the string library, memory
+-- and time), with the bounds of a tier file (a profile has the same).
 local fs = {
   list = sys.source_list,
   read = sys.source_read,
-  run = function(fn) return sandbox.run(fn, tiers.INSTRUCTIONS, tiers.MEMORY, tiers.SECONDS) end,
+  run = function(fn, ...) return sandbox.run(fn, tiers.INSTRUCTIONS, tiers.MEMORY, tiers.SECONDS, ...) end,
 }
 
 local function path_ok(p)
@@ -39,6 +43,7 @@ function M.settings(cfg)
     dokku_mode = cfg.dokku_mode,
     command_timeout = tonumber(cfg.DOKKU_COMMAND_TIMEOUT) or 900,
     supabase = cfg.SUPABASE_URL ~= nil,
+    profile = cfg.PROFILE or "split",
   }
   local ok, err = validate.domain(s.base_domain)
   if not ok then
@@ -73,18 +78,60 @@ function M.settings(cfg)
   return s
 end
 
+-- A profile is checked when it loads, not at the first instance: each one a
+-- tier uses builds a sample instance of the first such tier (by name) with
+-- Matrix off, Tuwunel and Synapse, and its answer must pass desired.lua's
+-- checks. Returns nil, "file:line: message" for the first that does not.
+local SAMPLE = { app_name = "mr-check-00000000", subscription_id = "sub_check" }
+
+function M.try_profiles(by_name, settings)
+  local tried = {}
+  for _, name in ipairs(tiers.names(by_name)) do
+    local tier = by_name[name]
+    if tier.layout and not tried[tier.profile] then
+      tried[tier.profile] = true
+      for _, matrix in ipairs({ false, "tuwunel", "synapse" }) do
+        local _, err = desired.build({
+          instance = { app_name = SAMPLE.app_name, subscription_id = SAMPLE.subscription_id, tier = name,
+                       enable_matrix = matrix and true or nil, matrix_type = matrix or nil },
+          tier = tier, settings = settings, admin_password = "sample",
+        })
+        if err then
+          return nil, ("%s (profile %s, a sample instance of tier %s%s)"):format(err, tier.profile, name,
+            matrix and (" with " .. matrix) or "")
+        end
+      end
+    end
+  end
+  return true
+end
+
 function M.load()
   local cfg = sys.config()
   local settings, err = M.settings(cfg)
   if not settings then
     return nil, err
   end
-  local by_name, terr = tiers.load_dir(cfg.TIERS_DIR, fs)
+  local profiles_dir = cfg.PROFILES_DIR or "./profiles"
+  local layouts, perr = profiles.load_dir(profiles_dir, fs)
+  if not layouts then
+    return nil, perr
+  end
+  if not layouts[settings.profile] then
+    return nil, ("PROFILE: no profile '%s' in %s (%s)"):format(settings.profile, profiles_dir,
+      table.concat(profiles.names(layouts), ", "))
+  end
+  local by_name, terr = tiers.load_dir(cfg.TIERS_DIR, fs,
+    { by_name = layouts, default = settings.profile, dir = profiles_dir })
   if not by_name then
     return nil, terr
   end
   if next(by_name) == nil then
     return nil, cfg.TIERS_DIR .. ": no tier files (*.lua) found"
+  end
+  local tried, xerr = M.try_profiles(by_name, settings)
+  if not tried then
+    return nil, xerr
   end
   local hooks_by_id, herr = hooks.load_dir(cfg.HOOKS_DIR, fs)
   if not hooks_by_id then
@@ -93,6 +140,8 @@ function M.load()
   current = {
     settings = settings,
     tiers = by_name,
+    profiles = layouts,
+    profiles_dir = profiles_dir,
     hooks = hooks_by_id,
     hooks_dir = cfg.HOOKS_DIR,
     generation = sys.generation(),

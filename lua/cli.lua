@@ -2,6 +2,7 @@
 -- to stdout. Each returns the process exit code (0 ok, 1 failure, 2 usage).
 local boot = require "boot"
 local json = require "json"
+local profiles = require "profiles"
 local tiers = require "tiers"
 local validate = require "validate"
 
@@ -99,6 +100,20 @@ function M.check()
     local t = cfg.tiers[name]
     io.write(string.format("  %-14s %s\n", name, t.file or ""))
   end
+  local used = {}
+  for _, name in ipairs(names) do
+    local p = cfg.tiers[name].profile
+    if p then
+      used[p] = used[p] and (used[p] .. ", " .. name) or name
+    end
+  end
+  local pnames = profiles.names(cfg.profiles or {})
+  io.write("profiles (", #pnames, ") from ", tostring(cfg.profiles_dir), ", default ", tostring(cfg.settings.profile),
+    ":\n")
+  for _, name in ipairs(pnames) do
+    io.write(string.format("  %-14s %s%s\n", name, cfg.profiles[name].file,
+      used[name] and (" (tiers: " .. used[name] .. ")") or ""))
+  end
   local ids = {}
   for id in pairs(cfg.hooks) do
     ids[#ids + 1] = id
@@ -111,7 +126,7 @@ function M.check()
       h.after and " after()" or ""))
   end
   -- Every Lua module the service uses must load too.
-  for _, mod in ipairs({ "api", "worker", "engine", "desired", "render", "instances" }) do
+  for _, mod in ipairs({ "api", "worker", "engine", "desired", "profiles", "render", "instances" }) do
     local ok, err = pcall(require, mod)
     if not ok then
       io.stderr:write("mrprov: ", tostring(err), "\n")

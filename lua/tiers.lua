@@ -10,14 +10,13 @@ local M = {}
 -- A tier file may run this many VM instructions (pattern matching counts as
 -- well), this much memory and time; data never needs more, and a stray loop
 -- must not hang start-up or a reload.
-local INSTRUCTION_BUDGET = 1000000
-M.INSTRUCTIONS = INSTRUCTION_BUDGET
+M.INSTRUCTIONS = 1000000
 M.MEMORY = 16 * 1024 * 1024
 M.SECONDS = 5
 
 local TOP_FIELDS = {
   name = true, display_name = true, extends = true, limits = true, agents = true,
-  add_agents = true, tools = true, add_tools = true, models = true, flags = true,
+  add_agents = true, tools = true, add_tools = true, models = true, flags = true, profile = true,
 }
 
 -- kind, min, max, whether min itself is excluded; max nil = no upper bound.
@@ -83,23 +82,13 @@ local function sandbox()
   }
 end
 
--- run(fn) → true, value | false, message: the service's C sandbox (fs.run,
--- bounding instructions also inside the string library, memory and time);
--- without one (plain Lua, the unit specs) a count hook on a coroutine.
+-- run(fn) → true, value | false, message: the one bounded run boot.lua
+-- gives (the service's C sandbox: instructions, also inside the string
+-- library, memory and time); the unit specs pass a Lua stand-in.
 local function run_file(path, src, run)
   local fn, err = load(src, "@" .. path, "t", sandbox())
   if not fn then return nil, err end
-  local ok, value
-  if run then
-    ok, value = run(fn)
-  else
-    local co = coroutine.create(fn)
-    if debug and debug.sethook then
-      debug.sethook(co, function() error("tier file exceeded its instruction budget", 2) end,
-        "", INSTRUCTION_BUDGET)
-    end
-    ok, value = coroutine.resume(co)
-  end
+  local ok, value = run(fn)
   if not ok then
     value = tostring(value)
     if value:sub(1, #path + 1) ~= path .. ":" then value = path .. ":1: " .. value end
@@ -255,8 +244,25 @@ local function append(base, extra)
   return out
 end
 
+-- The tier's profile (an instance layout, lua/profiles.lua): its own
+-- `profile`, else its parent's, else the default (the PROFILE setting).
+-- profiles (optional): { by_name = loaded profiles, default = name, dir = PROFILES_DIR }.
+local function check_profile(name, profiles)
+  if name ~= nil and (type(name) ~= "string" or not validate.tier_name(name)) then
+    bad({ word("profile") }, "profile must be a profile name (1-32 characters of a-z 0-9 _ -, starting with a letter)")
+  end
+  if not profiles then return name, nil end
+  name = name or profiles.default
+  local p = profiles.by_name[name]
+  if not p then
+    bad({ "profile%s*=", word("profile") }, ("profile '%s' is not one of the profiles in %s (%s)"):format(
+      name, profiles.dir or "PROFILES_DIR", table.concat(sorted_keys(profiles.by_name), ", ")))
+  end
+  return name, p
+end
+
 -- Builds the normalized tier from the file's table t and the resolved parent.
-local function normalize(t, base, parent)
+local function normalize(t, base, parent, profiles)
   for _, k in ipairs(sorted_keys(t)) do
     if not TOP_FIELDS[k] then bad({ word(k) }, ("unknown field '%s'"):format(tostring(k))) end
   end
@@ -285,6 +291,8 @@ local function normalize(t, base, parent)
     tier.limits = check_limits(parent.limits)
   end
   tier.flags = check_flags(pick("flags"))
+  -- layout: the loaded profile itself, for lua/desired.lua (not data: never described)
+  tier.profile, tier.layout = check_profile(pick("profile"), profiles)
 
   for _, k in ipairs({ "tools", "add_tools" }) do
     if t[k] ~= nil then check_name_list(t[k], k, "tool") end
@@ -322,10 +330,12 @@ end
 
 -- Loading ------------------------------------------------------------------
 
--- load_dir(dir, fs) → { [name] = tier }, or nil, "file:line: message".
+-- load_dir(dir, fs [, profiles]) → { [name] = tier }, or nil, "file:line: message".
 -- fs.list(dir) → sorted file names (or nil, err); fs.read(path) → text (or nil, err);
--- fs.run(fn) (optional) → true, value | false, message: runs a file's chunk bounded.
-function M.load_dir(dir, fs)
+-- fs.run(fn) → true, value | false, message: runs a file's chunk bounded
+-- (boot.lua's; required). profiles: see check_profile.
+function M.load_dir(dir, fs, profiles)
+  assert(fs.run, "tiers.load_dir needs fs.run (the sandbox)")
   dir = dir:gsub("/+$", "")
   local names, lerr = fs.list(dir)
   if not names then return nil, ("%s: cannot list tiers: %s"):format(dir, tostring(lerr)) end
@@ -382,7 +392,7 @@ function M.load_dir(dir, fs)
       stack[#stack] = nil
       if not parent then return nil, perr end
     end
-    local ok, tier = pcall(normalize, t, base, parent)
+    local ok, tier = pcall(normalize, t, base, parent, profiles)
     local result
     if ok then
       tier.file = e.path

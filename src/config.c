@@ -42,6 +42,8 @@ const struct config_var config_vars[] = {
 	{ "BACKUP_DIR", "./data/backups", 0 },
 	{ "STATE_DB", "./data/mrprov.db", 0 },
 	{ "TIERS_DIR", "./tiers", 0 },
+	{ "PROFILES_DIR", "./profiles", 0 },
+	{ "PROFILE", "split", 0 },
 	{ "HOOKS_DIR", "./hooks", 0 },
 	{ "LUA_DIR", "./lua", 0 },
 	{ "WORKERS", "4", 0 },
@@ -233,6 +235,18 @@ static int split_keys(struct config *c, const char *list, char *err, size_t errl
 	return 0;
 }
 
+/* 1-32 characters of a-z 0-9 _ -, starting with a letter (lua/validate.lua tier_name). */
+static int profile_name_ok(const char *s)
+{
+	size_t n = strlen(s);
+	if (n < 1 || n > 32 || !(s[0] >= 'a' && s[0] <= 'z'))
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'))
+			return 0;
+	return 1;
+}
+
 int config_load(struct config *c, const char *dotenv_path, char *err, size_t errlen)
 {
 	memset(c, 0, sizeof *c);
@@ -334,6 +348,16 @@ int config_load(struct config *c, const char *dotenv_path, char *err, size_t err
 	c->backup_dir = config_get("BACKUP_DIR");
 	c->state_db = config_get("STATE_DB");
 	c->tiers_dir = config_get("TIERS_DIR");
+	c->profiles_dir = config_get("PROFILES_DIR");
+	c->profile = config_get("PROFILE");
+	/* A profile is a file name under PROFILES_DIR (boot.lua checks that it
+	 * is there): the tiers' name rule keeps it a plain name. */
+	if (!profile_name_ok(c->profile)) {
+		snprintf(err, errlen,
+			 "PROFILE: expected 1-32 characters of a-z 0-9 _ -, starting with a letter, got \"%.40s\"",
+			 c->profile);
+		return -1;
+	}
 	c->hooks_dir = config_get("HOOKS_DIR");
 	c->lua_dir = config_get("LUA_DIR");
 

@@ -39,6 +39,8 @@ struct config {
 	const char *backup_dir;
 	const char *state_db;
 	const char *tiers_dir;
+	const char *profiles_dir; /* PROFILES_DIR: instance layouts (profiles/<name>.lua) */
+	const char *profile;	  /* PROFILE: the layout of a tier that names none */
 	const char *hooks_dir;
 	const char *lua_dir;
 	int workers;

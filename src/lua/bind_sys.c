@@ -72,7 +72,8 @@ static int l_source_list(lua_State *L)
 }
 
 /* source_read(path) → text, or nil, err: the file as read when this
- * state's generation was loaded (the *.lua of LUA_DIR, TIERS_DIR, HOOKS_DIR). */
+ * state's generation was loaded (the *.lua of LUA_DIR, TIERS_DIR,
+ * PROFILES_DIR, HOOKS_DIR). */
 static int l_source_read(lua_State *L)
 {
 	const char *path = luaL_checkstring(L, 1);

@@ -157,7 +157,8 @@ static void read_dir(struct sources *s, const char *dir, int depth)
 	}
 }
 
-struct sources *sources_read(const char *lua_dir, const char *tiers_dir, const char *hooks_dir)
+struct sources *sources_read(const char *lua_dir, const char *tiers_dir, const char *profiles_dir,
+			     const char *hooks_dir)
 {
 	struct sources *s = calloc(1, sizeof *s);
 	if (!s)
@@ -167,6 +168,7 @@ struct sources *sources_read(const char *lua_dir, const char *tiers_dir, const c
 	s->lua_dir = xstrdup(normalise(lua_dir, key, sizeof key) == 0 ? key : lua_dir);
 	read_dir(s, lua_dir, MAX_DEPTH);
 	read_dir(s, tiers_dir, 0);
+	read_dir(s, profiles_dir, 0);
 	read_dir(s, hooks_dir, 0);
 	return s;
 }

@@ -73,6 +73,8 @@ int main(void)
 	CHECK(c.workers == 4 && c.dokku_pool_size == 4 && c.dokku_port == 22);
 	CHECK(c.http_request_timeout == 10 && c.http_max_per_ip == 32);
 	CHECK(c.dokku_host_key_tofu == 0); /* an unknown host key is refused unless asked for */
+	CHECK_STR(c.profiles_dir, "./profiles");
+	CHECK_STR(c.profile, "split");
 	config_free(&c);
 
 	/* One clear line naming the variable. */
@@ -96,6 +98,11 @@ int main(void)
 	      strstr(err, "HTTP_MAX_CONNECTIONS_PER_IP:"));
 	CHECK(load_with("HTTP_MAX_CONNECTIONS_PER_IP", "0", err, sizeof err) == 0);
 	CHECK(load_with("LOG_LEVEL", "debug", err, sizeof err) == 0);
+	/* PROFILE names a file under PROFILES_DIR: a plain name, nothing else. */
+	CHECK(load_with("PROFILE", "../etc/x", err, sizeof err) < 0 && strstr(err, "PROFILE:"));
+	CHECK(load_with("PROFILE", "", err, sizeof err) < 0 && strstr(err, "PROFILE:"));
+	CHECK(load_with("PROFILE", "Split", err, sizeof err) < 0 && strstr(err, "PROFILE:"));
+	CHECK(load_with("PROFILE", "one-app_2", err, sizeof err) == 0);
 
 	/* Non-loopback HOST is accepted once keys are set; keys split on commas. */
 	setenv("PROVISIONER_API_KEYS", " key-one-0123456789 , key-two-0123456789,", 1);

@@ -40,6 +40,8 @@ int main(void)
 	dir("lua/resources");
 	dir("lua/pkg");
 	dir("tiers");
+	dir("profiles");
+	put("profiles/split.lua", "return { build = 1 }\n");
 	put("lua/boot.lua", "return 1\n");
 	put("lua/resources/app.lua", "return 'app'\n");
 	put("lua/pkg/init.lua", "return 'pkg'\n");
@@ -48,13 +50,15 @@ int main(void)
 	put("tiers/free.lua", "return { name = 'free' }\n");
 	put("tiers/notes.txt", "not read\n");
 
-	char lua_dir[128], tiers_dir[128], hooks_dir[128], path[256];
+	char lua_dir[128], tiers_dir[128], profiles_dir[128], hooks_dir[128], path[256];
 	snprintf(lua_dir, sizeof lua_dir, "%s/lua", root);
 	snprintf(tiers_dir, sizeof tiers_dir, "%s/tiers/", root); /* a trailing '/' is the same directory */
 	snprintf(hooks_dir, sizeof hooks_dir, "%s/hooks", root);   /* missing */
-	struct sources *s = sources_read(lua_dir, tiers_dir, hooks_dir);
+	snprintf(profiles_dir, sizeof profiles_dir, "%s/profiles", root);
+	struct sources *s = sources_read(lua_dir, tiers_dir, profiles_dir, hooks_dir);
 
 	/* Edits after the read are not seen. */
+	put("profiles/split.lua", "edited (\n");
 	put("tiers/free.lua", "this is not Lua (\n");
 	put("tiers/team.lua", "return { name = 'team' }\n");
 	put("lua/resources/app.lua", "error('edited')\n");
@@ -69,6 +73,12 @@ int main(void)
 		CHECK_STR(names[1], "notes.txt");
 		CHECK_STR(names[2], "starter.lua");
 	}
+	/* PROFILES_DIR is read like TIERS_DIR: its listing and its *.lua as they were. */
+	snprintf(path, sizeof path, "%s/profiles", root);
+	names = sources_list(s, path, &n, &err);
+	CHECK(names != NULL && n == 1);
+	snprintf(path, sizeof path, "%s/profiles/split.lua", root);
+	CHECK_STR(sources_file(s, path, &len, &err), "return { build = 1 }\n");
 	snprintf(path, sizeof path, "%s//tiers//free.lua", root);
 	const char *data = sources_file(s, path, &len, &err);
 	CHECK_STR(data, "return { name = 'free' }\n");

@@ -73,6 +73,7 @@ void fuzz_lua_init(const char *driver)
 		unsetenv(v->name);
 	set_dir("LUA_DIR", root, "lua");
 	set_dir("TIERS_DIR", root, "tiers");
+	set_dir("PROFILES_DIR", root, "profiles");
 	set_dir("HOOKS_DIR", root, "tests/fuzz/no-hooks");
 	char err[1024];
 	if (config_load(&cfg, NULL, err, sizeof err) < 0 ||

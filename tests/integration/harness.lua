@@ -48,7 +48,12 @@ end
 function M.run(args, env, cwd)
   local dir = M.tmpdir()
   local parts = { "cd", sh_quote(cwd or dir), "&&", "env" }
-  for k, v in pairs(env or {}) do
+  -- run from a temporary directory: the checkout's profiles unless told otherwise
+  env = env or {}
+  if env.PROFILES_DIR == nil then
+    parts[#parts + 1] = sh_quote("PROFILES_DIR=" .. M.root .. "/profiles")
+  end
+  for k, v in pairs(env) do
     parts[#parts + 1] = sh_quote(k .. "=" .. v)
   end
   parts[#parts + 1] = sh_quote(M.bin)
@@ -69,7 +74,8 @@ function M.base_env(dir, extra)
   local env = {
     HOST = "127.0.0.1", PORT = "0", LOG_LEVEL = "DEBUG",
     STATE_DB = dir .. "/data/mrprov.db", BACKUP_DIR = dir .. "/data/backups",
-    TIERS_DIR = M.root .. "/tiers", HOOKS_DIR = M.root .. "/hooks", LUA_DIR = M.root .. "/lua",
+    TIERS_DIR = M.root .. "/tiers", PROFILES_DIR = M.root .. "/profiles", HOOKS_DIR = M.root .. "/hooks",
+    LUA_DIR = M.root .. "/lua",
     WORKERS = "2", SHUTDOWN_TIMEOUT = "5", -- tests stop servers with SIGTERM
   }
   for k, v in pairs(extra or {}) do

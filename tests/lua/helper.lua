@@ -1,6 +1,17 @@
--- Shared busted set-up: file-system adapters for lua/tiers.lua (an in-memory
--- fake and the real directory) and the shipped tiers/ loaded as serve would.
+-- Shared busted set-up: file-system adapters for lua/tiers.lua and
+-- lua/profiles.lua (an in-memory fake and the real directory) and the
+-- shipped tiers/ and profiles/ loaded as serve would.
 local M = {}
+
+-- The service runs tier files and profiles through the C sandbox (boot.lua's
+-- fs.run); plain Lua has none, so the specs bound instructions with a count
+-- hook on a coroutine (no memory or time bound: tests only).
+M.BUDGET = 1000000
+function M.run(fn, ...)
+  local co = coroutine.create(fn)
+  debug.sethook(co, function() error("instruction budget exceeded", 2) end, "", M.BUDGET)
+  return coroutine.resume(co, ...)
+end
 
 -- memfs{ ["tiers/a.lua"] = "source", ... }: list(dir) gives the sorted base
 -- names directly under dir, read(path) the source.
@@ -17,6 +28,7 @@ function M.memfs(files)
       table.sort(names)
       return names
     end,
+    run = M.run,
     read = function(path)
       if files[path] == nil then return nil, path .. ": No such file or directory" end
       return files[path]
@@ -37,6 +49,7 @@ function M.realfs()
       table.sort(names)
       return names
     end,
+    run = M.run,
     read = function(path)
       local f, err = io.open(path, "rb")
       if not f then return nil, err end
@@ -47,9 +60,16 @@ function M.realfs()
   }
 end
 
+function M.shipped_profiles()
+  local profiles = require "profiles"
+  return assert(profiles.load_dir("profiles", M.realfs()))
+end
+
+-- With their profiles resolved (tier.layout) as boot.lua does, PROFILE=split.
 function M.shipped_tiers()
   local tiers = require "tiers"
-  return assert(tiers.load_dir("tiers", M.realfs()))
+  return assert(tiers.load_dir("tiers", M.realfs(),
+    { by_name = M.shipped_profiles(), default = "split", dir = "profiles" }))
 end
 
 return M

@@ -48,6 +48,12 @@ describe("docker/Dockerfile", function()
     end
     assert.is_true(n >= 6)
   end)
+
+  it("ships the profiles and points PROFILES_DIR at them, like the tiers", function()
+    assert.matches("\nCOPY profiles %./profiles\n", text)
+    assert.matches("PROFILES_DIR=/app/profiles", text, 1, true)
+    assert.matches("\nCOPY tiers %./tiers\n", text)
+  end)
 end)
 
 describe("docker/docker-compose.yml", function()
@@ -59,14 +65,16 @@ describe("docker/docker-compose.yml", function()
     assert.is_true(exists("docker/" .. svc.build.context .. "/" .. svc.build.dockerfile))
   end)
 
-  it("mounts tiers and hooks from the repository, the SSH key read-only", function()
+  it("mounts tiers, profiles and hooks from the repository, the SSH key read-only", function()
     local mounts = {}
     for _, v in ipairs(doc.services.mrprov.volumes) do
       local host, target, mode = v:match("^([^:]+):([^:]+):?(%a*)$")
       mounts[target] = { host = host, mode = mode }
     end
-    for _, t in ipairs({ "/app/tiers", "/app/hooks" }) do
+    for _, t in ipairs({ "/app/tiers", "/app/profiles", "/app/hooks" }) do
+      assert.is_table(mounts[t], t)
       assert.is_true(exists("docker/" .. mounts[t].host), mounts[t].host)
+      assert.are.equal("ro", mounts[t].mode, t)
     end
     assert.are.equal("ro", mounts["/app/ssh"].mode)
     assert.is_table(mounts["/app/data"])
