@@ -51,7 +51,7 @@ function M.load(list)
     end
     return a.type < b.type
   end)
-  M.modules, M.list = by_type, mods
+  M.modules, M.list, M.dir = by_type, mods, dir
   return true
 end
 

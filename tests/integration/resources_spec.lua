@@ -57,6 +57,11 @@ describe("resource modules dropped in #integration", function()
       assert.are.same({ resource = "checks", target = a, command = p2.commands[set] }, p2.steps[set])
     end
     assert.are.equal(#p.commands + 2, #p2.commands)
+    -- `mrprov check` lists it among the resources
+    local ccode, out = H.run({ "check" }, { TIERS_DIR = H.root .. "/tiers", LUA_DIR = lua_dir })
+    assert.are.equal(0, ccode)
+    assert.matches("resources %(11%) from [^\n]*/resources:\n", out)
+    assert.matches("\n  checks +phase 30, order 55\n", out)
 
     -- a job runs it, and the instance is then converged with it
     local pcode, j = H.request(s, "POST", "/api/v1/provision", req, { Prefer = "wait=20" })
