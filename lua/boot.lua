@@ -137,6 +137,12 @@ function M.load()
   if not hooks_by_id then
     return nil, herr
   end
+  -- The resource modules of LUA_DIR/resources/ must load and keep their
+  -- contract (lua/engine.lua): a broken one refuses the generation.
+  local eok, eerr = pcall(require, "engine")
+  if not eok then
+    return nil, tostring(eerr)
+  end
   current = {
     settings = settings,
     tiers = by_name,

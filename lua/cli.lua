@@ -125,6 +125,12 @@ function M.check()
     io.write(string.format("  %-14s %s%s%s\n", id, h.file, h.desired and " desired()" or "",
       h.after and " after()" or ""))
   end
+  -- (boot.load has loaded and checked the resource modules)
+  local engine = require "engine"
+  io.write("resources (", #engine.list, ") from ", engine.dir, ":\n")
+  for _, mod in ipairs(engine.list) do
+    io.write(string.format("  %-14s phase %d, order %s\n", mod.type, mod.phase, tostring(mod.order)))
+  end
   -- Every Lua module the service uses must load too.
   for _, mod in ipairs({ "api", "worker", "engine", "desired", "profiles", "render", "instances" }) do
     local ok, err = pcall(require, mod)

@@ -3,88 +3,111 @@
 -- against its spec; the plan is the ordered list of commands all diffs
 -- produce, so a converged instance plans nothing. Teardown converges to
 -- "absent" in reverse dependency order.
-local command = require "command"
+local contract = require "resources.lib.contract"
+local sys = require "mrprov.sys"
 
 local M = {}
 
-M.modules = {
-  app = require "resources.app",
-  service = require "resources.service",
-  link = require "resources.link",
-  config = require "resources.config",
-  limits = require "resources.limits",
-  storage = require "resources.storage",
-  domains = require "resources.domains",
-  ports = require "resources.ports",
-  image = require "resources.image",
-  letsencrypt = require "resources.letsencrypt",
-}
+-- The resource modules by type, and in (phase, order, type) order: every
+-- *.lua directly in LUA_DIR/resources/ (lua/resources/lib/contract.lua says
+-- what each exports). Filled by M.load when this module is required.
+M.modules, M.list = {}, {}
 
-local function res(list, rtype, key, spec)
-  list[#list + 1] = { type = rtype, key = key, spec = spec, target = spec.app or spec.name }
+-- Loads the resource modules of this state's configuration generation: the
+-- directory as it was read at load (SIGHUP reads it again), each file
+-- required and checked against the contract. list(dir) → sorted names or
+-- nil, err (default sys.source_list). True, or nil and why.
+function M.load(list)
+  local dir = ((sys.config() or {}).LUA_DIR or "lua"):gsub("/+$", "") .. "/resources"
+  local names, err = (list or sys.source_list)(dir)
+  if not names then
+    return nil, "resource modules: " .. tostring(err)
+  end
+  local by_type, mods = {}, {}
+  for _, name in ipairs(names) do
+    local rtype = name:match("^(.*)%.lua$")
+    if rtype then
+      if not rtype:match("^[a-z][a-z0-9_]*$") then
+        return nil, dir .. "/" .. name .. ": a resource module's name is lower-case letters, digits and '_'"
+      end
+      local ok, mod = pcall(require, "resources." .. rtype)
+      if not ok then
+        return nil, tostring(mod)
+      end
+      local good, why = contract.check(mod, rtype)
+      if not good then
+        return nil, dir .. "/" .. name .. ": " .. why
+      end
+      by_type[rtype] = mod
+      mods[#mods + 1] = mod
+    end
+  end
+  table.sort(mods, function(a, b)
+    if a.phase ~= b.phase then
+      return a.phase < b.phase
+    end
+    if a.order ~= b.order then
+      return a.order < b.order
+    end
+    return a.type < b.type
+  end)
+  M.modules, M.list, M.dir = by_type, mods, dir
+  return true
 end
 
 -- What a resource's commands touch. Commands on the same app or service
 -- never run at once (Dokku takes no lock for them); different ones may.
 function M.locks(r)
-  if r.type == "link" then
-    return { r.spec.app, r.spec.service }
-  end
-  return { r.target }
+  return M.modules[r.type].locks(r.spec)
 end
 
--- The resources of a desired state, in dependency order: apps and services
--- exist before links; each app's chain ends with deploy then TLS (which
--- needs a deployed app); apps that must be absent go last.
+-- Whether r's commands create an object (a failed provision removes what
+-- its job created, lua/worker.lua).
+function M.creates(r)
+  local mod = M.modules[r.type]
+  if not mod or not r.spec then
+    return false
+  end
+  if type(mod.creates) == "function" then
+    return mod.creates(r.spec) and true or false
+  end
+  return mod.creates
+end
+
+local function resource(mod, e)
+  return { type = mod.type, key = e.key, spec = e.spec, target = e.spec.app or e.spec.name }
+end
+
+-- Sort key of a resource: phase, then the app or service it derives from
+-- (apps first, in desired order), then the module's order within the phase.
+local function before(a, b)
+  for i = 1, 6 do
+    if a[i] ~= b[i] then
+      return a[i] < b[i]
+    end
+  end
+  return false
+end
+
+-- The resources of a desired state, in dependency order: each module
+-- derives its resources from the apps or services of the state, and its
+-- phase and order place them (see resources/lib/contract.lua): apps and
+-- services exist before links; each app's chain ends with deploy then TLS
+-- (which needs a deployed app); apps that must be absent go last.
 function M.resources(state)
+  local rows = {}
+  for _, mod in ipairs(M.list) do
+    for i, item in ipairs(state[mod.from] or {}) do
+      for j, e in ipairs(mod.specs(item, state) or {}) do
+        rows[#rows + 1] = { e.phase or mod.phase, contract.FROM[mod.from], i, mod.order, mod.type, j,
+                            r = resource(mod, e) }
+      end
+    end
+  end
+  table.sort(rows, before)
   local list = {}
-  for _, app in ipairs(state.apps) do
-    if not app.absent then
-      res(list, "app", "app:" .. app.name, { name = app.name })
-    end
-  end
-  for _, svc in ipairs(state.services) do
-    res(list, "service", svc.kind .. ":" .. svc.name, { kind = svc.kind, name = svc.name })
-  end
-  for _, svc in ipairs(state.services) do
-    for _, app in ipairs(svc.links) do
-      res(list, "link", "link:" .. svc.name .. ":" .. app, { kind = svc.kind, service = svc.name, app = app })
-    end
-  end
-  for _, app in ipairs(state.apps) do
-    if not app.absent then
-      local a = app.name
-      if app.env then
-        res(list, "config", "config:" .. a, { app = a, env = app.env, secret_keys = app.secret_keys,
-                                              owned_prefixes = app.env_owned_prefixes })
-      end
-      if app.limits then
-        res(list, "limits", "limits:" .. a, { app = a, memory_mb = app.limits.memory_mb, cpu = app.limits.cpu })
-      end
-      if app.storage then
-        local s = app.storage
-        res(list, "storage", "storage:" .. a,
-          { app = a, dir = s.dir, host_path = s.host_path, container_path = s.container_path, chown = s.chown,
-            owned_paths = s.owned_paths })
-      end
-      if app.domains then
-        res(list, "domains", "domains:" .. a, { app = a, domains = app.domains })
-      end
-      if app.container_port then
-        res(list, "ports", "ports:" .. a, { app = a, container_port = app.container_port })
-      end
-      if app.image then
-        res(list, "image", "image:" .. a, { app = a, image = app.image })
-      end
-      if app.letsencrypt and app.domains then
-        res(list, "letsencrypt", "letsencrypt:" .. a, { app = a, email = app.letsencrypt.email })
-      end
-    end
-  end
-  for _, app in ipairs(state.apps) do
-    if app.absent then
-      res(list, "app", "app:" .. app.name, { name = app.name, absent = true })
-    end
+  for k, row in ipairs(rows) do
+    list[k] = row.r
   end
   return list
 end
@@ -94,7 +117,7 @@ end
 -- with something to do, plus restarts), or nil, err.
 function M.plan(list, current_of, owed)
   local steps = {}
-  local restart, deploys, has_image = {}, {}, {}
+  local restart, deploys, starter = {}, {}, {}
   local order = {}
   -- owed: apps an earlier round of the job changed without starting them
   -- since (see worker.owed_restarts); they are restarted like changed ones
@@ -104,24 +127,22 @@ function M.plan(list, current_of, owed)
       order[#order + 1] = app
     end
   end
-  -- Apps whose domains this plan changes: their certificate no longer
-  -- covers them, whatever letsencrypt:active said before domains:set ran
-  -- (it compares the installed certificate with lego's for the first
-  -- domain at probe time, le:internal-functions fn-letsencrypt-is-active).
-  local new_domains = {}
+  -- The resource types this plan changes, per object (module.stale).
+  local changed = {}
   for _, r in ipairs(list) do
     local cur, err = current_of(r)
     if err then
       return nil, err
     end
-    if r.type == "letsencrypt" and new_domains[r.target] then
-      cur = { active = false }
+    local mod = M.modules[r.type]
+    if mod.stale then
+      cur = mod.stale(cur, changed[r.target] or {})
     end
     r.current = cur
-    if r.type == "image" then
-      has_image[r.target] = true
+    if mod.restart and not starter[r.target] then
+      starter[r.target] = mod
     end
-    local cmds = M.modules[r.type].diff(r.spec, cur)
+    local cmds = mod.diff(r.spec, cur)
     if #cmds > 0 then
       steps[#steps + 1] = { resource = r, commands = cmds, locks = M.locks(r) }
       for _, c in ipairs(cmds) do
@@ -133,89 +154,115 @@ function M.plan(list, current_of, owed)
           deploys[c.target] = true
         end
       end
-      if r.type == "domains" then
-        new_domains[r.target] = true
-      end
+      changed[r.target] = changed[r.target] or {}
+      changed[r.target][r.type] = true
     end
   end
-  -- A change that only takes effect on restart, on an app that this plan
-  -- does not redeploy: restart it once, at the end.
+  -- A change that only takes effect on restart, on an app that runs
+  -- (a module can start it) and that this plan does not redeploy: restart
+  -- it once, at the end.
   for _, app in ipairs(order) do
-    if has_image[app] and not deploys[app] then
+    if starter[app] and not deploys[app] then
       steps[#steps + 1] = {
         resource = { type = "restart", key = "restart:" .. app, target = app, spec = { app = app } },
-        commands = { command.new("restart", app, { "ps:restart", app }) },
+        commands = starter[app].restart(app),
         locks = { app },
+        derived = true,
       }
     end
   end
   return steps
 end
 
--- Teardown of a desired state: optional backups, then unlink, destroy
--- services, destroy apps (reverse order). Only what exists is removed.
--- Every step holds one common lock, so nothing is unlinked or destroyed
--- before every backup has been written.
+-- The modules whose objects a teardown removes, in teardown order.
+local function removable()
+  local mods = {}
+  for _, mod in ipairs(M.list) do
+    if mod.teardown then
+      mods[#mods + 1] = mod
+    end
+  end
+  table.sort(mods, function(a, b)
+    if a.teardown.order ~= b.teardown.order then
+      return a.teardown.order < b.teardown.order
+    end
+    return a.type < b.type
+  end)
+  return mods
+end
+
+-- A module's resources of a desired state, for a teardown: in desired
+-- order, or reversed when the module says so.
+local function entries(mod, state)
+  local list = {}
+  for _, item in ipairs(state[mod.from] or {}) do
+    for _, e in ipairs(mod.specs(item, state) or {}) do
+      list[#list + 1] = e
+    end
+  end
+  if mod.teardown.reverse then
+    for i = 1, #list // 2 do
+      list[i], list[#list - i + 1] = list[#list - i + 1], list[i]
+    end
+  end
+  return list
+end
+
+-- Teardown of a desired state: optional backups, then the objects of every
+-- module with M.teardown, in its order (unlink, destroy services, destroy
+-- apps). Only what exists is removed. Every step holds one common lock, so
+-- nothing is unlinked or destroyed before every backup has been written.
 function M.teardown(state, current_of, opts)
   opts = opts or {}
   local steps = {}
-  -- Adds the step make(r) for resource r when r exists on the server.
-  local function when_present(rtype, key, target, spec, make)
-    local r = { type = rtype, key = key, target = target, spec = spec }
+  -- The resource of e when it exists on the server, or false; nil, err.
+  local function present(mod, e)
+    local r = resource(mod, e)
     local cur, err = current_of(r)
     if err then
       return nil, err
     end
     r.current = cur
-    if cur ~= nil and (cur.exists or cur.linked) then
-      local step_r, cmds = make(r)
-      steps[#steps + 1] = { resource = step_r, commands = cmds, locks = { state.app }, teardown = true }
-    end
-    return true
+    return mod.exists(cur) and r or false
   end
-  local plan = {}
-  local function service(svc, make)
-    plan[#plan + 1] = { "service", svc.kind .. ":" .. svc.name, svc.name, { kind = svc.kind, name = svc.name }, make }
-  end
+  local mods = removable()
   if opts.backup then
-    for _, svc in ipairs(state.services) do
-      service(svc, function(r)
-        return { type = "backup", key = "backup:" .. svc.name, target = svc.name, spec = r.spec },
-          { command.new("backup", svc.name, { svc.kind .. ":export", svc.name }, nil,
-            { mutating = false, stream = true }) }
-      end)
+    for _, mod in ipairs(mods) do
+      for _, e in ipairs(mod.backup and entries(mod, state) or {}) do
+        local r, err = present(mod, e)
+        if r == nil then
+          return nil, err
+        end
+        if r then
+          steps[#steps + 1] = {
+            resource = { type = "backup", key = "backup:" .. r.target, target = r.target, spec = r.spec },
+            commands = mod.backup(r.spec), locks = { state.app }, teardown = true, derived = true,
+          }
+        end
+      end
     end
   end
-  for _, svc in ipairs(state.services) do
-    for _, app in ipairs(svc.links) do
-      plan[#plan + 1] = { "link", "link:" .. svc.name .. ":" .. app, app,
-                          { kind = svc.kind, service = svc.name, app = app },
-                          function(r) return r, M.modules.link.undo(r.spec) end }
-    end
-  end
-  for _, svc in ipairs(state.services) do
-    service(svc, function(r) return r, M.modules.service.undo(r.spec) end)
-  end
-  for i = #state.apps, 1, -1 do
-    local name = state.apps[i].name
-    plan[#plan + 1] = { "app", "app:" .. name, name, { name = name },
-                        function(r) return r, M.modules.app.undo(r.spec) end }
-  end
-  for _, p in ipairs(plan) do
-    local ok, err = when_present(table.unpack(p, 1, 5))
-    if not ok then
-      return nil, err
+  for _, mod in ipairs(mods) do
+    for _, e in ipairs(entries(mod, state)) do
+      local r, err = present(mod, e)
+      if r == nil then
+        return nil, err
+      end
+      if r then
+        steps[#steps + 1] = { resource = r, commands = mod.undo(r.spec), locks = { state.app }, teardown = true }
+      end
     end
   end
   return steps
 end
 
 -- The recorded state after a step of the plan succeeded (dry-run keeps this
--- as its view of the server; it holds digests, never secret values).
+-- as its view of the server; it holds digests, never secret values). Steps
+-- the engine derives (backups, restarts) leave it as it is.
 function M.model_after(step)
   local r = step.resource
   local mod = M.modules[r.type]
-  if not mod or r.type == "backup" then
+  if not mod or step.derived then
     return nil, false
   end
   if step.teardown then
@@ -233,6 +280,13 @@ function M.lines(steps)
     end
   end
   return out
+end
+
+do
+  local ok, err = M.load()
+  if not ok then
+    error(err, 0)
+  end
 end
 
 return M

@@ -489,8 +489,12 @@ local function app_only(words, sc)
   return sc.apps[words[1]] and true or nil, words[1] .. " is not one of this instance's apps"
 end
 
+-- restart: the change takes effect on the app's next start; deploys: the
+-- command starts the app with its current settings (journaled with the
+-- step, as for the engine's commands: a resumed job reads them).
 local GRAMMAR = {
   ["config:set"] = {
+    restart = true,
     flags = { ["--no-restart"] = true, ["--encoded"] = true },
     check = function(words, sc, flags)
       if #words < 2 then
@@ -522,6 +526,7 @@ local GRAMMAR = {
     end,
   },
   ["config:unset"] = {
+    restart = true,
     flags = { ["--no-restart"] = true },
     check = function(words, sc)
       if #words < 2 then
@@ -536,15 +541,16 @@ local GRAMMAR = {
       return true
     end,
   },
-  ["ps:restart"] = { check = app_only },
+  ["ps:restart"] = { check = app_only, deploys = true },
   ["ps:start"] = { check = app_only },
   ["ps:stop"] = { check = app_only },
-  ["ps:rebuild"] = { check = app_only },
+  ["ps:rebuild"] = { check = app_only, deploys = true },
   ["letsencrypt:enable"] = { check = app_only },
   -- Only the colon form host:container[:ro] with the host path under one of
   -- the instance's storage directories: the named-entry form could name
   -- another instance's entry.
   ["storage:mount"] = {
+    restart = true,
     check = function(words, sc)
       if #words ~= 2 then
         return nil, "takes the app and host-path:container-path"
@@ -565,6 +571,12 @@ local GRAMMAR = {
   },
 }
 GRAMMAR["storage:unmount"] = GRAMMAR["storage:mount"]
+
+-- What an allowed command does to its app: { restart = bool, deploys = bool }.
+function M.effects(argv)
+  local g = GRAMMAR[argv[1]] or {}
+  return { restart = g.restart or false, deploys = g.deploys or false }
+end
 
 -- Checks argv for the scoped handle; nil, why when refused.
 function M.check_argv(argv, sc)
@@ -632,7 +644,7 @@ function M.run_after(hook, state, ctx, runner)
         args[i] = a
       end
       -- the engine's journaled steps and Dokku's answer: off the hook's clock
-      return sandbox.outside(runner, args)
+      return sandbox.outside(runner, args, M.effects(args))
     end,
     apps = function()
       local list = {}

@@ -234,9 +234,11 @@ local function journal(job, steps)
         seq = seq + 1
         total = total + 1
         c.seq = seq
-        assert(store.exec([[INSERT INTO steps (job_id, seq, resource, target, command, mutating, state)
-                            VALUES (?, ?, ?, ?, ?, ?, 'pending')]],
-          job.id, seq, c.resource, c.target, c.display, c.mutating and 1 or 0))
+        assert(store.exec([[INSERT INTO steps (job_id, seq, resource, target, command, mutating, restart, deploys,
+                                               state)
+                            VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending')]],
+          job.id, seq, c.resource, c.target, c.display, c.mutating and 1 or 0, c.restart and 1 or 0,
+          c.deploys and 1 or 0))
       end
     end
     instances.update_job(job.id, { steps_done = done, steps_total = total })
@@ -244,39 +246,25 @@ local function journal(job, steps)
   end)
 end
 
--- Changes that take effect on an app's next start (the commands the
--- resources mark `restart`), and the commands that start it.
-local NEEDS_START = { "^dokku %-%-quiet config:set ", "^dokku %-%-quiet config:unset ",
-                      "^dokku %-%-quiet resource:limit ", "^dokku %-%-quiet %w+:link ",
-                      "^dokku %-%-quiet storage:mount ", "^dokku %-%-quiet storage:unmount " }
-local STARTS = { "^dokku %-%-quiet ps:restart ", "^dokku %-%-quiet git:from%-image ",
-                 "^dokku %-%-quiet ps:rebuild " }
-
-local function matches_any(text, patterns)
-  for _, p in ipairs(patterns) do
-    if text:find(p) then
-      return true
-    end
-  end
-  return false
-end
-
 -- Apps this job changed (in an earlier round, or in a run a crash cut
 -- short) and has not started since, from the journal, sorted. A new round
 -- finds those changes already in place and plans no restart for them, so
 -- the round is told. A change the crash interrupted counts as made; only
--- a start known to be done counts as a start.
+-- a start known to be done counts as a start. What a step does to its app
+-- is journaled with it (the `restart` and `deploys` its resource module
+-- marked the command with); a step journaled before the journal kept that
+-- (NULL) counts as a change, never as a start.
 function M.owed_restarts(job_id)
   local owed = {}
-  for _, row in ipairs(assert(store.query([[SELECT target, command, state, error FROM steps
+  for _, row in ipairs(assert(store.query([[SELECT target, restart, deploys, state, error FROM steps
                                              WHERE job_id = ? ORDER BY seq]], job_id))) do
     -- (while a round plans nothing runs: a step still `running` is one a
     -- crash cut short, not yet marked by journal())
     local made = row.state == "done" or row.state == "running"
       or (row.state == "failed" and row.error == M.INTERRUPTED)
-    if made and matches_any(row.command, NEEDS_START) then
+    if made and row.restart ~= 0 then
       owed[row.target] = true
-    elseif row.state == "done" and matches_any(row.command, STARTS) then
+    elseif row.state == "done" and row.deploys == 1 then
       owed[row.target] = nil
     end
   end
@@ -435,8 +423,7 @@ local function apply(job, inst, steps, applied, redact, ctx)
                                               size = c.stdout_file and r.bytes or json.null }
           end
           if s.next > #s.commands then
-            if not s.teardown and (s.resource.type == "app" or s.resource.type == "service"
-                or s.resource.type == "link") and s.resource.spec and not s.resource.spec.absent then
+            if not s.teardown and engine.creates(s.resource) then
               ctx.created[#ctx.created + 1] = s.resource
             end
             -- The resource converged: record it with its step, so a resumed
@@ -479,7 +466,7 @@ local function created_by_job(job, state, ctx)
   end
   local list = {}
   for _, r in ipairs(engine.resources(state)) do
-    if (r.type == "app" or r.type == "service" or r.type == "link") and not made[r.key] then
+    if engine.creates(r) and not made[r.key] then
       for _, c in ipairs(engine.modules[r.type].diff(r.spec, nil)) do
         made[r.key] = made[r.key] or done[c.display]
       end
@@ -509,8 +496,9 @@ local function undo(job, inst, ctx, applied, redact, state)
     local first = next_seq(job.id) + 1
     for i, u in ipairs(cmds) do
       u.command.seq = first + i - 1
-      assert(store.exec([[INSERT INTO steps (job_id, seq, resource, target, command, mutating, state)
-                          VALUES (?, ?, 'undo', ?, ?, 1, 'pending')]],
+      assert(store.exec([[INSERT INTO steps (job_id, seq, resource, target, command, mutating, restart, deploys,
+                                             state)
+                          VALUES (?, ?, 'undo', ?, ?, 1, 0, 0, 'pending')]],
         job.id, u.command.seq, u.command.target, u.command.display))
     end
     assert(store.exec("UPDATE jobs SET steps_total = steps_total + ? WHERE id = ?", #cmds, job.id))
@@ -613,7 +601,8 @@ end
 -- Runs the hook's after() through a handle scoped to this instance; each
 -- command it sends is journaled as a step of the job.
 local function run_after_hook(job, inst, hook, state, tier, redact, ctx)
-  local runner = function(argv)
+  -- effects: what the command does to its app (hooks.effects)
+  local runner = function(argv, effects)
     local target = argv[2]
     for i = 2, #argv do
       if argv[i]:sub(1, 1) ~= "-" then
@@ -621,12 +610,14 @@ local function run_after_hook(job, inst, hook, state, tier, redact, ctx)
         break
       end
     end
-    local c = command.new("hook", target, argv, command.shown_env(argv))
+    local c = command.new("hook", target, argv, command.shown_env(argv), effects)
     local seq = store.tx(function()
       local s = next_seq(job.id) + 1
       c.seq = s
-      assert(store.exec([[INSERT INTO steps (job_id, seq, resource, target, command, mutating, state)
-                          VALUES (?, ?, 'hook', ?, ?, 1, 'pending')]], job.id, s, c.target, c.display))
+      assert(store.exec([[INSERT INTO steps (job_id, seq, resource, target, command, mutating, restart, deploys,
+                                             state)
+                          VALUES (?, ?, 'hook', ?, ?, 1, ?, ?, 'pending')]], job.id, s, c.target, c.display,
+        c.restart and 1 or 0, c.deploys and 1 or 0))
       assert(store.exec("UPDATE jobs SET steps_total = steps_total + 1 WHERE id = ?", job.id))
       return s
     end)

@@ -1,8 +1,33 @@
 -- Resource `app`: a Dokku app exists (or, with spec.absent, does not).
 -- Probe with apps:exists (exit 20 = missing); create with apps:create.
 local command = require "command"
+local contract = require "resources.lib.contract"
 
-local M = { type = "app" }
+local M = { type = "app", phase = contract.PHASE.objects, order = 10, from = "apps" }
+
+-- An app that must be absent is removed after everything else.
+function M.specs(app)
+  if app.absent then
+    return { { key = "app:" .. app.name, spec = { name = app.name, absent = true }, phase = contract.PHASE.removal } }
+  end
+  return { { key = "app:" .. app.name, spec = { name = app.name } } }
+end
+
+function M.locks(spec)
+  return { spec.name }
+end
+
+-- apps:create makes the app; the removal of an app that must be absent creates nothing.
+function M.creates(spec)
+  return not spec.absent
+end
+
+-- Deprovisioning destroys the apps last, the main app last of all.
+M.teardown = { order = 30, reverse = true }
+
+function M.exists(current)
+  return (current and current.exists) == true
+end
 
 function M.probe(run, spec)
   local res, err = run({ "apps:exists", spec.name })

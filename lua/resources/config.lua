@@ -5,12 +5,28 @@
 -- plans show `KEY=[set]` (`KEY=[REDACTED]` for mrprov's own secrets), never
 -- a value or its encoding.
 local command = require "command"
-local probe = require "resources.probe"
+local contract = require "resources.lib.contract"
+local probe = require "resources.lib.probe"
 local crypto = require "mrprov.crypto"
 local json = require "json"
 local validate = require "validate"
 
-local M = { type = "config" }
+local M = { type = "config", phase = contract.PHASE.settings, order = 10, from = "apps" }
+
+-- An app with an environment.
+function M.specs(app)
+  if app.absent or not app.env then
+    return {}
+  end
+  return { { key = "config:" .. app.name, spec = { app = app.name, env = app.env, secret_keys = app.secret_keys,
+                                                   owned_prefixes = app.env_owned_prefixes } } }
+end
+
+function M.locks(spec)
+  return { spec.app }
+end
+
+M.creates = false
 
 -- Bytes of one `dokku --quiet config:set …` command line (the transport
 -- refuses longer ones, src/dokku/transport.c TRANSPORT_MAX_COMMAND). Over

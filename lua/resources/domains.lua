@@ -1,9 +1,24 @@
 -- Resource `domains`: the virtual hosts of an app (`domains:set` replaces
 -- the list and is idempotent; the report gives the current list).
 local command = require "command"
-local probe = require "resources.probe"
+local contract = require "resources.lib.contract"
+local probe = require "resources.lib.probe"
 
-local M = { type = "domains" }
+local M = { type = "domains", phase = contract.PHASE.settings, order = 40, from = "apps" }
+
+-- An app with domains.
+function M.specs(app)
+  if app.absent or not app.domains then
+    return {}
+  end
+  return { { key = "domains:" .. app.name, spec = { app = app.name, domains = app.domains } } }
+end
+
+function M.locks(spec)
+  return { spec.app }
+end
+
+M.creates = false
 
 local function same(a, b)
   if #a ~= #b then

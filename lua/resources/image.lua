@@ -13,9 +13,33 @@
 -- metadata the rebuild left in place, and while the server still reports
 -- exactly that, the rebuilt image is the deployed one (M.recall).
 local command = require "command"
-local probe = require "resources.probe"
+local contract = require "resources.lib.contract"
+local probe = require "resources.lib.probe"
 
-local M = { type = "image" }
+local M = { type = "image", phase = contract.PHASE.settings, order = 60, from = "apps" }
+
+-- An app deployed from an image: after its settings (the deploy applies
+-- them), before what needs a deployed app.
+function M.specs(app)
+  if app.absent or not app.image then
+    return {}
+  end
+  return { { key = "image:" .. app.name, spec = { app = app.name, image = app.image } } }
+end
+
+function M.locks(spec)
+  return { spec.app }
+end
+
+M.creates = false
+
+-- An app deployed from an image runs: a change that takes effect on its
+-- next start (a command marked `restart`) is applied by restarting it,
+-- when the plan does not deploy it anyway. ps:restart starts the app with
+-- its current settings, as a deploy does (`deploys`, for the journal).
+function M.restart(app)
+  return { command.new("restart", app, { "ps:restart", app }, nil, { deploys = true }) }
+end
 
 function M.probe(run, spec)
   local out, err = probe.read(run, { "apps:report", spec.app, "--app-deploy-source-metadata" })

@@ -2,9 +2,35 @@
 -- always exits 0 and prints true/false; `enable` re-issues on every call
 -- (rate limits), so it is only sent when not active.
 local command = require "command"
-local probe = require "resources.probe"
+local contract = require "resources.lib.contract"
+local probe = require "resources.lib.probe"
 
-local M = { type = "letsencrypt" }
+local M = { type = "letsencrypt", phase = contract.PHASE.settings, order = 70, from = "apps" }
+
+-- TLS for an app that has domains: last, it needs the deployed app.
+function M.specs(app)
+  if app.absent or not (app.letsencrypt and app.domains) then
+    return {}
+  end
+  return { { key = "letsencrypt:" .. app.name, spec = { app = app.name, email = app.letsencrypt.email } } }
+end
+
+function M.locks(spec)
+  return { spec.app }
+end
+
+M.creates = false
+
+-- An app whose domains this plan changes: its certificate no longer covers
+-- them, whatever letsencrypt:active said before domains:set ran (it
+-- compares the installed certificate with lego's for the first domain at
+-- probe time, le:internal-functions fn-letsencrypt-is-active).
+function M.stale(current, changed)
+  if changed.domains then
+    return { active = false }
+  end
+  return current
+end
 
 function M.probe(run, spec)
   local out, err = probe.read(run, { "letsencrypt:active", spec.app })

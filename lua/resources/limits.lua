@@ -4,11 +4,28 @@
 -- `clear` (core:plugins/resource/functions.go: "clear" deletes the
 -- property), so resource:report stops showing it.
 local command = require "command"
-local probe = require "resources.probe"
+local contract = require "resources.lib.contract"
+local probe = require "resources.lib.probe"
 local json = require "json"
 local validate = require "validate"
 
-local M = { type = "limits" }
+local M = { type = "limits", phase = contract.PHASE.settings, order = 20, from = "apps" }
+
+-- An app with limits (the desired state always has them: a limit it no
+-- longer has is cleared, not left as it was).
+function M.specs(app)
+  if app.absent or not app.limits then
+    return {}
+  end
+  return { { key = "limits:" .. app.name, spec = { app = app.name, memory_mb = app.limits.memory_mb,
+                                                   cpu = app.limits.cpu } } }
+end
+
+function M.locks(spec)
+  return { spec.app }
+end
+
+M.creates = false
 
 -- What resource:report should show: nil = no limit.
 local function wanted(spec)

@@ -2,8 +2,33 @@
 -- `link` is not idempotent; `linked` tells. `--no-restart`, never `-n`,
 -- because `-n` does not survive Dokku's SSH entry.
 local command = require "command"
+local contract = require "resources.lib.contract"
 
-local M = { type = "link" }
+local M = { type = "link", phase = contract.PHASE.links, order = 10, from = "services" }
+
+-- One per app the service is linked to.
+function M.specs(svc)
+  local list = {}
+  for _, app in ipairs(svc.links) do
+    list[#list + 1] = { key = "link:" .. svc.name .. ":" .. app,
+                        spec = { kind = svc.kind, service = svc.name, app = app } }
+  end
+  return list
+end
+
+-- Both ends: the link changes the app's environment and the service's links.
+function M.locks(spec)
+  return { spec.app, spec.service }
+end
+
+M.creates = true
+
+-- Deprovisioning unlinks first (a linked service cannot be destroyed).
+M.teardown = { order = 10 }
+
+function M.exists(current)
+  return (current and current.linked) == true
+end
 
 function M.probe(run, spec)
   local res, err = run({ spec.kind .. ":linked", spec.service, spec.app })

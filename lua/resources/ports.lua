@@ -8,9 +8,24 @@
 -- `ports:set` and `ports:report --ports-map` exist alike in v0.35.20 and
 -- v0.38.27 (core:plugins/ports/subcommands.go, report.go).
 local command = require "command"
-local probe = require "resources.probe"
+local contract = require "resources.lib.contract"
+local probe = require "resources.lib.probe"
 
-local M = { type = "ports" }
+local M = { type = "ports", phase = contract.PHASE.settings, order = 50, from = "apps" }
+
+-- An app whose server listens on a known container port.
+function M.specs(app)
+  if app.absent or not app.container_port then
+    return {}
+  end
+  return { { key = "ports:" .. app.name, spec = { app = app.name, container_port = app.container_port } } }
+end
+
+function M.locks(spec)
+  return { spec.app }
+end
+
+M.creates = false
 
 function M.probe(run, spec)
   local out, err = probe.read(run, { "ports:report", spec.app, "--ports-map" })

@@ -1,8 +1,32 @@
 -- Resource `service`: a PostgreSQL or Redis service of the dokku-postgres /
 -- dokku-redis plugins. `create` is not idempotent, so probe `exists` first.
 local command = require "command"
+local contract = require "resources.lib.contract"
 
-local M = { type = "service" }
+local M = { type = "service", phase = contract.PHASE.objects, order = 10, from = "services" }
+
+function M.specs(svc)
+  return { { key = svc.kind .. ":" .. svc.name, spec = { kind = svc.kind, name = svc.name } } }
+end
+
+function M.locks(spec)
+  return { spec.name }
+end
+
+M.creates = true
+
+-- Deprovisioning destroys the services once unlinked, before the apps.
+M.teardown = { order = 20 }
+
+function M.exists(current)
+  return (current and current.exists) == true
+end
+
+-- Its data, streamed to a file before anything is torn down.
+function M.backup(spec)
+  return { command.new("backup", spec.name, { spec.kind .. ":export", spec.name }, nil,
+    { mutating = false, stream = true }) }
+end
 
 function M.probe(run, spec)
   local res, err = run({ spec.kind .. ":exists", spec.name })

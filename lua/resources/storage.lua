@@ -5,9 +5,26 @@
 -- directory) that is not the wanted one is left over from an earlier
 -- desired state: it is unmounted (`storage:unmount`; the data stays).
 local command = require "command"
-local probe = require "resources.probe"
+local contract = require "resources.lib.contract"
+local probe = require "resources.lib.probe"
 
-local M = { type = "storage" }
+local M = { type = "storage", phase = contract.PHASE.settings, order = 30, from = "apps" }
+
+-- An app with persistent storage.
+function M.specs(app)
+  local s = app.storage
+  if app.absent or not s then
+    return {}
+  end
+  return { { key = "storage:" .. app.name, spec = { app = app.name, dir = s.dir, host_path = s.host_path,
+    container_path = s.container_path, chown = s.chown, owned_paths = s.owned_paths } } }
+end
+
+function M.locks(spec)
+  return { spec.app }
+end
+
+M.creates = false
 
 local function mount_spec(spec)
   return spec.host_path .. ":" .. spec.container_path

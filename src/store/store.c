@@ -108,6 +108,15 @@ static const char *const migrations[] = {
 	" SELECT lower(json_extract(spec, '$.custom_domain')), subscription_id FROM instances"
 	" WHERE status <> 'deprovisioned' AND json_valid(spec)"
 	" AND json_type(spec, '$.custom_domain') = 'text';",
+	/* version 4: what a step's command does to its app, as the resource
+	 * module that planned it said: takes effect on the app's next start
+	 * (restart), or starts it with its current settings (deploys). A
+	 * resumed job reads them instead of guessing from the command text.
+	 * Steps journaled before keep NULL, "not known": the journal reader
+	 * counts such a step as a change still owed a restart. */
+	"ALTER TABLE steps ADD COLUMN restart INTEGER DEFAULT 0;"
+	"ALTER TABLE steps ADD COLUMN deploys INTEGER DEFAULT 0;"
+	"UPDATE steps SET restart = NULL, deploys = NULL;",
 };
 
 /* Prepared statements of this thread's connection, by SQL text. Preparing

@@ -8,7 +8,7 @@
 #include <sqlite3.h>
 #include <stddef.h>
 
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 
 /* Opens (creating when missing, with its directory) and migrates the database.
  * readonly: open an existing file without creating or migrating anything. */

@@ -92,7 +92,8 @@ int main(void)
 	/* Version 3 claims the custom domains of a version-2 store's instances
 	 * (not a deprovisioned one's; a spec that is not JSON does not stop the
 	 * migration). */
-	exec("DROP TABLE domains; PRAGMA user_version=2;"
+	exec("DROP TABLE domains; ALTER TABLE steps DROP COLUMN restart; ALTER TABLE steps DROP COLUMN deploys;"
+	     "PRAGMA user_version=2;"
 	     "INSERT INTO instances (subscription_id, app_name, tier, status, spec, created_at, updated_at) VALUES"
 	     " ('s1','mr-a-00000001','enterprise','running','{\"custom_domain\":\"Shop.Example.com\"}','t','t'),"
 	     " ('s2','mr-b-00000002','enterprise','deprovisioned','{\"custom_domain\":\"old.example\"}','t','t'),"
@@ -105,6 +106,27 @@ int main(void)
 			   NULL);
 	CHECK(sqlite3_step(st) == SQLITE_ROW);
 	CHECK_STR((const char *)sqlite3_column_text(st, 0), "shop.example.com=s1");
+	sqlite3_finalize(st);
+
+	/* Version 4 journals what a step does to its app (restart, deploys);
+	 * a step journaled before says nothing (NULL: not known), a new one
+	 * says what it is told, 0 by default. */
+	exec("ALTER TABLE steps DROP COLUMN restart; ALTER TABLE steps DROP COLUMN deploys; PRAGMA user_version=3;"
+	     "INSERT INTO steps (job_id, seq, resource, target, command, state) VALUES"
+	     " ('j1', 1, 'config', 'a', 'dokku --quiet config:set --no-restart a K=[set]', 'done')");
+	store_close();
+	CHECK(store_open(path, 0, err, sizeof err) == 0);
+	CHECK(user_version() == STORE_SCHEMA_VERSION);
+	exec("INSERT INTO steps (job_id, seq, resource, target, command, state) VALUES"
+	     " ('j1', 2, 'domains', 'a', 'dokku --quiet domains:set a a.example', 'done');"
+	     "INSERT INTO steps (job_id, seq, resource, target, command, state, restart, deploys) VALUES"
+	     " ('j1', 3, 'image', 'a', 'dokku --quiet git:from-image a i:1', 'done', 0, 1)");
+	sqlite3_prepare_v2(store_conn(),
+			   "SELECT group_concat(seq || ':' || coalesce(restart, 'null') || ':' || coalesce(deploys, 'null'))"
+			   " FROM (SELECT * FROM steps WHERE job_id = 'j1' ORDER BY seq)",
+			   -1, &st, NULL);
+	CHECK(sqlite3_step(st) == SQLITE_ROW);
+	CHECK_STR((const char *)sqlite3_column_text(st, 0), "1:null:null,2:0:0,3:0:1");
 	sqlite3_finalize(st);
 
 	/* Read-only mode refuses writes. */

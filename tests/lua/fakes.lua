@@ -46,7 +46,7 @@ function M.unbase64(s)
 end
 
 M.mode = "dry-run"
-M.config = { SUPABASE_URL = nil, TIERS_DIR = "tiers" }
+M.config = { SUPABASE_URL = nil, TIERS_DIR = "tiers", LUA_DIR = "lua" }
 local counter = 0
 
 function M.install()
@@ -90,6 +90,16 @@ function M.install()
     webhook_tolerance_s = 300,
     monotonic = function() return 0 end,
     generation = function() return 1 end,
+    -- the directory as it is (the C binding: as the generation read it)
+    source_list = function(dir)
+      local p = io.popen("ls -1 '" .. dir .. "' 2>/dev/null")
+      local names = {}
+      for line in p:lines() do names[#names + 1] = line end
+      p:close()
+      if #names == 0 then return nil, dir .. ": empty or missing" end
+      table.sort(names)
+      return names
+    end,
     current_generation = function() return 1 end,
   }
 end

@@ -270,6 +270,30 @@ describe("hooks", function()
       1, true)
   end)
 
+  -- issue 13 item 1: what a hook's command does to its app is journaled
+  -- with the step (a resumed job reads it, never the command text).
+  it("tells the runner what each command does to its app", function()
+    local st = state()
+    local got = {}
+    assert.is_true(hooks.run_after(hook([[return { after = function(d)
+      local a = d.apps()[1]
+      d.run({ "config:set", "--no-restart", a, "X=1" })
+      d.run({ "config:unset", "--no-restart", a, "X" })
+      d.run({ "ps:stop", a })
+      d.run({ "ps:start", a })
+      d.run({ "ps:rebuild", a })
+      d.run({ "ps:restart", a })
+      d.run({ "letsencrypt:enable", a })
+    end }]]), st, {}, function(argv, effects)
+      got[#got + 1] = argv[1] .. (effects.restart and " restart" or "") .. (effects.deploys and " deploys" or "")
+      return { exit = 0 }
+    end))
+    assert.are.same({ "config:set restart", "config:unset restart", "ps:stop", "ps:start", "ps:rebuild deploys",
+                      "ps:restart deploys", "letsencrypt:enable" }, got)
+    assert.are.same({ restart = true, deploys = false }, hooks.effects({ "storage:mount", B, "/x:/y" }))
+    assert.are.same({ restart = true, deploys = false }, hooks.effects({ "storage:unmount", B, "/x:/y" }))
+  end)
+
   -- issue 12 item 3: hooks see placeholders, never a secret value.
   it("gives desired() placeholders for secret values and puts the values back into env only", function()
     -- what the hook sees: the placeholder, in the state and in an error it raises

@@ -1,0 +1,113 @@
+-- The contract of a resource module. Every file lua/resources/<type>.lua is
+-- one resource type and exports all the engine needs to know about it; the
+-- engine loads whatever files are there (lua/engine.lua) and names none.
+-- Helpers shared by resource modules live in lua/resources/lib/.
+--
+-- Required:
+--   M.type              the file's base name ("storage" for storage.lua)
+--   M.phase             where its resources go in a plan (M.PHASE below)
+--   M.order             its place within a phase, among the resources of one
+--                       app or service (lower first)
+--   M.from              the part of the desired state it derives specs from:
+--                       "apps" or "services"
+--   M.specs(item, state) → { {key = "...", spec = {...} [, phase = n]}, ... }:
+--                       its resources for one app or service of the desired
+--                       state (none, one or several); spec.app or spec.name
+--                       is the object the resource belongs to (its target)
+--   M.locks(spec)       → the objects its commands touch; commands on the
+--                       same object never run at once
+--   M.creates           true, false or function(spec) → boolean: diff(spec,
+--                       nil) creates an object, which a failed provision
+--                       removes again with undo(spec)
+--   M.probe(run, spec)  → current state, false when its app does not exist
+--                       yet, or nil, err (read-only commands through run)
+--   M.diff(spec, current) → commands (lua/command.lua) that make current
+--                       into spec; none when it is. A command that takes
+--                       effect on the app's next start carries
+--                       `restart = true`, one that (re)deploys it
+--                       `deploys = true`: both are journaled with the step,
+--                       and a resumed job reads them from there
+--   M.model(spec, current, commands) → the state after the commands ran (the
+--                       dry-run view of the server; digests, never secrets)
+--   M.undo(spec)        → commands that remove it (none when its app's
+--                       removal takes it along)
+-- Optional:
+--   M.teardown          { order = n [, reverse = true] }: deprovisioning
+--                       removes its objects (undo), in ascending order among
+--                       modules, each module's in desired order (reversed
+--                       with reverse); requires M.exists(current) → whether
+--                       the object is there
+--   M.backup(spec)      → commands that save its data before a teardown
+--                       (stream = true: stdout goes to a file)
+--   M.restart(app)      → commands that start the app again: a resource
+--                       with it runs the app, so a change marked `restart`
+--                       on that app is followed by these unless the plan
+--                       deploys it anyway
+--   M.stale(current, changed) → the current state to plan against, given
+--                       the set of resource types this plan changes on the
+--                       same object before it (changed[type] = true)
+--   M.recall(current, recorded) → current completed from the journal's
+--                       model of the resource (what a probe cannot see)
+local M = {}
+
+-- Phases, in plan order. Resources of one phase are grouped by the app or
+-- service they derive from (apps before services, each in desired order),
+-- then ordered by M.order.
+M.PHASE = {
+  objects = 10, -- apps and services exist
+  links = 20, -- services are linked to apps
+  settings = 30, -- each app's settings, its deploy, then what needs a deployed app
+  removal = 90, -- what must be absent goes last
+}
+
+M.FROM = { apps = 1, services = 2 }
+
+local REQUIRED_FUNCTIONS = { "specs", "locks", "probe", "diff", "model", "undo" }
+local OPTIONAL_FUNCTIONS = { "exists", "backup", "restart", "stale", "recall" }
+
+-- nil, why when mod (loaded from <name>.lua) does not keep the contract.
+function M.check(mod, name)
+  if type(mod) ~= "table" then
+    return nil, "a resource module returns a table (the module), not " .. type(mod)
+  end
+  if mod.type ~= name then
+    return nil, "M.type must be " .. string.format("%q", name) .. " (the file's name), not " .. tostring(mod.type)
+  end
+  if math.type(mod.phase) ~= "integer" then
+    return nil, "M.phase must be an integer (resources.lib.contract.PHASE)"
+  end
+  if type(mod.order) ~= "number" then
+    return nil, "M.order must be a number (its place within its phase)"
+  end
+  if not M.FROM[mod.from] then
+    return nil, "M.from must be \"apps\" or \"services\" (what it derives its specs from)"
+  end
+  for _, f in ipairs(REQUIRED_FUNCTIONS) do
+    if type(mod[f]) ~= "function" then
+      return nil, "M." .. f .. " must be a function"
+    end
+  end
+  if type(mod.creates) ~= "boolean" and type(mod.creates) ~= "function" then
+    return nil, "M.creates must be true, false or a function(spec)"
+  end
+  for _, f in ipairs(OPTIONAL_FUNCTIONS) do
+    if mod[f] ~= nil and type(mod[f]) ~= "function" then
+      return nil, "M." .. f .. " must be a function when present"
+    end
+  end
+  local td = mod.teardown
+  if td ~= nil then
+    if type(td) ~= "table" or type(td.order) ~= "number" then
+      return nil, "M.teardown must be { order = n [, reverse = true] } when present"
+    end
+    if type(mod.exists) ~= "function" then
+      return nil, "M.exists must be a function: M.teardown removes only objects that exist"
+    end
+  end
+  if mod.backup and not td then
+    return nil, "M.backup needs M.teardown: backups are taken before a teardown"
+  end
+  return true
+end
+
+return M
