@@ -67,7 +67,7 @@ function M.plan(args)
     io.stderr:write("mrprov: ", flag and (flag .. ": ") or "", err.message, "\n")
     return 2
   end
-  local p, perr = require("api").plan_for(r, cfg)
+  local p, perr = require("plan").plan_for(r, cfg)
   if not p then
     io.stderr:write("mrprov: ", perr, "\n")
     return 1

@@ -8,7 +8,6 @@ local instances = require "instances"
 local json = require "json"
 local log = require "mrprov.log"
 local metrics = require "mrprov.metrics"
-local store = require "mrprov.store"
 local sys = require "mrprov.sys"
 local validate = require "validate"
 
@@ -93,16 +92,7 @@ local function first_delivery(id)
   if not id then
     return true
   end
-  return store.tx(function()
-    local seen = assert(store.query("SELECT 1 AS x FROM webhook_ids WHERE id = ?", id))
-    if seen[1] then
-      return false
-    end
-    assert(store.exec("DELETE FROM webhook_ids WHERE received_at < ?",
-      sys.iso_time(sys.now() - 2 * sys.webhook_tolerance_s)))
-    assert(store.exec("INSERT INTO webhook_ids (id, received_at) VALUES (?, ?)", id, sys.iso_time()))
-    return true
-  end)
+  return instances.first_delivery(id, sys.iso_time(), sys.iso_time(sys.now() - 2 * sys.webhook_tolerance_s))
 end
 
 function M.handle(payload, req, api)
