@@ -88,7 +88,8 @@ describe("the executor", function()
 
   it("masks the admin password, config_updates and a hook app's env, raw and base64, not short values", function()
     local inst = { app_name = "mr-a", spec = { config_updates = { A = "customer-secret-1", B = "1" } } }
-    local state = { apps = { { role = "hook", env = { T = "hook-token-123" } }, { role = "backend", env = { X = "plain-value-9" } } } }
+    local state = { apps = { { role = "hook", env = { T = "hook-token-123" } },
+                             { role = "backend", env = { X = "plain-value-9" } } } }
     local list = executor.job_secrets(inst, state)
     local set = {}
     for _, v in ipairs(list) do

@@ -32,7 +32,8 @@ describe_store("the step journal", function()
   end
 
   it("journals a plan as pending steps numbered in order, and the job's counters", function()
-    local steps = { { commands = { cmd("a", "dokku --quiet apps:create a"), cmd("a", "dokku --quiet ps:report a", false) } },
+    local steps = { { commands = { cmd("a", "dokku --quiet apps:create a"),
+                                   cmd("a", "dokku --quiet ps:report a", false) } },
                     { commands = { cmd("b", "dokku --quiet apps:create b") } } }
     assert.are.equal(1, journal.plan(job, steps))
     assert.are.same({ 1, 2 }, { steps[1].commands[1].seq, steps[1].commands[2].seq })
