@@ -12,6 +12,7 @@ local requests = require "requests"
 local store = require "mrprov.store"
 local tiers = require "tiers"
 local validate = require "validate"
+local validate_request = require "validate_request"
 
 local M = {}
 
@@ -72,7 +73,7 @@ local function with_request(req, check, next_fn)
 end
 
 function M.provision(req)
-  return with_request(req, function(t, cfg) return validate.provision_request(t, cfg.tiers) end,
+  return with_request(req, function(t, cfg) return validate_request.provision_request(t, cfg.tiers) end,
     requests.provision_validated)
 end
 
@@ -80,16 +81,17 @@ function M.update(req)
   return with_request(req, function(t, cfg)
     local sub = type(t.subscription_id) == "string" and validate.subscription_id(t.subscription_id)
     local existing = sub and instances.get(sub)
-    return validate.update_request(t, cfg.tiers, existing and existing.tier)
+    return validate_request.update_request(t, cfg.tiers, existing and existing.tier)
   end, requests.update_validated)
 end
 
 function M.deprovision(req)
-  return with_request(req, function(t) return validate.deprovision_request(t) end, requests.deprovision_validated)
+  return with_request(req, function(t) return validate_request.deprovision_request(t) end,
+    requests.deprovision_validated)
 end
 
 function M.plan(req)
-  return with_request(req, function(t, cfg) return validate.provision_request(t, cfg.tiers) end,
+  return with_request(req, function(t, cfg) return validate_request.provision_request(t, cfg.tiers) end,
     function(r, _, cfg)
       local p, err = plan.plan_for(r, cfg)
       if not p then

@@ -10,6 +10,7 @@ local log = require "mrprov.log"
 local metrics = require "mrprov.metrics"
 local sys = require "mrprov.sys"
 local validate = require "validate"
+local validate_request = require "validate_request"
 
 local M = {}
 
@@ -105,7 +106,7 @@ function M.handle(payload, req, api)
   local cfg = boot.current()
   local status, body
   if d.op == "provision" then
-    local r, err = validate.provision_request({ subscription_id = d.subscription_id, account_id = d.account_id,
+    local r, err = validate_request.provision_request({ subscription_id = d.subscription_id, account_id = d.account_id,
                                                 tier = d.tier }, cfg.tiers)
     if not r then
       status, body = 422, json.encode({ error = err })
@@ -116,15 +117,15 @@ function M.handle(payload, req, api)
     local inst = validate.subscription_id(d.subscription_id) and instances.get(d.subscription_id)
     if not inst then
       -- No instance yet (e.g. its INSERT was missed): provisioning is the update.
-      local r, err = validate.provision_request({ subscription_id = d.subscription_id, account_id = d.account_id,
-                                                  tier = d.tier }, cfg.tiers)
+      local r, err = validate_request.provision_request({ subscription_id = d.subscription_id,
+                                                          account_id = d.account_id, tier = d.tier }, cfg.tiers)
       if not r then
         status, body = 422, json.encode({ error = err })
       else
         status, body = api.provision_validated(r, { from_webhook = true }, cfg)
       end
     else
-      local r, err = validate.update_request({ subscription_id = d.subscription_id, app_name = inst.app_name,
+      local r, err = validate_request.update_request({ subscription_id = d.subscription_id, app_name = inst.app_name,
                                                tier = d.tier }, cfg.tiers, inst.tier)
       if not r then
         status, body = 422, json.encode({ error = err })

@@ -117,7 +117,7 @@ describe_store("the API", function()
   it("plans through the same module as `mrprov plan`", function()
     local status, b = call("plan", { subscription_id = "sub_1", tier = "free" })
     assert.are.equal(200, status)
-    local r = require("validate").provision_request({ subscription_id = "sub_1", tier = "free" },
+    local r = require("validate_request").provision_request({ subscription_id = "sub_1", tier = "free" },
       require("boot").current().tiers)
     local direct = assert(plan.plan_for(r, require("boot").current()))
     local function without_name(list)
