@@ -4,7 +4,7 @@ local boot = require "boot"
 local json = require "json"
 local profiles = require "profiles"
 local tiers = require "tiers"
-local validate = require "validate"
+local validate_request = require "validate_request"
 
 local M = {}
 
@@ -61,14 +61,14 @@ function M.plan(args)
     subscription_id = opts.subscription, account_id = opts.account, tier = opts.tier,
     enable_matrix = opts.matrix ~= nil, matrix_type = opts.matrix, custom_domain = opts.domain,
   }
-  local r, err = validate.provision_request(body, cfg.tiers)
+  local r, err = validate_request.provision_request(body, cfg.tiers)
   if not r then
     local flag = ({ subscription_id = "--subscription", account_id = "--account", tier = "--tier",
                     matrix_type = "--matrix", custom_domain = "--domain", enable_matrix = "--matrix" })[err.field]
     io.stderr:write("mrprov: ", flag and (flag .. ": ") or "", err.message, "\n")
     return 2
   end
-  local p, perr = require("api").plan_for(r, cfg)
+  local p, perr = require("plan").plan_for(r, cfg)
   if not p then
     io.stderr:write("mrprov: ", perr, "\n")
     return 1

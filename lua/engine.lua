@@ -62,7 +62,7 @@ function M.locks(r)
 end
 
 -- Whether r's commands create an object (a failed provision removes what
--- its job created, lua/worker.lua).
+-- its job created, lua/converge.lua).
 function M.creates(r)
   local mod = M.modules[r.type]
   if not mod or not r.spec then
@@ -120,7 +120,7 @@ function M.plan(list, current_of, owed)
   local restart, deploys, starter = {}, {}, {}
   local order = {}
   -- owed: apps an earlier round of the job changed without starting them
-  -- since (see worker.owed_restarts); they are restarted like changed ones
+  -- since (see converge.owed_restarts); they are restarted like changed ones
   for _, app in ipairs(owed or {}) do
     if not restart[app] then
       restart[app] = true

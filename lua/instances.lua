@@ -1,21 +1,20 @@
--- Instances, jobs and step logs in the local store: the product's view of
--- the SQLite tables (the schema itself belongs to src/store). JSON columns
+-- Instances, jobs, domain claims and seen webhook ids in the local store:
+-- the product's view of those SQLite tables (the schema itself belongs to
+-- src/store; the steps table's view is lua/journal.lua). JSON columns
 -- are decoded here; every write that changes an instance also queues an
 -- outbox row for Supabase in the same transaction when Supabase is set.
 local json = require "json"
 local outbox_mod = require "mrprov.outbox"
 local store = require "mrprov.store"
+local store_error = require "store_error"
 local sys = require "mrprov.sys"
 
 local M = {}
 
 M.ACTIVE = { pending = true, provisioning = true, running = true, updating = true }
 
-local function check(v, err)
-  if v == nil then
-    error("store: " .. tostring(err), 2)
-  end
-  return v
+local function check(v, err, code)
+  return store_error.check(v, err, code, "store: ")
 end
 
 local function decode(s, default)
@@ -141,6 +140,13 @@ function M.save(inst)
   outbox("instances", inst.subscription_id, M.supabase_row(inst), "subscription_id")
 end
 
+-- Records what a job's converged resources are (the instance's applied
+-- model), inside the caller's transaction.
+function M.save_applied(subscription_id, applied)
+  check(store.exec("UPDATE instances SET applied = ? WHERE subscription_id = ?", json.encode(applied),
+    subscription_id))
+end
+
 -- Domains: each is served by one instance. A domain is taken when another
 -- instance holds the same name, a parent of it or a subdomain of it. Call
 -- these inside store.tx: the check and the claim are one transaction, so
@@ -242,10 +248,6 @@ function M.update_job(id, fields)
   check(store.exec("UPDATE jobs SET " .. table.concat(sets, ", ") .. " WHERE id = ?", table.unpack(args, 1, #keys + 1)))
 end
 
-function M.steps(job_id)
-  return check(store.query("SELECT * FROM steps WHERE job_id = ? ORDER BY seq", job_id))
-end
-
 -- Status view of SPEC §5.5.
 function M.status_view(inst, job)
   local view = {
@@ -294,6 +296,20 @@ function M.job_view(job, steps)
     steps_total = job.steps_total, waiting_for = job.waiting_for or json.null,
     result = job.result or json.null, steps = list,
   }
+end
+
+-- Records a webhook delivery id received at `now`; false when it was seen
+-- before. Ids received before `forget_before` are deleted (see webhooks).
+function M.first_delivery(id, now, forget_before)
+  return store.tx(function()
+    local seen = check(store.query("SELECT 1 AS x FROM webhook_ids WHERE id = ?", id))
+    if seen[1] then
+      return false
+    end
+    check(store.exec("DELETE FROM webhook_ids WHERE received_at < ?", forget_before))
+    check(store.exec("INSERT INTO webhook_ids (id, received_at) VALUES (?, ?)", id, now))
+    return true
+  end)
 end
 
 -- Running instances by tier, for the active-instances gauge.

@@ -8,9 +8,9 @@ local instances = require "instances"
 local json = require "json"
 local log = require "mrprov.log"
 local metrics = require "mrprov.metrics"
-local store = require "mrprov.store"
 local sys = require "mrprov.sys"
 local validate = require "validate"
+local validate_request = require "validate_request"
 
 local M = {}
 
@@ -93,16 +93,7 @@ local function first_delivery(id)
   if not id then
     return true
   end
-  return store.tx(function()
-    local seen = assert(store.query("SELECT 1 AS x FROM webhook_ids WHERE id = ?", id))
-    if seen[1] then
-      return false
-    end
-    assert(store.exec("DELETE FROM webhook_ids WHERE received_at < ?",
-      sys.iso_time(sys.now() - 2 * sys.webhook_tolerance_s)))
-    assert(store.exec("INSERT INTO webhook_ids (id, received_at) VALUES (?, ?)", id, sys.iso_time()))
-    return true
-  end)
+  return instances.first_delivery(id, sys.iso_time(), sys.iso_time(sys.now() - 2 * sys.webhook_tolerance_s))
 end
 
 function M.handle(payload, req, api)
@@ -115,7 +106,7 @@ function M.handle(payload, req, api)
   local cfg = boot.current()
   local status, body
   if d.op == "provision" then
-    local r, err = validate.provision_request({ subscription_id = d.subscription_id, account_id = d.account_id,
+    local r, err = validate_request.provision_request({ subscription_id = d.subscription_id, account_id = d.account_id,
                                                 tier = d.tier }, cfg.tiers)
     if not r then
       status, body = 422, json.encode({ error = err })
@@ -126,15 +117,15 @@ function M.handle(payload, req, api)
     local inst = validate.subscription_id(d.subscription_id) and instances.get(d.subscription_id)
     if not inst then
       -- No instance yet (e.g. its INSERT was missed): provisioning is the update.
-      local r, err = validate.provision_request({ subscription_id = d.subscription_id, account_id = d.account_id,
-                                                  tier = d.tier }, cfg.tiers)
+      local r, err = validate_request.provision_request({ subscription_id = d.subscription_id,
+                                                          account_id = d.account_id, tier = d.tier }, cfg.tiers)
       if not r then
         status, body = 422, json.encode({ error = err })
       else
         status, body = api.provision_validated(r, { from_webhook = true }, cfg)
       end
     else
-      local r, err = validate.update_request({ subscription_id = d.subscription_id, app_name = inst.app_name,
+      local r, err = validate_request.update_request({ subscription_id = d.subscription_id, app_name = inst.app_name,
                                                tier = d.tier }, cfg.tiers, inst.tier)
       if not r then
         status, body = 422, json.encode({ error = err })

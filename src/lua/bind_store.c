@@ -3,12 +3,59 @@
  * store.tx(fn, ...) runs fn inside BEGIN IMMEDIATE … COMMIT (ROLLBACK and
  * re-raise on error); store.read(fn, ...) runs fn inside a deferred BEGIN …
  * COMMIT, so several queries see one snapshot (WAL) without taking the write
- * lock; store.is_open(). Parameters are bound, never interpolated. */
+ * lock; store.is_open(). Parameters are bound, never interpolated.
+ * store.error(message, code) makes the error object tx and read raise when
+ * SQLite refuses a BEGIN or COMMIT: {message, code} (code: SQLite's extended
+ * result code), printed as its message; the Lua store views raise the same
+ * for a failed statement, so a caller classifies a store error by its code,
+ * never by its text. */
 #include "lua/runtime.h"
 #include "store/store.h"
 
 #include <lauxlib.h>
 #include <string.h>
+
+static const char ERROR_MT[] = "mrprov.store.error";
+
+static int error_tostring(lua_State *L)
+{
+	lua_getfield(L, 1, "message");
+	if (!lua_isstring(L, -1))
+		lua_pushliteral(L, "store error");
+	return 1;
+}
+
+/* Pushes {message = message, code = code} with the error metatable. */
+static void push_error(lua_State *L, const char *message, lua_Integer code)
+{
+	lua_createtable(L, 0, 2);
+	lua_pushstring(L, message);
+	lua_setfield(L, -2, "message");
+	lua_pushinteger(L, code);
+	lua_setfield(L, -2, "code");
+	if (luaL_newmetatable(L, ERROR_MT)) {
+		lua_pushcfunction(L, error_tostring);
+		lua_setfield(L, -2, "__tostring");
+	}
+	lua_setmetatable(L, -2);
+}
+
+static int l_error(lua_State *L)
+{
+	const char *message = luaL_checkstring(L, 1);
+	lua_Integer code = luaL_optinteger(L, 2, -1);
+	push_error(L, message, code);
+	return 1;
+}
+
+/* Pushes the error object for what SQLite refused on db: "store: <what>:
+ * <SQLite's message>" and its extended code, both read before anything
+ * (a rollback) can change or close the connection. */
+static void push_refusal(lua_State *L, sqlite3 *db, const char *what)
+{
+	const char *msg = lua_pushfstring(L, "store: %s: %s", what, sqlite3_errmsg(db));
+	push_error(L, msg, sqlite3_extended_errcode(db));
+}
 
 static int fail(lua_State *L, sqlite3 *db)
 {
@@ -131,8 +178,10 @@ static int l_tx(lua_State *L)
 	if (!db)
 		return luaL_error(L, "store is not open");
 	int nested = !sqlite3_get_autocommit(db);
-	if (!nested && store_begin() < 0)
-		return luaL_error(L, "store: cannot begin a transaction: %s", sqlite3_errmsg(db));
+	if (!nested && store_begin() < 0) {
+		push_refusal(L, db, "cannot begin a transaction");
+		return lua_error(L);
+	}
 	int nargs = lua_gettop(L) - 1;
 	int rc = lua_pcall(L, nargs, LUA_MULTRET, 0);
 	if (nested) {
@@ -145,7 +194,7 @@ static int l_tx(lua_State *L)
 		return lua_error(L);
 	}
 	if (store_commit() < 0) {
-		lua_pushfstring(L, "store: commit failed: %s", sqlite3_errmsg(db));
+		push_refusal(L, db, "commit failed");
 		store_rollback(); /* may close db */
 		return lua_error(L);
 	}
@@ -163,8 +212,10 @@ static int l_read(lua_State *L)
 	if (!db)
 		return luaL_error(L, "store is not open");
 	int nested = !sqlite3_get_autocommit(db);
-	if (!nested && store_read_begin() < 0)
-		return luaL_error(L, "store: cannot begin a read: %s", sqlite3_errmsg(db));
+	if (!nested && store_read_begin() < 0) {
+		push_refusal(L, db, "cannot begin a read");
+		return lua_error(L);
+	}
 	int nargs = lua_gettop(L) - 1;
 	int rc = lua_pcall(L, nargs, LUA_MULTRET, 0);
 	if (!nested)
@@ -188,6 +239,7 @@ int luaopen_mrprov_store(lua_State *L)
 		{ "tx", l_tx },
 		{ "read", l_read },
 		{ "is_open", l_is_open },
+		{ "error", l_error },
 		{ NULL, NULL },
 	};
 	luaL_newlib(L, fns);

@@ -7,6 +7,7 @@ local api = require "api"
 local boot = require "boot"
 local json = require "json"
 local validate = require "validate"
+local validate_request = require "validate_request"
 local webhooks = require "webhooks"
 
 local cfg = boot.current()
@@ -112,13 +113,13 @@ local function run(text)
     return
   end
 
-  local r = answer(validate.provision_request(v, tiers))
+  local r = answer(validate_request.provision_request(v, tiers))
   if r then
     check_common(r)
     check(tiers[r.tier] ~= nil and type(r.enable_matrix) == "boolean" and r.matrix_type ~= nil, "provision")
   end
   for _, current in ipairs({ "starter", "professional", false }) do
-    r = answer(validate.update_request(v, tiers, current or nil))
+    r = answer(validate_request.update_request(v, tiers, current or nil))
     if r then
       check_common(r)
       check(validate.app_name(r.app_name) == r.app_name and token(r.app_name), "app_name")
@@ -129,7 +130,7 @@ local function run(text)
       end
     end
   end
-  r = answer(validate.deprovision_request(v))
+  r = answer(validate_request.deprovision_request(v))
   if r then
     check(validate.app_name(r.app_name) == r.app_name and type(r.backup_data) == "boolean", "deprovision")
   end
@@ -140,7 +141,7 @@ local function run(text)
     or d.op == "ignore"), "webhook op")
   check(d.op == "ignore" or type(d.subscription_id) == "string", "a webhook op names a subscription")
   if d.op == "provision" or d.op == "update" then
-    answer(validate.provision_request({ subscription_id = d.subscription_id, account_id = d.account_id,
+    answer(validate_request.provision_request({ subscription_id = d.subscription_id, account_id = d.account_id,
                                         tier = d.tier }, tiers))
   end
 end

@@ -3,6 +3,7 @@
 local cjson = require "cjson"
 local helper = require "helper"
 local validate = require "validate"
+local validate_request = require "validate_request"
 
 -- Values no name-like validator may accept: shell and Dokku metacharacters,
 -- flags, control bytes, bad UTF-8, empty and overlong values, wrong types.
@@ -278,7 +279,7 @@ local function refused_with(field, ...)
   expect_field(select(1, ...), select(2, ...), field)
 end
 
-describe("validate.provision_request", function()
+describe("validate_request.provision_request", function()
   local tiers
   local BASE = { subscription_id = "sub_123", account_id = "acc_456", tier = "professional" }
 
@@ -287,7 +288,7 @@ describe("validate.provision_request", function()
   end)
 
   it("accepts the SPEC example and fills defaults", function()
-    local r = assert(validate.provision_request(cjson.decode([[
+    local r = assert(validate_request.provision_request(cjson.decode([[
       {"subscription_id":"sub_123","account_id":"acc_456","tier":"professional",
        "limits":{"memory_mb":2048,"cpu_limit":1.0,"storage_gb":10,"agents":6,"messages_per_day":2000},
        "enable_matrix":true,"matrix_type":"tuwunel","custom_domain":null}]]), tiers))
@@ -296,12 +297,12 @@ describe("validate.provision_request", function()
       limits = { memory_mb = 2048, cpu = 1.0, storage_gb = 10, agents = 6, messages_per_day = 2000 },
       enable_matrix = true, matrix_type = "tuwunel",
     }, r)
-    r = assert(validate.provision_request({ subscription_id = "s1", tier = "free", extra = "ignored" }, tiers))
+    r = assert(validate_request.provision_request({ subscription_id = "s1", tier = "free", extra = "ignored" }, tiers))
     assert.same({ subscription_id = "s1", tier = "free", enable_matrix = false, matrix_type = "tuwunel" }, r)
   end)
 
   it("treats JSON null as absent", function()
-    local r = assert(validate.provision_request(merged(BASE, {
+    local r = assert(validate_request.provision_request(merged(BASE, {
       account_id = cjson.null, limits = cjson.null, enable_matrix = cjson.null, matrix_type = cjson.null,
     }), tiers))
     assert.is_nil(r.account_id)
@@ -311,7 +312,8 @@ describe("validate.provision_request", function()
   end)
 
   it("accepts and lower-cases an enterprise custom domain", function()
-    local r = assert(validate.provision_request(merged(BASE, { tier = "enterprise", custom_domain = "AI.Example.com" }),
+    local r = assert(validate_request.provision_request(
+      merged(BASE, { tier = "enterprise", custom_domain = "AI.Example.com" }),
       tiers))
     assert.equal("ai.example.com", r.custom_domain)
   end)
@@ -342,46 +344,46 @@ describe("validate.provision_request", function()
   for _, c in ipairs(cases) do
     local field = c[2]
     it("names " .. field .. " for " .. tostring(next(c[1])), function()
-      local r, err = validate.provision_request(merged(BASE, c[1]), tiers)
+      local r, err = validate_request.provision_request(merged(BASE, c[1]), tiers)
       expect_field(r, err, field)
     end)
   end
 
   it("says which tiers exist", function()
-    local _, err = validate.provision_request(merged(BASE, { tier = "platinum" }), tiers)
+    local _, err = validate_request.provision_request(merged(BASE, { tier = "platinum" }), tiers)
     assert.matches("'platinum'", err.message)
     assert.matches("enterprise, free, professional, starter", err.message, 1, true)
-    _, err = validate.provision_request(merged(BASE, { tier = "x\n$(id)" }), tiers)
+    _, err = validate_request.provision_request(merged(BASE, { tier = "x\n$(id)" }), tiers)
     assert.is_nil(err.message:find("$(id)", 1, true))
   end)
 
   it("requires subscription_id and tier", function()
-    refused_with("subscription_id", validate.provision_request({ tier = "free" }, tiers))
-    refused_with("tier", validate.provision_request({ subscription_id = "s" }, tiers))
+    refused_with("subscription_id", validate_request.provision_request({ tier = "free" }, tiers))
+    refused_with("tier", validate_request.provision_request({ subscription_id = "s" }, tiers))
   end)
 
   it("refuses Matrix on a tier that does not allow it", function()
     local t = helper.shipped_tiers()
     t.free.flags = { matrix = false, custom_domains = false }
     refused_with("enable_matrix",
-      validate.provision_request({ subscription_id = "s", tier = "free", enable_matrix = true }, t))
-    assert(validate.provision_request({ subscription_id = "s", tier = "free", enable_matrix = false }, t))
+      validate_request.provision_request({ subscription_id = "s", tier = "free", enable_matrix = true }, t))
+    assert(validate_request.provision_request({ subscription_id = "s", tier = "free", enable_matrix = false }, t))
   end)
 
   it("refuses a body that is not an object", function()
     for _, body in ipairs({ "x", 1, true, cjson.null, { 1, 2 } }) do
-      local r, err = validate.provision_request(body, tiers)
+      local r, err = validate_request.provision_request(body, tiers)
       assert.is_nil(r)
       assert.equal("invalid_body", err.code)
       assert.is_nil(err.field)
     end
-    local r, err = validate.provision_request(nil, tiers)
+    local r, err = validate_request.provision_request(nil, tiers)
     assert.is_nil(r)
     assert.equal("invalid_body", err.code)
   end)
 end)
 
-describe("validate.update_request", function()
+describe("validate_request.update_request", function()
   local tiers
   local BASE = { subscription_id = "sub_123", app_name = "mr-sub123-abc12345" }
 
@@ -390,12 +392,12 @@ describe("validate.update_request", function()
   end)
 
   it("leaves what the request omits as nil (keep)", function()
-    local r = assert(validate.update_request(BASE, tiers))
+    local r = assert(validate_request.update_request(BASE, tiers))
     assert.same({ subscription_id = "sub_123", app_name = "mr-sub123-abc12345" }, r)
   end)
 
   it("accepts tier, limits, config updates and matrix changes", function()
-    local r = assert(validate.update_request(merged(BASE, {
+    local r = assert(validate_request.update_request(merged(BASE, {
       tier = "enterprise", limits = { memory_mb = 4096 },
       config_updates = { OPENAI_API_KEY = "sk-x", NOTE = "$(id); `x`" },
       enable_matrix = false, matrix_type = "synapse", custom_domain = "chat.example.org",
@@ -440,22 +442,23 @@ describe("validate.update_request", function()
   for _, c in ipairs(cases) do
     local field = c[2]
     it("names " .. field, function()
-      local r, err = validate.update_request(merged(BASE, c[1]), tiers)
+      local r, err = validate_request.update_request(merged(BASE, c[1]), tiers)
       expect_field(r, err, field)
     end)
   end
 
   it("reports the first bad config key in sorted order", function()
-    local _, err = validate.update_request(merged(BASE, { config_updates = { ZED = 1, ALPHA = 2, MID = 3 } }), tiers)
+    local _, err = validate_request.update_request(
+      merged(BASE, { config_updates = { ZED = 1, ALPHA = 2, MID = 3 } }), tiers)
     assert.equal("config_updates.ALPHA", err.field)
   end)
 
   it("caps config_updates at 64 entries", function()
     local cu = {}
     for i = 1, 64 do cu["K" .. i] = "v" end
-    assert(validate.update_request(merged(BASE, { config_updates = cu }), tiers))
+    assert(validate_request.update_request(merged(BASE, { config_updates = cu }), tiers))
     cu.K65 = "v"
-    refused_with("config_updates", validate.update_request(merged(BASE, { config_updates = cu }), tiers))
+    refused_with("config_updates", validate_request.update_request(merged(BASE, { config_updates = cu }), tiers))
   end)
 
   it("caps an instance's merged config_updates: 64 keys and 256 KiB in all (issue 12 item 18)", function()
@@ -473,24 +476,24 @@ describe("validate.update_request", function()
 
   it("checks flags against the current tier when the tier is kept", function()
     refused_with("custom_domain",
-      validate.update_request(merged(BASE, { custom_domain = "chat.example.org" }), tiers, "professional"))
-    assert(validate.update_request(merged(BASE, { custom_domain = "chat.example.org" }), tiers, "enterprise"))
+      validate_request.update_request(merged(BASE, { custom_domain = "chat.example.org" }), tiers, "professional"))
+    assert(validate_request.update_request(merged(BASE, { custom_domain = "chat.example.org" }), tiers, "enterprise"))
   end)
 
   it("refuses a body that is not an object", function()
-    local r, err = validate.update_request("[]", tiers)
+    local r, err = validate_request.update_request("[]", tiers)
     assert.is_nil(r)
     assert.equal("invalid_body", err.code)
   end)
 end)
 
-describe("validate.deprovision_request", function()
+describe("validate_request.deprovision_request", function()
   it("defaults backup_data to true", function()
     assert.same({ subscription_id = "sub_123", app_name = "mr-sub123-abc12345", backup_data = true },
-      validate.deprovision_request({ subscription_id = "sub_123", app_name = "mr-sub123-abc12345" }))
-    assert.is_true(validate.deprovision_request({ subscription_id = "s", app_name = "mr-s-abc12345",
+      validate_request.deprovision_request({ subscription_id = "sub_123", app_name = "mr-sub123-abc12345" }))
+    assert.is_true(validate_request.deprovision_request({ subscription_id = "s", app_name = "mr-s-abc12345",
       backup_data = cjson.null }).backup_data)
-    assert.is_false(validate.deprovision_request({ subscription_id = "s", app_name = "mr-s-abc12345",
+    assert.is_false(validate_request.deprovision_request({ subscription_id = "s", app_name = "mr-s-abc12345",
       backup_data = false }).backup_data)
   end)
 
@@ -504,13 +507,13 @@ describe("validate.deprovision_request", function()
   }
   for _, c in ipairs(cases) do
     it("names " .. c[2], function()
-      local r, err = validate.deprovision_request(c[1])
+      local r, err = validate_request.deprovision_request(c[1])
       expect_field(r, err, c[2])
     end)
   end
 
   it("refuses a body that is not an object", function()
-    local r, err = validate.deprovision_request(cjson.null)
+    local r, err = validate_request.deprovision_request(cjson.null)
     assert.is_nil(r)
     assert.equal("invalid_body", err.code)
   end)

@@ -90,7 +90,8 @@ describe("the resource contract", function()
   end)
 
   it("leaves every resource type out of the engine and the worker", function()
-    for _, path in ipairs({ "lua/engine.lua", "lua/worker.lua" }) do
+    for _, path in ipairs({ "lua/engine.lua", "lua/worker.lua", "lua/converge.lua", "lua/executor.lua",
+                            "lua/journal.lua" }) do
       local src = read(path)
       for _, t in ipairs(files()) do
         assert.is_nil(src:find('"' .. t .. '"', 1, true), path .. " names the resource type " .. t)

@@ -1,0 +1,225 @@
+-- The executor: runs commands on Dokku and turns Dokku's answers into
+-- outcomes. Probes run in one wave over the pool (current_of); planned
+-- commands run in waves (run_wave); every output and error is redacted
+-- (job_secrets: the values masked besides the credentials redact finds by
+-- form) before it is clipped. Knows nothing of the store: the journal and
+-- the converge loop record what it returns.
+local boot = require "boot"
+local command = require "command"
+local crypto = require "mrprov.crypto"
+local dokku = require "mrprov.dokku"
+local engine = require "engine"
+
+local M = {}
+
+M.COMMAND_TIMEOUT = 900 -- seconds (DOKKU_COMMAND_TIMEOUT); a deploy or certificate can take minutes
+M.OUTPUT_LIMIT = 4096
+-- Dokku's answers to creating what already exists (apps:create,
+-- postgres/redis:create, *:link, storage:mount).
+M.RACED = { "Name is already taken", " already exists", "Already linked as ", "Mount path already exists" }
+
+local CANCELLED = "cancelled: shutting down" -- a command given up at the shutdown bound
+
+function M.timeout()
+  local cfg = boot.current()
+  return cfg and cfg.settings.command_timeout or M.COMMAND_TIMEOUT
+end
+
+function M.admin_password(app_name)
+  return crypto.derive("admin-password:" .. app_name)
+end
+
+local function clip(s)
+  if #s > M.OUTPUT_LIMIT then
+    return s:sub(1, M.OUTPUT_LIMIT) .. "\n[... " .. (#s - M.OUTPUT_LIMIT) .. " more bytes]"
+  end
+  return s
+end
+
+-- How the current state of a resource is learnt: from the server (probes,
+-- read-only) or, in dry-run, from what earlier jobs recorded.
+function M.current_of(applied, list)
+  if dokku.mode() == "dry-run" then
+    return function(r)
+      return applied[r.key]
+    end
+  end
+  local timeout = math.min(60, M.timeout())
+  -- Every probe runs one read-only command: run them all at once (one wave
+  -- over the pool) instead of one after another. Each probe runs in a
+  -- coroutine that yields its argv; the answers are fed back in.
+  local cache = {}
+  if list then
+    local pending = {}
+    for _, r in ipairs(list) do
+      local mod = engine.modules[r.type]
+      if mod and mod.probe then
+        local co = coroutine.create(function()
+          return mod.probe(function(argv) return coroutine.yield(argv) end, r.spec)
+        end)
+        local ok, argv = coroutine.resume(co)
+        if ok and coroutine.status(co) == "suspended" then
+          pending[#pending + 1] = { r = r, co = co, argv = argv }
+        end
+      end
+    end
+    for first = 1, #pending, 64 do
+      local calls = {}
+      for i = first, math.min(#pending, first + 63) do
+        calls[#calls + 1] = { argv = command.full_argv({ argv = pending[i].argv }), timeout = timeout }
+      end
+      for k, res in ipairs(dokku.run_many(calls)) do
+        local p = pending[first + k - 1]
+        local answer, err = res.ok, res.error
+        if not answer then
+          err = table.concat(p.argv, " ") .. ": " .. tostring(err)
+        end
+        local ok, cur, perr = coroutine.resume(p.co, answer, err)
+        if ok and coroutine.status(p.co) == "dead" then
+          cache[p.r.key] = { cur = cur, err = (cur == nil and perr) or nil }
+        end
+      end
+    end
+  end
+  local function run(argv)
+    local full = command.full_argv({ argv = argv })
+    local res, err = dokku.run(full, { timeout = timeout })
+    if not res then
+      return nil, table.concat(argv, " ") .. ": " .. err
+    end
+    return res
+  end
+  -- A probe that cannot see everything is completed from what the journal
+  -- recorded for the resource (mod.recall; see resources/image.lua).
+  local function recalled(r, cur)
+    local mod = engine.modules[r.type]
+    if mod.recall then
+      return mod.recall(cur, applied[r.key])
+    end
+    return cur
+  end
+  return function(r)
+    local hit = cache[r.key]
+    if hit then
+      if hit.err then
+        return nil, hit.err
+      end
+      return recalled(r, hit.cur)
+    end
+    local mod = engine.modules[r.type]
+    local cur, err = mod.probe(run, r.spec)
+    if cur == nil and err then
+      return nil, err
+    end
+    return recalled(r, cur)
+  end
+end
+
+-- The outcome of one command: {exit, output, duration_ms, error, transient, bytes}.
+local function outcome(c, res, err, transient, redact)
+  local r = { transient = transient }
+  if res then
+    r.exit = res.exit
+    r.bytes = res.bytes
+    r.duration_ms = math.floor(res.duration * 1000 + 0.5)
+    local out = c.stream and "" or (res.stdout or "")
+    -- redacted before it is clipped: a cut could leave half a password
+    -- or a URL without its `@` that the redactor would no longer know
+    r.output = clip(redact(out .. (res.stderr ~= "" and ((out ~= "" and "\n" or "") .. res.stderr) or "")))
+    -- (a dry run sends nothing, so nothing answers)
+    if res.exit == 0 and c.expect and dokku.mode() ~= "dry-run"
+        and not (res.stdout or ""):find(c.expect.text, 1, true) then
+      r.error = redact(c.display .. ": " .. c.expect.otherwise)
+    elseif res.exit ~= 0 and not (c.ok_exits and c.ok_exits[res.exit]) then
+      local msg = clip(redact(res.stderr ~= "" and res.stderr or (c.stream and "" or res.stdout)))
+      r.error = string.format("%s exited %d: %s", c.display, res.exit, (msg:gsub("%s+$", "")))
+      -- Dokku's per-app deploy lock is held by another build: worth a
+      -- retry. So is a create or link that finds its object already there:
+      -- the same command sent before a crash may still have been running
+      -- on the server when the resumed job probed; the next round probes
+      -- again and goes on (a conflict that persists fails after the last).
+      r.transient = res.stderr:find("deploy lock in place", 1, true) ~= nil
+      for _, text in ipairs(M.RACED) do
+        r.transient = r.transient or res.stderr:find(text, 1, true) ~= nil
+      end
+    end
+  else
+    r.error = redact(c.display .. ": " .. tostring(err))
+    r.cancelled = err == CANCELLED
+  end
+  return r
+end
+
+-- Runs a wave of commands at once (each on its own channel) and returns
+-- their outcomes in order.
+local function run_wave(cmds, redact)
+  local calls = {}
+  for i, c in ipairs(cmds) do
+    calls[i] = { argv = command.full_argv(c), timeout = M.timeout(), stdout_file = c.stdout_file }
+  end
+  local results, raw = {}, {}
+  if #calls == 1 then
+    local res, err, transient = dokku.run(calls[1].argv, calls[1])
+    raw[1] = res
+    results[1] = outcome(cmds[1], res, err, transient, redact)
+  else
+    for i, r in ipairs(dokku.run_many(calls)) do
+      raw[i] = r.ok
+      results[i] = outcome(cmds[i], r.ok, r.error, r.transient, redact)
+    end
+  end
+  for i, c in ipairs(cmds) do
+    local fb = c.fallback
+    if results[i].error and fb and raw[i] and (raw[i].stderr or ""):find(fb.when, 1, true) then
+      local alt = command.new(c.resource, c.target, fb.argv)
+      local res, err, transient = dokku.run(command.full_argv(alt), { timeout = M.timeout() })
+      local r = outcome(alt, res, err, transient, redact)
+      r.output = (results[i].output or "") .. "\n-> " .. alt.display .. "\n" .. (r.output or "")
+      results[i] = r
+      -- the resource's model tells (see resources/image.lua): what Dokku
+      -- reports afterwards does not show what the fallback deployed
+      c.fell_back = not r.error
+    end
+  end
+  return results
+end
+
+-- Runs the steps: in waves, each wave holding the next command of every
+
+-- M.SECRET_MIN bytes: a shorter environment value ("1", "true") would mask
+-- every such word of every output; the admin password is always masked.
+M.SECRET_MIN = 8
+
+-- The values masked in every output, error and log line of a job (besides
+-- the credentials redact.credentials finds by form): the admin password,
+-- the customer's config_updates and the environment of apps a hook added,
+-- each raw and base64-encoded. Dokku echoes values back in some errors
+-- (v0.38: an ENV file it cannot read is quoted in every config command's
+-- error), and any of those values may be a customer's secret.
+function M.job_secrets(inst, state)
+  local password = M.admin_password(inst.app_name)
+  local list = { password, crypto.base64(password) }
+  local function add(v)
+    if type(v) == "string" and #v >= M.SECRET_MIN then
+      list[#list + 1] = v
+      list[#list + 1] = crypto.base64(v)
+    end
+  end
+  for _, v in pairs(inst.spec and inst.spec.config_updates or {}) do
+    add(v)
+  end
+  for _, a in ipairs(state and state.apps or {}) do
+    if a.role == "hook" then
+      for _, v in pairs(a.env or {}) do
+        add(v)
+      end
+    end
+  end
+  return list
+end
+
+M.clip = clip
+M.outcome = outcome
+M.run_wave = run_wave
+
+return M

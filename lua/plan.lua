@@ -1,0 +1,105 @@
+-- An instance's desired state under the current configuration (the tier,
+-- the desired-state builder, then the customer's hook), and the plan of a
+-- provision request without side effects: what `mrprov plan` prints and
+-- POST /api/v1/plan answers. The worker builds its jobs' state here too.
+local crypto = require "mrprov.crypto"
+local desired = require "desired"
+local dokku = require "mrprov.dokku"
+local engine = require "engine"
+local executor = require "executor"
+local hooks = require "hooks"
+local instances = require "instances"
+local json = require "json"
+local store = require "mrprov.store"
+local validate = require "validate"
+
+local M = {}
+
+-- The instance's admin password (derived; masked in every job output).
+M.admin_password = executor.admin_password
+
+-- What a hook is told about its instance (no secret).
+function M.hook_ctx(inst, tier)
+  return {
+    subscription_id = inst.subscription_id, account_id = inst.account_id, app_name = inst.app_name,
+    tier = tier.name, operation = inst.operation,
+  }
+end
+
+-- The desired state of an instance under the current configuration.
+function M.desired_state(inst, cfg)
+  local tier = cfg.tiers[inst.tier]
+  if not tier then
+    return nil, "tier " .. inst.tier .. " is not loaded"
+  end
+  local spec = inst.spec or {}
+  local state, err = desired.build({
+    instance = {
+      app_name = inst.app_name, subscription_id = inst.subscription_id, account_id = inst.account_id,
+      tier = inst.tier, enable_matrix = spec.enable_matrix, matrix_type = spec.matrix_type,
+      custom_domain = spec.custom_domain, limits = spec.limits, config_updates = spec.config_updates,
+    },
+    tier = tier,
+    settings = cfg.settings,
+    admin_password = M.admin_password(inst.app_name),
+  })
+  if not state then
+    return nil, err
+  end
+  local hook = hooks.find(cfg.hooks, inst)
+  if hook then
+    state, err = hooks.apply_desired(hook, state, M.hook_ctx(inst, tier), { base_domain = cfg.settings.base_domain })
+    if not state then
+      return nil, err
+    end
+  end
+  return state, tier, hook
+end
+
+-- The instance spec of a validated provision request.
+function M.spec_of(r)
+  return {
+    enable_matrix = r.enable_matrix or false,
+    matrix_type = r.matrix_type or "tuwunel",
+    custom_domain = r.custom_domain,
+    limits = r.limits,
+    config_updates = r.config_updates or {},
+  }
+end
+
+-- The plan of a provision request, without side effects.
+function M.plan_for(r, cfg)
+  -- `mrprov plan` runs without a store when none exists yet.
+  local inst = store.is_open() and instances.get(r.subscription_id) or nil
+  local existing = inst and inst.status ~= "deprovisioned"
+  local shown = {
+    subscription_id = r.subscription_id, account_id = r.account_id, tier = r.tier,
+    app_name = existing and inst.app_name or ("mr-" .. validate.app_prefix(r.subscription_id) .. "-"
+      .. crypto.random_token(8)),
+    spec = M.spec_of(r),
+  }
+  local state, terr, hook = M.desired_state(shown, cfg)
+  if not state then
+    return nil, terr
+  end
+  local resources = engine.resources(state)
+  local steps, err = engine.plan(resources, executor.current_of(existing and inst.applied or {}, resources))
+  if not steps then
+    return nil, err
+  end
+  local commands, list = json.array(), json.array()
+  for _, s in ipairs(steps) do
+    for _, c in ipairs(s.commands) do
+      commands[#commands + 1] = c.display
+      list[#list + 1] = { resource = c.resource, target = c.target, command = c.display }
+    end
+  end
+  return {
+    tier = r.tier, app_name = shown.app_name, subscription_id = r.subscription_id,
+    dry_run = dokku.mode() == "dry-run", existing = existing or false,
+    urls = state.urls, commands = commands, steps = list,
+    hook = hook and { file = hook.file, desired = hook.desired ~= nil, after = hook.after ~= nil } or json.null,
+  }
+end
+
+return M

@@ -1,0 +1,162 @@
+-- Request validators: a decoded JSON body of POST /provision, /update or
+-- /deprovision (or the fields a webhook maps) into a checked table, with
+-- the value validators of lua/validate.lua; refusals are error objects
+-- {code, field, message}, the first problem in field order.
+local cjson = require "cjson"
+local validate = require "validate"
+
+local M = {}
+
+local printable_key, sorted_keys = validate.printable_key, validate.sorted_keys
+local MAX_CONFIG_UPDATES = validate.MAX_CONFIG_UPDATES
+
+local function is_string(s)
+  return type(s) == "string"
+end
+
+local function absent(v)
+  return v == nil or v == cjson.null
+end
+
+local function is_object(t)
+  return type(t) == "table" and t ~= cjson.null and rawget(t, 1) == nil
+end
+
+local function invalid(field, message)
+  return {
+    code = "invalid_value",
+    field = field,
+    message = field and (field .. " " .. message) or message,
+  }
+end
+
+-- take(t, name, validator, required) → true, value (nil when absent) or
+-- false, error object. A validator may name a sub-field as third result.
+local function take(t, name, validator, required)
+  local raw = t[name]
+  if absent(raw) then
+    if required then return false, invalid(name, "is required") end
+    return true, nil
+  end
+  local v, msg, sub = validator(raw)
+  if v == nil then
+    return false, invalid(sub and (name .. "." .. sub) or name, msg)
+  end
+  return true, v
+end
+
+-- Runs a list of { name, validator, required } over t into a result table,
+-- in list order so the first error is always the same one.
+local function take_all(t, fields)
+  if not is_object(t) then
+    return nil, { code = "invalid_body", message = "request body must be a JSON object" }
+  end
+  local r = {}
+  for _, f in ipairs(fields) do
+    local ok, v = take(t, f[1], f[2], f[3])
+    if not ok then return nil, v end
+    r[f[1]] = v
+  end
+  return r
+end
+
+local function boolean(v)
+  if type(v) ~= "boolean" then return nil, "must be true or false" end
+  return v
+end
+
+local function known_tier(tiers_by_name)
+  return function(v)
+    if not is_string(v) then return nil, "must be a string" end
+    if tiers_by_name[v] then return v end
+    -- Only echo the name back when it is harmless to print.
+    local shown = validate.tier_name(v) and (" '" .. v .. "'") or ""
+    return nil, ("names an unknown tier%s; known tiers: %s"):format(
+      shown, table.concat(sorted_keys(tiers_by_name), ", "))
+  end
+end
+
+local function request_limits(v)
+  if not is_object(v) then return nil, "must be an object" end
+  return validate.limits(v)
+end
+
+local function config_updates(cu)
+  if not is_object(cu) then return nil, "must be an object" end
+  local keys = sorted_keys(cu)
+  if #keys > MAX_CONFIG_UPDATES then
+    return nil, "must have at most " .. MAX_CONFIG_UPDATES .. " entries"
+  end
+  local out = {}
+  for _, k in ipairs(keys) do
+    local _, kerr = validate.env_key(k)
+    if kerr then return nil, "key " .. kerr, printable_key(k) end
+    if validate.reserved_env_key(k) then
+      return nil, "is managed by the provisioner and cannot be set", k
+    end
+    local v, verr = validate.env_value(cu[k])
+    if not v then return nil, verr, k end
+    out[k] = v
+  end
+  return out
+end
+
+local function check_flags(tier, r)
+  local flags = tier.flags or {}
+  if r.custom_domain and not flags.custom_domains then
+    return nil, invalid("custom_domain", "is not available on the " .. tier.name .. " tier")
+  end
+  if r.enable_matrix and not flags.matrix then
+    return nil, invalid("enable_matrix", "is not available on the " .. tier.name .. " tier")
+  end
+  return r
+end
+
+function M.provision_request(t, tiers_by_name)
+  local r, err = take_all(t, {
+    { "subscription_id", validate.subscription_id, true },
+    { "account_id", validate.account_id },
+    { "tier", known_tier(tiers_by_name), true },
+    { "limits", request_limits },
+    { "enable_matrix", boolean },
+    { "matrix_type", validate.matrix_type },
+    { "custom_domain", validate.domain },
+  })
+  if not r then return nil, err end
+  if r.enable_matrix == nil then r.enable_matrix = false end
+  r.matrix_type = r.matrix_type or "tuwunel"
+  return check_flags(tiers_by_name[r.tier], r)
+end
+
+-- Absent optional fields stay nil, meaning "keep what the instance has".
+-- current_tier (optional): the instance's tier name, used to check flags when
+-- the update keeps the tier; without it only a requested tier is checked.
+function M.update_request(t, tiers_by_name, current_tier)
+  local r, err = take_all(t, {
+    { "subscription_id", validate.subscription_id, true },
+    { "app_name", validate.app_name, true },
+    { "tier", known_tier(tiers_by_name) },
+    { "limits", request_limits },
+    { "config_updates", config_updates },
+    { "enable_matrix", boolean },
+    { "matrix_type", validate.matrix_type },
+    { "custom_domain", validate.domain },
+  })
+  if not r then return nil, err end
+  local tier = tiers_by_name[r.tier or current_tier or ""]
+  if tier then return check_flags(tier, r) end
+  return r
+end
+
+function M.deprovision_request(t)
+  local r, err = take_all(t, {
+    { "subscription_id", validate.subscription_id, true },
+    { "app_name", validate.app_name, true },
+    { "backup_data", boolean },
+  })
+  if not r then return nil, err end
+  if r.backup_data == nil then r.backup_data = true end
+  return r
+end
+
+return M
