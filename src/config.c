@@ -3,6 +3,7 @@
 #include "util/crypto.h"
 #include "util/fs.h"
 #include "util/log.h"
+#include "util/xalloc.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -78,7 +79,7 @@ static void set_value(void *ud, const char *name, const char *value)
 	if (i < 0)
 		return; /* unknown names in .env are ignored, as in the environment */
 	free(values[i]);
-	values[i] = strdup(value);
+	values[i] = xstrdup(value);
 }
 
 /* Unquotes a .env value in place: '...' literal, "..." with \n \t \\ \" escapes,
@@ -134,9 +135,7 @@ int config_parse_dotenv(const char *text, size_t len,
 			end++;
 		lineno++;
 		size_t l = end - pos;
-		char *line = malloc(l + 1);
-		if (!line)
-			abort();
+		char *line = xmalloc(l + 1);
 		memcpy(line, text + pos, l);
 		line[l] = '\0';
 		pos = end + 1;
@@ -228,7 +227,7 @@ static int split_keys(struct config *c, const char *list, char *err, size_t errl
 		if (e - s < 16)
 			log_warn("PROVISIONER_API_KEYS: key %d is shorter than 16 characters; use long random keys",
 				 c->n_api_keys + 1);
-		c->api_keys[c->n_api_keys++] = strndup(s, (size_t)(e - s));
+		c->api_keys[c->n_api_keys++] = xstrndup(s, (size_t)(e - s));
 	}
 	return 0;
 }
@@ -238,7 +237,7 @@ int config_load(struct config *c, const char *dotenv_path, char *err, size_t err
 	memset(c, 0, sizeof *c);
 	for (size_t i = 0; i < NVARS; i++) {
 		free(values[i]);
-		values[i] = config_vars[i].def ? strdup(config_vars[i].def) : NULL;
+		values[i] = config_vars[i].def ? xstrdup(config_vars[i].def) : NULL;
 	}
 	if (dotenv_path) {
 		char *text;
@@ -371,7 +370,7 @@ int config_load_secret(struct config *c, int create, char *err, size_t errlen)
 			snprintf(err, errlen, "PROVISIONER_SECRET: must be at least 16 characters");
 			return -1;
 		}
-		c->secret = (unsigned char *)strdup(env);
+		c->secret = (unsigned char *)xstrdup(env);
 		c->secret_len = strlen(env);
 		return 0;
 	}
@@ -396,9 +395,7 @@ int config_load_secret(struct config *c, int create, char *err, size_t errlen)
 		snprintf(err, errlen, "PROVISIONER_SECRET: no randomness available");
 		return -1;
 	}
-	char *hex = malloc(65);
-	if (!hex)
-		abort();
+	char *hex = xmalloc(65);
 	crypto_hex(raw, sizeof raw, hex);
 	c->secret = (unsigned char *)hex;
 	c->secret_len = 64;

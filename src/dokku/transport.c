@@ -3,6 +3,7 @@
 #include "transport.h"
 #include "util/clock.h"
 #include "metrics.h"
+#include "util/xalloc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -171,9 +172,7 @@ static int run_local(const char *const *argv, int argc, double timeout_s, int ou
 		close(outp[1]);
 		goto spawn_fail;
 	}
-	char **args = calloc((size_t)argc + 2, sizeof *args);
-	if (!args)
-		abort();
+	char **args = xcalloc((size_t)argc + 2, sizeof *args);
 	args[0] = program;
 	for (int i = 0; i < argc; i++)
 		args[i + 1] = (char *)argv[i];

@@ -4,6 +4,7 @@
 #include "util/clock.h"
 #include "util/fs.h"
 #include "util/log.h"
+#include "util/xalloc.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -157,11 +158,7 @@ sqlite3_stmt *store_stmt(sqlite3 *db, const char *sql, size_t len)
 	sqlite3_stmt *st = NULL;
 	if (sqlite3_prepare_v3(db, sql, (int)len, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK)
 		return NULL;
-	char *copy = malloc(len + 1);
-	if (!copy) {
-		sqlite3_finalize(st);
-		return NULL;
-	}
+	char *copy = xmalloc(len + 1);
 	memcpy(copy, sql, len);
 	copy[len] = '\0';
 	struct cached_stmt *slot = &stmt_cache[stmt_cache_next++ % STMT_CACHE];
@@ -313,7 +310,7 @@ int store_open(const char *path, int readonly, char *err, size_t errlen)
 {
 	pthread_once(&key_once, make_key);
 	free(db_path);
-	db_path = strdup(path);
+	db_path = xstrdup(path);
 	db_readonly = readonly;
 	if (!readonly && fs_mkdirs(path, 0700, 0) < 0) {
 		snprintf(err, errlen, "STATE_DB: cannot create the directory of %s: %s", path, strerror(errno));
@@ -323,7 +320,7 @@ int store_open(const char *path, int readonly, char *err, size_t errlen)
 	 * the directory: say so plainly instead of "unable to open database file"
 	 * (a read-only mount reports EROFS even to root). */
 	if (!readonly) {
-		char *dir = strdup(path);
+		char *dir = xstrdup(path);
 		char *slash = strrchr(dir, '/');
 		if (slash == dir)
 			slash[1] = '\0';

@@ -9,6 +9,7 @@
 #include "store/store.h"
 #include "supabase/client.h"
 #include "util/log.h"
+#include "util/xalloc.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -100,10 +101,10 @@ static int load_rows(struct row *rows, int max, int ignore_backoff)
 	int n = 0;
 	while (n < max && sqlite3_step(st) == SQLITE_ROW) {
 		rows[n].id = sqlite3_column_int64(st, 0);
-		rows[n].table = strdup((const char *)sqlite3_column_text(st, 1));
+		rows[n].table = xstrdup((const char *)sqlite3_column_text(st, 1));
 		const unsigned char *u = sqlite3_column_text(st, 2);
-		rows[n].upsert_on = u ? strdup((const char *)u) : NULL;
-		rows[n].payload = strdup((const char *)sqlite3_column_text(st, 3));
+		rows[n].upsert_on = u ? xstrdup((const char *)u) : NULL;
+		rows[n].payload = xstrdup((const char *)sqlite3_column_text(st, 3));
 		rows[n].attempts = sqlite3_column_int(st, 4);
 		n++;
 	}

@@ -1,5 +1,6 @@
 /* crypto: thin wrappers over OpenSSL. */
 #include "crypto.h"
+#include "util/xalloc.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -24,9 +25,7 @@ void crypto_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t 
 char *crypto_base64(const void *data, size_t len, int url)
 {
 	size_t cap = 4 * ((len + 2) / 3) + 1;
-	char *out = malloc(cap);
-	if (!out)
-		abort();
+	char *out = xmalloc(cap);
 	int n = EVP_EncodeBlock((unsigned char *)out, data, (int)len);
 	out[n] = '\0';
 	if (url) {
@@ -45,9 +44,7 @@ char *crypto_base64(const void *data, size_t len, int url)
 unsigned char *crypto_base64_decode(const char *s, size_t len, size_t *outlen)
 {
 	/* Normalise to the standard alphabet with padding, then decode. */
-	char *norm = malloc(len + 4);
-	if (!norm)
-		abort();
+	char *norm = xmalloc(len + 4);
 	size_t n = 0;
 	for (size_t i = 0; i < len; i++) {
 		char c = s[i];
@@ -69,9 +66,7 @@ unsigned char *crypto_base64_decode(const char *s, size_t len, size_t *outlen)
 		pad++;
 	if (n >= 2 && norm[n - 2] == '=')
 		pad++;
-	unsigned char *out = malloc(n / 4 * 3 + 1);
-	if (!out)
-		abort();
+	unsigned char *out = xmalloc(n / 4 * 3 + 1);
 	int m = n ? EVP_DecodeBlock(out, (unsigned char *)norm, (int)n) : 0;
 	free(norm);
 	if (m < 0 || (size_t)m < pad) {
