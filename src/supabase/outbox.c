@@ -9,6 +9,7 @@
 #include "store/store.h"
 #include "supabase/client.h"
 #include "util/log.h"
+#include "config.h"
 #include "util/xalloc.h"
 
 #include <pthread.h>
@@ -25,7 +26,7 @@
 static struct pgrst *client;
 static pthread_t thread;
 static int running, stopping;
-static double timeout_cfg = 15; /* SUPABASE_TIMEOUT: seconds per request */
+static double timeout_cfg = CONFIG_SUPABASE_TIMEOUT_S; /* SUPABASE_TIMEOUT: seconds per request */
 static double final_until; /* monotonic deadline of the last delivery round at stop; 0: none */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
@@ -367,7 +368,7 @@ int outbox_start(const char *url, const char *key, int timeout_s, char *err, siz
 	client = pgrst_new(url, key, err, errlen);
 	if (!client)
 		return -1;
-	timeout_cfg = timeout_s > 0 ? timeout_s : 15;
+	timeout_cfg = timeout_s > 0 ? timeout_s : CONFIG_SUPABASE_TIMEOUT_S;
 	pgrst_set_timeout(client, timeout_cfg);
 	if (pthread_create(&thread, NULL, sender_main, NULL) != 0) {
 		snprintf(err, errlen, "cannot start the outbox sender");
