@@ -71,9 +71,8 @@ function M.custom_domain_error(domain, cfg)
 end
 
 local function new_app_name(subscription_id)
-  local prefix = validate.app_prefix(subscription_id)
   for _ = 1, 20 do
-    local name = "mr-" .. prefix .. "-" .. crypto.random_token(8)
+    local name = validate.new_app_name(subscription_id, crypto.random_token)
     if not instances.app_taken(name) then
       return name
     end
@@ -351,8 +350,7 @@ function M.plan_for(r, cfg)
   local existing = inst and inst.status ~= "deprovisioned"
   local shown = {
     subscription_id = r.subscription_id, account_id = r.account_id, tier = r.tier,
-    app_name = existing and inst.app_name or ("mr-" .. validate.app_prefix(r.subscription_id) .. "-"
-      .. crypto.random_token(8)),
+    app_name = existing and inst.app_name or validate.new_app_name(r.subscription_id, crypto.random_token),
     spec = spec_of(r),
   }
   local state, terr, hook = worker.desired_state(shown, cfg)
