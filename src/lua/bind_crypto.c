@@ -41,10 +41,11 @@ static int l_base64(lua_State *L)
 {
 	size_t n;
 	const char *s = luaL_checklstring(L, 1, &n);
+	int url = lua_toboolean(L, 2); /* before the buffer: it takes a stack slot */
 	/* Built in a luaL_Buffer: nothing to free if the push runs out of memory. */
 	luaL_Buffer b;
 	char *out = luaL_buffinitsize(L, &b, CRYPTO_BASE64_LEN(n));
-	luaL_pushresultsize(&b, crypto_base64_into(s, n, lua_toboolean(L, 2), out));
+	luaL_pushresultsize(&b, crypto_base64_into(s, n, url, out));
 	return 1;
 }
 

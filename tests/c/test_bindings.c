@@ -125,6 +125,28 @@ int main(void)
 	lua_setglobal(L, "crypto");
 	luaL_requiref(L, "mrprov.metrics", luaopen_mrprov_metrics, 0);
 	lua_setglobal(L, "metrics");
+	/* What the bindings give is unchanged by where their memory lives. */
+	static const char values[] =
+		"assert(crypto.base64('foobar') == 'Zm9vYmFy')\n"
+		"assert(crypto.base64('\\251\\255') == '+/8=')\n"
+		"assert(crypto.base64('\\251\\255', true) == '-_8')\n"
+		"assert(crypto.base64('') == '')\n"
+		"assert(crypto.base64_decode('Zm8') == 'fo' and crypto.base64_decode('-_8') == '\\251\\255')\n"
+		"local ok, why = crypto.base64_decode('Zm$8') assert(ok == nil and why == 'not base64')\n"
+		"local r = assert(dokku.run({'some', 'output'}))\n"
+		"assert(r.exit == 0 and r.stdout == 'some output\\n' and r.stderr == '' and r.bytes == 12)\n"
+		"local rs = dokku.run_many({ {argv={'one'}}, {argv={'two', 'words'}, timeout=5} })\n"
+		"assert(#rs == 2 and rs[1].ok.stdout == 'one\\n' and rs[2].ok.stdout == 'two words\\n')\n"
+		"local bad, err = dokku.run({'a b'}) assert(bad == nil and err:find('refused'))\n"
+		"log.error('fields', { a = 1, b = true })\n";
+	if (luaL_dostring(L, values) != LUA_OK) {
+		fprintf(stderr, "values: %s\n", lua_tostring(L, -1));
+		CHECK(0);
+		lua_pop(L, 1);
+	} else {
+		CHECK(1);
+	}
+
 	/* Warm up what lives for the process (metric series, stdio buffers). */
 	run_raising(L, "dokku.run({'warm'}) dokku.run_many({ {argv={'warm'}} }) crypto.base64('x')", 2);
 
