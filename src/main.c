@@ -431,6 +431,10 @@ static const struct option tiers_options[] = {
 	{ NULL, 0, 0 },
 };
 
+/* struct parsed holds MAX_OPTIONS options; a longer list would overrun it. */
+_Static_assert(sizeof plan_options / sizeof plan_options[0] - 1 <= MAX_OPTIONS, "plan: too many options");
+_Static_assert(sizeof tiers_options / sizeof tiers_options[0] - 1 <= MAX_OPTIONS, "tiers: too many options");
+
 /* The commands: `mrprov NAME [OPTIONS]`; the first is the default. */
 static const struct command commands[] = {
 	{ "serve", usage_serve, NULL, cmd_serve, NULL, 0 },
