@@ -41,7 +41,8 @@ function M.settings(cfg)
     letsencrypt_email = cfg.LETSENCRYPT_EMAIL,
     backup_dir = cfg.BACKUP_DIR,
     dokku_mode = cfg.dokku_mode,
-    command_timeout = tonumber(cfg.DOKKU_COMMAND_TIMEOUT) or 900,
+    -- C owns the default (config.h CONFIG_DOKKU_COMMAND_TIMEOUT_S): sys.config() carries it.
+    command_timeout = tonumber(cfg.DOKKU_COMMAND_TIMEOUT),
     supabase = cfg.SUPABASE_URL ~= nil,
     profile = cfg.PROFILE or "split",
   }

@@ -8,54 +8,9 @@ local validate_request = require "validate_request"
 
 local M = {}
 
-local function usage(msg, cmd)
-  io.stderr:write("mrprov: ", msg, "\nRun `mrprov ", cmd, " --help` for usage.\n")
-  return 2
-end
-
--- Parses `--name value` pairs and bare `--flag`s against the allowed set.
-local function options(args, with_value, flags, cmd)
-  local opts = {}
-  local i = 1
-  while i <= #args do
-    local a = args[i]
-    local name, inline = a:match("^%-%-([%w-]+)=(.*)$")
-    name = name or a:match("^%-%-([%w-]+)$")
-    if not name then
-      return nil, usage("unexpected argument: " .. a, cmd)
-    end
-    if with_value[name] then
-      local v = inline
-      if not v then
-        i = i + 1
-        v = args[i]
-      end
-      if not v then
-        return nil, usage("--" .. name .. " needs a value", cmd)
-      end
-      opts[name] = v
-    elseif flags[name] and not inline then
-      opts[name] = true
-    else
-      return nil, usage("unknown option: --" .. name, cmd)
-    end
-    i = i + 1
-  end
-  return opts
-end
-
-function M.plan(args)
-  local opts, code = options(args, { tier = true, subscription = true, account = true, matrix = true, domain = true },
-    { json = true }, "plan")
-  if not opts then
-    return code
-  end
-  if not opts.tier then
-    return usage("--tier is required", "plan")
-  end
-  if not opts.subscription then
-    return usage("--subscription is required", "plan")
-  end
+-- opts: the command line as main.c parsed it (its command table owns each
+-- command's options and the usage errors): { tier = "...", json = true, ... }.
+function M.plan(opts)
   local cfg = boot.current()
   local body = {
     subscription_id = opts.subscription, account_id = opts.account, tier = opts.tier,
@@ -150,11 +105,7 @@ local function fmt_limit(v, unit)
   return tostring(v) .. (unit or "")
 end
 
-function M.tiers(args)
-  local opts, code = options(args, {}, { json = true }, "tiers")
-  if not opts then
-    return code
-  end
+function M.tiers(opts)
   local cfg = boot.current()
   local list = json.array()
   for _, name in ipairs(tiers.names(cfg.tiers)) do

@@ -74,8 +74,7 @@ function M.plan_for(r, cfg)
   local existing = inst and inst.status ~= "deprovisioned"
   local shown = {
     subscription_id = r.subscription_id, account_id = r.account_id, tier = r.tier,
-    app_name = existing and inst.app_name or ("mr-" .. validate.app_prefix(r.subscription_id) .. "-"
-      .. crypto.random_token(8)),
+    app_name = existing and inst.app_name or validate.new_app_name(r.subscription_id, crypto.random_token),
     spec = M.spec_of(r),
   }
   local state, terr, hook = M.desired_state(shown, cfg)

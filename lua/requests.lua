@@ -39,9 +39,8 @@ function M.prefer_wait(header)
 end
 
 local function new_app_name(subscription_id)
-  local prefix = validate.app_prefix(subscription_id)
   for _ = 1, 20 do
-    local name = "mr-" .. prefix .. "-" .. crypto.random_token(8)
+    local name = validate.new_app_name(subscription_id, crypto.random_token)
     if not instances.app_taken(name) then
       return name
     end

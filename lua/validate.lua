@@ -62,13 +62,23 @@ function M.app_prefix(subscription_id)
   return p
 end
 
+-- The random part of an instance's app name: [a-z0-9], this many characters.
+local APP_SUFFIX_LEN = 8
+
+-- SPEC §4: the one builder of a new instance's app name,
+-- mr-{app_prefix}-{8 random [a-z0-9]}. random_token is crypto.random_token
+-- (passed in, so this module stays free of bindings); M.app_name checks it.
+function M.new_app_name(subscription_id, random_token)
+  return "mr-" .. M.app_prefix(subscription_id) .. "-" .. random_token(APP_SUFFIX_LEN)
+end
+
 function M.app_name(s)
   if not is_string(s) then return nil, "must be a string" end
   if not s:match("^mr%-[a-z0-9]+%-[a-z0-9]+$") then
     return nil, "must look like mr-{prefix}-{suffix} in lower-case letters and digits"
   end
   local prefix, suffix = s:match("^mr%-([a-z0-9]+)%-([a-z0-9]+)$")
-  if #prefix > 8 or #suffix ~= 8 then
+  if #prefix > 8 or #suffix ~= APP_SUFFIX_LEN then
     return nil, "must look like mr-{1-8 characters}-{8 characters}"
   end
   return s

@@ -3,17 +3,22 @@
 #include "util/crypto.h"
 #include "util/fs.h"
 #include "util/log.h"
+#include "util/xalloc.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 const struct config_var config_vars[] = {
 	{ "HOST", "127.0.0.1", 0 },
@@ -28,10 +33,10 @@ const struct config_var config_vars[] = {
 	{ "DOKKU_KNOWN_HOSTS", "ssh/known_hosts", 0 },
 	{ "DOKKU_HOST_KEY_TOFU", "false", 0 },
 	{ "DOKKU_POOL_SIZE", "4", 0 },
-	{ "DOKKU_COMMAND_TIMEOUT", "900", 0 },
+	{ "DOKKU_COMMAND_TIMEOUT", STR(CONFIG_DOKKU_COMMAND_TIMEOUT_S), 0 },
 	{ "SUPABASE_URL", NULL, 0 },
 	{ "SUPABASE_SERVICE_KEY", NULL, 1 },
-	{ "SUPABASE_TIMEOUT", "15", 0 },
+	{ "SUPABASE_TIMEOUT", STR(CONFIG_SUPABASE_TIMEOUT_S), 0 },
 	{ "BASE_DOMAIN", "mindroom.chat", 0 },
 	{ "LETSENCRYPT_EMAIL", NULL, 0 },
 	{ "MINDROOM_BACKEND_IMAGE", "mindroom/backend:latest", 0 },
@@ -47,8 +52,8 @@ const struct config_var config_vars[] = {
 	{ "HOOKS_DIR", "./hooks", 0 },
 	{ "LUA_DIR", "./lua", 0 },
 	{ "WORKERS", "4", 0 },
-	{ "SHUTDOWN_TIMEOUT", "30", 0 },
-	{ "HTTP_REQUEST_TIMEOUT", "10", 0 },
+	{ "SHUTDOWN_TIMEOUT", STR(CONFIG_SHUTDOWN_TIMEOUT_S), 0 },
+	{ "HTTP_REQUEST_TIMEOUT", STR(CONFIG_HTTP_REQUEST_TIMEOUT_S), 0 },
 	{ "HTTP_MAX_CONNECTIONS_PER_IP", "32", 0 },
 	{ "PROVISIONER_SECRET", NULL, 1 },
 	{ NULL, NULL, 0 },
@@ -80,7 +85,7 @@ static void set_value(void *ud, const char *name, const char *value)
 	if (i < 0)
 		return; /* unknown names in .env are ignored, as in the environment */
 	free(values[i]);
-	values[i] = strdup(value);
+	values[i] = xstrdup(value);
 }
 
 /* Unquotes a .env value in place: '...' literal, "..." with \n \t \\ \" escapes,
@@ -136,9 +141,7 @@ int config_parse_dotenv(const char *text, size_t len,
 			end++;
 		lineno++;
 		size_t l = end - pos;
-		char *line = malloc(l + 1);
-		if (!line)
-			abort();
+		char *line = xmalloc(l + 1);
 		memcpy(line, text + pos, l);
 		line[l] = '\0';
 		pos = end + 1;
@@ -230,29 +233,17 @@ static int split_keys(struct config *c, const char *list, char *err, size_t errl
 		if (e - s < 16)
 			log_warn("PROVISIONER_API_KEYS: key %d is shorter than 16 characters; use long random keys",
 				 c->n_api_keys + 1);
-		c->api_keys[c->n_api_keys++] = strndup(s, (size_t)(e - s));
+		c->api_keys[c->n_api_keys++] = xstrndup(s, (size_t)(e - s));
 	}
 	return 0;
 }
 
-/* 1-32 characters of a-z 0-9 _ -, starting with a letter (lua/validate.lua tier_name). */
-static int profile_name_ok(const char *s)
+/* Defaults, then `.env`, then the environment (which wins) into values[]. */
+static int load_values(const char *dotenv_path, char *err, size_t errlen)
 {
-	size_t n = strlen(s);
-	if (n < 1 || n > 32 || !(s[0] >= 'a' && s[0] <= 'z'))
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'))
-			return 0;
-	return 1;
-}
-
-int config_load(struct config *c, const char *dotenv_path, char *err, size_t errlen)
-{
-	memset(c, 0, sizeof *c);
 	for (size_t i = 0; i < NVARS; i++) {
 		free(values[i]);
-		values[i] = config_vars[i].def ? strdup(config_vars[i].def) : NULL;
+		values[i] = config_vars[i].def ? xstrdup(config_vars[i].def) : NULL;
 	}
 	if (dotenv_path) {
 		char *text;
@@ -282,62 +273,112 @@ int config_load(struct config *c, const char *dotenv_path, char *err, size_t err
 			return -1;
 		}
 	}
+	return 0;
+}
 
-	c->host = config_get("HOST");
-	if (parse_int("PORT", config_get("PORT"), 0, 65535, &c->port, err, errlen) < 0 ||
-	    parse_int("DOKKU_PORT", config_get("DOKKU_PORT"), 1, 65535, &c->dokku_port, err, errlen) < 0 ||
-	    parse_int("DOKKU_POOL_SIZE", config_get("DOKKU_POOL_SIZE"), 1, 64, &c->dokku_pool_size, err, errlen) < 0 ||
-	    parse_int("WORKERS", config_get("WORKERS"), 1, 64, &c->workers, err, errlen) < 0 ||
-	    parse_int("SHUTDOWN_TIMEOUT", config_get("SHUTDOWN_TIMEOUT"), 1, 3600, &c->shutdown_timeout, err, errlen) < 0 ||
-	    parse_int("DOKKU_COMMAND_TIMEOUT", config_get("DOKKU_COMMAND_TIMEOUT"), 1, 86400, &c->command_timeout, err,
-		      errlen) < 0 ||
-	    parse_int("SUPABASE_TIMEOUT", config_get("SUPABASE_TIMEOUT"), 1, 600, &c->supabase_timeout, err, errlen) < 0 ||
-	    parse_int("HTTP_REQUEST_TIMEOUT", config_get("HTTP_REQUEST_TIMEOUT"), 1, 600, &c->http_request_timeout, err,
-		      errlen) < 0 ||
-	    parse_int("HTTP_MAX_CONNECTIONS_PER_IP", config_get("HTTP_MAX_CONNECTIONS_PER_IP"), 0, HTTP_MAX_CONNECTIONS,
-		      &c->http_max_per_ip, err, errlen) < 0)
-		return -1;
+static int parse_numbers(struct config *c, char *err, size_t errlen)
+{
+	static const struct {
+		const char *name;
+		int lo, hi;
+		size_t offset;
+	} ints[] = {
+		{ "PORT", 0, 65535, offsetof(struct config, port) },
+		{ "DOKKU_PORT", 1, 65535, offsetof(struct config, dokku_port) },
+		{ "DOKKU_POOL_SIZE", 1, 64, offsetof(struct config, dokku_pool_size) },
+		{ "WORKERS", 1, 64, offsetof(struct config, workers) },
+		{ "SHUTDOWN_TIMEOUT", 1, 3600, offsetof(struct config, shutdown_timeout) },
+		{ "DOKKU_COMMAND_TIMEOUT", 1, 86400, offsetof(struct config, command_timeout) },
+		{ "SUPABASE_TIMEOUT", 1, 600, offsetof(struct config, supabase_timeout) },
+		{ "HTTP_REQUEST_TIMEOUT", 1, 600, offsetof(struct config, http_request_timeout) },
+		{ "HTTP_MAX_CONNECTIONS_PER_IP", 0, HTTP_MAX_CONNECTIONS, offsetof(struct config, http_max_per_ip) },
+	};
+	for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+		int *out = (int *)(void *)((char *)c + ints[i].offset);
+		if (parse_int(ints[i].name, config_get(ints[i].name), ints[i].lo, ints[i].hi, out, err, errlen) < 0)
+			return -1;
+	}
 	c->log_level = log_level_parse(config_get("LOG_LEVEL"));
 	if (c->log_level < 0) {
 		snprintf(err, errlen, "LOG_LEVEL: expected DEBUG, INFO, WARNING or ERROR, got \"%.20s\"",
 			 config_get("LOG_LEVEL"));
 		return -1;
 	}
+	return 0;
+}
+
+/* HOST is an address; anything but loopback needs API keys. */
+static int check_listener(struct config *c, char *err, size_t errlen)
+{
 	struct in6_addr a;
 	if (strcmp(c->host, "localhost") != 0 && inet_pton(AF_INET, c->host, &a) != 1 &&
 	    inet_pton(AF_INET6, c->host, &a) != 1) {
 		snprintf(err, errlen, "HOST: expected an IPv4 or IPv6 address, got \"%.60s\"", c->host);
 		return -1;
 	}
-	if (config_get("PROVISIONER_API_KEYS") &&
-	    split_keys(c, config_get("PROVISIONER_API_KEYS"), err, errlen) < 0)
+	if (config_get("PROVISIONER_API_KEYS") && split_keys(c, config_get("PROVISIONER_API_KEYS"), err, errlen) < 0)
 		return -1;
 	if (!config_host_is_loopback(c->host) && c->n_api_keys == 0) {
 		snprintf(err, errlen, "HOST: %s is not a loopback address; set PROVISIONER_API_KEYS first",
 			 c->host);
 		return -1;
 	}
-	c->webhook_secret = config_get("WEBHOOK_SECRET");
-	c->dokku_host = config_get("DOKKU_HOST");
-	c->dokku_user = config_get("DOKKU_USER");
-	c->dokku_ssh_key_path = config_get("DOKKU_SSH_KEY_PATH");
-	c->dokku_known_hosts = config_get("DOKKU_KNOWN_HOSTS");
-	/* Recording an unknown host's key on first use trusts whoever answers
-	 * first: an explicit choice, never a default. */
+	return 0;
+}
+
+/* Recording an unknown host's key on first use trusts whoever answers
+ * first: an explicit choice, never a default. */
+static int check_tofu(struct config *c, char *err, size_t errlen)
+{
 	const char *tofu = config_get("DOKKU_HOST_KEY_TOFU");
 	if (strcmp(tofu, "true") != 0 && strcmp(tofu, "false") != 0) {
 		snprintf(err, errlen, "DOKKU_HOST_KEY_TOFU: expected true or false, got \"%.20s\"", tofu);
 		return -1;
 	}
 	c->dokku_host_key_tofu = strcmp(tofu, "true") == 0;
-	c->supabase_url = config_get("SUPABASE_URL");
-	c->supabase_service_key = config_get("SUPABASE_SERVICE_KEY");
-	if (!c->supabase_url != !c->supabase_service_key) {
-		snprintf(err, errlen, "%s: must be set together with %s",
-			 c->supabase_url ? "SUPABASE_SERVICE_KEY" : "SUPABASE_URL",
-			 c->supabase_url ? "SUPABASE_URL" : "SUPABASE_SERVICE_KEY");
+	return 0;
+}
+
+static int check_supabase_pair(const struct config *c, char *err, size_t errlen)
+{
+	if (!c->supabase_url == !c->supabase_service_key)
+		return 0;
+	snprintf(err, errlen, "%s: must be set together with %s",
+		 c->supabase_url ? "SUPABASE_SERVICE_KEY" : "SUPABASE_URL",
+		 c->supabase_url ? "SUPABASE_URL" : "SUPABASE_SERVICE_KEY");
+	return -1;
+}
+
+/* Over SSH the key file must exist and be private to this user. */
+static int check_ssh_key(const struct config *c, char *err, size_t errlen)
+{
+	if (!c->dokku_host || strcmp(c->dokku_host, "local") == 0)
+		return 0;
+	struct stat st;
+	if (stat(c->dokku_ssh_key_path, &st) < 0) {
+		snprintf(err, errlen, "DOKKU_SSH_KEY_PATH: cannot read %s: %s", c->dokku_ssh_key_path,
+			 strerror(errno));
 		return -1;
 	}
+	if (st.st_mode & 0077) {
+		snprintf(err, errlen, "DOKKU_SSH_KEY_PATH: %s has mode %04o; it must be 0600 or narrower",
+			 c->dokku_ssh_key_path, (unsigned)(st.st_mode & 07777));
+		return -1;
+	}
+	return 0;
+}
+
+/* The string settings, pointing into values[]. */
+static void take_strings(struct config *c)
+{
+	c->host = config_get("HOST");
+	c->webhook_secret = config_get("WEBHOOK_SECRET");
+	c->dokku_host = config_get("DOKKU_HOST");
+	c->dokku_user = config_get("DOKKU_USER");
+	c->dokku_ssh_key_path = config_get("DOKKU_SSH_KEY_PATH");
+	c->dokku_known_hosts = config_get("DOKKU_KNOWN_HOSTS");
+	c->supabase_url = config_get("SUPABASE_URL");
+	c->supabase_service_key = config_get("SUPABASE_SERVICE_KEY");
 	c->base_domain = config_get("BASE_DOMAIN");
 	c->letsencrypt_email = config_get("LETSENCRYPT_EMAIL");
 	c->backend_image = config_get("MINDROOM_BACKEND_IMAGE");
@@ -350,30 +391,39 @@ int config_load(struct config *c, const char *dotenv_path, char *err, size_t err
 	c->tiers_dir = config_get("TIERS_DIR");
 	c->profiles_dir = config_get("PROFILES_DIR");
 	c->profile = config_get("PROFILE");
-	/* A profile is a file name under PROFILES_DIR (boot.lua checks that it
-	 * is there): the tiers' name rule keeps it a plain name. */
-	if (!profile_name_ok(c->profile)) {
-		snprintf(err, errlen,
-			 "PROFILE: expected 1-32 characters of a-z 0-9 _ -, starting with a letter, got \"%.40s\"",
-			 c->profile);
-		return -1;
-	}
 	c->hooks_dir = config_get("HOOKS_DIR");
 	c->lua_dir = config_get("LUA_DIR");
+}
 
-	if (c->dokku_host && strcmp(c->dokku_host, "local") != 0) {
-		struct stat st;
-		if (stat(c->dokku_ssh_key_path, &st) < 0) {
-			snprintf(err, errlen, "DOKKU_SSH_KEY_PATH: cannot read %s: %s", c->dokku_ssh_key_path,
-				 strerror(errno));
-			return -1;
-		}
-		if (st.st_mode & 0077) {
-			snprintf(err, errlen, "DOKKU_SSH_KEY_PATH: %s has mode %04o; it must be 0600 or narrower",
-				 c->dokku_ssh_key_path, (unsigned)(st.st_mode & 07777));
-			return -1;
-		}
+/* A profile is a file name under PROFILES_DIR (boot.lua checks that it is
+ * there): 1-32 characters of a-z 0-9 _ -, starting with a letter, the tiers'
+ * name rule (lua/validate.lua tier_name). */
+static int check_profile(const struct config *c, char *err, size_t errlen)
+{
+	const char *s = c->profile;
+	size_t n = strlen(s);
+	int ok = n >= 1 && n <= 32 && s[0] >= 'a' && s[0] <= 'z';
+	for (size_t i = 0; ok && i < n; i++)
+		ok = (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-';
+	if (!ok) {
+		snprintf(err, errlen, "PROFILE: expected 1-32 characters of a-z 0-9 _ -, starting with a letter, got \"%.40s\"",
+			 s);
+		return -1;
 	}
+	return 0;
+}
+
+int config_load(struct config *c, const char *dotenv_path, char *err, size_t errlen)
+{
+	memset(c, 0, sizeof *c);
+	if (load_values(dotenv_path, err, errlen) < 0)
+		return -1;
+	take_strings(c);
+	/* The first bad setting is reported, in this order. */
+	if (parse_numbers(c, err, errlen) < 0 || check_listener(c, err, errlen) < 0 || check_tofu(c, err, errlen) < 0 ||
+	    check_supabase_pair(c, err, errlen) < 0 || check_profile(c, err, errlen) < 0 ||
+	    check_ssh_key(c, err, errlen) < 0)
+		return -1;
 	return 0;
 }
 
@@ -395,7 +445,7 @@ int config_load_secret(struct config *c, int create, char *err, size_t errlen)
 			snprintf(err, errlen, "PROVISIONER_SECRET: must be at least 16 characters");
 			return -1;
 		}
-		c->secret = (unsigned char *)strdup(env);
+		c->secret = (unsigned char *)xstrdup(env);
 		c->secret_len = strlen(env);
 		return 0;
 	}
@@ -420,9 +470,7 @@ int config_load_secret(struct config *c, int create, char *err, size_t errlen)
 		snprintf(err, errlen, "PROVISIONER_SECRET: no randomness available");
 		return -1;
 	}
-	char *hex = malloc(65);
-	if (!hex)
-		abort();
+	char *hex = xmalloc(65);
 	crypto_hex(raw, sizeof raw, hex);
 	c->secret = (unsigned char *)hex;
 	c->secret_len = 64;

@@ -8,6 +8,13 @@
 #include <stddef.h>
 
 #define CONFIG_MAX_KEYS 16
+/* The timeout settings' defaults, in seconds: the defaults config_vars
+ * lists (and Lua reads through sys.config()) and the fallback of any module
+ * handed no value. One definition each. */
+#define CONFIG_DOKKU_COMMAND_TIMEOUT_S 900
+#define CONFIG_SUPABASE_TIMEOUT_S 15
+#define CONFIG_SHUTDOWN_TIMEOUT_S 30
+#define CONFIG_HTTP_REQUEST_TIMEOUT_S 10
 /* Connections the HTTP server holds at once (one thread each). */
 #define HTTP_MAX_CONNECTIONS 512
 

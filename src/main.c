@@ -77,6 +77,37 @@ static const char usage_version[] =
 	"\n"
 	"Prints the version of mrprov and of Lua, libmicrohttpd, libssh2, libcurl and SQLite.\n";
 
+/* A command's options: --name VALUE (or --name=VALUE) when takes_value,
+ * else a bare --name flag. Parsed here, before anything is loaded, so a
+ * usage error never depends on the configuration; Lua gets the result. */
+struct option {
+	const char *name; /* without the leading "--" */
+	int takes_value;
+	int required;
+};
+
+#define MAX_OPTIONS 8
+
+/* What a command line gave: opt i of the command's list is set when
+ * given[i]; value is NULL for a flag. */
+struct parsed {
+	int given[MAX_OPTIONS];
+	const char *value[MAX_OPTIONS];
+};
+
+struct command;
+typedef int (*command_fn)(const struct command *cmd, const struct parsed *p);
+
+struct command {
+	const char *name;
+	const char *usage;
+	/* NULL: takes no arguments; else ended by { NULL } */
+	const struct option *options;
+	command_fn run;
+	const char *lua_fn;  /* cli.<lua_fn> for commands that run Lua */
+	int reads_store;     /* opens the state store read-only if it exists */
+};
+
 static int wants_help(int argc, char **argv)
 {
 	for (int i = 0; i < argc; i++)
@@ -93,37 +124,58 @@ static int usage_error(const char *usage, const char *fmt, const char *arg)
 	return EXIT_USAGE;
 }
 
-/* Checks plan's options before anything is loaded; returns why not, or NULL. */
-static const char *plan_args_error(int argc, char **argv)
+/* Matches one argv word against opts; the option's index, or -1. *inline_v
+ * gets the text after '=' (NULL without one). */
+static int match_option(const struct option *opts, const char *arg, const char **inline_v)
 {
-	static const char *const with_value[] = { "--tier", "--subscription", "--account", "--matrix", "--domain", NULL };
-	static char msg[160];
-	int tier = 0, sub = 0;
-	for (int i = 0; i < argc; i++) {
-		if (strcmp(argv[i], "--json") == 0)
+	*inline_v = NULL;
+	if (strncmp(arg, "--", 2) != 0)
+		return -1;
+	for (int k = 0; opts[k].name; k++) {
+		size_t n = strlen(opts[k].name);
+		if (strncmp(arg + 2, opts[k].name, n) != 0)
 			continue;
-		int known = 0;
-		for (int k = 0; with_value[k]; k++) {
-			size_t n = strlen(with_value[k]);
-			if (strncmp(argv[i], with_value[k], n) != 0 || (argv[i][n] != '\0' && argv[i][n] != '='))
-				continue;
-			known = 1;
-			if (argv[i][n] == '\0' && ++i >= argc) {
-				snprintf(msg, sizeof msg, "%s needs a value", with_value[k]);
-				return msg;
-			}
-			tier |= k == 0;
-			sub |= k == 1;
+		if (arg[2 + n] == '\0')
+			return k;
+		if (arg[2 + n] == '=' && opts[k].takes_value) {
+			*inline_v = arg + 3 + n;
+			return k;
 		}
-		if (!known) {
+	}
+	return -1;
+}
+
+/* Parses argv against cmd's options into p; returns why not, or NULL. */
+static const char *parse_options(const struct command *cmd, int argc, char **argv, struct parsed *p)
+{
+	static char msg[160];
+	memset(p, 0, sizeof *p);
+	if (!cmd->options) {
+		if (argc == 0)
+			return NULL;
+		snprintf(msg, sizeof msg, "%s takes no arguments: %.100s", cmd->name, argv[0]);
+		return msg;
+	}
+	for (int i = 0; i < argc; i++) {
+		const char *v;
+		int k = match_option(cmd->options, argv[i], &v);
+		if (k < 0) {
 			snprintf(msg, sizeof msg, "unknown option: %.100s", argv[i]);
 			return msg;
 		}
+		if (cmd->options[k].takes_value && !v && ++i >= argc) {
+			snprintf(msg, sizeof msg, "--%s needs a value", cmd->options[k].name);
+			return msg;
+		}
+		p->given[k] = 1;
+		p->value[k] = cmd->options[k].takes_value ? (v ? v : argv[i]) : NULL;
 	}
-	if (!tier)
-		return "--tier is required";
-	if (!sub)
-		return "--subscription is required";
+	for (int k = 0; cmd->options[k].name; k++) {
+		if (cmd->options[k].required && !p->given[k]) {
+			snprintf(msg, sizeof msg, "--%s is required", cmd->options[k].name);
+			return msg;
+		}
+	}
 	return NULL;
 }
 
@@ -155,8 +207,10 @@ static int load_config(struct config *cfg, int connect_ssh)
 	return 0;
 }
 
-static int cmd_version(void)
+static int cmd_version(const struct command *cmd, const struct parsed *p)
 {
+	(void)cmd;
+	(void)p;
 	printf("mrprov %s\n", MRPROV_VERSION);
 	printf("lua %s.%s.%s\n", LUA_VERSION_MAJOR, LUA_VERSION_MINOR, LUA_VERSION_RELEASE);
 	printf("libmicrohttpd %s\n", MHD_get_version());
@@ -167,8 +221,23 @@ static int cmd_version(void)
 	return 0;
 }
 
-/* Runs cli.<fn>(args) in a fresh state; args are the remaining argv words. */
-static int run_cli(const char *fn, int argc, char **argv, int open_store_readonly)
+/* Pushes the parsed options as a table: { name = value | true }. */
+static void push_options(lua_State *L, const struct command *cmd, const struct parsed *p)
+{
+	lua_newtable(L);
+	for (int k = 0; cmd->options && cmd->options[k].name; k++) {
+		if (!p->given[k])
+			continue;
+		if (p->value[k])
+			lua_pushstring(L, p->value[k]);
+		else
+			lua_pushboolean(L, 1);
+		lua_setfield(L, -2, cmd->options[k].name);
+	}
+}
+
+/* Runs cli.<lua_fn>(options) in a fresh state, without side effects. */
+static int run_cli(const struct command *cmd, const struct parsed *p)
 {
 	struct config cfg;
 	char err[2048];
@@ -179,8 +248,7 @@ static int run_cli(const char *fn, int argc, char **argv, int open_store_readonl
 		fprintf(stderr, "mrprov: %s\n", err);
 		return 1;
 	}
-	if (open_store_readonly && access(cfg.state_db, R_OK) == 0 &&
-	    store_open(cfg.state_db, 1, err, sizeof err) < 0)
+	if (cmd->reads_store && access(cfg.state_db, R_OK) == 0 && store_open(cfg.state_db, 1, err, sizeof err) < 0)
 		fprintf(stderr, "mrprov: warning: %s (continuing without it)\n", err);
 	lua_State *L = rt_new_state(err, sizeof err);
 	if (!L) {
@@ -189,12 +257,8 @@ static int run_cli(const char *fn, int argc, char **argv, int open_store_readonl
 		return 1;
 	}
 	int rc = 1;
-	if (rt_getfunc(L, "cli", fn, err, sizeof err) == 0) {
-		lua_createtable(L, argc, 0);
-		for (int i = 0; i < argc; i++) {
-			lua_pushstring(L, argv[i]);
-			lua_rawseti(L, -2, i + 1);
-		}
+	if (rt_getfunc(L, "cli", cmd->lua_fn, err, sizeof err) == 0) {
+		push_options(L, cmd, p);
 		if (rt_pcall(L, 1, 1, err, sizeof err) == 0) {
 			rc = (int)luaL_optinteger(L, -1, 0);
 			lua_pop(L, 1);
@@ -211,76 +275,94 @@ static int run_cli(const char *fn, int argc, char **argv, int open_store_readonl
 	return rc;
 }
 
-static int cmd_serve(void)
+/* Signals are taken by sigwait in the main thread only: blocked before any
+ * other thread exists, so every thread inherits the mask. */
+static void block_signals(sigset_t *set)
 {
-	/* Signals are taken by sigwait in this thread only: block them before
-	 * any other thread exists so every thread inherits the mask. */
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	sigemptyset(set);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	/* A file-size limit makes writes fail with EFBIG (a store error the jobs
 	 * report) instead of killing the process. */
 	signal(SIGXFSZ, SIG_IGN);
+}
 
-	struct config cfg;
-	if (load_config(&cfg, 1) < 0)
-		return 1;
-	/* Settings and scripts are checked before anything is written. */
-	char err[2048];
-	lua_State *L = rt_acquire(err, sizeof err);
-	if (!L) {
-		fprintf(stderr, "mrprov: %s\n", err);
-		return 1;
-	}
-	rt_release(L);
-	int started = 0;
+/* Starts the subsystems in order. *jobs_started tells serve_abort whether
+ * workers need stopping. -1 with the reason in err. */
+static int serve_start(struct config *cfg, int *jobs_started, char *err, size_t errlen)
+{
+	*jobs_started = 0;
 	/* The store first: it refuses a directory other users can read before
 	 * the secret is written beside it. */
-	if (store_open(cfg.state_db, 0, err, sizeof err) < 0 || config_load_secret(&cfg, 1, err, sizeof err) < 0)
-		goto failed;
+	if (store_open(cfg->state_db, 0, err, errlen) < 0 || config_load_secret(cfg, 1, err, errlen) < 0)
+		return -1;
 	if (store_checkpointer_start() < 0) {
-		snprintf(err, sizeof err, "cannot start the store's checkpoint thread");
-		goto failed;
+		snprintf(err, errlen, "cannot start the store's checkpoint thread");
+		return -1;
 	}
-	if (jobs_start(cfg.workers, err, sizeof err) < 0)
-		goto failed;
-	started = 1;
-	if (cfg.supabase_url &&
-	    outbox_start(cfg.supabase_url, cfg.supabase_service_key, cfg.supabase_timeout, err, sizeof err) < 0)
-		goto failed;
-	if (http_start(&cfg, err, sizeof err) < 0)
-		goto failed;
+	if (jobs_start(cfg->workers, err, errlen) < 0)
+		return -1;
+	*jobs_started = 1;
+	if (cfg->supabase_url &&
+	    outbox_start(cfg->supabase_url, cfg->supabase_service_key, cfg->supabase_timeout, err, errlen) < 0)
+		return -1;
+	return http_start(cfg, err, errlen);
+}
+
+/* One line on stderr; whatever had started is stopped and freed. */
+static int serve_abort(struct config *cfg, int jobs_started, const char *err)
+{
+	fprintf(stderr, "mrprov: %s\n", err);
+	if (jobs_started)
+		jobs_stop(5);
+	outbox_stop();
+	transport_shutdown();
+	rt_pool_drain();
+	store_checkpointer_stop();
+	store_close();
+	config_free(cfg);
+	return 1;
+}
+
+static void log_listening(const struct config *cfg)
+{
 	char fields[256];
 	snprintf(fields, sizeof fields,
 		 "\"host\":\"%s\",\"port\":%d,\"dokku\":\"%s\",\"workers\":%d,\"version\":\"%s\",\"auth\":%s",
-		 cfg.host, http_port(), transport_mode_name(), cfg.workers, MRPROV_VERSION,
-		 cfg.n_api_keys ? "true" : "false");
+		 cfg->host, http_port(), transport_mode_name(), cfg->workers, MRPROV_VERSION,
+		 cfg->n_api_keys ? "true" : "false");
 	log_write(LOG_INFO, "listening", fields);
+}
 
+/* Serves until SIGTERM or SIGINT (returned); SIGHUP reloads tiers, hooks
+ * and Lua scripts, or keeps the running generation when they do not load. */
+static int wait_for_stop(const sigset_t *set)
+{
+	char err[2048];
 	int sig = 0;
 	for (;;) {
-		if (sigwait(&set, &sig) != 0)
+		if (sigwait(set, &sig) != 0)
 			continue;
-		if (sig == SIGHUP) {
-			double took = 0;
-			if (rt_reload(err, sizeof err, &took) == 0)
-				log_info("reload: configuration generation %u loaded in %.1f ms", rt_generation(),
-					 took * 1000);
-			else
-				log_error("reload refused, generation %u keeps serving: %s", rt_generation(), err);
-			continue;
-		}
-		break;
+		if (sig != SIGHUP)
+			return sig;
+		double took = 0;
+		if (rt_reload(err, sizeof err, &took) == 0)
+			log_info("reload: configuration generation %u loaded in %.1f ms", rt_generation(), took * 1000);
+		else
+			log_error("reload refused, generation %u keeps serving: %s", rt_generation(), err);
 	}
-	/* Graceful stop within SHUTDOWN_TIMEOUT (B): no new work; jobs stop at
-	 * their next checkpoint (between waves of Dokku commands) and stay
-	 * resumable; at B - reserve, commands still running are given up (the
-	 * resumed job re-probes); the outbox gets a last round; exit 0. */
-	double bound = cfg.shutdown_timeout, t0 = clock_mono();
+}
+
+/* Graceful stop within SHUTDOWN_TIMEOUT (B): no new work; jobs stop at
+ * their next checkpoint (between waves of Dokku commands) and stay
+ * resumable; at B - reserve, commands still running are given up (the
+ * resumed job re-probes); the outbox gets a last round; exit 0. */
+static void serve_stop(struct config *cfg, int sig)
+{
+	double bound = cfg->shutdown_timeout, t0 = clock_mono();
 	double reserve = bound * 0.3 < 3.0 ? bound * 0.3 : 3.0;
 	log_info("shutting down (signal %d): new work refused; running jobs stop at their next step; bound %.0f s",
 		 sig, bound);
@@ -306,25 +388,62 @@ static int cmd_serve(void)
 		transport_shutdown();
 		rt_pool_drain();
 		store_close();
-		config_free(&cfg);
+		config_free(cfg);
 	}
+	char fields[64];
 	snprintf(fields, sizeof fields, "\"seconds\":%.3f", clock_mono() - t0);
 	log_write(LOG_INFO, "stopped", fields);
-	return 0;
-
-failed:
-	/* One line on stderr; whatever had started is stopped and freed. */
-	fprintf(stderr, "mrprov: %s\n", err);
-	if (started)
-		jobs_stop(5);
-	outbox_stop();
-	transport_shutdown();
-	rt_pool_drain();
-	store_checkpointer_stop();
-	store_close();
-	config_free(&cfg);
-	return 1;
 }
+
+static int cmd_serve(const struct command *cmd, const struct parsed *p)
+{
+	(void)cmd;
+	(void)p;
+	sigset_t set;
+	block_signals(&set);
+	struct config cfg;
+	if (load_config(&cfg, 1) < 0)
+		return 1;
+	/* Settings and scripts are checked before anything is written. */
+	char err[2048];
+	lua_State *L = rt_acquire(err, sizeof err);
+	if (!L) {
+		fprintf(stderr, "mrprov: %s\n", err);
+		return 1;
+	}
+	rt_release(L);
+	int jobs_started;
+	if (serve_start(&cfg, &jobs_started, err, sizeof err) < 0)
+		return serve_abort(&cfg, jobs_started, err);
+	log_listening(&cfg);
+	serve_stop(&cfg, wait_for_stop(&set));
+	return 0;
+}
+
+static const struct option plan_options[] = {
+	{ "tier", 1, 1 },   { "subscription", 1, 1 }, { "account", 1, 0 },
+	{ "matrix", 1, 0 }, { "domain", 1, 0 },	      { "json", 0, 0 },
+	{ NULL, 0, 0 },
+};
+
+static const struct option tiers_options[] = {
+	{ "json", 0, 0 },
+	{ NULL, 0, 0 },
+};
+
+/* struct parsed holds MAX_OPTIONS options; a longer list would overrun it. */
+_Static_assert(sizeof plan_options / sizeof plan_options[0] - 1 <= MAX_OPTIONS, "plan: too many options");
+_Static_assert(sizeof tiers_options / sizeof tiers_options[0] - 1 <= MAX_OPTIONS, "tiers: too many options");
+
+/* The commands: `mrprov NAME [OPTIONS]`; the first is the default. */
+static const struct command commands[] = {
+	{ "serve", usage_serve, NULL, cmd_serve, NULL, 0 },
+	{ "plan", usage_plan, plan_options, run_cli, "plan", 1 },
+	{ "check", usage_check, NULL, run_cli, "check", 0 },
+	{ "tiers", usage_tiers, tiers_options, run_cli, "tiers", 0 },
+	{ "version", usage_version, NULL, cmd_version, NULL, 0 },
+	{ NULL, NULL, NULL, NULL, NULL, 0 },
+};
 
 int main(int argc, char **argv)
 {
@@ -332,59 +451,28 @@ int main(int argc, char **argv)
 	 * backups) is for its own user only; a local `dokku` gets the umask
 	 * mrprov was started with. */
 	transport_child_umask(umask(077));
-	const char *cmd = argc > 1 ? argv[1] : "serve";
+	const char *name = argc > 1 ? argv[1] : commands[0].name;
 	int rest = argc > 1 ? argc - 2 : 0;
 	char **args = argc > 1 ? argv + 2 : argv + argc;
 
-	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+	if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
 		fputs(usage_main, stdout);
 		return 0;
 	}
-	if (strcmp(cmd, "--version") == 0)
-		return cmd_version();
-	if (strcmp(cmd, "serve") == 0) {
+	if (strcmp(name, "--version") == 0)
+		return cmd_version(NULL, NULL);
+	for (const struct command *cmd = commands; cmd->name; cmd++) {
+		if (strcmp(name, cmd->name) != 0)
+			continue;
 		if (wants_help(rest, args)) {
-			fputs(usage_serve, stdout);
+			fputs(cmd->usage, stdout);
 			return 0;
 		}
-		if (rest)
-			return usage_error(usage_serve, "serve takes no arguments: %s", args[0]);
-		return cmd_serve();
-	}
-	if (strcmp(cmd, "version") == 0) {
-		if (wants_help(rest, args)) {
-			fputs(usage_version, stdout);
-			return 0;
-		}
-		if (rest)
-			return usage_error(usage_version, "version takes no arguments: %s", args[0]);
-		return cmd_version();
-	}
-	if (strcmp(cmd, "plan") == 0) {
-		if (wants_help(rest, args)) {
-			fputs(usage_plan, stdout);
-			return 0;
-		}
-		const char *bad = plan_args_error(rest, args);
+		struct parsed p;
+		const char *bad = parse_options(cmd, rest, args, &p);
 		if (bad)
-			return usage_error(usage_plan, "%s", bad);
-		return run_cli("plan", rest, args, 1);
+			return usage_error(cmd->usage, "%s", bad);
+		return cmd->run(cmd, &p);
 	}
-	if (strcmp(cmd, "check") == 0) {
-		if (wants_help(rest, args)) {
-			fputs(usage_check, stdout);
-			return 0;
-		}
-		if (rest)
-			return usage_error(usage_check, "check takes no arguments: %s", args[0]);
-		return run_cli("check", rest, args, 0);
-	}
-	if (strcmp(cmd, "tiers") == 0) {
-		if (wants_help(rest, args)) {
-			fputs(usage_tiers, stdout);
-			return 0;
-		}
-		return run_cli("tiers", rest, args, 0);
-	}
-	return usage_error(usage_main, "unknown command: %s", cmd);
+	return usage_error(usage_main, "unknown command: %s", name);
 }

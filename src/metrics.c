@@ -1,5 +1,6 @@
 /* metrics: a fixed registry of families with labelled series. */
 #include "metrics.h"
+#include "util/xalloc.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -81,10 +82,8 @@ static struct series *get_series(struct family *f, const char *labels)
 	for (struct series *s = f->series; s; s = s->next)
 		if (strcmp(s->labels, labels) == 0)
 			return s;
-	struct series *s = calloc(1, sizeof *s);
-	if (!s)
-		abort();
-	s->labels = strdup(labels);
+	struct series *s = xcalloc(1, sizeof *s);
+	s->labels = xstrdup(labels);
 	/* Keep series sorted by labels so the output is stable. */
 	struct series **pp = &f->series;
 	while (*pp && strcmp((*pp)->labels, labels) < 0)

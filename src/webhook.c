@@ -1,6 +1,7 @@
 /* webhook: Standard Webhooks verification on OpenSSL. */
 #include "webhook.h"
 #include "util/crypto.h"
+#include "util/xalloc.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -50,9 +51,7 @@ int webhook_verify(const char *secret, const char *id, const char *timestamp, co
 	}
 	size_t idl = strlen(id), tsl = strlen(timestamp);
 	size_t n = idl + 1 + tsl + 1 + body_len;
-	char *msg = malloc(n + 1);
-	if (!msg)
-		abort();
+	char *msg = xmalloc(n + 1);
 	memcpy(msg, id, idl);
 	msg[idl] = '.';
 	memcpy(msg + idl + 1, timestamp, tsl);

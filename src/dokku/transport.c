@@ -3,6 +3,7 @@
 #include "transport.h"
 #include "util/clock.h"
 #include "metrics.h"
+#include "util/xalloc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -161,19 +162,19 @@ void transport_result_free(struct transport_result *res)
 	sbuf_free(&res->err);
 }
 
-static int run_local(const char *const *argv, int argc, double timeout_s, int out_fd, struct transport_result *res)
+/* Starts `program argv...` with stdout and stderr on pipes (*out_fd and
+ * *err_fd, the parent's ends) and stdin on /dev/null; its pid, or -1. */
+static pid_t spawn_local(const char *const *argv, int argc, int *out_fd, int *err_fd)
 {
 	int outp[2], errp[2];
 	if (pipe2(outp, O_CLOEXEC) < 0)
-		goto spawn_fail;
+		return -1;
 	if (pipe2(errp, O_CLOEXEC) < 0) {
 		close(outp[0]);
 		close(outp[1]);
-		goto spawn_fail;
+		return -1;
 	}
-	char **args = calloc((size_t)argc + 2, sizeof *args);
-	if (!args)
-		abort();
+	char **args = xcalloc((size_t)argc + 2, sizeof *args);
 	args[0] = program;
 	for (int i = 0; i < argc; i++)
 		args[i + 1] = (char *)argv[i];
@@ -198,23 +199,55 @@ static int run_local(const char *const *argv, int argc, double timeout_s, int ou
 	if (pid < 0) {
 		close(outp[0]);
 		close(errp[0]);
-		goto spawn_fail;
+		return -1;
 	}
-	struct pollfd fds[2] = { { outp[0], POLLIN, 0 }, { errp[0], POLLIN, 0 } };
-	struct sbuf *bufs[2] = { &res->out, &res->err };
+	*out_fd = outp[0];
+	*err_fd = errp[0];
+	return pid;
+}
+
+/* One read from pipe i (0 stdout, 1 stderr) into res or out_fd; closes it
+ * at its end. */
+static void read_pipe(struct pollfd *fd, int i, int out_fd, struct transport_result *res, int *open_fds)
+{
+	char chunk[8192];
+	ssize_t r = read(fd->fd, chunk, sizeof chunk);
+	if (r > 0 && i == 0 && out_fd >= 0) {
+		res->out_bytes += (size_t)r;
+		if (write(out_fd, chunk, (size_t)r) != r && !res->error[0])
+			snprintf(res->error, sizeof res->error, "cannot write the output: %s", strerror(errno));
+	} else if (r > 0) {
+		if (i == 0)
+			res->out_bytes += (size_t)r;
+		sbuf_add(i == 0 ? &res->out : &res->err, chunk, (size_t)r);
+	} else if (r == 0 || errno != EINTR) {
+		close(fd->fd);
+		fd->fd = -1;
+		(*open_fds)--;
+	}
+}
+
+enum pump_end { PUMP_DONE, PUMP_TIMED_OUT, PUMP_CANCELLED };
+
+/* Reads both pipes until they close, the deadline passes (timeout_s > 0)
+ * or transport_cancel; closes them. */
+static enum pump_end pump_output(int out_pipe, int err_pipe, double timeout_s, int out_fd,
+				 struct transport_result *res)
+{
+	struct pollfd fds[2] = { { out_pipe, POLLIN, 0 }, { err_pipe, POLLIN, 0 } };
 	int open_fds = 2;
 	double deadline = timeout_s > 0 ? clock_mono() + timeout_s : 0;
-	int timed_out = 0, gave_up = 0;
+	enum pump_end end = PUMP_DONE;
 	while (open_fds > 0) {
 		int wait_ms = 200; /* notice transport_cancel */
 		if (atomic_load(&cancelled)) {
-			timed_out = gave_up = 1;
+			end = PUMP_CANCELLED;
 			break;
 		}
 		if (deadline) {
 			double left = deadline - clock_mono();
 			if (left <= 0) {
-				timed_out = 1;
+				end = PUMP_TIMED_OUT;
 				break;
 			}
 			wait_ms = (int)(left * 1000) + 1;
@@ -226,51 +259,42 @@ static int run_local(const char *const *argv, int argc, double timeout_s, int ou
 			continue;
 		if (n < 0)
 			break;
-		for (int i = 0; i < 2; i++) {
-			if (fds[i].fd < 0 || !fds[i].revents)
-				continue;
-			char chunk[8192];
-			ssize_t r = read(fds[i].fd, chunk, sizeof chunk);
-			if (r > 0 && i == 0 && out_fd >= 0) {
-				res->out_bytes += (size_t)r;
-				if (write(out_fd, chunk, (size_t)r) != r && !res->error[0])
-					snprintf(res->error, sizeof res->error, "cannot write the output: %s",
-						 strerror(errno));
-			} else if (r > 0) {
-				if (i == 0)
-					res->out_bytes += (size_t)r;
-				sbuf_add(bufs[i], chunk, (size_t)r);
-			} else if (r == 0 || errno != EINTR) {
-				close(fds[i].fd);
-				fds[i].fd = -1;
-				open_fds--;
-			}
-		}
+		for (int i = 0; i < 2; i++)
+			if (fds[i].fd >= 0 && fds[i].revents)
+				read_pipe(&fds[i], i, out_fd, res, &open_fds);
 	}
 	for (int i = 0; i < 2; i++)
 		if (fds[i].fd >= 0)
 			close(fds[i].fd);
-	if (timed_out)
+	return end;
+}
+
+static int run_local(const char *const *argv, int argc, double timeout_s, int out_fd, struct transport_result *res)
+{
+	int out_pipe, err_pipe;
+	pid_t pid = spawn_local(argv, argc, &out_pipe, &err_pipe);
+	if (pid < 0) {
+		snprintf(res->error, sizeof res->error, "cannot start %.100s: %.100s", program, strerror(errno));
+		return -1;
+	}
+	enum pump_end end = pump_output(out_pipe, err_pipe, timeout_s, out_fd, res);
+	if (end != PUMP_DONE)
 		kill(pid, SIGKILL);
 	int status = 0;
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
-	if (gave_up) {
+	if (end == PUMP_CANCELLED) {
 		snprintf(res->error, sizeof res->error, "cancelled: shutting down");
 		res->transient = 1;
 		return -1;
 	}
-	if (timed_out) {
+	if (end == PUMP_TIMED_OUT) {
 		snprintf(res->error, sizeof res->error, "timed out after %.0f s", timeout_s);
 		res->transient = 1;
 		return -1;
 	}
 	res->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 	return res->error[0] ? -1 : 0;
-
-spawn_fail:
-	snprintf(res->error, sizeof res->error, "cannot start %.100s: %.100s", program, strerror(errno));
-	return -1;
 }
 
 static int run_ssh(const char *const *argv, int argc, double timeout_s, int out_fd, struct transport_result *res)

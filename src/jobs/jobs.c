@@ -3,6 +3,7 @@
 #include "lua/runtime.h"
 #include "store/store.h"
 #include "util/log.h"
+#include "util/xalloc.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -182,9 +183,7 @@ int jobs_start(int n, char *err, size_t errlen)
 	int requeued = store_jobs_requeue();
 	if (requeued > 0)
 		log_info("jobs: resuming %d unfinished job(s)", requeued);
-	workers = calloc((size_t)n, sizeof *workers);
-	if (!workers)
-		abort();
+	workers = xcalloc((size_t)n, sizeof *workers);
 	nworkers = n;
 	for (int i = 0; i < n; i++) {
 		/* A worker builds its Lua state before its first job (refresh_state),

@@ -41,9 +41,11 @@ static int l_base64(lua_State *L)
 {
 	size_t n;
 	const char *s = luaL_checklstring(L, 1, &n);
-	char *out = crypto_base64(s, n, lua_toboolean(L, 2));
-	lua_pushstring(L, out);
-	free(out);
+	int url = lua_toboolean(L, 2); /* before the buffer: it takes a stack slot */
+	/* Built in a luaL_Buffer: nothing to free if the push runs out of memory. */
+	luaL_Buffer b;
+	char *out = luaL_buffinitsize(L, &b, CRYPTO_BASE64_LEN(n));
+	luaL_pushresultsize(&b, crypto_base64_into(s, n, url, out));
 	return 1;
 }
 
@@ -51,14 +53,14 @@ static int l_base64_decode(lua_State *L)
 {
 	size_t n, outlen;
 	const char *s = luaL_checklstring(L, 1, &n);
-	unsigned char *out = crypto_base64_decode(s, n, &outlen);
-	if (!out) {
+	luaL_Buffer b;
+	unsigned char *out = (unsigned char *)luaL_buffinitsize(L, &b, CRYPTO_BASE64_DECODED_MAX(n));
+	if (crypto_base64_decode_into(s, n, out, &outlen) < 0) {
 		luaL_pushfail(L);
 		lua_pushliteral(L, "not base64");
 		return 2;
 	}
-	lua_pushlstring(L, (const char *)out, outlen);
-	free(out);
+	luaL_pushresultsize(&b, outlen);
 	return 1;
 }
 
@@ -106,9 +108,9 @@ static int l_derive(lua_State *L)
 		return luaL_error(L, "PROVISIONER_SECRET is not loaded");
 	unsigned char d[32];
 	crypto_hmac_sha256(c->secret, c->secret_len, label, n, d);
-	char *out = crypto_base64(d, 32, 1);
+	char out[CRYPTO_BASE64_LEN(32)];
+	crypto_base64_into(d, 32, 1, out);
 	lua_pushstring(L, out);
-	free(out);
 	return 1;
 }
 

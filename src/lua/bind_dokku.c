@@ -5,6 +5,7 @@
  * dokku.token_ok(s) → true | false, reason. */
 #include "dokku/transport.h"
 #include "lua/runtime.h"
+#include "lua/scratch.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,10 +24,31 @@ struct call {
 	double timeout;
 	const char *out_path;
 	int rc;
-	int open_errno;
-	struct transport_result res;
+	struct transport_result res; /* zeroed until run; freed by release_calls */
 	pthread_t thread;
 };
+
+/* The calls of one run or run_many, on the Lua stack (scratch.h): their
+ * results' output is freed when the binding returns or raises, pushed or
+ * not. */
+struct calls {
+	int n;
+	struct call c[];
+};
+
+static void release_calls(void *block)
+{
+	struct calls *cs = block;
+	for (int i = 0; i < cs->n; i++)
+		transport_result_free(&cs->c[i].res); /* idempotent; a zeroed result holds nothing */
+}
+
+static struct calls *push_calls(lua_State *L, int n)
+{
+	struct calls *cs = scratch_push(L, sizeof *cs + (size_t)n * sizeof cs->c[0], release_calls);
+	cs->n = n;
+	return cs;
+}
 
 /* Reads {argv...} at idx and options at opt_idx (0: none) into c. The
  * strings stay referenced by the Lua tables, which outlive the call. */
@@ -58,11 +80,9 @@ static void *do_call(void *arg)
 {
 	struct call *c = arg;
 	int fd = -1;
-	c->open_errno = 0;
 	if (c->out_path) {
 		fd = open(c->out_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (fd < 0) {
-			c->open_errno = errno;
 			c->rc = -1;
 			memset(&c->res, 0, sizeof c->res);
 			snprintf(c->res.error, sizeof c->res.error, "cannot create %.150s: %.80s", c->out_path,
@@ -79,15 +99,14 @@ static void *do_call(void *arg)
 	return NULL;
 }
 
-/* Pushes the outcome of c: the result table, or nil, err, transient. */
-static int push_call(lua_State *L, struct call *c)
+/* Pushes the outcome of c: the result table, or nil, err, transient. The
+ * result stays c's (its struct calls frees it). */
+static int push_call(lua_State *L, const struct call *c)
 {
 	if (c->rc < 0) {
 		luaL_pushfail(L);
 		lua_pushstring(L, c->res.error);
 		lua_pushboolean(L, c->res.transient);
-		if (!c->open_errno)
-			transport_result_free(&c->res);
 		return 3;
 	}
 	lua_createtable(L, 0, 5);
@@ -101,16 +120,16 @@ static int push_call(lua_State *L, struct call *c)
 	lua_setfield(L, -2, "duration");
 	lua_pushinteger(L, (lua_Integer)c->res.out_bytes);
 	lua_setfield(L, -2, "bytes");
-	transport_result_free(&c->res);
 	return 1;
 }
 
 static int l_run(lua_State *L)
 {
-	struct call c;
-	read_call(L, 1, 2, &c);
-	do_call(&c);
-	return push_call(L, &c);
+	lua_settop(L, 2); /* the calls go above the arguments */
+	struct calls *cs = push_calls(L, 1);
+	read_call(L, 1, 2, &cs->c[0]);
+	do_call(&cs->c[0]);
+	return push_call(L, &cs->c[0]);
 }
 
 /* run_many({ {argv=..., timeout=, stdout_file=}, ... }) → array of
@@ -121,9 +140,9 @@ static int l_run_many(lua_State *L)
 	luaL_checktype(L, 1, LUA_TTABLE);
 	int n = (int)luaL_len(L, 1);
 	luaL_argcheck(L, n >= 0 && n <= 64, 1, "at most 64 calls at once");
-	struct call *calls = calloc((size_t)(n ? n : 1), sizeof *calls);
-	if (!calls)
-		return luaL_error(L, "out of memory");
+	lua_settop(L, 1);
+	struct calls *cs = push_calls(L, n);
+	struct call *calls = cs->c;
 	for (int i = 0; i < n; i++) {
 		lua_rawgeti(L, 1, i + 1);
 		int t = lua_gettop(L);
@@ -151,7 +170,6 @@ static int l_run_many(lua_State *L)
 		}
 		lua_rawseti(L, -2, i + 1);
 	}
-	free(calls);
 	return 1;
 }
 

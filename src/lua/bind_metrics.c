@@ -1,6 +1,7 @@
 /* bind_metrics: metrics.inc(name, labels, v), metrics.set(...),
  * metrics.observe(...). labels is a table of strings; unknown families raise. */
 #include "lua/runtime.h"
+#include "lua/scratch.h"
 #include "metrics.h"
 
 #include <lauxlib.h>
@@ -54,11 +55,10 @@ static int update(lua_State *L, update_fn fn)
 {
 	const char *name = luaL_checkstring(L, 1);
 	double v = luaL_optnumber(L, 3, 1);
-	struct sbuf b;
-	sbuf_init(&b);
-	labels(L, 2, &b);
-	int rc = fn(name, b.data, v);
-	sbuf_free(&b);
+	lua_settop(L, 3);
+	struct sbuf *b = scratch_sbuf(L); /* freed even when a label raises */
+	labels(L, 2, b);
+	int rc = fn(name, b->data, v);
 	if (rc < 0)
 		return luaL_error(L, "metrics: no %s family named %s", fn == metrics_add ? "counter"
 								   : fn == metrics_set ? "gauge" : "histogram", name);

@@ -5,6 +5,7 @@
 #include "metrics.h"
 #include "util/clock.h"
 #include "util/log.h"
+#include "util/xalloc.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -181,6 +182,7 @@ static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 		if (a->refused)
 			return NULL;
 	}
+	/* Not xrealloc: Lua turns NULL into a memory error it can report. */
 	void *p = realloc(ptr, nsize);
 	if (!p)
 		return NULL;
@@ -238,9 +240,7 @@ static int search_sources(lua_State *L)
 
 static lua_State *build_state(unsigned gen, struct sources *src, char *err, size_t errlen)
 {
-	struct rt_alloc *a = calloc(1, sizeof *a);
-	if (!a)
-		abort();
+	struct rt_alloc *a = xcalloc(1, sizeof *a);
 	lua_State *L = lua_newstate(counting_alloc, a);
 	if (L)
 		lua_atpanic(L, panic);

@@ -1,6 +1,7 @@
 /* sources: one generation's files, read once and kept in memory. */
 #include "lua/sources.h"
 #include "util/fs.h"
+#include "util/xalloc.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -28,14 +29,6 @@ struct sources {
 	struct entry *e;
 	size_t n, cap;
 };
-
-static char *xstrdup(const char *s)
-{
-	char *d = strdup(s);
-	if (!d)
-		abort();
-	return d;
-}
 
 /* Copies path into out (size outlen) without repeated or trailing '/'; -1
  * when it does not fit. */
@@ -70,10 +63,7 @@ static struct entry *add(struct sources *s, const char *path)
 {
 	if (s->n == s->cap) {
 		s->cap = s->cap ? s->cap * 2 : 64;
-		struct entry *ne = realloc(s->e, s->cap * sizeof *ne);
-		if (!ne)
-			abort();
-		s->e = ne;
+		s->e = xrealloc(s->e, s->cap * sizeof *s->e);
 	}
 	struct entry *e = &s->e[s->n++];
 	memset(e, 0, sizeof *e);
@@ -84,9 +74,7 @@ static struct entry *add(struct sources *s, const char *path)
 static char *error_text(const char *path, int errnum)
 {
 	size_t n = strlen(path) + strlen(strerror(errnum)) + 3;
-	char *m = malloc(n);
-	if (!m)
-		abort();
+	char *m = xmalloc(n);
 	snprintf(m, n, "%s: %s", path, strerror(errnum));
 	return m;
 }
@@ -132,10 +120,7 @@ static void read_dir(struct sources *s, const char *dir, int depth)
 			continue;
 		if (n == cap) {
 			cap = cap ? cap * 2 : 16;
-			char **nn = realloc(names, cap * sizeof *names);
-			if (!nn)
-				abort();
-			names = nn;
+			names = xrealloc(names, cap * sizeof *names);
 		}
 		names[n++] = xstrdup(de->d_name);
 	}
@@ -160,9 +145,7 @@ static void read_dir(struct sources *s, const char *dir, int depth)
 struct sources *sources_read(const char *lua_dir, const char *tiers_dir, const char *profiles_dir,
 			     const char *hooks_dir)
 {
-	struct sources *s = calloc(1, sizeof *s);
-	if (!s)
-		abort();
+	struct sources *s = xcalloc(1, sizeof *s);
 	atomic_init(&s->refs, 1);
 	char key[4096];
 	s->lua_dir = xstrdup(normalise(lua_dir, key, sizeof key) == 0 ? key : lua_dir);

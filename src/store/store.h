@@ -1,6 +1,6 @@
 /* store: the local durable journal in SQLite (WAL): instances, jobs, steps,
- * outbox, seen webhook ids. Owns the schema and its version, and one
- * connection per thread. Knows job states (the job system's vocabulary) but
+ * outbox, seen webhook ids. Owns the schema (src/store/schema.sql, compiled
+ * in) and its version, and one connection per thread. Knows job states (the job system's vocabulary) but
  * no product: instance columns are written by Lua through plain SQL. */
 #ifndef MRPROV_STORE_H
 #define MRPROV_STORE_H
@@ -8,6 +8,7 @@
 #include <sqlite3.h>
 #include <stddef.h>
 
+/* The version schema.sql describes; older stores are upgraded (migrate.c). */
 #define STORE_SCHEMA_VERSION 4
 
 /* Opens (creating when missing, with its directory) and migrates the database.

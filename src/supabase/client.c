@@ -2,6 +2,8 @@
  * without a JSON parser (the fields are flat strings). */
 #include "supabase/client.h"
 #include "supabase/libcurl.h"
+#include "config.h"
+#include "util/xalloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,16 +22,14 @@ struct pgrst *pgrst_new(const char *base_url, const char *key, char *err, size_t
 	const struct libcurl *curl = libcurl_get(err, errlen);
 	if (!curl)
 		return NULL;
-	struct pgrst *c = calloc(1, sizeof *c);
-	if (!c)
-		abort();
+	struct pgrst *c = xcalloc(1, sizeof *c);
 	c->curl = curl;
 	c->h = curl->easy_init();
-	c->timeout_ms = 15000L;
+	c->timeout_ms = CONFIG_SUPABASE_TIMEOUT_S * 1000L;
 	size_t n = strlen(base_url);
 	while (n && base_url[n - 1] == '/')
 		n--;
-	c->base = strndup(base_url, n);
+	c->base = xstrndup(base_url, n);
 	char line[4096];
 	snprintf(line, sizeof line, "apikey: %s", key);
 	c->auth = c->curl->slist_append(NULL, line);
@@ -40,7 +40,7 @@ struct pgrst *pgrst_new(const char *base_url, const char *key, char *err, size_t
 
 void pgrst_set_timeout(struct pgrst *c, double secs)
 {
-	c->timeout_ms = secs > 0 ? (long)(secs * 1000) + 1 : 15000L;
+	c->timeout_ms = secs > 0 ? (long)(secs * 1000) + 1 : CONFIG_SUPABASE_TIMEOUT_S * 1000L;
 }
 
 void pgrst_free(struct pgrst *c)

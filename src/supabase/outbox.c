@@ -9,6 +9,8 @@
 #include "store/store.h"
 #include "supabase/client.h"
 #include "util/log.h"
+#include "config.h"
+#include "util/xalloc.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -24,7 +26,7 @@
 static struct pgrst *client;
 static pthread_t thread;
 static int running, stopping;
-static double timeout_cfg = 15; /* SUPABASE_TIMEOUT: seconds per request */
+static double timeout_cfg = CONFIG_SUPABASE_TIMEOUT_S; /* SUPABASE_TIMEOUT: seconds per request */
 static double final_until; /* monotonic deadline of the last delivery round at stop; 0: none */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
@@ -100,10 +102,10 @@ static int load_rows(struct row *rows, int max, int ignore_backoff)
 	int n = 0;
 	while (n < max && sqlite3_step(st) == SQLITE_ROW) {
 		rows[n].id = sqlite3_column_int64(st, 0);
-		rows[n].table = strdup((const char *)sqlite3_column_text(st, 1));
+		rows[n].table = xstrdup((const char *)sqlite3_column_text(st, 1));
 		const unsigned char *u = sqlite3_column_text(st, 2);
-		rows[n].upsert_on = u ? strdup((const char *)u) : NULL;
-		rows[n].payload = strdup((const char *)sqlite3_column_text(st, 3));
+		rows[n].upsert_on = u ? xstrdup((const char *)u) : NULL;
+		rows[n].payload = xstrdup((const char *)sqlite3_column_text(st, 3));
 		rows[n].attempts = sqlite3_column_int(st, 4);
 		n++;
 	}
@@ -366,7 +368,7 @@ int outbox_start(const char *url, const char *key, int timeout_s, char *err, siz
 	client = pgrst_new(url, key, err, errlen);
 	if (!client)
 		return -1;
-	timeout_cfg = timeout_s > 0 ? timeout_s : 15;
+	timeout_cfg = timeout_s > 0 ? timeout_s : CONFIG_SUPABASE_TIMEOUT_S;
 	pgrst_set_timeout(client, timeout_cfg);
 	if (pthread_create(&thread, NULL, sender_main, NULL) != 0) {
 		snprintf(err, errlen, "cannot start the outbox sender");

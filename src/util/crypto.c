@@ -1,5 +1,6 @@
 /* crypto: thin wrappers over OpenSSL. */
 #include "crypto.h"
+#include "util/xalloc.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -21,12 +22,8 @@ void crypto_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t 
 	HMAC(EVP_sha256(), key, (int)keylen, msg, msglen, out, &outlen);
 }
 
-char *crypto_base64(const void *data, size_t len, int url)
+size_t crypto_base64_into(const void *data, size_t len, int url, char *out)
 {
-	size_t cap = 4 * ((len + 2) / 3) + 1;
-	char *out = malloc(cap);
-	if (!out)
-		abort();
 	int n = EVP_EncodeBlock((unsigned char *)out, data, (int)len);
 	out[n] = '\0';
 	if (url) {
@@ -39,15 +36,21 @@ char *crypto_base64(const void *data, size_t len, int url)
 		while (n > 0 && out[n - 1] == '=')
 			out[--n] = '\0';
 	}
+	return (size_t)n;
+}
+
+char *crypto_base64(const void *data, size_t len, int url)
+{
+	char *out = xmalloc(CRYPTO_BASE64_LEN(len));
+	crypto_base64_into(data, len, url, out);
 	return out;
 }
 
-unsigned char *crypto_base64_decode(const char *s, size_t len, size_t *outlen)
+int crypto_base64_decode_into(const char *s, size_t len, unsigned char *out, size_t *outlen)
 {
 	/* Normalise to the standard alphabet with padding, then decode. */
-	char *norm = malloc(len + 4);
-	if (!norm)
-		abort();
+	int rc = -1;
+	char *norm = xmalloc(len + 4);
 	size_t n = 0;
 	for (size_t i = 0; i < len; i++) {
 		char c = s[i];
@@ -56,10 +59,8 @@ unsigned char *crypto_base64_decode(const char *s, size_t len, size_t *outlen)
 		else if (c == '_')
 			c = '/';
 		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-		      c == '+' || c == '/' || c == '=')) {
-			free(norm);
-			return NULL;
-		}
+		      c == '+' || c == '/' || c == '='))
+			goto out;
 		norm[n++] = c;
 	}
 	while (n % 4)
@@ -69,16 +70,23 @@ unsigned char *crypto_base64_decode(const char *s, size_t len, size_t *outlen)
 		pad++;
 	if (n >= 2 && norm[n - 2] == '=')
 		pad++;
-	unsigned char *out = malloc(n / 4 * 3 + 1);
-	if (!out)
-		abort();
 	int m = n ? EVP_DecodeBlock(out, (unsigned char *)norm, (int)n) : 0;
+	if (m < 0 || (size_t)m < pad)
+		goto out;
+	*outlen = (size_t)m - pad;
+	rc = 0;
+out:
 	free(norm);
-	if (m < 0 || (size_t)m < pad) {
+	return rc;
+}
+
+unsigned char *crypto_base64_decode(const char *s, size_t len, size_t *outlen)
+{
+	unsigned char *out = xmalloc(CRYPTO_BASE64_DECODED_MAX(len));
+	if (crypto_base64_decode_into(s, len, out, outlen) < 0) {
 		free(out);
 		return NULL;
 	}
-	*outlen = (size_t)m - pad;
 	return out;
 }
 

@@ -1,5 +1,6 @@
 /* fs: mkdir -p; reading a whole file. */
 #include "util/fs.h"
+#include "util/xalloc.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -37,20 +38,16 @@ int fs_read_file(const char *path, char **out, size_t *len)
 	if (!f)
 		return -1;
 	size_t cap = 4096, n = 0, r;
-	char *buf = malloc(cap);
-	if (!buf)
-		abort();
+	char *buf = xmalloc(cap);
 	while ((r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
 		n += r;
 		if (cap - n - 1 == 0) {
-			char *nb = realloc(buf, cap *= 2);
-			if (!nb)
-				abort();
-			buf = nb;
+			buf = xrealloc(buf, cap *= 2);
 		}
 	}
 	fclose(f);
 	buf[n] = '\0';
+	/* Shrinking to fit is an optimisation: keep the larger block if it fails. */
 	char *fit = realloc(buf, n + 1);
 	*out = fit ? fit : buf;
 	*len = n;

@@ -1,5 +1,6 @@
 /* Unit tests for src/store: schema creation and version, job claiming that
- * never hands out two jobs of one subscription, requeue after a crash. */
+ * never hands out two jobs of one subscription, requeue after a crash, and
+ * upgrades that end where src/store/schema.sql starts. */
 #include "check.h"
 #include "store/store.h"
 
@@ -26,6 +27,126 @@ static int user_version(void)
 	int v = sqlite3_column_int(st, 0);
 	sqlite3_finalize(st);
 	return v;
+}
+
+/* The schema of version 1 exactly as mrprov created it (its first
+ * migration, before schema.sql existed): a store of that age must upgrade
+ * to exactly the schema a new store gets from src/store/schema.sql. */
+static const char schema_v1[] =
+	"CREATE TABLE IF NOT EXISTS instances ("
+	" subscription_id TEXT PRIMARY KEY,"
+	" account_id TEXT,"
+	" app_name TEXT NOT NULL UNIQUE,"
+	" tier TEXT NOT NULL,"
+	" status TEXT NOT NULL,"
+	" spec TEXT NOT NULL DEFAULT '{}',"
+	" applied TEXT NOT NULL DEFAULT '{}',"
+	" urls TEXT NOT NULL DEFAULT '{}',"
+	" limits TEXT NOT NULL DEFAULT '{}',"
+	" error TEXT,"
+	" dry_run INTEGER NOT NULL DEFAULT 0,"
+	" generation INTEGER,"
+	" created_at TEXT NOT NULL,"
+	" updated_at TEXT NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS jobs ("
+	" id TEXT PRIMARY KEY,"
+	" subscription_id TEXT NOT NULL,"
+	" operation TEXT NOT NULL,"
+	" state TEXT NOT NULL CHECK (state IN ('queued','running','succeeded','failed')),"
+	" request TEXT NOT NULL DEFAULT '{}',"
+	" result TEXT,"
+	" error TEXT,"
+	" generation INTEGER,"
+	" step TEXT,"
+	" steps_done INTEGER NOT NULL DEFAULT 0,"
+	" steps_total INTEGER NOT NULL DEFAULT 0,"
+	" attempts INTEGER NOT NULL DEFAULT 0,"
+	" waiting_for TEXT,"
+	" created_at TEXT NOT NULL,"
+	" started_at TEXT,"
+	" finished_at TEXT);"
+	"CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);"
+	"CREATE INDEX IF NOT EXISTS jobs_by_subscription ON jobs (subscription_id);"
+	"CREATE TABLE IF NOT EXISTS steps ("
+	" job_id TEXT NOT NULL REFERENCES jobs (id),"
+	" seq INTEGER NOT NULL,"
+	" resource TEXT NOT NULL,"
+	" target TEXT NOT NULL,"
+	" command TEXT NOT NULL,"
+	" mutating INTEGER NOT NULL DEFAULT 1,"
+	" state TEXT NOT NULL,"
+	" exit_code INTEGER,"
+	" duration_ms INTEGER,"
+	" output TEXT,"
+	" error TEXT,"
+	" started_at TEXT,"
+	" finished_at TEXT,"
+	" PRIMARY KEY (job_id, seq));"
+	"CREATE TABLE IF NOT EXISTS outbox ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" subscription_id TEXT NOT NULL,"
+	" kind TEXT NOT NULL,"
+	" payload TEXT NOT NULL,"
+	" state TEXT NOT NULL DEFAULT 'pending',"
+	" attempts INTEGER NOT NULL DEFAULT 0,"
+	" next_attempt_at TEXT,"
+	" last_error TEXT,"
+	" created_at TEXT NOT NULL);"
+	"CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, id);"
+	"CREATE TABLE IF NOT EXISTS webhook_ids ("
+	" id TEXT PRIMARY KEY,"
+	" received_at TEXT NOT NULL);";
+
+/* The shape of db's schema, one line per table, index and column, with the
+ * CREATE text stripped of spaces and case (an upgrade's ALTER TABLE appends
+ * its column to the stored text). Caller frees. */
+static char *schema_shape(sqlite3 *db)
+{
+	static const char sql[] =
+		"SELECT m.type || ' ' || m.name || ' ' || m.tbl_name || ' '"
+		"  || lower(replace(replace(replace(coalesce(m.sql, ''), ' ', ''), char(10), ''), char(9), ''))"
+		" FROM sqlite_master m WHERE m.name NOT LIKE 'sqlite_%'"
+		" UNION ALL SELECT 'column ' || m.name || '.' || p.cid || ' ' || p.name || ' ' || p.type || ' '"
+		"  || p.\"notnull\" || ' ' || coalesce(p.dflt_value, '-') || ' ' || p.pk"
+		" FROM sqlite_master m, pragma_table_info(m.name) p WHERE m.type = 'table'"
+		" ORDER BY 1";
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+		fprintf(stderr, "schema_shape: %s\n", sqlite3_errmsg(db));
+		exit(2);
+	}
+	size_t cap = 1 << 16, len = 0;
+	char *out = calloc(1, cap);
+	while (out && sqlite3_step(st) == SQLITE_ROW)
+		len += (size_t)snprintf(out + len, cap - len, "%s\n", (const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	return out;
+}
+
+/* A version-1 store upgrades to the tables, columns and indexes of a new
+ * one (schema.sql): the upgrades and the schema file cannot drift apart. */
+static void test_upgrade_matches_schema(const char *dir)
+{
+	char err[256], fresh[300], old[300];
+	snprintf(fresh, sizeof fresh, "%s/fresh.db", dir);
+	snprintf(old, sizeof old, "%s/v1.db", dir);
+	CHECK(store_open(fresh, 0, err, sizeof err) == 0);
+	char *want = schema_shape(store_conn());
+	store_close();
+
+	sqlite3 *db;
+	CHECK(sqlite3_open(old, &db) == SQLITE_OK);
+	CHECK(sqlite3_exec(db, schema_v1, NULL, NULL, NULL) == SQLITE_OK);
+	CHECK(sqlite3_exec(db, "PRAGMA user_version=1", NULL, NULL, NULL) == SQLITE_OK);
+	sqlite3_close(db);
+	CHECK(store_open(old, 0, err, sizeof err) == 0);
+	CHECK(user_version() == STORE_SCHEMA_VERSION);
+	char *got = schema_shape(store_conn());
+	store_close();
+	CHECK(want && got && strstr(want, "table outbox") && strstr(want, "column outbox.9 upsert_on"));
+	CHECK_STR(got, want);
+	free(want);
+	free(got);
 }
 
 int main(void)
@@ -153,6 +274,8 @@ int main(void)
 	CHECK(chmod(open_dir, 0700) == 0);
 	CHECK(store_open(open_path, 0, err, sizeof err) == 0);
 	store_close();
+
+	test_upgrade_matches_schema(dir);
 
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

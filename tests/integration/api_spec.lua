@@ -393,6 +393,28 @@ describe("command line #integration", function()
     assert.matches("commands:", out)
   end)
 
+  it("parses each command's options once, in main.c's command table, before loading anything", function()
+    -- LUA_DIR missing: anything that got as far as Lua would exit 1, not 2.
+    local broken = { LUA_DIR = "/nonexistent" }
+    for _, args in ipairs({ { "plan", "--tier", "free" }, { "plan", "--tier", "free", "--subscription" },
+                            { "plan", "--tier=free", "--subscription=s", "--bogus" }, { "plan", "stray" },
+                            { "plan", "--tier", "free", "--subscription", "s", "--json=yes" },
+                            { "tiers", "--bogus" }, { "check", "x" }, { "serve", "x" }, { "version", "x" } }) do
+      local code, _, err = H.run(args, broken)
+      assert.are.equal(2, code, table.concat(args, " "))
+      assert.matches("usage: mrprov " .. args[1], err)
+    end
+    local _, _, err = H.run({ "plan", "--tier", "free" }, broken)
+    assert.matches("mrprov: %-%-subscription is required", err)
+    -- --name=value and --name value are the same option; the flag is a flag.
+    local env = { TIERS_DIR = H.root .. "/tiers", LUA_DIR = H.root .. "/lua", LOG_LEVEL = "ERROR" }
+    local code, out, err2 = H.run({ "plan", "--tier=starter", "--subscription=sub_eq", "--json" }, env)
+    assert.are.equal(0, code, err2)
+    local p = cjson.decode(out)
+    assert.are.equal("starter", p.tier)
+    assert.are.equal("sub_eq", p.subscription_id)
+  end)
+
   it("prints versions", function()
     local code, out = H.run({ "version" })
     assert.are.equal(0, code)

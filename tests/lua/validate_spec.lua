@@ -113,6 +113,16 @@ describe("validate: accepted and refused values", function()
   end
 end)
 
+describe("validate.new_app_name", function()
+  it("builds mr-{prefix}-{8 random} that validate.app_name accepts", function()
+    local asked
+    local name = validate.new_app_name("SUB_123-xyz", function(n) asked = n; return ("a1"):rep(n // 2) end)
+    assert.equal(8, asked)
+    assert.equal("mr-sub123-a1a1a1a1", name)
+    assert.equal(name, (validate.app_name(name)))
+  end)
+end)
+
 describe("validate.app_prefix", function()
   it("takes the first 8 characters, lower-cased, alphanumerics only", function()
     assert.equal("sub123", validate.app_prefix("sub_123"))

@@ -1,0 +1,120 @@
+/* store migrate: a new database gets the current schema from schema.sql; an
+ * existing one is upgraded one version at a time, each upgrade a function
+ * of its own below and its own transaction with the new user_version. */
+#include "store.h"
+#include "store_internal.h"
+#include "util/log.h"
+
+#include <stdio.h>
+
+/* Each upgrade takes a database at version N-1 to version N (inside the
+ * transaction migrate() opened); SQLite's error message in *msg. The
+ * database's final shape must equal schema.sql's (test_store checks). */
+typedef int (*store_upgrade_fn)(sqlite3 *db, char **msg);
+
+/* version 2: the outbox names its PostgREST upsert key; kind is the table. */
+static int upgrade_to_v2(sqlite3 *db, char **msg)
+{
+	return sqlite3_exec(db, "ALTER TABLE outbox ADD COLUMN upsert_on TEXT;", NULL, NULL, msg);
+}
+
+/* version 3: which instance serves each domain, so that two instances (two
+ * jobs at once included) cannot both claim one. Existing instances' custom
+ * domains are claimed here; their other domains are claimed by their next
+ * job. */
+static int upgrade_to_v3(sqlite3 *db, char **msg)
+{
+	static const char sql[] =
+		"CREATE TABLE IF NOT EXISTS domains ("
+		" domain TEXT PRIMARY KEY,"
+		" subscription_id TEXT NOT NULL);"
+		"CREATE INDEX IF NOT EXISTS domains_by_subscription ON domains (subscription_id);"
+		"INSERT OR IGNORE INTO domains (domain, subscription_id)"
+		" SELECT lower(json_extract(spec, '$.custom_domain')), subscription_id FROM instances"
+		" WHERE status <> 'deprovisioned' AND json_valid(spec)"
+		" AND json_type(spec, '$.custom_domain') = 'text';";
+	return sqlite3_exec(db, sql, NULL, NULL, msg);
+}
+
+/* version 4: what a step's command does to its app, as the resource module
+ * that planned it said: takes effect on the app's next start (restart), or
+ * starts it with its current settings (deploys). A resumed job reads them
+ * instead of guessing from the command text. Steps journaled before keep
+ * NULL, "not known": the journal reader counts such a step as a change
+ * still owed a restart. */
+static int upgrade_to_v4(sqlite3 *db, char **msg)
+{
+	return sqlite3_exec(db,
+			    "ALTER TABLE steps ADD COLUMN restart INTEGER DEFAULT 0;"
+			    "ALTER TABLE steps ADD COLUMN deploys INTEGER DEFAULT 0;"
+			    "UPDATE steps SET restart = NULL, deploys = NULL;",
+			    NULL, NULL, msg);
+}
+
+/* upgrades[v] takes a database from version v-1 to v. Version 1 exists only
+ * as the first schema: a new database gets schema.sql at once. */
+static const store_upgrade_fn upgrades[STORE_SCHEMA_VERSION + 1] = {
+	[2] = upgrade_to_v2,
+	[3] = upgrade_to_v3,
+	[4] = upgrade_to_v4,
+};
+
+static int create_current(sqlite3 *db, char **msg)
+{
+	return sqlite3_exec(db, store_schema_sql, NULL, NULL, msg);
+}
+
+static int schema_version(sqlite3 *db)
+{
+	sqlite3_stmt *st;
+	int version = 0;
+	if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK) {
+		if (sqlite3_step(st) == SQLITE_ROW)
+			version = sqlite3_column_int(st, 0);
+		sqlite3_finalize(st);
+	}
+	return version;
+}
+
+/* Runs step and sets user_version to `to` in one transaction. */
+static int run_step(sqlite3 *db, store_upgrade_fn step, int to, char *err, size_t errlen)
+{
+	char *msg = NULL;
+	char sql[64];
+	snprintf(sql, sizeof sql, "PRAGMA user_version=%d", to);
+	if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK || step(db, &msg) != SQLITE_OK ||
+	    sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK ||
+	    sqlite3_exec(db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
+		snprintf(err, errlen, "STATE_DB: migration to version %d failed: %s", to, msg ? msg : "?");
+		sqlite3_free(msg);
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	return 0;
+}
+
+int store_migrate(sqlite3 *db, const char *path, char *err, size_t errlen)
+{
+	int version = schema_version(db);
+	if (version > STORE_SCHEMA_VERSION) {
+		snprintf(err, errlen, "STATE_DB: %s has schema version %d, newer than this mrprov (%d)", path,
+			 version, STORE_SCHEMA_VERSION);
+		return -1;
+	}
+	if (version == 0) {
+		if (run_step(db, create_current, STORE_SCHEMA_VERSION, err, errlen) < 0)
+			return -1;
+		log_info("store: schema version %d created", STORE_SCHEMA_VERSION);
+		return 0;
+	}
+	for (int v = version + 1; v <= STORE_SCHEMA_VERSION; v++) {
+		if (!upgrades[v]) { /* a version bumped without its upgrade */
+			snprintf(err, errlen, "STATE_DB: no upgrade to schema version %d", v);
+			return -1;
+		}
+		if (run_step(db, upgrades[v], v, err, errlen) < 0)
+			return -1;
+		log_info("store: schema migrated to version %d", v);
+	}
+	return 0;
+}
