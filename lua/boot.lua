@@ -30,6 +30,8 @@ local function path_ok(p)
 end
 
 -- Service settings from the environment; nil, "VARIABLE: message" when one is bad.
+-- Every default is C's (src/config.c config_vars): sys.config() carries each
+-- setting with its default, so none has a second copy here.
 function M.settings(cfg)
   local s = {
     base_domain = cfg.BASE_DOMAIN,
@@ -41,10 +43,10 @@ function M.settings(cfg)
     letsencrypt_email = cfg.LETSENCRYPT_EMAIL,
     backup_dir = cfg.BACKUP_DIR,
     dokku_mode = cfg.dokku_mode,
-    -- C owns the default (config.h CONFIG_DOKKU_COMMAND_TIMEOUT_S): sys.config() carries it.
+    -- default: config.h CONFIG_DOKKU_COMMAND_TIMEOUT_S
     command_timeout = tonumber(cfg.DOKKU_COMMAND_TIMEOUT),
     supabase = cfg.SUPABASE_URL ~= nil,
-    profile = cfg.PROFILE or "split",
+    profile = cfg.PROFILE,
   }
   local ok, err = validate.domain(s.base_domain)
   if not ok then
@@ -113,7 +115,7 @@ function M.load()
   if not settings then
     return nil, err
   end
-  local profiles_dir = cfg.PROFILES_DIR or "./profiles"
+  local profiles_dir = cfg.PROFILES_DIR
   local layouts, perr = profiles.load_dir(profiles_dir, fs)
   if not layouts then
     return nil, perr

@@ -18,7 +18,8 @@ M.modules, M.list = {}, {}
 -- required and checked against the contract. list(dir) → sorted names or
 -- nil, err (default sys.source_list). True, or nil and why.
 function M.load(list)
-  local dir = ((sys.config() or {}).LUA_DIR or "lua"):gsub("/+$", "") .. "/resources"
+  -- LUA_DIR's default is C's (src/config.c): sys.config() always carries it.
+  local dir = sys.config().LUA_DIR:gsub("/+$", "") .. "/resources"
   local names, err = (list or sys.source_list)(dir)
   if not names then
     return nil, "resource modules: " .. tostring(err)

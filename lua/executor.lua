@@ -12,7 +12,6 @@ local engine = require "engine"
 
 local M = {}
 
-M.COMMAND_TIMEOUT = 900 -- seconds (DOKKU_COMMAND_TIMEOUT); a deploy or certificate can take minutes
 M.OUTPUT_LIMIT = 4096
 -- Dokku's answers to creating what already exists (apps:create,
 -- postgres/redis:create, *:link, storage:mount).
@@ -20,9 +19,11 @@ M.RACED = { "Name is already taken", " already exists", "Already linked as ", "M
 
 local CANCELLED = "cancelled: shutting down" -- a command given up at the shutdown bound
 
+-- Seconds per command: the DOKKU_COMMAND_TIMEOUT setting. Its default is
+-- C's (config.h CONFIG_DOKKU_COMMAND_TIMEOUT_S) and always reaches the
+-- settings through sys.config(): no second copy here.
 function M.timeout()
-  local cfg = boot.current()
-  return cfg and cfg.settings.command_timeout or M.COMMAND_TIMEOUT
+  return boot.current().settings.command_timeout
 end
 
 function M.admin_password(app_name)

@@ -11,12 +11,6 @@ local validate = require "validate"
 
 local M = {}
 
--- The same bounds as a tier file (lua/tiers.lua): a layout is data and a
--- few string joins, per instance.
-M.INSTRUCTIONS = 1000000
-M.MEMORY = 16 * 1024 * 1024
-M.SECONDS = 5
-
 local FIELDS = { description = true, build = true }
 
 -- What a profile may use: pure functions, no I/O, no randomness, no

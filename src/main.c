@@ -193,7 +193,7 @@ static int load_config(struct config *cfg, int connect_ssh)
 	struct ssh_pool_opts ssh = {
 		.host = cfg->dokku_host, .port = cfg->dokku_port, .user = cfg->dokku_user,
 		.key_path = cfg->dokku_ssh_key_path, .known_hosts = cfg->dokku_known_hosts,
-		.sessions = cfg->dokku_pool_size, .channels = 8, .connect_timeout_s = 10,
+		.sessions = cfg->dokku_pool_size, .channels = SSH_POOL_CHANNELS, .connect_timeout_s = SSH_POOL_CONNECT_TIMEOUT_S,
 		.host_key_tofu = cfg->dokku_host_key_tofu,
 	};
 	/* Commands without side effects never open connections. */

@@ -10,6 +10,7 @@
 #include "metrics.h"
 #include "util/clock.h"
 #include "util/log.h"
+#include "util/xalloc.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -84,11 +85,9 @@ void http_deadline_on_connection(void *cls, struct MHD_Connection *c, void **soc
 	(void)cls;
 	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
 		const union MHD_ConnectionInfo *info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-		struct conn *k = calloc(1, sizeof *k);
-		if (!k || !info) {
-			free(k);
+		if (!info)
 			return; /* untracked: MHD's idle timeout still applies */
-		}
+		struct conn *k = xcalloc(1, sizeof *k);
 		k->fd = info->connect_fd;
 		k->since = clock_mono();
 		k->receiving = 1;

@@ -9,6 +9,7 @@
 #include "util/clock.h"
 #include "util/crypto.h"
 #include "util/log.h"
+#include "util/xalloc.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -61,9 +62,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
 {
 	(void)cls;
 	(void)c;
-	struct request *rq = calloc(1, sizeof *rq);
-	if (!rq)
-		return NULL;
+	struct request *rq = xcalloc(1, sizeof *rq);
 	sbuf_init(&rq->body);
 	rq->t0 = clock_mono();
 	request_id(rq->id);
@@ -120,9 +119,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 				  const char *version, const char *upload_data, size_t *upload_size, void **con_cls)
 {
 	(void)cls;
-	struct request *rq = *con_cls;
-	if (!rq) /* on_uri could not allocate */
-		return MHD_NO;
+	struct request *rq = *con_cls; /* from on_uri, which MHD calls first */
 	if (!rq->started) {
 		rq->started = 1;
 		return first_sight(c, rq, url, method, version);

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "ssh/pool_internal.h"
 #include "util/clock.h"
+#include "util/xalloc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -30,23 +31,19 @@ static void wake(struct session *s)
 struct ssh_pool *ssh_pool_new(const struct ssh_pool_opts *o, char *err, size_t errlen)
 {
 	pthread_once(&init_once, lib_init);
-	struct ssh_pool *p = calloc(1, sizeof *p);
-	if (!p)
-		abort();
-	p->host = strdup(o->host);
-	p->user = strdup(o->user);
-	p->key_path = strdup(o->key_path);
-	p->known_hosts = strdup(o->known_hosts);
+	struct ssh_pool *p = xcalloc(1, sizeof *p);
+	p->host = xstrdup(o->host);
+	p->user = xstrdup(o->user);
+	p->key_path = xstrdup(o->key_path);
+	p->known_hosts = xstrdup(o->known_hosts);
 	p->port = o->port;
 	p->tofu = o->host_key_tofu;
-	p->connect_timeout_s = o->connect_timeout_s > 0 ? o->connect_timeout_s : 10;
+	p->connect_timeout_s = o->connect_timeout_s > 0 ? o->connect_timeout_s : SSH_POOL_CONNECT_TIMEOUT_S;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_mutex_init(&p->kh_lock, NULL);
 	p->n = o->sessions > 0 ? o->sessions : 1;
-	p->sess = calloc((size_t)p->n, sizeof *p->sess);
-	if (!p->sess)
-		abort();
-	int channels = o->channels > 0 ? o->channels : 8;
+	p->sess = xcalloc((size_t)p->n, sizeof *p->sess);
+	int channels = o->channels > 0 ? o->channels : SSH_POOL_CHANNELS;
 	if (channels > MAX_CHANNELS)
 		channels = MAX_CHANNELS;
 	for (int i = 0; i < p->n; i++) {
@@ -98,10 +95,8 @@ int ssh_pool_run(struct ssh_pool *p, const char *cmd, double timeout_s, int out_
 	res->exit_code = -1;
 	sbuf_init(&res->out);
 	sbuf_init(&res->err);
-	struct request *rq = calloc(1, sizeof *rq);
-	if (!rq)
-		abort();
-	rq->cmd = strdup(cmd);
+	struct request *rq = xcalloc(1, sizeof *rq);
+	rq->cmd = xstrdup(cmd);
 	rq->deadline = timeout_s > 0 ? clock_mono() + timeout_s : 0;
 	rq->out_fd = out_fd;
 	rq->res = res;

@@ -14,6 +14,11 @@
 
 #include <stddef.h>
 
+/* The defaults of the options a caller leaves at zero, owned here: main.c
+ * passes them, ssh_pool_new falls back to them. Neither is a setting. */
+#define SSH_POOL_CONNECT_TIMEOUT_S 10 /* TCP connect, handshake and auth */
+#define SSH_POOL_CHANNELS 8	      /* commands at once per session: below OpenSSH's default MaxSessions, 10 */
+
 struct ssh_pool;
 
 struct ssh_pool_opts {
@@ -23,8 +28,8 @@ struct ssh_pool_opts {
 	const char *key_path;
 	const char *known_hosts;
 	int sessions;	  /* connections */
-	int channels;	  /* concurrent commands per connection */
-	double connect_timeout_s;
+	int channels;	  /* concurrent commands per connection; 0: SSH_POOL_CHANNELS */
+	double connect_timeout_s; /* 0: SSH_POOL_CONNECT_TIMEOUT_S */
 	int host_key_tofu; /* record the key of a host with no known_hosts entry */
 };
 

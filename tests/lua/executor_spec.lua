@@ -86,6 +86,42 @@ describe("the executor", function()
       package.loaded["mrprov.dokku"].sent)
   end)
 
+  it("gives each command the DOKKU_COMMAND_TIMEOUT setting, and has no default of its own", function()
+    -- The default is C's (config.h) and reaches Lua through sys.config()
+    -- and boot's settings; a copy in the executor could drift from it.
+    assert.is_nil(executor.COMMAND_TIMEOUT)
+    local cfg = memstore.boot()
+    local settings = {}
+    for k, v in pairs(cfg.settings) do
+      settings[k] = v
+    end
+    settings.command_timeout = 123
+    require("boot").set({ settings = settings, tiers = cfg.tiers, hooks = cfg.hooks, generation = 1 })
+    local d = memstore.dokku("ssh", function(text)
+      if text == "--quiet git:from-image b img" then
+        return { exit = 1, stderr = "No changes detected" }
+      end
+    end)
+    local timeouts = {}
+    local run_many, run = d.run_many, d.run
+    d.run_many = function(calls)
+      for _, c in ipairs(calls) do
+        timeouts[#timeouts + 1] = c.timeout
+      end
+      return run_many(calls)
+    end
+    d.run = function(argv, opts)
+      timeouts[#timeouts + 1] = opts and opts.timeout
+      return run(argv)
+    end
+    package.loaded.executor = nil
+    executor = require "executor"
+    executor.run_wave({ command.new("app", "a", { "apps:create", "a" }),
+                        command.new("image", "b", { "git:from-image", "b", "img" }, nil,
+                          { fallback = { when = "No changes detected", argv = { "ps:rebuild", "b" } } }) }, mask)
+    assert.are.same({ 123, 123, 123 }, timeouts)
+  end)
+
   it("masks the admin password, config_updates and a hook app's env, raw and base64, not short values", function()
     local inst = { app_name = "mr-a", spec = { config_updates = { A = "customer-secret-1", B = "1" } } }
     local state = { apps = { { role = "hook", env = { T = "hook-token-123" } },

@@ -46,7 +46,10 @@ function M.unbase64(s)
 end
 
 M.mode = "dry-run"
-M.config = { SUPABASE_URL = nil, TIERS_DIR = "tiers", LUA_DIR = "lua" }
+-- sys.config() as C answers it: every setting with its default (src/config.c
+-- config_vars); Lua modules keep no copy of a default.
+M.config = { SUPABASE_URL = nil, TIERS_DIR = "tiers", LUA_DIR = "lua", PROFILES_DIR = "profiles", PROFILE = "split",
+             DOKKU_COMMAND_TIMEOUT = "900" }
 local counter = 0
 
 function M.install()
