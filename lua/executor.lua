@@ -4,11 +4,11 @@
 -- (job_secrets: the values masked besides the credentials redact finds by
 -- form) before it is clipped. Knows nothing of the store: the journal and
 -- the converge loop record what it returns.
-local boot = require "boot"
 local command = require "command"
 local crypto = require "mrprov.crypto"
 local dokku = require "mrprov.dokku"
 local engine = require "engine"
+local generation = require "generation"
 
 local M = {}
 
@@ -21,7 +21,7 @@ M.RACED = { "Name is already taken", " already exists", "Already linked as ", "M
 local CANCELLED = "cancelled: shutting down" -- a command given up at the shutdown bound
 
 function M.timeout()
-  local cfg = boot.current()
+  local cfg = generation.current()
   return cfg and cfg.settings.command_timeout or M.COMMAND_TIMEOUT
 end
 
