@@ -189,7 +189,7 @@ end
 
 -- The limits an instance runs with: the tier's, unless the tier allows custom
 -- limits (flags.custom_limits) and the request gave some. request_limits is
--- validate.limits' output: absent key = tier value, cjson.null = unlimited.
+-- validate_request.limits' output: absent key = tier value, cjson.null = unlimited.
 -- Returns a new table; nil means unlimited.
 function M.effective_limits(tier, request_limits)
   local out = {}
