@@ -3,7 +3,7 @@
 -- requests to lua/requests.lua, the plan to lua/plan.lua; the reads are
 -- answered here. Every answer is JSON; every error has the shape
 -- {"error": {code, message, field}}.
-local boot = require "boot"
+local generation = require "generation"
 local instances = require "instances"
 local journal = require "journal"
 local json = require "json"
@@ -60,7 +60,7 @@ local function with_request(req, check, next_fn)
   if not t then
     return fail(400, "invalid_json", perr)
   end
-  local cfg = boot.current()
+  local cfg = generation.current()
   local r, err = check(t, cfg)
   if not r then
     return invalid(err)
@@ -132,7 +132,7 @@ function M.job(req)
 end
 
 function M.tiers()
-  local cfg = boot.current()
+  local cfg = generation.current()
   local list = json.array()
   for _, name in ipairs(tiers.names(cfg.tiers)) do
     list[#list + 1] = tiers.describe(cfg.tiers[name])

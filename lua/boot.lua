@@ -1,8 +1,10 @@
 -- Loads one configuration generation into this Lua state: the service
 -- settings (validated: every one may reach a Dokku command), the profiles
 -- (instance layouts), the tiers and the hooks.
--- C calls boot.load() when it builds a state; the rest reads boot.current().
+-- C calls boot.load() when it builds a state; the rest reads the loaded
+-- generation from lua/generation.lua.
 local desired = require "desired"
+local generation = require "generation"
 local hooks = require "hooks"
 local profiles = require "profiles"
 local sandbox = require "mrprov.sandbox"
@@ -11,8 +13,6 @@ local tiers = require "tiers"
 local validate = require "validate"
 
 local M = {}
-
-local current
 
 -- The generation's files, read into memory when it was loaded: a state built
 -- later sees what was checked at reload, not the files as they are now.
@@ -146,7 +146,7 @@ function M.load()
   if not eok then
     return nil, tostring(eerr)
   end
-  current = {
+  generation.set({
     settings = settings,
     tiers = by_name,
     profiles = layouts,
@@ -155,17 +155,13 @@ function M.load()
     hooks_dir = cfg.HOOKS_DIR,
     generation = sys.generation(),
     tiers_dir = cfg.TIERS_DIR,
-  }
+  })
   return true
 end
 
-function M.current()
-  return current
-end
-
--- For tests: install a configuration without reading files.
-function M.set(c)
-  current = c
-end
+-- The loaded generation is lua/generation.lua's; these two stay for the
+-- specs, which install a configuration without reading files.
+M.current = generation.current
+M.set = generation.set
 
 return M

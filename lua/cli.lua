@@ -1,6 +1,6 @@
 -- The `plan`, `check` and `tiers` commands: the same Lua as `serve`, printing
 -- to stdout. Each returns the process exit code (0 ok, 1 failure, 2 usage).
-local boot = require "boot"
+local generation = require "generation"
 local json = require "json"
 local profiles = require "profiles"
 local tiers = require "tiers"
@@ -11,7 +11,7 @@ local M = {}
 -- opts: the command line as main.c parsed it (its command table owns each
 -- command's options and the usage errors): { tier = "...", json = true, ... }.
 function M.plan(opts)
-  local cfg = boot.current()
+  local cfg = generation.current()
   local body = {
     subscription_id = opts.subscription, account_id = opts.account, tier = opts.tier,
     enable_matrix = opts.matrix ~= nil, matrix_type = opts.matrix, custom_domain = opts.domain,
@@ -47,7 +47,7 @@ function M.plan(opts)
 end
 
 function M.check()
-  local cfg = boot.current()
+  local cfg = generation.current()
   local names = tiers.names(cfg.tiers)
   io.write("settings: ok (base domain ", cfg.settings.base_domain, ", dokku ", cfg.settings.dokku_mode, ")\n")
   io.write("tiers (", #names, ") from ", cfg.tiers_dir, ":\n")
@@ -106,7 +106,7 @@ local function fmt_limit(v, unit)
 end
 
 function M.tiers(opts)
-  local cfg = boot.current()
+  local cfg = generation.current()
   local list = json.array()
   for _, name in ipairs(tiers.names(cfg.tiers)) do
     list[#list + 1] = tiers.describe(cfg.tiers[name])

@@ -4,11 +4,11 @@
 -- (job_secrets: the values masked besides the credentials redact finds by
 -- form) before it is clipped. Knows nothing of the store: the journal and
 -- the converge loop record what it returns.
-local boot = require "boot"
 local command = require "command"
 local crypto = require "mrprov.crypto"
 local dokku = require "mrprov.dokku"
 local engine = require "engine"
+local generation = require "generation"
 
 local M = {}
 
@@ -23,7 +23,7 @@ local CANCELLED = "cancelled: shutting down" -- a command given up at the shutdo
 -- C's (config.h CONFIG_DOKKU_COMMAND_TIMEOUT_S) and always reaches the
 -- settings through sys.config(): no second copy here.
 function M.timeout()
-  return boot.current().settings.command_timeout
+  return generation.current().settings.command_timeout
 end
 
 function M.admin_password(app_name)

@@ -7,7 +7,73 @@ local validate = require "validate"
 
 local M = {}
 
-local printable_key, sorted_keys = validate.printable_key, validate.sorted_keys
+-- A key from a request is echoed into an error's field name only when it is
+-- plainly printable; anything else is reported against the parent field.
+local function printable_key(k)
+  if type(k) == "string" and #k <= 64 and k:match("^[A-Za-z0-9_.-]+$") then return k end
+  return nil
+end
+
+-- A table's keys, sorted by their text (an error names the same one first).
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  return keys
+end
+
+-- cjson decodes every number as a float; an integral float counts as an integer.
+local function to_int(v)
+  if type(v) ~= "number" then return nil end
+  return math.tointeger(v)
+end
+
+-- Request limits: JSON name → { normalized name, kind, min, max }.
+local LIMIT_FIELDS = {
+  memory_mb = { "memory_mb", "int", 64, 262144 },
+  cpu_limit = { "cpu", "number", 0, 64 },
+  storage_gb = { "storage_gb", "int", 1, 10000 },
+  agents = { "agents", "int", 1, 1000 },
+  messages_per_day = { "messages_per_day", "int", 0, 10000000, nullable = true },
+}
+
+-- Returns the normalized table plus, on failure, the offending key. A key the
+-- request leaves out is absent; messages_per_day = cjson.null means "unlimited"
+-- explicitly (tiers.effective_limits turns it into nil).
+function M.limits(t)
+  if type(t) ~= "table" or t == cjson.null or rawget(t, 1) ~= nil then
+    return nil, "must be an object"
+  end
+  local out = {}
+  for _, k in ipairs(sorted_keys(t)) do
+    local f = LIMIT_FIELDS[k]
+    if not f then
+      local pk = printable_key(k)
+      if pk then return nil, "is not a known limit", pk end
+      return nil, "has an unknown key"
+    end
+    local v = t[k]
+    if v == cjson.null and f.nullable then
+      out[f[1]] = cjson.null
+    elseif f[2] == "int" then
+      local i = to_int(v)
+      if not i or i < f[3] or i > f[4] then
+        return nil, ("must be an integer from %d to %d"):format(f[3], f[4]), k
+      end
+      out[f[1]] = i
+    else
+      if type(v) ~= "number" or v ~= v or v <= f[3] or v > f[4] then
+        return nil, ("must be a number above %d and at most %d"):format(f[3], f[4]), k
+      end
+      if f[1] == "cpu" then
+        local c, msg = validate.cpu(v)
+        if not c then return nil, msg, k end
+      end
+      out[f[1]] = v + 0.0
+    end
+  end
+  return out
+end
 local MAX_CONFIG_UPDATES = validate.MAX_CONFIG_UPDATES
 
 local function is_string(s)
@@ -78,7 +144,7 @@ end
 
 local function request_limits(v)
   if not is_object(v) then return nil, "must be an object" end
-  return validate.limits(v)
+  return M.limits(v)
 end
 
 local function config_updates(cu)

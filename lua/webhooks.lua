@@ -3,7 +3,7 @@
 -- not in C. C has verified the sender before this runs; here a replayed
 -- webhook-id is acknowledged and ignored, and a delivery that changes
 -- nothing starts no job.
-local boot = require "boot"
+local generation = require "generation"
 local instances = require "instances"
 local json = require "json"
 local log = require "mrprov.log"
@@ -103,7 +103,7 @@ function M.handle(payload, req, api)
   end
   local d = M.decide(payload)
   local fields = { webhook_id = req.webhook_id or "", subscription_id = d.subscription_id or "", op = d.op }
-  local cfg = boot.current()
+  local cfg = generation.current()
   local status, body
   if d.op == "provision" then
     local r, err = validate_request.provision_request({ subscription_id = d.subscription_id, account_id = d.account_id,

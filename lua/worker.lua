@@ -4,11 +4,11 @@
 -- recorded, and apply through the journal), runs the hook's after(), and
 -- records the outcome. Re-running a half-done job is safe: the plan only
 -- holds what is still missing.
-local boot = require "boot"
 local converge = require "converge"
 local desired = require "desired"
 local dokku = require "mrprov.dokku"
 local executor = require "executor"
+local generation = require "generation"
 local instances = require "instances"
 local jobs = require "mrprov.jobs"
 local json = require "json"
@@ -50,7 +50,7 @@ local BUSY = { provision = "provisioning", update = "updating", deprovision = "d
 
 local function set_gauges()
   local counts = instances.active_by_tier()
-  local cfg = boot.current()
+  local cfg = generation.current()
   for name in pairs(cfg.tiers) do
     metrics.set("mrprov_active_instances", { tier = name }, counts[name] or 0)
   end
@@ -122,7 +122,7 @@ function M.run(job_id)
     return
   end
   local inst = instances.get(job.subscription_id)
-  local cfg = boot.current()
+  local cfg = generation.current()
   local t0 = sys.monotonic()
   local fields = { job_id = job.id, subscription_id = job.subscription_id, operation = job.operation }
   if not inst then

@@ -225,9 +225,9 @@ describe("validate.utf8_valid", function()
   end)
 end)
 
-describe("validate.limits", function()
+describe("validate_request.limits", function()
   it("normalizes the request names to tier names", function()
-    local l = assert(validate.limits({ memory_mb = 2048.0, cpu_limit = 1, storage_gb = 10, agents = 6,
+    local l = assert(validate_request.limits({ memory_mb = 2048.0, cpu_limit = 1, storage_gb = 10, agents = 6,
       messages_per_day = 2000 }))
     assert.same({ memory_mb = 2048, cpu = 1.0, storage_gb = 10, agents = 6, messages_per_day = 2000 }, l)
     assert.equal("integer", math.type(l.memory_mb))
@@ -235,8 +235,8 @@ describe("validate.limits", function()
   end)
 
   it("keeps null messages_per_day as an explicit unlimited and leaves absent keys out", function()
-    assert.same({ messages_per_day = cjson.null }, validate.limits({ messages_per_day = cjson.null }))
-    assert.same({}, validate.limits({}))
+    assert.same({ messages_per_day = cjson.null }, validate_request.limits({ messages_per_day = cjson.null }))
+    assert.same({}, validate_request.limits({}))
   end)
 
   local bad = {
@@ -254,7 +254,7 @@ describe("validate.limits", function()
   }
   it("refuses out-of-range values, wrong types and unknown keys, naming the key", function()
     for _, c in ipairs(bad) do
-      local l, err, key = validate.limits(c[1])
+      local l, err, key = validate_request.limits(c[1])
       assert.is_nil(l)
       assert.is_string(err)
       assert.equal(c[2], key)
@@ -262,7 +262,7 @@ describe("validate.limits", function()
   end)
 
   it("refuses a non-object", function()
-    for _, v in ipairs({ 1, "x", { 1, 2 }, cjson.null }) do refuses(validate.limits, v, "limits") end
+    for _, v in ipairs({ 1, "x", { 1, 2 }, cjson.null }) do refuses(validate_request.limits, v, "limits") end
   end)
 end)
 
