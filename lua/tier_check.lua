@@ -28,12 +28,13 @@ local FLAGS = { custom_domains = true, matrix = true, custom_limits = true }
 local AGENT_FIELDS = { name = true, display_name = true, role = true, tools = true, model = true }
 local MODEL_FIELDS = { provider = true, id = true }
 
-local function sorted_keys(t)
+function M.sorted_keys(t)
   local keys = {}
   for k in pairs(t) do keys[#keys + 1] = k end
   table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
   return keys
 end
+local sorted_keys = M.sorted_keys
 
 local function is_list(t)
   if type(t) ~= "table" then return false end
@@ -201,12 +202,13 @@ local function check_flags(t)
   return out
 end
 
-local function append(base, extra)
+function M.append(base, extra)
   local out = {}
   for _, v in ipairs(base or {}) do out[#out + 1] = v end
   for _, v in ipairs(extra or {}) do out[#out + 1] = v end
   return out
 end
+local append = M.append
 
 -- The tier's profile (an instance layout, lua/profiles.lua): its own
 -- `profile`, else its parent's, else the default (the PROFILE setting).

@@ -17,20 +17,7 @@ M.SECONDS = 5
 
 local LIMIT_ORDER = tier_check.LIMIT_ORDER
 local find_line, word = tier_check.find_line, tier_check.word
-
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
-  return keys
-end
-
-local function append(base, extra)
-  local out = {}
-  for _, v in ipairs(base or {}) do out[#out + 1] = v end
-  for _, v in ipairs(extra or {}) do out[#out + 1] = v end
-  return out
-end
+local sorted_keys, append = tier_check.sorted_keys, tier_check.append
 
 -- A fresh environment per file: only pure functions, nothing that does I/O,
 -- no randomness (tiers must read the same every time), no shared tables a

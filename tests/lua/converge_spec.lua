@@ -6,13 +6,7 @@
 local memstore = require "memstore"
 local store = memstore.install()
 
-local function describe_store(name, fn)
-  if store then
-    describe(name, fn)
-  else
-    pending(name .. " (" .. memstore.path .. " not built)")
-  end
-end
+local describe_store = memstore.describer(describe, pending)
 
 describe_store("converging a job", function()
   local converge, instances, journal, plan, redact, cfg, dokku

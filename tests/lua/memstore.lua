@@ -29,6 +29,18 @@ function M.install()
   return store or nil
 end
 
+-- A describe for a spec file (busted's describe and pending are the file's
+-- own): the block when the binding is built, else one pending line.
+function M.describer(describe, pending)
+  return function(name, fn)
+    if M.install() then
+      describe(name, fn)
+    else
+      pending(name .. " (" .. M.path .. " not built)")
+    end
+  end
+end
+
 -- A fresh, empty store (every table of the schema, no row).
 function M.reset()
   store.reset()

@@ -4,13 +4,7 @@ local memstore = require "memstore"
 local store = memstore.install()
 local cjson = require "cjson"
 
-local function describe_store(name, fn)
-  if store then
-    describe(name, fn)
-  else
-    pending(name .. " (" .. memstore.path .. " not built)")
-  end
-end
+local describe_store = memstore.describer(describe, pending)
 
 local function payload(kind, record, old)
   return { type = kind, table = "subscriptions", record = record, old_record = old }

@@ -4,13 +4,7 @@
 local memstore = require "memstore"
 local store = memstore.install()
 
-local function describe_store(name, fn)
-  if store then
-    describe(name, fn)
-  else
-    pending(name .. " (" .. memstore.path .. " not built)")
-  end
-end
+local describe_store = memstore.describer(describe, pending)
 
 describe_store("worker.run", function()
   local instances, plan, worker, dokku
