@@ -88,9 +88,6 @@ CREATE TABLE IF NOT EXISTS webhook_ids (
   id TEXT PRIMARY KEY,
   received_at TEXT NOT NULL
 );
--- every delivery deletes the ids older than twice the tolerance: by index,
--- not by a scan of every id kept
-CREATE INDEX IF NOT EXISTS webhook_ids_by_time ON webhook_ids (received_at);
 
 -- Which instance serves each domain, so that two instances (two jobs at
 -- once included) cannot both claim one: claims are checked and written
