@@ -87,13 +87,22 @@ end
 
 -- Records the delivery id; false when it was seen before. Ids are kept for
 -- twice the signature's timestamp tolerance: a replay older than that is
--- refused by its timestamp already, so older ids are deleted here, or the
--- table would grow by one row per delivery for ever.
+-- refused by its timestamp already, so older ids are deleted, or the table
+-- would grow by one row per delivery for ever. The deletion runs at most
+-- every PRUNE_INTERVAL seconds per Lua state (instances.first_delivery).
+M.PRUNE_INTERVAL = 1
+local last_prune = -math.huge
+
 local function first_delivery(id)
   if not id then
     return true
   end
-  return instances.first_delivery(id, sys.iso_time(), sys.iso_time(sys.now() - 2 * sys.webhook_tolerance_s))
+  local now, forget_before = sys.now(), nil
+  if now - last_prune >= M.PRUNE_INTERVAL then
+    last_prune = now
+    forget_before = sys.iso_time(now - 2 * sys.webhook_tolerance_s)
+  end
+  return instances.first_delivery(id, sys.iso_time(), forget_before)
 end
 
 function M.handle(payload, req, api)

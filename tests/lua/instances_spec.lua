@@ -104,12 +104,12 @@ describe_store("instances, on the real store", function()
   it("records a webhook delivery id once", function()
     assert.is_true(instances.first_delivery("wh_1", "2026-01-02T00:00:00.000Z", "2026-01-01T00:00:00.000Z"))
     assert.is_false(instances.first_delivery("wh_1", "2026-01-02T00:00:01.000Z", "2026-01-01T00:00:00.000Z"))
-    -- ids older than the cut are forgotten when the next one arrives
+    -- ids older than the cut are forgotten by a prune
     assert.is_true(instances.first_delivery("wh_2", "2026-01-05T00:00:00.000Z", "2026-01-04T00:00:00.000Z"))
     assert.is_true(instances.first_delivery("wh_1", "2026-01-05T00:00:01.000Z", "2026-01-04T00:00:00.000Z"))
   end)
 
-  it("forgets expired delivery ids a batch at a time, oldest first, without scanning every id", function()
+  it("prunes expired delivery ids when asked, a batch at a time, oldest first", function()
     local function ids()
       local out = {}
       for _, r in ipairs(assert(store.query("SELECT id FROM webhook_ids ORDER BY rowid"))) do
@@ -117,21 +117,25 @@ describe_store("instances, on the real store", function()
       end
       return out
     end
+    local batch = instances.PRUNE_BATCH
     store.tx(function()
-      for i = 1, 40 do
-        assert(store.exec("INSERT INTO webhook_ids (id, received_at) VALUES (?, ?)", ("old_%02d"):format(i),
-          ("2026-01-01T00:00:%02d.000Z"):format(i)))
+      for i = 1, batch + 5 do
+        assert(store.exec("INSERT INTO webhook_ids (id, received_at) VALUES (?, ?)", ("old_%05d"):format(i),
+          "2026-01-01T00:00:00.000Z"))
       end
-      assert(store.exec("INSERT INTO webhook_ids (id, received_at) VALUES ('fresh', '2026-01-03T00:00:00.000Z')"))
     end)
     local cut = "2026-01-02T00:00:00.000Z"
-    assert.is_true(instances.first_delivery("new_1", "2026-01-03T00:00:01.000Z", cut))
+    -- without a cutoff nothing goes
+    assert.is_true(instances.first_delivery("new_1", "2026-01-03T00:00:00.000Z"))
+    assert.are.equal(batch + 6, #ids())
+    -- with one, the first PRUNE_BATCH rows that are past it: the oldest
+    assert.is_true(instances.first_delivery("new_2", "2026-01-03T00:00:01.000Z", cut))
     local left = ids()
-    assert.are.equal(40 - instances.PRUNE_BATCH + 2, #left) -- a batch gone, "new_1" added
-    assert.are.equal(("old_%02d"):format(instances.PRUNE_BATCH + 1), left[1]) -- the oldest went first
-    assert.is_true(instances.first_delivery("new_2", "2026-01-03T00:00:02.000Z", cut))
-    assert.is_true(instances.first_delivery("new_3", "2026-01-03T00:00:03.000Z", cut))
-    assert.are.same({ "fresh", "new_1", "new_2", "new_3" }, ids())
+    assert.are.same({ "old_" .. ("%05d"):format(batch + 1), "new_2" }, { left[1], left[#left] })
+    assert.are.equal(7, #left)
+    -- the next takes the rest, and no fresh id
+    assert.is_true(instances.first_delivery("new_3", "2026-01-03T00:00:02.000Z", cut))
+    assert.are.same({ "new_1", "new_2", "new_3" }, ids())
     -- the DELETE finds its rows by rowid (the batch's subquery stops after
     -- PRUNE_BATCH rows); a plain `received_at < ?` would scan the table
     local plan = assert(store.query("EXPLAIN QUERY PLAN " .. instances.PRUNE_WEBHOOK_IDS, cut))
