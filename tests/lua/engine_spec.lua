@@ -3,11 +3,7 @@ local helper = require "helper"
 local desired = require "desired"
 local engine = require "engine"
 
-local settings = {
-  base_domain = "mindroom.chat", backend_image = "mindroom/backend:1", frontend_image = "mindroom/frontend:1",
-  tuwunel_image = "ghcr.io/tulir/tuwunel:1", synapse_image = "matrixdotorg/synapse:1",
-  instance_data_base = "/srv/data", letsencrypt_email = "ops@example.com",
-}
+local settings = helper.settings
 
 local A = "mr-sub1-abcd1234"
 

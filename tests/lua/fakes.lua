@@ -52,6 +52,18 @@ M.config = { SUPABASE_URL = nil, TIERS_DIR = "tiers", LUA_DIR = "lua", PROFILES_
              DOKKU_COMMAND_TIMEOUT = "900" }
 local counter = 0
 
+-- The sorted names in a directory of the repository (names are ours, so
+-- quoting them for ls is enough); nil, why when it is empty or missing.
+function M.list_dir(dir)
+  local p = io.popen("ls -1 '" .. dir .. "' 2>/dev/null")
+  local names = {}
+  for line in p:lines() do names[#names + 1] = line end
+  p:close()
+  if #names == 0 then return nil, dir .. ": empty or missing" end
+  table.sort(names)
+  return names
+end
+
 function M.install()
   package.loaded["mrprov.crypto"] = {
     sha256_hex = function(s) return "digest(" .. s .. ")" end,
@@ -94,15 +106,7 @@ function M.install()
     monotonic = function() return 0 end,
     generation = function() return 1 end,
     -- the directory as it is (the C binding: as the generation read it)
-    source_list = function(dir)
-      local p = io.popen("ls -1 '" .. dir .. "' 2>/dev/null")
-      local names = {}
-      for line in p:lines() do names[#names + 1] = line end
-      p:close()
-      if #names == 0 then return nil, dir .. ": empty or missing" end
-      table.sort(names)
-      return names
-    end,
+    source_list = M.list_dir,
     current_generation = function() return 1 end,
   }
 end

@@ -1,7 +1,24 @@
 -- Shared busted set-up: file-system adapters for lua/tiers.lua and
 -- lua/profiles.lua (an in-memory fake and the real directory) and the
 -- shipped tiers/ and profiles/ loaded as serve would.
+local fakes = require "fakes"
+
 local M = {}
+
+-- The service settings the specs plan with (boot.settings' shape).
+M.settings = {
+  base_domain = "mindroom.chat", backend_image = "mindroom/backend:1", frontend_image = "mindroom/frontend:1",
+  tuwunel_image = "ghcr.io/tulir/tuwunel:1", synapse_image = "matrixdotorg/synapse:1",
+  instance_data_base = "/srv/data", letsencrypt_email = "ops@example.com",
+}
+
+-- A file's text (raises when it cannot be read).
+function M.read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
 
 -- The service runs tier files and profiles through the C sandbox (boot.lua's
 -- fs.run); plain Lua has none, so the specs bound instructions with a count
@@ -40,15 +57,7 @@ end
 -- so quoting them for ls is enough).
 function M.realfs()
   return {
-    list = function(dir)
-      local p = io.popen("ls -1 '" .. dir .. "' 2>/dev/null")
-      local names = {}
-      for line in p:lines() do names[#names + 1] = line end
-      p:close()
-      if #names == 0 then return nil, dir .. ": empty or missing" end
-      table.sort(names)
-      return names
-    end,
+    list = fakes.list_dir,
     run = M.run,
     read = function(path)
       local f, err = io.open(path, "rb")

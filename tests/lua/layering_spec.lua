@@ -4,6 +4,7 @@
 -- `require("x")` and `pcall(require, "x")`) in lua/**/*.lua naming a file of
 -- lua/ (cjson, yaml and the C bindings mrprov.* are not modules of lua/).
 -- A new module is placed in LAYERS, or this spec fails.
+local helper = require "helper"
 local lfs = require "lfs"
 
 -- Top first. A module's layer: its name in a layer's list, or the longest
@@ -57,12 +58,7 @@ local function modules()
   return out
 end
 
-local function read(path)
-  local fh = assert(io.open(path, "r"))
-  local src = fh:read("a")
-  fh:close()
-  return src
-end
+local read = helper.read_file
 
 -- The modules of lua/ a source requires, comments left out.
 local function requires_of(src, known)

@@ -55,12 +55,11 @@ M.jobs = {
 }
 package.loaded["mrprov.jobs"] = M.jobs
 
-M.settings = {
-  base_domain = "mindroom.chat", backend_image = "mindroom/backend:1", frontend_image = "mindroom/frontend:1",
-  tuwunel_image = "ghcr.io/tulir/tuwunel:1", synapse_image = "matrixdotorg/synapse:1",
-  instance_data_base = "/srv/data", letsencrypt_email = "ops@example.com", backup_dir = "/tmp/mrprov-spec-backups",
-  dokku_mode = "dry-run", command_timeout = 900,
-}
+-- helper.settings and what a job's run reads besides
+M.settings = { backup_dir = "/tmp/mrprov-spec-backups", dokku_mode = "dry-run", command_timeout = 900 }
+for k, v in pairs(helper.settings) do
+  M.settings[k] = v
+end
 
 -- boot's configuration: the shipped tiers, no hooks (or the given ones).
 function M.boot(hooks)

@@ -8,11 +8,7 @@ local contract = require "resources.lib.contract"
 local desired = require "desired"
 local engine = require "engine"
 
-local settings = {
-  base_domain = "mindroom.chat", backend_image = "mindroom/backend:1", frontend_image = "mindroom/frontend:1",
-  tuwunel_image = "ghcr.io/tulir/tuwunel:1", synapse_image = "matrixdotorg/synapse:1",
-  instance_data_base = "/srv/data", letsencrypt_email = "ops@example.com",
-}
+local settings = helper.settings
 local A = "mr-sub1-abcd1234"
 
 local function state(inst)
@@ -34,12 +30,7 @@ local function files()
   return list
 end
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = helper.read_file
 
 -- The module list of a LUA_DIR with the fixture dropped into resources/.
 local function with_fixture()
