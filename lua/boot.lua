@@ -109,7 +109,10 @@ function M.try_profiles(by_name, settings)
   return true
 end
 
-function M.load()
+-- checking: the generation's first load (start-up, SIGHUP, `mrprov check`)
+-- also builds a sample instance of each profile a tier uses; the states
+-- built after it load the same files and skip that.
+function M.load(checking)
   local cfg = sys.config()
   local settings, err = M.settings(cfg)
   if not settings then
@@ -132,9 +135,11 @@ function M.load()
   if next(by_name) == nil then
     return nil, cfg.TIERS_DIR .. ": no tier files (*.lua) found"
   end
-  local tried, xerr = M.try_profiles(by_name, settings)
-  if not tried then
-    return nil, xerr
+  if checking then
+    local tried, xerr = M.try_profiles(by_name, settings)
+    if not tried then
+      return nil, xerr
+    end
   end
   local hooks_by_id, herr = hooks.load_dir(cfg.HOOKS_DIR, fs)
   if not hooks_by_id then

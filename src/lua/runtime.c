@@ -35,6 +35,10 @@ static const char SOURCES_KEY[] = "mrprov.sources";
  * or later, load from it (gen_lock: the pointer and the number change
  * together). NULL until the first state is built. */
 static struct sources *current_sources;
+/* The generation whose checks (boot.load's sample builds) have run: once per
+ * generation, by its first state (start-up) or by rt_reload; the states
+ * built after it skip them. Guarded by gen_lock. */
+static unsigned checked_gen;
 static pthread_mutex_t gen_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void rt_init(const struct config *c, const char *version)
@@ -238,7 +242,7 @@ static int search_sources(lua_State *L)
 	return 2;
 }
 
-static lua_State *build_state(unsigned gen, struct sources *src, char *err, size_t errlen)
+static lua_State *build_state(unsigned gen, struct sources *src, int checking, char *err, size_t errlen)
 {
 	struct rt_alloc *a = xcalloc(1, sizeof *a);
 	lua_State *L = lua_newstate(counting_alloc, a);
@@ -283,7 +287,8 @@ static lua_State *build_state(unsigned gen, struct sources *src, char *err, size
 
 	if (rt_getfunc(L, "boot", "load", err, errlen) < 0)
 		goto fail;
-	if (rt_pcall(L, 0, 2, err, errlen) < 0)
+	lua_pushboolean(L, checking);
+	if (rt_pcall(L, 1, 2, err, errlen) < 0)
 		goto fail;
 	if (!lua_toboolean(L, -2)) {
 		snprintf(err, errlen, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "boot.load failed");
@@ -304,8 +309,14 @@ lua_State *rt_new_state(char *err, size_t errlen)
 	struct sources *src = current_sources;
 	sources_ref(src);
 	unsigned gen = rt_generation();
+	int checking = checked_gen != gen;
 	pthread_mutex_unlock(&gen_lock);
-	lua_State *L = build_state(gen, src, err, errlen);
+	lua_State *L = build_state(gen, src, checking, err, errlen);
+	if (L && checking) {
+		pthread_mutex_lock(&gen_lock);
+		checked_gen = gen;
+		pthread_mutex_unlock(&gen_lock);
+	}
 	sources_unref(src);
 	return L;
 }
@@ -326,7 +337,7 @@ int rt_reload(char *err, size_t errlen, double *took)
 	/* The files are read once here; every state of the new generation is
 	 * built from these bytes, even one built long after. */
 	struct sources *src = sources_read(cfg->lua_dir, cfg->tiers_dir, cfg->profiles_dir, cfg->hooks_dir);
-	lua_State *L = build_state(next, src, err, errlen);
+	lua_State *L = build_state(next, src, 1, err, errlen);
 	int rc = -1;
 	if (L) {
 		/* Checked whole: publish, then let borrowers rebuild between requests. */
@@ -336,6 +347,7 @@ int rt_reload(char *err, size_t errlen, double *took)
 		current_sources = src;
 		src = old;
 		atomic_store(&generation, next);
+		checked_gen = next;
 		pthread_mutex_unlock(&gen_lock);
 		last_error[0] = '\0';
 		metrics_add("mrprov_config_reloads_total", "outcome=\"success\"", 1);
