@@ -42,19 +42,7 @@ end
 M.GLOBAL_FLAGS = { ["--app"] = true, ["--trace"] = true, ["--force"] = true, ["--quiet"] = true,
                    ["--global"] = true, ["--all"] = true, ["--rm"] = true, ["--version"] = true }
 
--- An absolute path of plain characters, no "." or ".." component, no empty
--- component (a container path, and the shape of a host path).
-local function plain_path(p)
-  if not p:match("^/[A-Za-z0-9._/-]*$") or p:find("//", 1, true) then
-    return false
-  end
-  for comp in p:sub(2):gmatch("[^/]+") do
-    if comp == "." or comp == ".." then
-      return false
-    end
-  end
-  return true
-end
+local plain_path = validate.plain_path
 
 -- A plain host path under one of the instance's storage directories.
 local function own_host_path(p, roots)

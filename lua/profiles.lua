@@ -133,21 +133,7 @@ local STORAGE_FIELDS = { dir = true, host_path = true, container_path = true, ch
 local SERVICE_FIELDS = { kind = true, name = true, links = true }
 local SERVICE_KINDS = { postgres = true, redis = true }
 
-local function is_list(t)
-  if type(t) ~= "table" then return false end
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  return n == #t
-end
-
--- An absolute path of plain characters, no empty, "." or ".." component.
-local function plain_path(p)
-  if type(p) ~= "string" or not p:match("^/[A-Za-z0-9._/-]*$") or p:find("//", 1, true) then return false end
-  for comp in p:sub(2):gmatch("[^/]+") do
-    if comp == "." or comp == ".." then return false end
-  end
-  return true
-end
+local is_list, plain_path = validate.is_list, validate.plain_path
 
 -- The checks of one answer; each raises { message } (caught in M.run).
 local function checker(rules)

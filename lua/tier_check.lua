@@ -36,12 +36,7 @@ function M.sorted_keys(t)
 end
 local sorted_keys = M.sorted_keys
 
-local function is_list(t)
-  if type(t) ~= "table" then return false end
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  return n == #t
-end
+local is_list = validate.is_list
 
 local function word(s)
   return "%f[%w_]" .. tostring(s):gsub("%p", "%%%0") .. "%f[^%w_]"

@@ -106,6 +106,32 @@ function M.tier_name(s)
   return s
 end
 
+-- An absolute path of plain characters, no empty, "." or ".." component
+-- (container paths, and the shape of host paths, of profiles and hooks).
+function M.plain_path(p)
+  if type(p) ~= "string" or not p:match("^/[A-Za-z0-9._/-]*$") or p:find("//", 1, true) then
+    return false
+  end
+  for comp in p:sub(2):gmatch("[^/]+") do
+    if comp == "." or comp == ".." then
+      return false
+    end
+  end
+  return true
+end
+
+-- A table whose keys are exactly 1..#t (a Lua list).
+function M.is_list(t)
+  if type(t) ~= "table" then
+    return false
+  end
+  local n = 0
+  for _ in pairs(t) do
+    n = n + 1
+  end
+  return n == #t
+end
+
 function M.domain(s)
   if not is_string(s) then return nil, "must be a string" end
   s = s:lower()
