@@ -5,6 +5,7 @@
 -- src/mindroom/). MindRoom validates much more when it loads the file; these
 -- are the rules a tier or a config override can break by a typo.
 -- Also the hostile-input bounds of a config override (M.value).
+local json = require "json"
 local tools = require "mindroom_tools"
 local validate = require "validate"
 
@@ -70,10 +71,11 @@ M.LIST_FIELDS = set({
   "agents", "plugins", "bot_accounts", "global_users", "include",
 })
 
--- A list: a table with keys 1..n only (an empty table counts as both).
-local SEQ_MT = { __name = "mindroom.seq" }
+-- A list: a table marked json.array (so an empty one stays [] in the store
+-- and YAML), or with keys 1..n only (an unmarked empty table counts as both).
+M.seq = json.array
+local SEQ_MT = getmetatable(json.array())
 M.SEQ_MT = SEQ_MT
-function M.seq(t) return setmetatable(t or {}, SEQ_MT) end
 
 local function is_seq(v)
   if type(v) ~= "table" then return false end
@@ -109,9 +111,22 @@ local function sub(at, k)
 end
 M.sub = sub
 
+-- The field name of a path below prefix (path "" is prefix itself).
+function M.join(prefix, path)
+  if path == nil or path == "" then return prefix end
+  if path:sub(1, 1) == "[" then return prefix .. path end
+  return prefix .. "." .. path
+end
+
 -- Raises { path, message }; M.check catches it.
 local function bad(path, message)
   error({ path = path, message = message }, 0)
+end
+
+-- A name from a request, echoed into an error only when plainly printable.
+local function shown(s)
+  if type(s) == "string" and #s <= 64 and s:match("^[%w_.:@#!+/-]+$") then return s end
+  return "?"
 end
 
 local function text(v, path, what)
@@ -120,7 +135,7 @@ end
 
 local function known_fields(t, allowed, at)
   for _, k in ipairs(sorted_keys(t)) do
-    if not allowed[k] then bad(sub(at, k), "unknown field '" .. tostring(k) .. "'") end
+    if not allowed[k] then bad(sub(at, k), "is not a field MindRoom knows here") end
   end
 end
 
@@ -144,8 +159,7 @@ local function check_tools(list, at)
     end
     if type(name) ~= "string" then bad(sub(at, i), "must be a tool name") end
     if not M.TOOLS[name] then
-      bad(sub(at, i), ("unknown tool '%s' (not in MindRoom's tool registry)"):format(
-        validate.utf8_valid(name) and #name <= 64 and name or "?"))
+      bad(sub(at, i), ("names unknown tool '%s' (not in MindRoom's tool registry)"):format(shown(name)))
     end
   end
 end
@@ -162,7 +176,7 @@ local function check_rooms(list, at, doc, required)
   for i, r in ipairs(list) do
     text(r, sub(at, i), "a room key")
     if not (r:sub(1, 1) == "!" or r:sub(1, 1) == "#" or rooms[r] ~= nil) then
-      bad(sub(at, i), ("room '%s' is not a key of rooms (nor a room ID or alias)"):format(r))
+      bad(sub(at, i), ("names room '%s', which is not a key of rooms (nor a room ID or alias)"):format(shown(r)))
     end
   end
 end
@@ -171,7 +185,7 @@ local function check_model_ref(v, at, doc)
   if v == nil then return end
   text(v, at, "a model name")
   if not (is_map(doc.models) and doc.models[v] ~= nil) then
-    bad(at, ("model '%s' is not a key of models"):format(v))
+    bad(at, ("names model '%s', which is not a key of models"):format(shown(v)))
   end
 end
 
@@ -181,7 +195,7 @@ local function check_agents(doc)
   for _, name in ipairs(sorted_keys(doc.agents)) do
     local at = sub("agents", name)
     if not name:match("^[A-Za-z0-9_]+$") or RESERVED_NAMES[name] then
-      bad(at, "an agent name is letters, digits and _ (not router or user)")
+      bad(at, "must be named with letters, digits and _ (not router or user)")
     end
     local a = doc.agents[name]
     need_map(a, at)
@@ -202,9 +216,9 @@ local function check_teams(doc)
   for _, name in ipairs(sorted_keys(doc.teams)) do
     local at = sub("teams", name)
     if not name:match("^[A-Za-z0-9_]+$") or RESERVED_NAMES[name] then
-      bad(at, "a team name is letters, digits and _ (not router or user)")
+      bad(at, "must be named with letters, digits and _ (not router or user)")
     end
-    if is_map(doc.agents) and doc.agents[name] then bad(at, "a team cannot share an agent's name") end
+    if is_map(doc.agents) and doc.agents[name] then bad(at, "has the name of an agent") end
     local t = doc.teams[name]
     need_map(t, at)
     known_fields(t, TEAM_FIELDS, at)
@@ -238,7 +252,7 @@ local function check_models(doc)
       text(m[k], sub(at, k))
     end
     if not M.PROVIDERS[M.canonical_provider(m.provider)] then
-      bad(sub(at, "provider"), ("provider '%s' is not one MindRoom supports"):format(m.provider))
+      bad(sub(at, "provider"), ("names provider '%s', which MindRoom does not support"):format(shown(m.provider)))
     end
   end
 end

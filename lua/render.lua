@@ -149,7 +149,10 @@ end
 function M.config_doc(tier, overrides)
   local doc = M.document(tier)
   if overrides ~= nil and next(overrides) ~= nil then
-    doc = schema.merge(doc, overrides)
+    -- again here: overrides read back from the store lost their list marks
+    local ov, path, message = schema.value(overrides, "")
+    if not ov then return nil, path, message end
+    doc = schema.merge(doc, ov)
   end
   local ok, path, message = schema.check(doc)
   if not ok then return nil, path, message end
