@@ -110,7 +110,7 @@ describe_store("the API", function()
       assert.are.equal("config_overrides.colour", b.error.field)
 
       local good = { timezone = "Europe/Berlin", agents = { coder = { instructions = { "Use tabs." } } } }
-      status, b = call("provision", { subscription_id = "sub_1", account_id = "acc_1", tier = "starter",
+      status = call("provision", { subscription_id = "sub_1", account_id = "acc_1", tier = "starter",
         config_overrides = good })
       assert.are.equal(202, status)
       local inst = instances.get("sub_1")
@@ -131,7 +131,7 @@ describe_store("the API", function()
       assert.are.equal("config_overrides.router", p.error.field)
 
       -- an update that moves to a tier the kept overrides do not fit is refused
-      status, b = call("update", { subscription_id = "sub_1", app_name = inst.app_name, config_overrides = {
+      status = call("update", { subscription_id = "sub_1", app_name = inst.app_name, config_overrides = {
         agents = { coder = { rooms = { "dev" } } } } })
       assert.are.equal(202, status)
       status, b = call("update", { subscription_id = "sub_1", app_name = inst.app_name, tier = "free" })
