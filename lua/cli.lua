@@ -1,9 +1,10 @@
--- The `plan`, `check` and `tiers` commands: the same Lua as `serve`, printing
+-- The `plan`, `check`, `tiers` and `render` commands: the same Lua as `serve`, printing
 -- to stdout. Each returns the process exit code (0 ok, 1 failure, 2 usage).
 local generation = require "generation"
 local json = require "json"
 local profiles = require "profiles"
 local tiers = require "tiers"
+local validate = require "validate"
 local validate_request = require "validate_request"
 
 local M = {}
@@ -95,6 +96,66 @@ function M.check()
     end
   end
   io.write("lua: ok\n")
+  return 0
+end
+
+-- The config.yaml text a built state delivers: the seed_config of an app
+-- (the mindroom profile's way) or its MINDROOM_CONFIG_YAML value (split).
+local function delivered_config(state)
+  for _, a in ipairs(state.apps) do
+    if not a.absent and type(a.seed_config) == "table" and type(a.seed_config.content) == "string" then
+      return a.seed_config.content
+    end
+  end
+  for _, a in ipairs(state.apps) do
+    if not a.absent and a.env and type(a.env.MINDROOM_CONFIG_YAML) == "string" then
+      return a.env.MINDROOM_CONFIG_YAML
+    end
+  end
+  return nil
+end
+
+-- `mrprov render --tier T [--matrix synapse|tuwunel] [--profile P]`: the
+-- config.yaml an instance of T gets, built exactly as a provision builds it
+-- (plan.desired_state: tier, profile, hook), for a made-up instance whose
+-- ids the file does not carry.
+function M.render(opts)
+  local cfg = generation.current()
+  local tier = cfg.tiers[opts.tier]
+  if not tier then
+    io.stderr:write("mrprov: --tier: unknown tier '", validate.tier_name(opts.tier) and opts.tier or "?",
+      "'; known tiers: ", table.concat(tiers.names(cfg.tiers), ", "), "\n")
+    return 2
+  end
+  local profile
+  if opts.profile then
+    profile = (cfg.profiles or {})[opts.profile]
+    if not profile then
+      io.stderr:write("mrprov: --profile: unknown profile '", validate.tier_name(opts.profile) and opts.profile or "?",
+        "'; known profiles: ", table.concat(profiles.names(cfg.profiles or {}), ", "), "\n")
+      return 2
+    end
+  end
+  if opts.matrix and not validate.matrix_type(opts.matrix) then
+    io.stderr:write("mrprov: --matrix: must be synapse or tuwunel\n")
+    return 2
+  end
+  local inst = {
+    subscription_id = "render", app_name = "mr-render-00000000", tier = tier.name,
+    spec = { enable_matrix = opts.matrix ~= nil, matrix_type = opts.matrix or "tuwunel", config_updates = {} },
+  }
+  local state, err = require("plan").desired_state(inst, cfg, profile)
+  if not state then
+    io.stderr:write("mrprov: ", tostring(err), "\n")
+    return 1
+  end
+  local text = delivered_config(state)
+  if not text then
+    io.stderr:write("mrprov: profile ", profile and profile.name or tostring(tier.profile),
+      " delivers no config.yaml (no app with seed_config or MINDROOM_CONFIG_YAML)\n")
+    return 1
+  end
+  io.write(text)
   return 0
 end
 

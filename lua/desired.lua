@@ -57,7 +57,7 @@ local function copy(t)
 end
 
 -- ctx: { instance = {app_name, subscription_id, account_id, tier, enable_matrix,
---        matrix_type, custom_domain, limits, config_updates},
+--        matrix_type, custom_domain, limits, config_updates, config_overrides},
 --        tier = normalized tier (tier.layout: its profile), settings = service settings,
 --        admin_password = derived secret, profile = a profile (optional: else the tier's) }
 -- Returns the state, or nil and why.
@@ -72,7 +72,7 @@ function M.build(ctx)
   local limits = M.limits(tier, inst.limits)
   local config_yaml, yerr = render.config_yaml(tier, {
     app_name = inst.app_name, subscription_id = inst.subscription_id,
-    account_id = inst.account_id, tier = tier.name,
+    account_id = inst.account_id, tier = tier.name, config_overrides = inst.config_overrides,
   })
   if not config_yaml then
     return nil, "cannot render config.yaml for tier " .. tier.name .. ": " .. tostring(yerr)

@@ -27,7 +27,9 @@ function M.hook_ctx(inst, tier)
 end
 
 -- The desired state of an instance under the current configuration.
-function M.desired_state(inst, cfg)
+-- profile (optional): a loaded profile to build with instead of the tier's
+-- (`mrprov render --profile`).
+function M.desired_state(inst, cfg, profile)
   local tier = cfg.tiers[inst.tier]
   if not tier then
     return nil, "tier " .. inst.tier .. " is not loaded"
@@ -38,8 +40,10 @@ function M.desired_state(inst, cfg)
       app_name = inst.app_name, subscription_id = inst.subscription_id, account_id = inst.account_id,
       tier = inst.tier, enable_matrix = spec.enable_matrix, matrix_type = spec.matrix_type,
       custom_domain = spec.custom_domain, limits = spec.limits, config_updates = spec.config_updates,
+      config_overrides = spec.config_overrides,
     },
     tier = tier,
+    profile = profile,
     settings = cfg.settings,
     admin_password = M.admin_password(inst.app_name),
   })
@@ -64,6 +68,7 @@ function M.spec_of(r)
     custom_domain = r.custom_domain,
     limits = r.limits,
     config_updates = r.config_updates or {},
+    config_overrides = r.config_overrides,
   }
 end
 

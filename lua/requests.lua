@@ -13,6 +13,7 @@ local log = require "mrprov.log"
 local plan = require "plan"
 local store = require "mrprov.store"
 local validate = require "validate"
+local validate_request = require "validate_request"
 
 local M = {}
 
@@ -208,6 +209,15 @@ function M.update_validated(r, req, cfg)
     local within, why = validate.config_updates_total(spec.config_updates)
     if not within then
       return { status = 422, code = "invalid_value", field = "config_updates", message = "config_updates " .. why }
+    end
+    -- config_overrides in an update replace the instance's whole (send {} to
+    -- drop them); kept ones must still fit the tier the update ends on.
+    if r.config_overrides ~= nil then
+      spec.config_overrides = next(r.config_overrides) ~= nil and r.config_overrides or nil
+    end
+    local oerr = validate_request.config_overrides_for(tier, spec.config_overrides)
+    if oerr then
+      return { status = 422, code = oerr.code, field = oerr.field, message = oerr.message }
     end
     inst.tier = tier_name
     inst.spec = spec

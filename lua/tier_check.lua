@@ -3,6 +3,7 @@
 -- with its parent's, checked and normalized. A broken field is reported as
 -- { patterns, message }: tiers.lua finds the first source line matching
 -- one of the patterns (M.find_line) and answers `file:line: message`.
+local schema = require "mindroom_schema"
 local validate = require "validate"
 
 local M = {}
@@ -10,6 +11,7 @@ local M = {}
 local TOP_FIELDS = {
   name = true, display_name = true, extends = true, limits = true, agents = true,
   add_agents = true, tools = true, add_tools = true, models = true, flags = true, profile = true,
+  rooms = true, add_rooms = true, router = true, memory = true,
 }
 
 -- kind, min, max, whether min itself is excluded; max nil = no upper bound.
@@ -25,7 +27,11 @@ M.LIMIT_ORDER = LIMIT_ORDER
 
 -- custom_limits: request limits override the tier's (SPEC §5.2, enterprise).
 local FLAGS = { custom_domains = true, matrix = true, custom_limits = true }
-local AGENT_FIELDS = { name = true, display_name = true, role = true, tools = true, model = true }
+local AGENT_FIELDS = { name = true, display_name = true, role = true, tools = true, model = true, rooms = true }
+local ROOM_FIELDS = { display_name = true, description = true }
+-- memory backends a tier may choose: mem0 (MindRoom's default) needs an
+-- embedder key and an LLM server an instance is not promised (lua/render.lua).
+local TIER_MEMORY = { file = true, none = true }
 local MODEL_FIELDS = { provider = true, id = true }
 
 function M.sorted_keys(t)
@@ -119,6 +125,11 @@ local function check_name_list(v, field, what)
     end
     if seen[name] then bad({ quoted(name), word(field) }, ("%s: duplicate %s '%s'"):format(field, what, name)) end
     seen[name] = true
+    if what == "tool" and not schema.TOOLS[name] then
+      -- config/main.py:1434: MindRoom refuses the whole config ("Unknown tool")
+      bad({ quoted(name), word(field) }, ("%s: unknown tool '%s' (not in MindRoom's tool registry, "
+        .. "lua/mindroom_tools.lua)"):format(field, name))
+    end
   end
 end
 
@@ -140,6 +151,10 @@ local function check_models(t)
     if type(m.provider) ~= "string" or not m.provider:match("^[a-z][a-z0-9_-]*$") or #m.provider > 32 then
       bad(at, ("models.%s.provider must be a provider name (a-z 0-9 _ -)"):format(name))
     end
+    if not schema.PROVIDERS[schema.canonical_provider(m.provider)] then
+      bad({ quoted(m.provider), word(name) }, ("models.%s.provider '%s' is not a provider MindRoom supports"):format(
+        name, m.provider))
+    end
     if type(m.id) ~= "string" or not m.id:match("^[A-Za-z0-9][A-Za-z0-9._:/-]*$") or #m.id > 128 then
       bad(at, ("models.%s.id must be a model id (A-Z a-z 0-9 . _ : / -)"):format(name))
     end
@@ -152,7 +167,7 @@ end
 -- mention of the word, which limits.agents shares.
 local AGENTS_AT = { "agents%s*=%s*{", word("agents") }
 
-local function check_agent(a, i, tools_set, models)
+local function check_agent(a, i, tools_set, models, rooms)
   if type(a) ~= "table" then bad(AGENTS_AT, ("agents[%d] must be a table"):format(i)) end
   local name = a.name
   if type(name) ~= "string" or not name:match("^[a-z][a-z0-9_]*$") or #name > 32 then
@@ -180,9 +195,80 @@ local function check_agent(a, i, tools_set, models)
   if type(a.model) ~= "string" or not models[a.model] then
     bad(at, ("agent '%s': model '%s' is not one of the tier's models"):format(name, tostring(a.model)))
   end
-  local tools = {}
+  -- MindRoom's AgentConfig.rooms defaults to [] (config/agent.py:193): an
+  -- agent in no room is never in a conversation.
+  if not is_list(a.rooms) or #a.rooms == 0 then
+    bad(at, ("agent '%s': rooms must list at least one room it joins"):format(name))
+  end
+  local seen_room = {}
+  for _, r in ipairs(a.rooms) do
+    if type(r) ~= "string" or not rooms[r] then
+      bad(at, ("agent '%s': room '%s' is not one of the tier's rooms"):format(name, tostring(r)))
+    end
+    if seen_room[r] then bad(at, ("agent '%s': duplicate room '%s'"):format(name, r)) end
+    seen_room[r] = true
+  end
+  local tools, arooms = {}, {}
   for j, tool in ipairs(a.tools) do tools[j] = tool end
-  return { name = name, display_name = a.display_name, role = a.role, tools = tools, model = a.model }
+  for j, r in ipairs(a.rooms) do arooms[j] = r end
+  return { name = name, display_name = a.display_name, role = a.role, tools = tools, model = a.model, rooms = arooms }
+end
+
+-- rooms: key = { display_name, description } (config/agent.py:424-437);
+-- MindRoom creates each as #<key>:<server name> (matrix/rooms.py:280-281).
+local function check_rooms(t, field, out)
+  if type(t) ~= "table" or is_list(t) and next(t) ~= nil then
+    bad({ word(field) }, field .. " must be a table of key = { display_name = ..., description = ... }")
+  end
+  for _, key in ipairs(sorted_keys(t)) do
+    if type(key) ~= "string" or not key:match("^[a-z][a-z0-9_]*$") or #key > 32 then
+      bad({ word(field) }, ("%s: invalid room key '%s' (a-z 0-9 _, starting with a letter)"):format(
+        field, tostring(key)))
+    end
+    local r = t[key]
+    local at = { word(key), word(field) }
+    if type(r) ~= "table" then bad(at, ("%s.%s must be a table"):format(field, key)) end
+    for _, k in ipairs(sorted_keys(r)) do
+      if not ROOM_FIELDS[k] then bad({ word(k), word(key) }, ("%s.%s: unknown field '%s'"):format(field, key, k)) end
+    end
+    for _, k in ipairs({ "display_name", "description" }) do
+      if not text_ok(r[k], 2000) then
+        bad(at, ("%s.%s.%s must be non-empty UTF-8 text of at most 2000 bytes"):format(field, key, k))
+      end
+    end
+    out[key] = { display_name = r.display_name, description = r.description }
+  end
+  return out
+end
+
+-- router = { model = <a key of models> } (config/models.py:599-603);
+-- absent: MindRoom's default, "default".
+local function check_router(t, models)
+  if t == nil then t = {} end
+  if type(t) ~= "table" then bad({ word("router") }, "router must be a table { model = ... }") end
+  for _, k in ipairs(sorted_keys(t)) do
+    if k ~= "model" then bad({ word(k), word("router") }, ("router: unknown field '%s'"):format(tostring(k))) end
+  end
+  local model = t.model or "default"
+  if type(model) ~= "string" or not models[model] then
+    bad({ "router", word("models") }, ("router.model '%s' is not one of the tier's models"):format(tostring(model)))
+  end
+  return { model = model }
+end
+
+local function check_memory(t)
+  if t == nil then t = {} end
+  if type(t) ~= "table" then bad({ word("memory") }, "memory must be a table { backend = ... }") end
+  for _, k in ipairs(sorted_keys(t)) do
+    if k ~= "backend" then bad({ word(k), word("memory") }, ("memory: unknown field '%s'"):format(tostring(k))) end
+  end
+  local b = t.backend or "file"
+  if not TIER_MEMORY[b] then
+    bad({ word("backend"), word("memory") }, ("memory.backend '%s' must be file or none (mem0 needs an embedder "
+      .. "key and an LLM the instance is not promised; a customer can choose it in config_overrides)"):format(
+      tostring(b)))
+  end
+  return { backend = b }
 end
 
 local function check_flags(t)
@@ -265,6 +351,13 @@ local function normalize(t, base, parent, profiles)
 
   if pick("models") == nil then bad({}, "models is required") end
   tier.models = check_models(pick("models"))
+  tier.router = check_router(pick("router"), tier.models)
+  tier.memory = check_memory(pick("memory"))
+
+  -- rooms: the parent's (or the file's own `rooms`), then add_rooms over them
+  tier.rooms = {}
+  if pick("rooms") ~= nil then check_rooms(pick("rooms"), "rooms", tier.rooms) end
+  if t.add_rooms ~= nil then check_rooms(t.add_rooms, "add_rooms", tier.rooms) end
 
   for _, k in ipairs({ "agents", "add_agents" }) do
     if t[k] ~= nil and not is_list(t[k]) then bad({ k .. "%s*=", word(k) }, k .. " must be a list of agents") end
@@ -274,7 +367,7 @@ local function normalize(t, base, parent, profiles)
   tier.agents = {}
   local seen = {}
   for i, a in ipairs(agents) do
-    local agent = check_agent(a, i, tools_set, tier.models)
+    local agent = check_agent(a, i, tools_set, tier.models, tier.rooms)
     if seen[agent.name] then
       bad({ "name%s*=%s*" .. quoted(agent.name), AGENTS_AT[1] },
         ("duplicate agent '%s'"):format(agent.name))

@@ -3,6 +3,8 @@
 -- the value validators of lua/validate.lua; refusals are error objects
 -- {code, field, message}, the first problem in field order.
 local cjson = require "cjson"
+local render = require "render"
+local schema = require "mindroom_schema"
 local validate = require "validate"
 
 local M = {}
@@ -167,6 +169,31 @@ local function config_updates(cu)
   return out
 end
 
+-- config_overrides: a part of MindRoom's config.yaml (a JSON object of its
+-- root keys) deep-merged over the tier's (lua/render.lua). Checked here for
+-- the hostile-input bounds (mindroom_schema.value: depth, size, key
+-- characters, NUL-free UTF-8, no null) and, in M.config_overrides_for,
+-- merged with the tier's config against MindRoom's rules.
+local function config_overrides(v)
+  if not is_object(v) then return nil, "must be an object" end
+  local out, path, message = schema.value(v, "")
+  if not out then
+    if path == "" then return nil, message end
+    return nil, message, path
+  end
+  return out
+end
+
+-- config_overrides_for(tier, overrides) → nil when the tier's config with
+-- the overrides merged passes MindRoom's rules, else an error object naming
+-- the offending key (config_overrides.agents.x.tools[0]).
+function M.config_overrides_for(tier, overrides)
+  if overrides == nil or next(overrides) == nil then return nil end
+  local doc, path, message = render.config_doc(tier, overrides)
+  if doc then return nil end
+  return invalid(schema.join("config_overrides", path), message)
+end
+
 local function check_flags(tier, r)
   local flags = tier.flags or {}
   if r.custom_domain and not flags.custom_domains then
@@ -187,10 +214,13 @@ function M.provision_request(t, tiers_by_name)
     { "enable_matrix", boolean },
     { "matrix_type", validate.matrix_type },
     { "custom_domain", validate.domain },
+    { "config_overrides", config_overrides },
   })
   if not r then return nil, err end
   if r.enable_matrix == nil then r.enable_matrix = false end
   r.matrix_type = r.matrix_type or "tuwunel"
+  local oerr = M.config_overrides_for(tiers_by_name[r.tier], r.config_overrides)
+  if oerr then return nil, oerr end
   return check_flags(tiers_by_name[r.tier], r)
 end
 
@@ -207,10 +237,15 @@ function M.update_request(t, tiers_by_name, current_tier)
     { "enable_matrix", boolean },
     { "matrix_type", validate.matrix_type },
     { "custom_domain", validate.domain },
+    { "config_overrides", config_overrides },
   })
   if not r then return nil, err end
   local tier = tiers_by_name[r.tier or current_tier or ""]
-  if tier then return check_flags(tier, r) end
+  if tier then
+    local oerr = M.config_overrides_for(tier, r.config_overrides)
+    if oerr then return nil, oerr end
+    return check_flags(tier, r)
+  end
   return r
 end
 

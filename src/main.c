@@ -1,5 +1,5 @@
 /* mrprov: command-line entry. `serve` wires the subsystems together and
- * waits for signals; `plan`, `check`, `tiers` run the same Lua code in a
+ * waits for signals; `plan`, `check`, `tiers`, `render` run the same Lua code in a
  * single state without side effects; `version` prints library versions. */
 #include "config.h"
 #include "dokku/transport.h"
@@ -40,6 +40,7 @@ static const char usage_main[] =
 	"  plan       print the Dokku commands a provision would run\n"
 	"  check      load every tier, hook and Lua script as serve would\n"
 	"  tiers      list the tiers with their agents, tools, models and limits\n"
+	"  render     print the config.yaml an instance of a tier gets\n"
 	"  version    print the versions of mrprov and its libraries\n"
 	"\n"
 	"Run `mrprov COMMAND --help` for a command's options. Configuration comes from\n"
@@ -71,6 +72,14 @@ static const char usage_tiers[] =
 	"usage: mrprov tiers [--json]\n"
 	"\n"
 	"Lists the tiers with their agents, tools, models and limits.\n";
+
+static const char usage_render[] =
+	"usage: mrprov render --tier T [--matrix synapse|tuwunel] [--profile P]\n"
+	"\n"
+	"Prints to stdout exactly the MindRoom config.yaml an instance of tier T gets\n"
+	"(without config_overrides): the text the tier's profile (or P) delivers,\n"
+	"built by the same code as a provision. Exits 2 for an unknown tier, profile\n"
+	"or Matrix server.\n";
 
 static const char usage_version[] =
 	"usage: mrprov version\n"
@@ -426,6 +435,13 @@ static const struct option plan_options[] = {
 	{ NULL, 0, 0 },
 };
 
+static const struct option render_options[] = {
+	{ "tier", 1, 1 },
+	{ "matrix", 1, 0 },
+	{ "profile", 1, 0 },
+	{ NULL, 0, 0 },
+};
+
 static const struct option tiers_options[] = {
 	{ "json", 0, 0 },
 	{ NULL, 0, 0 },
@@ -434,6 +450,7 @@ static const struct option tiers_options[] = {
 /* struct parsed holds MAX_OPTIONS options; a longer list would overrun it. */
 _Static_assert(sizeof plan_options / sizeof plan_options[0] - 1 <= MAX_OPTIONS, "plan: too many options");
 _Static_assert(sizeof tiers_options / sizeof tiers_options[0] - 1 <= MAX_OPTIONS, "tiers: too many options");
+_Static_assert(sizeof render_options / sizeof render_options[0] - 1 <= MAX_OPTIONS, "render: too many options");
 
 /* The commands: `mrprov NAME [OPTIONS]`; the first is the default. */
 static const struct command commands[] = {
@@ -441,6 +458,7 @@ static const struct command commands[] = {
 	{ "plan", usage_plan, plan_options, run_cli, "plan", 1 },
 	{ "check", usage_check, NULL, run_cli, "check", 0 },
 	{ "tiers", usage_tiers, tiers_options, run_cli, "tiers", 0 },
+	{ "render", usage_render, render_options, run_cli, "render", 0 },
 	{ "version", usage_version, NULL, cmd_version, NULL, 0 },
 	{ NULL, NULL, NULL, NULL, NULL, 0 },
 };

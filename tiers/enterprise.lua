@@ -1,5 +1,6 @@
 -- Enterprise tier: every professional agent plus an orchestrator that routes
--- work between them; every tool; Claude Opus by default and GPT-4 available;
+-- work between them; every tool; Claude Opus by default and GPT-4 available
+-- (provider openai: the instance needs OPENAI_API_KEY beside ANTHROPIC_API_KEY);
 -- no message or agent caps, custom domains and per-customer limits.
 return {
   name = "enterprise",
@@ -12,8 +13,9 @@ return {
       name = "orchestrator",
       display_name = "Orchestrator",
       role = "Breaks requests into tasks, hands them to the right agents and assembles the answer.",
-      tools = { "calendar", "email", "file", "web_search" },
+      tools = { "google_calendar", "email", "file", "duckduckgo" },
       model = "default",
+      rooms = { "lobby", "research", "dev", "writing", "analysis", "planning" },
     },
   },
   models = {

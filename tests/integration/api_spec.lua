@@ -383,7 +383,7 @@ describe("command line #integration", function()
     assert.are.equal(2, (H.run({ "frobnicate" })))
     assert.are.equal(2, (H.run({ "plan", "--tier", "free", "--subscription", "bad;id" },
       { TIERS_DIR = H.root .. "/tiers", LUA_DIR = H.root .. "/lua" })))
-    for _, c in ipairs({ "serve", "plan", "check", "tiers", "version" }) do
+    for _, c in ipairs({ "serve", "plan", "check", "tiers", "render", "version" }) do
       local code, out = H.run({ c, "--help" })
       assert.are.equal(0, code, c)
       assert.matches("usage: mrprov", out)
@@ -444,6 +444,55 @@ describe("command line #integration", function()
     assert.matches("broken%.lua:%d+:", err)
   end)
 
+  it("renders the config.yaml of a tier: the same text a provision delivers (issue 14 item 3)", function()
+    local lyaml = require "lyaml"
+    local env = { TIERS_DIR = H.root .. "/tiers", LUA_DIR = H.root .. "/lua", PROFILES_DIR = H.root .. "/profiles",
+                  LOG_LEVEL = "ERROR" }
+    local code, out, err = H.run({ "render", "--tier", "enterprise" }, env)
+    assert.are.equal(0, code, err)
+    local doc = lyaml.load(out)
+    assert.is_table(doc.agents.orchestrator)
+    assert.same({ "lobby", "research", "dev", "writing", "analysis", "planning" }, doc.agents.orchestrator.rooms)
+    assert.are.equal("claude-opus-4-1", doc.models[doc.router.model].id)
+    assert.are.equal("gpt-4.1", doc.models.gpt4.id)
+    assert.are.equal("file", doc.memory.backend)
+    assert.is_nil(doc.instance)
+    -- Matrix variant and profile do not change it; --tier=... works too
+    for _, args in ipairs({ { "render", "--tier", "enterprise", "--matrix", "synapse" },
+                            { "render", "--tier=enterprise", "--matrix=tuwunel", "--profile=split" } }) do
+      local c2, out2, err2 = H.run(args, env)
+      assert.are.equal(0, c2, err2)
+      assert.are.equal(out, out2)
+    end
+    -- clear errors: unknown tier, profile, Matrix server; --tier required
+    local c3, _, e3 = H.run({ "render", "--tier", "gold" }, env)
+    assert.are.equal(2, c3)
+    assert.matches("unknown tier 'gold'; known tiers: enterprise, free, professional, starter", e3, 1, true)
+    local c4, _, e4 = H.run({ "render", "--tier", "free", "--profile", "k8s" }, env)
+    assert.are.equal(2, c4)
+    assert.matches("unknown profile 'k8s'; known profiles: ", e4, 1, true)
+    local c5, _, e5 = H.run({ "render", "--tier", "free", "--matrix", "dendrite" }, env)
+    assert.are.equal(2, c5)
+    assert.matches("--matrix: must be synapse or tuwunel", e5, 1, true)
+    local c6, _, e6 = H.run({ "render" }, env)
+    assert.are.equal(2, c6)
+    assert.matches("--tier is required", e6, 1, true)
+  end)
+
+  it("refuses a tier naming a tool MindRoom does not have, at its file:line", function()
+    local dir = H.tmpdir()
+    os.execute("cp " .. H.root .. "/tiers/*.lua " .. dir .. "/")
+    local f = assert(io.open(dir .. "/starter.lua", "r"))
+    local src = f:read("a")
+    f:close()
+    f = assert(io.open(dir .. "/starter.lua", "w"))
+    f:write((src:gsub('add_tools = { "duckduckgo"', 'add_tools = { "web_search"')))
+    f:close()
+    local code, _, err = H.run({ "check" }, { TIERS_DIR = dir, LUA_DIR = H.root .. "/lua" })
+    assert.are.equal(1, code)
+    assert.matches("starter%.lua:%d+: add_tools: unknown tool 'web_search'", err)
+  end)
+
   it("stops on a bad setting with one line naming the variable", function()
     for var, value in pairs({ PORT = "80x", LOG_LEVEL = "LOUD", HOST = "0.0.0.0", BASE_DOMAIN = "bad domain;",
                               MINDROOM_BACKEND_IMAGE = "Bad Image" }) do
@@ -496,6 +545,14 @@ describe("SIGHUP reload #integration", function()
     local _, _, raw = H.request(s, "GET", "/metrics")
     assert.matches('mrprov_config_reloads_total{outcome="failure"} 1', raw, 1, true)
     assert.matches('mrprov_config_reloads_total{outcome="success"} 1', raw, 1, true)
+
+    -- the reload runs mrprov check's refusals: a tool MindRoom does not have
+    f = assert(io.open(tiers .. "/team.lua", "w"))
+    f:write('return { name = "team", display_name = "Team", extends = "starter",\n  add_tools = { "calendar" } }\n')
+    f:close()
+    os.execute("kill -HUP " .. s.pid)
+    r = H.wait_for(s, "/ready", function(x) return (x.checks.config_error or ""):find("calendar") ~= nil end)
+    assert.matches("team%.lua:2: add_tools: unknown tool 'calendar'", r.checks.config_error)
     H.stop(s)
   end)
 

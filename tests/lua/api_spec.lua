@@ -96,6 +96,55 @@ describe_store("the API", function()
     assert.matches("already being deprovisioned", b.error.message)
   end)
 
+  it("refuses bad config_overrides with 422 naming the key, stores good ones and renders them (issue 14 item 6)",
+    function()
+      local status, b = call("provision", { subscription_id = "sub_1", account_id = "acc_1", tier = "starter",
+        config_overrides = { agents = { coder = { tools = { "shell", "web_search" } } } } })
+      assert.are.equal(422, status)
+      assert.are.equal("config_overrides.agents.coder.tools[1]", b.error.field)
+      assert.matches("unknown tool 'web_search'", b.error.message)
+      assert.is_nil(instances.get("sub_1"))
+      status, b = call("provision", { subscription_id = "sub_1", account_id = "acc_1", tier = "starter",
+        config_overrides = { colour = "red" } })
+      assert.are.equal(422, status)
+      assert.are.equal("config_overrides.colour", b.error.field)
+
+      local good = { timezone = "Europe/Berlin", agents = { coder = { instructions = { "Use tabs." } } } }
+      status = call("provision", { subscription_id = "sub_1", account_id = "acc_1", tier = "starter",
+        config_overrides = good })
+      assert.are.equal(202, status)
+      local inst = instances.get("sub_1")
+      assert.are.same(good, inst.spec.config_overrides)
+      -- the plan of the instance (the split profile: MINDROOM_CONFIG_YAML) carries the merged config
+      local state = assert(plan.desired_state(inst, require("generation").current()))
+      local yaml
+      for _, a in ipairs(state.apps) do yaml = yaml or (a.env and a.env.MINDROOM_CONFIG_YAML) end
+      assert.truthy(yaml:find("timezone: Europe/Berlin", 1, true), yaml)
+      assert.truthy(yaml:find("- Use tabs.", 1, true), yaml)
+      assert.truthy(yaml:find("- duckduckgo", 1, true), yaml)
+      -- POST /plan validates them the same way (its commands show values as [set])
+      status = call("plan", { subscription_id = "sub_2", tier = "starter", config_overrides = good })
+      assert.are.equal(200, status)
+      local p
+      status, p = call("plan", { subscription_id = "sub_2", tier = "starter", config_overrides = { router = 1 } })
+      assert.are.equal(422, status)
+      assert.are.equal("config_overrides.router", p.error.field)
+
+      -- an update that moves to a tier the kept overrides do not fit is refused
+      status = call("update", { subscription_id = "sub_1", app_name = inst.app_name, config_overrides = {
+        agents = { coder = { rooms = { "dev" } } } } })
+      assert.are.equal(202, status)
+      status, b = call("update", { subscription_id = "sub_1", app_name = inst.app_name, tier = "free" })
+      assert.are.equal(422, status)
+      assert.are.equal("config_overrides.agents.coder.display_name", b.error.field)
+      assert.are.equal("starter", instances.get("sub_1").tier)
+      -- {} drops them
+      status = call("update", { subscription_id = "sub_1", app_name = inst.app_name, tier = "free",
+        config_overrides = {} })
+      assert.are.equal(202, status)
+      assert.is_nil(instances.get("sub_1").spec.config_overrides)
+    end)
+
   it("folds the job's outcome in when the client waits", function()
     local _, p = call("provision", { subscription_id = "sub_1", tier = "free" })
     instances.update_job(p.job_id, { state = "succeeded", result = { provisioning_time_seconds = 1.5 } })

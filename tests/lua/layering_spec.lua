@@ -16,10 +16,12 @@ local LAYERS = {
   { "jobs", "plan", "converge" },                            -- a job: its plan, and applying it
   { "steps", "executor", "journal" },                        -- running commands, the step journal
   { "model", "engine", "desired", "hooks", "instances" },    -- the desired state, hooks, the instance rows
-  { "parts", "tiers", "tier_check", "profiles", "render", "hook_handle", "hook_merge" },
+  { "parts", "tiers", "tier_check", "profiles", "hook_handle", "hook_merge" },
   { "resources", "resources." },                             -- lua/resources/*.lua
   { "resources.lib", "resources.lib." },                     -- what the resource modules share
-  { "base", "validate", "validate_request", "json", "command", "redact", "store_error", "generation" },
+  { "base", "validate", "validate_request", "json", "command", "redact", "store_error", "generation",
+    -- config.yaml: rendering and MindRoom's rules (validate_request checks config_overrides with them)
+    "render", "mindroom_schema", "mindroom_tools" },
 }
 
 local ROOT = "lua"

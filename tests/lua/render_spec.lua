@@ -27,10 +27,13 @@ local function small_tier()
     agents = {
       {
         name = "assistant", display_name = "Assistant", role = "Helps.",
-        tools = { "file", "calculator" }, model = "default",
+        tools = { "file", "calculator" }, model = "default", rooms = { "lobby" },
       },
     },
     models = { default = { provider = "anthropic", id = "claude-haiku-4-5" } },
+    rooms = { lobby = { display_name = "Lobby", description = "Everyone." } },
+    router = { model = "default" },
+    memory = { backend = "file" },
   }
 end
 
@@ -45,16 +48,19 @@ describe("render.config_yaml", function()
     for name, tier in pairs(tiers) do
       local y = assert(render.config_yaml(tier, { app_name = "mr-sub123-abc12345", tier = name }))
       local doc = lyaml.load(y)
-      assert.same({ "agents", "defaults", "instance", "models" }, keys(doc))
+      assert.same({ "agents", "defaults", "memory", "models", "rooms", "router", "timezone" }, keys(doc))
       assert.equal(#tier.agents, #keys(doc.agents))
       for _, a in ipairs(tier.agents) do
         assert.same({
-          display_name = a.display_name, role = a.role, model = a.model, tools = a.tools,
+          display_name = a.display_name, role = a.role, model = a.model, tools = a.tools, rooms = a.rooms,
         }, doc.agents[a.name])
       end
       assert.same(tier.models, doc.models)
+      assert.same(tier.rooms, doc.rooms)
+      assert.same({ model = "default" }, doc.router)
+      assert.same({ backend = "file" }, doc.memory)
       assert.same({ markdown = true }, doc.defaults)
-      assert.same({ app_name = "mr-sub123-abc12345", tier = name }, doc.instance)
+      assert.equal("UTC", doc.timezone)
     end
   end)
 
@@ -66,18 +72,26 @@ describe("render.config_yaml", function()
       "    display_name: Assistant",
       "    model: default",
       "    role: Helps.",
+      "    rooms:",
+      "    - lobby",
       "    tools:",
       "    - file",
       "    - calculator",
       "defaults:",
       "  markdown: true",
-      "instance:",
-      "  app_name: mr-abc-12345678",
-      "  tier: small",
+      "memory:",
+      "  backend: file",
       "models:",
       "  default:",
       "    id: claude-haiku-4-5",
       "    provider: anthropic",
+      "rooms:",
+      "  lobby:",
+      "    description: Everyone.",
+      "    display_name: Lobby",
+      "router:",
+      "  model: default",
+      "timezone: UTC",
       "",
     }, "\n"), y)
   end)
@@ -99,9 +113,14 @@ describe("render.config_yaml", function()
     for i = 1, 50 do models["pad" .. i] = nil end
     local agents = {}
     for i, a in ipairs(tier.agents) do
-      agents[i] = { model = a.model, tools = a.tools, role = a.role, display_name = a.display_name, name = a.name }
+      agents[i] = { model = a.model, tools = a.tools, role = a.role, display_name = a.display_name, name = a.name,
+                    rooms = a.rooms }
     end
-    local copy = { agents = agents, models = models, name = tier.name }
+    local rooms = {}
+    local room_keys = keys(tier.rooms)
+    for i = #room_keys, 1, -1 do rooms[room_keys[i]] = tier.rooms[room_keys[i]] end
+    local copy = { agents = agents, models = models, name = tier.name, rooms = rooms, router = tier.router,
+                   memory = tier.memory }
     local instance = { tier = INSTANCE.tier, account_id = INSTANCE.account_id, app_name = INSTANCE.app_name }
     assert.equal(first, render.config_yaml(copy, instance))
   end)
@@ -124,18 +143,20 @@ describe("render.config_yaml", function()
       "!tag", "%percent", "|", ">",
     }
     local t = small_tier()
-    t.agents[1].tools = tricky
     t.agents[1].display_name = "yes"
     t.agents[1].role = "1.0"
     t.models.default.id = "null"
-    t.models.default.provider = "123"
-    local doc = lyaml.load(render.config_yaml(t, { app_name = "true", tier = "0" }))
-    assert.same(tricky, doc.agents.assistant.tools)
+    t.rooms.lobby.description = "~"
+    local doc = lyaml.load(render.config_yaml(t, INSTANCE))
     assert.equal("yes", doc.agents.assistant.display_name)
     assert.equal("1.0", doc.agents.assistant.role)
     assert.equal("null", doc.models.default.id)
-    assert.equal("123", doc.models.default.provider)
-    assert.same({ app_name = "true", tier = "0" }, doc.instance)
+    assert.equal("~", doc.rooms.lobby.description)
+    -- every text the emitter may get (config_overrides carry any text)
+    doc = lyaml.load(render.emit({ list = tricky, ["yes"] = "no", ["1"] = "0" }))
+    assert.same(tricky, doc.list)
+    assert.equal("no", doc["yes"])
+    assert.equal("0", doc["1"])
   end)
 
   it("writes no ids, secrets or other instance fields", function()
@@ -148,7 +169,8 @@ describe("render.config_yaml", function()
     for _, s in ipairs({ "SECRETSUB", "SECRETACC", "hunter2", "SECRETPW", "password", "database" }) do
       assert.is_nil(y:find(s, 1, true), s)
     end
-    assert.same({ "app_name", "tier" }, keys(lyaml.load(y).instance))
+    assert.is_nil(lyaml.load(y).instance)
+    assert.is_nil(y:find("mr-sub123", 1, true))
   end)
 
   it("refuses text that libyaml cannot carry instead of crashing", function()
@@ -157,10 +179,8 @@ describe("render.config_yaml", function()
     local y, err = render.config_yaml(t, INSTANCE)
     assert.is_nil(y)
     assert.matches("config%.agents%.assistant%.role", err)
-    t = small_tier()
-    t.agents[1].tools = { "a\0b" }
-    y, err = render.config_yaml(t, INSTANCE)
+    y, err = render.emit({ tools = { "file", "a\0b" } })
     assert.is_nil(y)
-    assert.matches("tools%[1%]", err)
+    assert.matches("config%.tools%[1%]", err)
   end)
 end)

@@ -6,8 +6,8 @@ local json = require "json"
 local tiers = require "tiers"
 
 local ALL_TOOLS = {
-  "calculator", "file", "web_search", "shell", "github",
-  "email", "calendar", "browser", "python", "csv",
+  "calculator", "file", "duckduckgo", "wikipedia", "shell", "github",
+  "email", "google_calendar", "browser", "python", "csv",
 }
 
 local function names_of(list)
@@ -34,12 +34,14 @@ local VALID = {
   '  name = "x",',                                                                          -- 2
   '  display_name = "X",',                                                                  -- 3
   '  limits = { memory_mb = 256, cpu = 0.5, storage_gb = 1, agents = 2, messages_per_day = 10 },', -- 4
-  '  tools = { "calculator", "file" },',                                                    -- 5
+  '  tools = { "calculator", "file" }, rooms = { lobby = { display_name = "L", description = "Lobby." } },', -- 5
   '  models = { default = { provider = "anthropic", id = "claude-haiku-4-5" } },',          -- 6
   '  flags = { custom_domains = false, matrix = true },',                                   -- 7
   '  agents = {',                                                                           -- 8
-  '    { name = "assistant", display_name = "A", role = "Helps.", tools = { "calculator" }, model = "default" },', -- 9
-  '    { name = "helper", display_name = "H", role = "Helps too.", tools = { "file" }, model = "default" },', -- 10
+  '    { name = "assistant", display_name = "A", role = "Helps.", tools = { "calculator" }, model = "default",'
+    .. ' rooms = { "lobby" } },',                                                           -- 9
+  '    { name = "helper", display_name = "H", role = "Helps too.", tools = { "file" }, model = "default",'
+    .. ' rooms = { "lobby" } },',                                                           -- 10
   '  },',                                                                                   -- 11
   '}',                                                                                      -- 12
 }
@@ -93,7 +95,7 @@ describe("shipped tiers", function()
   it("starter: assistant, researcher, coder; free's tools plus web search, shell, GitHub", function()
     local s = t.starter
     assert.same({ "assistant", "researcher", "coder" }, names_of(s.agents))
-    assert.same({ "calculator", "file", "web_search", "shell", "github" }, s.tools)
+    assert.same({ "calculator", "file", "duckduckgo", "wikipedia", "shell", "github" }, s.tools)
     assert.same(t.free.models, s.models)
     assert.same({ memory_mb = 512, cpu = 0.5, storage_gb = 5, agents = 3, messages_per_day = 500 }, s.limits)
   end)
@@ -170,9 +172,14 @@ describe("tiers.load_dir", function()
       tools = { "calculator", "file" },
       models = { default = { provider = "anthropic", id = "claude-haiku-4-5" } },
       flags = { custom_domains = false, matrix = true, custom_limits = false },
+      rooms = { lobby = { display_name = "L", description = "Lobby." } },
+      router = { model = "default" },
+      memory = { backend = "file" },
       agents = {
-        { name = "assistant", display_name = "A", role = "Helps.", tools = { "calculator" }, model = "default" },
-        { name = "helper", display_name = "H", role = "Helps too.", tools = { "file" }, model = "default" },
+        { name = "assistant", display_name = "A", role = "Helps.", tools = { "calculator" }, model = "default",
+          rooms = { "lobby" } },
+        { name = "helper", display_name = "H", role = "Helps too.", tools = { "file" }, model = "default",
+          rooms = { "lobby" } },
       },
     }, t.x)
   end)
@@ -250,7 +257,8 @@ describe("tier errors carry file:line", function()
       { [10] = '    { name = "Helper!", display_name = "H", role = "R", tools = {}, model = "default" },' },
       "^tiers/x%.lua:8: agents%[2%]%.name must be" },
     { "a duplicate agent",
-      { [10] = '    { name = "assistant", display_name = "H", role = "R", tools = {}, model = "default" },' },
+      { [10] = '    { name = "assistant", display_name = "H", role = "R", tools = {}, model = "default",'
+          .. ' rooms = { "lobby" } },' },
       "^tiers/x%.lua:9: duplicate agent 'assistant'" },
     { "no agents", { [8] = '  agents = {', [9] = false, [10] = false },
       "^tiers/x%.lua:8: agents must list at least one" },
@@ -273,6 +281,32 @@ describe("tier errors carry file:line", function()
     { "a file that returns no table", { [1] = 'do return 42 end return {' },
       "^tiers/x%.lua:1: a tier file must return a table" },
     { "a missing name", { [2] = false }, "^tiers/x%.lua:1: name is required" },
+    -- MindRoom's config model (issue 14 item 3)
+    { "a tool MindRoom's registry does not have", { [5] = '  tools = { "calculator", "file", "web_search" },' },
+      "^tiers/x%.lua:5: tools: unknown tool 'web_search' %(not in MindRoom's tool registry" },
+    { "a provider MindRoom does not support", { [6] = '  models = { default = { provider = "acme", id = "m1" } },' },
+      "^tiers/x%.lua:6: models%.default%.provider 'acme' is not a provider MindRoom supports" },
+    { "an agent in no room",
+      { [10] = '    { name = "helper", display_name = "H", role = "R", tools = {}, model = "default", rooms = {} },' },
+      "^tiers/x%.lua:10: agent 'helper': rooms must list at least one room it joins" },
+    { "an agent without rooms",
+      { [10] = '    { name = "helper", display_name = "H", role = "R", tools = {}, model = "default" },' },
+      "^tiers/x%.lua:10: agent 'helper': rooms must list at least one room it joins" },
+    { "an agent room the tier does not define",
+      { [10] = '    { name = "helper", display_name = "H", role = "R", tools = {}, model = "default",'
+          .. ' rooms = { "dev" } },' },
+      "^tiers/x%.lua:10: agent 'helper': room 'dev' is not one of the tier's rooms" },
+    { "a router model the tier does not declare", { [7] = '  router = { model = "big" },' },
+      "^tiers/x%.lua:7: router%.model 'big' is not one of the tier's models" },
+    { "no default model and no router", { [6] = '  models = { fast = { provider = "anthropic", id = "m1" } },' },
+      "^tiers/x%.lua:%d+: router%.model 'default' is not one of the tier's models" },
+    { "memory that needs keys the instance lacks", { [7] = '  memory = { backend = "mem0" },' },
+      "^tiers/x%.lua:7: memory%.backend 'mem0' must be file or none" },
+    { "an invalid room key",
+      { [5] = '  tools = { "file" }, rooms = { ["Lob by"] = { display_name = "L", description = "D" } },' },
+      "^tiers/x%.lua:5: rooms: invalid room key 'Lob by'" },
+    { "a room without a description", { [5] = '  tools = { "file" }, rooms = { lobby = { display_name = "L" } },' },
+      "^tiers/x%.lua:5: rooms%.lobby%.description must be" },
     { "an invalid name", { [2] = '  name = "X Tier",' }, "^tiers/x%.lua:2: name must be" },
   }
 
@@ -329,7 +363,8 @@ describe("tier extends", function()
         '  name = "x", display_name = "Child", extends = "base",',
         '  add_tools = { "shell" },',
         '  add_agents = {',
-        '    { name = "coder", display_name = "C", role = "Codes.", tools = { "shell" }, model = "default" },',
+        '    { name = "coder", display_name = "C", role = "Codes.", tools = { "shell" }, model = "default",',
+        '      rooms = { "lobby" } },',
         '  },',
         '  limits = { memory_mb = 512, agents = 3 },',
         '}',
@@ -357,8 +392,9 @@ describe("tier extends", function()
         'return {',
         '  name = "x", display_name = "Child", extends = "base",',
         '  tools = { "python" },',
-        '  agents = { { name = "solo", display_name = "S", role = "R", tools = { "python" }, model = "big" } },',
-        '  models = { big = { provider = "openai", id = "gpt-4.1" } },',
+        '  agents = { { name = "solo", display_name = "S", role = "R", tools = { "python" }, model = "big",',
+        '    rooms = { "lobby" } } },',
+        '  models = { big = { provider = "openai", id = "gpt-4.1" } }, router = { model = "big" },',
         '}',
       }),
     }))
@@ -469,7 +505,8 @@ describe("tiers.describe", function()
 
   it("keeps an agent without tools a JSON list", function()
     local loaded = assert(load_one(source({
-      [10] = '    { name = "helper", display_name = "H", role = "R", tools = {}, model = "default" },',
+      [10] = '    { name = "helper", display_name = "H", role = "R", tools = {}, model = "default",'
+        .. ' rooms = { "lobby" } },',
     })))
     local out = json.encode(tiers.describe(loaded.x))
     assert.matches('"name":"helper","role":"R","tools":%[%]', out)
