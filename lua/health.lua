@@ -42,7 +42,7 @@ end
 -- HEALTH_URL_TEMPLATE: an http(s) URL with only the known placeholders.
 -- Returns the template, or nil, why.
 function M.template_ok(t)
-  if type(t) ~= "string" or #t > 1024 or not t:match("^https?://[^/{}]") then
+  if type(t) ~= "string" or #t > 1024 or not t:match("^https?://[^/]") then
     return nil, "expected an http:// or https:// URL (up to 1024 bytes) with a host"
   end
   if t:find("[%c%s]") then
