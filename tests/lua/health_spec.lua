@@ -32,7 +32,8 @@ describe("health", function()
     local state = { apps = {
       { name = "mr-a", role = "main" },
       { name = "mr-a-gone", role = "old", absent = true, health = { path = "/x" } },
-      { name = "mr-a-web", role = "web", domains = { "a.example.org", "b.example.org" }, health = { path = "/api/ready" } },
+      { name = "mr-a-web", role = "web", domains = { "a.example.org", "b.example.org" },
+        health = { path = "/api/ready" } },
     } }
     local t = health.target(state)
     assert.are.same({ app = "mr-a-web", path = "/api/ready", domain = "a.example.org" }, t)
@@ -56,7 +57,8 @@ describe("health", function()
   end)
 
   it("after a deploy: starting with a check, running without `health`, skipped in dry-run or with a 0 bound", function()
-    local state = { apps = { { name = "mr-a", role = "main", domains = { "a.example.org" }, health = { path = "/r" } } } }
+    local state = { apps = { { name = "mr-a", role = "main", domains = { "a.example.org" },
+                               health = { path = "/r" } } } }
     local inst = { subscription_id = "sub_1", app_name = "mr-a" }
     local r = health.after_deploy(inst, state, false)
     assert.are.equal("starting", inst.status)
