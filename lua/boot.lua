@@ -47,7 +47,18 @@ function M.settings(cfg)
     command_timeout = tonumber(cfg.DOKKU_COMMAND_TIMEOUT),
     supabase = cfg.SUPABASE_URL ~= nil,
     profile = cfg.PROFILE,
+    -- readiness (lua/health.lua); defaults: src/config.c config_vars
+    health_url_template = cfg.HEALTH_URL_TEMPLATE,
+    health_timeout = tonumber(cfg.HEALTH_TIMEOUT_SECONDS),
+    health_request_timeout = tonumber(cfg.HEALTH_REQUEST_TIMEOUT),
+    health_recheck_interval = tonumber(cfg.HEALTH_RECHECK_INTERVAL),
   }
+  if s.health_url_template then
+    local ok, herr = require("health").template_ok(s.health_url_template)
+    if not ok then
+      return nil, "HEALTH_URL_TEMPLATE: " .. herr
+    end
+  end
   local ok, err = validate.domain(s.base_domain)
   if not ok then
     return nil, "BASE_DOMAIN: " .. err
