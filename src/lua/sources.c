@@ -93,7 +93,7 @@ static int cmpstr(const void *a, const void *b)
 }
 
 /* The files a generation holds: Lua, and the Python scripts LUA_DIR ships
- * into containers (resources/lib/*.py, issue 14), so a SIGHUP reload takes
+ * into containers (Python files of resources/lib, issue 14), so a SIGHUP reload takes
  * a changed script along with the Lua that sends it. */
 static int ends_with_lua(const char *name)
 {
