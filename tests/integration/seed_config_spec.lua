@@ -95,7 +95,8 @@ for _, version in ipairs({ "0.35.20", "current" }) do
       os.execute("mkdir -p " .. tiers .. " " .. profiles .. " && cp " .. H.root .. "/tiers/*.lua " .. tiers
         .. "/ && cp " .. H.root .. "/profiles/*.lua " .. profiles .. "/")
       write(profiles .. "/seeded.lua", PROFILE:format(TIER_A, TIER_B))
-      write(tiers .. "/sfree.lua", 'return { name = "sfree", display_name = "S", extends = "free", profile = "seeded" }\n')
+      write(tiers .. "/sfree.lua",
+        'return { name = "sfree", display_name = "S", extends = "free", profile = "seeded" }\n')
       write(tiers .. "/sstarter.lua",
         'return { name = "sstarter", display_name = "S2", extends = "starter", profile = "seeded" }\n')
       srv = H.start({ env = D.mrprov_env(h, { TIERS_DIR = tiers, PROFILES_DIR = profiles }) })
@@ -163,6 +164,7 @@ for _, version in ipairs({ "0.35.20", "current" }) do
       -- and again: nothing to do
       before = #D.log(h)
       code, j = H.request(srv, "PUT", "/api/v1/update", { subscription_id = sub, app_name = app })
+      assert.are.equal(202, code)
       assert.are.equal("succeeded", wait_job(srv, sub, j.job_id).job.state)
       assert.are.same({}, mutating(h, before))
     end)
