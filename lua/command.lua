@@ -25,6 +25,9 @@ function M.new(resource, target, argv, shown, opts)
     -- text the command's stdout must hold for it to count as done (what
     -- Dokku reports having done, e.g. the directory it created)
     expect = opts.expect,
+    -- bytes for the command's stdin (git:from-archive's build context);
+    -- never journaled or logged: `shown` says what they are
+    stdin = opts.stdin,
   }
 end
 

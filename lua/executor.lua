@@ -156,7 +156,7 @@ end
 local function run_wave(cmds, redact)
   local calls = {}
   for i, c in ipairs(cmds) do
-    calls[i] = { argv = command.full_argv(c), timeout = M.timeout(), stdout_file = c.stdout_file }
+    calls[i] = { argv = command.full_argv(c), timeout = M.timeout(), stdout_file = c.stdout_file, stdin = c.stdin }
   end
   local results, raw = {}, {}
   if #calls == 1 then

@@ -127,8 +127,13 @@ end
 local APP_FIELDS = {
   name = true, role = true, absent = true, image = true, container_port = true, env = true,
   env_owned_prefixes = true, limits = true, domains = true, storage = true, letsencrypt = true,
-  matrix_type = true, health = true,
+  matrix_type = true, health = true, seed_config = true, exclusive_storage = true,
 }
+local SEED_FIELDS = { content = true, path = true, command = true, owner = true }
+-- A config template rides in the build context on stdin (at most 1 MiB
+-- with the Dockerfile and the script: src/dokku/transport.h
+-- TRANSPORT_MAX_INPUT).
+local SEED_MAX = 512 * 1024
 local STORAGE_FIELDS = { dir = true, host_path = true, container_path = true, chown = true, owned_paths = true }
 local SERVICE_FIELDS = { kind = true, name = true, links = true }
 local SERVICE_KINDS = { postgres = true, redis = true }
@@ -264,6 +269,28 @@ local function checker(rules)
         fail("%s: health.path must be a plain absolute path (e.g. /api/ready)", what)
       end
       out.health = { path = a.health.path }
+    end
+    if a.seed_config ~= nil then
+      local sc = a.seed_config
+      fields(sc, SEED_FIELDS, what .. ": seed_config")
+      if not out.image then fail("%s: seed_config needs image (the build context is FROM it)", what) end
+      if type(sc.content) ~= "string" or #sc.content == 0 or #sc.content > SEED_MAX then
+        fail("%s: seed_config.content must be text of 1..%d bytes", what, SEED_MAX)
+      end
+      if not plain_path(sc.path) or sc.path == "/" then
+        fail("%s: seed_config.path must be a plain absolute file path", what)
+      end
+      local command = list_of(sc.command, what .. ": seed_config.command",
+        function(x) return type(x) == "string" and #x > 0 and not x:find("[%z\n]") end)
+      if #command == 0 then fail("%s: seed_config.command must name the image's command", what) end
+      if sc.owner ~= nil and (type(sc.owner) ~= "string" or not sc.owner:match("^%d+:%d+$")) then
+        fail("%s: seed_config.owner must be uid:gid", what)
+      end
+      out.seed_config = { content = sc.content, path = sc.path, command = command, owner = sc.owner }
+    end
+    if a.exclusive_storage ~= nil then
+      if type(a.exclusive_storage) ~= "boolean" then fail("%s: exclusive_storage must be true or false", what) end
+      out.exclusive_storage = a.exclusive_storage
     end
     return out
   end

@@ -12,6 +12,7 @@ packages=(
   lua-busted lua-socket lua-check lua-sql-postgres
   openssh-server openssh-client postgresql
   curl sqlite3 openssl cppcheck shellcheck
+  python3 python3-yaml
   clang libclang-rt-14-dev valgrind
 )
 if [ "${1:-}" = "--bench" ]; then

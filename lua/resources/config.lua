@@ -7,6 +7,7 @@
 local command = require "command"
 local contract = require "resources.lib.contract"
 local probe = require "resources.lib.probe"
+local seed = require "resources.lib.seed"
 local crypto = require "mrprov.crypto"
 local json = require "json"
 local validate = require "validate"
@@ -73,7 +74,8 @@ end
 local function stale_keys(spec, have)
   local keys = {}
   for k in pairs(have) do
-    if spec.env[k] == nil then
+    -- the digest resources/image.lua records is its own, whatever the prefixes
+    if spec.env[k] == nil and k ~= seed.DIGEST_KEY then
       for _, p in ipairs(spec.owned_prefixes or {}) do
         if k:sub(1, #p) == p then
           keys[#keys + 1] = k

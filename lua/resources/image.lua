@@ -12,9 +12,25 @@
 -- fallback is recorded in the journal instead: the model remembers which
 -- metadata the rebuild left in place, and while the server still reports
 -- exactly that, the rebuilt image is the deployed one (M.recall).
+--
+-- An app with `seed_config` (issue 14) is deployed from a generated build
+-- context instead (resources/lib/seed.lua): `git:from-archive
+-- --archive-type tar APP --` with the context's tar on stdin
+-- (core:plugins/git/internal-functions cmd-git-from-archive; git-from-archive
+-- reads stdin with `tee src.tar | wc -c` when the URL is `--`; v0.35.20 and
+-- v0.38.27). Dokku records no trace of the content: deploy-source-set
+-- stores "tar" and "--" (cmd-git-from-archive), so after the deploy the
+-- context's SHA-256 is recorded on the app with `config:set --no-restart APP
+-- MRPROV_CONTEXT_SHA256=<hex>` and read back with `config:get` (both
+-- versions: core:plugins/config). In sync when the deploy source is "tar"
+-- and the recorded digest is the context's: a change of template, script or
+-- image redeploys once. The same "No changes detected" fallback applies
+-- (git-from-directory, shared with git:from-image). Only the size and the
+-- digest of the stdin bytes are shown in plans and step logs.
 local command = require "command"
 local contract = require "resources.lib.contract"
 local probe = require "resources.lib.probe"
+local seed = require "resources.lib.seed"
 
 local M = { type = "image", phase = contract.PHASE.settings, order = 60, from = "apps" }
 
@@ -23,6 +39,11 @@ local M = { type = "image", phase = contract.PHASE.settings, order = 60, from = 
 function M.specs(app)
   if app.absent or not app.image then
     return {}
+  end
+  if app.seed_config then
+    local archive, digest = seed.context(app.image, app.seed_config)
+    return { { key = "image:" .. app.name, spec = { app = app.name, image = app.image, archive = archive,
+                                                    context = digest } } }
   end
   return { { key = "image:" .. app.name, spec = { app = app.name, image = app.image } } }
 end
@@ -41,7 +62,30 @@ function M.restart(app)
   return { command.new("restart", app, { "ps:restart", app }, nil, { deploys = true }) }
 end
 
+-- A context deploy: the deploy source ("tar" after git:from-archive) and
+-- the digest recorded after it (config:get exits 1 when the key is unset).
+local function probe_context(run, spec)
+  local out, err = probe.read(run, { "apps:report", spec.app, "--app-deploy-source" })
+  if not out then
+    return nil, err
+  end
+  local res, rerr = run({ "config:get", spec.app, seed.DIGEST_KEY })
+  if not res then
+    return nil, rerr
+  end
+  if res.exit == 20 then
+    return false
+  end
+  if res.exit ~= 0 and res.exit ~= 1 then
+    return nil, "config:get " .. spec.app .. " " .. seed.DIGEST_KEY .. " exited " .. res.exit .. ": " .. res.stderr
+  end
+  return { source = out:match("^%s*(%S+)%s*$"), context = res.exit == 0 and res.stdout:match("^%s*(%S+)%s*$") or nil }
+end
+
 function M.probe(run, spec)
+  if spec.archive then
+    return probe_context(run, spec)
+  end
   local out, err = probe.read(run, { "apps:report", spec.app, "--app-deploy-source-metadata" })
   if not out then
     return nil, err
@@ -54,6 +98,9 @@ end
 -- resource. A rebuild recorded over the metadata the server still reports
 -- deployed the recorded image; any later deploy changes the metadata.
 function M.recall(current, recorded)
+  if current and current.source ~= nil then
+    return current -- a context deploy: the digest on the app tells
+  end
   if current and type(recorded) == "table" and recorded.rebuilt_over ~= nil
       and (current.image or "") == recorded.rebuilt_over then
     return { image = recorded.image, rebuilt_over = recorded.rebuilt_over }
@@ -61,7 +108,27 @@ function M.recall(current, recorded)
   return current
 end
 
+local function diff_context(spec, current)
+  if current and current.source == "tar" and current.context == spec.context then
+    return {}
+  end
+  local argv = { "git:from-archive", "--archive-type", "tar", spec.app, "--" }
+  local shown = { "git:from-archive", "--archive-type", "tar", spec.app, "--", "<",
+                  ("[build context: %d bytes, sha256 %s]"):format(#spec.archive, spec.context) }
+  return {
+    command.new("image", spec.app, argv, shown, {
+      deploys = true, stdin = spec.archive,
+      fallback = { when = "No changes detected", argv = { "ps:rebuild", spec.app } },
+    }),
+    -- only after the deploy succeeded (a step's commands stop at the first failure)
+    command.new("image", spec.app, { "config:set", "--no-restart", spec.app, seed.DIGEST_KEY .. "=" .. spec.context }),
+  }
+end
+
 function M.diff(spec, current)
+  if spec.archive then
+    return diff_context(spec, current)
+  end
   if current and current.image == spec.image then
     return {}
   end
@@ -78,6 +145,9 @@ end
 -- cmds: the step's commands once run (a command whose fallback ran and
 -- succeeded has fell_back set by the worker).
 function M.model(spec, current, cmds)
+  if spec.archive then
+    return { source = "tar", context = spec.context }
+  end
   for _, c in ipairs(cmds or {}) do
     if c.fell_back then
       return { image = spec.image, rebuilt_over = current and current.image or "" }

@@ -163,15 +163,23 @@ void transport_result_free(struct transport_result *res)
 }
 
 /* Starts `program argv...` with stdout and stderr on pipes (*out_fd and
- * *err_fd, the parent's ends) and stdin on /dev/null; its pid, or -1. */
-static pid_t spawn_local(const char *const *argv, int argc, int *out_fd, int *err_fd)
+ * *err_fd, the parent's ends) and stdin on /dev/null, or with in_fd on a
+ * pipe whose writing end (non-blocking) *in_fd gets; its pid, or -1. */
+static pid_t spawn_local(const char *const *argv, int argc, int *out_fd, int *err_fd, int *in_fd)
 {
-	int outp[2], errp[2];
+	int outp[2], errp[2], inp[2] = { -1, -1 };
 	if (pipe2(outp, O_CLOEXEC) < 0)
 		return -1;
 	if (pipe2(errp, O_CLOEXEC) < 0) {
 		close(outp[0]);
 		close(outp[1]);
+		return -1;
+	}
+	if (in_fd && pipe2(inp, O_CLOEXEC) < 0) {
+		close(outp[0]);
+		close(outp[1]);
+		close(errp[0]);
+		close(errp[1]);
 		return -1;
 	}
 	char **args = xcalloc((size_t)argc + 2, sizeof *args);
@@ -184,7 +192,7 @@ static pid_t spawn_local(const char *const *argv, int argc, int *out_fd, int *er
 	if (pid == 0) {
 		dup2(outp[1], 1);
 		dup2(errp[1], 2);
-		int devnull = open("/dev/null", O_RDONLY);
+		int devnull = inp[0] >= 0 ? inp[0] : open("/dev/null", O_RDONLY);
 		if (devnull >= 0)
 			dup2(devnull, 0);
 		/* mrprov's own files are private (umask 077); Dokku's are not. */
@@ -196,13 +204,21 @@ static pid_t spawn_local(const char *const *argv, int argc, int *out_fd, int *er
 	free(args);
 	close(outp[1]);
 	close(errp[1]);
+	if (inp[0] >= 0)
+		close(inp[0]);
 	if (pid < 0) {
 		close(outp[0]);
 		close(errp[0]);
+		if (inp[1] >= 0)
+			close(inp[1]);
 		return -1;
 	}
 	*out_fd = outp[0];
 	*err_fd = errp[0];
+	if (in_fd) {
+		fcntl(inp[1], F_SETFL, O_NONBLOCK);
+		*in_fd = inp[1];
+	}
 	return pid;
 }
 
@@ -229,12 +245,38 @@ static void read_pipe(struct pollfd *fd, int i, int out_fd, struct transport_res
 
 enum pump_end { PUMP_DONE, PUMP_TIMED_OUT, PUMP_CANCELLED };
 
-/* Reads both pipes until they close, the deadline passes (timeout_s > 0)
- * or transport_cancel; closes them. */
-static enum pump_end pump_output(int out_pipe, int err_pipe, double timeout_s, int out_fd,
+/* The stdin being fed to a local command. */
+struct feed {
+	int fd; /* -1: none, or all sent and closed */
+	const char *data;
+	size_t len, off;
+};
+
+/* One write of what is left into the child's stdin; closes it at the end
+ * or when the child stopped reading (EPIPE: mrprov ignores SIGPIPE; its
+ * exit code tells). */
+static void feed_pipe(struct feed *f)
+{
+	while (f->off < f->len) {
+		ssize_t w = write(f->fd, f->data + f->off, f->len - f->off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno == EAGAIN)
+			return;
+		if (w < 0)
+			break;
+		f->off += (size_t)w;
+	}
+	close(f->fd);
+	f->fd = -1;
+}
+
+/* Reads both pipes (feeding stdin, if any) until they close, the deadline
+ * passes (timeout_s > 0) or transport_cancel; closes them. */
+static enum pump_end pump_output(int out_pipe, int err_pipe, struct feed *feed, double timeout_s, int out_fd,
 				 struct transport_result *res)
 {
-	struct pollfd fds[2] = { { out_pipe, POLLIN, 0 }, { err_pipe, POLLIN, 0 } };
+	struct pollfd fds[3] = { { out_pipe, POLLIN, 0 }, { err_pipe, POLLIN, 0 }, { -1, POLLOUT, 0 } };
 	int open_fds = 2;
 	double deadline = timeout_s > 0 ? clock_mono() + timeout_s : 0;
 	enum pump_end end = PUMP_DONE;
@@ -254,7 +296,8 @@ static enum pump_end pump_output(int out_pipe, int err_pipe, double timeout_s, i
 			if (wait_ms > 200)
 				wait_ms = 200;
 		}
-		int n = poll(fds, 2, wait_ms);
+		fds[2].fd = feed ? feed->fd : -1;
+		int n = poll(fds, 3, wait_ms);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
@@ -262,22 +305,30 @@ static enum pump_end pump_output(int out_pipe, int err_pipe, double timeout_s, i
 		for (int i = 0; i < 2; i++)
 			if (fds[i].fd >= 0 && fds[i].revents)
 				read_pipe(&fds[i], i, out_fd, res, &open_fds);
+		if (fds[2].fd >= 0 && fds[2].revents)
+			feed_pipe(feed);
 	}
 	for (int i = 0; i < 2; i++)
 		if (fds[i].fd >= 0)
 			close(fds[i].fd);
+	if (feed && feed->fd >= 0) {
+		close(feed->fd);
+		feed->fd = -1;
+	}
 	return end;
 }
 
-static int run_local(const char *const *argv, int argc, double timeout_s, int out_fd, struct transport_result *res)
+static int run_local(const char *const *argv, int argc, const char *in, size_t in_len, double timeout_s, int out_fd,
+		     struct transport_result *res)
 {
 	int out_pipe, err_pipe;
-	pid_t pid = spawn_local(argv, argc, &out_pipe, &err_pipe);
+	struct feed feed = { -1, in, in_len, 0 };
+	pid_t pid = spawn_local(argv, argc, &out_pipe, &err_pipe, in ? &feed.fd : NULL);
 	if (pid < 0) {
 		snprintf(res->error, sizeof res->error, "cannot start %.100s: %.100s", program, strerror(errno));
 		return -1;
 	}
-	enum pump_end end = pump_output(out_pipe, err_pipe, timeout_s, out_fd, res);
+	enum pump_end end = pump_output(out_pipe, err_pipe, in ? &feed : NULL, timeout_s, out_fd, res);
 	if (end != PUMP_DONE)
 		kill(pid, SIGKILL);
 	int status = 0;
@@ -297,7 +348,8 @@ static int run_local(const char *const *argv, int argc, double timeout_s, int ou
 	return res->error[0] ? -1 : 0;
 }
 
-static int run_ssh(const char *const *argv, int argc, double timeout_s, int out_fd, struct transport_result *res)
+static int run_ssh(const char *const *argv, int argc, const char *in, size_t in_len, double timeout_s, int out_fd,
+		   struct transport_result *res)
 {
 	/* Tokens are validated (no spaces, no quotes), so joining them with
 	 * single spaces is exactly what Dokku's entry will split again. */
@@ -309,7 +361,7 @@ static int run_ssh(const char *const *argv, int argc, double timeout_s, int out_
 		sbuf_adds(&cmd, argv[i]);
 	}
 	struct ssh_result sr;
-	int rc = ssh_pool_run(pool, cmd.data, timeout_s, out_fd, &sr);
+	int rc = ssh_pool_run_input(pool, cmd.data, in, in_len, timeout_s, out_fd, &sr);
 	sbuf_free(&cmd);
 	res->exit_code = sr.exit_code;
 	res->out = sr.out;
@@ -322,7 +374,19 @@ static int run_ssh(const char *const *argv, int argc, double timeout_s, int out_
 
 int transport_run(const char *const *argv, int argc, double timeout_s, int out_fd, struct transport_result *res)
 {
+	return transport_run_input(argv, argc, NULL, 0, timeout_s, out_fd, res);
+}
+
+int transport_run_input(const char *const *argv, int argc, const char *in, size_t in_len, double timeout_s,
+			int out_fd, struct transport_result *res)
+{
 	result_init(res);
+	if (in && in_len > TRANSPORT_MAX_INPUT) {
+		snprintf(res->error, sizeof res->error,
+			 "the command's input is %zu bytes; at most %d bytes cross to Dokku on stdin", in_len,
+			 TRANSPORT_MAX_INPUT);
+		return -1;
+	}
 	size_t line = 0;
 	for (int i = 0; i < argc; i++) {
 		const char *reason;
@@ -349,9 +413,9 @@ int transport_run(const char *const *argv, int argc, double timeout_s, int out_f
 	if (mode == TRANSPORT_DRY_RUN)
 		res->exit_code = 0;
 	else if (mode == TRANSPORT_LOCAL)
-		rc = run_local(argv, argc, timeout_s, out_fd, res);
+		rc = run_local(argv, argc, in, in_len, timeout_s, out_fd, res);
 	else
-		rc = run_ssh(argv, argc, timeout_s, out_fd, res);
+		rc = run_ssh(argv, argc, in, in_len, timeout_s, out_fd, res);
 	res->duration_s = clock_mono() - t0;
 	if (rc == 0 && mode != TRANSPORT_DRY_RUN) {
 		pthread_mutex_lock(&ok_lock);

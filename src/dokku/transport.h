@@ -44,12 +44,22 @@ const char *transport_mode_name(void);
  * 128 KiB. One limit for every mode, so a dry-run plan fails where a real
  * run would. */
 #define TRANSPORT_MAX_COMMAND (32 * 1024)
+/* Bytes a command's stdin may hold (git:from-archive's build context): a
+ * bound on what one job holds in memory and sends, far above a generated
+ * build context (a Dockerfile, a config template and a script). */
+#define TRANSPORT_MAX_INPUT (1024 * 1024)
 /* 1 when tok may cross to Dokku as one argument; otherwise 0 and why in reason. */
 int transport_token_ok(const char *tok, size_t len, const char **reason);
 /* Runs argv (argc tokens). timeout_s <= 0: no timeout. out_fd >= 0: stdout
  * is written there (backups) instead of buffered. Always fills res;
  * returns 0 when the command ran (whatever its exit code), -1 otherwise. */
 int transport_run(const char *const *argv, int argc, double timeout_s, int out_fd, struct transport_result *res);
+/* The same, with in_len bytes of in on the command's stdin, then its end
+ * (in == NULL: as transport_run, stdin is /dev/null locally and left open
+ * over SSH). More than TRANSPORT_MAX_INPUT bytes are refused before
+ * anything is sent; a dry run sends nothing. */
+int transport_run_input(const char *const *argv, int argc, const char *in, size_t in_len, double timeout_s,
+			int out_fd, struct transport_result *res);
 /* For /ready: 0 when Dokku answered within max_age_s (asking `version`
  * if it has been quiet longer), -1 with the reason otherwise. */
 int transport_check(double max_age_s, char *reason, size_t reasonlen);

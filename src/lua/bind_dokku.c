@@ -1,7 +1,9 @@
 /* bind_dokku: runs a Dokku command through the configured transport.
- * dokku.run(argv [, {timeout=s, stdout_file=path}]) → {exit, stdout,
- * stderr, duration, bytes} or nil, err, transient. With stdout_file, stdout
- * is streamed into a new file (mode 0600; an existing file is an error). dokku.mode() → "dry-run" | "local" | "ssh".
+ * dokku.run(argv [, {timeout=s, stdout_file=path, stdin=bytes}]) → {exit,
+ * stdout, stderr, duration, bytes} or nil, err, transient. With stdout_file,
+ * stdout is streamed into a new file (mode 0600; an existing file is an
+ * error); with stdin, the bytes (at most TRANSPORT_MAX_INPUT) are the
+ * command's input, then its end. dokku.mode() → "dry-run" | "local" | "ssh".
  * dokku.token_ok(s) → true | false, reason. */
 #include "dokku/transport.h"
 #include "lua/runtime.h"
@@ -23,6 +25,8 @@ struct call {
 	int argc;
 	double timeout;
 	const char *out_path;
+	const char *in; /* stdin bytes, or NULL */
+	size_t in_len;
 	int rc;
 	struct transport_result res; /* zeroed until run; freed by release_calls */
 	pthread_t thread;
@@ -57,7 +61,17 @@ static void read_call(lua_State *L, int idx, int opt_idx, struct call *c)
 	luaL_checktype(L, idx, LUA_TTABLE);
 	c->timeout = 0;
 	c->out_path = NULL;
+	c->in = NULL;
+	c->in_len = 0;
 	if (opt_idx && lua_istable(L, opt_idx)) {
+		lua_getfield(L, opt_idx, "stdin");
+		if (!lua_isnil(L, -1)) {
+			if (lua_type(L, -1) != LUA_TSTRING)
+				luaL_argerror(L, opt_idx, "stdin must be a string");
+			/* the string stays referenced by the options table */
+			c->in = lua_tolstring(L, -1, &c->in_len);
+		}
+		lua_pop(L, 1);
 		lua_getfield(L, opt_idx, "timeout");
 		c->timeout = luaL_optnumber(L, -1, 0);
 		lua_pop(L, 1);
@@ -90,7 +104,7 @@ static void *do_call(void *arg)
 			return NULL;
 		}
 	}
-	c->rc = transport_run(c->argv, c->argc, c->timeout, fd, &c->res);
+	c->rc = transport_run_input(c->argv, c->argc, c->in, c->in_len, c->timeout, fd, &c->res);
 	if (fd >= 0 && (fsync(fd) < 0 || close(fd) < 0) && c->rc == 0) {
 		snprintf(c->res.error, sizeof c->res.error, "cannot write %.150s: %.80s", c->out_path,
 			 strerror(errno));

@@ -92,10 +92,13 @@ static int cmpstr(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* The files a generation holds: Lua, and the Python scripts LUA_DIR ships
+ * into containers (Python files of resources/lib, issue 14), so a SIGHUP reload takes
+ * a changed script along with the Lua that sends it. */
 static int ends_with_lua(const char *name)
 {
 	size_t n = strlen(name);
-	return n > 4 && strcmp(name + n - 4, ".lua") == 0;
+	return (n > 4 && strcmp(name + n - 4, ".lua") == 0) || (n > 3 && strcmp(name + n - 3, ".py") == 0);
 }
 
 /* Reads dir's listing and its *.lua files; with depth > 0, its

@@ -11,6 +11,14 @@
 #include <string.h>
 #include <unistd.h>
 
+void ssh_request_free(struct request *rq)
+{
+	pthread_cond_destroy(&rq->cond);
+	free(rq->cmd);
+	free(rq->in);
+	free(rq);
+}
+
 /* Finishes a request: the caller may return once done is set. */
 void ssh_request_complete(struct session *s, struct request *rq)
 {
@@ -18,9 +26,7 @@ void ssh_request_complete(struct session *s, struct request *rq)
 	pthread_mutex_lock(&p->lock);
 	if (rq->detached) {
 		pthread_mutex_unlock(&p->lock);
-		pthread_cond_destroy(&rq->cond);
-		free(rq->cmd);
-		free(rq);
+		ssh_request_free(rq);
 		return;
 	}
 	rq->done = 1;
@@ -92,6 +98,49 @@ static int exec_command(struct request *rq)
 			snprintf(rq->res->error, sizeof rq->res->error, "exec refused by the server");
 		return STEP_NEXT;
 	}
+	rq->st = rq->in ? RQ_WRITE : RQ_READ;
+	return STEP_NEXT;
+}
+
+static int read_stdout(struct request *rq, char *buf, size_t buflen);
+static int read_stderr(struct request *rq, char *buf, size_t buflen);
+
+/* Sends the command's stdin, then its EOF. Output is drained on every turn
+ * too: a command that writes more than the channel's window before it reads
+ * its input would otherwise wait for us while we wait for it. A channel the
+ * server closed or ended early stops the sending (the command did not want
+ * the rest; its exit code tells), anything else is a session error. */
+static int write_input(struct request *rq)
+{
+	char buf[32768];
+	if (read_stdout(rq, buf, sizeof buf) < 0 || read_stderr(rq, buf, sizeof buf) < 0)
+		return -1;
+	while (rq->in_off < rq->in_len) {
+		/* The command's output ended (it exited, or will without reading
+		 * more): libssh2 would answer EAGAIN for ever once the window is
+		 * used up, as the server adjusts it no more. */
+		if (libssh2_channel_eof(rq->ch)) {
+			rq->st = RQ_READ;
+			return STEP_NEXT;
+		}
+		ssize_t n = libssh2_channel_write(rq->ch, rq->in + rq->in_off, rq->in_len - rq->in_off);
+		if (n == LIBSSH2_ERROR_EAGAIN)
+			return 0;
+		if (n == LIBSSH2_ERROR_CHANNEL_CLOSED || n == LIBSSH2_ERROR_CHANNEL_EOF_SENT ||
+		    n == LIBSSH2_ERROR_CHANNEL_UNKNOWN) {
+			rq->st = RQ_READ;
+			return STEP_NEXT;
+		}
+		if (n < 0)
+			return -1;
+		rq->in_off += (size_t)n;
+	}
+	int rc = libssh2_channel_send_eof(rq->ch);
+	if (rc == LIBSSH2_ERROR_EAGAIN)
+		return 0;
+	if (rc < 0 && rc != LIBSSH2_ERROR_CHANNEL_CLOSED && rc != LIBSSH2_ERROR_CHANNEL_EOF_SENT &&
+	    rc != LIBSSH2_ERROR_CHANNEL_UNKNOWN)
+		return -1;
 	rq->st = RQ_READ;
 	return STEP_NEXT;
 }
@@ -212,6 +261,9 @@ static int progress(struct session *s, struct request *rq)
 			break;
 		case RQ_EXEC:
 			r = exec_command(rq);
+			break;
+		case RQ_WRITE:
+			r = write_input(rq);
 			break;
 		case RQ_READ:
 			r = read_output(rq);

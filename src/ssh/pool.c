@@ -91,12 +91,23 @@ static struct session *least_loaded(struct ssh_pool *p)
 
 int ssh_pool_run(struct ssh_pool *p, const char *cmd, double timeout_s, int out_fd, struct ssh_result *res)
 {
+	return ssh_pool_run_input(p, cmd, NULL, 0, timeout_s, out_fd, res);
+}
+
+int ssh_pool_run_input(struct ssh_pool *p, const char *cmd, const char *in, size_t in_len, double timeout_s,
+		       int out_fd, struct ssh_result *res)
+{
 	memset(res, 0, sizeof *res);
 	res->exit_code = -1;
 	sbuf_init(&res->out);
 	sbuf_init(&res->err);
 	struct request *rq = xcalloc(1, sizeof *rq);
 	rq->cmd = xstrdup(cmd);
+	if (in) {
+		rq->in = xmalloc(in_len ? in_len : 1);
+		memcpy(rq->in, in, in_len);
+		rq->in_len = in_len;
+	}
 	rq->deadline = timeout_s > 0 ? clock_mono() + timeout_s : 0;
 	rq->out_fd = out_fd;
 	rq->res = res;
@@ -107,9 +118,7 @@ int ssh_pool_run(struct ssh_pool *p, const char *cmd, double timeout_s, int out_
 		pthread_mutex_unlock(&p->lock);
 		snprintf(res->error, sizeof res->error, "cancelled: shutting down");
 		res->transient = 1;
-		pthread_cond_destroy(&rq->cond);
-		free(rq->cmd);
-		free(rq);
+		ssh_request_free(rq);
 		return -1;
 	}
 	struct session *best = least_loaded(p);
@@ -135,11 +144,8 @@ int ssh_pool_run(struct ssh_pool *p, const char *cmd, double timeout_s, int out_
 		snprintf(res->error, sizeof res->error, "timed out after %.0f s", timeout_s);
 		res->transient = 1;
 	}
-	if (!detached) {
-		pthread_cond_destroy(&rq->cond);
-		free(rq->cmd);
-		free(rq);
-	}
+	if (!detached)
+		ssh_request_free(rq);
 	return res->error[0] ? -1 : 0;
 }
 

@@ -47,6 +47,12 @@ struct ssh_pool *ssh_pool_new(const struct ssh_pool_opts *o, char *err, size_t e
  * stdout is written there instead of buffered. Returns 0 when the command
  * ran (whatever its exit code), -1 otherwise (res->error says why). */
 int ssh_pool_run(struct ssh_pool *p, const char *cmd, double timeout_s, int out_fd, struct ssh_result *res);
+/* The same, with in_len bytes of in as the command's stdin (copied; sent
+ * while its output is read, then EOF). in == NULL: no stdin at all, the
+ * channel's input stays open as with ssh_pool_run. A command that exits
+ * without reading all of it is not an error here: its exit code tells. */
+int ssh_pool_run_input(struct ssh_pool *p, const char *cmd, const char *in, size_t in_len, double timeout_s,
+		       int out_fd, struct ssh_result *res);
 void ssh_result_free(struct ssh_result *res);
 /* Sessions connected now. */
 int ssh_pool_connected(struct ssh_pool *p);

@@ -14,11 +14,16 @@
 #define MAX_CHANNELS 32
 #define KEEPALIVE_S 15
 
-enum rq_state { RQ_OPEN, RQ_EXEC, RQ_READ, RQ_CLOSE, RQ_WAIT_CLOSED, RQ_FREE };
+/* RQ_WRITE: the command's stdin is sent (only a request with input), then
+ * its EOF; the order matters: expire() closes every state before RQ_CLOSE. */
+enum rq_state { RQ_OPEN, RQ_EXEC, RQ_WRITE, RQ_READ, RQ_CLOSE, RQ_WAIT_CLOSED, RQ_FREE };
 
 struct request {
 	struct request *next;
 	char *cmd;
+	char *in;	 /* stdin bytes (a copy: a detached request outlives its caller), or NULL */
+	size_t in_len;
+	size_t in_off;	 /* bytes of in sent so far */
 	double deadline; /* 0: none */
 	int out_fd;
 	struct ssh_result *res; /* NULL once the caller has gone (timeout) */
@@ -97,6 +102,8 @@ void ssh_hostkey_explain_failure(struct ssh_pool *p, unsigned recorded, char *er
 
 /* ---- channel.c: requests and the channel state machine ---- */
 
+/* Frees a request (its command, its input, its condition). */
+void ssh_request_free(struct request *rq);
 /* Finishes a request: the caller may return; a detached one is freed. */
 void ssh_request_complete(struct session *s, struct request *rq);
 /* Finishes a request with a transport error. */

@@ -336,6 +336,45 @@ int main(void)
 	CHECK(lseek(fd, 0, SEEK_END) > 10);
 	close(fd);
 	unlink(path);
+
+	/* issue 14: stdin crosses the channel (git:from-archive --). 700 KiB
+	 * is more than OpenSSH's and libssh2's initial channel windows, so the
+	 * sending waits for window adjustments while the state machine goes
+	 * on. The simulator keeps what it read (as Dokku's tee does) and
+	 * prints its size (`wc -c`); the bytes are not a tar, so the build
+	 * context cannot be made and the command fails after reading them. */
+	CHECK(ssh_pool_run(p, "--quiet apps:create mr-stdin-12345678", 20, -1, &r) == 0 && r.exit_code == 0);
+	ssh_result_free(&r);
+	size_t in_len = 700 * 1024;
+	char *in = malloc(in_len);
+	for (size_t i = 0; i < in_len; i++)
+		in[i] = (char)(i * 13 + (i >> 9));
+	CHECK(ssh_pool_run_input(p, "--quiet git:from-archive --archive-type tar mr-stdin-12345678 --", in, in_len, 20,
+				 -1, &r) == 0);
+	CHECK(r.exit_code != 0);
+	CHECK(r.out.data && strstr(r.out.data, "716800\n"));
+	ssh_result_free(&r);
+	char got_path[600];
+	snprintf(got_path, sizeof got_path, "%s/received/mr-stdin-12345678.tar", getenv("MRPROV_SSH_STATE"));
+	FILE *g = fopen(got_path, "rb");
+	CHECK(g != NULL);
+	char *got = malloc(in_len + 1);
+	size_t got_len = g ? fread(got, 1, in_len + 1, g) : 0;
+	if (g)
+		fclose(g);
+	CHECK(got_len == in_len && memcmp(got, in, in_len) == 0);
+	free(got);
+	/* Empty input: the EOF alone arrives. */
+	CHECK(ssh_pool_run_input(p, "--quiet git:from-archive --archive-type tar mr-stdin-12345678 --", "", 0, 20, -1,
+				 &r) == 0);
+	CHECK(r.out.data && strstr(r.out.data, "\n0\n"));
+	ssh_result_free(&r);
+	/* A command that never reads its input still completes (the rest of
+	 * the input is dropped). */
+	CHECK(ssh_pool_run_input(p, "version", in, in_len, 20, -1, &r) == 0 && r.exit_code == 0);
+	CHECK(r.out.data && strstr(r.out.data, "dokku version"));
+	ssh_result_free(&r);
+	free(in);
 	ssh_pool_free(p);
 
 	/* A known key that does not match is refused, permanently; /ready

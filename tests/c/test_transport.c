@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -131,5 +132,37 @@ int main(void)
 	CHECK_STR(buf, "a:b c=d\n");
 	close(fd);
 	unlink(path);
+
+	/* issue 14: a command's stdin (git:from-archive's build context). Local
+	 * mode feeds it on a pipe while reading the output: /bin/cat echoes
+	 * 600 KiB back, more than a pipe holds either way. */
+	signal(SIGPIPE, SIG_IGN); /* as main.c */
+	size_t in_len = 600 * 1024;
+	char *in = malloc(TRANSPORT_MAX_INPUT + 1);
+	for (size_t i = 0; i < TRANSPORT_MAX_INPUT + 1; i++)
+		in[i] = (char)(i * 7 + (i >> 10));
+	CHECK(transport_init(TRANSPORT_LOCAL, NULL, "/bin/cat", err, sizeof err) == 0);
+	const char *argv7[] = { "-" };
+	CHECK(transport_run_input(argv7, 1, in, in_len, 10, -1, &r) == 0 && r.exit_code == 0);
+	CHECK(r.out.len == in_len && memcmp(r.out.data, in, in_len) == 0);
+	transport_result_free(&r);
+	/* Empty input: the command sees its end at once (cat does not wait). */
+	CHECK(transport_run_input(argv7, 1, "", 0, 10, -1, &r) == 0 && r.exit_code == 0 && r.out.len == 0);
+	transport_result_free(&r);
+	/* A command that does not read its input: no hang, no SIGPIPE. */
+	CHECK(transport_init(TRANSPORT_LOCAL, NULL, "/bin/true", err, sizeof err) == 0);
+	CHECK(transport_run_input(argv7, 1, in, in_len, 10, -1, &r) == 0 && r.exit_code == 0);
+	transport_result_free(&r);
+	/* More than TRANSPORT_MAX_INPUT is refused before anything runs, in
+	 * every mode (a dry-run plan fails where a real run would). */
+	CHECK(transport_run_input(argv7, 1, in, TRANSPORT_MAX_INPUT + 1, 10, -1, &r) < 0);
+	CHECK(strstr(r.error, "1048577 bytes") && strstr(r.error, "at most 1048576"));
+	transport_result_free(&r);
+	CHECK(transport_init(TRANSPORT_DRY_RUN, NULL, NULL, err, sizeof err) == 0);
+	CHECK(transport_run_input(argv7, 1, in, TRANSPORT_MAX_INPUT + 1, 10, -1, &r) < 0);
+	transport_result_free(&r);
+	CHECK(transport_run_input(argv7, 1, in, TRANSPORT_MAX_INPUT, 10, -1, &r) == 0 && r.exit_code == 0);
+	transport_result_free(&r);
+	free(in);
 	return check_done();
 }

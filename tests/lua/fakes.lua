@@ -116,6 +116,16 @@ function M.install()
     generation = function() return 1 end,
     -- the directory as it is (the C binding: as the generation read it)
     source_list = M.list_dir,
+    -- the file as it is (the C binding: as the generation read it)
+    source_read = function(path)
+      local f, err = io.open(path, "rb")
+      if not f then
+        return nil, err
+      end
+      local text = f:read("a")
+      f:close()
+      return text
+    end,
     current_generation = function() return 1 end,
   }
 end

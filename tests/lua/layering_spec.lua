@@ -19,7 +19,7 @@ local LAYERS = {
   { "parts", "tiers", "tier_check", "profiles", "hook_handle", "hook_merge" },
   { "resources", "resources." },                             -- lua/resources/*.lua
   { "resources.lib", "resources.lib." },                     -- what the resource modules share
-  { "base", "validate", "validate_request", "json", "command", "redact", "store_error", "generation",
+  { "base", "validate", "validate_request", "json", "command", "redact", "store_error", "generation", "tar",
     -- config.yaml: rendering and MindRoom's rules (validate_request checks config_overrides with them)
     "render", "mindroom_schema", "mindroom_tools" },
 }

@@ -37,3 +37,79 @@ describe("resource image", function()
   end)
 end)
 
+
+describe("resource image with seed_config (issue 14)", function()
+  local tar = require "tar"
+  local seed = require "resources.lib.seed"
+  local app = { name = "web", image = "mindroom/backend:1",
+                seed_config = { content = "agents: {}\n", path = "/mindroom_data/config/config.yaml",
+                                command = { "/app/.venv/bin/mindroom", "run" } } }
+
+  local function q(s)
+    return "'" .. s:gsub("'", "'\\''") .. "'"
+  end
+
+  it("builds a tar of Dockerfile, template and script at the top level; real tar reads it", function()
+    local spec = image.specs(app)[1].spec
+    assert.are.equal(require("mrprov.crypto").sha256_hex(spec.archive), spec.context)
+    local path = os.tmpname()
+    local f = assert(io.open(path, "wb"))
+    f:write(spec.archive)
+    f:close()
+    local p = io.popen("tar -tf " .. q(path))
+    assert.are.equal("Dockerfile\nconfig.template.yaml\nconverge_config.py\n", p:read("a"))
+    p:close()
+    p = io.popen("tar -xOf " .. q(path) .. " Dockerfile")
+    local dockerfile = p:read("a")
+    p:close()
+    os.remove(path)
+    assert.matches("\nFROM mindroom/backend:1\n", dockerfile, 1, true)
+    assert.matches("\nCOPY %-%-chown=1000:1000 config.template.yaml converge_config.py /opt/mrprov/\n", dockerfile)
+    assert.matches('\nCMD %["python3", "/opt/mrprov/converge_config.py", "%-%-template", '
+      .. '"/opt/mrprov/config.template.yaml", "%-%-config", "/mindroom_data/config/config.yaml", "%-%-", '
+      .. '"/app/.venv/bin/mindroom", "run"%]\n', dockerfile)
+    assert.matches("ENV MINDROOM_CONFIG_TEMPLATE=/opt/mrprov/config.template.yaml", dockerfile, 1, true)
+    assert.is_truthy(tar.plain_name(seed.SCRIPT))
+  end)
+
+  it("deploys from the context on stdin, records its digest after, and plans nothing when in sync", function()
+    local spec = image.specs(app)[1].spec
+    local run = fakes.runner({
+      ["apps:report web --app-deploy-source"] = { stdout = "docker-image\n" },
+      ["config:get web MRPROV_CONTEXT_SHA256"] = { exit = 1 },
+    })
+    local cur = image.probe(run, spec)
+    assert.are.same({ source = "docker-image" }, cur)
+    local cmds = image.diff(spec, cur)
+    assert.are.equal(2, #cmds)
+    assert.are.same({ "git:from-archive", "--archive-type", "tar", "web", "--" }, cmds[1].argv)
+    assert.are.equal(spec.archive, cmds[1].stdin)
+    assert.is_true(cmds[1].deploys)
+    assert.are.same({ "ps:rebuild", "web" }, cmds[1].fallback.argv)
+    -- the step log shows size and digest, never the bytes
+    assert.are.equal(("dokku --quiet git:from-archive --archive-type tar web -- < [build context: %d bytes, "
+      .. "sha256 %s]"):format(#spec.archive, spec.context), cmds[1].display)
+    assert.are.same({ "config:set", "--no-restart", "web", "MRPROV_CONTEXT_SHA256=" .. spec.context }, cmds[2].argv)
+    local model = image.model(spec, cur, cmds)
+    assert.are.same({}, image.diff(spec, model))
+    local synced = fakes.runner({
+      ["apps:report web --app-deploy-source"] = { stdout = "tar\n" },
+      ["config:get web MRPROV_CONTEXT_SHA256"] = { stdout = ("ab12"):rep(16) .. "\n" },
+    })
+    local hex = { app = "web", image = spec.image, archive = spec.archive, context = ("ab12"):rep(16) }
+    assert.are.same({}, image.diff(hex, image.recall(image.probe(synced, hex), model)))
+  end)
+
+  it("redeploys exactly when the template or the image changes", function()
+    local spec = image.specs(app)[1].spec
+    local cur = { source = "tar", context = spec.context }
+    assert.are.same({}, image.diff(spec, cur))
+    local changed = { name = "web", image = app.image, seed_config = { content = "agents: {x: {}}\n",
+      path = app.seed_config.path, command = app.seed_config.command } }
+    assert.are.equal(2, #image.diff(image.specs(changed)[1].spec, cur))
+    local other = { name = "web", image = "mindroom/backend:2", seed_config = app.seed_config }
+    assert.are.equal(2, #image.diff(image.specs(other)[1].spec, cur))
+    -- deployed from an image since (the digest left behind does not count)
+    assert.are.equal(2, #image.diff(spec, { source = "docker-image", context = spec.context }))
+  end)
+end)
