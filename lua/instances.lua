@@ -48,11 +48,25 @@ end
 -- The columns status_view reads: an instance without its spec and applied
 -- documents (kilobytes of JSON a status read would decode for nothing).
 -- (The SQL text is built once: the statement cache looks it up by its bytes.)
-local SUMMARY_SQL = "SELECT subscription_id, account_id, app_name, tier, status, urls, limits, error, dry_run, " ..
-  "created_at, updated_at FROM instances WHERE subscription_id = ?"
+-- health_checked_at (the readiness check's last answer, status_view's
+-- `last_health_check`) is read when the schema has it: its column comes
+-- with the readiness check (issue 14 item 5); the schema is migrated before
+-- any Lua state runs, so one look per state is enough.
+local SUMMARY_COLUMNS = "SELECT subscription_id, account_id, app_name, tier, status, urls, limits, error, dry_run, " ..
+  "created_at, updated_at"
+local summary_sql
 
 function M.get_summary(subscription_id)
-  return row_to_instance(check(store.query(SUMMARY_SQL, subscription_id))[1])
+  if not summary_sql then
+    local extra = ""
+    for _, col in ipairs(check(store.query("PRAGMA table_info(instances)"))) do
+      if col.name == "health_checked_at" then
+        extra = ", health_checked_at"
+      end
+    end
+    summary_sql = SUMMARY_COLUMNS .. extra .. " FROM instances WHERE subscription_id = ?"
+  end
+  return row_to_instance(check(store.query(summary_sql, subscription_id))[1])
 end
 
 function M.app_taken(app_name)
@@ -248,8 +262,17 @@ function M.update_job(id, fields)
   check(store.exec("UPDATE jobs SET " .. table.concat(sets, ", ") .. " WHERE id = ?", table.unpack(args, 1, #keys + 1)))
 end
 
--- Status view of SPEC §5.5.
+-- Status view of SPEC §5.5, with the fields of the original service's
+-- InstanceInfo beside mrprov's own (its clients read them): the URLs at the
+-- top level, `subdomain` (the instance's domain, the host of its frontend
+-- URL), `last_health_check` and `limits.cpu_limit` (its name for `cpu`).
 function M.status_view(inst, job)
+  local limits = {}
+  for k, v in pairs(inst.limits or {}) do
+    limits[k] = v
+  end
+  limits.cpu_limit = limits.cpu
+  local frontend = inst.urls.frontend
   local view = {
     subscription_id = inst.subscription_id,
     account_id = inst.account_id or json.null,
@@ -257,11 +280,16 @@ function M.status_view(inst, job)
     tier = inst.tier,
     status = inst.status,
     urls = {
-      frontend = inst.urls.frontend or json.null,
+      frontend = frontend or json.null,
       backend = inst.urls.backend or json.null,
       matrix = inst.urls.matrix or json.null,
     },
-    limits = inst.limits,
+    frontend_url = frontend or json.null,
+    backend_url = inst.urls.backend or json.null,
+    matrix_url = inst.urls.matrix or json.null,
+    subdomain = type(frontend) == "string" and frontend:match("^https?://([^/:]+)") or json.null,
+    last_health_check = inst.health_checked_at or json.null,
+    limits = limits,
     created_at = inst.created_at,
     updated_at = inst.updated_at,
     error = inst.error or json.null,

@@ -44,6 +44,21 @@ describe_store("instances, on the real store", function()
     assert.are.equal("running", sum.status)
   end)
 
+  it("shows last_health_check from health_checked_at once the schema has that column, else null", function()
+    instances.save(inst("sub_1", "mr-sub1-aaaa"))
+    assert.are.equal(json.null, instances.status_view(instances.get_summary("sub_1")).last_health_check)
+    -- the readiness check's column (issue 14 item 5), added as its migration would
+    store.exec("ALTER TABLE instances ADD COLUMN health_checked_at TEXT")
+    store.exec("UPDATE instances SET health_checked_at = '2025-01-02T03:04:05.000Z'")
+    package.loaded.instances = nil
+    local fresh = require "instances"
+    package.loaded.instances = instances -- the other specs keep the module they loaded
+    local v = fresh.status_view(fresh.get_summary("sub_1"))
+    assert.are.equal("2025-01-02T03:04:05.000Z", v.last_health_check)
+    assert.are.equal("mr-sub1-aaaa.mindroom.chat", v.subdomain)
+    assert.are.equal(512, v.limits.memory_mb)
+  end)
+
   it("replaces a saved instance in place (an upsert), keeping created_at", function()
     local i = inst("sub_1", "mr-sub1-aaaa")
     instances.save(i)
