@@ -73,8 +73,9 @@ local function with_request(req, check, next_fn)
 end
 
 function M.provision(req)
-  return with_request(req, function(t, cfg) return validate_request.provision_request(t, cfg.tiers) end,
-    requests.provision_validated)
+  return with_request(req, function(t, cfg)
+    return validate_request.provision_request(t, cfg.tiers, { account_required = true })
+  end, requests.provision_validated)
 end
 
 function M.update(req)

@@ -263,8 +263,17 @@ function M.update_job(id, fields)
   check(store.exec("UPDATE jobs SET " .. table.concat(sets, ", ") .. " WHERE id = ?", table.unpack(args, 1, #keys + 1)))
 end
 
--- Status view of SPEC §5.5.
+-- Status view of SPEC §5.5, with the fields of the original service's
+-- InstanceInfo beside mrprov's own (its clients read them): the URLs at the
+-- top level, `subdomain` (the instance's domain, the host of its frontend
+-- URL), `last_health_check` and `limits.cpu_limit` (its name for `cpu`).
 function M.status_view(inst, job)
+  local limits = {}
+  for k, v in pairs(inst.limits or {}) do
+    limits[k] = v
+  end
+  limits.cpu_limit = limits.cpu
+  local frontend = inst.urls.frontend
   local view = {
     subscription_id = inst.subscription_id,
     account_id = inst.account_id or json.null,
@@ -272,11 +281,16 @@ function M.status_view(inst, job)
     tier = inst.tier,
     status = inst.status,
     urls = {
-      frontend = inst.urls.frontend or json.null,
+      frontend = frontend or json.null,
       backend = inst.urls.backend or json.null,
       matrix = inst.urls.matrix or json.null,
     },
-    limits = inst.limits,
+    frontend_url = frontend or json.null,
+    backend_url = inst.urls.backend or json.null,
+    matrix_url = inst.urls.matrix or json.null,
+    subdomain = type(frontend) == "string" and frontend:match("^https?://([^/:]+)") or json.null,
+    last_health_check = inst.health_checked_at or json.null,
+    limits = limits,
     created_at = inst.created_at,
     updated_at = inst.updated_at,
     error = inst.error or json.null,

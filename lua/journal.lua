@@ -105,6 +105,14 @@ function M.made(job_id)
   return done
 end
 
+-- Whether a done step of the job restarted or redeployed an app, or made a
+-- change that takes effect on the app's next start (the `restart` and
+-- `deploys` its resource module or hook marked the command with).
+function M.restarted(job_id)
+  return check(store.query([[SELECT 1 AS x FROM steps WHERE job_id = ? AND state = 'done'
+                               AND (restart = 1 OR deploys = 1) LIMIT 1]], job_id))[1] ~= nil
+end
+
 -- Every column of the job's steps, in order (the job view).
 function M.steps(job_id)
   return check(store.query("SELECT * FROM steps WHERE job_id = ? ORDER BY seq", job_id))

@@ -72,6 +72,28 @@ function M.spec_of(r)
   }
 end
 
+-- Whether converging inst (its updated spec, not yet run) would restart or
+-- redeploy an app, or leave a change for the app's next start: the plan
+-- against the model the instance's jobs applied (no Dokku probe; drift on
+-- the server is found by the job), any command marked `restart` or
+-- `deploys` by its resource module. False when no plan can be made: the
+-- job then fails before it changes anything.
+function M.restarts(inst, cfg)
+  local ok, steps = pcall(function()
+    local state = M.desired_state(inst, cfg)
+    local applied = inst.applied or {}
+    return state and engine.plan(engine.resources(state), function(r) return applied[r.key] end)
+  end)
+  for _, s in ipairs(ok and steps or {}) do
+    for _, c in ipairs(s.commands) do
+      if c.restart or c.deploys then
+        return true
+      end
+    end
+  end
+  return false
+end
+
 -- The plan of a provision request, without side effects.
 function M.plan_for(r, cfg)
   -- `mrprov plan` runs without a store when none exists yet.

@@ -6,8 +6,10 @@
 local crypto = require "mrprov.crypto"
 local desired = require "desired"
 local dokku = require "mrprov.dokku"
+local generation = require "generation"
 local instances = require "instances"
 local jobs = require "mrprov.jobs"
+local journal = require "journal"
 local json = require "json"
 local log = require "mrprov.log"
 local plan = require "plan"
@@ -54,11 +56,18 @@ local function urls_of(inst_like, cfg)
   return n.urls
 end
 
--- The legacy fields the original service returned, kept for its clients.
+-- The instance's domain: `{app}.{BASE_DOMAIN}`, or its custom domain. The
+-- original service's `subdomain` is this name (its provision.py:
+-- `subdomain = request.custom_domain or f"{app_name}.{settings.base_domain}"`).
+local function domain_of(app_name, custom_domain, cfg)
+  return desired.names(app_name, cfg.settings, custom_domain).domain
+end
+
+-- The legacy fields the original service returned, kept for its clients
+-- (`subdomain` is set by the caller: it knows the instance's domain).
 local function legacy(body, message)
   body.success = body.status ~= "failed"
   body.message = message
-  body.subdomain = body.app_name
   return body
 end
 
@@ -83,6 +92,11 @@ local function maybe_wait(req, job_id, body, message)
     end
   end
   body.error = job.error
+  if body.restart_required ~= nil then
+    -- What the job did, from its journal: the prediction made at the
+    -- request is replaced by the steps that ran.
+    body.restart_required = journal.restarted(job_id)
+  end
   local msg = job.state == "succeeded" and (job.operation .. " finished") or ("job failed: " .. tostring(job.error))
   return answer(200, legacy(body, msg), headers)
 end
@@ -132,6 +146,7 @@ function M.provision_validated(r, req, cfg)
       job_id = job and job.id or json.null,
       subscription_id = inst.subscription_id,
       app_name = inst.app_name,
+      subdomain = domain_of(inst.app_name, inst.spec.custom_domain, cfg),
       status = inst.status,
       frontend_url = inst.urls.frontend,
       backend_url = inst.urls.backend,
@@ -147,6 +162,7 @@ function M.provision_validated(r, req, cfg)
     job_id = outcome.job_id,
     subscription_id = inst.subscription_id,
     app_name = inst.app_name,
+    subdomain = domain_of(inst.app_name, r.custom_domain, cfg),
     status = "provisioning",
     frontend_url = inst.urls.frontend,
     backend_url = inst.urls.backend,
@@ -190,6 +206,13 @@ function M.update_validated(r, req, cfg)
       spec.custom_domain = r.custom_domain ~= json.null and r.custom_domain or nil
     end
     if r.limits then
+      -- A tier without custom_limits has fixed limits (no range to apply
+      -- them within): refused, never dropped without a word.
+      if not tier.flags.custom_limits then
+        return { status = 422, code = "invalid_value", field = "limits",
+                 message = "limits cannot be set on the " .. tier_name .. " tier: its limits are fixed "
+                   .. "(only a tier with custom_limits takes requested limits)" }
+      end
       spec.limits = r.limits
     end
     if spec.custom_domain and not tier.flags.custom_domains then
@@ -234,13 +257,23 @@ function M.update_validated(r, req, cfg)
   jobs.notify()
   instances.flush()
   local inst = outcome.inst
+  -- Whether the update restarts or redeploys anything: predicted from the
+  -- plan against what the instance's jobs applied (no Dokku probe in a
+  -- request); a client that waits gets what the job's steps did. Not for a
+  -- webhook: its answer is read by no one and must be quick.
+  local restarts
+  if not req.from_webhook then
+    restarts = plan.restarts(inst, cfg)
+  end
   return maybe_wait(req, outcome.job_id, {
     job_id = outcome.job_id, subscription_id = inst.subscription_id, app_name = inst.app_name,
-    status = "updating", restart_required = false,
+    subdomain = domain_of(inst.app_name, inst.spec.custom_domain, cfg),
+    status = "updating", restart_required = restarts,
   }, "Update started")
 end
 
-function M.deprovision_validated(r, req)
+function M.deprovision_validated(r, req, cfg)
+  cfg = cfg or generation.current()
   local outcome = store.tx(function()
     local inst, status, code, message, field = owned(r)
     if not inst then
@@ -261,7 +294,9 @@ function M.deprovision_validated(r, req)
     return fail(outcome.status, outcome.code, outcome.message, outcome.field)
   end
   if outcome.done then
+    local done = outcome.done
     return answer(200, legacy({ job_id = json.null, subscription_id = r.subscription_id, app_name = r.app_name,
+                                subdomain = domain_of(done.app_name, done.spec.custom_domain, cfg),
                                 status = "deprovisioned", backup_url = json.null },
       "the instance is already deprovisioned"))
   end
@@ -270,6 +305,7 @@ function M.deprovision_validated(r, req)
   local inst = outcome.inst
   return maybe_wait(req, outcome.job_id, {
     job_id = outcome.job_id, subscription_id = inst.subscription_id, app_name = inst.app_name,
+    subdomain = domain_of(inst.app_name, inst.spec.custom_domain, cfg),
     status = "deprovisioning", backup_url = json.null,
   }, "Deprovisioning started")
 end

@@ -30,10 +30,14 @@ local function to_int(v)
   return math.tointeger(v)
 end
 
--- Request limits: JSON name → { normalized name, kind, min, max }.
+-- Request limits: JSON name → { normalized name, kind, min, max } (both
+-- inclusive). The minimums of memory_mb (128 MB) and cpu_limit (0.1) are the
+-- original service's (its ResourceLimits model: `ge=128`, `ge=0.1`), so what
+-- its clients were refused stays refused (a tier or a hook may still set
+-- less: lua/validate.lua has those caps).
 local LIMIT_FIELDS = {
-  memory_mb = { "memory_mb", "int", 64, 262144 },
-  cpu_limit = { "cpu", "number", 0, 64 },
+  memory_mb = { "memory_mb", "int", 128, 262144 },
+  cpu_limit = { "cpu", "number", 0.1, 64 },
   storage_gb = { "storage_gb", "int", 1, 10000 },
   agents = { "agents", "int", 1, 1000 },
   messages_per_day = { "messages_per_day", "int", 0, 10000000, nullable = true },
@@ -64,8 +68,8 @@ function M.limits(t)
       end
       out[f[1]] = i
     else
-      if type(v) ~= "number" or v ~= v or v <= f[3] or v > f[4] then
-        return nil, ("must be a number above %d and at most %d"):format(f[3], f[4]), k
+      if type(v) ~= "number" or v ~= v or v < f[3] or v > f[4] then
+        return nil, ("must be a number from %g to %g"):format(f[3], f[4]), k
       end
       if f[1] == "cpu" then
         local c, msg = validate.cpu(v)
@@ -205,10 +209,13 @@ local function check_flags(tier, r)
   return r
 end
 
-function M.provision_request(t, tiers_by_name)
+-- opts.account_required: account_id must be given (the API's provision, as
+-- the original service's `account_id: str = Field(...)`); a webhook's row or
+-- `mrprov plan` may leave it out.
+function M.provision_request(t, tiers_by_name, opts)
   local r, err = take_all(t, {
     { "subscription_id", validate.subscription_id, true },
-    { "account_id", validate.account_id },
+    { "account_id", validate.account_id, opts and opts.account_required or false },
     { "tier", known_tier(tiers_by_name), true },
     { "limits", request_limits },
     { "enable_matrix", boolean },

@@ -139,7 +139,7 @@ function M.handle(payload, req, api)
       if not r then
         status, body = 422, json.encode({ error = err })
       else
-        status, body = api.update_validated(r, {}, cfg)
+        status, body = api.update_validated(r, { from_webhook = true }, cfg)
       end
     end
   elseif d.op == "deprovision" then

@@ -8,20 +8,44 @@
 #include "metrics.h"
 #include "store/store.h"
 #include "supabase/outbox.h"
+#include "util/clock.h"
 
 #include <stdio.h>
 #include <string.h>
 
+/* /health also carries the original service's fields (its HealthCheckResponse:
+ * dokku_connected, supabase_connected, uptime_seconds) for its clients. The two
+ * booleans are what /ready knows (an answer within the last 30 s, else one
+ * probe): Dokku is not connected in dry-run (no Dokku at all), Supabase is not
+ * connected when it is not configured (as the original, whose client was
+ * never connected then). status stays "healthy": /ready says what is not. */
 static enum MHD_Result handle_health(struct MHD_Connection *c, struct request *rq)
 {
 	struct sbuf b;
 	sbuf_init(&b);
-	sbuf_printf(&b, "{\"status\":\"healthy\",\"version\":\"%s\",\"uptime_s\":%.3f,\"config_generation\":%u,"
-			"\"dokku_mode\":\"%s\"}",
-		    rt_version(), rt_uptime(), rt_generation(), transport_mode_name());
+	char why[300];
+	int dokku_ok = transport_mode() != TRANSPORT_DRY_RUN && transport_check(30, why, sizeof why) == 0;
+	int supabase_ok = http_cfg->supabase_url && outbox_check(30, why, sizeof why) == 0;
+	double up = rt_uptime();
+	sbuf_printf(&b, "{\"status\":\"healthy\",\"version\":\"%s\",\"uptime_s\":%.3f,\"uptime_seconds\":%lld,"
+			"\"config_generation\":%u,\"dokku_mode\":\"%s\",\"dokku_connected\":%s,"
+			"\"supabase_connected\":%s}",
+		    rt_version(), up, (long long)up, rt_generation(), transport_mode_name(),
+		    dokku_ok ? "true" : "false", supabase_ok ? "true" : "false");
 	enum MHD_Result r = http_send_json(c, rq, 200, b.data, NULL);
 	sbuf_free(&b);
 	return r;
+}
+
+/* /live: mrprov's `status` plus the original's `alive` and `timestamp`
+ * (ISO 8601, UTC). */
+static enum MHD_Result handle_live(struct MHD_Connection *c, struct request *rq)
+{
+	char now[CLOCK_ISO_LEN];
+	clock_iso(-1, now);
+	char body[96];
+	snprintf(body, sizeof body, "{\"status\":\"alive\",\"alive\":true,\"timestamp\":\"%s\"}", now);
+	return http_send_json(c, rq, 200, body, NULL);
 }
 
 /* Appends one reason to the JSON array body in reasons. */
@@ -118,7 +142,7 @@ enum MHD_Result http_endpoint(struct MHD_Connection *c, struct request *rq)
 	if (strcmp(name, "health") == 0)
 		return handle_health(c, rq);
 	if (strcmp(name, "live") == 0)
-		return http_send_json(c, rq, 200, "{\"status\":\"alive\"}", NULL);
+		return handle_live(c, rq);
 	if (strcmp(name, "ready") == 0)
 		return handle_ready(c, rq);
 	if (strcmp(name, "metrics") == 0)

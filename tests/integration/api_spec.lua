@@ -32,6 +32,24 @@ describe("mrprov serve (dry-run) #integration", function()
       assert.are.equal(1, j.config_generation)
     end)
 
+    it("answers /health with the original service's fields too", function()
+      local _, j, raw = H.request(srv, "GET", "/health")
+      -- dry-run: no Dokku is connected; Supabase is not configured
+      assert.is_false(j.dokku_connected)
+      assert.is_false(j.supabase_connected)
+      assert.matches('"uptime_seconds":%d+[,}]', raw) -- an integer
+      assert.is_true(j.uptime_seconds >= 0 and j.uptime_seconds <= j.uptime_s)
+    end)
+
+    it("answers /live with alive and an ISO 8601 UTC timestamp", function()
+      local code, j = H.request(srv, "GET", "/live")
+      assert.are.equal(200, code)
+      assert.are.equal("alive", j.status)
+      assert.is_true(j.alive)
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.?%d*Z$", j.timestamp)
+      assert.are.equal(os.date("!%Y-%m-%d", os.time()), j.timestamp:sub(1, 10))
+    end)
+
     it("answers /live and /ready", function()
       assert.are.equal(200, (H.request(srv, "GET", "/live")))
       local code, j = H.request(srv, "GET", "/ready")
@@ -115,14 +133,16 @@ describe("mrprov serve (dry-run) #integration", function()
     end)
 
     it("refuses an unknown tier with 422 naming the field", function()
-      local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_x", tier = "gold" })
+      local code, j = H.request(srv, "POST", "/api/v1/provision",
+        { subscription_id = "sub_x", account_id = "acc_x", tier = "gold" })
       assert.are.equal(422, code)
       assert.are.equal("tier", j.error.field)
     end)
 
     it("refuses shell metacharacters in the subscription id with 422", function()
       for _, bad in ipairs({ "a;rm -rf /", "$(id)", "`id`", "a b", "x\ny", "--force" }) do
-        local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = bad, tier = "free" })
+        local code, j = H.request(srv, "POST", "/api/v1/provision",
+          { subscription_id = bad, account_id = "acc_x", tier = "free" })
         assert.are.equal(422, code, bad)
         assert.are.equal("subscription_id", j.error.field)
       end
@@ -130,9 +150,29 @@ describe("mrprov serve (dry-run) #integration", function()
 
     it("refuses a custom domain outside the enterprise tier", function()
       local code, j = H.request(srv, "POST", "/api/v1/provision",
-        { subscription_id = "sub_cd", tier = "starter", custom_domain = "ai.example.com" })
+        { subscription_id = "sub_cd", account_id = "acc_x", tier = "starter", custom_domain = "ai.example.com" })
       assert.are.equal(422, code)
       assert.are.equal("custom_domain", j.error.field)
+    end)
+
+    it("refuses a provision without account_id, or with null, with 422 naming it (as the original)", function()
+      for _, body in ipairs({ '{"subscription_id":"sub_acc","tier":"free"}',
+                              '{"subscription_id":"sub_acc","account_id":null,"tier":"free"}' }) do
+        local code, j = H.request(srv, "POST", "/api/v1/provision", body)
+        assert.are.equal(422, code, body)
+        assert.are.equal("account_id", j.error.field)
+      end
+      assert.are.equal(404, (H.request(srv, "GET", "/api/v1/status/sub_acc")))
+    end)
+
+    it("refuses requested limits below the original's minimums (128 MB, 0.1 CPU) with 422 naming the field", function()
+      for field, v in pairs({ memory_mb = 64, cpu_limit = 0.05 }) do
+        local code, j = H.request(srv, "POST", "/api/v1/provision",
+          { subscription_id = "sub_min", account_id = "acc_x", tier = "enterprise", limits = { [field] = v } })
+        assert.are.equal(422, code, field)
+        assert.are.equal("limits." .. field, j.error.field)
+      end
+      assert.are.equal(404, (H.request(srv, "GET", "/api/v1/status/sub_min")))
     end)
 
     it("lists the loaded tiers", function()
@@ -167,7 +207,7 @@ describe("mrprov serve (dry-run) #integration", function()
       assert.is_string(j.admin_password)
       assert.is_true(#j.admin_password >= 24)
       assert.is_true(j.success)
-      assert.are.equal(app, j.subdomain)
+      assert.are.equal(app .. ".mindroom.chat", j.subdomain) -- the instance's domain (the original's)
       assert.matches("^job_", j.job_id)
     end)
 
@@ -179,6 +219,14 @@ describe("mrprov serve (dry-run) #integration", function()
       assert.are.equal("succeeded", st.job.state)
       assert.are.equal(st.job.steps_total, st.job.steps_done)
       assert.are.equal(2048, st.limits.memory_mb)
+      -- the original service's InstanceInfo fields, beside mrprov's own
+      assert.are.equal(1.0, st.limits.cpu)
+      assert.are.equal(1.0, st.limits.cpu_limit)
+      assert.are.equal(first.frontend_url, st.frontend_url)
+      assert.are.equal(first.backend_url, st.backend_url)
+      assert.are.equal(first.matrix_url, st.matrix_url)
+      assert.are.equal(app .. ".mindroom.chat", st.subdomain)
+      assert.are.equal(cjson.null, st.last_health_check)
 
       local code, job = H.request(srv, "GET", "/api/v1/jobs/" .. first.job_id)
       assert.are.equal(200, code)
@@ -226,11 +274,34 @@ describe("mrprov serve (dry-run) #integration", function()
       assert.are.equal("app_name", j.error.field)
     end)
 
+    it("refuses update limits on a tier without custom_limits with 422 naming the tier", function()
+      local code, j = H.request(srv, "PUT", "/api/v1/update",
+        { subscription_id = "sub_123", app_name = app, limits = { memory_mb = 1024, cpu_limit = 0.75 } })
+      assert.are.equal(422, code)
+      assert.are.equal("limits", j.error.field)
+      assert.matches("professional tier", j.error.message)
+      local _, st = H.request(srv, "GET", "/api/v1/status/sub_123")
+      assert.are.equal(first.job_id, st.job.id) -- no job
+    end)
+
+    it("answers restart_required false for an update that restarts nothing, waited for or not", function()
+      local code, j = H.request(srv, "PUT", "/api/v1/update", { subscription_id = "sub_123", app_name = app })
+      assert.are.equal(202, code)
+      assert.is_false(j.restart_required)
+      assert.are.equal(app .. ".mindroom.chat", j.subdomain)
+      H.wait_for(srv, "/api/v1/status/sub_123", function(s) return s.status == "running" and s.job.id == j.job_id end)
+      local wcode, w = H.request(srv, "PUT", "/api/v1/update", { subscription_id = "sub_123", app_name = app },
+        { Prefer = "wait=20" })
+      assert.are.equal(200, wcode)
+      assert.is_false(w.restart_required)
+    end)
+
     it("updates the tier by sending only the differences, with one restart per app", function()
       local code, j = H.request(srv, "PUT", "/api/v1/update",
         { subscription_id = "sub_123", app_name = app, tier = "enterprise" })
       assert.are.equal(202, code)
       assert.are.equal("updating", j.status)
+      assert.is_true(j.restart_required) -- its plan restarts the apps whose limits and environment change
       local st = H.wait_for(srv, "/api/v1/status/sub_123",
         function(s) return s.status == "running" and s.job.id == j.job_id end)
       assert.are.equal("enterprise", st.tier)
@@ -252,6 +323,7 @@ describe("mrprov serve (dry-run) #integration", function()
       assert.are.equal(200, code)
       assert.are.equal("running", j.status)
       assert.are.equal("wait=20", h["preference-applied"])
+      assert.is_true(j.restart_required) -- the backend's environment lost its Matrix values: restarted
       local _, job = H.request(srv, "GET", "/api/v1/jobs/" .. j.job_id)
       assert.is_truthy(commands(job.steps):find("apps:destroy --force " .. app .. "-matrix", 1, true))
     end)
@@ -274,6 +346,7 @@ describe("mrprov serve (dry-run) #integration", function()
       local code, j = H.request(srv, "DELETE", "/api/v1/deprovision",
         { subscription_id = "sub_123", app_name = app, backup_data = true })
       assert.are.equal(202, code)
+      assert.are.equal(app .. ".mindroom.chat", j.subdomain)
       local st = H.wait_for(srv, "/api/v1/status/sub_123", function(s) return s.status == "deprovisioned" end)
       assert.are.equal("succeeded", st.job.state)
       local _, job = H.request(srv, "GET", "/api/v1/jobs/" .. j.job_id)
@@ -312,7 +385,8 @@ describe("mrprov serve (dry-run) #integration", function()
   describe("restart", function()
     it("keeps state across a restart and exits 0 on SIGTERM", function()
       local s = H.start()
-      local code, j = H.request(s, "POST", "/api/v1/provision", { subscription_id = "sub_keep", tier = "free" },
+      local code, j = H.request(s, "POST", "/api/v1/provision",
+        { subscription_id = "sub_keep", account_id = "acc_keep", tier = "free" },
         { Prefer = "wait=20" })
       assert.are.equal(200, code)
       assert.are.equal("running", j.status)
@@ -528,8 +602,8 @@ describe("SIGHUP reload #integration", function()
       names[t.name] = true
     end
     assert.is_true(names.team)
-    local code, j = H.request(s, "POST", "/api/v1/provision", { subscription_id = "sub_team", tier = "team" },
-      { Prefer = "wait=20" })
+    local code, j = H.request(s, "POST", "/api/v1/provision",
+      { subscription_id = "sub_team", account_id = "acc_t", tier = "team" }, { Prefer = "wait=20" })
     assert.are.equal(200, code)
     assert.are.equal("running", j.status)
 
@@ -568,8 +642,8 @@ describe("SIGHUP reload #integration", function()
       f:write("\nthis is not Lua (\n")
       f:close()
     end
-    local code, j = H.request(s, "POST", "/api/v1/provision", { subscription_id = "sub_late", tier = "free" },
-      { Prefer = "wait=20" })
+    local code, j = H.request(s, "POST", "/api/v1/provision",
+      { subscription_id = "sub_late", account_id = "acc_l", tier = "free" }, { Prefer = "wait=20" })
     assert.are.equal(200, code)
     assert.are.equal("running", j.status)
     -- the edits are real: a reload reads them and is refused

@@ -74,6 +74,9 @@ describe("provisioning over SSH #integration", function()
     local code, r = H.request(srv, "GET", "/ready")
     assert.are.equal(200, code, cjson.encode(r))
     assert.are.equal("ok", r.checks.dokku)
+    -- the original service's /health field says the same
+    local _, hh = H.request(srv, "GET", "/health")
+    assert.is_true(hh.dokku_connected)
     local kh = H.read_file(h.dir .. "/mrprov_known_hosts")
     assert.matches("%[127%.0%.0%.1%]:" .. h.port .. " ssh%-ed25519 ", kh)
   end)
@@ -289,7 +292,8 @@ describe("large and Dokku 0.38 environments over SSH #integration", function()
   end)
 
   it("refuses the same values in a hook's after() config:set, naming the key", function()
-    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_hook1", tier = "free" },
+    local code, j = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_hook1", account_id = "acc_1", tier = "free" },
       { Prefer = "wait=60" })
     assert.are.equal(200, code, cjson.encode(j))
     assert.are.equal("failed", j.status)
@@ -309,7 +313,8 @@ describe("failures over SSH #integration", function()
   it("runs independent apps in parallel, never two commands on one app at once", function()
     D.set_faults(h, { { match = "apps:create", action = "delay", ms = 300 } })
     local code, j = H.request(srv, "POST", "/api/v1/provision",
-      { subscription_id = "sub_par", tier = "starter", enable_matrix = true }, { Prefer = "wait=60" })
+      { subscription_id = "sub_par", account_id = "acc_1", tier = "starter", enable_matrix = true },
+      { Prefer = "wait=60" })
     assert.are.equal(200, code)
     assert.are.equal("running", j.status)
     D.set_faults(h, {})
@@ -352,7 +357,8 @@ describe("failures over SSH #integration", function()
   it("retries a transient failure (Dokku's deploy lock) and says what it waits for", function()
     D.set_faults(h, { { match = "git:from%-image %S+%-frontend", action = "fail", exit = 1, times = 1,
                         stderr = " !     mr-x-frontend currently has a deploy lock in place. Exiting..." } })
-    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_retry", tier = "free" },
+    local code, j = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_retry", account_id = "acc_1", tier = "free" },
       { Prefer = "wait=60" })
     assert.are.equal(200, code)
     assert.are.equal("running", j.status, cjson.encode(j))
@@ -371,7 +377,8 @@ describe("failures over SSH #integration", function()
   it("rolls back what a failed provision created and records the cause", function()
     D.set_faults(h, { { match = "git:from%-image %S+%-backend", action = "fail", exit = 1,
                         stderr = " !     Image pull failed: manifest unknown" } })
-    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_fail", tier = "free" },
+    local code, j = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_fail", account_id = "acc_1", tier = "free" },
       { Prefer = "wait=60" })
     assert.are.equal(200, code)
     assert.are.equal("failed", j.status)
@@ -387,7 +394,8 @@ describe("failures over SSH #integration", function()
     assert.is_nil(s.services.redis[j.app_name .. "-redis"])
     D.set_faults(h, {})
     -- a repeat resumes the same instance
-    local code2, j2 = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_fail", tier = "free" },
+    local code2, j2 = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_fail", account_id = "acc_1", tier = "free" },
       { Prefer = "wait=60" })
     assert.are.equal(200, code2)
     assert.are.equal(j.app_name, j2.app_name)
@@ -442,7 +450,8 @@ describe("the connection under stress #integration", function()
 
   it("times out a command that never returns, retries, and completes", function()
     D.set_faults(h, { { match = "domains:set %S+%-frontend", action = "hang", times = 1 } })
-    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_hang", tier = "free" },
+    local code, j = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_hang", account_id = "acc_1", tier = "free" },
       { Prefer = "wait=90" })
     assert.are.equal(200, code)
     assert.are.equal("running", j.status, cjson.encode(j))
@@ -464,7 +473,8 @@ describe("the connection under stress #integration", function()
   it("completes a job when sshd is stopped mid-job and restarted", function()
     D.set_faults(h, { { match = "git:from%-image", action = "delay", ms = 1500 } })
     local before = #D.log(h)
-    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_sshd", tier = "free" })
+    local code, j = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_sshd", account_id = "acc_1", tier = "free" })
     assert.are.equal(202, code)
     local deadline = socket.gettime() + 30
     local seen = false
@@ -503,7 +513,8 @@ describe("reload under load #integration", function()
 
   it("finishes a running job on its old generation; new jobs use the new one", function()
     D.set_faults(h, { { match = "git:from%-image", action = "delay", ms = 1500 } })
-    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_gen", tier = "free" })
+    local code, j = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_gen", account_id = "acc_1", tier = "free" })
     assert.are.equal(202, code)
     H.wait_for(srv, "/api/v1/status/sub_gen", function(s) return s.job.state == "running" end, 20)
     -- free tier gets more memory in the new generation
@@ -622,7 +633,7 @@ for _, version in ipairs({ "0.35.20", "current" }) do
     end
 
     it("a deploy the ps:rebuild fallback made is not made again by the next update (item 15)", function()
-      local j = sync("POST", { subscription_id = "sub_lock", tier = "free" })
+      local j = sync("POST", { subscription_id = "sub_lock", account_id = "acc_1", tier = "free" })
       local fe = j.app_name .. "-frontend"
       -- an operator deploys another image by hand ...
       local code, _, err = D.ssh(h, "git:from-image " .. fe .. " mindroom/frontend:hotfix")
@@ -665,8 +676,8 @@ for _, version in ipairs({ "0.35.20", "current" }) do
       -- the images EXPOSE their ports: Dokku detects http:P:P, nothing on 80
       settings({ exposed_ports = { [IMG.tuwunel] = { 8008 }, [IMG.synapse] = { 8008 },
                                         [IMG.backend] = { 8765 } } })
-      local j = sync("POST", { subscription_id = "sub_mx", tier = "professional", enable_matrix = true,
-                               matrix_type = "tuwunel" })
+      local j = sync("POST", { subscription_id = "sub_mx", account_id = "acc_1", tier = "professional",
+                               enable_matrix = true, matrix_type = "tuwunel" })
       local mx, be = j.app_name .. "-matrix", j.app_name .. "-backend"
       local _, detected = D.ssh(h, "ports:report " .. mx .. " --ports-map-detected")
       assert.are.equal("http:8008:8008\n", detected)
@@ -722,7 +733,8 @@ for _, version in ipairs({ "0.35.20", "current" }) do
     end)
 
     it("requests a certificate for a changed domain after domains:set (item 16)", function()
-      local j = sync("POST", { subscription_id = "sub_tls", tier = "enterprise", custom_domain = "old.example.org" })
+      local j = sync("POST", { subscription_id = "sub_tls", account_id = "acc_1", tier = "enterprise",
+                               custom_domain = "old.example.org" })
       local fe = j.app_name .. "-frontend"
       assert.are.equal("true\n", select(2, D.ssh(h, "letsencrypt:active " .. fe)))
       local before = #D.log(h)
@@ -742,7 +754,7 @@ for _, version in ipairs({ "0.35.20", "current" }) do
 
     it("refuses a cpu_limit Dokku would get as 0 (item 19)", function()
       local code, j = H.request(srv, "POST", "/api/v1/provision",
-        { subscription_id = "sub_tiny", tier = "enterprise", limits = { cpu_limit = 1e-300 } })
+        { subscription_id = "sub_tiny", account_id = "acc_1", tier = "enterprise", limits = { cpu_limit = 1e-300 } })
       assert.are.equal(422, code, cjson.encode(j))
       assert.are.equal("limits.cpu_limit", j.error.field)
     end)
@@ -750,7 +762,8 @@ for _, version in ipairs({ "0.35.20", "current" }) do
     it("mounts no directory Dokku did not create (item 21)", function()
       -- Dokku's DOKKU_LIB_ROOT is not the root INSTANCE_DATA_BASE names
       settings({ lib_root = "/opt/dokku" })
-      local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_root", tier = "free" },
+      local code, j = H.request(srv, "POST", "/api/v1/provision",
+        { subscription_id = "sub_root", account_id = "acc_1", tier = "free" },
         { Prefer = "wait=60" })
       settings()
       assert.are.equal(200, code, cjson.encode(j))
@@ -771,7 +784,7 @@ for _, version in ipairs({ "0.35.20", "current" }) do
 
     -- last: it changes the free tier for the rest of this block
     it("clears limits the tier no longer sets (item 19)", function()
-      local j = sync("POST", { subscription_id = "sub_lim", tier = "free" })
+      local j = sync("POST", { subscription_id = "sub_lim", account_id = "acc_1", tier = "free" })
       local be = j.app_name .. "-backend"
       assert.are.equal("256m", D.state(h).apps[be].resources["_default_.limit.memory"])
       local path = tiers .. "/free.lua"

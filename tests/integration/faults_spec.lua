@@ -178,7 +178,8 @@ describe("PostgREST answers lost after the write #integration", function()
     -- every write of an event (then of a backup) is carried out, none is
     -- answered: each goes again after SUPABASE_TIMEOUT, until it is answered
     SB.fault(sb, "lost", nil, "^POST /rest/v1/events")
-    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_lost", tier = "free" },
+    local code, j = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_lost", account_id = "acc_1", tier = "free" },
       { Prefer = "wait=60" })
     assert.are.equal(200, code)
     local code2 = H.request(srv, "DELETE", "/api/v1/deprovision",
@@ -234,7 +235,8 @@ describe("Dokku faults #integration", function()
   it("fails a job whose Dokku command never returns, with the cause, and rolls it back", function()
     D.set_faults(h, { { match = "domains:set %S+%-frontend", action = "hang" } })
     local t0 = socket.gettime()
-    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_hang2", tier = "free" })
+    local code, j = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_hang2", account_id = "acc_1", tier = "free" })
     assert.are.equal(202, code)
     -- while it retries, the job says what it waits for
     local waiting = H.wait_for(srv, "/api/v1/status/sub_hang2", function(s)
@@ -262,7 +264,8 @@ describe("Dokku faults #integration", function()
     end, 10)
     -- the cause gone, a repeat resumes the same instance
     D.set_faults(h, {})
-    local code2, j2 = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_hang2", tier = "free" },
+    local code2, j2 = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_hang2", account_id = "acc_1", tier = "free" },
       { Prefer = "wait=60" })
     assert.are.equal(200, code2)
     assert.are.equal(j.app_name, j2.app_name)
@@ -273,7 +276,8 @@ describe("Dokku faults #integration", function()
 
   it("restarts what an update changed when its restart failed once and the retry finds nothing to change", function()
     D.set_faults(h, {})
-    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_rst", tier = "free" },
+    local code, j = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_rst", account_id = "acc_1", tier = "free" },
       { Prefer = "wait=60" })
     assert.are.equal(200, code)
     local app = j.app_name
@@ -304,7 +308,8 @@ describe("Dokku faults #integration", function()
   it("fails a job with the cause when sshd goes away for good; a repeat converges once it is back", function()
     D.set_faults(h, { { match = "git:from%-image", action = "delay", ms = 1000 } })
     local before = #D.log(h)
-    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_gone", tier = "free" })
+    local code, j = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_gone", account_id = "acc_1", tier = "free" })
     assert.are.equal(202, code)
     H.eventually("a deploy to start", function()
       local _, st = H.request(srv, "GET", "/api/v1/status/sub_gone")
@@ -323,7 +328,8 @@ describe("Dokku faults #integration", function()
     D.start_sshd(h)
     D.set_faults(h, {})
     H.wait_for(srv, "/ready", function(r) return r.checks.dokku == "ok" end, 40)
-    local code2, j2 = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_gone", tier = "free" },
+    local code2, j2 = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_gone", account_id = "acc_1", tier = "free" },
       { Prefer = "wait=60" })
     assert.are.equal(200, code2)
     assert.are.equal(j.app_name, j2.app_name)

@@ -182,7 +182,8 @@ describe("hooks #integration", function()
   end)
 
   it("provisions an extra worker app and runs after() as journaled steps", function()
-    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_worker1", tier = "starter" },
+    local code, j = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_worker1", account_id = "acc_1", tier = "starter" },
       { Prefer = "wait=30" })
     assert.are.equal(200, code)
     assert.are.equal("running", j.status, cjson.encode(j))
@@ -216,12 +217,14 @@ describe("hooks #integration", function()
     local ids = {}
     for id in pairs(EVIL) do
       ids[#ids + 1] = id
-      local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = id, tier = "free" })
+      local code, j = H.request(srv, "POST", "/api/v1/provision",
+        { subscription_id = id, account_id = "acc_1", tier = "free" })
       assert.are.equal(202, code)
       passwords[id] = j.admin_password
     end
     -- a well-behaved provision at the same time
-    local code, ok = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_fine", tier = "free" },
+    local code, ok = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_fine", account_id = "acc_1", tier = "free" },
       { Prefer = "wait=60" })
     assert.are.equal(200, code)
     assert.are.equal("running", ok.status)
@@ -269,7 +272,7 @@ describe("hooks #integration", function()
   -- instances (same name, parent or subdomain), also for two jobs at once.
   it("gives a domain to one instance only", function()
     local function provision(sub, extra)
-      local body = { subscription_id = sub, tier = "enterprise" }
+      local body = { subscription_id = sub, account_id = "acc_1", tier = "enterprise" }
       for k, v in pairs(extra or {}) do
         body[k] = v
       end
@@ -328,7 +331,8 @@ describe("hooks #integration", function()
     assert.matches("subscription%.sub_stall%.lua:1: instruction budget of %d+ exceeded", r.checks.config_error)
     assert.are.equal(1, r.checks.config_generation)
     os.remove(dir .. "/subscription.sub_stall.lua")
-    local c2, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_after_hup", tier = "free" },
+    local c2, j = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_after_hup", account_id = "acc_1", tier = "free" },
       { Prefer = "wait=60" })
     assert.are.equal(200, c2)
     assert.are.equal("running", j.status)
@@ -405,7 +409,8 @@ describe("the hooks' Dokku handle against the simulator #integration", function(
 
   it("refuses each class of command before it reaches Dokku and runs the allowed ones", function()
     local since = #D.log(h)
-    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_scope", tier = "free" })
+    local code, j = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_scope", account_id = "acc_1", tier = "free" })
     assert.are.equal(202, code)
     local deadline = socket.gettime() + 60
     local st

@@ -58,8 +58,8 @@ local function corpus(app)
   end
   add("PUT", "/api/v1/update", with(good_u, "app_name", "mr-other-12345678"))
   add("DELETE", "/api/v1/deprovision", with(good_d, "app_name", "mr-subvict-zzzzzzzz"))
-  add("POST", "/api/v1/provision", '{"subscription_id":"sub_h","tier":"free","tier":"starter"}')
-  add("POST", "/api/v1/provision", '{"subscription_id":"sub_h","tier":"fr\255ee"}')
+  add("POST", "/api/v1/provision", '{"subscription_id":"sub_h","account_id":"acc_h","tier":"free","tier":"starter"}')
+  add("POST", "/api/v1/provision", '{"subscription_id":"sub_h","account_id":"acc_h","tier":"fr\255ee"}')
   add("POST", "/api/v1/provision", string.rep("[", 200) .. string.rep("]", 200))
   add("POST", "/api/v1/provision", '{"subscription_id":')
   add("POST", "/api/v1/provision", "[]")
@@ -87,7 +87,8 @@ describe("hostile input #integration", function()
   setup(function()
     h = D.start()
     srv = H.start({ env = D.mrprov_env(h, { WEBHOOK_SECRET = "whsec_c2VjcmV0" }) })
-    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_victim", tier = "free" },
+    local code, j = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_victim", account_id = "acc_1", tier = "free" },
       { Prefer = "wait=60" })
     assert(code == 200 and j.status == "running", cjson.encode(j))
     app = j.app_name

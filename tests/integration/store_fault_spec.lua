@@ -131,7 +131,8 @@ describe("a store directory other users can read #integration", function()
     local dir = H.tmpdir()
     os.execute("mkdir -m 700 " .. q(dir .. "/data"))
     local s = H.start({ dir = dir })
-    local code = H.request(s, "POST", "/api/v1/provision", { subscription_id = "sub_mode1", tier = "free" },
+    local code = H.request(s, "POST", "/api/v1/provision",
+      { subscription_id = "sub_mode1", account_id = "acc_1", tier = "free" },
       { Prefer = "wait=20" })
     assert.are.equal(200, code)
     for _, f in ipairs({ "mrprov.db", "mrprov.db-wal", "mrprov.db-shm" }) do

@@ -54,6 +54,9 @@ describe("Supabase mirroring #integration", function()
   it("is ready once Supabase answered", function()
     local r = H.wait_for(srv, "/ready", function(x) return x.ready end, 20)
     assert.are.equal("ok", r.checks.supabase)
+    -- the original service's /health field says the same
+    local _, hh = H.request(srv, "GET", "/health")
+    assert.is_true(hh.supabase_connected)
   end)
 
   it("brings the instances row to running with the right URLs and no secret", function()
@@ -92,7 +95,8 @@ describe("Supabase mirroring #integration", function()
     -- the first two events requests fail (5xx): job_started waits out its backoff,
     -- and nothing queued after it for the subscription may overtake it
     SB.fault(sb, "500", 2, "^POST /rest/v1/events")
-    local code = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_sb_order", tier = "free" },
+    local code = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_sb_order", account_id = "acc_1", tier = "free" },
       { Prefer = "wait=30" })
     assert.are.equal(200, code)
     H.eventually("the job_succeeded event", function()
@@ -110,7 +114,8 @@ describe("Supabase mirroring #integration", function()
 
   it("delivers every change made while Supabase was down, in order, none lost", function()
     SB.stop_gateway(sb)
-    local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_sb2", tier = "free" },
+    local code, j = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_sb2", account_id = "acc_1", tier = "free" },
       { Prefer = "wait=30" })
     assert.are.equal(200, code)
     local code2 = H.request(srv, "PUT", "/api/v1/update", { subscription_id = "sub_sb2", app_name = j.app_name,
@@ -150,7 +155,8 @@ describe("Supabase mirroring #integration", function()
 
   it("keeps undelivered rows across kill -9 and delivers them after restart", function()
     SB.stop_gateway(sb)
-    local code = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_sb3", tier = "free" },
+    local code = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_sb3", account_id = "acc_1", tier = "free" },
       { Prefer = "wait=30" })
     assert.are.equal(200, code)
     H.stop(srv, "KILL")
@@ -168,7 +174,8 @@ describe("Supabase mirroring #integration", function()
     finally(function()
       SB.query(sb, "alter table public.events drop constraint no_start")
     end)
-    local code = H.request(srv, "POST", "/api/v1/provision", { subscription_id = "sub_sb4", tier = "free" },
+    local code = H.request(srv, "POST", "/api/v1/provision",
+      { subscription_id = "sub_sb4", account_id = "acc_1", tier = "free" },
       { Prefer = "wait=30" })
     assert.are.equal(200, code)
     local text = H.eventually("the parked row in the log", function()

@@ -36,7 +36,7 @@ describe_store("the API", function()
     assert.are.equal("provisioning", b.status)
     assert.matches("^mr%-sub1%-", b.app_name)
     assert.are.equal(plan.admin_password(b.app_name), b.admin_password)
-    assert.are.equal(b.app_name, b.subdomain)
+    assert.are.equal(b.app_name .. ".mindroom.chat", b.subdomain) -- the instance's domain, not its app name
     local inst = instances.get("sub_1")
     assert.are.equal(b.app_name, inst.app_name)
     assert.are.equal("queued", instances.job(b.job_id).state)
@@ -52,20 +52,21 @@ describe_store("the API", function()
     local status, b = call("provision", "{not json")
     assert.are.equal(400, status)
     assert.are.equal("invalid_json", b.error.code)
-    status, b = call("provision", { subscription_id = "sub_1", tier = "enterprise", custom_domain = "x.mindroom.chat" })
+    status, b = call("provision",
+      { subscription_id = "sub_1", account_id = "acc_1", tier = "enterprise", custom_domain = "x.mindroom.chat" })
     assert.are.equal(422, status)
     assert.are.equal("custom_domain", b.error.field)
-    assert.are.equal(202, (call("provision", { subscription_id = "sub_1", tier = "enterprise",
+    assert.are.equal(202, (call("provision", { subscription_id = "sub_1", account_id = "acc_1", tier = "enterprise",
                                                custom_domain = "chat.example.org" })))
     status, b = call("provision",
-      { subscription_id = "sub_2", tier = "enterprise", custom_domain = "chat.example.org" })
+      { subscription_id = "sub_2", account_id = "acc_1", tier = "enterprise", custom_domain = "chat.example.org" })
     assert.are.equal(409, status)
     assert.are.equal("custom_domain", b.error.field)
     assert.is_nil(instances.get("sub_2"))
   end)
 
   it("answers status and job views, and 404 for what does not exist", function()
-    local _, p = call("provision", { subscription_id = "sub_1", tier = "free" })
+    local _, p = call("provision", { subscription_id = "sub_1", account_id = "acc_1", tier = "free" })
     local status, v = call("status", nil, { param = "sub_1" })
     assert.are.equal(200, status)
     assert.are.equal(p.job_id, v.job.id)
@@ -80,7 +81,7 @@ describe_store("the API", function()
   end)
 
   it("updates and deprovisions only the subscription's own app, once", function()
-    local _, p = call("provision", { subscription_id = "sub_1", tier = "free" })
+    local _, p = call("provision", { subscription_id = "sub_1", account_id = "acc_1", tier = "free" })
     local status, b = call("update", { subscription_id = "sub_1", app_name = "mr-sub1-00000000", tier = "free" })
     assert.are.equal(409, status)
     assert.are.equal("app_name", b.error.field)
@@ -146,7 +147,7 @@ describe_store("the API", function()
     end)
 
   it("folds the job's outcome in when the client waits", function()
-    local _, p = call("provision", { subscription_id = "sub_1", tier = "free" })
+    local _, p = call("provision", { subscription_id = "sub_1", account_id = "acc_1", tier = "free" })
     instances.update_job(p.job_id, { state = "succeeded", result = { provisioning_time_seconds = 1.5 } })
     local status, b, headers = call("update", { subscription_id = "sub_1", app_name = p.app_name, tier = "free" },
       { prefer = "wait=5" })
@@ -155,6 +156,99 @@ describe_store("the API", function()
     assert.are.equal("queued", b.job_state) -- the update's own job, as the store holds it
     assert.are.equal(600, api.prefer_wait("wait=100000"))
     assert.is_nil(api.prefer_wait("respond-async"))
+  end)
+
+  it("requires account_id on provision, as the original service (422 when missing or null)", function()
+    for _, body in ipairs({ { subscription_id = "sub_1", tier = "free" },
+                            { subscription_id = "sub_1", account_id = cjson.null, tier = "free" } }) do
+      local status, b = call("provision", body)
+      assert.are.equal(422, status)
+      assert.are.equal("account_id", b.error.field)
+      assert.matches("account_id is required", b.error.message)
+    end
+    assert.is_nil(instances.get("sub_1"))
+    -- a plan is a preview: it may leave the account out
+    assert.are.equal(200, (call("plan", { subscription_id = "sub_1", tier = "free" })))
+  end)
+
+  it("answers subdomain as the instance's domain: its own name or the custom domain", function()
+    local _, b = call("provision", { subscription_id = "sub_1", account_id = "acc_1", tier = "enterprise",
+                                     custom_domain = "chat.example.org" })
+    assert.are.equal("chat.example.org", b.subdomain)
+    local _, again = call("provision", { subscription_id = "sub_1", account_id = "acc_1", tier = "enterprise" })
+    assert.are.equal("chat.example.org", again.subdomain)
+    local _, u = call("update", { subscription_id = "sub_1", app_name = b.app_name, tier = "enterprise" })
+    assert.are.equal("chat.example.org", u.subdomain)
+    local _, d = call("deprovision", { subscription_id = "sub_1", app_name = b.app_name })
+    assert.are.equal("chat.example.org", d.subdomain)
+    local _, f = call("provision", { subscription_id = "sub_2", account_id = "acc_1", tier = "free" })
+    assert.are.equal(f.app_name .. ".mindroom.chat", f.subdomain)
+  end)
+
+  it("refuses requested limits below the original's minimums (128 MB, 0.1 CPU), naming the field", function()
+    local base = { subscription_id = "sub_1", account_id = "acc_1", tier = "enterprise" }
+    for field, v in pairs({ memory_mb = 127, cpu_limit = 0.09 }) do
+      local body = { limits = { [field] = v } }
+      for k, x in pairs(base) do body[k] = x end
+      local status, b = call("provision", body)
+      assert.are.equal(422, status, field)
+      assert.are.equal("limits." .. field, b.error.field)
+    end
+    base.limits = { memory_mb = 128, cpu_limit = 0.1 }
+    local status, p = call("provision", base)
+    assert.are.equal(202, status)
+    status = call("update", { subscription_id = "sub_1", app_name = p.app_name, limits = { cpu_limit = 0.05 } })
+    assert.are.equal(422, status)
+  end)
+
+  it("refuses update limits on a tier without custom_limits with 422 naming the tier, never drops them", function()
+    local _, p = call("provision", { subscription_id = "sub_1", account_id = "acc_1", tier = "starter" })
+    local before = instances.get("sub_1").spec.limits
+    local status, b = call("update", { subscription_id = "sub_1", app_name = p.app_name,
+                                       limits = { memory_mb = 1024, cpu_limit = 0.75 } })
+    assert.are.equal(422, status)
+    assert.are.equal("limits", b.error.field)
+    assert.matches("starter tier", b.error.message)
+    assert.are.same(before, instances.get("sub_1").spec.limits)
+    assert.are.equal(1, #store.query("SELECT 1 AS x FROM jobs"))
+    -- moving to a tier that takes them in the same request applies them
+    status = call("update", { subscription_id = "sub_1", app_name = p.app_name, tier = "enterprise",
+                              limits = { memory_mb = 1024, cpu_limit = 0.75 } })
+    assert.are.equal(202, status)
+    assert.are.equal(1024, instances.get("sub_1").spec.limits.memory_mb)
+    -- and moving away from it with limits names the tier refusing them
+    status, b = call("update", { subscription_id = "sub_1", app_name = p.app_name, tier = "professional",
+                                 limits = { memory_mb = 1024 } })
+    assert.are.equal(422, status)
+    assert.matches("professional tier", b.error.message)
+  end)
+
+  it("reports restart_required from the update's plan: its commands marked restart or deploys", function()
+    local _, p = call("provision", { subscription_id = "sub_1", account_id = "acc_1", tier = "free" })
+    instances.update_job(p.job_id, { state = "running" })
+    require("worker").run(p.job_id)
+    assert.are.equal("running", instances.get("sub_1").status)
+    -- nothing changes: nothing restarts
+    local status, b = call("update", { subscription_id = "sub_1", app_name = p.app_name, tier = "free" })
+    assert.are.equal(202, status)
+    assert.is_false(b.restart_required)
+    -- a new tier changes limits and environment, which take effect on restart
+    status, b = call("update", { subscription_id = "sub_1", app_name = p.app_name, tier = "starter" })
+    assert.are.equal(202, status)
+    assert.is_true(b.restart_required)
+  end)
+
+  it("shows the original service's InstanceInfo fields beside mrprov's own in the status view", function()
+    local _, p = call("provision", { subscription_id = "sub_1", account_id = "acc_1", tier = "starter" })
+    local _, v = call("status", nil, { param = "sub_1" })
+    assert.are.equal("https://" .. p.app_name .. ".mindroom.chat", v.frontend_url)
+    assert.are.equal(v.urls.frontend, v.frontend_url)
+    assert.are.equal(v.urls.backend, v.backend_url)
+    assert.are.equal(cjson.null, v.matrix_url)
+    assert.are.equal(p.app_name .. ".mindroom.chat", v.subdomain)
+    assert.are.equal(cjson.null, v.last_health_check)
+    assert.are.equal(0.5, v.limits.cpu)
+    assert.are.equal(0.5, v.limits.cpu_limit)
   end)
 
   it("plans through the same module as `mrprov plan`", function()

@@ -63,6 +63,35 @@ describe_store("the step journal", function()
     assert.are.equal(2, #journal.steps(job.id))
   end)
 
+  it("tells whether a done step restarted, redeployed or left a change for the next start", function()
+    local function marked(display, opts)
+      local c = cmd("a", display)
+      c.restart, c.deploys = opts.restart, opts.deploys
+      return c
+    end
+    journal.plan(job, { { commands = { cmd("a", "c1"), marked("c2", { restart = true }),
+                                       marked("c3", { deploys = true }) } } })
+    local function finish(seq, err)
+      store.tx(function()
+        journal.start(job.id, seq, "t")
+        journal.finish(job.id, seq, { exit = err and 1 or 0, error = err })
+      end)
+    end
+    finish(1)
+    assert.is_false(journal.restarted(job.id))
+    finish(2, "c2 exited 1") -- failed: it changed nothing
+    assert.is_false(journal.restarted(job.id))
+    finish(3)
+    assert.is_true(journal.restarted(job.id))
+    local other = { id = instances.create_job("sub_1", "update", {}), subscription_id = "sub_1" }
+    journal.plan(other, { { commands = { marked("c4", { restart = true }) } } })
+    store.tx(function()
+      journal.start(other.id, 1, "t")
+      journal.finish(other.id, 1, { exit = 0 })
+    end)
+    assert.is_true(journal.restarted(other.id))
+  end)
+
   it("re-planning drops pending steps, marks a running one interrupted and keeps the history", function()
     journal.plan(job, { { commands = { cmd("a", "c1"), cmd("a", "c2"), cmd("a", "c3") } } })
     store.tx(function()

@@ -251,7 +251,14 @@ describe("validate_request.limits", function()
     { { agents = 0 }, "agents" }, { { agents = 1001 }, "agents" }, { { agents = true }, "agents" },
     { { messages_per_day = -1 }, "messages_per_day" }, { { messages_per_day = 10000001 }, "messages_per_day" },
     { { cpu = 1 }, "cpu" }, { { gpus = 1 }, "gpus" },
+    -- below the original service's minimums (its ResourceLimits: memory_mb ge=128, cpu_limit ge=0.1)
+    { { memory_mb = 127 }, "memory_mb" }, { { memory_mb = 64 }, "memory_mb" },
+    { { cpu_limit = 0.09 }, "cpu_limit" }, { { cpu_limit = 0.001 }, "cpu_limit" },
   }
+  it("accepts the original service's minimums themselves (128 MB, 0.1 CPU)", function()
+    assert.same({ memory_mb = 128, cpu = 0.1 }, validate_request.limits({ memory_mb = 128, cpu_limit = 0.1 }))
+  end)
+
   it("refuses out-of-range values, wrong types and unknown keys, naming the key", function()
     for _, c in ipairs(bad) do
       local l, err, key = validate_request.limits(c[1])
