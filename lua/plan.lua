@@ -42,6 +42,7 @@ function M.desired_state(inst, cfg)
     tier = tier,
     settings = cfg.settings,
     admin_password = M.admin_password(inst.app_name),
+    secrets = executor.instance_secrets(inst.app_name, cfg.settings),
   })
   if not state then
     return nil, err

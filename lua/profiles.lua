@@ -112,7 +112,7 @@ end
 -- table (no text of it holds the value; joining it to text is an error), so
 -- no string a request sends can stand for it.
 function M.secrets(values)
-  local out = { markers = {}, by_marker = {} }
+  local out = { markers = {}, by_marker = {}, name_of = {} }
   for name, value in pairs(values) do
     local marker = setmetatable({}, {
       __newindex = function() error("a secret marker is read-only", 2) end,
@@ -120,6 +120,7 @@ function M.secrets(values)
     })
     out.markers[name] = marker
     out.by_marker[marker] = value
+    out.name_of[marker] = name
   end
   return out
 end
@@ -127,8 +128,18 @@ end
 local APP_FIELDS = {
   name = true, role = true, absent = true, image = true, container_port = true, env = true,
   env_owned_prefixes = true, limits = true, domains = true, storage = true, letsencrypt = true,
-  matrix_type = true,
+  matrix_type = true, seed_config = true, health = true,
 }
+-- seed_config: a file the app's image must find at first start (delivered
+-- by the engine with the image, see the delivery notes); health: the path
+-- that answers 200 once the app is ready.
+local SEED_FIELDS = { content = true, path = true, command = true }
+local HEALTH_FIELDS = { path = true }
+-- What a chown word of storage:ensure-directory may be: the names both
+-- v0.35.20 (core:plugins/storage/internal-functions) and v0.38.27
+-- (plugins/storage/subcommands.go ResolveChownID) accept. Numeric ids are
+-- only accepted from v0.38 on, so none is allowed here.
+local CHOWN_WORDS = { herokuish = true, heroku = true, paketo = true, root = true, ["false"] = true }
 local STORAGE_FIELDS = { dir = true, host_path = true, container_path = true, chown = true, owned_paths = true }
 local SERVICE_FIELDS = { kind = true, name = true, links = true }
 local SERVICE_KINDS = { postgres = true, redis = true }
@@ -169,6 +180,7 @@ local function checker(rules)
       local real = rules.secrets.by_marker[v]
       if real ~= nil then
         out[k] = real
+        rules.used[rules.secrets.name_of[v]] = true
         secret = secret or {}
         secret[k] = true
       elseif type(v) ~= "string" or v:find("\0", 1, true) then
@@ -188,8 +200,8 @@ local function checker(rules)
       fail("%s: storage.host_path must be %s/%s", what, rules.data_base, s.dir)
     end
     if not plain_path(s.container_path) then fail("%s: storage.container_path must be a plain absolute path", what) end
-    if s.chown ~= nil and (type(s.chown) ~= "string" or not s.chown:match("^[a-z]+$")) then
-      fail("%s: storage.chown must be a word", what)
+    if s.chown ~= nil and not CHOWN_WORDS[s.chown] then
+      fail("%s: storage.chown must be one of herokuish, heroku, paketo, root, false", what)
     end
     local out = { dir = s.dir, host_path = s.host_path, container_path = s.container_path, chown = s.chown }
     if s.owned_paths ~= nil then
@@ -256,6 +268,23 @@ local function checker(rules)
       if not validate.matrix_type(a.matrix_type) then fail("%s: invalid matrix_type", what) end
       out.matrix_type = a.matrix_type
     end
+    if a.seed_config ~= nil then
+      local sc = a.seed_config
+      fields(sc, SEED_FIELDS, what .. ": seed_config")
+      if type(sc.content) ~= "string" or sc.content:find("\0", 1, true) then
+        fail("%s: seed_config.content must be text without NUL", what)
+      end
+      if not plain_path(sc.path) then fail("%s: seed_config.path must be a plain absolute path", what) end
+      local cmd = list_of(sc.command, what .. ": seed_config.command",
+        function(x) return type(x) == "string" and x ~= "" and not x:find("\0", 1, true) end)
+      if #cmd == 0 then fail("%s: seed_config.command must name the program to run", what) end
+      out.seed_config = { content = sc.content, path = sc.path, command = cmd }
+    end
+    if a.health ~= nil then
+      fields(a.health, HEALTH_FIELDS, what .. ": health")
+      if not plain_path(a.health.path) then fail("%s: health.path must be a plain absolute path", what) end
+      out.health = { path = a.health.path }
+    end
     return out
   end
 
@@ -280,7 +309,9 @@ local function checker(rules)
         function(x) return seen[x] ~= nil and not seen[x].absent end)
       services[i] = { kind = s.kind, name = s.name, links = links }
     end
-    return { apps = apps, services = services }
+    local used = {}
+    for k in pairs(rules.used) do used[k] = true end
+    return { apps = apps, services = services, secrets_used = used }
   end
 end
 
@@ -293,6 +324,7 @@ function M.run(profile, ctx, rules)
   if not ok then
     return nil, located(profile.file, profile.line, answer)
   end
+  rules.used = {}
   local cok, out = pcall(checker(rules), answer)
   if not cok then
     if type(out) == "table" and out.message then
