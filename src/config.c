@@ -24,8 +24,8 @@ const struct config_var config_vars[] = {
 	{ "HOST", "127.0.0.1", 0 },
 	{ "PORT", "8002", 0 },
 	{ "LOG_LEVEL", "INFO", 0 },
-	{ "PROVISIONER_API_KEYS", NULL, 1 },
-	{ "WEBHOOK_SECRET", NULL, 1 },
+	{ "PROVISIONER_API_KEYS", NULL, CONFIG_VAR_SECRET },
+	{ "WEBHOOK_SECRET", NULL, CONFIG_VAR_SECRET },
 	{ "DOKKU_HOST", NULL, 0 },
 	{ "DOKKU_PORT", "22", 0 },
 	{ "DOKKU_USER", "dokku", 0 },
@@ -35,7 +35,7 @@ const struct config_var config_vars[] = {
 	{ "DOKKU_POOL_SIZE", "4", 0 },
 	{ "DOKKU_COMMAND_TIMEOUT", STR(CONFIG_DOKKU_COMMAND_TIMEOUT_S), 0 },
 	{ "SUPABASE_URL", NULL, 0 },
-	{ "SUPABASE_SERVICE_KEY", NULL, 1 },
+	{ "SUPABASE_SERVICE_KEY", NULL, CONFIG_VAR_SECRET },
 	{ "SUPABASE_TIMEOUT", STR(CONFIG_SUPABASE_TIMEOUT_S), 0 },
 	/* Handed to instances (their dashboard's Supabase auth), never to mrprov's own client. */
 	{ "SUPABASE_ANON_KEY", NULL, CONFIG_VAR_INSTANCE_SECRET },
@@ -68,7 +68,7 @@ const struct config_var config_vars[] = {
 	{ "SHUTDOWN_TIMEOUT", STR(CONFIG_SHUTDOWN_TIMEOUT_S), 0 },
 	{ "HTTP_REQUEST_TIMEOUT", STR(CONFIG_HTTP_REQUEST_TIMEOUT_S), 0 },
 	{ "HTTP_MAX_CONNECTIONS_PER_IP", "32", 0 },
-	{ "PROVISIONER_SECRET", NULL, 1 },
+	{ "PROVISIONER_SECRET", NULL, CONFIG_VAR_SECRET },
 	{ NULL, NULL, 0 },
 };
 
