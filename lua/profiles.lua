@@ -128,7 +128,7 @@ end
 local APP_FIELDS = {
   name = true, role = true, absent = true, image = true, container_port = true, env = true,
   env_owned_prefixes = true, limits = true, domains = true, storage = true, letsencrypt = true,
-  matrix_type = true, seed_config = true, health = true,
+  matrix_type = true, seed_config = true, health = true, exclusive_storage = true,
 }
 -- seed_config: a file the app's image must find at first start (delivered
 -- by the engine with the image, see the delivery notes); health: the path
@@ -279,6 +279,10 @@ local function checker(rules)
         function(x) return type(x) == "string" and x ~= "" and not x:find("\0", 1, true) end)
       if #cmd == 0 then fail("%s: seed_config.command must name the program to run", what) end
       out.seed_config = { content = sc.content, path = sc.path, command = cmd }
+    end
+    if a.exclusive_storage ~= nil then
+      if type(a.exclusive_storage) ~= "boolean" then fail("%s: exclusive_storage must be true or false", what) end
+      out.exclusive_storage = a.exclusive_storage
     end
     if a.health ~= nil then
       fields(a.health, HEALTH_FIELDS, what .. ": health")

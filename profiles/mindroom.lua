@@ -161,6 +161,9 @@ local function build(ctx)
       seed_config = { content = ctx.config_yaml, path = CONFIG_PATH, command = MINDROOM_COMMAND },
       -- "running" = /api/ready answers 200 (api/main.py:751-760)
       health = { path = "/api/ready" },
+      -- MindRoom's SQLite and Matrix sync state: one container at a time
+      -- (the chart's Recreate strategy, T/deployment-mindroom.yaml:47-49)
+      exclusive_storage = true,
     },
   }
 
@@ -188,6 +191,9 @@ local function build(ctx)
     storage = { dir = n.matrix, host_path = base .. "/" .. n.matrix, container_path = MATRIX_DATA_PATH[kind],
                 chown = "false", owned_paths = { MATRIX_DATA_PATH.tuwunel, MATRIX_DATA_PATH.synapse } },
     letsencrypt = tls,
+    -- one server on its database at a time (Synapse's SQLite, Tuwunel's
+    -- RocksDB lock): no zero-downtime overlap (the delivery's checks:disable)
+    exclusive_storage = true,
   }
   if kind == "synapse" then
     matrix_app.seed_config = { content = synapse_yaml(server_name, matrix_url), path = "/data/homeserver.yaml",

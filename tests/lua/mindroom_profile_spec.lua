@@ -183,10 +183,12 @@ describe("the mindroom profile's plan follows MindRoom's contract", function()
         assert.are.equal("/mindroom_data/config/config.yaml", main.seed_config.path)
         assert.is_truthy(main.seed_config.content:find("agents", 1, true))
         assert.are.same({ path = "/api/ready" }, main.health)
+        assert.is_true(main.exclusive_storage)
 
         -- the homeserver
         local hs = app_of(st, A .. "-matrix")
         assert.are.equal(kind, hs.matrix_type)
+        assert.is_true(hs.exclusive_storage)
         local hs_env = shown_env(lines, A .. "-matrix")
         if kind == "synapse" then
           assert.are.equal("matrixdotorg/synapse:1", hs.image)
