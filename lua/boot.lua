@@ -29,6 +29,10 @@ local function path_ok(p)
   return type(p) == "string" and p:match("^/[A-Za-z0-9._/-]*$") ~= nil and not p:find("..", 1, true)
 end
 
+-- The model-provider keys handed to every instance when set (secret
+-- settings, src/config.c CONFIG_VAR_INSTANCE_SECRET), in a fixed order.
+M.PROVIDER_KEYS = { "OPENROUTER_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY", "DEEPSEEK_API_KEY" }
+
 -- Service settings from the environment; nil, "VARIABLE: message" when one is bad.
 -- Every default is C's (src/config.c config_vars): sys.config() carries each
 -- setting with its default, so none has a second copy here.
@@ -39,6 +43,7 @@ function M.settings(cfg)
     frontend_image = cfg.MINDROOM_FRONTEND_IMAGE,
     tuwunel_image = cfg.TUWUNEL_IMAGE,
     synapse_image = cfg.SYNAPSE_IMAGE,
+    mindroom_image = cfg.MINDROOM_IMAGE,
     instance_data_base = (cfg.INSTANCE_DATA_BASE or ""):gsub("/+$", ""),
     letsencrypt_email = cfg.LETSENCRYPT_EMAIL,
     backup_dir = cfg.BACKUP_DIR,
@@ -52,7 +57,17 @@ function M.settings(cfg)
     health_timeout = tonumber(cfg.HEALTH_TIMEOUT_SECONDS),
     health_request_timeout = tonumber(cfg.HEALTH_REQUEST_TIMEOUT),
     health_recheck_interval = tonumber(cfg.HEALTH_RECHECK_INTERVAL),
+    -- Instances' dashboards use Supabase auth when the provisioner knows its
+    -- project and the anon key for instances (SUPABASE_ANON_KEY).
+    supabase_url = cfg.SUPABASE_URL,
+    supabase_auth = cfg.SUPABASE_URL ~= nil and cfg.SUPABASE_ANON_KEY == true,
+    -- The model-provider keys that are set (their values never reach the
+    -- settings: plan.lua reads them per build through sys.instance_secret).
+    provider_keys = {},
   }
+  for _, k in ipairs(M.PROVIDER_KEYS) do
+    if cfg[k] == true then s.provider_keys[#s.provider_keys + 1] = k end
+  end
   if s.health_url_template then
     local ok, herr = require("health").template_ok(s.health_url_template)
     if not ok then
@@ -65,7 +80,8 @@ function M.settings(cfg)
   end
   s.base_domain = ok
   for var, key in pairs({ MINDROOM_BACKEND_IMAGE = "backend_image", MINDROOM_FRONTEND_IMAGE = "frontend_image",
-                          TUWUNEL_IMAGE = "tuwunel_image", SYNAPSE_IMAGE = "synapse_image" }) do
+                          TUWUNEL_IMAGE = "tuwunel_image", SYNAPSE_IMAGE = "synapse_image",
+                          MINDROOM_IMAGE = "mindroom_image" }) do
     local v, ierr = validate.image(s[key])
     if not v then
       return nil, var .. ": " .. ierr
@@ -98,6 +114,15 @@ end
 -- checks. Returns nil, "file:line: message" for the first that does not.
 local SAMPLE = { app_name = "mr-check-00000000", subscription_id = "sub_check" }
 
+-- Stand-ins for every secret a profile may get (executor.instance_secrets'
+-- names), so the sample build takes the paths a real one takes.
+function M.sample_secrets(settings)
+  local out = { matrix_registration_secret = "sample", api_key = "sample", credentials_encryption_key = "sample" }
+  for _, k in ipairs(settings.provider_keys or {}) do out[k] = "sample" end
+  if settings.supabase_auth then out.SUPABASE_ANON_KEY = "sample" end
+  return out
+end
+
 function M.try_profiles(by_name, settings)
   local tried = {}
   for _, name in ipairs(tiers.names(by_name)) do
@@ -108,7 +133,7 @@ function M.try_profiles(by_name, settings)
         local _, err = desired.build({
           instance = { app_name = SAMPLE.app_name, subscription_id = SAMPLE.subscription_id, tier = name,
                        enable_matrix = matrix and true or nil, matrix_type = matrix or nil },
-          tier = tier, settings = settings, admin_password = "sample",
+          tier = tier, settings = settings, admin_password = "sample", secrets = M.sample_secrets(settings),
         })
         if err then
           return nil, ("%s (profile %s, a sample instance of tier %s%s)"):format(err, tier.profile, name,

@@ -59,7 +59,9 @@ end
 -- ctx: { instance = {app_name, subscription_id, account_id, tier, enable_matrix,
 --        matrix_type, custom_domain, limits, config_updates, config_overrides},
 --        tier = normalized tier (tier.layout: its profile), settings = service settings,
---        admin_password = derived secret, profile = a profile (optional: else the tier's) }
+--        admin_password = derived secret, profile = a profile (optional: else the tier's),
+--        secrets = { [name] = value } further secrets a profile may use (optional:
+--        executor.instance_secrets) }
 -- Returns the state, or nil and why.
 function M.build(ctx)
   local inst, tier, settings = ctx.instance, ctx.tier, ctx.settings
@@ -82,7 +84,9 @@ function M.build(ctx)
 
   -- The profile never sees a secret: an opaque marker stands for each, and
   -- an env value set to one becomes that secret and a secret key of its app.
-  local secrets = profiles.secrets({ admin_password = ctx.admin_password })
+  local values = { admin_password = ctx.admin_password }
+  for k, v in pairs(ctx.secrets or {}) do values[k] = v end
+  local secrets = profiles.secrets(values)
   local answer, err = profiles.run(profile, {
     app = inst.app_name, subscription_id = inst.subscription_id, account_id = inst.account_id,
     tier = tier.name, names = copy(n), custom_domain = inst.custom_domain,
@@ -94,7 +98,9 @@ function M.build(ctx)
       backend_image = settings.backend_image, frontend_image = settings.frontend_image,
       tuwunel_image = settings.tuwunel_image, synapse_image = settings.synapse_image,
       instance_data_base = settings.instance_data_base, letsencrypt_email = settings.letsencrypt_email,
-      base_domain = settings.base_domain,
+      base_domain = settings.base_domain, mindroom_image = settings.mindroom_image,
+      supabase_url = settings.supabase_url, supabase_auth = settings.supabase_auth or false,
+      provider_keys = copy(settings.provider_keys or {}),
     },
     secrets = secrets.markers,
   }, { app = n.app, data_base = settings.instance_data_base, secrets = secrets })
@@ -108,7 +114,17 @@ function M.build(ctx)
     limits = limits,
     apps = answer.apps,
     services = answer.services,
+    -- the names of the secrets the layout uses (the provision answer
+    -- returns the instance API key once only when it is in use)
+    secrets_used = answer.secrets_used,
   }
+  -- A layout that always runs a homeserver (the mindroom profile) has a
+  -- Matrix URL whatever the request said.
+  if not n.urls.matrix then
+    for _, a in ipairs(answer.apps) do
+      if a.role == "matrix" and not a.absent then n.urls.matrix = "https://matrix." .. n.domain end
+    end
+  end
   local _, derr = M.domains(state)
   if derr then
     return nil, profiles.where(profile) .. ": build(): " .. derr

@@ -9,6 +9,7 @@ local crypto = require "mrprov.crypto"
 local dokku = require "mrprov.dokku"
 local engine = require "engine"
 local generation = require "generation"
+local sys = require "mrprov.sys"
 
 local M = {}
 
@@ -28,6 +29,29 @@ end
 
 function M.admin_password(app_name)
   return crypto.derive("admin-password:" .. app_name)
+end
+
+-- The further secrets a profile may hand an instance (desired.build's
+-- ctx.secrets), all derived from PROVISIONER_SECRET per instance and never
+-- stored (the same instance always gets the same values), plus the
+-- provider keys and the instances' Supabase anon key from the settings.
+-- Each is base64url of 32 bytes (crypto.derive): MindRoom accepts that as
+-- its credentials key (mindroom credentials.py
+-- _decode_credentials_encryption_key: urlsafe base64, padding optional,
+-- exactly 32 bytes).
+function M.instance_secrets(app_name, settings)
+  local out = {
+    matrix_registration_secret = crypto.derive("matrix-registration:" .. app_name),
+    api_key = crypto.derive("mindroom-api-key:" .. app_name),
+    credentials_encryption_key = crypto.derive("credentials-encryption-key:" .. app_name),
+  }
+  local names = {}
+  for _, k in ipairs(settings and settings.provider_keys or {}) do names[#names + 1] = k end
+  if settings and settings.supabase_auth then names[#names + 1] = "SUPABASE_ANON_KEY" end
+  if #names > 0 then
+    for _, k in ipairs(names) do out[k] = sys.instance_secret(k) end
+  end
+  return out
 end
 
 local function clip(s)
@@ -214,6 +238,10 @@ function M.job_secrets(inst, state)
       for _, v in pairs(a.env or {}) do
         add(v)
       end
+    end
+    -- every value the layout marked secret (derived keys, provider keys)
+    for k in pairs(a.secret_keys or {}) do
+      add(a.env and a.env[k])
     end
   end
   return list

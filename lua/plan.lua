@@ -18,6 +18,16 @@ local M = {}
 -- The instance's admin password (derived; masked in every job output).
 M.admin_password = executor.admin_password
 
+-- The instance API key (MINDROOM_API_KEY) when the instance's desired
+-- state uses it (the mindroom profile without Supabase auth), else nil.
+function M.api_key(inst, cfg)
+  local state = M.desired_state(inst, cfg)
+  if state and state.secrets_used and state.secrets_used.api_key then
+    return executor.instance_secrets(inst.app_name, cfg.settings).api_key
+  end
+  return nil
+end
+
 -- What a hook is told about its instance (no secret).
 function M.hook_ctx(inst, tier)
   return {
@@ -46,6 +56,7 @@ function M.desired_state(inst, cfg, profile)
     profile = profile,
     settings = cfg.settings,
     admin_password = M.admin_password(inst.app_name),
+    secrets = executor.instance_secrets(inst.app_name, cfg.settings),
   })
   if not state then
     return nil, err

@@ -112,7 +112,7 @@ end
 -- table (no text of it holds the value; joining it to text is an error), so
 -- no string a request sends can stand for it.
 function M.secrets(values)
-  local out = { markers = {}, by_marker = {} }
+  local out = { markers = {}, by_marker = {}, name_of = {} }
   for name, value in pairs(values) do
     local marker = setmetatable({}, {
       __newindex = function() error("a secret marker is read-only", 2) end,
@@ -120,6 +120,7 @@ function M.secrets(values)
     })
     out.markers[name] = marker
     out.by_marker[marker] = value
+    out.name_of[marker] = name
   end
   return out
 end
@@ -129,11 +130,16 @@ local APP_FIELDS = {
   env_owned_prefixes = true, limits = true, domains = true, storage = true, letsencrypt = true,
   matrix_type = true, health = true, seed_config = true, exclusive_storage = true,
 }
-local SEED_FIELDS = { content = true, path = true, command = true, owner = true }
+local SEED_FIELDS = { content = true, path = true, command = true, owner = true, entrypoint = true }
 -- A config template rides in the build context on stdin (at most 1 MiB
 -- with the Dockerfile and the script: src/dokku/transport.h
 -- TRANSPORT_MAX_INPUT).
 local SEED_MAX = 512 * 1024
+-- What a chown word of storage:ensure-directory may be: the names both
+-- v0.35.20 (core:plugins/storage/internal-functions) and v0.38.27
+-- (plugins/storage/subcommands.go ResolveChownID) accept. Numeric ids are
+-- only accepted from v0.38 on, so none is allowed here.
+local CHOWN_WORDS = { herokuish = true, heroku = true, paketo = true, root = true, ["false"] = true }
 local STORAGE_FIELDS = { dir = true, host_path = true, container_path = true, chown = true, owned_paths = true }
 local SERVICE_FIELDS = { kind = true, name = true, links = true }
 local SERVICE_KINDS = { postgres = true, redis = true }
@@ -174,6 +180,7 @@ local function checker(rules)
       local real = rules.secrets.by_marker[v]
       if real ~= nil then
         out[k] = real
+        rules.used[rules.secrets.name_of[v]] = true
         secret = secret or {}
         secret[k] = true
       elseif type(v) ~= "string" or v:find("\0", 1, true) then
@@ -193,8 +200,8 @@ local function checker(rules)
       fail("%s: storage.host_path must be %s/%s", what, rules.data_base, s.dir)
     end
     if not plain_path(s.container_path) then fail("%s: storage.container_path must be a plain absolute path", what) end
-    if s.chown ~= nil and (type(s.chown) ~= "string" or not s.chown:match("^[a-z]+$")) then
-      fail("%s: storage.chown must be a word", what)
+    if s.chown ~= nil and not CHOWN_WORDS[s.chown] then
+      fail("%s: storage.chown must be one of herokuish, heroku, paketo, root, false", what)
     end
     local out = { dir = s.dir, host_path = s.host_path, container_path = s.container_path, chown = s.chown }
     if s.owned_paths ~= nil then
@@ -286,7 +293,16 @@ local function checker(rules)
       if sc.owner ~= nil and (type(sc.owner) ~= "string" or not sc.owner:match("^%d+:%d+$")) then
         fail("%s: seed_config.owner must be uid:gid", what)
       end
-      out.seed_config = { content = sc.content, path = sc.path, command = command, owner = sc.owner }
+      -- entrypoint: replaces the image's ENTRYPOINT ({} clears it), for an
+      -- image whose ENTRYPOINT would take the converge script for its
+      -- arguments (Synapse's /start.py); absent keeps it (MindRoom's tini).
+      local entrypoint
+      if sc.entrypoint ~= nil then
+        entrypoint = list_of(sc.entrypoint, what .. ": seed_config.entrypoint",
+          function(x) return type(x) == "string" and #x > 0 and not x:find("[%z\n]") end)
+      end
+      out.seed_config = { content = sc.content, path = sc.path, command = command, owner = sc.owner,
+                          entrypoint = entrypoint }
     end
     if a.exclusive_storage ~= nil then
       if type(a.exclusive_storage) ~= "boolean" then fail("%s: exclusive_storage must be true or false", what) end
@@ -316,7 +332,9 @@ local function checker(rules)
         function(x) return seen[x] ~= nil and not seen[x].absent end)
       services[i] = { kind = s.kind, name = s.name, links = links }
     end
-    return { apps = apps, services = services }
+    local used = {}
+    for k in pairs(rules.used) do used[k] = true end
+    return { apps = apps, services = services, secrets_used = used }
   end
 end
 
@@ -329,6 +347,7 @@ function M.run(profile, ctx, rules)
   if not ok then
     return nil, located(profile.file, profile.line, answer)
   end
+  rules.used = {}
   local cok, out = pcall(checker(rules), answer)
   if not cok then
     if type(out) == "table" and out.message then

@@ -170,6 +170,9 @@ function M.provision_validated(r, req, cfg)
     -- Only to the API caller: a webhook's answer is kept by its sender
     -- (Supabase's pg_net stores response bodies in net._http_response).
     admin_password = not req.from_webhook and plan.admin_password(inst.app_name) or nil,
+    -- The instance's dashboard key (its MINDROOM_API_KEY), when its layout
+    -- uses one: once, to the API caller only, like the admin password.
+    api_key = not req.from_webhook and plan.api_key(inst, cfg) or nil,
   }, outcome.resumed and "Provisioning resumed" or "Provisioning started")
 end
 

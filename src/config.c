@@ -24,8 +24,8 @@ const struct config_var config_vars[] = {
 	{ "HOST", "127.0.0.1", 0 },
 	{ "PORT", "8002", 0 },
 	{ "LOG_LEVEL", "INFO", 0 },
-	{ "PROVISIONER_API_KEYS", NULL, 1 },
-	{ "WEBHOOK_SECRET", NULL, 1 },
+	{ "PROVISIONER_API_KEYS", NULL, CONFIG_VAR_SECRET },
+	{ "WEBHOOK_SECRET", NULL, CONFIG_VAR_SECRET },
 	{ "DOKKU_HOST", NULL, 0 },
 	{ "DOKKU_PORT", "22", 0 },
 	{ "DOKKU_USER", "dokku", 0 },
@@ -35,20 +35,33 @@ const struct config_var config_vars[] = {
 	{ "DOKKU_POOL_SIZE", "4", 0 },
 	{ "DOKKU_COMMAND_TIMEOUT", STR(CONFIG_DOKKU_COMMAND_TIMEOUT_S), 0 },
 	{ "SUPABASE_URL", NULL, 0 },
-	{ "SUPABASE_SERVICE_KEY", NULL, 1 },
+	{ "SUPABASE_SERVICE_KEY", NULL, CONFIG_VAR_SECRET },
 	{ "SUPABASE_TIMEOUT", STR(CONFIG_SUPABASE_TIMEOUT_S), 0 },
+	/* Handed to instances (their dashboard's Supabase auth), never to mrprov's own client. */
+	{ "SUPABASE_ANON_KEY", NULL, CONFIG_VAR_INSTANCE_SECRET },
+	/* Model-provider keys every instance gets (secret values of its app). */
+	{ "OPENROUTER_API_KEY", NULL, CONFIG_VAR_INSTANCE_SECRET },
+	{ "OPENAI_API_KEY", NULL, CONFIG_VAR_INSTANCE_SECRET },
+	{ "ANTHROPIC_API_KEY", NULL, CONFIG_VAR_INSTANCE_SECRET },
+	{ "GOOGLE_API_KEY", NULL, CONFIG_VAR_INSTANCE_SECRET },
+	{ "DEEPSEEK_API_KEY", NULL, CONFIG_VAR_INSTANCE_SECRET },
 	{ "BASE_DOMAIN", "mindroom.chat", 0 },
 	{ "LETSENCRYPT_EMAIL", NULL, 0 },
 	{ "MINDROOM_BACKEND_IMAGE", "mindroom/backend:latest", 0 },
 	{ "MINDROOM_FRONTEND_IMAGE", "mindroom/frontend:latest", 0 },
 	{ "TUWUNEL_IMAGE", "ghcr.io/tulir/tuwunel:latest", 0 },
-	{ "SYNAPSE_IMAGE", "matrixdotorg/synapse:latest", 0 },
+	/* Pinned: an instance must not change server version on a redeploy. */
+	{ "SYNAPSE_IMAGE", "matrixdotorg/synapse:v1.135.0", 0 },
+	/* The MindRoom image of the mindroom profile, a release tag (git tag
+	 * v2026.8.105 of mindroom-ai/mindroom; .github/workflows/build-mindroom.yml
+	 * publishes each release tag), never latest. */
+	{ "MINDROOM_IMAGE", "ghcr.io/mindroom-ai/mindroom:v2026.8.105", 0 },
 	{ "INSTANCE_DATA_BASE", "/var/lib/dokku/data/storage", 0 },
 	{ "BACKUP_DIR", "./data/backups", 0 },
 	{ "STATE_DB", "./data/mrprov.db", 0 },
 	{ "TIERS_DIR", "./tiers", 0 },
 	{ "PROFILES_DIR", "./profiles", 0 },
-	{ "PROFILE", "split", 0 },
+	{ "PROFILE", "mindroom", 0 },
 	{ "HOOKS_DIR", "./hooks", 0 },
 	{ "LUA_DIR", "./lua", 0 },
 	{ "WORKERS", "4", 0 },
@@ -59,7 +72,7 @@ const struct config_var config_vars[] = {
 	{ "HEALTH_TIMEOUT_SECONDS", "300", 0 },
 	{ "HEALTH_REQUEST_TIMEOUT", "5", 0 },
 	{ "HEALTH_RECHECK_INTERVAL", "300", 0 },
-	{ "PROVISIONER_SECRET", NULL, 1 },
+	{ "PROVISIONER_SECRET", NULL, CONFIG_VAR_SECRET },
 	{ NULL, NULL, 0 },
 };
 

@@ -67,6 +67,13 @@ struct config {
 	size_t secret_len;
 };
 
+/* config_var.secret: 0 = plain; CONFIG_VAR_SECRET = mrprov's own credential
+ * (Lua sees only whether it is set); CONFIG_VAR_INSTANCE_SECRET = a secret
+ * mrprov hands to instances (Lua sees whether it is set, and its value only
+ * through sys.instance_secret, which the desired state masks everywhere). */
+#define CONFIG_VAR_SECRET 1
+#define CONFIG_VAR_INSTANCE_SECRET 2
+
 /* One entry per variable, for `.env.example`-style listings and for Lua. */
 struct config_var {
 	const char *name;

@@ -74,8 +74,22 @@ int main(void)
 	CHECK(c.http_request_timeout == 10 && c.http_max_per_ip == 32);
 	CHECK(c.dokku_host_key_tofu == 0); /* an unknown host key is refused unless asked for */
 	CHECK_STR(c.profiles_dir, "./profiles");
-	CHECK_STR(c.profile, "split");
+	CHECK_STR(c.profile, "mindroom"); /* issue 14: MindRoom's published layout is the default */
+	/* The images of an instance are pinned release tags, never latest. */
+	CHECK_STR(config_get("MINDROOM_IMAGE"), "ghcr.io/mindroom-ai/mindroom:v2026.8.105");
+	CHECK(strstr(config_get("SYNAPSE_IMAGE"), ":latest") == NULL);
 	config_free(&c);
+
+	/* Provider keys and the instances' anon key: secrets handed to instances
+	 * (Lua sees only whether they are set through sys.config()). */
+	for (const struct config_var *v = config_vars; v->name; v++) {
+		if (strcmp(v->name, "OPENROUTER_API_KEY") == 0 || strcmp(v->name, "OPENAI_API_KEY") == 0 ||
+		    strcmp(v->name, "ANTHROPIC_API_KEY") == 0 || strcmp(v->name, "GOOGLE_API_KEY") == 0 ||
+		    strcmp(v->name, "DEEPSEEK_API_KEY") == 0 || strcmp(v->name, "SUPABASE_ANON_KEY") == 0)
+			CHECK(v->secret == CONFIG_VAR_INSTANCE_SECRET && v->def == NULL);
+		if (strcmp(v->name, "PROVISIONER_SECRET") == 0)
+			CHECK(v->secret == CONFIG_VAR_SECRET);
+	}
 
 	/* One clear line naming the variable. */
 	CHECK(load_with("PORT", "80a", err, sizeof err) < 0 && strstr(err, "PORT:"));

@@ -53,6 +53,11 @@ function M.run(args, env, cwd)
   if env.PROFILES_DIR == nil then
     parts[#parts + 1] = sh_quote("PROFILES_DIR=" .. M.root .. "/profiles")
   end
+  -- the specs written for the split layout run under it; a spec of the
+  -- mindroom profile (the service's default) sets PROFILE itself
+  if env.PROFILE == nil then
+    parts[#parts + 1] = sh_quote("PROFILE=split")
+  end
   for k, v in pairs(env) do
     parts[#parts + 1] = sh_quote(k .. "=" .. v)
   end
@@ -75,7 +80,7 @@ function M.base_env(dir, extra)
     HOST = "127.0.0.1", PORT = "0", LOG_LEVEL = "DEBUG",
     STATE_DB = dir .. "/data/mrprov.db", BACKUP_DIR = dir .. "/data/backups",
     TIERS_DIR = M.root .. "/tiers", PROFILES_DIR = M.root .. "/profiles", HOOKS_DIR = M.root .. "/hooks",
-    LUA_DIR = M.root .. "/lua",
+    LUA_DIR = M.root .. "/lua", PROFILE = "split", -- see M.run
     WORKERS = "2", SHUTDOWN_TIMEOUT = "5", -- tests stop servers with SIGTERM
   }
   for k, v in pairs(extra or {}) do

@@ -104,7 +104,8 @@ describe("profiles as drop-in files #integration", function()
     local env = { TIERS_DIR = tiers, PROFILES_DIR = profiles, LUA_DIR = H.root .. "/lua" }
     local code, out = H.run({ "check" }, env)
     assert.are.equal(0, code)
-    assert.matches("profiles %(2%) from " .. profiles:gsub("%p", "%%%0") .. ", default split:", out)
+    -- the shipped profiles (mindroom, split) and solo
+    assert.matches("profiles %(3%) from " .. profiles:gsub("%p", "%%%0") .. ", default split:", out)
     assert.matches("\n  solo +[^\n]*/profiles/solo%.lua %(tiers: solo%)\n", out)
     assert.matches("\n  split +[^\n]*/profiles/split%.lua %(tiers: enterprise, free, professional, starter%)\n", out)
 

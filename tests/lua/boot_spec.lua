@@ -6,7 +6,8 @@ describe("service settings", function()
   local function cfg(extra)
     local c = { BASE_DOMAIN = "mindroom.chat", MINDROOM_BACKEND_IMAGE = "mindroom/backend:1",
                 MINDROOM_FRONTEND_IMAGE = "mindroom/frontend:1", TUWUNEL_IMAGE = "ghcr.io/tulir/tuwunel:1",
-                SYNAPSE_IMAGE = "matrixdotorg/synapse:1", INSTANCE_DATA_BASE = "/var/lib/dokku/data/storage",
+                SYNAPSE_IMAGE = "matrixdotorg/synapse:1", MINDROOM_IMAGE = "ghcr.io/mindroom-ai/mindroom:v1",
+                INSTANCE_DATA_BASE = "/var/lib/dokku/data/storage",
                 LETSENCRYPT_EMAIL = "ops@example.com", dokku_mode = "dokku" }
     for k, v in pairs(extra or {}) do c[k] = v end
     return c

@@ -109,6 +109,8 @@ function M.install()
   }
   package.loaded["mrprov.sys"] = {
     config = function() return M.config end,
+    -- the C binding gives the values of CONFIG_VAR_INSTANCE_SECRET settings
+    instance_secret = function(name) return M.instance_secrets and M.instance_secrets[name] end,
     iso_time = function() return "2026-01-01T00:00:00.000Z" end,
     now = function() return 0 end,
     webhook_tolerance_s = 300,

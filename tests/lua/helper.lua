@@ -9,6 +9,7 @@ local M = {}
 M.settings = {
   base_domain = "mindroom.chat", backend_image = "mindroom/backend:1", frontend_image = "mindroom/frontend:1",
   tuwunel_image = "ghcr.io/tulir/tuwunel:1", synapse_image = "matrixdotorg/synapse:1",
+  mindroom_image = "ghcr.io/mindroom-ai/mindroom:v2026.8.105", provider_keys = {},
   instance_data_base = "/srv/data", letsencrypt_email = "ops@example.com",
 }
 

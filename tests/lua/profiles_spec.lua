@@ -47,9 +47,10 @@ local function build_with(profile, inst)
 end
 
 describe("profiles.load_dir", function()
-  it("loads the shipped split profile, which every shipped tier uses by default", function()
+  it("loads the shipped profiles; every shipped tier uses the default given (split here)", function()
     local p = helper.shipped_profiles()
-    assert.are.same({ "split" }, profiles.names(p))
+    assert.are.same({ "mindroom", "split" }, profiles.names(p))
+    assert.are.equal("profiles/mindroom.lua", p.mindroom.file)
     assert.are.equal("profiles/split.lua", p.split.file)
     for name, t in pairs(helper.shipped_tiers()) do
       assert.are.equal("split", t.profile, name)

@@ -70,6 +70,17 @@ describe("resource image with seed_config (issue 14)", function()
       .. '"/app/.venv/bin/mindroom", "run"%]\n', dockerfile)
     assert.matches("ENV MINDROOM_CONFIG_TEMPLATE=/opt/mrprov/config.template.yaml", dockerfile, 1, true)
     assert.is_truthy(tar.plain_name(seed.SCRIPT))
+    -- the image's ENTRYPOINT (MindRoom's tini) stays unless the app replaces it
+    assert.is_nil(dockerfile:find("ENTRYPOINT", 1, true))
+  end)
+
+  it("replaces the image's ENTRYPOINT when seed_config names one ({} clears it: Synapse's /start.py)", function()
+    local d = seed.dockerfile("matrixdotorg/synapse:v1", { content = "x: 1\n", path = "/data/homeserver.yaml",
+      command = { "/bin/sh", "-c", "exec /start.py" }, entrypoint = {}, owner = "0:0" })
+    assert.matches("\nENTRYPOINT %[%]\nCMD %[\"python3\"", d)
+    assert.matches("\nCOPY %-%-chown=0:0 ", d)
+    d = seed.dockerfile("x:1", { content = "x", path = "/c.yaml", command = { "run" }, entrypoint = { "tini", "--" } })
+    assert.matches('\nENTRYPOINT %["tini", "%-%-"%]\n', d)
   end)
 
   it("deploys from the context on stdin, records its digest after, and plans nothing when in sync", function()
