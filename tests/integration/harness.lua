@@ -284,6 +284,34 @@ end
 
 -- Servers get SIGTERM (so a sanitized build runs its leak check at exit),
 -- then SIGKILL if they are not gone within M.stop's bound.
+-- The instance health endpoint stand-in (tests/fixtures/health-server, one
+-- process on a loopback port): { dir, port, mode(m), requests(), stop() };
+-- mode as that file says (ok, fail, fail:N, ...), read at each request.
+function M.health_server(mode)
+  local dir = M.tmpdir()
+  local function put(path, text)
+    local f = assert(io.open(path, "w"))
+    f:write(text)
+    f:close()
+  end
+  put(dir .. "/mode", mode)
+  os.execute("lua5.4 " .. M.sh_quote(M.root .. "/tests/fixtures/health-server") .. " " .. M.sh_quote(dir)
+    .. " >/dev/null 2>&1 &")
+  local port = M.eventually("the health server's port", function()
+    return tonumber(M.read_file(dir .. "/port") or "")
+  end, 10)
+  return {
+    dir = dir, port = port,
+    mode = function(m) put(dir .. "/mode", m) end,
+    requests = function()
+      local out = {}
+      for line in (M.read_file(dir .. "/requests") or ""):gmatch("[^\n]+") do out[#out + 1] = line end
+      return out
+    end,
+    stop = function() put(dir .. "/stop", "") end,
+  }
+end
+
 function M.cleanup()
   for _, s in ipairs(servers) do
     if s.pid then

@@ -41,26 +41,7 @@ local function profiles_dir()
   return dir
 end
 
--- The health endpoint stand-in: { dir, port, mode(m), requests() }.
-local function health_server(mode)
-  local dir = H.tmpdir()
-  write(dir .. "/mode", mode)
-  os.execute("lua5.4 " .. H.sh_quote(H.root .. "/tests/fixtures/health-server") .. " " .. H.sh_quote(dir)
-    .. " >/dev/null 2>&1 &")
-  local port = H.eventually("the health server's port", function()
-    return tonumber(H.read_file(dir .. "/port") or "")
-  end, 10)
-  return {
-    dir = dir, port = port,
-    mode = function(m) write(dir .. "/mode", m) end,
-    requests = function()
-      local out = {}
-      for line in (H.read_file(dir .. "/requests") or ""):gmatch("[^\n]+") do out[#out + 1] = line end
-      return out
-    end,
-    stop = function() write(dir .. "/stop", "") end,
-  }
-end
+local health_server = H.health_server
 
 local function status(s, sub, pred, timeout)
   return H.wait_for(s, "/api/v1/status/" .. sub, pred, timeout or 30)

@@ -11,10 +11,15 @@ local cjson = require "cjson"
 
 local PROVIDER = "sk-or-v1-integration-provider-key"
 
+-- The deploy job's end; then the instance is `starting` until its
+-- /api/ready answers (here the loopback health server, which answers 503
+-- once, then 200), then `running`.
 local function wait_job(srv, sub, job_id)
-  return H.wait_for(srv, "/api/v1/status/" .. sub, function(s)
-    return s.job ~= cjson.null and s.job.id == job_id and (s.job.state == "succeeded" or s.job.state == "failed")
+  H.wait_for(srv, "/api/v1/status/" .. sub, function(s)
+    return s.status == "running" or s.status == "failed" or s.status == "unhealthy"
   end, 60)
+  local _, job = H.request(srv, "GET", "/api/v1/jobs/" .. job_id)
+  return { job = job }
 end
 
 -- The names mrprov set (Dokku's own DOKKU_* and GIT_REV left out).
@@ -28,12 +33,15 @@ local function keys(t)
 end
 
 describe("the mindroom profile on the Dokku simulator #integration", function()
-  local h, srv
+  local h, srv, health
   setup(function()
     h = D.start()
-    srv = H.start({ env = D.mrprov_env(h, { PROFILE = "mindroom", OPENROUTER_API_KEY = PROVIDER }) })
+    health = H.health_server("fail:1")
+    srv = H.start({ env = D.mrprov_env(h, { PROFILE = "mindroom", OPENROUTER_API_KEY = PROVIDER,
+      HEALTH_URL_TEMPLATE = "http://127.0.0.1:" .. health.port .. "/{app}{path}" }) })
   end)
   teardown(function()
+    if health then health.stop() end
     H.cleanup()
     D.stop_all()
   end)
@@ -48,6 +56,13 @@ describe("the mindroom profile on the Dokku simulator #integration", function()
     assert.are.equal(43, #api_key) -- base64url of 32 bytes
     local st = wait_job(srv, "sub_mr1", j.job_id)
     assert.are.equal("succeeded", st.job.state, cjson.encode(st))
+    -- running only once MindRoom's /api/ready answered (503 once, then 200)
+    local _, view = H.request(srv, "GET", "/api/v1/status/sub_mr1")
+    assert.are.equal("running", view.status, cjson.encode(view))
+    assert.are.equal("healthy", view.health_state)
+    local seen = health.requests()
+    assert.is_true(#seen >= 2, #seen .. " checks")
+    assert.are.equal("GET /" .. app .. "/api/ready HTTP/1.1", seen[1])
 
     local s = D.state(h)
     local objs = D.objects_of(s, app)
@@ -61,7 +76,9 @@ describe("the mindroom profile on the Dokku simulator #integration", function()
       "CUSTOMER_ID", "HOME", "LOG_LEVEL", "MATRIX_HOMESERVER", "MATRIX_REGISTRATION_SHARED_SECRET",
       "MATRIX_SERVER_NAME", "MINDROOM_API_KEY", "MINDROOM_CONFIG_PATH", "MINDROOM_CREDENTIALS_ENCRYPTION_KEY",
       "MINDROOM_DESKTOP_MATRIX_HOMESERVER", "MINDROOM_MATRIX_HOMESERVER_STARTUP_TIMEOUT_SECONDS",
-      "MINDROOM_PUBLIC_URL", "MINDROOM_STORAGE_PATH", "OPENROUTER_API_KEY",
+      "MINDROOM_PUBLIC_URL", "MINDROOM_STORAGE_PATH",
+      "MRPROV_CONTEXT_SHA256", -- the deployed build context's digest (resources/lib/seed.lua)
+      "OPENROUTER_API_KEY",
     }, keys(mr.env))
     assert.are.equal(api_key, mr.env.MINDROOM_API_KEY)
     assert.are.equal(PROVIDER, mr.env.OPENROUTER_API_KEY)
@@ -84,7 +101,7 @@ describe("the mindroom profile on the Dokku simulator #integration", function()
     assert.are.same({ "/var/lib/dokku/data/storage/" .. app .. "-matrix:/data" }, hs.mounts)
     assert.are.same({ "matrix." .. dom }, hs.domains)
     assert.is_truthy(table.concat(hs.ports.map, " "):find("http:80:8008", 1, true), cjson.encode(hs.ports))
-    assert.are.equal("https://matrix." .. dom, st.urls.matrix)
+    assert.are.equal("https://matrix." .. dom, view.urls.matrix)
 
     -- no secret value in the step log or the service log
     local _, job = H.request(srv, "GET", "/api/v1/jobs/" .. j.job_id)

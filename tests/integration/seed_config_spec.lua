@@ -111,7 +111,8 @@ for _, version in ipairs({ "0.35.20", "current" }) do
     end
 
     it("first start: the tier's config is seeded through git:from-archive, one container at a time", function()
-      local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = sub, account_id = "acc_seed", tier = "sfree" })
+      local code, j = H.request(srv, "POST", "/api/v1/provision", { subscription_id = sub, account_id = "acc_seed",
+        tier = "sfree" })
       assert.are.equal(202, code, cjson.encode(j))
       app = j.app_name
       local st = wait_job(srv, sub, j.job_id)
