@@ -37,6 +37,10 @@ const struct config_var config_vars[] = {
 	{ "SUPABASE_URL", NULL, 0 },
 	{ "SUPABASE_SERVICE_KEY", NULL, 1 },
 	{ "SUPABASE_TIMEOUT", STR(CONFIG_SUPABASE_TIMEOUT_S), 0 },
+	/* Per-instance OpenRouter keys (lua/model_key.lua): the management key
+	 * goes only into the Authorization header of OpenRouter's key API. */
+	{ "OPENROUTER_MANAGEMENT_KEY", NULL, CONFIG_VAR_CLIENT_SECRET },
+	{ "OPENROUTER_API_BASE", "https://openrouter.ai/api/v1", 0 },
 	{ "BASE_DOMAIN", "mindroom.chat", 0 },
 	{ "LETSENCRYPT_EMAIL", NULL, 0 },
 	{ "MINDROOM_BACKEND_IMAGE", "mindroom/backend:latest", 0 },

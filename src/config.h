@@ -61,6 +61,12 @@ struct config {
 	size_t secret_len;
 };
 
+/* config_var.secret: 0 = plain; 1 = mrprov's own credential (Lua sees only
+ * whether it is set); CONFIG_VAR_CLIENT_SECRET = a credential mrprov's Lua
+ * sends to an outside API (Lua sees whether it is set, and its value only
+ * through sys.client_secret; never handed to an instance). */
+#define CONFIG_VAR_CLIENT_SECRET 3
+
 /* One entry per variable, for `.env.example`-style listings and for Lua. */
 struct config_var {
 	const char *name;

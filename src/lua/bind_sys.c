@@ -141,6 +141,27 @@ static int l_config(lua_State *L)
 	return 1;
 }
 
+/* client_secret(name) → the value of a credential Lua sends to an outside
+ * API itself (CONFIG_VAR_CLIENT_SECRET: the OpenRouter management key), or
+ * nil when unset. Any other setting marked secret is never given. */
+static int l_client_secret(lua_State *L)
+{
+	const char *name = luaL_checkstring(L, 1);
+	for (const struct config_var *v = config_vars; v->name; v++) {
+		if (strcmp(v->name, name) != 0)
+			continue;
+		if (v->secret != CONFIG_VAR_CLIENT_SECRET)
+			return luaL_error(L, "client_secret: %s is not a client credential", name);
+		const char *val = config_get(name);
+		if (val && *val)
+			lua_pushstring(L, val);
+		else
+			lua_pushnil(L);
+		return 1;
+	}
+	return luaL_error(L, "client_secret: no setting %s", name);
+}
+
 static int l_version(lua_State *L)
 {
 	lua_newtable(L);
@@ -185,6 +206,7 @@ int luaopen_mrprov_sys(lua_State *L)
 		{ "mkdir_p", l_mkdir_p },
 		{ "sleep", l_sleep },
 		{ "config", l_config },
+		{ "client_secret", l_client_secret },
 		{ "version", l_version },
 		{ "generation", l_generation },
 		{ "current_generation", l_current_generation },
