@@ -50,7 +50,18 @@ function M.settings(cfg)
     -- per-instance OpenRouter keys (lua/model_key.lua): on when the
     -- management key is set (Lua sees only that it is)
     openrouter = { enabled = cfg.OPENROUTER_MANAGEMENT_KEY == true, api_base = cfg.OPENROUTER_API_BASE },
+    -- readiness (lua/health.lua); defaults: src/config.c config_vars
+    health_url_template = cfg.HEALTH_URL_TEMPLATE,
+    health_timeout = tonumber(cfg.HEALTH_TIMEOUT_SECONDS),
+    health_request_timeout = tonumber(cfg.HEALTH_REQUEST_TIMEOUT),
+    health_recheck_interval = tonumber(cfg.HEALTH_RECHECK_INTERVAL),
   }
+  if s.health_url_template then
+    local ok, herr = require("health").template_ok(s.health_url_template)
+    if not ok then
+      return nil, "HEALTH_URL_TEMPLATE: " .. herr
+    end
+  end
   local ok, err = validate.domain(s.base_domain)
   if not ok then
     return nil, "BASE_DOMAIN: " .. err

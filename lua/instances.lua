@@ -11,7 +11,16 @@ local sys = require "mrprov.sys"
 
 local M = {}
 
-M.ACTIVE = { pending = true, provisioning = true, running = true, updating = true }
+M.ACTIVE = { pending = true, provisioning = true, running = true, updating = true, starting = true,
+             unhealthy = true }
+-- Every status an instance can have (SPEC §5.5; openapi.json, the Supabase
+-- table's CHECK constraint). starting: deployed, its health check has not
+-- answered 200 yet; unhealthy: it did not within HEALTH_TIMEOUT_SECONDS
+-- (lua/health.lua).
+M.STATUSES = { "pending", "provisioning", "starting", "running", "unhealthy", "updating", "deprovisioning",
+               "deprovisioned", "failed" }
+-- Deployed and not busy: what an update or deprovision may start from.
+M.SETTLED = { running = true, starting = true, unhealthy = true }
 
 local function check(v, err, code)
   return store_error.check(v, err, code, "store: ")
@@ -49,7 +58,7 @@ end
 -- documents (kilobytes of JSON a status read would decode for nothing).
 -- (The SQL text is built once: the statement cache looks it up by its bytes.)
 local SUMMARY_SQL = "SELECT subscription_id, account_id, app_name, tier, status, urls, limits, error, dry_run, " ..
-  "created_at, updated_at FROM instances WHERE subscription_id = ?"
+  "created_at, updated_at, health_state, health_checked_at, health_error FROM instances WHERE subscription_id = ?"
 
 function M.get_summary(subscription_id)
   return row_to_instance(check(store.query(SUMMARY_SQL, subscription_id))[1])
@@ -74,6 +83,9 @@ function M.supabase_row(inst)
     limits = inst.limits,
     error = inst.error or json.null,
     dry_run = inst.dry_run and true or false,
+    health_state = inst.health_state or json.null,
+    health_checked_at = inst.health_checked_at or json.null,
+    health_error = inst.health_error or json.null,
     created_at = inst.created_at,
     updated_at = inst.updated_at,
   }
@@ -127,16 +139,19 @@ function M.save(inst)
   inst.updated_at = now
   check(store.exec([[
     INSERT INTO instances (subscription_id, account_id, app_name, tier, status, spec, applied, urls, limits,
-                           error, dry_run, generation, created_at, updated_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                           error, dry_run, generation, created_at, updated_at, health_state, health_checked_at,
+                           health_error)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (subscription_id) DO UPDATE SET
       account_id = excluded.account_id, app_name = excluded.app_name, tier = excluded.tier,
       status = excluded.status, spec = excluded.spec, applied = excluded.applied, urls = excluded.urls,
       limits = excluded.limits, error = excluded.error, dry_run = excluded.dry_run,
-      generation = excluded.generation, updated_at = excluded.updated_at]],
+      generation = excluded.generation, updated_at = excluded.updated_at, health_state = excluded.health_state,
+      health_checked_at = excluded.health_checked_at, health_error = excluded.health_error]],
     inst.subscription_id, inst.account_id, inst.app_name, inst.tier, inst.status, json.encode(inst.spec),
     json.encode(inst.applied or {}), json.encode(inst.urls or {}), json.encode(inst.limits or {}), inst.error,
-    inst.dry_run and 1 or 0, inst.generation, inst.created_at, inst.updated_at))
+    inst.dry_run and 1 or 0, inst.generation, inst.created_at, inst.updated_at, inst.health_state,
+    inst.health_checked_at, inst.health_error))
   outbox("instances", inst.subscription_id, M.supabase_row(inst), "subscription_id")
 end
 
@@ -266,6 +281,10 @@ function M.status_view(inst, job)
     updated_at = inst.updated_at,
     error = inst.error or json.null,
     dry_run = inst.dry_run,
+    -- readiness (lua/health.lua): null until the profile's check ran
+    health_state = inst.health_state or json.null,
+    health_checked_at = inst.health_checked_at or json.null,
+    health_error = inst.health_error or json.null,
     job = json.null,
   }
   if job then

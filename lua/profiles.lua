@@ -127,7 +127,7 @@ end
 local APP_FIELDS = {
   name = true, role = true, absent = true, image = true, container_port = true, env = true,
   env_owned_prefixes = true, limits = true, domains = true, storage = true, letsencrypt = true,
-  matrix_type = true,
+  matrix_type = true, health = true,
 }
 local STORAGE_FIELDS = { dir = true, host_path = true, container_path = true, chown = true, owned_paths = true }
 local SERVICE_FIELDS = { kind = true, name = true, links = true }
@@ -255,6 +255,15 @@ local function checker(rules)
     if a.matrix_type ~= nil then
       if not validate.matrix_type(a.matrix_type) then fail("%s: invalid matrix_type", what) end
       out.matrix_type = a.matrix_type
+    end
+    -- The readiness check (lua/health.lua): the path on the app's first
+    -- domain that answers 200 once the app is ready.
+    if a.health ~= nil then
+      fields(a.health, { path = true }, what .. ": health")
+      if not plain_path(a.health.path) or #a.health.path > 256 then
+        fail("%s: health.path must be a plain absolute path (e.g. /api/ready)", what)
+      end
+      out.health = { path = a.health.path }
     end
     return out
   end

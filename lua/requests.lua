@@ -211,7 +211,7 @@ function M.update_validated(r, req, cfg)
     end
     inst.tier = tier_name
     inst.spec = spec
-    if not instances.ACTIVE[inst.status] or inst.status == "running" then
+    if not instances.ACTIVE[inst.status] or instances.SETTLED[inst.status] then
       inst.status = "updating"
     end
     instances.save(inst)

@@ -10,6 +10,7 @@ local desired = require "desired"
 local dokku = require "mrprov.dokku"
 local executor = require "executor"
 local generation = require "generation"
+local health = require "health"
 local instances = require "instances"
 local jobs = require "mrprov.jobs"
 local json = require "json"
@@ -47,10 +48,10 @@ local function durably(job, fn)
   end
 end
 
-local FINAL = { provision = "running", update = "running", deprovision = "deprovisioned" }
 local BUSY = { provision = "provisioning", update = "updating", deprovision = "deprovisioning" }
 
 local function set_gauges()
+  health.set_gauges()
   local counts = instances.active_by_tier()
   local cfg = generation.current()
   for name in pairs(cfg.tiers) do
@@ -154,10 +155,56 @@ local function execute(job, inst, cfg)
   return state, applied, result
 end
 
+-- A `health` job: one readiness check, then re-queued with a delay or
+-- finished (lua/health.lua). The instance is re-read inside the
+-- transaction: a request may have started an update meanwhile, and the
+-- check then changes nothing of it.
+local HEALTH_FIELDS = { "status", "error", "health_state", "health_error", "health_checked_at" }
+local CHECKED = { starting = true, unhealthy = true }
+
+local function run_health(job)
+  local inst = instances.get(job.subscription_id)
+  local fields, changed, event = health.step(job, inst, sys.now())
+  local ok = durably(job, function()
+    local fresh = changed and instances.get(job.subscription_id)
+    if fresh and CHECKED[fresh.status] then
+      for _, k in ipairs(HEALTH_FIELDS) do
+        fresh[k] = changed[k]
+      end
+      instances.save(fresh)
+      if event then
+        instances.event(job, event.kind, event.message)
+      end
+    elseif changed then
+      fields = { state = "succeeded", finished_at = sys.iso_time(), waiting_for = json.null,
+                 not_before = json.null, result = { health = "not checked: the instance changed meanwhile" } }
+    end
+    instances.update_job(job.id, fields)
+  end)
+  if not ok then
+    return
+  end
+  instances.flush()
+  local lf = { job_id = job.id, subscription_id = job.subscription_id, state = fields.state,
+               answer = changed and changed.health_error or nil }
+  if event then
+    log.info(event.kind == "health_ok" and "instance ready" or "instance unhealthy", lf)
+  elseif fields.state == "queued" then
+    log.debug("health check: not ready yet", lf)
+  end
+  if fields.state ~= "queued" then
+    metrics.inc("mrprov_jobs_total", { operation = job.operation, outcome = fields.state })
+  end
+  set_gauges()
+end
+
 function M.run(job_id)
   local job = instances.job(job_id)
   if not job or job.state ~= "running" then
     return
+  end
+  if job.operation == health.OPERATION then
+    return run_health(job)
   end
   local inst = instances.get(job.subscription_id)
   local cfg = generation.current()
@@ -175,6 +222,8 @@ function M.run(job_id)
     inst.generation = cfg.generation
     instances.save(inst)
     instances.update_job(job.id, { generation = cfg.generation, error = json.null })
+    -- a readiness check still queued is for what this job replaces
+    health.retire(job.subscription_id, job.id)
     instances.event(job, "job_started", job.operation .. " started")
   end)
   if not started then
@@ -197,8 +246,19 @@ function M.run(job_id)
     return
   end
   if ok then
+    local readiness
     durably(job, function()
-      inst.status = FINAL[job.operation]
+      if job.operation == "deprovision" then
+        inst.status = "deprovisioned"
+        inst.health_state, inst.health_error = nil, nil
+      else
+        -- running, or starting until the profile's health check answers
+        readiness = health.after_deploy(inst, state, dokku.mode() == "dry-run")
+        result.health = readiness.note
+        if readiness.check then
+          health.queue(inst.subscription_id, readiness.check)
+        end
+      end
       inst.error = nil
       inst.applied = job.operation == "deprovision" and {} or applied
       -- claims on domains the instance no longer serves are given up
@@ -219,10 +279,18 @@ function M.run(job_id)
         end
       end
       instances.event(job, "job_succeeded", job.operation .. " finished",
-        { seconds = result.provisioning_time_seconds, commands = result.commands })
+        { seconds = result.provisioning_time_seconds, commands = result.commands, health = result.health })
     end)
     instances.flush()
+    if readiness and readiness.check then
+      jobs.notify()
+    end
+    if job.operation == "deprovision" then
+      health.forget_metrics(inst)
+    end
     fields.seconds = elapsed
+    fields.health = result.health
+    fields.status = inst.status
     log.info("job succeeded", fields)
   else
     local e = state

@@ -59,6 +59,10 @@ const struct config_var config_vars[] = {
 	{ "SHUTDOWN_TIMEOUT", STR(CONFIG_SHUTDOWN_TIMEOUT_S), 0 },
 	{ "HTTP_REQUEST_TIMEOUT", STR(CONFIG_HTTP_REQUEST_TIMEOUT_S), 0 },
 	{ "HTTP_MAX_CONNECTIONS_PER_IP", "32", 0 },
+	{ "HEALTH_URL_TEMPLATE", NULL, 0 },
+	{ "HEALTH_TIMEOUT_SECONDS", "300", 0 },
+	{ "HEALTH_REQUEST_TIMEOUT", "5", 0 },
+	{ "HEALTH_RECHECK_INTERVAL", "300", 0 },
 	{ "PROVISIONER_SECRET", NULL, 1 },
 	{ NULL, NULL, 0 },
 };
@@ -296,6 +300,9 @@ static int parse_numbers(struct config *c, char *err, size_t errlen)
 		{ "SUPABASE_TIMEOUT", 1, 600, offsetof(struct config, supabase_timeout) },
 		{ "HTTP_REQUEST_TIMEOUT", 1, 600, offsetof(struct config, http_request_timeout) },
 		{ "HTTP_MAX_CONNECTIONS_PER_IP", 0, HTTP_MAX_CONNECTIONS, offsetof(struct config, http_max_per_ip) },
+		{ "HEALTH_TIMEOUT_SECONDS", 0, 86400, offsetof(struct config, health_timeout) },
+		{ "HEALTH_REQUEST_TIMEOUT", 1, 120, offsetof(struct config, health_request_timeout) },
+		{ "HEALTH_RECHECK_INTERVAL", 0, 86400, offsetof(struct config, health_recheck_interval) },
 	};
 	for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
 		int *out = (int *)(void *)((char *)c + ints[i].offset);

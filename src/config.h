@@ -56,6 +56,12 @@ struct config {
 	 * from its accept or the end of its previous answer (HTTP_REQUEST_TIMEOUT). */
 	int http_request_timeout;
 	int http_max_per_ip; /* connections at once from one address; 0: no limit */
+	/* Readiness (lua/health.lua): seconds an instance has to answer its
+	 * health check after a deploy (0: no check), seconds per check, and
+	 * seconds between re-checks of an unhealthy instance (0: none). */
+	int health_timeout;
+	int health_request_timeout;
+	int health_recheck_interval;
 	/* PROVISIONER_SECRET bytes; see config_load_secret. */
 	unsigned char *secret;
 	size_t secret_len;

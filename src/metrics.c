@@ -59,6 +59,16 @@ static struct family families[] = {
 	{ "mrprov_webhooks_total", "Supabase webhook deliveries, by outcome.", COUNTER, NULL, 0, NULL },
 	{ "mrprov_http_request_duration_seconds", "HTTP request handling time, by route.", HISTOGRAM, dur_http,
 	  NB(dur_http), NULL },
+	/* Readiness (lua/health.lua). Per instance: one series each, labelled by
+	 * app name only (not by state: one series per instance, not three),
+	 * dropped when the instance is deprovisioned. */
+	{ "mrprov_instance_ready", "1 when the instance's last health check answered 200, 0 while starting or "
+	  "unhealthy, by app.", GAUGE, NULL, 0, NULL },
+	{ "mrprov_instance_health_checked_timestamp_seconds", "Unix time of the instance's last health check, by app.",
+	  GAUGE, NULL, 0, NULL },
+	{ "mrprov_instances_health", "Instances by health state (starting, healthy, unhealthy).", GAUGE, NULL, 0,
+	  NULL },
+	{ "mrprov_health_checks_total", "Health checks made, by outcome (ok, not_ready).", COUNTER, NULL, 0, NULL },
 	{ "mrprov_http_request_timeouts_total",
 	  "Connections closed because a request's headers and body did not arrive within HTTP_REQUEST_TIMEOUT.",
 	  COUNTER, NULL, 0, NULL },
@@ -123,6 +133,27 @@ static int update(const char *name, enum kind kind, const char *labels, double v
 int metrics_add(const char *name, const char *labels, double v)
 {
 	return update(name, COUNTER, labels, v);
+}
+
+int metrics_drop(const char *name, const char *labels)
+{
+	struct family *f = find_family(name, GAUGE);
+	if (!f)
+		return -1;
+	if (!labels)
+		labels = "";
+	pthread_mutex_lock(&lock);
+	for (struct series **pp = &f->series; *pp; pp = &(*pp)->next) {
+		if (strcmp((*pp)->labels, labels) == 0) {
+			struct series *gone = *pp;
+			*pp = gone->next;
+			free(gone->labels);
+			free(gone);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&lock);
+	return 0;
 }
 
 int metrics_set(const char *name, const char *labels, double v)

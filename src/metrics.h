@@ -12,6 +12,9 @@
 int metrics_add(const char *name, const char *labels, double v);
 int metrics_set(const char *name, const char *labels, double v);
 int metrics_observe(const char *name, const char *labels, double v);
+/* Removes a gauge's series (an instance that is gone); -1 when the family
+ * is unknown or not a gauge. */
+int metrics_drop(const char *name, const char *labels);
 /* Renders k/v pairs into `k1="v1",k2="v2"` with Prometheus escaping. */
 void metrics_labels(struct sbuf *out, const char *const *kv, int npairs);
 void metrics_render(struct sbuf *out);

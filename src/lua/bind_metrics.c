@@ -1,5 +1,5 @@
 /* bind_metrics: metrics.inc(name, labels, v), metrics.set(...),
- * metrics.observe(...). labels is a table of strings; unknown families raise. */
+ * metrics.observe(...), metrics.drop(name, labels) (a gauge's series). labels is a table of strings; unknown families raise. */
 #include "lua/runtime.h"
 #include "lua/scratch.h"
 #include "metrics.h"
@@ -69,12 +69,25 @@ static int l_inc(lua_State *L) { return update(L, metrics_add); }
 static int l_set(lua_State *L) { return update(L, metrics_set); }
 static int l_observe(lua_State *L) { return update(L, metrics_observe); }
 
+/* drop(name, labels): removes a gauge's series. */
+static int l_drop(lua_State *L)
+{
+	const char *name = luaL_checkstring(L, 1);
+	lua_settop(L, 2);
+	struct sbuf *b = scratch_sbuf(L);
+	labels(L, 2, b);
+	if (metrics_drop(name, b->data) < 0)
+		return luaL_error(L, "metrics: no gauge family named %s", name);
+	return 0;
+}
+
 int luaopen_mrprov_metrics(lua_State *L)
 {
 	static const luaL_Reg fns[] = {
 		{ "inc", l_inc },
 		{ "set", l_set },
 		{ "observe", l_observe },
+		{ "drop", l_drop },
 		{ NULL, NULL },
 	};
 	luaL_newlib(L, fns);

@@ -269,6 +269,7 @@ static lua_State *build_state(unsigned gen, struct sources *src, int checking, c
 	preload(L, "mrprov.outbox", luaopen_mrprov_outbox);
 	preload(L, "mrprov.sandbox", luaopen_mrprov_sandbox);
 	preload(L, "mrprov.json", luaopen_mrprov_json);
+	preload(L, "mrprov.http", luaopen_mrprov_http);
 
 	/* LUA_DIR's modules from the generation's sources first, then the
 	 * system paths (cjson, lyaml). */

@@ -16,7 +16,8 @@ int store_job_claim(char *id, size_t idlen)
 		return -1;
 	static const char sql[] =
 		"UPDATE jobs SET state = 'running', started_at = ?1, attempts = attempts + 1"
-		" WHERE id = (SELECT j.id FROM jobs j WHERE j.state = 'queued' AND NOT EXISTS"
+		" WHERE id = (SELECT j.id FROM jobs j WHERE j.state = 'queued'"
+		"  AND (j.not_before IS NULL OR j.not_before <= ?1) AND NOT EXISTS"
 		"  (SELECT 1 FROM jobs r WHERE r.subscription_id = j.subscription_id AND r.state = 'running')"
 		"  ORDER BY j.rowid LIMIT 1)"
 		" RETURNING id";

@@ -51,12 +51,27 @@ static int upgrade_to_v4(sqlite3 *db, char **msg)
 			    NULL, NULL, msg);
 }
 
+/* version 5: readiness. An instance's last health check (state, time, the
+ * last answer or error), and a queued job's earliest start (not_before), so
+ * that a job waiting between checks re-queues itself instead of holding a
+ * worker. Existing rows keep NULL: never checked; claimable at once. */
+static int upgrade_to_v5(sqlite3 *db, char **msg)
+{
+	return sqlite3_exec(db,
+			    "ALTER TABLE instances ADD COLUMN health_state TEXT;"
+			    "ALTER TABLE instances ADD COLUMN health_checked_at TEXT;"
+			    "ALTER TABLE instances ADD COLUMN health_error TEXT;"
+			    "ALTER TABLE jobs ADD COLUMN not_before TEXT;",
+			    NULL, NULL, msg);
+}
+
 /* upgrades[v] takes a database from version v-1 to v. Version 1 exists only
  * as the first schema: a new database gets schema.sql at once. */
 static const store_upgrade_fn upgrades[STORE_SCHEMA_VERSION + 1] = {
 	[2] = upgrade_to_v2,
 	[3] = upgrade_to_v3,
 	[4] = upgrade_to_v4,
+	[5] = upgrade_to_v5,
 };
 
 static int create_current(sqlite3 *db, char **msg)

@@ -8,6 +8,8 @@
 -- upgraded from version 1 ends with exactly the tables, columns and indexes
 -- below; column order matters (an upgrade can only append columns).
 
+-- health_*: the instance's last readiness check (what answered, when, and
+-- the last answer or error while it does not answer); NULL before any.
 CREATE TABLE IF NOT EXISTS instances (
   subscription_id TEXT PRIMARY KEY,
   account_id TEXT,
@@ -22,9 +24,15 @@ CREATE TABLE IF NOT EXISTS instances (
   dry_run INTEGER NOT NULL DEFAULT 0,
   generation INTEGER,
   created_at TEXT NOT NULL,
-  updated_at TEXT NOT NULL
+  updated_at TEXT NOT NULL,
+  health_state TEXT,
+  health_checked_at TEXT,
+  health_error TEXT
 );
 
+-- not_before: a queued job is not claimed before this time (ISO-8601 UTC;
+-- NULL: at once). A job that waits (a readiness check between attempts)
+-- re-queues itself with it instead of holding a worker.
 CREATE TABLE IF NOT EXISTS jobs (
   id TEXT PRIMARY KEY,
   subscription_id TEXT NOT NULL,
@@ -41,7 +49,8 @@ CREATE TABLE IF NOT EXISTS jobs (
   waiting_for TEXT,
   created_at TEXT NOT NULL,
   started_at TEXT,
-  finished_at TEXT
+  finished_at TEXT,
+  not_before TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
 CREATE INDEX IF NOT EXISTS jobs_by_subscription ON jobs (subscription_id);

@@ -9,7 +9,7 @@
 #include <stddef.h>
 
 /* The version schema.sql describes; older stores are upgraded (migrate.c). */
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
 
 /* Opens (creating when missing, with its directory) and migrates the database.
  * readonly: open an existing file without creating or migrating anything. */
@@ -47,7 +47,7 @@ void store_read_end(void);
 void store_rollback(void);
 
 /* Jobs. Claiming marks a queued job running, skipping subscriptions that
- * already have a running job. Returns 1 and the id, 0 when none, -1 on error. */
+ * already have a running job and jobs whose not_before is still ahead. Returns 1 and the id, 0 when none, -1 on error. */
 int store_job_claim(char *id, size_t idlen);
 /* Puts jobs left `running` by a crash back in the queue; returns how many. */
 int store_jobs_requeue(void);

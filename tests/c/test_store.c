@@ -214,6 +214,8 @@ int main(void)
 	 * (not a deprovisioned one's; a spec that is not JSON does not stop the
 	 * migration). */
 	exec("DROP TABLE domains; ALTER TABLE steps DROP COLUMN restart; ALTER TABLE steps DROP COLUMN deploys;"
+	     "ALTER TABLE instances DROP COLUMN health_state; ALTER TABLE instances DROP COLUMN health_checked_at;"
+	     "ALTER TABLE instances DROP COLUMN health_error; ALTER TABLE jobs DROP COLUMN not_before;"
 	     "PRAGMA user_version=2;"
 	     "INSERT INTO instances (subscription_id, app_name, tier, status, spec, created_at, updated_at) VALUES"
 	     " ('s1','mr-a-00000001','enterprise','running','{\"custom_domain\":\"Shop.Example.com\"}','t','t'),"
@@ -232,7 +234,10 @@ int main(void)
 	/* Version 4 journals what a step does to its app (restart, deploys);
 	 * a step journaled before says nothing (NULL: not known), a new one
 	 * says what it is told, 0 by default. */
-	exec("ALTER TABLE steps DROP COLUMN restart; ALTER TABLE steps DROP COLUMN deploys; PRAGMA user_version=3;"
+	exec("ALTER TABLE steps DROP COLUMN restart; ALTER TABLE steps DROP COLUMN deploys;"
+	     "ALTER TABLE instances DROP COLUMN health_state; ALTER TABLE instances DROP COLUMN health_checked_at;"
+	     "ALTER TABLE instances DROP COLUMN health_error; ALTER TABLE jobs DROP COLUMN not_before;"
+	     "PRAGMA user_version=3;"
 	     "INSERT INTO steps (job_id, seq, resource, target, command, state) VALUES"
 	     " ('j1', 1, 'config', 'a', 'dokku --quiet config:set --no-restart a K=[set]', 'done')");
 	store_close();
@@ -249,6 +254,26 @@ int main(void)
 	CHECK(sqlite3_step(st) == SQLITE_ROW);
 	CHECK_STR((const char *)sqlite3_column_text(st, 0), "1:null:null,2:0:0,3:0:1");
 	sqlite3_finalize(st);
+
+	/* Version 5: instances' health columns and jobs' not_before; a queued
+	 * job is not claimed before its not_before. */
+	exec("ALTER TABLE instances DROP COLUMN health_state; ALTER TABLE instances DROP COLUMN health_checked_at;"
+	     "ALTER TABLE instances DROP COLUMN health_error; ALTER TABLE jobs DROP COLUMN not_before;"
+	     "PRAGMA user_version=4;");
+	store_close();
+	CHECK(store_open(path, 0, err, sizeof err) == 0);
+	CHECK(user_version() == STORE_SCHEMA_VERSION);
+	exec("UPDATE jobs SET state = 'succeeded';"
+	     "INSERT INTO jobs (id, subscription_id, operation, state, created_at, not_before) VALUES"
+	     " ('later','s7','health','queued','t','9999-01-01T00:00:00.000Z'),"
+	     " ('due','s8','health','queued','t','2000-01-01T00:00:00.000Z');"
+	     "UPDATE instances SET health_state = 'starting' WHERE subscription_id = 's1'");
+	CHECK(store_job_claim(id, sizeof id) == 1);
+	CHECK_STR(id, "due");
+	CHECK(store_job_claim(id, sizeof id) == 0);
+	exec("UPDATE jobs SET not_before = NULL WHERE id = 'later'");
+	CHECK(store_job_claim(id, sizeof id) == 1);
+	CHECK_STR(id, "later");
 
 	/* Read-only mode refuses writes. */
 	store_close();

@@ -97,7 +97,16 @@ function M.install()
     charge = function() end,
     memory = function() return collectgarbage("count") * 1024 end,
   }
-  package.loaded["mrprov.metrics"] = { inc = function() end, set = function() end, observe = function() end }
+  package.loaded["mrprov.metrics"] = { inc = function() end, set = function() end, observe = function() end,
+                                       drop = function() end }
+  -- M.http_answers: url -> { status, body } or { nil, err } (no network in unit specs)
+  package.loaded["mrprov.http"] = {
+    request = function(r)
+      local a = M.http_answers and M.http_answers[r.url]
+      if not a then return nil, "no answer for " .. r.url end
+      return a[1], a[2], {}, false
+    end,
+  }
   package.loaded["mrprov.sys"] = {
     config = function() return M.config end,
     iso_time = function() return "2026-01-01T00:00:00.000Z" end,

@@ -13,7 +13,7 @@ local lfs = require "lfs"
 local LAYERS = {
   { "entry", "boot", "cli", "api", "worker" },              -- what C calls
   { "handlers", "requests", "webhooks" },                    -- the write requests, Supabase webhooks
-  { "jobs", "plan", "converge" },                            -- a job: its plan, and applying it
+  { "jobs", "plan", "converge", "health" },                  -- a job: its plan, applying it, readiness
   { "steps", "executor", "journal" },                        -- running commands, the step journal
   { "model", "engine", "desired", "hooks", "instances" },    -- the desired state, hooks, the instance rows
   { "parts", "tiers", "tier_check", "profiles", "render", "hook_handle", "hook_merge" },
