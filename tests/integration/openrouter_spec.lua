@@ -158,9 +158,11 @@ describe("per-instance OpenRouter keys #integration", function()
     assert.are.equal("/api/v1/keys/" .. k1.hash, deletes[1].path)
 
     -- the store keeps hash, label and limit; no value anywhere mrprov writes
-    local rows = H.sqlite_rows(dir .. "/data/mrprov.db", "SELECT applied FROM instances WHERE subscription_id = 'sub_or1'")
+    local rows = H.sqlite_rows(dir .. "/data/mrprov.db",
+      "SELECT applied FROM instances WHERE subscription_id = 'sub_or1'")
     local rec = cjson.decode(rows[1].applied).openrouter_key.current
-    assert.same({ hash = k2.hash, label = k2.label, limit = 150 }, { hash = rec.hash, label = rec.label, limit = rec.limit })
+    assert.same({ hash = k2.hash, label = k2.label, limit = 150 },
+      { hash = rec.hash, label = rec.label, limit = rec.limit })
     local db = read_file(dir .. "/data/mrprov.db") .. (read_file(dir .. "/data/mrprov.db-wal") or "")
     local log = H.log_text(srv)
     H.eventually("the Supabase row", function()

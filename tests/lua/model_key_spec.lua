@@ -243,15 +243,15 @@ describe("model_key", function()
     assert.is_false(ok)
     assert.equal("OpenRouter POST /keys: HTTP 402: upstream trouble", err.message)
     deps.key = function() return "wrong-key" end
-    ok, err = pcall(model_key.prepare, inst, STARTER, settings, save, deps)
+    err = select(2, pcall(model_key.prepare, inst, STARTER, settings, save, deps))
     assert.equal("OpenRouter GET /keys: HTTP 401: No auth credentials found", err.message)
     deps.key = function() return MGMT end
     o.down = true
-    ok, err = pcall(model_key.prepare, inst, STARTER, settings, save, deps)
+    err = select(2, pcall(model_key.prepare, inst, STARTER, settings, save, deps))
     assert.matches("^OpenRouter GET /keys: no answer: connection refused", err.message)
     assert.is_nil(err.message:find(MGMT, 1, true))
     deps.key = function() return "bad key\r\nX: y" end
-    ok, err = pcall(model_key.prepare, inst, STARTER, settings, save, deps)
+    err = select(2, pcall(model_key.prepare, inst, STARTER, settings, save, deps))
     assert.matches("must be printable ASCII", err.message)
     assert.is_nil(err.message:find("bad key", 1, true))
   end)

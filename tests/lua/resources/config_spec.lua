@@ -99,7 +99,7 @@ describe("resource config", function()
     assert.are.same({}, config.diff({ app = "mx", env = { SYNAPSE_SERVER_NAME = "m" } }, cur))
   end)
 
-  it("never unsets a kept key it was not given (a value set once, not stored: the instance's OpenRouter key)", function()
+  it("never unsets a kept key it was not given (set once, not stored: the instance's OpenRouter key)", function()
     local sp = { app = "mr", env = { A = "1" }, owned_prefixes = { "OPENROUTER_API_KEY" },
                  kept_keys = { OPENROUTER_API_KEY = true } }
     local cur = { env = { A = "digest(1)", OPENROUTER_API_KEY = "digest(sk-or-v1-x)" } }
