@@ -320,8 +320,8 @@ end
 -- info, query or fragment. Returned without a trailing '/'.
 function M.api_base(s)
   if not is_string(s) or #s > 512 then return nil, "must be a URL of at most 512 characters" end
-  local scheme, host, path = s:match("^(https?)://([^/?#@%s]+)(/?[^?#%s]*)$")
-  if not scheme or path:find("%c") then
+  local scheme, host, path = s:match("^(https?)://([^/?#@%s]+)(.*)$")
+  if not scheme or not (path == "" or path:match("^/[^?#@%s%c]*$")) then
     return nil, "must be an http(s) URL without user info, query or fragment (e.g. https://openrouter.ai/api/v1)"
   end
   local name = host:gsub(":%d+$", "")
