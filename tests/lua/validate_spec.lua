@@ -530,7 +530,6 @@ describe("validate_request.deprovision_request", function()
 end)
 
 describe("validate.api_base (OPENROUTER_API_BASE)", function()
-  local validate = require "validate"
   it("takes https, and http only to loopback, without a trailing slash", function()
     assert.equal("https://openrouter.ai/api/v1", validate.api_base("https://openrouter.ai/api/v1/"))
     assert.equal("http://127.0.0.1:8123/api/v1", validate.api_base("http://127.0.0.1:8123/api/v1"))
