@@ -52,6 +52,9 @@ function M.settings(cfg)
     command_timeout = tonumber(cfg.DOKKU_COMMAND_TIMEOUT),
     supabase = cfg.SUPABASE_URL ~= nil,
     profile = cfg.PROFILE,
+    -- per-instance OpenRouter keys (lua/model_key.lua): on when the
+    -- management key is set (Lua sees only that it is)
+    openrouter = { enabled = cfg.OPENROUTER_MANAGEMENT_KEY == true, api_base = cfg.OPENROUTER_API_BASE },
     -- readiness (lua/health.lua); defaults: src/config.c config_vars
     health_url_template = cfg.HEALTH_URL_TEMPLATE,
     health_timeout = tonumber(cfg.HEALTH_TIMEOUT_SECONDS),
@@ -96,6 +99,14 @@ function M.settings(cfg)
   if not s.instance_data_base:find("/data/storage$") then
     return nil, "INSTANCE_DATA_BASE: must be Dokku's storage root, $DOKKU_LIB_ROOT/data/storage "
       .. "(default /var/lib/dokku/data/storage): storage:ensure-directory creates directories only there"
+  end
+  -- (its default is C's; unit specs may carry none)
+  if s.openrouter.api_base ~= nil then
+    local base, berr = validate.api_base(s.openrouter.api_base)
+    if not base then
+      return nil, "OPENROUTER_API_BASE: " .. berr
+    end
+    s.openrouter.api_base = base
   end
   if s.letsencrypt_email then
     local e, eerr = validate.email(s.letsencrypt_email)

@@ -10,6 +10,7 @@ local executor = require "executor"
 local hooks = require "hooks"
 local instances = require "instances"
 local json = require "json"
+local model_key = require "model_key"
 local store = require "mrprov.store"
 local validate = require "validate"
 
@@ -68,6 +69,15 @@ function M.desired_state(inst, cfg, profile)
       return nil, err
     end
   end
+  -- An instance holding its own OpenRouter key keeps it (a job that makes
+  -- a new one sets it on top, lua/worker.lua): what a plan shows is what a
+  -- job does to the variable.
+  if model_key.stored(inst).current then
+    local ok, kerr = model_key.inject(state, { keep = true })
+    if not ok then
+      return nil, kerr
+    end
+  end
   return state, tier, hook
 end
 
@@ -113,7 +123,7 @@ function M.plan_for(r, cfg)
   local shown = {
     subscription_id = r.subscription_id, account_id = r.account_id, tier = r.tier,
     app_name = existing and inst.app_name or validate.new_app_name(r.subscription_id, crypto.random_token),
-    spec = M.spec_of(r),
+    spec = M.spec_of(r), applied = existing and inst.applied or nil,
   }
   local state, terr, hook = M.desired_state(shown, cfg)
   if not state then

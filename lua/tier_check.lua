@@ -12,7 +12,11 @@ local TOP_FIELDS = {
   name = true, display_name = true, extends = true, limits = true, agents = true,
   add_agents = true, tools = true, add_tools = true, models = true, flags = true, profile = true,
   rooms = true, add_rooms = true, router = true, memory = true,
+  model_budget_usd = true,
 }
+-- model_budget_usd: the monthly budget of the instance's own OpenRouter key
+-- (lua/model_key.lua; 0 or absent = no key). At most this many USD.
+M.MAX_MODEL_BUDGET = 1000000
 
 -- kind, min, max, whether min itself is excluded; max nil = no upper bound.
 local LIMITS = {
@@ -338,6 +342,12 @@ local function normalize(t, base, parent, profiles)
     tier.limits = check_limits(parent.limits)
   end
   tier.flags = check_flags(pick("flags"))
+  local budget = pick("model_budget_usd")
+  if budget ~= nil and (type(budget) ~= "number" or budget ~= budget or budget < 0 or budget > M.MAX_MODEL_BUDGET) then
+    bad({ word("model_budget_usd") }, ("model_budget_usd must be a number of USD from 0 to %d"):format(
+      M.MAX_MODEL_BUDGET))
+  end
+  tier.model_budget_usd = budget or 0
   -- layout: the loaded profile itself, for lua/desired.lua (not data: never described)
   tier.profile, tier.layout = check_profile(pick("profile"), profiles)
 

@@ -314,6 +314,23 @@ function M.image(s)
   return s
 end
 
+-- The base URL of an outside API mrprov calls with a credential
+-- (OPENROUTER_API_BASE): https, or http to a loopback address only (a test
+-- stand-in: the credential must not cross a network in the clear); no user
+-- info, query or fragment. Returned without a trailing '/'.
+function M.api_base(s)
+  if not is_string(s) or #s > 512 then return nil, "must be a URL of at most 512 characters" end
+  local scheme, host, path = s:match("^(https?)://([^/?#@%s]+)(.*)$")
+  if not scheme or not (path == "" or path:match("^/[^?#@%s%c]*$")) then
+    return nil, "must be an http(s) URL without user info, query or fragment (e.g. https://openrouter.ai/api/v1)"
+  end
+  local name = host:gsub(":%d+$", "")
+  if scheme == "http" and name ~= "127.0.0.1" and name ~= "localhost" and name ~= "[::1]" then
+    return nil, "must be https (http only to a loopback address: 127.0.0.1, localhost, [::1])"
+  end
+  return (s:gsub("/+$", ""))
+end
+
 function M.email(s)
   if not is_string(s) then return nil, "must be a string" end
   if #s > 254 then return nil, "must be at most 254 characters" end

@@ -5,6 +5,7 @@
 -- records the outcome. Re-running a half-done job is safe: the plan only
 -- holds what is still missing.
 local converge = require "converge"
+local crypto = require "mrprov.crypto"
 local desired = require "desired"
 local dokku = require "mrprov.dokku"
 local executor = require "executor"
@@ -15,6 +16,7 @@ local jobs = require "mrprov.jobs"
 local json = require "json"
 local log = require "mrprov.log"
 local metrics = require "mrprov.metrics"
+local model_key = require "model_key"
 local plan = require "plan"
 local redact_text = require "redact"
 local store = require "mrprov.store"
@@ -68,7 +70,36 @@ local function execute(job, inst, cfg)
   if not state then
     error({ message = redact_text.redactor(executor.job_secrets(inst, nil))(tier_or_err) }, 0)
   end
-  local redact = redact_text.redactor(executor.job_secrets(inst, state))
+  -- The instance's own OpenRouter key (lua/model_key.lua): made (or
+  -- revoked) before any Dokku command, so the app's first start has it;
+  -- its record is stored at once, its value only ever sits in this state.
+  local function save_key(meta)
+    store.tx(function()
+      inst.applied = inst.applied or {}
+      inst.applied[model_key.SLOT] = meta
+      instances.save_applied(inst.subscription_id, inst.applied)
+    end)
+  end
+  local key_plan = {}
+  if job.operation == "deprovision" then
+    local warning = model_key.revoke(inst, cfg.settings, save_key)
+    if warning then
+      log.warn(warning, { job_id = job.id, subscription_id = job.subscription_id })
+      instances.event(job, "model_key_kept", warning)
+    end
+  else
+    key_plan = model_key.prepare(inst, tier_or_err, cfg.settings, save_key)
+    local ok, why = model_key.inject(state, key_plan)
+    if not ok then
+      error({ message = why }, 0)
+    end
+  end
+  local secrets = executor.job_secrets(inst, state)
+  if key_plan.value then
+    secrets[#secrets + 1] = key_plan.value
+    secrets[#secrets + 1] = crypto.base64(key_plan.value)
+  end
+  local redact = redact_text.redactor(secrets)
   if job.operation ~= "deprovision" then
     -- The domains are claimed before anything reaches Dokku; two instances
     -- cannot both serve one (instances.claim_domains).
@@ -98,6 +129,10 @@ local function execute(job, inst, cfg)
     local held = type(res) == "table" and (res.shutdown or res.store)
     if job.operation == "provision" and not held then
       converge.undo(job, inst, ctx, res.applied or inst.applied or {}, redact, state)
+      local gone, why = model_key.abandon(inst, cfg.settings, save_key)
+      if not gone then
+        log.warn("a failed provision's OpenRouter key was not revoked", { job_id = job.id, error = redact(why) })
+      end
     end
     error(res, 0)
   end
@@ -105,6 +140,9 @@ local function execute(job, inst, cfg)
   if hook and hook.after and job.operation ~= "deprovision" then
     converge.after_hook(job, hook, state, plan.hook_ctx(inst, tier_or_err), redact, ctx)
   end
+  -- the app holds the new key: it is the instance's, the one it replaces goes
+  model_key.finish(inst, cfg.settings, key_plan, save_key)
+  applied[model_key.SLOT] = (inst.applied or {})[model_key.SLOT]
   local result = { app_name = inst.app_name, dry_run = dokku.mode() == "dry-run", commands = ctx.commands }
   if job.operation == "deprovision" then
     result.backup = json.null

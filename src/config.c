@@ -45,6 +45,10 @@ const struct config_var config_vars[] = {
 	{ "ANTHROPIC_API_KEY", NULL, CONFIG_VAR_INSTANCE_SECRET },
 	{ "GOOGLE_API_KEY", NULL, CONFIG_VAR_INSTANCE_SECRET },
 	{ "DEEPSEEK_API_KEY", NULL, CONFIG_VAR_INSTANCE_SECRET },
+	/* Per-instance OpenRouter keys (lua/model_key.lua): the management key
+	 * goes only into the Authorization header of OpenRouter's key API. */
+	{ "OPENROUTER_MANAGEMENT_KEY", NULL, CONFIG_VAR_CLIENT_SECRET },
+	{ "OPENROUTER_API_BASE", "https://openrouter.ai/api/v1", 0 },
 	{ "BASE_DOMAIN", "mindroom.chat", 0 },
 	{ "LETSENCRYPT_EMAIL", NULL, 0 },
 	{ "MINDROOM_BACKEND_IMAGE", "mindroom/backend:latest", 0 },

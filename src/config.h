@@ -70,9 +70,13 @@ struct config {
 /* config_var.secret: 0 = plain; CONFIG_VAR_SECRET = mrprov's own credential
  * (Lua sees only whether it is set); CONFIG_VAR_INSTANCE_SECRET = a secret
  * mrprov hands to instances (Lua sees whether it is set, and its value only
- * through sys.instance_secret, which the desired state masks everywhere). */
+ * through sys.instance_secret, which the desired state masks everywhere);
+ * CONFIG_VAR_CLIENT_SECRET = a credential mrprov's Lua sends to an outside
+ * API (its value only through sys.client_secret; never handed to an
+ * instance). */
 #define CONFIG_VAR_SECRET 1
 #define CONFIG_VAR_INSTANCE_SECRET 2
+#define CONFIG_VAR_CLIENT_SECRET 3
 
 /* One entry per variable, for `.env.example`-style listings and for Lua. */
 struct config_var {

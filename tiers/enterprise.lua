@@ -7,6 +7,7 @@ return {
   display_name = "Enterprise",
   extends = "professional",
   -- agents and messages_per_day are absent: unlimited.
+  model_budget_usd = 0, -- custom: no included OpenRouter budget (MindRoom's pricing)
   limits = { memory_mb = 8192, cpu = 4.0, storage_gb = 100 },
   add_agents = {
     {

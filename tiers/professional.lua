@@ -7,6 +7,7 @@ return {
   name = "professional",
   display_name = "Professional",
   extends = "starter",
+  model_budget_usd = 150, -- its own OpenRouter key's monthly budget (OPENROUTER_MANAGEMENT_KEY)
   limits = { memory_mb = 2048, cpu = 1.0, storage_gb = 10, agents = 6, messages_per_day = 2000 },
   add_tools = { "email", "google_calendar", "browser", "python", "csv" },
   add_rooms = {

@@ -5,6 +5,7 @@ return {
   name = "starter",
   display_name = "Starter",
   extends = "free",
+  model_budget_usd = 15, -- its own OpenRouter key's monthly budget (OPENROUTER_MANAGEMENT_KEY)
   limits = { memory_mb = 512, cpu = 0.5, storage_gb = 5, agents = 3, messages_per_day = 500 },
   add_tools = { "duckduckgo", "wikipedia", "shell", "github" },
   add_rooms = {

@@ -20,7 +20,8 @@ function M.specs(app)
     return {}
   end
   return { { key = "config:" .. app.name, spec = { app = app.name, env = app.env, secret_keys = app.secret_keys,
-                                                   owned_prefixes = app.env_owned_prefixes } } }
+                                                   owned_prefixes = app.env_owned_prefixes,
+                                                   kept_keys = app.env_kept } } }
 end
 
 function M.locks(spec)
@@ -70,12 +71,17 @@ end
 
 -- Keys the app has that spec.env no longer holds but mrprov owns: those
 -- starting with one of spec.owned_prefixes (e.g. the environment of the
--- other Matrix server after a switch). Sorted.
+-- other Matrix server after a switch), except spec.kept_keys: values set
+-- once and never known again (the instance's own OpenRouter key, whose
+-- value mrprov does not store, lua/model_key.lua), left as they are when
+-- spec.env does not hold them. Sorted.
 local function stale_keys(spec, have)
   local keys = {}
+  local kept = spec.kept_keys or {}
   for k in pairs(have) do
-    -- the digest resources/image.lua records is its own, whatever the prefixes
-    if spec.env[k] == nil and k ~= seed.DIGEST_KEY then
+    -- the digest resources/image.lua records is its own, whatever the
+    -- prefixes; a kept key (a value only the job that made it knows) stays
+    if spec.env[k] == nil and k ~= seed.DIGEST_KEY and not kept[k] then
       for _, p in ipairs(spec.owned_prefixes or {}) do
         if k:sub(1, #p) == p then
           keys[#keys + 1] = k

@@ -141,17 +141,17 @@ static int l_config(lua_State *L)
 	return 1;
 }
 
-/* instance_secret(name) → the value of a setting that is handed to instances
- * (CONFIG_VAR_INSTANCE_SECRET: model-provider keys, the instances' Supabase
- * anon key), or nil when unset. mrprov's own credentials are never given. */
-static int l_instance_secret(lua_State *L)
+/* The value of a setting of secret class `kind` (config.h), or nil when it
+ * is unset; a setting of another class (mrprov's own credentials above
+ * all) is never given. `fn` names the Lua function in errors. */
+static int secret_of_kind(lua_State *L, int kind, const char *fn, const char *what)
 {
 	const char *name = luaL_checkstring(L, 1);
 	for (const struct config_var *v = config_vars; v->name; v++) {
 		if (strcmp(v->name, name) != 0)
 			continue;
-		if (v->secret != CONFIG_VAR_INSTANCE_SECRET)
-			return luaL_error(L, "instance_secret: %s is not a setting handed to instances", name);
+		if (v->secret != kind)
+			return luaL_error(L, "%s: %s is not %s", fn, name, what);
 		const char *val = config_get(name);
 		if (val && *val)
 			lua_pushstring(L, val);
@@ -159,7 +159,23 @@ static int l_instance_secret(lua_State *L)
 			lua_pushnil(L);
 		return 1;
 	}
-	return luaL_error(L, "instance_secret: no setting %s", name);
+	return luaL_error(L, "%s: no setting %s", fn, name);
+}
+
+/* instance_secret(name) → the value of a setting that is handed to instances
+ * (CONFIG_VAR_INSTANCE_SECRET: model-provider keys, the instances' Supabase
+ * anon key), or nil when unset. */
+static int l_instance_secret(lua_State *L)
+{
+	return secret_of_kind(L, CONFIG_VAR_INSTANCE_SECRET, "instance_secret", "a setting handed to instances");
+}
+
+/* client_secret(name) → the value of a credential Lua sends to an outside
+ * API itself (CONFIG_VAR_CLIENT_SECRET: the OpenRouter management key), or
+ * nil when unset; never handed to an instance. */
+static int l_client_secret(lua_State *L)
+{
+	return secret_of_kind(L, CONFIG_VAR_CLIENT_SECRET, "client_secret", "a client credential");
 }
 
 static int l_version(lua_State *L)
@@ -207,6 +223,7 @@ int luaopen_mrprov_sys(lua_State *L)
 		{ "sleep", l_sleep },
 		{ "config", l_config },
 		{ "instance_secret", l_instance_secret },
+		{ "client_secret", l_client_secret },
 		{ "version", l_version },
 		{ "generation", l_generation },
 		{ "current_generation", l_current_generation },

@@ -15,7 +15,7 @@ local LAYERS = {
   { "handlers", "requests", "webhooks" },                    -- the write requests, Supabase webhooks
   { "jobs", "plan", "converge", "health" },                  -- a job: its plan, applying it, readiness
   { "steps", "executor", "journal" },                        -- running commands, the step journal
-  { "model", "engine", "desired", "hooks", "instances" },    -- the desired state, hooks, the instance rows
+  { "model", "engine", "desired", "hooks", "instances", "model_key" }, -- desired state, hooks, rows, model key
   { "parts", "tiers", "tier_check", "profiles", "hook_handle", "hook_merge" },
   { "resources", "resources." },                             -- lua/resources/*.lua
   { "resources.lib", "resources.lib." },                     -- what the resource modules share

@@ -73,6 +73,13 @@ describe("shipped tiers", function()
     t = helper.shipped_tiers()
   end)
 
+  it("carry MindRoom's included OpenRouter budgets (hobby $15, pro $150; free and custom none)", function()
+    assert.same({ free = 0, starter = 15, professional = 150, enterprise = 0 }, {
+      free = t.free.model_budget_usd, starter = t.starter.model_budget_usd,
+      professional = t.professional.model_budget_usd, enterprise = t.enterprise.model_budget_usd,
+    })
+  end)
+
   it("are exactly free, starter, professional and enterprise", function()
     assert.same({ "enterprise", "free", "professional", "starter" }, tiers.names(t))
     for name, tier in pairs(t) do
@@ -175,6 +182,7 @@ describe("tiers.load_dir", function()
       rooms = { lobby = { display_name = "L", description = "Lobby." } },
       router = { model = "default" },
       memory = { backend = "file" },
+      model_budget_usd = 0,
       agents = {
         { name = "assistant", display_name = "A", role = "Helps.", tools = { "calculator" }, model = "default",
           rooms = { "lobby" } },
@@ -241,6 +249,10 @@ describe("tier errors carry file:line", function()
     { "a string limit", { [4] = '  limits = { agents = "2" },' },
       "^tiers/x%.lua:4: limits%.agents must be an integer" },
     { "an unknown limit", { [4] = '  limits = { gpus = 1 },' }, "^tiers/x%.lua:4: limits: unknown limit 'gpus'" },
+    { "a negative model budget", { [7] = '  model_budget_usd = -1,' },
+      "^tiers/x%.lua:7: model_budget_usd must be a number of USD from 0 to 1000000" },
+    { "a model budget as text", { [7] = '  model_budget_usd = "15",' },
+      "^tiers/x%.lua:7: model_budget_usd must be a number" },
     { "an agent tool the tier does not grant",
       { [10] = '    { name = "helper", display_name = "H", role = "R", tools = { "shell" }, model = "default" },' },
       "^tiers/x%.lua:10: agent 'helper': tool 'shell' is not granted" },

@@ -535,3 +535,18 @@ describe("validate_request.deprovision_request", function()
     assert.equal("invalid_body", err.code)
   end)
 end)
+
+describe("validate.api_base (OPENROUTER_API_BASE)", function()
+  it("takes https, and http only to loopback, without a trailing slash", function()
+    assert.equal("https://openrouter.ai/api/v1", validate.api_base("https://openrouter.ai/api/v1/"))
+    assert.equal("http://127.0.0.1:8123/api/v1", validate.api_base("http://127.0.0.1:8123/api/v1"))
+    assert.equal("http://localhost:9/x", validate.api_base("http://localhost:9/x"))
+  end)
+  it("refuses cleartext to a remote host, user info, queries and other schemes", function()
+    for _, bad in ipairs({ "http://openrouter.ai/api/v1", "https://u:p@openrouter.ai/api/v1",
+                           "https://openrouter.ai/api/v1?x=1", "ftp://openrouter.ai", "openrouter.ai",
+                           "https://openrouter.ai/a b", 42 }) do
+      assert.is_nil((validate.api_base(bad)), tostring(bad))
+    end
+  end)
+end)

@@ -98,5 +98,20 @@ describe("resource config", function()
     -- without owned prefixes nothing is ever unset
     assert.are.same({}, config.diff({ app = "mx", env = { SYNAPSE_SERVER_NAME = "m" } }, cur))
   end)
-end)
 
+  it("never unsets a kept key it was not given (set once, not stored: the instance's OpenRouter key)", function()
+    local sp = { app = "mr", env = { A = "1" }, owned_prefixes = { "OPENROUTER_API_KEY" },
+                 kept_keys = { OPENROUTER_API_KEY = true } }
+    local cur = { env = { A = "digest(1)", OPENROUTER_API_KEY = "digest(sk-or-v1-x)" } }
+    assert.are.same({}, config.diff(sp, cur))
+    assert.are.equal("digest(sk-or-v1-x)", config.model(sp, cur).env.OPENROUTER_API_KEY)
+    -- given a new value, it is set (and shown redacted when secret)
+    sp.env.OPENROUTER_API_KEY, sp.secret_keys = "sk-or-v1-y", { OPENROUTER_API_KEY = true }
+    local cmds = config.diff(sp, cur)
+    assert.are.equal(1, #cmds)
+    assert.is_truthy(cmds[1].display:find("OPENROUTER_API_KEY=[REDACTED]", 1, true))
+    -- without kept_keys the owned key would go
+    assert.are.equal("config:unset", config.diff({ app = "mr", env = { A = "1" },
+      owned_prefixes = { "OPENROUTER_API_KEY" } }, cur)[1].argv[1])
+  end)
+end)
