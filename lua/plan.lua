@@ -46,6 +46,17 @@ function M.desired_state(inst, cfg, profile)
     return nil, "tier " .. inst.tier .. " is not loaded"
   end
   local spec = inst.spec or {}
+  -- An instance keeps the layout it was provisioned with (spec.profile,
+  -- recorded then; `split` for instances older than the record, store v5):
+  -- a later default PROFILE or a tier's new `profile` lays out new
+  -- instances only. Moving an instance to another layout moves its data,
+  -- which is not a convergence.
+  if not profile and spec.profile and spec.profile ~= tier.profile then
+    profile = (cfg.profiles or {})[spec.profile]
+    if not profile then
+      return nil, ("profile %s of this instance is not loaded (PROFILES_DIR)"):format(spec.profile)
+    end
+  end
   local state, err = desired.build({
     instance = {
       app_name = inst.app_name, subscription_id = inst.subscription_id, account_id = inst.account_id,
@@ -82,8 +93,9 @@ function M.desired_state(inst, cfg, profile)
 end
 
 -- The instance spec of a validated provision request.
-function M.spec_of(r)
+function M.spec_of(r, profile)
   return {
+    profile = profile,
     enable_matrix = r.enable_matrix or false,
     matrix_type = r.matrix_type or "tuwunel",
     custom_domain = r.custom_domain,
@@ -123,7 +135,9 @@ function M.plan_for(r, cfg)
   local shown = {
     subscription_id = r.subscription_id, account_id = r.account_id, tier = r.tier,
     app_name = existing and inst.app_name or validate.new_app_name(r.subscription_id, crypto.random_token),
-    spec = M.spec_of(r), applied = existing and inst.applied or nil,
+    -- an existing instance keeps its layout (desired_state)
+    spec = M.spec_of(r, existing and inst.spec and inst.spec.profile or nil),
+    applied = existing and inst.applied or nil,
   }
   local state, terr, hook = M.desired_state(shown, cfg)
   if not state then

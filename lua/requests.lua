@@ -124,7 +124,8 @@ function M.provision_validated(r, req, cfg)
       app_name = resume and inst.app_name or new_app_name(r.subscription_id),
       tier = r.tier,
       status = "provisioning",
-      spec = plan.spec_of(r),
+      -- the layout is chosen now and kept (plan.desired_state)
+      spec = plan.spec_of(r, resume and inst.spec and inst.spec.profile or cfg.tiers[r.tier].profile),
       applied = resume and inst.applied or {},
       created_at = resume and inst.created_at or nil,
       dry_run = dokku.mode() == "dry-run",

@@ -54,14 +54,22 @@ static int upgrade_to_v4(sqlite3 *db, char **msg)
 /* version 5: readiness. An instance's last health check (state, time, the
  * last answer or error), and a queued job's earliest start (not_before), so
  * that a job waiting between checks re-queues itself instead of holding a
- * worker. Existing rows keep NULL: never checked; claimable at once. */
+ * worker. Existing rows keep NULL: never checked; claimable at once.
+ * And the profile (layout) of an instance is recorded in its spec when it
+ * is provisioned, and kept: every instance that exists before this version
+ * was laid out by `split` (the only layout there was), so it is recorded as
+ * that, and a new default PROFILE never re-lays out an existing customer
+ * (lua/plan.lua desired_state). A spec that is not a JSON object is left. */
 static int upgrade_to_v5(sqlite3 *db, char **msg)
 {
 	return sqlite3_exec(db,
 			    "ALTER TABLE instances ADD COLUMN health_state TEXT;"
 			    "ALTER TABLE instances ADD COLUMN health_checked_at TEXT;"
 			    "ALTER TABLE instances ADD COLUMN health_error TEXT;"
-			    "ALTER TABLE jobs ADD COLUMN not_before TEXT;",
+			    "ALTER TABLE jobs ADD COLUMN not_before TEXT;"
+			    "UPDATE instances SET spec = json_set(spec, '$.profile', 'split')"
+			    " WHERE json_valid(spec) AND json_type(spec) = 'object'"
+			    " AND json_type(spec, '$.profile') IS NULL;",
 			    NULL, NULL, msg);
 }
 

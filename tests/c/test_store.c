@@ -259,10 +259,23 @@ int main(void)
 	 * job is not claimed before its not_before. */
 	exec("ALTER TABLE instances DROP COLUMN health_state; ALTER TABLE instances DROP COLUMN health_checked_at;"
 	     "ALTER TABLE instances DROP COLUMN health_error; ALTER TABLE jobs DROP COLUMN not_before;"
+	     "UPDATE instances SET spec = '{\"enable_matrix\":true}' WHERE subscription_id = 's3';"
+	     "UPDATE instances SET spec = '{\"profile\":\"mindroom\"}' WHERE subscription_id = 's2';"
 	     "PRAGMA user_version=4;");
 	store_close();
 	CHECK(store_open(path, 0, err, sizeof err) == 0);
 	CHECK(user_version() == STORE_SCHEMA_VERSION);
+	/* ... and every existing instance's layout is recorded: split, the only
+	 * one before; a recorded one and a spec that is not JSON are left. */
+	sqlite3_prepare_v2(store_conn(),
+			   "SELECT group_concat(subscription_id || '=' || spec, ' ')"
+			   " FROM (SELECT * FROM instances ORDER BY subscription_id)",
+			   -1, &st, NULL);
+	CHECK(sqlite3_step(st) == SQLITE_ROW);
+	CHECK_STR((const char *)sqlite3_column_text(st, 0),
+		  "s1={\"custom_domain\":\"Shop.Example.com\",\"profile\":\"split\"}"
+		  " s2={\"profile\":\"mindroom\"} s3={\"enable_matrix\":true,\"profile\":\"split\"} s4=not json");
+	sqlite3_finalize(st);
 	exec("UPDATE jobs SET state = 'succeeded';"
 	     "INSERT INTO jobs (id, subscription_id, operation, state, created_at, not_before) VALUES"
 	     " ('later','s7','health','queued','t','9999-01-01T00:00:00.000Z'),"

@@ -48,6 +48,38 @@ describe_store("the API", function()
     assert.are.equal(1, #store.query("SELECT 1 AS x FROM jobs"))
   end)
 
+  it("records the layout (profile) at provision and keeps it when the default changes (issue 14 item 4)", function()
+    local helper = require "helper"
+    local cfg = require("generation").current()
+    assert.are.equal(202, (call("provision", { subscription_id = "sub_1", account_id = "acc_1", tier = "free" })))
+    local inst = instances.get("sub_1")
+    assert.are.equal("split", inst.spec.profile) -- this configuration's default
+    local function app_names(c)
+      local state = assert(plan.desired_state(inst, c))
+      local names = {}
+      for _, a in ipairs(state.apps) do
+        if not a.absent then names[#names + 1] = a.name:sub(#inst.app_name + 1) end
+      end
+      table.sort(names)
+      return table.concat(names, ",")
+    end
+    assert.are.equal(",-backend,-frontend", app_names(cfg))
+    -- the operator moves the default to mindroom: new instances get it, this one keeps split
+    local by_profile = helper.shipped_profiles()
+    local moved = { settings = cfg.settings, hooks = cfg.hooks, profiles = by_profile,
+      tiers = assert(require("tiers").load_dir("tiers", helper.realfs(),
+        { by_name = by_profile, default = "mindroom", dir = "profiles" })) }
+    assert.are.equal(",-backend,-frontend", app_names(moved))
+    -- an instance from before the record (the store's v5 upgrade writes split) or a new one
+    inst.spec.profile = nil
+    assert.are.equal(",-matrix", app_names(moved))
+    -- a recorded layout no longer loaded is an error, not another layout
+    inst.spec.profile = "gone"
+    local state, err = plan.desired_state(inst, moved)
+    assert.is_nil(state)
+    assert.matches("profile gone of this instance is not loaded", err)
+  end)
+
   it("refuses a bad body, a custom domain under BASE_DOMAIN and one another instance holds", function()
     local status, b = call("provision", "{not json")
     assert.are.equal(400, status)
