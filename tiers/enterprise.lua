@@ -1,6 +1,6 @@
 -- Enterprise tier: every professional agent plus an orchestrator that routes
 -- work between them; every tool; Claude Opus by default and GPT-4 available
--- (provider openai: the instance needs OPENAI_API_KEY beside ANTHROPIC_API_KEY);
+-- (both through OpenRouter, as every tier's models: OPENROUTER_API_KEY);
 -- no message or agent caps, custom domains and per-customer limits.
 return {
   name = "enterprise",
@@ -20,8 +20,8 @@ return {
     },
   },
   models = {
-    default = { provider = "anthropic", id = "claude-opus-4-1" },
-    gpt4 = { provider = "openai", id = "gpt-4.1" },
+    default = { provider = "openrouter", id = "anthropic/claude-opus-4.1" },
+    gpt4 = { provider = "openrouter", id = "openai/gpt-4.1" },
   },
   flags = { custom_domains = true, matrix = true, custom_limits = true },
 }

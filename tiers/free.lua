@@ -21,10 +21,13 @@ return {
     },
   },
   tools = { "calculator", "file" },
-  -- provider anthropic: the instance needs ANTHROPIC_API_KEY (mindroom
-  -- credentials_sync.py:50-67 reads it into MindRoom's credential store)
+  -- Every model goes through OpenRouter (MindRoom's own default config does
+  -- too): one key per instance, OPENROUTER_API_KEY — the instance's own key
+  -- with the tier's monthly budget (model_budget_usd, lua/model_key.lua) or
+  -- the provisioner-wide one (mindroom credentials_sync.py:50-67 reads it
+  -- into MindRoom's credential store). Ids are OpenRouter's.
   models = {
-    default = { provider = "anthropic", id = "claude-haiku-4-5" },
+    default = { provider = "openrouter", id = "anthropic/claude-haiku-4.5" },
   },
   router = { model = "default" },
   memory = { backend = "file" },

@@ -42,6 +42,6 @@ return {
     },
   },
   models = {
-    default = { provider = "anthropic", id = "claude-sonnet-4-5" },
+    default = { provider = "openrouter", id = "anthropic/claude-sonnet-4.5" },
   },
 }

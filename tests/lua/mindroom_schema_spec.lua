@@ -123,13 +123,13 @@ describe("every shipped tier's config.yaml", function()
 
   it("keeps the tier promises: Sonnet on professional, Opus and GPT-4 on enterprise", function()
     local pro = lyaml.load(render.config_yaml(tiers.professional, {}))
-    assert.equal("claude-sonnet-4-5", pro.models[pro.router.model].id)
+    assert.equal("anthropic/claude-sonnet-4.5", pro.models[pro.router.model].id)
     for _, a in pairs(pro.agents) do assert.matches("sonnet", pro.models[a.model].id) end
     local ent = lyaml.load(render.config_yaml(tiers.enterprise, {}))
     local ids = {}
     for _, m in pairs(ent.models) do ids[m.provider .. "/" .. m.id] = true end
-    assert.is_true(ids["anthropic/claude-opus-4-1"])
-    assert.is_true(ids["openai/gpt-4.1"])
+    assert.is_true(ids["openrouter/anthropic/claude-opus-4.1"])
+    assert.is_true(ids["openrouter/openai/gpt-4.1"])
   end)
 end)
 
@@ -226,7 +226,7 @@ describe("config_overrides", function()
     assert.truthy(y:find("tools: []", 1, true))
     -- a room's field merges into the tier's room
     assert.same({ display_name = "Lobby", description = "Say hi." }, doc.rooms.lobby)
-    assert.same({ provider = "anthropic", id = "claude-haiku-4-5" }, doc.models.default)
+    assert.same({ provider = "openrouter", id = "anthropic/claude-haiku-4.5" }, doc.models.default)
     assert.equal("google/gemini-3.6-flash", doc.models.fast.id)
     assert.equal("mem0", doc.memory.backend)
     assert.equal("text-embedding-3-small", doc.memory.embedder.config.model)

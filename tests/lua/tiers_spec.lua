@@ -114,7 +114,7 @@ describe("shipped tiers", function()
     for _, n in ipairs({ "assistant", "researcher", "coder" }) do assert.is_true(agents[n]) end
     assert.same(ALL_TOOLS, p.tools)
     assert.equal(1, count(p.models))
-    assert.same({ provider = "anthropic", id = "claude-sonnet-4-5" }, p.models.default)
+    assert.same({ provider = "openrouter", id = "anthropic/claude-sonnet-4.5" }, p.models.default)
     assert.same({ memory_mb = 2048, cpu = 1.0, storage_gb = 10, agents = 6, messages_per_day = 2000 }, p.limits)
     assert.is_true(math.type(p.limits.memory_mb) == "integer")
   end)
@@ -128,8 +128,8 @@ describe("shipped tiers", function()
     assert.same(ALL_TOOLS, e.tools)
     local ids = {}
     for _, m in pairs(e.models) do ids[m.provider .. "/" .. m.id] = true end
-    assert.is_true(ids["anthropic/claude-opus-4-1"])
-    assert.is_true(ids["openai/gpt-4.1"] or ids["openai/gpt-4o"])
+    assert.is_true(ids["openrouter/anthropic/claude-opus-4.1"])
+    assert.is_true(ids["openrouter/openai/gpt-4.1"])
     assert.equal(2, count(e.models))
     assert.equal(8192, e.limits.memory_mb)
     assert.equal(4.0, e.limits.cpu)
@@ -531,7 +531,7 @@ describe("tiers.describe", function()
     d.models.default.id = "hacked"
     assert.equal("calculator", t.professional.tools[1])
     assert.are_not.equal("hacked", t.professional.agents[1].tools[1])
-    assert.equal("claude-sonnet-4-5", t.professional.models.default.id)
+    assert.equal("anthropic/claude-sonnet-4.5", t.professional.models.default.id)
   end)
 end)
 
