@@ -130,8 +130,11 @@ function M.provision_validated(r, req, cfg)
       created_at = resume and inst.created_at or nil,
       dry_run = dokku.mode() == "dry-run",
     }
-    inst.urls = urls_of({ app_name = inst.app_name, custom_domain = r.custom_domain,
-                          enable_matrix = r.enable_matrix }, cfg)
+    -- the URLs of the layout (the mindroom profile always runs a
+    -- homeserver: its matrix URL is known before the request asks for it)
+    local state = plan.desired_state(inst, cfg)
+    inst.urls = state and state.urls or urls_of({ app_name = inst.app_name, custom_domain = r.custom_domain,
+                                                  enable_matrix = r.enable_matrix }, cfg)
     inst.limits = desired.limits(cfg.tiers[r.tier], r.limits)
     instances.save(inst)
     local job_id = instances.create_job(inst.subscription_id, "provision", r)

@@ -101,6 +101,8 @@ local function shape(s, inst)
   local out = { names = normalize(n, subst), apps = {}, services = {}, storage = {} }
   for _, a in ipairs(n.apps) do
     out.apps[substitute(a, subst)] = normalize(s.apps[a], subst)
+    -- what the simulator observed (containers started) is history, not state
+    out.apps[substitute(a, subst)].observed = nil
   end
   for _, kind in ipairs({ "postgres", "redis" }) do
     for _, x in ipairs(n[kind]) do

@@ -52,6 +52,8 @@ describe("the mindroom profile on the Dokku simulator #integration", function()
     })
     assert.are.equal(202, code, cjson.encode(j))
     local app, api_key = j.app_name, j.api_key
+    -- the homeserver always runs under this profile: its URL is in the first answer
+    assert.are.equal("https://matrix." .. app .. ".mindroom.chat", j.matrix_url)
     assert.is_string(api_key)
     assert.are.equal(43, #api_key) -- base64url of 32 bytes
     local st = wait_job(srv, "sub_mr1", j.job_id)

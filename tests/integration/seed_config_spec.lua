@@ -160,8 +160,8 @@ for _, version in ipairs({ "0.35.20", "current" }) do
       assert.are.equal("Europe/Berlin", c.timezone)
       -- zero downtime off: the old container was stopped before the new one started
       local a = D.state(h).apps[app]
-      assert.is_false(a.deploy.overlapped)
-      assert.is_true(a.deploy.starts >= 2)
+      assert.is_false(a.observed.overlapped)
+      assert.is_true(a.observed.starts >= 2)
       -- and again: nothing to do
       before = #D.log(h)
       code, j = H.request(srv, "PUT", "/api/v1/update", { subscription_id = sub, app_name = app })
