@@ -204,9 +204,8 @@ local function build(ctx)
                                command = SYNAPSE_COMMAND, entrypoint = {}, owner = "0:0" }
   end
   apps[#apps + 1] = matrix_app
-  -- The split layout's apps of an instance that moved to this profile go.
-  apps[#apps + 1] = { name = n.backend, role = "old-backend", absent = true }
-  apps[#apps + 1] = { name = n.frontend, role = "old-frontend", absent = true }
+  -- (An instance keeps the layout it was provisioned with, lua/plan.lua:
+  -- no split app of an earlier layout is ever this profile's to remove.)
   return { apps = apps, services = {} }
 end
 
