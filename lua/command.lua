@@ -18,6 +18,7 @@ function M.new(resource, target, argv, shown, opts)
     restart = opts.restart, -- the change takes effect on the app's next restart
     deploys = opts.deploys, -- the command (re)deploys the app, which applies pending changes
     stream = opts.stream, -- stdout goes to a file (backups), not into the step log
+    stream_ext = opts.stream_ext, -- that file's extension (default "dump")
     -- { when = "stderr text", argv = {...} }: on a failure whose stderr holds
     -- `when`, run argv instead (and take its outcome)
     fallback = opts.fallback,

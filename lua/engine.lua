@@ -201,7 +201,7 @@ local function entries(mod, state)
       list[#list + 1] = e
     end
   end
-  if mod.teardown.reverse then
+  if mod.teardown and mod.teardown.reverse then
     for i = 1, #list // 2 do
       list[i], list[#list - i + 1] = list[#list - i + 1], list[i]
     end
@@ -228,8 +228,16 @@ function M.teardown(state, current_of, opts)
   end
   local mods = removable()
   if opts.backup then
-    for _, mod in ipairs(mods) do
-      for _, e in ipairs(mod.backup and entries(mod, state) or {}) do
+    -- every module that saves data, removed by the teardown or kept (a
+    -- storage directory stays on the host, its backup is the copy that
+    -- leaves it), in type order
+    local savers = {}
+    for _, mod in ipairs(M.list) do
+      if mod.backup then savers[#savers + 1] = mod end
+    end
+    table.sort(savers, function(a, b) return a.type < b.type end)
+    for _, mod in ipairs(savers) do
+      for _, e in ipairs(entries(mod, state)) do
         local r, err = present(mod, e)
         if r == nil then
           return nil, err

@@ -118,7 +118,7 @@ local function execute(job, inst, cfg)
     backup_path = function(c)
       local dir = cfg.settings.backup_dir .. "/" .. inst.app_name
       assert(sys.mkdir_p(dir))
-      return string.format("%s/%s-%s-%s.dump", dir, stamp, job.id, c.target)
+      return string.format("%s/%s-%s-%s.%s", dir, stamp, job.id, c.target, c.stream_ext or "dump")
     end,
   }
   local ok, res = pcall(converge.converge, job, inst, state, ctx, redact)

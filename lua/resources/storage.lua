@@ -64,14 +64,49 @@ function M.probe(run, spec)
   if not out then
     return nil, err
   end
-  local mounts = {}
+  local mounts, mounted = {}, false
   for line in out:gmatch("[^\n]+") do
     local m = line:match("^%s*(%S+)%s*$")
     if m then
       mounts[#mounts + 1] = m
+      mounted = mounted or m == mount_spec(spec)
     end
   end
-  return { mounts = mounts }
+  if not mounted then
+    return { mounts = mounts, mounted = false }
+  end
+  -- Whether the app has an image a backup container can run from (a
+  -- provision cut off before its deploy has none): the deploy source is
+  -- empty until the first deploy (apps:report, core:plugins/apps, v0.35.20
+  -- and v0.38.27; image.lua reads the same).
+  local src, serr = probe.read(run, { "apps:report", spec.app, "--app-deploy-source" })
+  if src == nil then
+    return nil, serr
+  end
+  return { mounts = mounts, mounted = true, deployed = (src or ""):match("%S") ~= nil }
+end
+
+-- The mount is in place, and (as far as known: the journal's model does not
+-- say) the app was deployed: there is data a backup can read.
+function M.exists(current)
+  return current ~= nil and current.mounted == true and current.deployed ~= false
+end
+
+-- The data, saved before the instance is torn down (deprovision with
+-- backup_data): the app is stopped first, so that no process writes while
+-- it is read (MindRoom's and Synapse's SQLite databases live there), then
+-- `dokku run` starts a one-off container of the app's image with its
+-- mounts and removes it afterwards (core:plugins/run/internal-functions
+-- cmd-run sets DOKKU_RM_CONTAINER, v0.35.20 and v0.38.27; `--no-tty` keeps
+-- stdout a plain byte stream) whose tar writes the mounted directory,
+-- gzipped, to stdout, streamed into the backup file.
+function M.backup(spec)
+  return {
+    command.new("backup", spec.app, { "ps:stop", spec.app }),
+    command.new("backup", spec.app,
+      { "run", "--no-tty", spec.app, "tar", "-C", spec.container_path, "-czf", "-", "." }, nil,
+      { mutating = false, stream = true, stream_ext = "tar.gz" }),
+  }
 end
 
 function M.diff(spec, current)
@@ -108,7 +143,7 @@ function M.model(spec, current)
     end
   end
   mounts[#mounts + 1] = want
-  return { mounts = mounts }
+  return { mounts = mounts, mounted = true }
 end
 
 function M.undo()

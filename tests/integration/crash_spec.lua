@@ -620,8 +620,10 @@ describe("crash-resume #integration", function()
       end
       -- a kill after the exports but before the services went leaves the
       -- earlier run's files; the resumed job re-exports what still exists
+      -- (the services' exports and the apps' storage directories)
       if job.steps_done == 0 then
-        assert.are.same({ [inst.app .. "-db"] = true, [inst.app .. "-redis"] = true }, kinds)
+        assert.are.same({ [inst.app .. "-db"] = true, [inst.app .. "-redis"] = true,
+                          [inst.app .. "-backend"] = true, [inst.app .. "-matrix"] = true }, kinds)
       end
       local jobs = store_rows(dir, "SELECT count(*) AS n FROM jobs WHERE subscription_id = " .. lit(inst.sub)
         .. " AND operation = 'deprovision'")

@@ -156,12 +156,22 @@ describe("provisioning over SSH #integration", function()
     assert.are.equal("deprovisioned", j.status)
     local _, job = H.request(srv, "GET", "/api/v1/jobs/" .. j.job_id)
     local files = job.result.backup.files
-    assert.are.equal(2, #files)
+    -- the two services' exports and a gzipped tar of each app's storage
+    -- directory (the backend's data; the Matrix server's)
+    local by_ext = {}
     for _, f in ipairs(files) do
       assert.is_true(f.size > 0)
       local data = assert(H.read_file(f.path))
       assert.are.equal(f.size, #data)
+      local ext = f.path:match("%.(tar%.gz)$") or f.path:match("%.(dump)$")
+      by_ext[ext] = (by_ext[ext] or 0) + 1
+      if ext == "tar.gz" then
+        local p = io.popen("tar -tzf " .. H.sh_quote(f.path) .. " >/dev/null 2>&1 && echo ok")
+        assert.are.equal("ok\n", p:read("a"), f.path .. " is a readable tar.gz")
+        p:close()
+      end
     end
+    assert.are.same({ dump = 2, ["tar.gz"] = 2 }, by_ext)
     local order = {}
     for i, e in ipairs(D.log(h)) do
       if i > before and e.mutating ~= nil then
@@ -176,6 +186,9 @@ describe("provisioning over SSH #integration", function()
     assert.is_true(pos("redis:export") < pos("redis:unlink"))
     assert.is_true(pos("postgres:unlink") < pos("postgres:destroy"))
     assert.is_true(pos("redis:destroy") < pos("apps:destroy --force " .. app .. "-backend"))
+    -- the backend is stopped, then its data directory read, before anything is removed
+    assert.is_true(pos("ps:stop " .. app .. "-backend") < pos("run --no-tty " .. app .. "-backend tar"))
+    assert.is_true(pos("run --no-tty " .. app .. "-backend tar -C /app/data -czf - .") < pos("postgres:unlink"))
     local s = D.state(h)
     assert.is_nil(s.apps[app .. "-backend"])
     assert.is_nil(s.services.postgres[app .. "-db"])

@@ -147,4 +147,26 @@ describe("the mindroom profile on the Dokku simulator #integration", function()
     assert.are.equal(app .. ".mindroom.chat", hs.env.TUWUNEL_SERVER_NAME)
     assert.are.same({ "/var/lib/dokku/data/storage/" .. app .. "-matrix:/var/lib/tuwunel" }, hs.mounts)
   end)
+
+  it("backs up /mindroom_data (the config.yaml MindRoom was seeded with) on a deprovision with backup", function()
+    local _, st = H.request(srv, "GET", "/api/v1/status/sub_mr1")
+    local app = st.app_name
+    local code, j = H.request(srv, "DELETE", "/api/v1/deprovision",
+      { subscription_id = "sub_mr1", app_name = app, backup_data = true }, { Prefer = "wait=60" })
+    assert.are.equal(200, code, cjson.encode(j))
+    assert.are.equal("deprovisioned", j.status, cjson.encode(j))
+    local _, job = H.request(srv, "GET", "/api/v1/jobs/" .. j.job_id)
+    local mine
+    for _, f in ipairs(job.result.backup.files) do
+      if f.service == app then mine = f end
+    end
+    assert.is_table(mine, cjson.encode(job.result.backup))
+    assert.matches("%.tar%.gz$", mine.path)
+    -- the archive holds what the converge script wrote at the first start
+    local p = io.popen("tar -xzOf " .. H.sh_quote(mine.path) .. " ./config/config.yaml")
+    local yaml = p:read("a")
+    p:close()
+    assert.is_truthy(yaml:find("router:", 1, true), yaml)
+    assert.is_truthy(yaml:find("assistant:", 1, true), yaml)
+  end)
 end)

@@ -38,6 +38,7 @@
 --                       with reverse); requires M.exists(current) → whether
 --                       the object is there
 --   M.backup(spec)      → commands that save its data before a teardown
+--                       (needs M.exists: only what exists is saved)
 --                       (stream = true: stdout goes to a file)
 --   M.restart(app)      → commands that start the app again: a resource
 --                       with it runs the app, so a change marked `restart`
@@ -104,8 +105,8 @@ function M.check(mod, name)
       return nil, "M.exists must be a function: M.teardown removes only objects that exist"
     end
   end
-  if mod.backup and not td then
-    return nil, "M.backup needs M.teardown: backups are taken before a teardown"
+  if mod.backup and type(mod.exists) ~= "function" then
+    return nil, "M.backup needs M.exists: a backup is taken of what exists"
   end
   return true
 end

@@ -8,8 +8,27 @@ describe("resource storage", function()
   it("lists mounts with storage:list", function()
     local run = fakes.runner({
       ["storage:list web"] = { stdout = "/var/lib/dokku/data/storage/mr-x:/app/data\n/a:/b\n" },
+      ["apps:report web --app-deploy-source"] = { stdout = "docker-image\n" },
     })
-    assert.are.same({ "/var/lib/dokku/data/storage/mr-x:/app/data", "/a:/b" }, storage.probe(run, spec).mounts)
+    local cur = storage.probe(run, spec)
+    assert.are.same({ "/var/lib/dokku/data/storage/mr-x:/app/data", "/a:/b" }, cur.mounts)
+    assert.is_true(storage.exists(cur))
+  end)
+
+  it("backs up only a mounted directory of a deployed app: stops it, then tars it from a one-off container", function()
+    local none = storage.probe(fakes.runner({ ["storage:list web"] = { stdout = "/a:/b\n" } }), spec)
+    assert.is_false(storage.exists(none))
+    local undeployed = storage.probe(fakes.runner({
+      ["storage:list web"] = { stdout = "/var/lib/dokku/data/storage/mr-x:/app/data\n" },
+      ["apps:report web --app-deploy-source"] = { stdout = "\n" },
+    }), spec)
+    assert.is_false(storage.exists(undeployed)) -- no image to run a backup container from
+    assert.is_true(storage.exists(storage.model(spec, {}))) -- the journal's model: mounted by a job
+    local cmds = storage.backup(spec)
+    assert.are.same({ "ps:stop", "web" }, cmds[1].argv)
+    assert.are.same({ "run", "--no-tty", "web", "tar", "-C", "/app/data", "-czf", "-", "." }, cmds[2].argv)
+    assert.is_true(cmds[2].stream)
+    assert.are.equal("tar.gz", cmds[2].stream_ext)
   end)
 
   it("ensures the directory and mounts it once", function()
