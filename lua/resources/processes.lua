@@ -28,9 +28,12 @@
 --   it runs, and the plan stops it again right after.
 --
 -- Order: the homeserver (role `matrix`, which the other apps need) starts
--- first and stops last. Its entry takes the first of two phase slots when
--- starting and the second when stopping; every `processes` step locks all
--- of the instance's apps, so the steps run one after another in that order.
+-- first and stops last. Starting (or restarting), its entry is in phase
+-- `needed`, before the other apps' settings and deploys (a start that
+-- deploys a change recorded while stopped starts MindRoom with that
+-- deploy); stopping, it is in the second slot of phase `run`, after the
+-- others. Every `processes` step locks all of the instance's apps, so the
+-- steps run one after another in plan order.
 --
 -- restart: a restart job puts its job id in the desired state
 -- (state.restart_token); the app is restarted once for it (`ps:restart`),
@@ -67,8 +70,8 @@ function M.specs(app, state)
     key = "processes:" .. app.name,
     spec = { app = app.name, running = not stopped, apps = apps,
              restart = (not stopped) and state.restart_token or nil },
-    -- starting: the homeserver in the first slot; stopping: in the second
-    phase = contract.PHASE.run + ((first ~= stopped) and 0 or 1),
+    -- starting: the homeserver before the others deploy; stopping: last
+    phase = (first and not stopped) and contract.PHASE.needed or (contract.PHASE.run + (first and 1 or 0)),
   } }
 end
 
