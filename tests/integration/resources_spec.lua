@@ -60,8 +60,8 @@ describe("resource modules dropped in #integration", function()
     -- `mrprov check` lists it among the resources
     local ccode, out = H.run({ "check" }, { TIERS_DIR = H.root .. "/tiers", LUA_DIR = lua_dir })
     assert.are.equal(0, ccode)
-    -- 11 shipped (issue 14 added zero_downtime) and the drop-in
-    assert.matches("resources %(12%) from [^\n]*/resources:\n", out)
+    -- 12 shipped (issue 14 added zero_downtime, issue 15 processes) and the drop-in
+    assert.matches("resources %(13%) from [^\n]*/resources:\n", out)
     assert.matches("\n  checks +phase 30, order 55\n", out)
 
     -- a job runs it, and the instance is then converged with it

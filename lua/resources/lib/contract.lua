@@ -58,6 +58,8 @@ M.PHASE = {
   objects = 10, -- apps and services exist
   links = 20, -- services are linked to apps
   settings = 30, -- each app's settings, its deploy, then what needs a deployed app
+  needed = 25, -- apps the others need (a homeserver) are started before the others deploy
+  run = 80, -- apps run, or are kept stopped, as the instance's desired state says
   removal = 90, -- what must be absent goes last
 }
 
