@@ -30,6 +30,7 @@ static const struct route routes[] = {
 	{ "GET", "/api/v1/status/", "status", R_AUTH | R_PARAM },
 	{ "GET", "/api/v1/jobs/", "job", R_AUTH | R_PARAM },
 	{ "POST", "/api/v1/webhooks/supabase", "webhook", R_WEBHOOK | R_BODY },
+	{ "POST", "/api/v1/subscriptions/sync", "subscriptions_sync", R_AUTH | R_BODY },
 	{ NULL, NULL, NULL, 0 },
 };
 
