@@ -156,8 +156,9 @@ end
 -- {"dry_run": true}. Blocks this request for the PostgREST reads (each
 -- bounded by SUPABASE_TIMEOUT).
 function M.subscriptions_sync(req)
-  local t, perr = {}, nil
+  local t = {}
   if req.body ~= "" then
+    local perr
     t, perr = parse(req.body)
     if not t then
       return fail(400, "invalid_json", perr)

@@ -163,7 +163,8 @@ function M.read_all(res)
     end
     local list, derr = json.decode(body)
     if type(list) ~= "table" or (next(list) ~= nil and list[1] == nil) then
-      add_error(res, nil, "reading " .. m.table .. ": the answer is not a JSON array" .. (derr and (": " .. derr) or ""))
+      add_error(res, nil, "reading " .. m.table .. ": the answer is not a JSON array"
+        .. (derr and (": " .. derr) or ""))
       return rows
     end
     res.pages = page
