@@ -173,9 +173,18 @@ function M.subscriptions_sync(req)
   return answer(200, require("subscriptions_sync").run({}, { dry_run = t.dry_run == true }))
 end
 
+-- POST /api/v1/instances/{subscription_id}/stop|start|restart
+-- (lua/lifecycle.lua); no body is read.
+local function lifecycle_route(action)
+  return function(req)
+    return require("lifecycle").request(req.param or "", action, { prefer = req.prefer })
+  end
+end
+
 local handlers = {
   provision = M.provision, update = M.update, deprovision = M.deprovision, plan = M.plan,
   status = M.status, job = M.job, tiers = M.tiers, webhook = M.webhook, subscriptions_sync = M.subscriptions_sync,
+  stop = lifecycle_route("stop"), start = lifecycle_route("start"), restart = lifecycle_route("restart"),
 }
 
 function M.handle(route, req)

@@ -12,15 +12,25 @@ local sys = require "mrprov.sys"
 local M = {}
 
 M.ACTIVE = { pending = true, provisioning = true, running = true, updating = true, starting = true,
-             unhealthy = true }
+             unhealthy = true, stopped = true, suspended = true }
 -- Every status an instance can have (SPEC §5.5; openapi.json, the Supabase
 -- table's CHECK constraint). starting: deployed, its health check has not
 -- answered 200 yet; unhealthy: it did not within HEALTH_TIMEOUT_SECONDS
--- (lua/health.lua).
-M.STATUSES = { "pending", "provisioning", "starting", "running", "unhealthy", "updating", "deprovisioning",
-               "deprovisioned", "failed" }
+-- (lua/health.lua); stopped: its apps' processes are stopped on request,
+-- every object and all data kept; suspended: stopped because its
+-- subscription is past due, unpaid or paused (lua/lifecycle.lua).
+M.STATUSES = { "pending", "provisioning", "starting", "running", "unhealthy", "stopped", "suspended", "updating",
+               "deprovisioning", "deprovisioned", "failed" }
 -- Deployed and not busy: what an update or deprovision may start from.
-M.SETTLED = { running = true, starting = true, unhealthy = true }
+M.SETTLED = { running = true, starting = true, unhealthy = true, stopped = true, suspended = true }
+-- Stopped on purpose (spec.stopped): the status a job that converged such an
+-- instance leaves.
+function M.stopped_status(spec)
+  if not (spec and spec.stopped) then
+    return nil
+  end
+  return spec.suspended and "suspended" or "stopped"
+end
 
 local function check(v, err, code)
   return store_error.check(v, err, code, "store: ")
@@ -355,6 +365,17 @@ function M.first_delivery(id, now, forget_before)
     check(store.exec("INSERT INTO webhook_ids (id, received_at) VALUES (?, ?)", id, now))
     return true
   end)
+end
+
+-- Stopped and suspended instances, for the mrprov_instances_stopped gauge.
+function M.stopped_counts()
+  local rows = check(store.query("SELECT status, count(*) AS n FROM instances WHERE status IN ('stopped', " ..
+    "'suspended') GROUP BY status"))
+  local out = { stopped = 0, suspended = 0 }
+  for _, r in ipairs(rows) do
+    out[r.status] = r.n
+  end
+  return out
 end
 
 -- Running instances by tier, for the active-instances gauge.

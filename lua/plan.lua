@@ -80,6 +80,10 @@ function M.desired_state(inst, cfg, profile)
       return nil, err
     end
   end
+  -- A stopped or suspended instance (lua/lifecycle.lua) keeps its apps
+  -- stopped: resources/processes.lua plans ps:stop, and no deploy starts
+  -- them (resources/image.lua); set after the hook, which cannot start it.
+  state.stopped = spec.stopped == true or nil
   -- An instance holding its own OpenRouter key keeps it (a job that makes
   -- a new one sets it on top, lua/worker.lua): what a plan shows is what a
   -- job does to the variable.

@@ -314,6 +314,6 @@ function M.deprovision_validated(r, req, cfg)
   }, "Deprovisioning started")
 end
 
-M.answer, M.fail = answer, fail
+M.answer, M.fail, M.maybe_wait = answer, fail, maybe_wait
 
 return M

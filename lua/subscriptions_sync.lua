@@ -234,7 +234,7 @@ function M.parse(row, tiers_by_name)
     end
   end
   return { id = id, account_id = account, tier = type(tier) == "string" and tier or nil, status = status,
-           kind = kind }
+           kind = kind, tier_known = type(tier) == "string" and tiers_by_name[tier] ~= nil }
 end
 
 local GONE = { deprovisioned = true, deprovisioning = true }
@@ -254,14 +254,18 @@ function M.decide(sub, inst)
     if inst.status == "deprovisioning" and sub.kind ~= "active" then return nil, "unchanged" end
     return nil, "busy"
   end
+  local suspended = live and (inst.status == "suspended" or (type(inst.spec) == "table" and inst.spec.suspended))
   if sub.kind == "active" then
     if not live then return "provision" end
-    if inst.status == "suspended" then return "resume" end
-    if inst.status == "stopped" then return nil, "unchanged" end -- an operator's stop is kept
-    if inst.tier ~= sub.tier then return "update" end
+    if suspended then return "resume" end
+    if inst.tier ~= sub.tier then return "update" end -- a stopped instance stays stopped (spec.stopped)
     return nil, "unchanged"
   elseif sub.kind == "suspend" then
-    if live and inst.status ~= "suspended" then return "suspend" end
+    if live and not suspended then return "suspend" end
+    -- a tier change while suspended is recorded for the resume (lifecycle: spec.pending_tier)
+    if suspended and sub.tier_known and sub.tier ~= (inst.spec and inst.spec.pending_tier or inst.tier) then
+      return "suspend"
+    end
     return nil, "unchanged"
   end
   if live then return "deprovision" end
@@ -303,7 +307,8 @@ local function act(action, sub, inst, cfg, reqs)
     return nil, action .. " is not available (no lifecycle module)"
   end
   local opts = { from_sweep = true }
-  if action == "resume" and sub.tier and sub.tier ~= inst.tier then
+  if sub.tier_known and sub.tier ~= inst.tier then
+    -- resume: applied; suspend: recorded for the resume
     opts.tier = sub.tier
   end
   return lc.request(sub.id, action, opts)

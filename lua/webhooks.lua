@@ -23,6 +23,9 @@ M.mapping = {
   status = "status",
   active = { active = true, trialing = true },
   cancelled = { cancelled = true, canceled = true },
+  -- not paid: the instance is suspended (stopped, everything kept) until
+  -- the subscription is active again (lua/lifecycle.lua)
+  suspended = { past_due = true, unpaid = true, paused = true },
 }
 
 local function field(record, name)
@@ -37,7 +40,10 @@ local function field(record, name)
 end
 
 -- The operation a payload asks for: { op = "provision" | "update" |
--- "deprovision" | "ignore", subscription_id, account_id, tier, reason }.
+-- "deprovision" | "suspend" | "resume" | "ignore", subscription_id,
+-- account_id, tier, reason }. A subscription that becomes active again
+-- after past_due, unpaid or paused is a resume (a provision when it has no
+-- instance: handle decides).
 function M.decide(payload)
   local m = M.mapping
   if type(payload) ~= "table" then
@@ -68,6 +74,11 @@ function M.decide(payload)
     local was = field(old, "status")
     if m.cancelled[d.status] then
       d.op = "deprovision"
+    elseif m.suspended[d.status] then
+      -- suspended, or already: a tier change meanwhile is recorded
+      d.op = "suspend"
+    elseif m.active[d.status] and m.suspended[was] then
+      d.op = "resume"
     elseif m.active[d.status] and not m.active[was] then
       d.op = "provision"
     elseif m.active[d.status] and field(old, "tier") ~= d.tier then
@@ -114,6 +125,15 @@ function M.handle(payload, req, api)
   local fields = { webhook_id = req.webhook_id or "", subscription_id = d.subscription_id or "", op = d.op }
   local cfg = generation.current()
   local status, body
+  if d.op == "provision" or d.op == "update" then
+    -- active again while the instance is suspended (the resume's own
+    -- delivery was missed): that is the resume
+    local inst = validate.subscription_id(d.subscription_id) and instances.get(d.subscription_id)
+    if inst and inst.spec.suspended and inst.status ~= "deprovisioned" then
+      d.op = "resume"
+      fields.op = d.op
+    end
+  end
   if d.op == "provision" then
     local r, err = validate_request.provision_request({ subscription_id = d.subscription_id, account_id = d.account_id,
                                                 tier = d.tier }, cfg.tiers)
@@ -141,6 +161,23 @@ function M.handle(payload, req, api)
       else
         status, body = api.update_validated(r, { from_webhook = true }, cfg)
       end
+    end
+  elseif d.op == "suspend" or d.op == "resume" then
+    local inst = validate.subscription_id(d.subscription_id) and instances.get(d.subscription_id)
+    local lifecycle = require "lifecycle"
+    if inst and inst.status ~= "deprovisioned" then
+      status, body = lifecycle.request(inst.subscription_id, d.op, { from_webhook = true, tier = d.tier, cfg = cfg })
+    elseif d.op == "resume" then
+      -- no instance yet (its INSERT was missed, or it came while unpaid)
+      local r, err = validate_request.provision_request({ subscription_id = d.subscription_id,
+                                                          account_id = d.account_id, tier = d.tier }, cfg.tiers)
+      if not r then
+        status, body = 422, json.encode({ error = err })
+      else
+        status, body = api.provision_validated(r, { from_webhook = true }, cfg)
+      end
+    else
+      status, body = ack(200, { status = "ignored", message = "no live instance for this subscription" })
     end
   elseif d.op == "deprovision" then
     local inst = validate.subscription_id(d.subscription_id) and instances.get(d.subscription_id)

@@ -48,10 +48,16 @@ local function durably(job, fn)
   end
 end
 
-local BUSY = { provision = "provisioning", update = "updating", deprovision = "deprovisioning" }
+-- (stop, start, restart, suspend and resume are updates of the desired
+-- state, lua/lifecycle.lua: "updating" while their job runs)
+local BUSY = { provision = "provisioning", update = "updating", deprovision = "deprovisioning", stop = "updating",
+               start = "updating", restart = "updating", suspend = "updating", resume = "updating" }
 
 local function set_gauges()
   health.set_gauges()
+  for status, n in pairs(instances.stopped_counts()) do
+    metrics.set("mrprov_instances_stopped", { status = status }, n)
+  end
   local counts = instances.active_by_tier()
   local cfg = generation.current()
   for name in pairs(cfg.tiers) do
@@ -79,6 +85,10 @@ local function execute(job, inst, cfg)
       inst.applied[model_key.SLOT] = meta
       instances.save_applied(inst.subscription_id, inst.applied)
     end)
+  end
+  if job.operation == "restart" then
+    -- each running app restarted once for this job (resources/processes.lua)
+    state.restart_token = job.id
   end
   local key_plan = {}
   if job.operation == "deprovision" then
@@ -247,10 +257,24 @@ function M.run(job_id)
   end
   if ok then
     local readiness
+    -- what this job converged: stopped (or suspended) when its state was
+    local stopped = job.operation ~= "deprovision" and state.stopped and instances.stopped_status(inst.spec)
     durably(job, function()
+      -- A request may have changed the instance's spec or tier while this
+      -- job ran (a start after a stop, an update): that is kept for the
+      -- job it queued, not overwritten with what this job started from.
+      local fresh = instances.get(inst.subscription_id)
+      if fresh then
+        inst.spec, inst.tier = fresh.spec, fresh.tier
+      end
       if job.operation == "deprovision" then
         inst.status = "deprovisioned"
         inst.health_state, inst.health_error = nil, nil
+      elseif stopped then
+        -- nothing runs: no readiness check (the start makes one)
+        inst.status = stopped
+        inst.health_state, inst.health_error = nil, nil
+        result.health = "not checked: the instance is " .. stopped
       else
         -- running, or starting until the profile's health check answers
         readiness = health.after_deploy(inst, state, dokku.mode() == "dry-run")

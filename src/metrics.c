@@ -69,6 +69,9 @@ static struct family families[] = {
 	{ "mrprov_instances_health", "Instances by health state (starting, healthy, unhealthy).", GAUGE, NULL, 0,
 	  NULL },
 	{ "mrprov_health_checks_total", "Health checks made, by outcome (ok, not_ready).", COUNTER, NULL, 0, NULL },
+	/* Stop and suspension (lua/lifecycle.lua). */
+	{ "mrprov_instances_stopped", "Instances whose apps are stopped on purpose, by status (stopped, suspended).",
+	  GAUGE, NULL, 0, NULL },
 	{ "mrprov_http_request_timeouts_total",
 	  "Connections closed because a request's headers and body did not arrive within HTTP_REQUEST_TIMEOUT.",
 	  COUNTER, NULL, 0, NULL },

@@ -64,8 +64,8 @@ create table if not exists public.instances (
   app_name        text not null unique,
   tier            text not null,
   status          text not null check (status in ('pending', 'provisioning', 'starting', 'running',
-                                                  'unhealthy', 'updating', 'deprovisioning', 'deprovisioned',
-                                                  'failed')),
+                                                  'unhealthy', 'stopped', 'suspended', 'updating',
+                                                  'deprovisioning', 'deprovisioned', 'failed')),
   frontend_url    text,
   backend_url     text,
   matrix_url      text,
@@ -112,13 +112,15 @@ create unique index if not exists backups_delivery_id_key on public.backups (del
 
 -- Readiness (mrprov's health check of the instance): state (starting, healthy, unhealthy,
 -- skipped), when it last ran, its last answer while not ready. `add column if not exists`
--- and the constraint below also upgrade a database made by an earlier schema.
+-- and the constraint below also upgrade a database made by an earlier schema (which also
+-- gains the statuses `stopped` and `suspended`, issue 15).
 alter table public.instances add column if not exists health_state text;
 alter table public.instances add column if not exists health_checked_at timestamptz;
 alter table public.instances add column if not exists health_error text;
 alter table public.instances drop constraint if exists instances_status_check;
 alter table public.instances add constraint instances_status_check check (status in ('pending', 'provisioning',
-  'starting', 'running', 'unhealthy', 'updating', 'deprovisioning', 'deprovisioned', 'failed'));
+  'starting', 'running', 'unhealthy', 'stopped', 'suspended', 'updating', 'deprovisioning', 'deprovisioned',
+  'failed'));
 
 create index if not exists instances_account_id_idx on public.instances (account_id);
 create index if not exists instances_status_idx on public.instances (status);

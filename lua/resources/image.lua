@@ -35,9 +35,12 @@ local seed = require "resources.lib.seed"
 local M = { type = "image", phase = contract.PHASE.settings, order = 60, from = "apps" }
 
 -- An app deployed from an image: after its settings (the deploy applies
--- them), before what needs a deployed app.
-function M.specs(app)
-  if app.absent or not app.image then
+-- them), before what needs a deployed app. Not while the instance is
+-- stopped or suspended (state.stopped): a deploy starts the app in Dokku
+-- whatever ps:stop did (resources/processes.lua), so a changed image or
+-- context is deployed by the start that clears the flag.
+function M.specs(app, state)
+  if app.absent or not app.image or (state and state.stopped) then
     return {}
   end
   if app.seed_config then

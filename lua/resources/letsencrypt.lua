@@ -7,9 +7,11 @@ local probe = require "resources.lib.probe"
 
 local M = { type = "letsencrypt", phase = contract.PHASE.settings, order = 70, from = "apps" }
 
--- TLS for an app that has domains: last, it needs the deployed app.
-function M.specs(app)
-  if app.absent or not (app.letsencrypt and app.domains) then
+-- TLS for an app that has domains: last, it needs the deployed app, one
+-- "accessible over the internet" (dokku-letsencrypt v0.8.7 README.md line
+-- 5): not while the instance is stopped (state.stopped); the start issues it.
+function M.specs(app, state)
+  if app.absent or not (app.letsencrypt and app.domains) or (state and state.stopped) then
     return {}
   end
   return { { key = "letsencrypt:" .. app.name, spec = { app = app.name, email = app.letsencrypt.email } } }

@@ -29,20 +29,37 @@ static const struct route routes[] = {
 	{ "GET", "/api/v1/tiers", "tiers", R_AUTH },
 	{ "GET", "/api/v1/status/", "status", R_AUTH | R_PARAM },
 	{ "GET", "/api/v1/jobs/", "job", R_AUTH | R_PARAM },
+	{ "POST", "/api/v1/instances/{}/stop", "stop", R_AUTH | R_PARAM },
+	{ "POST", "/api/v1/instances/{}/start", "start", R_AUTH | R_PARAM },
+	{ "POST", "/api/v1/instances/{}/restart", "restart", R_AUTH | R_PARAM },
 	{ "POST", "/api/v1/webhooks/supabase", "webhook", R_WEBHOOK | R_BODY },
 	{ "POST", "/api/v1/subscriptions/sync", "subscriptions_sync", R_AUTH | R_BODY },
 	{ NULL, NULL, NULL, 0 },
 };
 
+/* A path with a parameter is its prefix, the parameter (one non-empty path
+ * segment) and, when the path holds "{}" where the parameter goes, the rest
+ * after it; otherwise the parameter ends the path. *param points at the
+ * parameter in url (it ends at the next '/' or at the end: http_param_len). */
 static int path_matches(const struct route *r, const char *url, const char **param)
 {
-	size_t n = strlen(r->path);
 	if (!(r->flags & R_PARAM))
 		return strcmp(url, r->path) == 0;
-	if (strncmp(url, r->path, n) != 0 || url[n] == '\0' || strchr(url + n, '/'))
+	const char *hole = strstr(r->path, "{}");
+	size_t n = hole ? (size_t)(hole - r->path) : strlen(r->path);
+	const char *suffix = hole ? hole + 2 : "";
+	if (strncmp(url, r->path, n) != 0)
+		return 0;
+	size_t plen = http_param_len(url + n);
+	if (plen == 0 || strcmp(url + n + plen, suffix) != 0)
 		return 0;
 	*param = url + n;
 	return 1;
+}
+
+size_t http_param_len(const char *param)
+{
+	return strcspn(param, "/");
 }
 
 const struct route *http_find_route(const char *method, const char *url, const char **param, char *allowed,
@@ -92,7 +109,7 @@ static void push_request(lua_State *L, struct MHD_Connection *c, const struct re
 	lua_pushstring(L, rq->route->method);
 	lua_setfield(L, -2, "method");
 	if (rq->param) {
-		lua_pushstring(L, rq->param);
+		lua_pushlstring(L, rq->param, http_param_len(rq->param));
 		lua_setfield(L, -2, "param");
 	}
 	lua_pushlstring(L, rq->body.data ? rq->body.data : "", rq->body.len);

@@ -15,7 +15,7 @@
 enum {
 	R_AUTH = 1,	/* API key required when keys are configured */
 	R_BODY = 2,	/* JSON body expected */
-	R_PARAM = 4,	/* path = prefix + one parameter */
+	R_PARAM = 4,	/* path = prefix + one parameter [+ rest, where the path holds "{}"] */
 	R_C = 8,	/* answered in C */
 	R_WEBHOOK = 16, /* signed by Supabase (WEBHOOK_SECRET), not an API key */
 };
@@ -72,6 +72,9 @@ int http_is_json_type(const char *ct);
 /* ---- router.c: routes, authentication, dispatch ---- */
 
 /* The route for (method, url); *allowed lists the methods the path takes. */
+/* The length of a route's parameter (where rq->param points): up to the
+ * next '/' of the path, or its end. */
+size_t http_param_len(const char *param);
 const struct route *http_find_route(const char *method, const char *url, const char **param, char *allowed,
 				    size_t allowedlen);
 /* The API key of the request is one of API_KEYS (or none is configured). */

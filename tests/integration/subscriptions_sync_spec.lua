@@ -3,7 +3,8 @@
 -- trigger disabled) reads the subscriptions table of a real PostgreSQL
 -- through the PostgREST-compatible gateway and converges on it: rows are
 -- inserted, updated and cancelled directly in PostgreSQL, and one sync
--- provisions, updates and deprovisions as they say, at most
+-- provisions, updates, suspends (lua/lifecycle.lua), resumes and
+-- deprovisions as they say, at most
 -- RECONCILE_MAX_DESTRUCTIVE (3) deprovisions per run, the fourth reported.
 local H = require "harness"
 local D = require "dokku_harness"
@@ -126,35 +127,25 @@ describe("subscriptions sync #integration", function()
     assert.is_nil(H.log_text(srv):find(sb.key, 1, true))
   end)
 
-  it("suspends a past-due subscription's instance", function()
-    local f = io.open(H.root .. "/lua/lifecycle.lua", "rb")
-    if not f then
-      -- The lifecycle (issue 15 item 1, branch i15-lifecycle) provides
-      -- suspend/resume; until it is merged the sync reports the row in
-      -- `errors` and leaves the instance running (never guessing another
-      -- action). After the merge this case runs as written below.
-      local _ = sql("update public.subscriptions set status = 'past_due' where id = 'sub_pd'")
-      local r = sync()
-      assert.are.equal(0, r.suspended)
-      assert.are.equal("sub_pd", r.errors[1].id)
-      assert.matches("suspend is not available", r.errors[1].message, 1, true)
-      assert.are.equal("running", status_of("sub_pd").status)
-      pending("suspend through lifecycle.request: lua/lifecycle.lua is not on this branch yet")
-      return
-    end
-    f:close()
+  it("suspends a past-due subscription's instance through the lifecycle, and resumes it", function()
     sql("update public.subscriptions set status = 'past_due' where id = 'sub_pd'")
     local r = sync()
     assert.are.same({}, r.errors)
     assert.are.equal(1, r.suspended)
     wait_status("sub_pd", "suspended")
-    -- and back: active again resumes it
+    assert.are.equal(0, sync().suspended, "a suspended instance is not suspended again")
+    -- a tier change while suspended is recorded, and applied by the resume
+    sql("update public.subscriptions set tier = 'starter' where id = 'sub_pd'")
+    local r1 = sync()
+    assert.are.same({}, r1.errors)
+    assert.are.equal("suspended", status_of("sub_pd").status)
+    assert.are.equal("free", status_of("sub_pd").tier)
     sql("update public.subscriptions set status = 'active' where id = 'sub_pd'")
     local r2 = sync()
     assert.are.equal(1, r2.resumed)
-    H.eventually("sub_pd resumed", function()
-      local s = status_of("sub_pd").status
-      return s == "running" or s == "starting", s
+    H.eventually("sub_pd resumed on starter", function()
+      local s = status_of("sub_pd")
+      return (s.status == "running" or s.status == "starting") and s.tier == "starter", s.status .. "/" .. s.tier
     end, 60)
   end)
 end)

@@ -119,8 +119,9 @@ describe("#integration Supabase fixture", function()
       refused("insert into public.backups (subscription_id, app_name, service, path, size_bytes)"
         .. " values ('c-4', 'mr-c-4', 'postgres', '/b/x.gz', -1)", "backups_size_bytes_check")
       refused("insert into public.events (id, subscription_id, kind) values (5, 'c-5', 'x')", "GENERATED ALWAYS")
-      for _, st in ipairs({ "pending", "provisioning", "starting", "running", "unhealthy", "updating", "deprovisioning",
-                            "deprovisioned", "failed" }) do
+      -- every status of lua/instances.lua STATUSES
+      for _, st in ipairs({ "pending", "provisioning", "starting", "running", "unhealthy", "stopped", "suspended",
+                            "updating", "deprovisioning", "deprovisioned", "failed" }) do
         sb.query(h, "insert into public.instances (subscription_id, app_name, tier, status) values ("
           .. sb.literal(h, "st-" .. st) .. ", " .. sb.literal(h, "mr-st-" .. st) .. ", 'free', "
           .. sb.literal(h, st) .. ")")

@@ -13,7 +13,7 @@ local lfs = require "lfs"
 local LAYERS = {
   { "entry", "boot", "cli", "api", "worker" },              -- what C calls
   { "sync", "subscriptions_sync" },                          -- converging on Supabase's subscriptions table
-  { "handlers", "requests", "webhooks" },                    -- the write requests, Supabase webhooks
+  { "handlers", "requests", "webhooks", "lifecycle" },       -- the write requests, Supabase webhooks, stop/start
   { "jobs", "plan", "converge", "health" },                  -- a job: its plan, applying it, readiness
   { "steps", "executor", "journal" },                        -- running commands, the step journal
   { "model", "engine", "desired", "hooks", "instances", "model_key" }, -- desired state, hooks, rows, model key

@@ -361,7 +361,7 @@ describe("subscriptions_sync.decide", function()
     sync = require "subscriptions_sync"
   end)
 
-  local function sub(kind, tier) return { id = "s", kind = kind, tier = tier or "free" } end
+  local function sub(kind, tier) return { id = "s", kind = kind, tier = tier or "free", tier_known = tier == nil } end
   local function inst(status, tier) return { status = status, tier = tier or "free" } end
 
   it("maps each row kind and instance state to one action or none", function()
@@ -372,7 +372,9 @@ describe("subscriptions_sync.decide", function()
       { "active", inst("unhealthy", "starter"), "update" },
       { "active", inst("starting", "starter"), "update" },
       { "active", inst("suspended", "starter"), "resume" },
-      { "active", inst("stopped", "starter"), nil, "unchanged" },
+      { "active", inst("stopped"), nil, "unchanged" },
+      { "active", inst("stopped", "starter"), "update" },
+      { "active", { status = "suspended", tier = "free", spec = { suspended = true } }, "resume" },
       { "active", inst("updating"), nil, "busy" },
       { "active", inst("deprovisioning"), nil, "busy" },
       { "active", inst("failed"), nil, "failed" },
@@ -380,6 +382,10 @@ describe("subscriptions_sync.decide", function()
       { "suspend", inst("running"), "suspend" },
       { "suspend", inst("stopped"), "suspend" },
       { "suspend", inst("suspended"), nil, "unchanged" },
+      -- a tier change while suspended: recorded (once) for the resume
+      { "suspend", { status = "suspended", tier = "starter", spec = { suspended = true } }, "suspend" },
+      { "suspend", { status = "suspended", tier = "starter", spec = { suspended = true, pending_tier = "free" } }, nil,
+        "unchanged" },
       { "suspend", inst("provisioning"), nil, "busy" },
       { "cancelled", nil, nil, "unchanged" },
       { "cancelled", inst("running"), "deprovision" },

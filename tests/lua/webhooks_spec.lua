@@ -26,8 +26,19 @@ describe("webhooks.decide", function()
     assert.are.equal("starter", d.tier)
     assert.are.equal("deprovision",
       webhooks.decide(payload("UPDATE", { id = "sub_1", tier = "free", status = "canceled" }, row)).op)
-    assert.are.equal("provision",
+    -- active again after past_due: a resume (issue 15; handle provisions
+    -- when there is no instance, as the provision this was before)
+    assert.are.equal("resume",
       webhooks.decide(payload("UPDATE", row, { id = "sub_1", tier = "free", status = "past_due" })).op)
+    assert.are.equal("provision",
+      webhooks.decide(payload("UPDATE", row, { id = "sub_1", tier = "free", status = "incomplete" })).op)
+    for _, st in ipairs({ "past_due", "unpaid", "paused" }) do
+      local s = webhooks.decide(payload("UPDATE", { id = "sub_1", tier = "pro", status = st }, row))
+      assert.are.equal("suspend", s.op)
+      assert.are.equal("pro", s.tier)
+    end
+    assert.are.equal("resume", webhooks.decide(payload("UPDATE", { id = "sub_1", tier = "free", status = "trialing" },
+      { id = "sub_1", tier = "free", status = "paused" })).op)
     assert.are.equal("ignore", webhooks.decide(payload("UPDATE", row, row)).op)
     assert.are.equal("deprovision", webhooks.decide(payload("DELETE", nil, row)).op)
     assert.are.equal("ignore", webhooks.decide({ type = "INSERT", table = "users", record = row }).op)

@@ -57,6 +57,7 @@ M.PHASE = {
   objects = 10, -- apps and services exist
   links = 20, -- services are linked to apps
   settings = 30, -- each app's settings, its deploy, then what needs a deployed app
+  run = 80, -- apps run, or are kept stopped, as the instance's desired state says
   removal = 90, -- what must be absent goes last
 }
 
