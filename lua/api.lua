@@ -151,6 +151,28 @@ function M.webhook(req)
   return require("webhooks").handle(t, req, requests)
 end
 
+-- POST /api/v1/subscriptions/sync: one run of the subscriptions sync now
+-- (lua/subscriptions_sync.lua; the sweep runs it too), body {} or
+-- {"dry_run": true}. Blocks this request for the PostgREST reads (each
+-- bounded by SUPABASE_TIMEOUT).
+function M.subscriptions_sync(req)
+  local t = {}
+  if req.body ~= "" then
+    local perr
+    t, perr = parse(req.body)
+    if not t then
+      return fail(400, "invalid_json", perr)
+    end
+  end
+  if t.dry_run ~= nil and type(t.dry_run) ~= "boolean" then
+    return fail(422, "invalid_value", "dry_run must be true or false", "dry_run")
+  end
+  if not generation.current().settings.supabase then
+    return fail(409, "conflict", "Supabase is not configured (SUPABASE_URL)")
+  end
+  return answer(200, require("subscriptions_sync").run({}, { dry_run = t.dry_run == true }))
+end
+
 -- POST /api/v1/instances/{subscription_id}/stop|start|restart
 -- (lua/lifecycle.lua); no body is read.
 local function lifecycle_route(action)
@@ -161,7 +183,7 @@ end
 
 local handlers = {
   provision = M.provision, update = M.update, deprovision = M.deprovision, plan = M.plan,
-  status = M.status, job = M.job, tiers = M.tiers, webhook = M.webhook,
+  status = M.status, job = M.job, tiers = M.tiers, webhook = M.webhook, subscriptions_sync = M.subscriptions_sync,
   stop = lifecycle_route("stop"), start = lifecycle_route("start"), restart = lifecycle_route("restart"),
 }
 

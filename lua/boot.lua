@@ -60,6 +60,8 @@ function M.settings(cfg)
     health_timeout = tonumber(cfg.HEALTH_TIMEOUT_SECONDS),
     health_request_timeout = tonumber(cfg.HEALTH_REQUEST_TIMEOUT),
     health_recheck_interval = tonumber(cfg.HEALTH_RECHECK_INTERVAL),
+    -- the subscriptions sync's guard rail (lua/subscriptions_sync.lua)
+    reconcile_max_destructive = tonumber(cfg.RECONCILE_MAX_DESTRUCTIVE),
     -- Instances' dashboards use Supabase auth when the provisioner knows its
     -- project and the anon key for instances (SUPABASE_ANON_KEY).
     supabase_url = cfg.SUPABASE_URL,

@@ -76,6 +76,8 @@ const struct config_var config_vars[] = {
 	{ "HEALTH_TIMEOUT_SECONDS", "300", 0 },
 	{ "HEALTH_REQUEST_TIMEOUT", "5", 0 },
 	{ "HEALTH_RECHECK_INTERVAL", "300", 0 },
+	/* Deprovisions one sweep's subscriptions sync may start (lua/subscriptions_sync.lua). */
+	{ "RECONCILE_MAX_DESTRUCTIVE", "3", 0 },
 	{ "PROVISIONER_SECRET", NULL, CONFIG_VAR_SECRET },
 	{ NULL, NULL, 0 },
 };
@@ -316,6 +318,7 @@ static int parse_numbers(struct config *c, char *err, size_t errlen)
 		{ "HEALTH_TIMEOUT_SECONDS", 0, 86400, offsetof(struct config, health_timeout) },
 		{ "HEALTH_REQUEST_TIMEOUT", 1, 120, offsetof(struct config, health_request_timeout) },
 		{ "HEALTH_RECHECK_INTERVAL", 0, 86400, offsetof(struct config, health_recheck_interval) },
+		{ "RECONCILE_MAX_DESTRUCTIVE", 0, 1000, offsetof(struct config, reconcile_max_destructive) },
 	};
 	for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
 		int *out = (int *)(void *)((char *)c + ints[i].offset);

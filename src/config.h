@@ -62,6 +62,8 @@ struct config {
 	int health_timeout;
 	int health_request_timeout;
 	int health_recheck_interval;
+	/* Deprovisions one sweep's subscriptions sync may start (0: none). */
+	int reconcile_max_destructive;
 	/* PROVISIONER_SECRET bytes; see config_load_secret. */
 	unsigned char *secret;
 	size_t secret_len;

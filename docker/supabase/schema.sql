@@ -165,6 +165,28 @@ revoke all on function public.mrprov_touch_updated_at() from public, anon, authe
 -- Signed webhook for the subscriptions table
 -- ---------------------------------------------------------------------------------------
 
+-- What mrprov reads from public.subscriptions. The webhook below and the sweep's
+-- subscriptions sync (lua/subscriptions_sync.lua, "missed webhooks") both use the
+-- columns of the field mapping in lua/webhooks.lua:
+--   id          text (or uuid): the subscription id; mrprov's subscription_id, 1-64
+--               characters of A-Z a-z 0-9 _ -, starting with a letter or digit
+--   account_id  text (or uuid), may be null: the same rule when set
+--   tier        text: the name of a tier file of mrprov (tiers/<name>.lua); needed
+--               when the subscription is active
+--   status      text: active, trialing                → the instance exists (provisioned,
+--                                                      updated to the row's tier, resumed)
+--               past_due, unpaid, paused          → the instance is suspended
+--               cancelled, canceled               → the instance is deprovisioned (backup)
+-- The sync reads it with the service key once per sweep, keyset-paged on id:
+--   GET /rest/v1/subscriptions?select=id,account_id,tier,status&order=id.asc&limit=500
+--       [&id=gt.<last id of the previous page>]
+-- so the service role needs SELECT on it (granted below when this file creates it) and id
+-- should be indexed (a primary key is). A row with another status, an unknown tier, or
+-- an id or account_id outside the rules is reported in the sweep's report and skipped.
+-- At most RECONCILE_MAX_DESTRUCTIVE deprovisions (default 3) are started per sweep. A
+-- row that is missing is not a cancellation: delete a subscription's instance by
+-- cancelling the subscription (or through mrprov's API).
+--
 -- A minimal subscriptions table, only for projects (and tests) that have none; an
 -- existing table is left exactly as it is.
 do $$

@@ -270,6 +270,7 @@ static lua_State *build_state(unsigned gen, struct sources *src, int checking, c
 	preload(L, "mrprov.sandbox", luaopen_mrprov_sandbox);
 	preload(L, "mrprov.json", luaopen_mrprov_json);
 	preload(L, "mrprov.http", luaopen_mrprov_http);
+	preload(L, "mrprov.supabase", luaopen_mrprov_supabase);
 
 	/* LUA_DIR's modules from the generation's sources first, then the
 	 * system paths (cjson, lyaml). */

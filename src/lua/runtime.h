@@ -81,5 +81,6 @@ int luaopen_mrprov_outbox(lua_State *L);
 int luaopen_mrprov_sandbox(lua_State *L);
 int luaopen_mrprov_json(lua_State *L);
 int luaopen_mrprov_http(lua_State *L);
+int luaopen_mrprov_supabase(lua_State *L);
 
 #endif

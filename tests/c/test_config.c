@@ -112,6 +112,13 @@ int main(void)
 	      strstr(err, "HTTP_MAX_CONNECTIONS_PER_IP:"));
 	CHECK(load_with("HTTP_MAX_CONNECTIONS_PER_IP", "0", err, sizeof err) == 0);
 	CHECK(load_with("LOG_LEVEL", "debug", err, sizeof err) == 0);
+	/* The subscriptions sync's guard rail: a count, 0 (never) to 1000. */
+	CHECK(load_with("RECONCILE_MAX_DESTRUCTIVE", "-1", err, sizeof err) < 0 && strstr(err, "RECONCILE_MAX_DESTRUCTIVE:"));
+	CHECK(load_with("RECONCILE_MAX_DESTRUCTIVE", "1001", err, sizeof err) < 0 && strstr(err, "RECONCILE_MAX_DESTRUCTIVE:"));
+	CHECK(load_with("RECONCILE_MAX_DESTRUCTIVE", "three", err, sizeof err) < 0 && strstr(err, "RECONCILE_MAX_DESTRUCTIVE:"));
+	CHECK(load_with("RECONCILE_MAX_DESTRUCTIVE", "0", err, sizeof err) == 0);
+	CHECK(config_load(&c, NULL, err, sizeof err) == 0 && c.reconcile_max_destructive == 3);
+	config_free(&c);
 	/* PROFILE names a file under PROFILES_DIR: a plain name, nothing else. */
 	CHECK(load_with("PROFILE", "../etc/x", err, sizeof err) < 0 && strstr(err, "PROFILE:"));
 	CHECK(load_with("PROFILE", "", err, sizeof err) < 0 && strstr(err, "PROFILE:"));

@@ -79,6 +79,7 @@ local function start_gateway(h, port)
   local cmd = table.concat({
     "exec", sh_quote(M.lua), sh_quote(M.fixtures .. "/postgrest-gateway"),
     "--port", tostring(port or 0), "--pg", sh_quote(h.pg.conninfo), "--service-key", sh_quote(h.key),
+    h.tables and ("--tables " .. sh_quote(h.tables)) or "",
   }, " ")
   local p = io.popen("sh -c " .. sh_quote(cmd .. " >" .. sh_quote(out) .. " 2>>" .. sh_quote(h.dir .. "/gateway.log"))
     .. " </dev/null & echo $!")
@@ -101,13 +102,15 @@ local function start_gateway(h, port)
   return nil, "postgrest-gateway did not start:\n" .. (read_file(h.dir .. "/gateway.log") or "")
 end
 
--- opts: key (service key), webhook_secret, webhook_url (the Vault stub's values).
+-- opts: key (service key), webhook_secret, webhook_url (the Vault stub's values),
+-- tables (the tables the gateway exposes, comma-separated; default its own:
+-- instances,events,backups; PostgREST itself exposes every table of the schema).
 function M.start(opts)
   opts = opts or {}
   local _, tmp = run("mktemp -d /tmp/mrprov-supabase-XXXXXX")
   local dir = tmp:match("^(%S+)")
   assert(dir, "mktemp failed")
-  local h = { dir = dir, key = opts.key or ("sb_secret_test_" .. random_token(12)) }
+  local h = { dir = dir, key = opts.key or ("sb_secret_test_" .. random_token(12)), tables = opts.tables }
   active[h] = true
   h.webhook_secret = opts.webhook_secret or ("whsec_" .. (select(2, run("openssl rand -base64 32")):match("^(%S+)")))
   h.webhook_url = opts.webhook_url or "http://127.0.0.1:9/api/v1/webhooks/supabase"

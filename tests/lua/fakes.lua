@@ -107,6 +107,13 @@ function M.install()
       return a[1], a[2], {}, false
     end,
   }
+  -- Supabase reads (src/lua/bind_supabase.c): none in unit specs; a spec
+  -- that reads injects its own reader (subscriptions_sync.reader)
+  package.loaded["mrprov.supabase"] = {
+    enabled = function() return false end,
+    select = function() return nil, "no Supabase in unit specs" end,
+    MAX_QUERY = 1024,
+  }
   package.loaded["mrprov.sys"] = {
     config = function() return M.config end,
     -- the C binding gives the values of CONFIG_VAR_INSTANCE_SECRET settings
