@@ -29,6 +29,8 @@ static const struct route routes[] = {
 	{ "GET", "/api/v1/tiers", "tiers", R_AUTH },
 	{ "GET", "/api/v1/status/", "status", R_AUTH | R_PARAM },
 	{ "GET", "/api/v1/jobs/", "job", R_AUTH | R_PARAM },
+	{ "GET", "/api/v1/reconcile", "reconcile", R_AUTH },
+	{ "POST", "/api/v1/reconcile", "reconcile_start", R_AUTH },
 	{ "POST", "/api/v1/webhooks/supabase", "webhook", R_WEBHOOK | R_BODY },
 	{ NULL, NULL, NULL, 0 },
 };
