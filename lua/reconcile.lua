@@ -61,12 +61,15 @@ end
 -- Drift of one instance
 ---------------------------------------------------------------------------
 
--- The drift of a planned set of steps: one entry per resource the plan
--- changes, { resource = key, type, app = target, commands = {display...} };
--- the restarts the engine derives are listed under `restarts` (apps),
--- not as resources.
-function M.from_steps(steps)
-  local list, restarts = json.array(), json.array()
+-- The drift of a planned set of steps: one entry per resource whose probe
+-- differs from its spec, { resource = key, type, app = target, commands =
+-- {display...} }. raw[key] is what the probe said: a step planned only
+-- because another change makes it stale (a domain change makes the
+-- certificate stale, module.stale) is a follow-up of that fix, not drift
+-- of its own; it is listed under `follow_ups`, and the restarts the engine
+-- derives under `restarts` (apps).
+function M.from_steps(steps, raw)
+  local list, follow, restarts = json.array(), json.array(), json.array()
   for _, s in ipairs(steps) do
     local r = s.resource
     if s.derived then
@@ -76,15 +79,22 @@ function M.from_steps(steps)
       for _, c in ipairs(s.commands) do
         cmds[#cmds + 1] = c.display
       end
-      list[#list + 1] = { resource = r.key, type = r.type, app = r.target, commands = cmds }
+      local e = { resource = r.key, type = r.type, app = r.target, commands = cmds }
+      local mod = engine.modules[r.type]
+      local own = not raw or not mod or #mod.diff(r.spec, raw[r.key]) > 0
+      if own then
+        list[#list + 1] = e
+      else
+        follow[#follow + 1] = e
+      end
     end
   end
-  return list, restarts
+  return list, follow, restarts
 end
 
 -- Probes inst and plans it against its desired state under cfg. Returns
--- the drift entries (empty when in sync), the apps a fix would restart,
--- and the number of resources probed; or nil, why (redacted).
+-- the drift entries (empty when in sync), { follow_ups, restarts } and the
+-- number of resources probed; or nil, why (redacted).
 -- current_of(applied, list) → function(r): default executor.current_of.
 function M.drift(inst, cfg, current_of)
   local state, why = plan.desired_state(inst, cfg)
@@ -92,12 +102,18 @@ function M.drift(inst, cfg, current_of)
     return nil, redact_text.redactor(executor.job_secrets(inst, nil))(tostring(why))
   end
   local list = engine.resources(state)
-  local steps, err = engine.plan(list, (current_of or executor.current_of)(inst.applied or {}, list))
+  local probe = (current_of or executor.current_of)(inst.applied or {}, list)
+  local raw = {}
+  local steps, err = engine.plan(list, function(r)
+    local cur, perr = probe(r)
+    raw[r.key] = cur
+    return cur, perr
+  end)
   if not steps then
     return nil, redact_text.redactor(executor.job_secrets(inst, state))(tostring(err))
   end
-  local entries, restarts = M.from_steps(steps)
-  return entries, restarts, #list
+  local entries, follow, restarts = M.from_steps(steps, raw)
+  return entries, { follow_ups = follow, restarts = restarts }, #list
 end
 
 ---------------------------------------------------------------------------
@@ -311,11 +327,11 @@ local function sweep_one(rep, sub, dry, now)
   if not inst then
     return 0
   end
-  local entries, restarts_or_err, probed = M.drift(inst, cfg)
+  local entries, more, probed = M.drift(inst, cfg)
   if not entries then
-    add_error(rep, { subscription_id = sub, app_name = inst.app_name, error = restarts_or_err })
+    add_error(rep, { subscription_id = sub, app_name = inst.app_name, error = more })
     log.warn("drift sweep: instance not probed", { subscription_id = sub, app_name = inst.app_name,
-                                                   error = restarts_or_err })
+                                                   error = more })
     return 0
   end
   rep.instances_checked = rep.instances_checked + 1
@@ -333,7 +349,8 @@ local function sweep_one(rep, sub, dry, now)
   if #entries > 0 then
     rep.drifted_count = rep.drifted_count + 1
     rep.drifted[#rep.drifted + 1] = { subscription_id = sub, app_name = inst.app_name, resources = entries,
-                                      restarts = restarts_or_err, repair_job_id = repair_id or json.null }
+                                      follow_ups = more.follow_ups, restarts = more.restarts,
+                                      repair_job_id = repair_id or json.null }
     local names = {}
     for _, e in ipairs(entries) do
       names[#names + 1] = e.resource
