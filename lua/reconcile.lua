@@ -586,7 +586,8 @@ function M.dry_run()
   local settings = generation.current().settings
   local now = sys.now()
   local rep = M.new_report(now, { dry_run = true, trigger = "cli" })
-  M.advance(rep, { rate = settings.reconcile_probes_per_second, now = now, dry = true, sleep = sys.sleep,
+  M.advance(rep, { rate = settings.reconcile_probes_per_second, now = now, dry = true,
+                   sleep = function(s) if sys.sleep then sys.sleep(s) end end,
                    stop = function() return false end })
   return M.view(rep)
 end

@@ -12,7 +12,7 @@ local lfs = require "lfs"
 -- file each and named by the engine, never by hand).
 local LAYERS = {
   { "entry", "boot", "cli", "api", "worker" },              -- what C calls
-  { "handlers", "requests", "webhooks" },                    -- the write requests, Supabase webhooks
+  { "handlers", "requests", "webhooks", "reconcile" },       -- the write requests, Supabase webhooks, the drift sweep
   { "jobs", "plan", "converge", "health" },                  -- a job: its plan, applying it, readiness
   { "steps", "executor", "journal" },                        -- running commands, the step journal
   { "model", "engine", "desired", "hooks", "instances", "model_key" }, -- desired state, hooks, rows, model key
