@@ -52,6 +52,9 @@ M.REPAIRABLE = { running = true, starting = true, unhealthy = true }
 -- (lua/desired.lua names; the mindroom profile's homeserver is -matrix).
 M.SUFFIXES = { "", "-backend", "-frontend", "-matrix", "-db", "-redis" }
 M.ERRORS_KEPT = 100 -- errors listed in a report (the count is exact)
+-- Drifted instances listed with their fix commands in a report; later ones
+-- with their resources' names only (the status view has each in full).
+M.DETAIL_KEPT = 100
 
 local function check(v, err, code)
   return store_error.check(v, err, code, "store: ")
@@ -348,9 +351,16 @@ local function sweep_one(rep, sub, dry, now)
   end
   if #entries > 0 then
     rep.drifted_count = rep.drifted_count + 1
-    rep.drifted[#rep.drifted + 1] = { subscription_id = sub, app_name = inst.app_name, resources = entries,
-                                      follow_ups = more.follow_ups, restarts = more.restarts,
-                                      repair_job_id = repair_id or json.null }
+    local shown = { subscription_id = sub, app_name = inst.app_name, resources = entries,
+                    follow_ups = more.follow_ups, restarts = more.restarts, repair_job_id = repair_id or json.null }
+    if #rep.drifted >= M.DETAIL_KEPT then
+      local short = json.array()
+      for _, e in ipairs(entries) do
+        short[#short + 1] = { resource = e.resource, type = e.type, app = e.app }
+      end
+      shown.resources, shown.follow_ups, shown.restarts = short, nil, nil
+    end
+    rep.drifted[#rep.drifted + 1] = shown
     local names = {}
     for _, e in ipairs(entries) do
       names[#names + 1] = e.resource
