@@ -1074,7 +1074,8 @@ local function bench_sweep(h)
     end
     return {
       {
-        figure = string.format("sweep of %d instances", SWEEP_N), value = string.format("%.1f s", rep.duration_seconds),
+        figure = string.format("sweep of %d instances", SWEEP_N),
+        value = string.format("%.1f s", rep.duration_seconds),
         reference = "limit 30 s", ratio = rep.duration_seconds / 30, target = 1.0,
         note = string.format("%d probes at %d ms each (%.0f probes/s), %d drifted (not on the simulator: " ..
           "dry-run fill)", rep.probes, SWEEP_DELAY_MS, rep.probes / rep.duration_seconds, rep.drifted_count),
