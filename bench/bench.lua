@@ -1023,8 +1023,8 @@ local function bench_sweep(h)
     -- the same provision without a sweep (twice: the first warms the pool)
     local function provision(sub)
       local t0 = socket.gettime()
-      local code, j, raw = H.request(srv, "POST", "/api/v1/provision", { subscription_id = sub, account_id = "acc_bench",
-        tier = "free" }, auth)
+      local body = { subscription_id = sub, account_id = "acc_bench", tier = "free" }
+      local code, j, raw = H.request(srv, "POST", "/api/v1/provision", body, auth)
       local wall = socket.gettime() - t0
       if code ~= 200 or not j or j.status ~= "running" then
         error("the provision did not succeed: " .. tostring(code) .. " " .. tostring(raw))
