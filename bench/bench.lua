@@ -15,6 +15,8 @@
 --   5. SIGHUP every 100 ms during a 10 s wrk run: no non-2xx; reload time
 --      with 100 tier files (<= 50 ms)
 --   6. webhook acknowledgement latency under wrk load: p99 <= 100 ms
+--   7. drift sweep of 1000 instances, simulator at 5 ms per command: <= 30 s;
+--      a provision started during it: <= 1 s later than without a sweep
 --
 -- 2, 3 and 4 run against tests/fixtures/sshd-harness (a real OpenSSH sshd on
 -- a random loopback port, forced command tests/fixtures/dokku-sim); 1, 5 and
@@ -277,7 +279,8 @@ local function provision_many(srv, n, prefix, tier, timeout)
   local t0 = socket.gettime()
   for i = 1, n do
     local code, _, raw = H.request(srv, "POST", "/api/v1/provision",
-      { subscription_id = string.format("%s%04d", prefix, i), tier = tier or "free" }, auth)
+      { subscription_id = string.format("%s%04d", prefix, i), account_id = "acc_bench", tier = tier or "free" },
+      auth)
     if code ~= 202 and code ~= 200 then
       error(string.format("provision %d answered %s: %s", i, tostring(code), tostring(raw)))
     end
@@ -990,6 +993,106 @@ local function bench_reload()
 end
 
 ---------------------------------------------------------------------------
+-- 7. the drift sweep: 1000 instances on one host, simulator at 5 ms
+---------------------------------------------------------------------------
+local SWEEP_N = math.floor(getenv_num("BENCH_SWEEP_N", 1000))
+local SWEEP_DELAY_MS = getenv_num("BENCH_SWEEP_DELAY_MS", 5)
+
+local function bench_sweep(h)
+  say("\n== 7. drift sweep of %d instances, every Dokku command %d ms; a provision during it ==", SWEEP_N,
+    SWEEP_DELAY_MS)
+  D.reset(h)
+  -- The store is filled the way the product fills it, in dry-run (1000
+  -- provisions through the simulator would take minutes): the instances
+  -- then exist in the store and not on the simulator, so every probe of
+  -- the sweep runs (the same commands as for deployed apps; an app that
+  -- does not exist answers exit 20) and every instance is reported drifted.
+  local dry = start_dry({ RECONCILE_INTERVAL = "0" })
+  local fill, done, failed = provision_many(dry, SWEEP_N, "bench_sweep_", "free", 600)
+  H.stop(dry)
+  if done < SWEEP_N then
+    error(string.format("only %d of %d dry-run provisions succeeded (%d failed)", done, SWEEP_N, failed))
+  end
+  say("  store filled: %d dry-run provisions in %.1f s", SWEEP_N, fill)
+  local srv = H.start({ dir = dry.dir, env = mrprov_env(h, { RECONCILE_INTERVAL = "0",
+                                                             PROVISIONER_API_KEYS = API_KEY }) })
+  local auth = { ["X-API-Key"] = API_KEY, Prefer = "wait=600" }
+  return measure_on(srv, function()
+    wait_ready(srv)
+    D.set_faults(h, { { match = ".", action = "delay", ms = SWEEP_DELAY_MS } })
+    -- the same provision without a sweep (twice: the first warms the pool)
+    local function provision(sub)
+      local t0 = socket.gettime()
+      local body = { subscription_id = sub, account_id = "acc_bench", tier = "free" }
+      local code, j, raw = H.request(srv, "POST", "/api/v1/provision", body, auth)
+      local wall = socket.gettime() - t0
+      if code ~= 200 or not j or j.status ~= "running" then
+        error("the provision did not succeed: " .. tostring(code) .. " " .. tostring(raw))
+      end
+      return wall
+    end
+    provision("bench_alone_0")
+    local alone = provision("bench_alone_1")
+    say("  provision alone: %.2f s", alone)
+    -- mrprov's own CPU time (utime + stime, clock ticks of 1/100 s)
+    local function cpu()
+      local f = io.open("/proc/" .. srv.pid .. "/stat")
+      local text = f and f:read("a") or ""
+      if f then f:close() end
+      local rest = text:match("^%d+ %(.-%) (.*)$") or ""
+      local fields = {}
+      for w in rest:gmatch("%S+") do fields[#fields + 1] = w end
+      return ((tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)) / 100
+    end
+    local cpu0 = cpu()
+    local sim0 = #D.log(h)
+    local t0 = socket.gettime()
+    local code, started, raw = H.request(srv, "POST", "/api/v1/reconcile", nil, { ["X-API-Key"] = API_KEY })
+    if code ~= 202 then
+      error("POST /api/v1/reconcile answered " .. tostring(code) .. ": " .. tostring(raw))
+    end
+    socket.sleep(2)
+    local during = provision("bench_during")
+    local t_prov = socket.gettime() - t0
+    local rep = H.wait_for(srv, "/api/v1/reconcile", function(r)
+      return r.job_id == started.job_id
+    end, 900, { ["X-API-Key"] = API_KEY })
+    local wall = socket.gettime() - t0
+    local cpu_used = cpu() - cpu0
+    D.set_faults(h, {})
+    local ncmd = #D.log(h) - sim0
+    say("  mrprov's own CPU time meanwhile: %.1f s (%.2f ms per Dokku command; the rest of the machine's two " ..
+      "cores go to sshd and the simulator, one Lua process per command)", cpu_used, cpu_used * 1000 / ncmd)
+    say("  sweep: %d instances checked, %d skipped, %d drifted, %d orphans, %d errors; %d probes; its own " ..
+      "duration %.1f s, wall from POST %.1f s; %d Dokku commands in all meanwhile", rep.instances_checked,
+      rep.instances_skipped, rep.drifted_count, rep.orphans_count, rep.errors_count, rep.probes,
+      rep.duration_seconds, wall, ncmd)
+    say("  provision during the sweep (started 2 s after it): %.2f s (alone %.2f s); the sweep %s then", during,
+      alone, t_prov < rep.duration_seconds and "was still running" or "had already finished")
+    if rep.instances_checked < SWEEP_N then
+      error(string.format("the sweep checked %d of %d instances", rep.instances_checked, SWEEP_N))
+    end
+    return {
+      {
+        figure = string.format("sweep of %d instances", SWEEP_N),
+        value = string.format("%.1f s", rep.duration_seconds),
+        reference = "limit 30 s", ratio = rep.duration_seconds / 30, target = 1.0,
+        note = string.format("%d probes at %d ms each (%.0f probes/s), %d drifted (not on the simulator: " ..
+          "dry-run fill)", rep.probes, SWEEP_DELAY_MS, rep.probes / rep.duration_seconds, rep.drifted_count),
+      },
+      {
+        figure = "provision during a sweep", value = string.format("%.2f s", during),
+        reference = string.format("alone %.2f s", alone), ratio = during - alone, target = 1.0,
+        target_text = "<= +1 s",
+        note = string.format("difference %.2f s (ratio column: seconds later than alone)", during - alone),
+      },
+    }
+  end, function()
+    D.set_faults(h, {})
+  end)
+end
+
+---------------------------------------------------------------------------
 -- 6. webhook acknowledgement latency under load
 ---------------------------------------------------------------------------
 local WEBHOOK_SECONDS = getenv_num("BENCH_WEBHOOK_SECONDS", 10)
@@ -1105,7 +1208,7 @@ local function main()
   local t_all = socket.gettime()
   say("mrprov bench — %s, %s cores", os.date("!%Y-%m-%dT%H:%M:%SZ"), read_lines_cmd("nproc")[1] or "?")
   local h
-  if selected(2) or selected(3) or selected(4) then
+  if selected(2) or selected(3) or selected(4) or selected(7) then
     local shell, with_rc, without_rc = shell_cost_ms()
     say("login shell %s for an sshd command: %.1f ms with ~/.bashrc, %.1f ms without; sessions %s it%s", shell,
       with_rc, without_rc, KEEP_RC and "source" or "skip",
@@ -1123,6 +1226,7 @@ local function main()
     { 4, bench_scale, { "scale, RSS" } },
     { 5, bench_reload, { "reload" } },
     { 6, bench_webhook, { "webhook ack p99" } },
+    { 7, bench_sweep, { "drift sweep" } },
   }
   for _, s in ipairs(sections) do
     if selected(s[1]) then

@@ -8,6 +8,7 @@ local instances = require "instances"
 local journal = require "journal"
 local json = require "json"
 local plan = require "plan"
+local reconcile = require "reconcile"
 local requests = require "requests"
 local store = require "mrprov.store"
 local tiers = require "tiers"
@@ -108,16 +109,38 @@ end
 -- decoded).
 local function read_status(sub)
   local i = sub and instances.get_summary(sub)
-  return i, i and instances.latest_job_summary(sub)
+  return i, i and instances.latest_job_summary(sub), i and reconcile.status_drift(sub)
 end
 
 function M.status(req)
   local sub = validate.subscription_id(req.param or "")
-  local inst, job = store.read(read_status, sub)
+  local inst, job, drift = store.read(read_status, sub)
   if not inst then
     return fail(404, "not_found", "no instance for this subscription", "subscription_id")
   end
-  return answer(200, instances.status_view(inst, job))
+  local view = instances.status_view(inst, job)
+  -- what the last drift sweep found (lua/reconcile.lua); null until probed
+  view.drift = drift or json.null
+  return answer(200, view)
+end
+
+-- GET /api/v1/reconcile: the last finished sweep's report (null before the
+-- first), and the sweep under way if one is.
+function M.reconcile_report()
+  local rep, running = reconcile.last()
+  local body = rep or { state = "none", message = "no sweep has finished yet" }
+  body.running = running or json.null
+  return answer(200, body)
+end
+
+-- POST /api/v1/reconcile: starts a sweep now (202), or 409 while one runs.
+function M.reconcile_start()
+  local what, id = reconcile.start_now()
+  if what == "running" then
+    return answer(409, { error = { code = "conflict", message = "a sweep is already running", field = json.null },
+                         job_id = id })
+  end
+  return answer(202, { job_id = id, state = "queued", message = "sweep started" })
 end
 
 function M.job(req)
@@ -185,6 +208,7 @@ local handlers = {
   provision = M.provision, update = M.update, deprovision = M.deprovision, plan = M.plan,
   status = M.status, job = M.job, tiers = M.tiers, webhook = M.webhook, subscriptions_sync = M.subscriptions_sync,
   stop = lifecycle_route("stop"), start = lifecycle_route("start"), restart = lifecycle_route("restart"),
+  reconcile = M.reconcile_report, reconcile_start = M.reconcile_start,
 }
 
 function M.handle(route, req)

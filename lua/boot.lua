@@ -62,6 +62,10 @@ function M.settings(cfg)
     health_recheck_interval = tonumber(cfg.HEALTH_RECHECK_INTERVAL),
     -- the subscriptions sync's guard rail (lua/subscriptions_sync.lua)
     reconcile_max_destructive = tonumber(cfg.RECONCILE_MAX_DESTRUCTIVE),
+    -- the drift sweep (lua/reconcile.lua); checked by src/config.c
+    reconcile_interval = tonumber(cfg.RECONCILE_INTERVAL),
+    reconcile_mode = cfg.RECONCILE_MODE,
+    reconcile_probes_per_second = tonumber(cfg.RECONCILE_PROBES_PER_SECOND),
     -- Instances' dashboards use Supabase auth when the provisioner knows its
     -- project and the anon key for instances (SUPABASE_ANON_KEY).
     supabase_url = cfg.SUPABASE_URL,

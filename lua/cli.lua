@@ -159,6 +159,46 @@ function M.render(opts)
   return 0
 end
 
+-- `mrprov reconcile --dry-run [--json]`: one sweep in this process with
+-- the engine's read-only probes; the report, nothing changed.
+function M.reconcile(opts)
+  if not opts["dry-run"] then
+    io.stderr:write("mrprov: reconcile: --dry-run is required (a sweep that may repair runs in serve)\n")
+    return 2
+  end
+  local store = require "mrprov.store"
+  if not store.is_open() then
+    io.stderr:write("mrprov: reconcile: no state store at STATE_DB: no instance to probe\n")
+    return 1
+  end
+  local rep = require("reconcile").dry_run()
+  if opts.json then
+    io.write(json.encode(rep), "\n")
+    return 0
+  end
+  io.write(string.format("# drift sweep (dry run): %d instance(s) checked, %d skipped (a job of theirs waits), " ..
+    "%d drifted, %d orphan(s), %d error(s), %.2f s\n", rep.instances_checked, rep.instances_skipped,
+    rep.drifted_count, rep.orphans_count, rep.errors_count, rep.duration_seconds))
+  for _, d in ipairs(rep.drifted) do
+    io.write(d.subscription_id, " (", d.app_name, "):\n")
+    for _, e in ipairs(d.resources) do
+      io.write("  ", e.resource, "\n")
+      for _, c in ipairs(e.commands) do
+        io.write("    ", c, "\n")
+      end
+    end
+  end
+  for _, kind in ipairs({ "app", "postgres", "redis" }) do
+    for _, name in ipairs(rep.orphans[kind] or {}) do
+      io.write("orphan ", kind, " ", name, " (belongs to no instance; left alone)\n")
+    end
+  end
+  for _, e in ipairs(rep.errors) do
+    io.write("error ", e.subscription_id or "", e.subscription_id and ": " or "", e.error, "\n")
+  end
+  return 0
+end
+
 local function fmt_limit(v, unit)
   if v == nil or v == json.null then
     return "unlimited"

@@ -18,6 +18,7 @@ local log = require "mrprov.log"
 local metrics = require "mrprov.metrics"
 local model_key = require "model_key"
 local plan = require "plan"
+local reconcile = require "reconcile"
 local redact_text = require "redact"
 local store = require "mrprov.store"
 local store_error = require "store_error"
@@ -216,6 +217,9 @@ function M.run(job_id)
   if job.operation == health.OPERATION then
     return run_health(job)
   end
+  if job.operation == reconcile.OPERATION then
+    return reconcile.run_job(job)
+  end
   local inst = instances.get(job.subscription_id)
   local cfg = generation.current()
   local t0 = sys.monotonic()
@@ -284,6 +288,8 @@ function M.run(job_id)
         end
       end
       inst.error = nil
+      -- converged: what the last sweep found differing is history
+      reconcile.forget(inst.subscription_id)
       inst.applied = job.operation == "deprovision" and {} or applied
       -- claims on domains the instance no longer serves are given up
       instances.keep_domains(inst.subscription_id,

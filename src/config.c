@@ -78,6 +78,11 @@ const struct config_var config_vars[] = {
 	{ "HEALTH_RECHECK_INTERVAL", "300", 0 },
 	/* Deprovisions one sweep's subscriptions sync may start (lua/subscriptions_sync.lua). */
 	{ "RECONCILE_MAX_DESTRUCTIVE", "3", 0 },
+	/* The drift sweep (lua/reconcile.lua): seconds between sweeps (0: no
+	 * background sweep), report or repair, and Dokku probes per second. */
+	{ "RECONCILE_INTERVAL", "900", 0 },
+	{ "RECONCILE_MODE", "report", 0 },
+	{ "RECONCILE_PROBES_PER_SECOND", "1000", 0 },
 	{ "PROVISIONER_SECRET", NULL, CONFIG_VAR_SECRET },
 	{ NULL, NULL, 0 },
 };
@@ -319,6 +324,8 @@ static int parse_numbers(struct config *c, char *err, size_t errlen)
 		{ "HEALTH_REQUEST_TIMEOUT", 1, 120, offsetof(struct config, health_request_timeout) },
 		{ "HEALTH_RECHECK_INTERVAL", 0, 86400, offsetof(struct config, health_recheck_interval) },
 		{ "RECONCILE_MAX_DESTRUCTIVE", 0, 1000, offsetof(struct config, reconcile_max_destructive) },
+		{ "RECONCILE_INTERVAL", 0, 604800, offsetof(struct config, reconcile_interval) },
+		{ "RECONCILE_PROBES_PER_SECOND", 1, 100000, offsetof(struct config, reconcile_probes_per_second) },
 	};
 	for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
 		int *out = (int *)(void *)((char *)c + ints[i].offset);
@@ -364,6 +371,15 @@ static int check_tofu(struct config *c, char *err, size_t errlen)
 	}
 	c->dokku_host_key_tofu = strcmp(tofu, "true") == 0;
 	return 0;
+}
+
+/* RECONCILE_MODE: the sweep reports drift, or also repairs it. */
+static int check_reconcile_mode(const char *mode, char *err, size_t errlen)
+{
+	if (strcmp(mode, "report") == 0 || strcmp(mode, "repair") == 0)
+		return 0;
+	snprintf(err, errlen, "RECONCILE_MODE: expected report or repair, got \"%.20s\"", mode);
+	return -1;
 }
 
 static int check_supabase_pair(const struct config *c, char *err, size_t errlen)
@@ -448,6 +464,7 @@ int config_load(struct config *c, const char *dotenv_path, char *err, size_t err
 	take_strings(c);
 	/* The first bad setting is reported, in this order. */
 	if (parse_numbers(c, err, errlen) < 0 || check_listener(c, err, errlen) < 0 || check_tofu(c, err, errlen) < 0 ||
+	    check_reconcile_mode(config_get("RECONCILE_MODE"), err, errlen) < 0 ||
 	    check_supabase_pair(c, err, errlen) < 0 || check_profile(c, err, errlen) < 0 ||
 	    check_ssh_key(c, err, errlen) < 0)
 		return -1;

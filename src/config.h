@@ -64,6 +64,11 @@ struct config {
 	int health_recheck_interval;
 	/* Deprovisions one sweep's subscriptions sync may start (0: none). */
 	int reconcile_max_destructive;
+	/* The drift sweep (lua/reconcile.lua): seconds between sweeps (0: off)
+	 * and Dokku probes per second at most; RECONCILE_MODE is checked here
+	 * and read by Lua. */
+	int reconcile_interval;
+	int reconcile_probes_per_second;
 	/* PROVISIONER_SECRET bytes; see config_load_secret. */
 	unsigned char *secret;
 	size_t secret_len;

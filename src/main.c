@@ -1,5 +1,5 @@
 /* mrprov: command-line entry. `serve` wires the subsystems together and
- * waits for signals; `plan`, `check`, `tiers`, `render` run the same Lua code in a
+ * waits for signals; `plan`, `check`, `tiers`, `render`, `reconcile` run the same Lua code in a
  * single state without side effects; `version` prints library versions. */
 #include "config.h"
 #include "dokku/transport.h"
@@ -41,6 +41,7 @@ static const char usage_main[] =
 	"  check      load every tier, hook and Lua script as serve would\n"
 	"  tiers      list the tiers with their agents, tools, models and limits\n"
 	"  render     print the config.yaml an instance of a tier gets\n"
+	"  reconcile  probe every instance for drift and print the report (--dry-run)\n"
 	"  version    print the versions of mrprov and its libraries\n"
 	"\n"
 	"Run `mrprov COMMAND --help` for a command's options. Configuration comes from\n"
@@ -81,6 +82,16 @@ static const char usage_render[] =
 	"built by the same code as a provision. Exits 2 for an unknown tier, profile\n"
 	"or Matrix server.\n";
 
+static const char usage_reconcile[] =
+	"usage: mrprov reconcile --dry-run [--json]\n"
+	"\n"
+	"Probes every settled instance of the state store on Dokku with the engine's\n"
+	"own read-only probes and prints the drift sweep's report: the resources that\n"
+	"differ from the desired state with the commands that would fix them (secrets\n"
+	"redacted), and the orphans (apps and services named like an instance's that\n"
+	"belong to none). Changes nothing: no command but probes and lists is sent,\n"
+	"the store is opened read-only, no job is queued. --dry-run is required.\n";
+
 static const char usage_version[] =
 	"usage: mrprov version\n"
 	"\n"
@@ -115,6 +126,7 @@ struct command {
 	command_fn run;
 	const char *lua_fn;  /* cli.<lua_fn> for commands that run Lua */
 	int reads_store;     /* opens the state store read-only if it exists */
+	int connects;        /* talks to DOKKU_HOST (read-only probes) */
 };
 
 static int wants_help(int argc, char **argv)
@@ -250,7 +262,7 @@ static int run_cli(const struct command *cmd, const struct parsed *p)
 {
 	struct config cfg;
 	char err[2048];
-	if (load_config(&cfg, 0) < 0)
+	if (load_config(&cfg, cmd->connects) < 0)
 		return 1;
 	/* Commands without side effects use an ephemeral secret if none exists. */
 	if (config_load_secret(&cfg, 0, err, sizeof err) < 0) {
@@ -346,6 +358,23 @@ static void log_listening(const struct config *cfg)
 	log_write(LOG_INFO, "listening", fields);
 }
 
+/* Queues the drift sweep's next run when RECONCILE_INTERVAL asks for one
+ * and none is queued (lua/reconcile.lua schedule): at start and after a
+ * reload, which may have changed the interval. */
+static void schedule_sweep(void)
+{
+	char err[1024];
+	lua_State *L = rt_acquire(err, sizeof err);
+	if (!L) {
+		log_error("reconcile: cannot schedule the drift sweep: %s", err);
+		return;
+	}
+	if (rt_getfunc(L, "reconcile", "schedule", err, sizeof err) < 0 || rt_pcall(L, 0, 0, err, sizeof err) < 0)
+		log_error("reconcile: cannot schedule the drift sweep: %s", err);
+	rt_release(L);
+	jobs_notify();
+}
+
 /* Serves until SIGTERM or SIGINT (returned); SIGHUP reloads tiers, hooks
  * and Lua scripts, or keeps the running generation when they do not load. */
 static int wait_for_stop(const sigset_t *set)
@@ -358,9 +387,10 @@ static int wait_for_stop(const sigset_t *set)
 		if (sig != SIGHUP)
 			return sig;
 		double took = 0;
-		if (rt_reload(err, sizeof err, &took) == 0)
+		if (rt_reload(err, sizeof err, &took) == 0) {
 			log_info("reload: configuration generation %u loaded in %.1f ms", rt_generation(), took * 1000);
-		else
+			schedule_sweep();
+		} else
 			log_error("reload refused, generation %u keeps serving: %s", rt_generation(), err);
 	}
 }
@@ -425,6 +455,7 @@ static int cmd_serve(const struct command *cmd, const struct parsed *p)
 	if (serve_start(&cfg, &jobs_started, err, sizeof err) < 0)
 		return serve_abort(&cfg, jobs_started, err);
 	log_listening(&cfg);
+	schedule_sweep();
 	serve_stop(&cfg, wait_for_stop(&set));
 	return 0;
 }
@@ -442,6 +473,12 @@ static const struct option render_options[] = {
 	{ NULL, 0, 0 },
 };
 
+static const struct option reconcile_options[] = {
+	{ "dry-run", 0, 1 },
+	{ "json", 0, 0 },
+	{ NULL, 0, 0 },
+};
+
 static const struct option tiers_options[] = {
 	{ "json", 0, 0 },
 	{ NULL, 0, 0 },
@@ -450,17 +487,20 @@ static const struct option tiers_options[] = {
 /* struct parsed holds MAX_OPTIONS options; a longer list would overrun it. */
 _Static_assert(sizeof plan_options / sizeof plan_options[0] - 1 <= MAX_OPTIONS, "plan: too many options");
 _Static_assert(sizeof tiers_options / sizeof tiers_options[0] - 1 <= MAX_OPTIONS, "tiers: too many options");
+_Static_assert(sizeof reconcile_options / sizeof reconcile_options[0] - 1 <= MAX_OPTIONS,
+	       "reconcile: too many options");
 _Static_assert(sizeof render_options / sizeof render_options[0] - 1 <= MAX_OPTIONS, "render: too many options");
 
 /* The commands: `mrprov NAME [OPTIONS]`; the first is the default. */
 static const struct command commands[] = {
-	{ "serve", usage_serve, NULL, cmd_serve, NULL, 0 },
-	{ "plan", usage_plan, plan_options, run_cli, "plan", 1 },
-	{ "check", usage_check, NULL, run_cli, "check", 0 },
-	{ "tiers", usage_tiers, tiers_options, run_cli, "tiers", 0 },
-	{ "render", usage_render, render_options, run_cli, "render", 0 },
-	{ "version", usage_version, NULL, cmd_version, NULL, 0 },
-	{ NULL, NULL, NULL, NULL, NULL, 0 },
+	{ "serve", usage_serve, NULL, cmd_serve, NULL, 0, 0 },
+	{ "plan", usage_plan, plan_options, run_cli, "plan", 1, 0 },
+	{ "check", usage_check, NULL, run_cli, "check", 0, 0 },
+	{ "tiers", usage_tiers, tiers_options, run_cli, "tiers", 0, 0 },
+	{ "render", usage_render, render_options, run_cli, "render", 0, 0 },
+	{ "reconcile", usage_reconcile, reconcile_options, run_cli, "reconcile", 1, 1 },
+	{ "version", usage_version, NULL, cmd_version, NULL, 0, 0 },
+	{ NULL, NULL, NULL, NULL, NULL, 0, 0 },
 };
 
 int main(int argc, char **argv)

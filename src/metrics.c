@@ -72,6 +72,19 @@ static struct family families[] = {
 	/* Stop and suspension (lua/lifecycle.lua). */
 	{ "mrprov_instances_stopped", "Instances whose apps are stopped on purpose, by status (stopped, suspended).",
 	  GAUGE, NULL, 0, NULL },
+	/* The drift sweep (lua/reconcile.lua): figures of the last finished sweep. */
+	{ "mrprov_drift_instances", "Instances whose last probe differed from their desired state.", GAUGE, NULL, 0,
+	  NULL },
+	{ "mrprov_orphans", "Dokku apps and services named like an instance's that belong to no instance, by kind "
+	  "(app, postgres, redis); never destroyed automatically.", GAUGE, NULL, 0, NULL },
+	{ "mrprov_reconcile_duration_seconds", "Duration of the last finished drift sweep.", GAUGE, NULL, 0, NULL },
+	{ "mrprov_reconcile_instances_checked", "Instances probed by the last finished drift sweep.", GAUGE, NULL, 0,
+	  NULL },
+	{ "mrprov_reconcile_last_timestamp_seconds", "Unix time the last drift sweep finished.", GAUGE, NULL, 0,
+	  NULL },
+	{ "mrprov_reconcile_sweeps_total", "Drift sweeps finished, by outcome (ok, errors).", COUNTER, NULL, 0,
+	  NULL },
+	{ "mrprov_reconcile_repairs_total", "Repair jobs queued by the drift sweep.", COUNTER, NULL, 0, NULL },
 	{ "mrprov_http_request_timeouts_total",
 	  "Connections closed because a request's headers and body did not arrive within HTTP_REQUEST_TIMEOUT.",
 	  COUNTER, NULL, 0, NULL },

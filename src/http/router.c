@@ -32,6 +32,8 @@ static const struct route routes[] = {
 	{ "POST", "/api/v1/instances/{}/stop", "stop", R_AUTH | R_PARAM },
 	{ "POST", "/api/v1/instances/{}/start", "start", R_AUTH | R_PARAM },
 	{ "POST", "/api/v1/instances/{}/restart", "restart", R_AUTH | R_PARAM },
+	{ "GET", "/api/v1/reconcile", "reconcile", R_AUTH },
+	{ "POST", "/api/v1/reconcile", "reconcile_start", R_AUTH },
 	{ "POST", "/api/v1/webhooks/supabase", "webhook", R_WEBHOOK | R_BODY },
 	{ "POST", "/api/v1/subscriptions/sync", "subscriptions_sync", R_AUTH | R_BODY },
 	{ NULL, NULL, NULL, 0 },

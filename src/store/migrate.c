@@ -73,6 +73,17 @@ static int upgrade_to_v5(sqlite3 *db, char **msg)
 			    NULL, NULL, msg);
 }
 
+/* version 6: the drift sweep (lua/reconcile.lua) records, per instance, when
+ * it was last probed and which resources differed from the desired state
+ * (a JSON array of {resource, type, app, commands}; [] when in sync). */
+static int upgrade_to_v6(sqlite3 *db, char **msg)
+{
+	return sqlite3_exec(db,
+			    "CREATE TABLE IF NOT EXISTS drift (subscription_id TEXT PRIMARY KEY,"
+			    " checked_at TEXT NOT NULL, resources TEXT NOT NULL DEFAULT '[]');",
+			    NULL, NULL, msg);
+}
+
 /* upgrades[v] takes a database from version v-1 to v. Version 1 exists only
  * as the first schema: a new database gets schema.sql at once. */
 static const store_upgrade_fn upgrades[STORE_SCHEMA_VERSION + 1] = {
@@ -80,6 +91,7 @@ static const store_upgrade_fn upgrades[STORE_SCHEMA_VERSION + 1] = {
 	[3] = upgrade_to_v3,
 	[4] = upgrade_to_v4,
 	[5] = upgrade_to_v5,
+	[6] = upgrade_to_v6,
 };
 
 static int create_current(sqlite3 *db, char **msg)

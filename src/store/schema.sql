@@ -106,3 +106,12 @@ CREATE TABLE IF NOT EXISTS domains (
   subscription_id TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS domains_by_subscription ON domains (subscription_id);
+
+-- The drift sweep (lua/reconcile.lua): when each instance was last probed
+-- and which of its resources differed from the desired state (a JSON array
+-- of {resource, type, app, commands}; [] when it was in sync).
+CREATE TABLE IF NOT EXISTS drift (
+  subscription_id TEXT PRIMARY KEY,
+  checked_at TEXT NOT NULL,
+  resources TEXT NOT NULL DEFAULT '[]'
+);

@@ -108,6 +108,20 @@ int main(void)
 	CHECK(load_with("DOKKU_HOST", "dokku.example.com", err, sizeof err) < 0 &&
 	      strstr(err, "DOKKU_SSH_KEY_PATH"));
 	CHECK(load_with("HTTP_REQUEST_TIMEOUT", "0", err, sizeof err) < 0 && strstr(err, "HTTP_REQUEST_TIMEOUT:"));
+	/* the drift sweep's settings (lua/reconcile.lua) */
+	CHECK(load_with("RECONCILE_MODE", "fix", err, sizeof err) < 0 && strstr(err, "RECONCILE_MODE:"));
+	CHECK(load_with("RECONCILE_INTERVAL", "-1", err, sizeof err) < 0 && strstr(err, "RECONCILE_INTERVAL:"));
+	CHECK(load_with("RECONCILE_PROBES_PER_SECOND", "0", err, sizeof err) < 0 &&
+	      strstr(err, "RECONCILE_PROBES_PER_SECOND:"));
+	CHECK(config_load(&c, NULL, err, sizeof err) == 0 && c.reconcile_interval == 900 &&
+	      c.reconcile_probes_per_second == 1000 && strcmp(config_get("RECONCILE_MODE"), "report") == 0);
+	config_free(&c);
+	setenv("RECONCILE_MODE", "repair", 1);
+	setenv("RECONCILE_INTERVAL", "0", 1);
+	CHECK(config_load(&c, NULL, err, sizeof err) == 0 && c.reconcile_interval == 0);
+	config_free(&c);
+	unsetenv("RECONCILE_MODE");
+	unsetenv("RECONCILE_INTERVAL");
 	CHECK(load_with("HTTP_MAX_CONNECTIONS_PER_IP", "513", err, sizeof err) < 0 &&
 	      strstr(err, "HTTP_MAX_CONNECTIONS_PER_IP:"));
 	CHECK(load_with("HTTP_MAX_CONNECTIONS_PER_IP", "0", err, sizeof err) == 0);

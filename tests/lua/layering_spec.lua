@@ -12,6 +12,7 @@ local lfs = require "lfs"
 -- file each and named by the engine, never by hand).
 local LAYERS = {
   { "entry", "boot", "cli", "api", "worker" },              -- what C calls
+  { "sweep", "reconcile" },                                  -- the drift sweep (runs the subscriptions sync)
   { "sync", "subscriptions_sync" },                          -- converging on Supabase's subscriptions table
   { "handlers", "requests", "webhooks", "lifecycle" },       -- the write requests, Supabase webhooks, stop/start
   { "jobs", "plan", "converge", "health" },                  -- a job: its plan, applying it, readiness

@@ -1,0 +1,605 @@
+-- The drift sweep: every RECONCILE_INTERVAL seconds, each settled instance
+-- (no job of its own queued or running) is probed with the engine's own
+-- probes (executor.current_of, each resource module's probe) and planned
+-- against its desired state (plan.desired_state, engine.plan), exactly as
+-- its next job would plan: what the plan holds is the instance's drift, one
+-- entry per resource with the commands that would fix it (shown as plans
+-- show them: secrets `[set]`/`[REDACTED]`). RECONCILE_MODE=report records
+-- it (the status view's `drift`, the mrprov_drift_instances gauge, a warn
+-- line per drifted instance); `repair` also queues the ordinary convergent
+-- job (an `update` without changes), whose plan then holds only the fixes.
+-- Dokku apps and services named like an instance's that belong to no
+-- instance in the store are orphans: reported and counted, never touched.
+--
+-- Where it runs: in a job of its own (operation `reconcile`, subscription
+-- id M.SUBSCRIPTION, which no real subscription can have: ids start with a
+-- letter or digit), processed by the ordinary workers, like the readiness
+-- check (lua/health.lua). Jobs go first: a run probes instances for about
+-- M.RUN_SECONDS at most RECONCILE_PROBES_PER_SECOND probes a second, stops
+-- after the current instance as soon as another job is queued or running,
+-- and re-queues itself (jobs.not_before) with its progress in its result; so
+-- a sweep holds one worker for one instance's probes at most once a job
+-- waits, and a restart (or kill -9) resumes it where it was. The finished
+-- sweep's report is that job's result (GET /api/v1/reconcile), and the job
+-- queues the next sweep RECONCILE_INTERVAL seconds later.
+local dokku = require "mrprov.dokku"
+local engine = require "engine"
+local executor = require "executor"
+local generation = require "generation"
+local instances = require "instances"
+local jobs = require "mrprov.jobs"
+local json = require "json"
+local log = require "mrprov.log"
+local metrics = require "mrprov.metrics"
+local plan = require "plan"
+local redact_text = require "redact"
+local store = require "mrprov.store"
+local store_error = require "store_error"
+local sys = require "mrprov.sys"
+
+local M = {}
+
+M.OPERATION = "reconcile"
+M.SUBSCRIPTION = "_sweep"
+M.RUN_SECONDS = 1      -- a run's probing before it re-queues itself
+M.YIELD_SECONDS = 0.5  -- the pause before the next run while other jobs wait or run
+-- The statuses an instance is probed in: deployed and not busy (and the
+-- lifecycle's stopped/suspended, whose desired state says so).
+M.PROBED = { running = true, starting = true, unhealthy = true, stopped = true, suspended = true }
+-- The statuses a repair job may start from (as an update, lua/requests.lua).
+M.REPAIRABLE = { running = true, starting = true, unhealthy = true }
+-- The Dokku objects an instance owns are its app name and these suffixes
+-- (lua/desired.lua names; the mindroom profile's homeserver is -matrix).
+M.SUFFIXES = { "", "-backend", "-frontend", "-matrix", "-db", "-redis" }
+M.ERRORS_KEPT = 100 -- errors listed in a report (the count is exact)
+-- Drifted instances listed with their fix commands in a report; later ones
+-- with their resources' names only (the status view has each in full).
+M.DETAIL_KEPT = 100
+
+local function check(v, err, code)
+  return store_error.check(v, err, code, "store: ")
+end
+
+---------------------------------------------------------------------------
+-- Drift of one instance
+---------------------------------------------------------------------------
+
+-- The drift of a planned set of steps: one entry per resource whose probe
+-- differs from its spec, { resource = key, type, app = target, commands =
+-- {display...} }. raw[key] is what the probe said: a step planned only
+-- because another change makes it stale (a domain change makes the
+-- certificate stale, module.stale) is a follow-up of that fix, not drift
+-- of its own; it is listed under `follow_ups`, and the restarts the engine
+-- derives under `restarts` (apps).
+function M.from_steps(steps, raw)
+  local list, follow, restarts = json.array(), json.array(), json.array()
+  for _, s in ipairs(steps) do
+    local r = s.resource
+    if s.derived then
+      restarts[#restarts + 1] = r.target
+    else
+      local cmds = json.array()
+      for _, c in ipairs(s.commands) do
+        cmds[#cmds + 1] = c.display
+      end
+      local e = { resource = r.key, type = r.type, app = r.target, commands = cmds }
+      local mod = engine.modules[r.type]
+      local own = not raw or not mod or #mod.diff(r.spec, raw[r.key]) > 0
+      if own then
+        list[#list + 1] = e
+      else
+        follow[#follow + 1] = e
+      end
+    end
+  end
+  return list, follow, restarts
+end
+
+-- Probes inst and plans it against its desired state under cfg. Returns
+-- the drift entries (empty when in sync), { follow_ups, restarts } and the
+-- number of resources probed; or nil, why (redacted).
+-- current_of(applied, list) → function(r): default executor.current_of.
+function M.drift(inst, cfg, current_of)
+  local state, why = plan.desired_state(inst, cfg)
+  if not state then
+    return nil, redact_text.redactor(executor.job_secrets(inst, nil))(tostring(why))
+  end
+  local list = engine.resources(state)
+  local probe = (current_of or executor.current_of)(inst.applied or {}, list)
+  local raw = {}
+  local steps, err = engine.plan(list, function(r)
+    local cur, perr = probe(r)
+    raw[r.key] = cur
+    return cur, perr
+  end)
+  if not steps then
+    return nil, redact_text.redactor(executor.job_secrets(inst, state))(tostring(err))
+  end
+  local entries, follow, restarts = M.from_steps(steps, raw)
+  return entries, { follow_ups = follow, restarts = restarts }, #list
+end
+
+---------------------------------------------------------------------------
+-- Orphans
+---------------------------------------------------------------------------
+
+-- The instance app name a Dokku object's name belongs to by the naming
+-- scheme (mr-<1-8 [a-z0-9]>-<8 [a-z0-9]> plus one of M.SUFFIXES), or nil.
+function M.owner_of(name)
+  local base, rest = name:match("^(mr%-[a-z0-9]+%-[a-z0-9]+)(.*)$")
+  if not base then
+    return nil
+  end
+  local prefix, suffix = base:match("^mr%-([a-z0-9]+)%-([a-z0-9]+)$")
+  if #prefix > 8 then
+    return nil
+  end
+  -- the suffix is 8 characters; a longer run of [a-z0-9] cannot be one
+  if #suffix ~= 8 then
+    return nil
+  end
+  for _, s in ipairs(M.SUFFIXES) do
+    if rest == s then
+      return base
+    end
+  end
+  return nil
+end
+
+-- The names of a `dokku --quiet apps:list` / `postgres:list` /
+-- `redis:list` answer: one per line; with --quiet no header (`=====> ...`)
+-- is printed (core:plugins/apps/subcommands/list, dokku-postgres
+-- subcommands/list; tests/fixtures/dokku-sim models both), and an empty
+-- list says so on stderr only. Header and warning lines are skipped anyway.
+function M.parse_list(text)
+  local out = {}
+  for line in (text or ""):gmatch("[^\n]+") do
+    local name = line:match("^%s*(.-)%s*$")
+    if name ~= "" and not name:find("^=====>") and not name:find("^!") and name:match("^[A-Za-z0-9_.-]+$") then
+      out[#out + 1] = name
+    end
+  end
+  return out
+end
+
+-- Orphans among listed names: those following the naming scheme whose
+-- instance app name is not owned (owned[app_name] = true).
+function M.orphans_of(names, owned)
+  local out = json.array()
+  for _, n in ipairs(names) do
+    local base = M.owner_of(n)
+    if base and not owned[base] then
+      out[#out + 1] = n
+    end
+  end
+  table.sort(out)
+  return out
+end
+
+-- The app names that own Dokku objects: every instance not deprovisioned.
+local function owned_names()
+  local owned = {}
+  for _, r in ipairs(check(store.query("SELECT app_name FROM instances WHERE status <> 'deprovisioned'"))) do
+    owned[r.app_name] = true
+  end
+  return owned
+end
+
+local LISTS = { { kind = "app", argv = { "apps:list" } }, { kind = "postgres", argv = { "postgres:list" } },
+                { kind = "redis", argv = { "redis:list" } } }
+
+-- Lists Dokku's apps and services and picks the orphans: { app = [...],
+-- postgres = [...], redis = [...] }, and the errors met.
+function M.find_orphans(owned)
+  local out, errors = {}, {}
+  if dokku.mode() == "dry-run" then
+    for _, l in ipairs(LISTS) do out[l.kind] = json.array() end
+    return out, errors
+  end
+  local calls = {}
+  for i, l in ipairs(LISTS) do
+    calls[i] = { argv = { "--quiet", table.unpack(l.argv) }, timeout = math.min(60, executor.timeout()) }
+  end
+  for i, res in ipairs(dokku.run_many(calls)) do
+    local l = LISTS[i]
+    local ok = res.ok
+    if ok and ok.exit == 0 then
+      out[l.kind] = M.orphans_of(M.parse_list(ok.stdout), owned)
+    else
+      out[l.kind] = json.array()
+      local why = ok and ("exited " .. ok.exit .. ": " .. (ok.stderr or "")) or tostring(res.error)
+      errors[#errors + 1] = { error = "dokku " .. table.concat(l.argv, " ") .. ": " .. redact_text.credentials(why) }
+    end
+  end
+  return out, errors
+end
+
+---------------------------------------------------------------------------
+-- The report
+---------------------------------------------------------------------------
+
+function M.new_report(now, opts)
+  opts = opts or {}
+  local settings = generation.current().settings
+  return {
+    state = "running", started_at = sys.iso_time(now), started = now, finished_at = json.null,
+    duration_seconds = json.null, mode = opts.dry_run and "dry-run" or settings.reconcile_mode or "report",
+    trigger = opts.trigger or "schedule", instances_checked = 0, instances_skipped = 0, probes = 0,
+    drifted_count = 0, drifted = json.array(), repaired = json.array(), orphans_count = 0, orphans = json.null,
+    errors_count = 0, errors = json.array(), cursor = "",
+  }
+end
+
+local function add_error(rep, e)
+  rep.errors_count = rep.errors_count + 1
+  if #rep.errors < M.ERRORS_KEPT then
+    rep.errors[#rep.errors + 1] = e
+  end
+end
+
+-- What a report shows (the internal cursor and epoch left out).
+function M.view(rep)
+  local v = {}
+  for k, x in pairs(rep) do
+    if k ~= "cursor" and k ~= "started" then
+      v[k] = x
+    end
+  end
+  return v
+end
+
+---------------------------------------------------------------------------
+-- The sweep's steps
+---------------------------------------------------------------------------
+
+-- Jobs other than sweeps and readiness checks that wait or run: the sweep
+-- yields to them.
+local OTHERS_SQL = "SELECT 1 AS x FROM jobs WHERE state IN ('queued', 'running') AND operation NOT IN (?, ?) " ..
+  "AND (not_before IS NULL OR not_before <= ?) LIMIT 1"
+
+function M.others_waiting(now)
+  return check(store.query(OTHERS_SQL, M.OPERATION, "health", sys.iso_time(now or sys.now())))[1] ~= nil
+end
+
+-- The next instance after cursor in subscription id order, of a probed
+-- status; with whether a job of its own waits or runs.
+local NEXT_SQL = "SELECT i.subscription_id AS sub, EXISTS (SELECT 1 FROM jobs j WHERE j.subscription_id = " ..
+  "i.subscription_id AND j.state IN ('queued', 'running') AND j.operation <> 'health') AS busy FROM instances i " ..
+  "WHERE i.subscription_id > ? AND i.status IN ('running', 'starting', 'unhealthy', 'stopped', 'suspended') " ..
+  "ORDER BY i.subscription_id LIMIT 1"
+
+local function next_instance(cursor)
+  return check(store.query(NEXT_SQL, cursor))[1]
+end
+
+-- Records an instance's drift (inside the caller's transaction).
+function M.record(subscription_id, entries, at)
+  check(store.exec("INSERT INTO drift (subscription_id, checked_at, resources) VALUES (?, ?, ?) " ..
+    "ON CONFLICT (subscription_id) DO UPDATE SET checked_at = excluded.checked_at, resources = excluded.resources",
+    subscription_id, at, json.encode(entries or json.array())))
+end
+
+-- A job that converged the instance made its drift history.
+function M.forget(subscription_id)
+  check(store.exec("DELETE FROM drift WHERE subscription_id = ?", subscription_id))
+end
+
+-- The status view's `drift`: null when never probed, else when and what.
+function M.status_drift(subscription_id)
+  local row = check(store.query("SELECT checked_at, resources FROM drift WHERE subscription_id = ?",
+    subscription_id))[1]
+  if not row then
+    return json.null
+  end
+  local list = json.decode_stored(row.resources)
+  return { checked_at = row.checked_at, resources = type(list) == "table" and list or json.array() }
+end
+
+-- Instances whose recorded drift is not empty (and that still exist).
+function M.drifted_total()
+  local rows = check(store.query("SELECT count(*) AS n FROM drift d JOIN instances i USING (subscription_id) " ..
+    "WHERE d.resources <> '[]' AND i.status <> 'deprovisioned'"))
+  return rows[1] and rows[1].n or 0
+end
+
+-- Queues the repair of a drifted instance: the ordinary update job with no
+-- change (its plan holds only what differs), inside the caller's transaction.
+local function queue_repair(inst, entries)
+  local fresh = instances.get(inst.subscription_id)
+  if not fresh or not M.REPAIRABLE[fresh.status] then
+    return nil
+  end
+  fresh.status = "updating"
+  instances.save(fresh)
+  local resources = {}
+  for _, e in ipairs(entries) do
+    resources[#resources + 1] = e.resource
+  end
+  local id = instances.create_job(fresh.subscription_id, "update",
+    { subscription_id = fresh.subscription_id, repair = true, drift = resources })
+  instances.event({ id = id, subscription_id = fresh.subscription_id, operation = "update" }, "repair_queued",
+    "drift found by the sweep: " .. table.concat(resources, ", "))
+  return id
+end
+
+-- Probes one instance and records the outcome in rep (and, unless dry,
+-- in the store). Returns the number of resources probed.
+local function sweep_one(rep, sub, dry, now)
+  local cfg = generation.current()
+  local inst = instances.get(sub)
+  if not inst then
+    return 0
+  end
+  local entries, more, probed = M.drift(inst, cfg)
+  if not entries then
+    add_error(rep, { subscription_id = sub, app_name = inst.app_name, error = more })
+    log.warn("drift sweep: instance not probed", { subscription_id = sub, app_name = inst.app_name,
+                                                   error = more })
+    return 0
+  end
+  rep.instances_checked = rep.instances_checked + 1
+  rep.probes = rep.probes + probed
+  local repair_id
+  if not dry then
+    store.tx(function()
+      M.record(sub, entries, sys.iso_time(now))
+      if #entries > 0 and rep.mode == "repair" then
+        repair_id = queue_repair(inst, entries)
+      end
+    end)
+    instances.flush()
+  end
+  if #entries > 0 then
+    rep.drifted_count = rep.drifted_count + 1
+    local shown = { subscription_id = sub, app_name = inst.app_name, resources = entries,
+                    follow_ups = more.follow_ups, restarts = more.restarts, repair_job_id = repair_id or json.null }
+    if #rep.drifted >= M.DETAIL_KEPT then
+      local short = json.array()
+      for _, e in ipairs(entries) do
+        short[#short + 1] = { resource = e.resource, type = e.type, app = e.app }
+      end
+      shown.resources, shown.follow_ups, shown.restarts = short, nil, nil
+    end
+    rep.drifted[#rep.drifted + 1] = shown
+    local names = {}
+    for _, e in ipairs(entries) do
+      names[#names + 1] = e.resource
+    end
+    log.warn("drift found", { subscription_id = sub, app_name = inst.app_name, resources = names,
+                              repair_job_id = repair_id })
+    if repair_id then
+      rep.repaired[#rep.repaired + 1] = sub
+      metrics.inc("mrprov_reconcile_repairs_total", {}, 1)
+      jobs.notify()
+    end
+  end
+  return probed
+end
+
+-- The missed-webhooks pass (lua/subscriptions_sync.lua, another module):
+-- once per sweep when Supabase is configured; its answer goes under
+-- `subscriptions`. A missing module is skipped without a word.
+local function subscriptions(rep, dry)
+  local settings = generation.current().settings
+  if not settings.supabase or dry then
+    return
+  end
+  local found, mod = pcall(require, "subscriptions_sync")
+  if not found or type(mod) ~= "table" or type(mod.run) ~= "function" then
+    return
+  end
+  local ok, res = pcall(mod.run, rep)
+  if ok then
+    rep.subscriptions = res == nil and json.null or res
+  else
+    local why = redact_text.credentials(tostring(type(res) == "table" and res.message or res))
+    rep.subscriptions = { error = why }
+    add_error(rep, { error = "subscriptions: " .. why })
+  end
+end
+
+-- Finishes a report: orphans, the subscriptions pass, times and figures.
+local function finish(rep, dry, now)
+  local owned = store.read(owned_names)
+  local orphans, errs = M.find_orphans(owned)
+  rep.orphans = orphans
+  rep.orphans_count = #orphans.app + #orphans.postgres + #orphans.redis
+  for _, e in ipairs(errs) do
+    add_error(rep, e)
+  end
+  for kind, list in pairs(orphans) do
+    for _, name in ipairs(list) do
+      log.warn("orphan: named like an instance's, belongs to none (left alone)", { kind = kind, name = name })
+    end
+  end
+  subscriptions(rep, dry)
+  local t = sys.now()
+  rep.state = "finished"
+  rep.finished_at = sys.iso_time(t)
+  rep.duration_seconds = math.floor((t - (rep.started or now)) * 1000 + 0.5) / 1000
+  if not dry then
+    metrics.set("mrprov_drift_instances", {}, M.drifted_total())
+    for kind, list in pairs(orphans) do
+      metrics.set("mrprov_orphans", { kind = kind }, #list)
+    end
+    metrics.set("mrprov_reconcile_duration_seconds", {}, rep.duration_seconds)
+    metrics.set("mrprov_reconcile_instances_checked", {}, rep.instances_checked)
+    metrics.set("mrprov_reconcile_last_timestamp_seconds", {}, t)
+    metrics.inc("mrprov_reconcile_sweeps_total", { outcome = rep.errors_count > 0 and "errors" or "ok" }, 1)
+  end
+  log.info("drift sweep finished", { checked = rep.instances_checked, drifted = rep.drifted_count,
+                                     repaired = #rep.repaired, orphans = rep.orphans_count,
+                                     errors = rep.errors_count, seconds = rep.duration_seconds })
+end
+
+-- One run of the sweep: probes instances from rep.cursor on, at most
+-- `rate` probes a second, until `stop()` says to yield or the list ends.
+-- Returns true when the sweep is done (rep finished).
+function M.advance(rep, opts)
+  local rate = math.max(1, opts.rate or 1000)
+  local t0 = sys.monotonic()
+  local probes = 0
+  while true do
+    local nxt = store.read(next_instance, rep.cursor)
+    if not nxt then
+      finish(rep, opts.dry, opts.now)
+      return true
+    end
+    rep.cursor = nxt.sub
+    if nxt.busy == 1 then
+      rep.instances_skipped = rep.instances_skipped + 1
+    else
+      probes = probes + sweep_one(rep, nxt.sub, opts.dry, opts.now or sys.now())
+      -- the rate: the next probe not before probes/rate seconds from t0
+      local ahead = probes / rate - (sys.monotonic() - t0)
+      if ahead > 0 then
+        opts.sleep(ahead)
+      end
+    end
+    if opts.stop(sys.monotonic() - t0) then
+      return false
+    end
+  end
+end
+
+---------------------------------------------------------------------------
+-- The sweep job
+---------------------------------------------------------------------------
+
+local function sweep_jobs(states)
+  return check(store.query("SELECT id, state, not_before FROM jobs WHERE subscription_id = ? AND operation = ? " ..
+    "AND state IN (" .. states .. ") ORDER BY rowid", M.SUBSCRIPTION, M.OPERATION))
+end
+
+-- Queues the next sweep when RECONCILE_INTERVAL is set and none is queued
+-- or running (main.c calls it at start and after a reload).
+function M.schedule()
+  local settings = generation.current().settings
+  local every = settings.reconcile_interval or 0
+  -- (in dry-run there is no server to drift from: nothing to sweep)
+  if every <= 0 or dokku.mode() == "dry-run" then
+    return nil
+  end
+  return store.tx(function()
+    if sweep_jobs("'queued', 'running'")[1] then
+      return nil
+    end
+    local id = instances.create_job(M.SUBSCRIPTION, M.OPERATION, { trigger = "schedule" })
+    instances.update_job(id, { not_before = sys.iso_time(sys.now() + every) })
+    return id
+  end)
+end
+
+-- POST /api/v1/reconcile: starts a sweep now. Returns "started", id; or
+-- "running", id when one is under way (a queued one that is paused
+-- between runs counts as running once it has started).
+function M.start_now()
+  local outcome = store.tx(function()
+    local list = sweep_jobs("'queued', 'running'")
+    for _, j in ipairs(list) do
+      local started = j.state == "running" or instances.job(j.id).result ~= nil
+      if started then
+        return { "running", j.id }
+      end
+    end
+    if list[1] then
+      -- the scheduled one, brought forward
+      instances.update_job(list[1].id, { not_before = json.null, request = { trigger = "api" } })
+      return { "started", list[1].id }
+    end
+    return { "started", instances.create_job(M.SUBSCRIPTION, M.OPERATION, { trigger = "api" }) }
+  end)
+  jobs.notify()
+  return outcome[1], outcome[2]
+end
+
+-- The last finished sweep's report and the one under way, if any.
+function M.last()
+  return store.read(function()
+    local done = check(store.query("SELECT id, result FROM jobs WHERE subscription_id = ? AND operation = ? " ..
+      "AND state IN ('succeeded', 'failed') AND result IS NOT NULL ORDER BY rowid DESC LIMIT 1",
+      M.SUBSCRIPTION, M.OPERATION))[1]
+    local running
+    for _, j in ipairs(sweep_jobs("'queued', 'running'")) do
+      local full = instances.job(j.id)
+      if full.result then
+        running = { job_id = j.id, instances_checked = full.result.instances_checked,
+                    started_at = full.result.started_at }
+      end
+    end
+    local rep = done and json.decode_stored(done.result)
+    if rep then
+      rep = M.view(rep)
+      rep.job_id = done.id
+    end
+    return rep, running
+  end)
+end
+
+-- A claimed `reconcile` job (worker.lua): one run, then re-queued with its
+-- progress, or finished with its report (and the next sweep queued).
+function M.run_job(job)
+  local settings = generation.current().settings
+  local now = sys.now()
+  local rep = job.result
+  if type(rep) ~= "table" or rep.state ~= "running" then
+    rep = M.new_report(now, { trigger = job.request and job.request.trigger })
+  end
+  local yielded = false
+  local ok, done = pcall(M.advance, rep, {
+    rate = settings.reconcile_probes_per_second, now = now,
+    sleep = function(s)
+      return jobs.sleep(s)
+    end,
+    stop = function(elapsed)
+      if jobs.stopping() then
+        return true
+      end
+      if M.others_waiting() then
+        yielded = true
+        return true
+      end
+      return elapsed >= M.RUN_SECONDS
+    end,
+  })
+  if not ok then
+    add_error(rep, { error = "sweep: " .. redact_text.credentials(tostring(type(done) == "table"
+      and done.message or done)) })
+    log.error("drift sweep run failed; it goes on from the next instance", { job_id = job.id,
+                                                                           error = rep.errors[#rep.errors] })
+  end
+  store.tx(function()
+    if ok and done then
+      instances.update_job(job.id, { state = "succeeded", finished_at = rep.finished_at, result = rep,
+                                     waiting_for = json.null })
+      local every = settings.reconcile_interval or 0
+      if every > 0 and not sweep_jobs("'queued'")[1] then
+        local id = instances.create_job(M.SUBSCRIPTION, M.OPERATION, { trigger = "schedule" })
+        instances.update_job(id, { not_before = sys.iso_time(sys.now() + every) })
+      end
+    else
+      local pause = (yielded or not ok) and M.YIELD_SECONDS or 0
+      instances.update_job(job.id, { state = "queued", result = rep,
+                                     not_before = pause > 0 and sys.iso_time(sys.now() + pause) or json.null,
+                                     waiting_for = yielded and "yielding to other jobs" or json.null })
+    end
+  end)
+  if ok and done then
+    metrics.inc("mrprov_jobs_total", { operation = M.OPERATION, outcome = "succeeded" })
+  end
+  jobs.notify()
+end
+
+-- `mrprov reconcile --dry-run`: one whole sweep in this process, nothing
+-- written (the store is read-only, no job is queued): the report.
+function M.dry_run()
+  local settings = generation.current().settings
+  local now = sys.now()
+  local rep = M.new_report(now, { dry_run = true, trigger = "cli" })
+  M.advance(rep, { rate = settings.reconcile_probes_per_second, now = now, dry = true,
+                   sleep = function(s) if sys.sleep then sys.sleep(s) end end,
+                   stop = function() return false end })
+  return M.view(rep)
+end
+
+return M

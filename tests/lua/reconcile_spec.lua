@@ -1,0 +1,223 @@
+-- lua/reconcile.lua: the drift of an instance (what its next job's plan
+-- would change, split into drift of its own and follow-ups), the naming
+-- scheme of orphans, and the sweep's runs over the store (report, record,
+-- repair, yield, resume), on the real store binding over an in-memory
+-- SQLite. The sweep through the real binary, sshd and the simulator:
+-- tests/integration/reconcile_spec.lua.
+local memstore = require "memstore"
+local store = memstore.install()
+local cjson = require "cjson"
+
+local describe_store = memstore.describer(describe, pending)
+
+describe_store("the drift sweep", function()
+  local reconcile, instances, plan, engine, generation
+
+  setup(function()
+    memstore.dokku("dry-run")
+    for _, m in ipairs({ "executor", "plan", "reconcile" }) do
+      package.loaded[m] = nil
+    end
+    reconcile, instances, plan = require "reconcile", require "instances", require "plan"
+    engine, generation = require "engine", require "generation"
+  end)
+  before_each(function()
+    memstore.reset()
+    memstore.boot()
+    generation.current().settings.reconcile_mode = "report"
+  end)
+
+  -- What a clean provision leaves: the model of every resource.
+  local function converged(inst)
+    local state = assert(plan.desired_state(inst, generation.current()))
+    local applied = {}
+    local steps = assert(engine.plan(engine.resources(state), function() return nil end))
+    for _, s in ipairs(steps) do
+      local model, known = engine.model_after(s)
+      if known then
+        applied[s.resource.key] = model
+      end
+    end
+    return applied
+  end
+
+  local function instance(sub, app, status)
+    local inst = { subscription_id = sub, account_id = "acc_1", app_name = app, tier = "free",
+                   status = status or "running", spec = { profile = "split", config_updates = {} },
+                   urls = {}, limits = {} }
+    inst.applied = converged(inst)
+    return inst
+  end
+
+  local function key_of(applied, prefix)
+    for k in pairs(applied) do
+      if k:sub(1, #prefix) == prefix then
+        return k
+      end
+    end
+    error("no resource " .. prefix)
+  end
+
+  it("finds no drift on a converged instance, and exactly the resources that differ otherwise", function()
+    local inst = instance("sub_1", "mr-sub1-aaaaaaaa")
+    local function probe_from(models)
+      return function()
+        return function(r) return models[r.key] end
+      end
+    end
+    local none, more, probed = reconcile.drift(inst, generation.current(), probe_from(inst.applied))
+    assert.are.same({}, none)
+    assert.are.same({}, more.follow_ups)
+    assert.is_true(probed > 5)
+
+    local server = {}
+    for k, v in pairs(inst.applied) do server[k] = v end
+    local dkey = key_of(server, "domains:mr-sub1-aaaaaaaa-frontend")
+    server[dkey] = { domains = {} }
+    local lkey = key_of(server, "link:mr-sub1-aaaaaaaa-redis")
+    server[lkey] = { linked = false }
+    local list, extra = reconcile.drift(inst, generation.current(), probe_from(server))
+    local got = {}
+    for _, e in ipairs(list) do
+      got[#got + 1] = e.type .. " " .. e.app
+      assert.is_true(#e.commands > 0)
+    end
+    table.sort(got)
+    assert.are.same({ "domains mr-sub1-aaaaaaaa-frontend", "link mr-sub1-aaaaaaaa-backend" }, got)
+    -- the certificate is stale only because the domains change: a follow-up
+    assert.are.equal(1, #extra.follow_ups)
+    assert.are.equal("letsencrypt", extra.follow_ups[1].type)
+    assert.are.same({ "mr-sub1-aaaaaaaa-backend" }, extra.restarts)
+    assert.matches("^dokku %-%-quiet redis:link ", list[1].type == "link" and list[1].commands[1]
+      or list[2].commands[1])
+  end)
+
+  it("shows config values as plans do: no secret in a fix command", function()
+    local inst = instance("sub_1", "mr-sub1-aaaaaaaa")
+    inst.spec.config_updates = { CUSTOMER_TOKEN = "s3cret-value-of-the-customer" }
+    local list = reconcile.drift(inst, generation.current(), function()
+      return function(r) return inst.applied[r.key] end
+    end)
+    local text = cjson.encode(list)
+    assert.matches("CUSTOMER_TOKEN=%[set%]", text)
+    assert.is_nil(text:find("s3cret", 1, true))
+  end)
+
+  it("knows the naming scheme of an instance's objects and picks the orphans", function()
+    assert.are.equal("mr-sub1-aaaaaaaa", reconcile.owner_of("mr-sub1-aaaaaaaa"))
+    for _, s in ipairs({ "-backend", "-frontend", "-matrix", "-db", "-redis" }) do
+      assert.are.equal("mr-abcdefgh-0a1b2c3d", reconcile.owner_of("mr-abcdefgh-0a1b2c3d" .. s))
+    end
+    for _, n in ipairs({ "mr-abcdefghi-0a1b2c3d", "mr-sub1-aaaaaaa", "mr-sub1-aaaaaaaa-web", "other",
+                         "mr-sub1-aaaaaaaa-db-x", "xmr-sub1-aaaaaaaa", "mr-Sub1-aaaaaaaa" }) do
+      assert.is_nil(reconcile.owner_of(n), n)
+    end
+    assert.are.same({ "a", "mr-x-12345678-db", "b" },
+      reconcile.parse_list("=====> My Apps\na\n  mr-x-12345678-db \n\n b\n !     warning here\n"))
+    local orphans = reconcile.orphans_of({ "mr-sub1-aaaaaaaa-db", "mr-gone-bbbbbbbb-redis", "mr-gone-bbbbbbbb",
+                                           "my-own-app" }, { ["mr-sub1-aaaaaaaa"] = true })
+    assert.are.same({ "mr-gone-bbbbbbbb", "mr-gone-bbbbbbbb-redis" }, orphans)
+  end)
+
+  local function put(inst)
+    store.tx(function() instances.save(inst) end)
+  end
+
+  local function sweep(rep, stop_after)
+    local runs = 0
+    local done
+    repeat
+      runs = runs + 1
+      local n = 0
+      done = reconcile.advance(rep, { rate = 1e6, sleep = function() end, stop = function()
+        n = n + 1
+        return stop_after and n >= stop_after
+      end })
+    until done or runs > 20
+    return runs
+  end
+
+  it("sweeps every settled instance without a job of its own, records the drift, resumes at its cursor", function()
+    local a = instance("sub_a", "mr-suba-aaaaaaaa")
+    a.applied[key_of(a.applied, "limits:mr-suba-aaaaaaaa-backend")] = { memory = "1g" }
+    put(a)
+    put(instance("sub_b", "mr-subb-bbbbbbbb"))
+    put(instance("sub_c", "mr-subc-cccccccc", "provisioning")) -- busy: not swept
+    put(instance("sub_d", "mr-subd-dddddddd"))
+    store.tx(function() instances.create_job("sub_d", "update", {}) end) -- a job of its own waits
+    local rep = reconcile.new_report(os.time(), {})
+    -- one instance per run (as when other jobs wait): every run goes on where the last stopped
+    local runs = sweep(rep, 1)
+    assert.are.equal(4, runs) -- a, b, d (skipped), then the end of the list
+
+    assert.are.equal("finished", rep.state)
+    assert.are.equal(2, rep.instances_checked)
+    assert.are.equal(1, rep.instances_skipped)
+    assert.are.equal(1, rep.drifted_count)
+    assert.are.equal("sub_a", rep.drifted[1].subscription_id)
+    assert.are.equal("limits", rep.drifted[1].resources[1].type)
+    assert.are.same({}, rep.repaired)
+    assert.are.equal(0, rep.orphans_count)
+    assert.are.equal("limits", reconcile.status_drift("sub_a").resources[1].type)
+    assert.are.same({}, reconcile.status_drift("sub_b").resources)
+    assert.are.equal(cjson.null, reconcile.status_drift("sub_c"))
+    assert.are.equal(1, reconcile.drifted_total())
+    -- a job that converges the instance makes it history
+    store.tx(function() reconcile.forget("sub_a") end)
+    assert.are.equal(0, reconcile.drifted_total())
+    local view = reconcile.view(rep)
+    assert.is_nil(view.cursor)
+    assert.is_nil(view.started)
+  end)
+
+  it("in repair mode queues the ordinary update job for a drifted instance", function()
+    generation.current().settings.reconcile_mode = "repair"
+    local a = instance("sub_a", "mr-suba-aaaaaaaa")
+    a.applied[key_of(a.applied, "domains:mr-suba-aaaaaaaa-frontend")] = { domains = { "x.example.org" } }
+    put(a)
+    put(instance("sub_b", "mr-subb-bbbbbbbb"))
+    local rep = reconcile.new_report(os.time(), {})
+    sweep(rep)
+    assert.are.same({ "sub_a" }, rep.repaired)
+    local job = instances.job(rep.drifted[1].repair_job_id)
+    assert.are.equal("update", job.operation)
+    assert.are.equal("queued", job.state)
+    assert.is_true(job.request.repair)
+    assert.are.equal("updating", instances.get("sub_a").status)
+    assert.are.equal("running", instances.get("sub_b").status)
+  end)
+
+  it("a dry run writes nothing", function()
+    local a = instance("sub_a", "mr-suba-aaaaaaaa")
+    a.applied[key_of(a.applied, "domains:mr-suba-aaaaaaaa-frontend")] = { domains = {} }
+    put(a)
+    generation.current().settings.reconcile_mode = "repair"
+    local rep = reconcile.dry_run()
+    assert.are.equal("dry-run", rep.mode)
+    assert.are.equal(1, rep.drifted_count)
+    assert.are.same({}, rep.repaired)
+    assert.are.equal(cjson.null, reconcile.status_drift("sub_a"))
+    assert.are.equal(0, #store.query("SELECT 1 AS x FROM jobs"))
+  end)
+
+  it("POST starts one sweep at a time and brings the scheduled one forward", function()
+    local settings = generation.current().settings
+    settings.reconcile_interval = 900
+    -- (in dry-run there is nothing to sweep: nothing is scheduled)
+    assert.is_nil(reconcile.schedule())
+    local dokku = require "mrprov.dokku"
+    local mode = dokku.mode
+    dokku.mode = function() return "ssh" end
+    local scheduled = reconcile.schedule()
+    assert.is_string(scheduled)
+    assert.is_nil(reconcile.schedule()) -- one is queued already
+    local what, id = reconcile.start_now()
+    assert.are.equal("started", what)
+    assert.are.equal(scheduled, id)
+    assert.are.equal(nil, instances.job(id).not_before)
+    store.tx(function() instances.update_job(id, { state = "running" }) end)
+    assert.are.equal("running", (reconcile.start_now()))
+    dokku.mode = mode
+    settings.reconcile_interval = 0
+  end)
+end)
