@@ -65,7 +65,10 @@ describe("mrprov serve (dry-run) #integration", function()
       assert.matches("^3%.1", j.openapi)
       for _, p in ipairs({ "/health", "/live", "/ready", "/metrics", "/openapi.json", "/api/v1/provision",
                            "/api/v1/deprovision", "/api/v1/update", "/api/v1/status/{subscription_id}",
-                           "/api/v1/jobs/{job_id}", "/api/v1/tiers", "/api/v1/plan", "/api/v1/webhooks/supabase" }) do
+                           "/api/v1/jobs/{job_id}", "/api/v1/tiers", "/api/v1/plan", "/api/v1/webhooks/supabase",
+                           "/api/v1/instances/{subscription_id}/stop", "/api/v1/instances/{subscription_id}/start",
+                           "/api/v1/instances/{subscription_id}/restart", "/api/v1/reconcile",
+                           "/api/v1/subscriptions/sync" }) do
         assert.is_table(j.paths[p], "missing path " .. p)
       end
     end)
@@ -86,7 +89,7 @@ describe("mrprov serve (dry-run) #integration", function()
           end
         end
       end
-      assert.are.equal(13, n, "operations in openapi.json")
+      assert.are.equal(19, n, "operations in openapi.json")
       -- the server's routes are the paths listed above (checked one by one in the previous test)
     end)
 
