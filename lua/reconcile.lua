@@ -210,6 +210,9 @@ function M.bulk_current_of(reps, counter)
       if cur == nil then
         return probe(r)
       end
+      if cur == reports.NOTHING then
+        cur = nil
+      end
       local mod = engine.modules[r.type]
       if mod.recall then
         return mod.recall(cur, applied[r.key])

@@ -59,7 +59,7 @@ M.bulk = {
   current = function(spec, r)
     local got, rows = reports.app_rows(r, "domains_report", spec.app)
     if got == "absent" then
-      return false
+      return reports.NOTHING -- the probe's nil: no such app
     end
     if got and rows["app vhosts"] then
       return parse(rows["app vhosts"])

@@ -106,7 +106,7 @@ M.bulk = {
   current = function(spec, r)
     local got, rows = reports.app_rows(r, "apps_report", spec.app)
     if got == "absent" then
-      return false
+      return reports.NOTHING -- the probe's nil: no such app
     end
     if got and not spec.archive and rows["deploy source metadata"] then
       return { image = rows["deploy source metadata"]:match("^%s*(%S+)%s*$") }

@@ -51,7 +51,7 @@ M.bulk = {
   current = function(spec, r)
     local got, rows = reports.app_rows(r, "ports_report", spec.app)
     if got == "absent" then
-      return false
+      return reports.NOTHING -- the probe's nil: no such app
     end
     if got and rows["map"] then
       return parse(rows["map"])

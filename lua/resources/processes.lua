@@ -97,7 +97,7 @@ M.bulk = {
   current = function(spec, r)
     local got, rows = reports.app_rows(r, "ps_report", spec.app)
     if got == "absent" then
-      return false
+      return false -- the probe's false: no such app
     end
     if got and rows["running"] then
       return { running = rows["running"]:match("^%s*(%S+)%s*$") or "false" }

@@ -57,8 +57,9 @@
 --                       app, sent once per sweep run); current(spec, reports)
 --                       gets them parsed (reports[name], nil when that
 --                       command failed) and returns exactly what
---                       M.probe(run, spec) would return for spec now, or nil
---                       when they cannot tell (then M.probe runs). A job
+--                       M.probe(run, spec) would return for spec now
+--                       (reports.NOTHING for its nil without an error), or
+--                       nil when they cannot tell (then M.probe runs). A job
 --                       never uses it: jobs probe each app (M.probe).
 local reports = require "resources.lib.reports"
 

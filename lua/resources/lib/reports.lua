@@ -119,20 +119,29 @@ function M.app_rows(reports, name, app)
   return nil
 end
 
+-- What M.bulk.current returns when the module's probe answers nil without
+-- an error (most probes, reading an app that does not exist: probe.read's
+-- false becomes `return nil, err` with err nil); nil itself means "cannot
+-- tell, probe the app".
+M.NOTHING = setmetatable({}, {
+  __name = "reports.NOTHING",
+  __newindex = function() error("reports.NOTHING is constant") end,
+})
+
 -- The app does not exist by the app list.
 function M.absent(reports, app)
   return reports.apps ~= nil and not reports.apps[app]
 end
 
--- M.bulk of a module whose probe reads the app with probe.read (exit 20,
--- the app does not exist → false) and has no all-apps form: false for an
--- app the list does not name, else nil (the app is probed).
+-- M.bulk of a module whose probe reads the app with probe.read and answers
+-- nil for an app that does not exist (exit 20), and that has no all-apps
+-- form: M.NOTHING for an app the list does not name, else nil (probed).
 function M.absent_only()
   return {
     reports = { "apps" },
     current = function(spec, r)
       if M.absent(r, spec.app) then
-        return false
+        return M.NOTHING
       end
       return nil
     end,
