@@ -22,6 +22,18 @@
 -- waits, and a restart (or kill -9) resumes it where it was. The finished
 -- sweep's report is that job's result (GET /api/v1/reconcile), and the job
 -- queues the next sweep RECONCILE_INTERVAL seconds later.
+--
+-- In bulk: probing each app costs one Dokku command a resource (about 20
+-- an instance), so a sweep reads what it can for all apps at once: each
+-- resource module with `M.bulk` (resources/lib/contract.lua) names the
+-- all-apps reports it reads (resources/lib/reports.lua: apps:list,
+-- postgres:list, redis:list, apps:report, domains:report, ports:report,
+-- ps:report), which are sent once (M.fetch_reports) and answer its
+-- current state exactly as its probe would; what they cannot tell (an
+-- app's environment, a link, a certificate) is probed per app as before.
+-- Freshness: the reports are used for M.BULK_MAX_AGE seconds, and never for
+-- an instance a job of its own finished after they were read (that job
+-- changed it: its apps are probed one by one).
 local dokku = require "mrprov.dokku"
 local engine = require "engine"
 local executor = require "executor"
@@ -33,6 +45,7 @@ local log = require "mrprov.log"
 local metrics = require "mrprov.metrics"
 local plan = require "plan"
 local redact_text = require "redact"
+local reports = require "resources.lib.reports"
 local store = require "mrprov.store"
 local store_error = require "store_error"
 local sys = require "mrprov.sys"
@@ -55,6 +68,10 @@ M.ERRORS_KEPT = 100 -- errors listed in a report (the count is exact)
 -- Drifted instances listed with their fix commands in a report; later ones
 -- with their resources' names only (the status view has each in full).
 M.DETAIL_KEPT = 100
+-- Seconds the all-apps reports of a sweep are used before they are read
+-- again (a sweep of 1000 instances is meant to take at most about this).
+M.BULK_MAX_AGE = 30
+M.BULK = true -- read all-apps reports (false: probe every app, as jobs do)
 
 local function check(v, err, code)
   return store_error.check(v, err, code, "store: ")
@@ -120,6 +137,120 @@ function M.drift(inst, cfg, current_of)
 end
 
 ---------------------------------------------------------------------------
+-- In bulk
+---------------------------------------------------------------------------
+
+-- The names of the all-apps reports the loaded resource modules read.
+function M.report_names()
+  local names, seen = {}, {}
+  for _, mod in pairs(engine.modules) do
+    for _, n in ipairs(mod.bulk and mod.bulk.reports or {}) do
+      if not seen[n] then
+        seen[n] = true
+        names[#names + 1] = n
+      end
+    end
+  end
+  table.sort(names)
+  return names
+end
+
+-- Reads every report at once (one wave over the pool): { [name] = parsed };
+-- a report whose command failed is missing (its modules then probe each
+-- app). Returns the reports and the number of commands sent.
+function M.fetch_reports()
+  local names = M.report_names()
+  local calls = {}
+  for i, n in ipairs(names) do
+    calls[i] = { argv = reports.REPORTS[n].argv, timeout = math.min(60, executor.timeout()) }
+  end
+  local out = {}
+  if #calls == 0 then
+    return out, 0
+  end
+  for i, res in ipairs(dokku.run_many(calls)) do
+    local ok = res.ok
+    if ok and ok.exit == 0 then
+      out[names[i]] = reports.parse(names[i], ok.stdout or "")
+    else
+      log.warn("drift sweep: an all-apps report failed; its resources are probed per app",
+        { command = table.concat(reports.REPORTS[names[i]].argv, " "),
+          error = redact_text.credentials(ok and ("exited " .. ok.exit .. ": " .. (ok.stderr or ""))
+            or tostring(res.error)) })
+    end
+  end
+  return out, #calls
+end
+
+-- A current_of (see M.drift) that answers from the reports what each
+-- module's M.bulk can tell (completed by M.recall from the journal, as
+-- executor.current_of does), and probes the rest per app in one wave
+-- (counted in counter.n when given).
+function M.bulk_current_of(reps, counter)
+  return function(applied, list)
+    local known, rest = {}, {}
+    for _, r in ipairs(list) do
+      local mod = engine.modules[r.type]
+      local cur
+      if mod and mod.bulk then
+        cur = mod.bulk.current(r.spec, reps)
+      end
+      if cur ~= nil then
+        known[r.key] = cur
+      else
+        rest[#rest + 1] = r
+      end
+    end
+    if counter then
+      counter.n = (counter.n or 0) + #rest
+    end
+    local probe = executor.current_of(applied, rest)
+    return function(r)
+      local cur = known[r.key]
+      if cur == nil then
+        return probe(r)
+      end
+      if cur == reports.NOTHING then
+        cur = nil
+      end
+      local mod = engine.modules[r.type]
+      if mod.recall then
+        return mod.recall(cur, applied[r.key])
+      end
+      return cur
+    end
+  end
+end
+
+-- The reports of this sweep, read again when older than M.BULK_MAX_AGE
+-- (kept per Lua state: a sweep's runs on the same worker share them).
+local cached = nil
+
+local function bulk_for(rep, opts)
+  if not M.BULK or dokku.mode() == "dry-run" then
+    return nil
+  end
+  local key = rep.started_at
+  if cached and cached.key == key and sys.monotonic() - cached.at <= M.BULK_MAX_AGE then
+    return cached
+  end
+  -- jobs go first: with one waiting, this instance is probed per app and
+  -- the run yields right after it
+  if opts.busy and opts.busy() then
+    return nil
+  end
+  local at_iso = sys.iso_time(sys.now())
+  local reps, sent = M.fetch_reports()
+  rep.bulk_commands = (rep.bulk_commands or 0) + sent
+  cached = { key = key, at = sys.monotonic(), iso = at_iso, reports = reps }
+  return cached
+end
+
+function M.forget_reports()
+  cached = nil
+end
+
+---------------------------------------------------------------------------
 -- Orphans
 ---------------------------------------------------------------------------
 
@@ -152,14 +283,7 @@ end
 -- subcommands/list; tests/fixtures/dokku-sim models both), and an empty
 -- list says so on stderr only. Header and warning lines are skipped anyway.
 function M.parse_list(text)
-  local out = {}
-  for line in (text or ""):gmatch("[^\n]+") do
-    local name = line:match("^%s*(.-)%s*$")
-    if name ~= "" and not name:find("^=====>") and not name:find("^!") and name:match("^[A-Za-z0-9_.-]+$") then
-      out[#out + 1] = name
-    end
-  end
-  return out
+  return reports.names(text)
 end
 
 -- Orphans among listed names: those following the naming scheme whose
@@ -264,7 +388,9 @@ end
 -- The next instance after cursor in subscription id order, of a probed
 -- status; with whether a job of its own waits or runs.
 local NEXT_SQL = "SELECT i.subscription_id AS sub, EXISTS (SELECT 1 FROM jobs j WHERE j.subscription_id = " ..
-  "i.subscription_id AND j.state IN ('queued', 'running') AND j.operation <> 'health') AS busy FROM instances i " ..
+  "i.subscription_id AND j.state IN ('queued', 'running') AND j.operation <> 'health') AS busy, " ..
+  "(SELECT max(j.finished_at) FROM jobs j WHERE j.subscription_id = i.subscription_id AND j.operation <> 'health') " ..
+  "AS last_done FROM instances i " ..
   "WHERE i.subscription_id > ? AND i.status IN ('running', 'starting', 'unhealthy', 'stopped', 'suspended') " ..
   "ORDER BY i.subscription_id LIMIT 1"
 
@@ -324,13 +450,14 @@ end
 
 -- Probes one instance and records the outcome in rep (and, unless dry,
 -- in the store). Returns the number of resources probed.
-local function sweep_one(rep, sub, dry, now)
+-- current_of: M.drift's (nil: each resource probed per app).
+local function sweep_one(rep, sub, dry, now, current_of)
   local cfg = generation.current()
   local inst = instances.get(sub)
   if not inst then
     return 0
   end
-  local entries, more, probed = M.drift(inst, cfg)
+  local entries, more, probed = M.drift(inst, cfg, current_of)
   if not entries then
     add_error(rep, { subscription_id = sub, app_name = inst.app_name, error = more })
     log.warn("drift sweep: instance not probed", { subscription_id = sub, app_name = inst.app_name,
@@ -449,7 +576,18 @@ function M.advance(rep, opts)
     if nxt.busy == 1 then
       rep.instances_skipped = rep.instances_skipped + 1
     else
-      probes = probes + sweep_one(rep, nxt.sub, opts.dry, opts.now or sys.now())
+      local bulk = bulk_for(rep, opts)
+      local current_of, counter
+      -- (a job of its own that finished after the reports were read changed it)
+      if bulk and not (type(nxt.last_done) == "string" and nxt.last_done >= bulk.iso) then
+        counter = { n = 0 }
+        current_of = M.bulk_current_of(bulk.reports, counter)
+      end
+      local checked = sweep_one(rep, nxt.sub, opts.dry, opts.now or sys.now(), current_of)
+      -- the rate bounds the commands sent: a resource the reports answered sent none
+      local sent = counter and counter.n or checked
+      rep.app_probes = (rep.app_probes or 0) + sent
+      probes = probes + sent
       -- the rate: the next probe not before probes/rate seconds from t0
       local ahead = probes / rate - (sys.monotonic() - t0)
       if ahead > 0 then
@@ -548,6 +686,9 @@ function M.run_job(job)
   local yielded = false
   local ok, done = pcall(M.advance, rep, {
     rate = settings.reconcile_probes_per_second, now = now,
+    busy = function()
+      return M.others_waiting()
+    end,
     sleep = function(s)
       return jobs.sleep(s)
     end,

@@ -42,6 +42,17 @@ function M.probe(run, spec)
   return nil, "apps:exists " .. spec.name .. " exited " .. res.exit .. ": " .. res.stderr
 end
 
+-- The sweep: `apps:list` names every app (apps:exists exits 0 exactly for those).
+M.bulk = {
+  reports = { "apps" },
+  current = function(spec, r)
+    if not r.apps then
+      return nil
+    end
+    return { exists = r.apps[spec.name] == true }
+  end,
+}
+
 function M.diff(spec, current)
   local exists = current and current.exists
   if spec.absent then

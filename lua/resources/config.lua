@@ -7,6 +7,7 @@
 local command = require "command"
 local contract = require "resources.lib.contract"
 local probe = require "resources.lib.probe"
+local reports = require "resources.lib.reports"
 local seed = require "resources.lib.seed"
 local crypto = require "mrprov.crypto"
 local json = require "json"
@@ -106,6 +107,11 @@ local function in_sync(have, value, digest)
   local stored = validate.godotenv_stored(value)
   return stored ~= nil and stored ~= value and have == crypto.sha256_hex(stored)
 end
+
+-- The sweep: an app the list does not name has no environment (false, as
+-- config:export's exit 20). config:export has no all-apps form (core:plugins/
+-- config: every subcommand takes one app or --global): an app is probed.
+M.bulk = reports.absent_only()
 
 function M.diff(spec, current)
   local have = current and current.env or {}

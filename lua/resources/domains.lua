@@ -3,6 +3,7 @@
 local command = require "command"
 local contract = require "resources.lib.contract"
 local probe = require "resources.lib.probe"
+local reports = require "resources.lib.reports"
 
 local M = { type = "domains", phase = contract.PHASE.settings, order = 40, from = "apps" }
 
@@ -36,17 +37,36 @@ local function same(a, b)
   return true
 end
 
-function M.probe(run, spec)
-  local out, err = probe.read(run, { "domains:report", spec.app, "--domains-app-vhosts" })
-  if not out then
-    return nil, err
-  end
+local function parse(out)
   local list = {}
   for d in out:gmatch("%S+") do
     list[#list + 1] = d
   end
   return { domains = list }
 end
+
+function M.probe(run, spec)
+  local out, err = probe.read(run, { "domains:report", spec.app, "--domains-app-vhosts" })
+  if not out then
+    return nil, err
+  end
+  return parse(out)
+end
+
+-- The sweep: the `Domains app vhosts` row of `domains:report` (all apps).
+M.bulk = {
+  reports = { "apps", "domains_report" },
+  current = function(spec, r)
+    local got, rows = reports.app_rows(r, "domains_report", spec.app)
+    if got == "absent" then
+      return reports.NOTHING -- the probe's nil: no such app
+    end
+    if got and rows["app vhosts"] then
+      return parse(rows["app vhosts"])
+    end
+    return nil
+  end,
+}
 
 function M.diff(spec, current)
   if current and same(current.domains or {}, spec.domains) then

@@ -30,6 +30,7 @@
 local command = require "command"
 local contract = require "resources.lib.contract"
 local probe = require "resources.lib.probe"
+local reports = require "resources.lib.reports"
 local seed = require "resources.lib.seed"
 
 local M = { type = "image", phase = contract.PHASE.settings, order = 60, from = "apps" }
@@ -96,6 +97,23 @@ function M.probe(run, spec)
   local image = out:match("^%s*(%S+)%s*$")
   return { image = image }
 end
+
+-- The sweep: the `App deploy source metadata` row of `apps:report` (all
+-- apps). A context deploy also reads the digest recorded on the app
+-- (config:get, no all-apps form): such an app is probed unless absent.
+M.bulk = {
+  reports = { "apps", "apps_report" },
+  current = function(spec, r)
+    local got, rows = reports.app_rows(r, "apps_report", spec.app)
+    if got == "absent" then
+      return reports.NOTHING -- the probe's nil: no such app
+    end
+    if got and not spec.archive and rows["deploy source metadata"] then
+      return { image = rows["deploy source metadata"]:match("^%s*(%S+)%s*$") }
+    end
+    return nil
+  end,
+}
 
 -- current: what the probe read; recorded: the journal's model of the
 -- resource. A rebuild recorded over the metadata the server still reports

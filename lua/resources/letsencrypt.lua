@@ -4,6 +4,7 @@
 local command = require "command"
 local contract = require "resources.lib.contract"
 local probe = require "resources.lib.probe"
+local reports = require "resources.lib.reports"
 
 local M = { type = "letsencrypt", phase = contract.PHASE.settings, order = 70, from = "apps" }
 
@@ -41,6 +42,13 @@ function M.probe(run, spec)
   end
   return { active = out:match("^%s*true%s*$") ~= nil }
 end
+
+-- The sweep: false for an app the list does not name (letsencrypt:active's
+-- exit 20). Whether the certificate is active compares the installed one
+-- with lego's for the app's first domain (le:internal-functions
+-- fn-letsencrypt-is-active), which letsencrypt:list does not: an existing
+-- app is probed.
+M.bulk = reports.absent_only()
 
 function M.diff(spec, current)
   if current and current.active then

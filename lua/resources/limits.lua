@@ -6,6 +6,7 @@
 local command = require "command"
 local contract = require "resources.lib.contract"
 local probe = require "resources.lib.probe"
+local reports = require "resources.lib.reports"
 local json = require "json"
 local validate = require "validate"
 
@@ -54,6 +55,10 @@ function M.probe(run, spec)
   end
   return cur
 end
+
+-- The sweep: false for an app the list does not name (resource:report's
+-- exit 20); an existing app is probed (its --format json form).
+M.bulk = reports.absent_only()
 
 function M.diff(spec, current)
   local want = wanted(spec)

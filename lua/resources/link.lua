@@ -3,6 +3,7 @@
 -- because `-n` does not survive Dokku's SSH entry.
 local command = require "command"
 local contract = require "resources.lib.contract"
+local reports = require "resources.lib.reports"
 
 local M = { type = "link", phase = contract.PHASE.links, order = 10, from = "services" }
 
@@ -43,6 +44,21 @@ function M.probe(run, spec)
   end
   return nil, spec.kind .. ":linked exited " .. res.exit .. ": " .. res.stderr
 end
+
+-- The sweep: no service of that name, or no such app: <kind>:linked
+-- answers 1 (verify_service_name) or 20, i.e. not linked. Whether an
+-- existing service is linked to an existing app has no all-services form
+-- (the LINKS file, <kind>:links SERVICE): the app is probed.
+M.bulk = {
+  reports = { "apps", "postgres", "redis" },
+  current = function(spec, r)
+    local list = r[spec.kind]
+    if (list and not list[spec.service]) or reports.absent(r, spec.app) then
+      return { linked = false }
+    end
+    return nil
+  end,
+}
 
 function M.diff(spec, current)
   if current and current.linked then

@@ -10,6 +10,7 @@
 local command = require "command"
 local contract = require "resources.lib.contract"
 local probe = require "resources.lib.probe"
+local reports = require "resources.lib.reports"
 
 local M = { type = "ports", phase = contract.PHASE.settings, order = 50, from = "apps" }
 
@@ -27,17 +28,37 @@ end
 
 M.creates = false
 
-function M.probe(run, spec)
-  local out, err = probe.read(run, { "ports:report", spec.app, "--ports-map" })
-  if not out then
-    return nil, err
-  end
+local function parse(out)
   local map = {}
   for m in out:gmatch("%S+") do
     map[#map + 1] = m
   end
   return { map = map }
 end
+
+function M.probe(run, spec)
+  local out, err = probe.read(run, { "ports:report", spec.app, "--ports-map" })
+  if not out then
+    return nil, err
+  end
+  return parse(out)
+end
+
+-- The sweep: the `Ports map` row of `ports:report` (all apps; see
+-- resources/lib/reports.lua for the key in both versions).
+M.bulk = {
+  reports = { "apps", "ports_report" },
+  current = function(spec, r)
+    local got, rows = reports.app_rows(r, "ports_report", spec.app)
+    if got == "absent" then
+      return reports.NOTHING -- the probe's nil: no such app
+    end
+    if got and rows["map"] then
+      return parse(rows["map"])
+    end
+    return nil
+  end,
+}
 
 -- The map wanted given the current one: http:80:P, plus https:443:P when
 -- a certificate's https mapping is there.

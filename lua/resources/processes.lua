@@ -42,6 +42,7 @@
 local command = require "command"
 local contract = require "resources.lib.contract"
 local probe = require "resources.lib.probe"
+local reports = require "resources.lib.reports"
 
 local M = { type = "processes", phase = contract.PHASE.run, order = 10, from = "apps" }
 
@@ -89,6 +90,21 @@ function M.probe(run, spec)
   end
   return { running = out:match("^%s*(%S+)%s*$") or "false" }
 end
+
+-- The sweep: the `Running` row of `ps:report` (all apps).
+M.bulk = {
+  reports = { "apps", "ps_report" },
+  current = function(spec, r)
+    local got, rows = reports.app_rows(r, "ps_report", spec.app)
+    if got == "absent" then
+      return false -- the probe's false: no such app
+    end
+    if got and rows["running"] then
+      return { running = rows["running"]:match("^%s*(%S+)%s*$") or "false" }
+    end
+    return nil
+  end,
+}
 
 -- The restart token this resource last restarted the app for (a probe
 -- cannot see it).

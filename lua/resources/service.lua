@@ -41,6 +41,20 @@ function M.probe(run, spec)
   return nil, spec.kind .. ":exists " .. spec.name .. " exited " .. res.exit .. ": " .. res.stderr
 end
 
+-- The sweep: `postgres:list` / `redis:list` name every service of the
+-- kind (dokku-postgres/dokku-redis common-functions service_list: every
+-- directory of $PLUGIN_DATA_ROOT, which <kind>:exists checks).
+M.bulk = {
+  reports = { "postgres", "redis" },
+  current = function(spec, r)
+    local list = r[spec.kind]
+    if not list then
+      return nil
+    end
+    return { exists = list[spec.name] == true }
+  end,
+}
+
 function M.diff(spec, current)
   if current and current.exists then
     return {}

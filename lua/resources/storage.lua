@@ -7,6 +7,7 @@
 local command = require "command"
 local contract = require "resources.lib.contract"
 local probe = require "resources.lib.probe"
+local reports = require "resources.lib.reports"
 
 local M = { type = "storage", phase = contract.PHASE.settings, order = 30, from = "apps" }
 
@@ -108,6 +109,10 @@ function M.backup(spec)
       { mutating = false, stream = true, stream_ext = "tar.gz" }),
   }
 end
+
+-- The sweep: false for an app the list does not name (storage:list's exit
+-- 20); an existing app is probed.
+M.bulk = reports.absent_only()
 
 function M.diff(spec, current)
   local want = mount_spec(spec)

@@ -22,6 +22,7 @@
 local command = require "command"
 local contract = require "resources.lib.contract"
 local probe = require "resources.lib.probe"
+local reports = require "resources.lib.reports"
 
 -- before the deploy (image, 60), which reads the setting
 local M = { type = "zero_downtime", phase = contract.PHASE.settings, order = 55, from = "apps" }
@@ -48,6 +49,10 @@ function M.probe(run, spec)
 end
 
 -- Read by the next deploy or restart: nothing to restart now.
+-- The sweep: false for an app the list does not name (checks:report's exit
+-- 20); an existing app is probed.
+M.bulk = reports.absent_only()
+
 function M.diff(spec, current)
   if current and current.disabled == spec.disabled then
     return {}

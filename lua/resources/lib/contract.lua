@@ -49,6 +49,20 @@
 --                       same object before it (changed[type] = true)
 --   M.recall(current, recorded) → current completed from the journal's
 --                       model of the resource (what a probe cannot see)
+--   M.bulk              { reports = { name, ... }, current = function(spec,
+--                       reports) }: how the drift sweep learns the current
+--                       state of many apps at once. `reports` names the
+--                       all-apps reports it reads (resources/lib/reports.lua
+--                       M.REPORTS: each is one read-only command for every
+--                       app, sent once per sweep run); current(spec, reports)
+--                       gets them parsed (reports[name], nil when that
+--                       command failed) and returns exactly what
+--                       M.probe(run, spec) would return for spec now
+--                       (reports.NOTHING for its nil without an error), or
+--                       nil when they cannot tell (then M.probe runs). A job
+--                       never uses it: jobs probe each app (M.probe).
+local reports = require "resources.lib.reports"
+
 local M = {}
 
 -- Phases, in plan order. Resources of one phase are grouped by the app or
@@ -105,6 +119,18 @@ function M.check(mod, name)
     end
     if type(mod.exists) ~= "function" then
       return nil, "M.exists must be a function: M.teardown removes only objects that exist"
+    end
+  end
+  local bulk = mod.bulk
+  if bulk ~= nil then
+    if type(bulk) ~= "table" or type(bulk.current) ~= "function" or type(bulk.reports) ~= "table"
+        or #bulk.reports == 0 then
+      return nil, "M.bulk must be { reports = { name, ... }, current = function(spec, reports) } when present"
+    end
+    for _, n in ipairs(bulk.reports) do
+      if not reports.REPORTS[n] then
+        return nil, "M.bulk.reports: " .. tostring(n) .. " is not a report of resources/lib/reports.lua"
+      end
     end
   end
   if mod.backup and type(mod.exists) ~= "function" then

@@ -1,0 +1,151 @@
+-- Dokku's all-apps answers, read once for many instances (the drift sweep,
+-- lua/reconcile.lua) instead of one probe per app: a resource module with
+-- `M.bulk` (resources/lib/contract.lua) names the reports below it reads
+-- and turns them into exactly what its `M.probe` answers for one app.
+--
+-- Two shapes:
+-- - lists (`--quiet apps:list`, `postgres:list`, `redis:list`): one name a
+--   line, no header with --quiet (core:plugins/apps/subcommands.go
+--   CommandList; dokku-postgres/dokku-redis subcommands/list + common-
+--   functions service_list, which prints only the names with --quiet);
+--   parsed into a set.
+-- - reports without an app name (`apps:report`, `domains:report`,
+--   `ports:report`, `ps:report`): every app's report one after the other,
+--   each a block headed `=====> <app> <type> information` and one row a
+--   flag, `       <Key>:<padding><value>`. Sent WITHOUT --quiet: the
+--   header is dokku_log_info2_quiet / LogInfo2Quiet, which --quiet hides.
+--   v0.35.20 and v0.38.27 (core:plugins/<plugin>/subcommands.go
+--   CommandReport: `if len(appName) == 0 { apps := common.DokkuApps() ...
+--   ReportSingleApp(app) }`; domains v0.35.20 is bash,
+--   plugins/domains/internal-functions cmd-domains-report: `for app in
+--   $(dokku_apps)`, rows `printf "%-30s %-25s"`). The key of a row is the
+--   flag without `--`, dashes and dots as spaces, first letter upper case;
+--   v0.35.20's Go reports drop the plugin's prefix when the report trims it
+--   (common.go ReportSingleApp: TrimPrefix(k, "--<type>-")), v0.38.27 never
+--   does in this form (common.go ReportSingleApp: TrimPrefix(k, "--")). So
+--   a key is read lower-cased with a leading "<type> " removed: "Ports
+--   map:" and "Map:" are both `map`, "App deploy source:" is `deploy
+--   source`. A value is the rest of the row, trimmed: the per-app probes
+--   read the info-flag form (the value and a newline) with patterns that
+--   ignore surrounding blanks, so both give them the same words.
+local M = {}
+
+-- name → { argv, parse(stdout) → map }. `type` is the report's type (the
+-- word in its header); `list` = a list of names.
+M.REPORTS = {
+  apps = { argv = { "--quiet", "apps:list" }, list = true },
+  postgres = { argv = { "--quiet", "postgres:list" }, list = true },
+  redis = { argv = { "--quiet", "redis:list" }, list = true },
+  apps_report = { argv = { "apps:report" }, type = "app" },
+  domains_report = { argv = { "domains:report" }, type = "domains" },
+  ports_report = { argv = { "ports:report" }, type = "ports" },
+  ps_report = { argv = { "ps:report" }, type = "ps" },
+}
+
+-- The names of a `--quiet` list: one per line; header and warning lines
+-- are skipped (an empty list says so on stderr only).
+function M.names(text)
+  local out = {}
+  for line in (text or ""):gmatch("[^\n]+") do
+    local name = line:match("^%s*(.-)%s*$")
+    if name ~= "" and not name:find("^=====>") and not name:find("^!") and name:match("^[A-Za-z0-9_.-]+$") then
+      out[#out + 1] = name
+    end
+  end
+  return out
+end
+
+local function set_of(list)
+  local s = {}
+  for _, n in ipairs(list) do
+    s[n] = true
+  end
+  return s
+end
+
+-- The key of a report row, as above.
+local function norm_key(key, rtype)
+  key = key:lower()
+  if key:sub(1, #rtype + 1) == rtype .. " " then
+    key = key:sub(#rtype + 2)
+  end
+  return key
+end
+
+-- An all-apps report → { [app] = { [key] = value } }. Lines outside a
+-- block of this type (warnings, another header) are skipped.
+function M.blocks(text, rtype)
+  local out, cur = {}, nil
+  local head = "^=====> (%S+) " .. rtype:gsub("%p", "%%%0") .. " information%s*$"
+  for line in (text or ""):gmatch("[^\n]+") do
+    local app = line:match(head)
+    if app then
+      cur = {}
+      out[app] = cur
+    elseif line:find("^=====>") or line:find("^%s*!") then
+      cur = nil
+    elseif cur then
+      local key, value = line:match("^%s+([^:]+):(.*)$")
+      if key then
+        cur[norm_key(key, rtype)] = value:match("^%s*(.-)%s*$")
+      end
+    end
+  end
+  return out
+end
+
+-- Parses the stdout of report `name`.
+function M.parse(name, stdout)
+  local r = M.REPORTS[name]
+  if r.list then
+    return set_of(M.names(stdout))
+  end
+  return M.blocks(stdout, r.type)
+end
+
+-- What a probe of app `app` reading report `name` can be told:
+-- "block", the app's rows when the report has them; "absent" when the app
+-- is in neither the report nor the app list (the per-app probe would be
+-- answered exit 20); nil when unknown (a report missing, or the two
+-- disagree: an app created or destroyed between them), so probe the app.
+function M.app_rows(reports, name, app)
+  local rep = reports[name]
+  if rep and rep[app] then
+    return "block", rep[app]
+  end
+  if reports.apps and not reports.apps[app] and (rep or name == "apps") then
+    return "absent"
+  end
+  return nil
+end
+
+-- What M.bulk.current returns when the module's probe answers nil without
+-- an error (most probes, reading an app that does not exist: probe.read's
+-- false becomes `return nil, err` with err nil); nil itself means "cannot
+-- tell, probe the app".
+M.NOTHING = setmetatable({}, {
+  __name = "reports.NOTHING",
+  __newindex = function() error("reports.NOTHING is constant") end,
+})
+
+-- The app does not exist by the app list.
+function M.absent(reports, app)
+  return reports.apps ~= nil and not reports.apps[app]
+end
+
+-- M.bulk of a module whose probe reads the app with probe.read and answers
+-- nil for an app that does not exist (exit 20), and that has no all-apps
+-- form: M.NOTHING for an app the list does not name, else nil (probed).
+function M.absent_only()
+  return {
+    reports = { "apps" },
+    current = function(spec, r)
+      if M.absent(r, spec.app) then
+        return M.NOTHING
+      end
+      return nil
+    end,
+  }
+end
+
+return M
