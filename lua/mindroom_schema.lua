@@ -96,12 +96,15 @@ local function is_map(v)
 end
 M.is_seq, M.is_map = is_seq, is_map
 
+-- A table's keys, sorted by their text (an error names the same one
+-- first; output is byte-deterministic). Also render's and validate_request's.
 local function sorted_keys(t)
   local keys = {}
   for k in pairs(t) do keys[#keys + 1] = k end
   table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
   return keys
 end
+M.sorted_keys = sorted_keys
 
 -- Path text of a key below `at` (JSON style: a.b, a[0]; list indexes 0-based).
 local function sub(at, k)

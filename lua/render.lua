@@ -22,12 +22,7 @@ local function plain_safe(s)
   return s:match("^[A-Za-z]") ~= nil and not NON_STRING_WORDS[s:lower()]
 end
 
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
-  return keys
-end
+local sorted_keys = schema.sorted_keys
 
 -- A plain Lua document is emitted as YAML: a table marked as a list
 -- (schema.seq) or with keys 1..n only is a sequence, any other table a

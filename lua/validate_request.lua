@@ -16,13 +16,7 @@ local function printable_key(k)
   return nil
 end
 
--- A table's keys, sorted by their text (an error names the same one first).
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
-  return keys
-end
+local sorted_keys = schema.sorted_keys
 
 -- cjson decodes every number as a float; an integral float counts as an integer.
 local function to_int(v)

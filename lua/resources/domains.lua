@@ -54,19 +54,7 @@ function M.probe(run, spec)
 end
 
 -- The sweep: the `Domains app vhosts` row of `domains:report` (all apps).
-M.bulk = {
-  reports = { "apps", "domains_report" },
-  current = function(spec, r)
-    local got, rows = reports.app_rows(r, "domains_report", spec.app)
-    if got == "absent" then
-      return reports.NOTHING -- the probe's nil: no such app
-    end
-    if got and rows["app vhosts"] then
-      return parse(rows["app vhosts"])
-    end
-    return nil
-  end,
-}
+M.bulk = reports.row_bulk("domains_report", "app vhosts", function(v) return parse(v) end)
 
 function M.diff(spec, current)
   if current and same(current.domains or {}, spec.domains) then

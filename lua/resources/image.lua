@@ -101,19 +101,12 @@ end
 -- The sweep: the `App deploy source metadata` row of `apps:report` (all
 -- apps). A context deploy also reads the digest recorded on the app
 -- (config:get, no all-apps form): such an app is probed unless absent.
-M.bulk = {
-  reports = { "apps", "apps_report" },
-  current = function(spec, r)
-    local got, rows = reports.app_rows(r, "apps_report", spec.app)
-    if got == "absent" then
-      return reports.NOTHING -- the probe's nil: no such app
-    end
-    if got and not spec.archive and rows["deploy source metadata"] then
-      return { image = rows["deploy source metadata"]:match("^%s*(%S+)%s*$") }
-    end
+M.bulk = reports.row_bulk("apps_report", "deploy source metadata", function(v, spec)
+  if spec.archive then
     return nil
-  end,
-}
+  end
+  return { image = v:match("^%s*(%S+)%s*$") }
+end)
 
 -- current: what the probe read; recorded: the journal's model of the
 -- resource. A rebuild recorded over the metadata the server still reports

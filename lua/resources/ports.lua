@@ -46,19 +46,7 @@ end
 
 -- The sweep: the `Ports map` row of `ports:report` (all apps; see
 -- resources/lib/reports.lua for the key in both versions).
-M.bulk = {
-  reports = { "apps", "ports_report" },
-  current = function(spec, r)
-    local got, rows = reports.app_rows(r, "ports_report", spec.app)
-    if got == "absent" then
-      return reports.NOTHING -- the probe's nil: no such app
-    end
-    if got and rows["map"] then
-      return parse(rows["map"])
-    end
-    return nil
-  end,
-}
+M.bulk = reports.row_bulk("ports_report", "map", function(v) return parse(v) end)
 
 -- The map wanted given the current one: http:80:P, plus https:443:P when
 -- a certificate's https mapping is there.

@@ -92,19 +92,9 @@ function M.probe(run, spec)
 end
 
 -- The sweep: the `Running` row of `ps:report` (all apps).
-M.bulk = {
-  reports = { "apps", "ps_report" },
-  current = function(spec, r)
-    local got, rows = reports.app_rows(r, "ps_report", spec.app)
-    if got == "absent" then
-      return false -- the probe's false: no such app
-    end
-    if got and rows["running"] then
-      return { running = rows["running"]:match("^%s*(%S+)%s*$") or "false" }
-    end
-    return nil
-  end,
-}
+M.bulk = reports.row_bulk("ps_report", "running", function(v)
+  return { running = v:match("^%s*(%S+)%s*$") or "false" }
+end, false) -- the probe's false: no such app
 
 -- The restart token this resource last restarted the app for (a probe
 -- cannot see it).

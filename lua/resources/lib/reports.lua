@@ -133,6 +133,30 @@ function M.absent(reports, app)
   return reports.apps ~= nil and not reports.apps[app]
 end
 
+-- M.bulk of a module whose probe reads one row of a per-app report: row
+-- `key` of the all-apps report `name`, turned into the probe's answer by
+-- read(value, spec) (nil: cannot tell, probe the app); an app the list does
+-- not name answers `missing` (the probe's answer for no such app; default
+-- M.NOTHING).
+function M.row_bulk(name, key, read, missing)
+  return {
+    reports = { "apps", name },
+    current = function(spec, r)
+      local got, rows = M.app_rows(r, name, spec.app)
+      if got == "absent" then
+        if missing == nil then
+          return M.NOTHING
+        end
+        return missing
+      end
+      if got and rows[key] then
+        return read(rows[key], spec)
+      end
+      return nil
+    end,
+  }
+end
+
 -- M.bulk of a module whose probe reads the app with probe.read and answers
 -- nil for an app that does not exist (exit 20), and that has no all-apps
 -- form: M.NOTHING for an app the list does not name, else nil (probed).
