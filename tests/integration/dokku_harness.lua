@@ -298,6 +298,18 @@ function M.log(h)
   return entries
 end
 
+-- The mutating commands the simulator logged after entry `since`, as text,
+-- oldest first.
+function M.mutating(h, since)
+  local out = {}
+  for i, e in ipairs(M.log(h)) do
+    if i > since and e.mutating then
+      out[#out + 1] = table.concat(e.argv, " ")
+    end
+  end
+  return out
+end
+
 -- Number of mutating commands logged after entry number since_index (0 = all).
 function M.mutating_count(h, since_index)
   local n = 0

@@ -23,15 +23,7 @@ local function simulated(use, extra)
   end)
 end
 
-local function mutating(h, since)
-  local out = {}
-  for i, e in ipairs(D.log(h)) do
-    if i > since and e.mutating then
-      out[#out + 1] = table.concat(e.argv, " ")
-    end
-  end
-  return out
-end
+local mutating = D.mutating
 
 -- The instance's objects on the server are exactly those of the free tier,
 -- each listed once (no duplicate from a retried or resumed create).

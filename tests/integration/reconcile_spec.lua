@@ -36,16 +36,7 @@ local function by_type(entries)
   return out
 end
 
--- Mutating commands the simulator logged after entry `since`, as text.
-local function mutating(h, since)
-  local out = {}
-  for i, e in ipairs(D.log(h)) do
-    if i > since and e.mutating then
-      out[#out + 1] = table.concat(e.argv, " ")
-    end
-  end
-  return out
-end
+local mutating = D.mutating
 
 local function env_key(h, app)
   local keys = {}

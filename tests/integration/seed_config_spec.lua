@@ -63,15 +63,7 @@ local function wait_job(srv, sub, job_id)
   end, 60)
 end
 
-local function mutating(h, since)
-  local out = {}
-  for i, e in ipairs(D.log(h)) do
-    if i > since and e.mutating then
-      out[#out + 1] = table.concat(e.argv, " ")
-    end
-  end
-  return out
-end
+local mutating = D.mutating
 
 local function count(list, pattern)
   local n = 0
