@@ -92,6 +92,29 @@ end
 local servers = {}
 
 -- Starts `mrprov serve`; waits for its "listening" log line.
+-- A server started by M.start is known by its pid and the time it started
+-- (field 22 of /proc/<pid>/stat): a pid reused by another process after the
+-- server exited (pids wrap within minutes under the suite's load) is not
+-- this server, and M.stop never signals it.
+local function stat_of(pid)
+  local f = io.open("/proc/" .. pid .. "/stat", "r")
+  if not f then
+    return nil
+  end
+  local stat = f:read("a") or ""
+  f:close()
+  local state, rest = stat:match("^%d+ %(.*%) (%a) (.*)$")
+  local n, started = 4, nil
+  for w in (rest or ""):gmatch("%S+") do
+    if n == 22 then
+      started = w
+      break
+    end
+    n = n + 1
+  end
+  return state, started
+end
+
 function M.start(opts)
   opts = opts or {}
   local dir = opts.dir or M.tmpdir()
@@ -111,6 +134,7 @@ function M.start(opts)
   local pid = tonumber(p:read("l"))
   p:close()
   local s = { pid = pid, dir = dir, log = log, env = env }
+  s.started = select(2, stat_of(pid))
   servers[#servers + 1] = s
   local deadline = socket.gettime() + (opts.start_timeout or 20)
   while socket.gettime() < deadline do
@@ -133,11 +157,9 @@ end
 -- A zombie (exited, not yet reaped: the reaper of orphans may take seconds)
 -- is not alive.
 function M.alive(s)
-  local f = io.open("/proc/" .. s.pid .. "/stat", "r")
-  if f then
-    local stat = f:read("a") or ""
-    f:close()
-    return stat:match("^%d+ %(.*%) (%a)") ~= "Z"
+  local state, started = stat_of(s.pid)
+  if state then
+    return state ~= "Z" and (s.started == nil or started == s.started)
   end
   return os.execute("kill -0 " .. s.pid .. " 2>/dev/null") == true
 end
@@ -146,6 +168,10 @@ end
 function M.stop(s, sig)
   if not s.pid then
     return
+  end
+  if not M.alive(s) then
+    s.pid = nil
+    return true
   end
   os.execute("kill -" .. (sig or "TERM") .. " " .. s.pid .. " 2>/dev/null")
   local deadline = socket.gettime() + 40

@@ -42,12 +42,36 @@ local function run(cmd)
   return ok == true, out
 end
 
-local function alive(pid)
-  return pid ~= nil and os.execute("kill -0 " .. math.tointeger(pid) .. " 2>/dev/null") == true
+-- When process `pid` started (field 22 of /proc/<pid>/stat, in clock
+-- ticks since boot), or nil when there is no such process: with the pid it
+-- names one process, so a signal never reaches another that reused the pid
+-- (pids wrap within minutes under the suite's load).
+local function started_at(pid)
+  local f = pid and io.open("/proc/" .. math.tointeger(pid) .. "/stat", "r")
+  if not f then return nil end
+  local stat = f:read("a") or ""
+  f:close()
+  local after = stat:match("^%d+ %(.*%) (.*)$")
+  local n, field = 3, nil
+  for w in (after or ""):gmatch("%S+") do
+    if n == 22 then field = w break end
+    n = n + 1
+  end
+  return field
 end
 
-local function kill_wait(pid, timeout)
-  if not alive(pid) then return end
+local function alive(pid, start)
+  if pid == nil or os.execute("kill -0 " .. math.tointeger(pid) .. " 2>/dev/null") ~= true then
+    return false
+  end
+  return start == nil or started_at(pid) == start
+end
+
+-- TERM, then KILL after timeout, the process `pid` that started at `start`
+-- (started_at), if it still runs.
+local function kill_wait(pid, timeout, start)
+  start = start or started_at(pid)
+  if not alive(pid, start) then return end
   os.execute("kill -TERM " .. math.tointeger(pid) .. " 2>/dev/null")
   local deadline = socket.gettime() + (timeout or 5)
   while alive(pid) and socket.gettime() < deadline do socket.sleep(0.02) end
@@ -85,7 +109,7 @@ local function start_gateway(h, port)
     .. " </dev/null & echo $!")
   local pid = tonumber(p:read("l"))
   p:close()
-  h.gateway_pid = pid
+  h.gateway_pid, h.gateway_start = pid, started_at(pid)
   local deadline = socket.gettime() + 15
   while socket.gettime() < deadline do
     local got = (read_file(out) or ""):match("listening port=(%d+)")
@@ -139,7 +163,7 @@ function M.start(opts)
 end
 
 function M.stop_gateway(h)
-  kill_wait(h.gateway_pid)
+  kill_wait(h.gateway_pid, nil, h.gateway_start)
   h.gateway_pid = nil
 end
 
