@@ -40,6 +40,32 @@ M.REPORTS = {
   domains_report = { argv = { "domains:report" }, type = "domains" },
   ports_report = { argv = { "ports:report" }, type = "ports" },
   ps_report = { argv = { "ps:report" }, type = "ps" },
+  -- core:plugins/resource/subcommands.go CommandReport (the same loop in
+  -- v0.35.20 and v0.38.27) → resource.go ReportSingleApp → common.go
+  -- ReportSingleApp: one row a property, `_default_ limit memory` in
+  -- v0.35.20 (prefix trimmed), `resource _default_ limit memory` in
+  -- v0.38.27; no row at all for an app without limits (PropertyGetAll of a
+  -- missing directory is an empty map, no error: the header alone).
+  resource_report = { argv = { "resource:report" }, type = "resource" },
+  -- v0.35.20 plugins/checks/internal-functions cmd-checks-report (bash:
+  -- `for app in $(dokku_apps)`, `printf "%-30s %-25s"`), v0.38.27
+  -- plugins/checks/subcommands.go CommandReport + report.go (Go): the row
+  -- `Checks disabled list:` is the property or "none" in both.
+  checks_report = { argv = { "checks:report" }, type = "checks" },
+  -- v0.35.20 plugins/storage/internal-functions cmd-storage-report (bash,
+  -- the same loop; a phase's mounts are its phase file's `-v` lines joined
+  -- by spaces, the lines storage:list prints without their `-v `), v0.38.27
+  -- plugins/storage/subcommands.go CommandReport + report.go (Go; storage.go
+  -- GetBindMountsForDisplay: "-v " + each entry storage:list prints, same
+  -- formatStorageListEntry, joined by spaces). Read: `deploy mounts`.
+  storage_report = { argv = { "storage:report" }, type = "storage" },
+  -- dokku-letsencrypt command-functions cmd-letsencrypt-report (bash, the
+  -- same from 0.20.4 to 0.25.1; the plugin does not change with Dokku's
+  -- release): without an app every app's cmd-letsencrypt-report-single,
+  -- whose row `Letsencrypt active:` is fn-letsencrypt-is-active — the
+  -- function letsencrypt:active prints (same first domain, same
+  -- certificate comparison).
+  letsencrypt_report = { argv = { "letsencrypt:report" }, type = "letsencrypt" },
 }
 
 -- The names of a `--quiet` list: one per line; header and warning lines
