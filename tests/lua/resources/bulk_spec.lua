@@ -165,7 +165,8 @@ for _, version in ipairs({ "0.35.20", "current" }) do
       assert.are.same({ disabled = "none" }, engine.modules.zero_downtime.bulk.current({ app = "plain" }, reps))
       local st = engine.modules.storage.bulk.current({ app = "web", host_path = "/var/lib/dokku/data/storage/web-data",
                                                        container_path = "/data" }, reps)
-      assert.are.same({ mounts = { "/var/lib/dokku/data/storage/web-data:/data" }, mounted = true, deployed = true }, st)
+      assert.are.same({ mounts = { "/var/lib/dokku/data/storage/web-data:/data" }, mounted = true, deployed = true },
+        st)
       -- a deploy-mounts row that is not `-v <mount>` pairs is not guessed at
       local odd = { apps = { web = true }, storage_report = { web = { ["deploy mounts"] = "-v /a:/b /c:/d" } } }
       assert.is_nil(engine.modules.storage.bulk.current({ app = "web", host_path = "/a", container_path = "/b" }, odd))
@@ -186,7 +187,8 @@ describe("reports.blocks", function()
     assert.are.same({ map = "http:80:5000 https:443:5000" }, b.a)
     assert.are.same({ map = "" }, b.b)
     -- resource:report: v0.35.20 trims the plugin's prefix, v0.38.27 keeps it
-    local r35 = reports.blocks("=====> a resource information\n       _default_ limit memory:        512m\n", "resource")
+    local r35 = reports.blocks("=====> a resource information\n       _default_ limit memory:        512m\n",
+      "resource")
     local r38 = reports.blocks("=====> a resource information\n       resource _default_ limit memory: 512m\n",
       "resource")
     assert.are.same({ ["_default_ limit memory"] = "512m" }, r35.a)
