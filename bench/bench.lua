@@ -1082,8 +1082,8 @@ local function bench_sweep(h)
     say("  mrprov's own CPU time meanwhile: %.1f s (%.2f ms per Dokku command; the rest of the machine's two " ..
       "cores go to sshd and the simulator, one Lua process per command)", cpu_used, cpu_used * 1000 / ncmd)
     say("  sweep: %d instances checked, %d skipped, %d drifted, %d orphans, %d errors; %d probes (resources " ..
-      "checked), %d per-app probe commands, %d all-apps reports; its own duration %.1f s, wall from POST %.1f s; " ..
-      "%d Dokku commands in all meanwhile (the provision's included)", rep.instances_checked,
+      "checked), %d of them probed per app, %d all-apps reports read; its own duration %.1f s, wall from POST " ..
+      "%.1f s; %d Dokku commands in all meanwhile (the provision's included)", rep.instances_checked,
       rep.instances_skipped, rep.drifted_count, rep.orphans_count, rep.errors_count, rep.probes,
       rep.app_probes or 0, rep.bulk_commands or 0, rep.duration_seconds, wall, ncmd)
     say("  provision during the sweep (started %.1f s after it): %.2f s (alone %.2f s); the sweep %s then",
@@ -1104,7 +1104,7 @@ local function bench_sweep(h)
         figure = string.format("sweep of %d instances", SWEEP_N),
         value = string.format("%.1f s", rep.duration_seconds),
         reference = "limit 30 s", ratio = rep.duration_seconds / 30, target = 1.0,
-        note = string.format("%d deployed instances, %d resources checked, %d per-app probe commands + %d " ..
+        note = string.format("%d deployed instances, %d resources checked (%d probed per app), %d " ..
           "all-apps reports at %d ms each, 0 drifted; %d Dokku commands in all, mrprov CPU %.1f s",
           SWEEP_N, rep.probes, rep.app_probes or 0, rep.bulk_commands or 0, SWEEP_DELAY_MS, ncmd, cpu_used),
       },
