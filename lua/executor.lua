@@ -61,6 +61,10 @@ local function clip(s)
   return s
 end
 
+-- The most waves of probe commands current_of sends (a probe whose
+-- commands go on beyond is run again from its start when asked).
+M.PROBE_WAVES = 4
+
 -- How the current state of a resource is learnt: from the server (probes,
 -- read-only) or, in dry-run, from what earlier jobs recorded.
 function M.current_of(applied, list)
@@ -88,22 +92,34 @@ function M.current_of(applied, list)
         end
       end
     end
-    for first = 1, #pending, 64 do
-      local calls = {}
-      for i = first, math.min(#pending, first + 63) do
-        calls[#calls + 1] = { argv = command.full_argv({ argv = pending[i].argv }), timeout = timeout }
-      end
-      for k, res in ipairs(dokku.run_many(calls)) do
-        local p = pending[first + k - 1]
-        local answer, err = res.ok, res.error
-        if not answer then
-          err = table.concat(p.argv, " ") .. ": " .. tostring(err)
+    -- A probe that reads a second command once it has the first answer
+    -- (storage: the deploy source once mounted; image: a context's digest)
+    -- goes on in the next wave, instead of being run again from its first
+    -- command when asked (bounded: a probe sends a command or two).
+    local wave = 0
+    while #pending > 0 and wave < M.PROBE_WAVES do
+      wave = wave + 1
+      local again = {}
+      for first = 1, #pending, 64 do
+        local calls = {}
+        for i = first, math.min(#pending, first + 63) do
+          calls[#calls + 1] = { argv = command.full_argv({ argv = pending[i].argv }), timeout = timeout }
         end
-        local ok, cur, perr = coroutine.resume(p.co, answer, err)
-        if ok and coroutine.status(p.co) == "dead" then
-          cache[p.r.key] = { cur = cur, err = (cur == nil and perr) or nil }
+        for k, res in ipairs(dokku.run_many(calls)) do
+          local p = pending[first + k - 1]
+          local answer, err = res.ok, res.error
+          if not answer then
+            err = table.concat(p.argv, " ") .. ": " .. tostring(err)
+          end
+          local ok, cur, perr = coroutine.resume(p.co, answer, err)
+          if ok and coroutine.status(p.co) == "dead" then
+            cache[p.r.key] = { cur = cur, err = (cur == nil and perr) or nil }
+          elseif ok and coroutine.status(p.co) == "suspended" and type(cur) == "table" then
+            again[#again + 1] = { r = p.r, co = p.co, argv = cur }
+          end
         end
       end
+      pending = again
     end
   end
   local function run(argv)

@@ -28,9 +28,12 @@
 -- resource module with `M.bulk` (resources/lib/contract.lua) names the
 -- all-apps reports it reads (resources/lib/reports.lua: apps:list,
 -- postgres:list, redis:list, apps:report, domains:report, ports:report,
--- ps:report), which are sent once (M.fetch_reports) and answer its
--- current state exactly as its probe would; what they cannot tell (an
--- app's environment, a link, a certificate) is probed per app as before.
+-- ps:report, resource:report, storage:report, checks:report,
+-- letsencrypt:report), which are sent once (M.fetch_reports) and answer
+-- its current state exactly as its probe would; what they cannot tell (an
+-- app's environment: config:export has no all-apps form; a link between
+-- an existing service and app; a build context's digest) is probed per
+-- app as before.
 -- Freshness: the reports are used for M.BULK_MAX_AGE seconds, and never for
 -- an instance a job of its own finished after they were read (that job
 -- changed it: its apps are probed one by one).
@@ -222,27 +225,46 @@ function M.bulk_current_of(reps, counter)
   end
 end
 
--- The reports of this sweep, read again when older than M.BULK_MAX_AGE
--- (kept per Lua state: a sweep's runs on the same worker share them).
+-- The reports of this sweep, read again when older than M.BULK_MAX_AGE.
+-- A sweep's runs are claimed by whichever Lua state the pool hands out, so
+-- the reports travel with the sweep's progress (rep.bulk in its job row,
+-- JSON text: when, and the reports with only the keys the modules read,
+-- resources/lib/reports.lua `keep`); each state keeps its decoded copy.
 local cached = nil
+
+local function reports_fresh(at)
+  return sys.now() - at <= M.BULK_MAX_AGE
+end
 
 local function bulk_for(rep, opts)
   if not M.BULK or dokku.mode() == "dry-run" then
     return nil
   end
   local key = rep.started_at
-  if cached and cached.key == key and sys.monotonic() - cached.at <= M.BULK_MAX_AGE then
+  if cached and cached.key == key and reports_fresh(cached.at) then
     return cached
+  end
+  local b = rep.bulk
+  if type(b) == "table" and b.key == key and type(b.at) == "number" and reports_fresh(b.at)
+      and type(b.reports) == "string" then
+    local reps = json.decode_stored(b.reports)
+    if type(reps) == "table" then
+      cached = { key = key, at = b.at, iso = b.iso, reports = reps }
+      return cached
+    end
   end
   -- jobs go first: with one waiting, this instance is probed per app and
   -- the run yields right after it
   if opts.busy and opts.busy() then
     return nil
   end
-  local at_iso = sys.iso_time(sys.now())
+  local at = sys.now()
   local reps, sent = M.fetch_reports()
   rep.bulk_commands = (rep.bulk_commands or 0) + sent
-  cached = { key = key, at = sys.monotonic(), iso = at_iso, reports = reps }
+  cached = { key = key, at = at, iso = sys.iso_time(at), reports = reps }
+  if not opts.dry then
+    rep.bulk = { key = key, at = at, iso = cached.iso, reports = json.encode(reps) }
+  end
   return cached
 end
 
@@ -365,7 +387,7 @@ end
 function M.view(rep)
   local v = {}
   for k, x in pairs(rep) do
-    if k ~= "cursor" and k ~= "started" then
+    if k ~= "cursor" and k ~= "started" and k ~= "bulk" then
       v[k] = x
     end
   end
@@ -542,6 +564,7 @@ local function finish(rep, dry, now)
   subscriptions(rep, dry)
   local t = sys.now()
   rep.state = "finished"
+  rep.bulk = nil -- (the reports: not part of the report)
   rep.finished_at = sys.iso_time(t)
   rep.duration_seconds = math.floor((t - (rep.started or now)) * 1000 + 0.5) / 1000
   if not dry then

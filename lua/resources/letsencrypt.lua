@@ -43,12 +43,24 @@ function M.probe(run, spec)
   return { active = out:match("^%s*true%s*$") ~= nil }
 end
 
--- The sweep: false for an app the list does not name (letsencrypt:active's
--- exit 20). Whether the certificate is active compares the installed one
+-- The sweep: whether the certificate is active compares the installed one
 -- with lego's for the app's first domain (le:internal-functions
--- fn-letsencrypt-is-active), which letsencrypt:list does not: an existing
--- app is probed.
-M.bulk = reports.absent_only()
+-- fn-letsencrypt-is-active), which letsencrypt:list does not; the all-apps
+-- `letsencrypt:report` runs that same function for every app (its row
+-- `active`, resources/lib/reports.lua). An app the list does not name is
+-- the probe's nil (exit 20).
+M.bulk = {
+  reports = { "apps", "letsencrypt_report" },
+  current = function(spec, r)
+    local got, rows = reports.app_rows(r, "letsencrypt_report", spec.app)
+    if got == "absent" then
+      return reports.NOTHING
+    elseif got ~= "block" or rows.active == nil then
+      return nil
+    end
+    return { active = rows.active:match("^%s*true%s*$") ~= nil }
+  end,
+}
 
 function M.diff(spec, current)
   if current and current.active then

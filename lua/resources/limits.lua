@@ -56,9 +56,24 @@ function M.probe(run, spec)
   return cur
 end
 
--- The sweep: false for an app the list does not name (resource:report's
--- exit 20); an existing app is probed (its --format json form).
-M.bulk = reports.absent_only()
+-- The sweep: the all-apps `resource:report` (resources/lib/reports.lua)
+-- has the same properties as the per-app --format json form, one row each
+-- (`_default_ limit memory`, the dots and the plugin's prefix as reports.lua
+-- reads keys); an app without limits has its header and no rows (no limit).
+-- An app the list does not name is the probe's nil (exit 20).
+M.bulk = {
+  reports = { "apps", "resource_report" },
+  current = function(spec, r)
+    local got, rows = reports.app_rows(r, "resource_report", spec.app)
+    if got == "absent" then
+      return reports.NOTHING
+    elseif got ~= "block" then
+      return nil
+    end
+    local mem, cpu = rows["_default_ limit memory"], rows["_default_ limit cpu"]
+    return { memory = mem ~= "" and mem or nil, cpu = cpu ~= "" and cpu or nil }
+  end,
+}
 
 function M.diff(spec, current)
   local want = wanted(spec)

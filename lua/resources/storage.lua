@@ -110,9 +110,46 @@ function M.backup(spec)
   }
 end
 
--- The sweep: false for an app the list does not name (storage:list's exit
--- 20); an existing app is probed.
-M.bulk = reports.absent_only()
+-- The sweep: the all-apps `storage:report` row `deploy mounts` is the
+-- mounts storage:list prints, each as `-v <mount>`, joined by spaces
+-- (resources/lib/reports.lua); anything else in it (a mount with a blank,
+-- a word without its -v) and the app is probed. Once mounted, whether it
+-- was deployed is apps:report's `deploy source`, all apps' read once too.
+-- An app the list does not name is the probe's nil (exit 20).
+M.bulk = {
+  reports = { "apps", "storage_report", "apps_report" },
+  current = function(spec, r)
+    local got, rows = reports.app_rows(r, "storage_report", spec.app)
+    if got == "absent" then
+      return reports.NOTHING
+    elseif got ~= "block" or rows["deploy mounts"] == nil then
+      return nil
+    end
+    local words = {}
+    for w in rows["deploy mounts"]:gmatch("%S+") do
+      words[#words + 1] = w
+    end
+    if #words % 2 ~= 0 then
+      return nil
+    end
+    local mounts, mounted = {}, false
+    for i = 1, #words, 2 do
+      if words[i] ~= "-v" then
+        return nil
+      end
+      mounts[#mounts + 1] = words[i + 1]
+      mounted = mounted or words[i + 1] == mount_spec(spec)
+    end
+    if not mounted then
+      return { mounts = mounts, mounted = false }
+    end
+    local agot, arows = reports.app_rows(r, "apps_report", spec.app)
+    if agot ~= "block" or arows["deploy source"] == nil then
+      return nil
+    end
+    return { mounts = mounts, mounted = true, deployed = arows["deploy source"]:match("%S") ~= nil }
+  end,
+}
 
 function M.diff(spec, current)
   local want = mount_spec(spec)

@@ -138,6 +138,28 @@ describe("the executor", function()
     assert.is_nil(set["plain-value-9"]) -- the engine's own env is masked by form, not listed
   end)
 
+  it("probes in waves: a probe's second command follows its first answer, nothing is sent twice", function()
+    local sim = memstore.dokku("ssh", function(text)
+      if text:find("storage:list", 1, true) then
+        return { stdout = "/var/lib/dokku/data/storage/d:/data\n" }
+      elseif text:find("app-deploy-source", 1, true) then
+        return { stdout = "docker-image\n" }
+      end
+      return { stdout = "" }
+    end)
+    package.loaded.executor = nil
+    local ex = require "executor"
+    local r = { key = "storage:a", type = "storage",
+                spec = { app = "a", host_path = "/var/lib/dokku/data/storage/d", container_path = "/data" } }
+    local current_of = ex.current_of({}, { r })
+    assert.are.equal(2, #sim.sent) -- storage:list, then (mounted) the deploy source
+    assert.are.same({ mounts = { "/var/lib/dokku/data/storage/d:/data" }, mounted = true, deployed = true },
+      current_of(r))
+    assert.are.equal(2, #sim.sent) -- answered from the waves, not probed again
+    package.loaded.executor = nil
+    executor = require "executor"
+  end)
+
   it("in dry-run learns the current state from what earlier jobs recorded, sending nothing", function()
     dokku = memstore.dokku("dry-run")
     package.loaded.executor = nil

@@ -200,6 +200,60 @@ describe_store("the drift sweep", function()
     assert.are.equal(0, #store.query("SELECT 1 AS x FROM jobs"))
   end)
 
+  it("reads the all-apps reports once a sweep whichever Lua state runs it: they travel in its progress", function()
+    put(instance("sub_a", "mr-suba-aaaaaaaa"))
+    put(instance("sub_b", "mr-subb-bbbbbbbb"))
+    put(instance("sub_d", "mr-subd-dddddddd"))
+    local dokku, json = require "mrprov.dokku", require "json"
+    local mode, fetch, age = dokku.mode, reconcile.fetch_reports, reconcile.BULK_MAX_AGE
+    local fetched = 0
+    dokku.mode = function() return "ssh" end
+    -- (no app exists: every resource is answered by the reports, no probe runs)
+    reconcile.fetch_reports = function()
+      fetched = fetched + 1
+      local reps = {}
+      for name in pairs(require("resources.lib.reports").REPORTS) do
+        reps[name] = {}
+      end
+      return reps, 3
+    end
+    local function sweep_across_states()
+      local rep = reconcile.new_report(os.time(), {})
+      local runs = 0
+      repeat
+        runs = runs + 1
+        -- each run on a Lua state that has not seen this sweep, its
+        -- progress read back from the job row
+        reconcile.forget_reports()
+        rep = json.decode_stored(json.encode(rep))
+        local n = 0
+        local done = reconcile.advance(rep, { rate = 1e6, sleep = function() end, stop = function()
+          n = n + 1
+          return n >= 1
+        end })
+      until done or runs > 20
+      return rep, runs
+    end
+    local ok, err = pcall(function()
+      local rep, runs = sweep_across_states()
+      assert.are.equal(4, runs)
+      assert.are.equal(1, fetched)
+      assert.are.equal(3, rep.bulk_commands)
+      assert.are.equal("finished", rep.state)
+      assert.is_nil(rep.bulk) -- not part of the report
+      assert.are.equal(3, rep.instances_checked)
+      assert.are.equal(0, rep.app_probes)
+      -- older than BULK_MAX_AGE: read again
+      fetched = 0
+      reconcile.BULK_MAX_AGE = -1
+      sweep_across_states()
+      assert.are.equal(3, fetched)
+    end)
+    dokku.mode, reconcile.fetch_reports, reconcile.BULK_MAX_AGE = mode, fetch, age
+    reconcile.forget_reports()
+    assert(ok, err)
+  end)
+
   it("POST starts one sweep at a time and brings the scheduled one forward", function()
     local settings = generation.current().settings
     settings.reconcile_interval = 900

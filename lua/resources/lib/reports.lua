@@ -30,16 +30,47 @@
 --   ignore surrounding blanks, so both give them the same words.
 local M = {}
 
--- name → { argv, parse(stdout) → map }. `type` is the report's type (the
--- word in its header); `list` = a list of names.
+-- name → { argv, type, keep } or { argv, list = true }. `type` is the
+-- report's type (the word in its header); `keep` the keys (as read below)
+-- the modules' M.bulk read: only those are kept of each app's block (a
+-- sweep shares its reports between runs through its job row, so they are
+-- kept small); `list` = a list of names. A module reading a key not kept
+-- finds nil, "cannot tell": its app is probed.
 M.REPORTS = {
   apps = { argv = { "--quiet", "apps:list" }, list = true },
   postgres = { argv = { "--quiet", "postgres:list" }, list = true },
   redis = { argv = { "--quiet", "redis:list" }, list = true },
-  apps_report = { argv = { "apps:report" }, type = "app" },
-  domains_report = { argv = { "domains:report" }, type = "domains" },
-  ports_report = { argv = { "ports:report" }, type = "ports" },
-  ps_report = { argv = { "ps:report" }, type = "ps" },
+  apps_report = { argv = { "apps:report" }, type = "app", keep = { "deploy source", "deploy source metadata" } },
+  domains_report = { argv = { "domains:report" }, type = "domains", keep = { "app vhosts" } },
+  ports_report = { argv = { "ports:report" }, type = "ports", keep = { "map" } },
+  ps_report = { argv = { "ps:report" }, type = "ps", keep = { "running" } },
+  -- core:plugins/resource/subcommands.go CommandReport (the same loop in
+  -- v0.35.20 and v0.38.27) → resource.go ReportSingleApp → common.go
+  -- ReportSingleApp: one row a property, `_default_ limit memory` in
+  -- v0.35.20 (prefix trimmed), `resource _default_ limit memory` in
+  -- v0.38.27; no row at all for an app without limits (PropertyGetAll of a
+  -- missing directory is an empty map, no error: the header alone).
+  resource_report = { argv = { "resource:report" }, type = "resource",
+                      keep = { "_default_ limit memory", "_default_ limit cpu" } },
+  -- v0.35.20 plugins/checks/internal-functions cmd-checks-report (bash:
+  -- `for app in $(dokku_apps)`, `printf "%-30s %-25s"`), v0.38.27
+  -- plugins/checks/subcommands.go CommandReport + report.go (Go): the row
+  -- `Checks disabled list:` is the property or "none" in both.
+  checks_report = { argv = { "checks:report" }, type = "checks", keep = { "disabled list" } },
+  -- v0.35.20 plugins/storage/internal-functions cmd-storage-report (bash,
+  -- the same loop; a phase's mounts are its phase file's `-v` lines joined
+  -- by spaces, the lines storage:list prints without their `-v `), v0.38.27
+  -- plugins/storage/subcommands.go CommandReport + report.go (Go; storage.go
+  -- GetBindMountsForDisplay: "-v " + each entry storage:list prints, same
+  -- formatStorageListEntry, joined by spaces). Read: `deploy mounts`.
+  storage_report = { argv = { "storage:report" }, type = "storage", keep = { "deploy mounts" } },
+  -- dokku-letsencrypt command-functions cmd-letsencrypt-report (bash, the
+  -- same from 0.20.4 to 0.25.1; the plugin does not change with Dokku's
+  -- release): without an app every app's cmd-letsencrypt-report-single,
+  -- whose row `Letsencrypt active:` is fn-letsencrypt-is-active — the
+  -- function letsencrypt:active prints (same first domain, same
+  -- certificate comparison).
+  letsencrypt_report = { argv = { "letsencrypt:report" }, type = "letsencrypt", keep = { "active" } },
 }
 
 -- The names of a `--quiet` list: one per line; header and warning lines
@@ -73,8 +104,16 @@ local function norm_key(key, rtype)
 end
 
 -- An all-apps report → { [app] = { [key] = value } }. Lines outside a
--- block of this type (warnings, another header) are skipped.
-function M.blocks(text, rtype)
+-- block of this type (warnings, another header) are skipped. With `keep`
+-- (a list of keys) only those keys are kept.
+function M.blocks(text, rtype, keep)
+  local kept
+  if keep then
+    kept = {}
+    for _, k in ipairs(keep) do
+      kept[k] = true
+    end
+  end
   local out, cur = {}, nil
   local head = "^=====> (%S+) " .. rtype:gsub("%p", "%%%0") .. " information%s*$"
   for line in (text or ""):gmatch("[^\n]+") do
@@ -87,7 +126,10 @@ function M.blocks(text, rtype)
     elseif cur then
       local key, value = line:match("^%s+([^:]+):(.*)$")
       if key then
-        cur[norm_key(key, rtype)] = value:match("^%s*(.-)%s*$")
+        key = norm_key(key, rtype)
+        if not kept or kept[key] then
+          cur[key] = value:match("^%s*(.-)%s*$")
+        end
       end
     end
   end
@@ -100,7 +142,7 @@ function M.parse(name, stdout)
   if r.list then
     return set_of(M.names(stdout))
   end
-  return M.blocks(stdout, r.type)
+  return M.blocks(stdout, r.type, r.keep)
 end
 
 -- What a probe of app `app` reading report `name` can be told:

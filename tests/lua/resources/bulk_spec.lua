@@ -52,6 +52,7 @@ local SETUP = {
   { "checks:disable", "web" },
   { "postgres:create", "db" }, { "postgres:link", "db", "web", "--no-restart" },
   { "git:from-image", "web", "nginx:1" },
+  { "letsencrypt:set", "web", "email", "ops@example.com" }, { "letsencrypt:enable", "web" },
 }
 
 local APPS = { "web", "plain", "gone" }
@@ -138,7 +139,9 @@ for _, version in ipairs({ "0.35.20", "current" }) do
                            "config:gone:", "limits:gone:", "storage:gone:", "letsencrypt:gone:",
                            "zero_downtime:gone:", "domains:web:", "domains:plain:", "domains:gone:", "ports:web:",
                            "ports:plain:", "processes:web:", "processes:plain:", "image:web:", "image:plain:",
-                           "image:gone:" }) do
+                           "image:gone:",
+                           "limits:web:", "limits:plain:", "storage:web:", "storage:plain:", "zero_downtime:web:",
+                           "zero_downtime:plain:", "letsencrypt:web:", "letsencrypt:plain:" }) do
         assert.is_true(answered[k] == true, k .. " not answered in bulk")
       end
       assert.is_true(checked > 25)
@@ -152,6 +155,27 @@ for _, version in ipairs({ "0.35.20", "current" }) do
       assert.is_nil(engine.modules.ports.bulk.current({ app = "web" }, { apps = { web = true } }))
       assert.is_nil(engine.modules.config.bulk.current({ app = "web" }, {}))
     end)
+
+    it("letsencrypt, limits, storage and checks are read from their all-apps reports, both key forms", function()
+      assert.are.same({ active = true }, engine.modules.letsencrypt.bulk.current({ app = "web" }, reps))
+      assert.are.same({ active = false }, engine.modules.letsencrypt.bulk.current({ app = "plain" }, reps))
+      local lim = engine.modules.limits.bulk.current({ app = "web" }, reps)
+      assert.are.same({ memory = "512m" }, lim)
+      assert.are.same({ disabled = "_all_" }, engine.modules.zero_downtime.bulk.current({ app = "web" }, reps))
+      assert.are.same({ disabled = "none" }, engine.modules.zero_downtime.bulk.current({ app = "plain" }, reps))
+      local st = engine.modules.storage.bulk.current({ app = "web", host_path = "/var/lib/dokku/data/storage/web-data",
+                                                       container_path = "/data" }, reps)
+      assert.are.same({ mounts = { "/var/lib/dokku/data/storage/web-data:/data" }, mounted = true, deployed = true },
+        st)
+      -- a deploy-mounts row that is not `-v <mount>` pairs is not guessed at
+      local odd = { apps = { web = true }, storage_report = { web = { ["deploy mounts"] = "-v /a:/b /c:/d" } } }
+      assert.is_nil(engine.modules.storage.bulk.current({ app = "web", host_path = "/a", container_path = "/b" }, odd))
+      -- mounted, but the apps report is missing: probed
+      local half = { apps = { web = true }, storage_report = { web = { ["deploy mounts"] = "-v /a:/b" } } }
+      assert.is_nil(engine.modules.storage.bulk.current({ app = "web", host_path = "/a", container_path = "/b" }, half))
+      assert.are.same({ mounts = { "/a:/b" }, mounted = false },
+        engine.modules.storage.bulk.current({ app = "web", host_path = "/x", container_path = "/y" }, half))
+    end)
   end)
 end
 
@@ -162,5 +186,12 @@ describe("reports.blocks", function()
     local b = reports.blocks(text, "ports")
     assert.are.same({ map = "http:80:5000 https:443:5000" }, b.a)
     assert.are.same({ map = "" }, b.b)
+    -- resource:report: v0.35.20 trims the plugin's prefix, v0.38.27 keeps it
+    local r35 = reports.blocks("=====> a resource information\n       _default_ limit memory:        512m\n",
+      "resource")
+    local r38 = reports.blocks("=====> a resource information\n       resource _default_ limit memory: 512m\n",
+      "resource")
+    assert.are.same({ ["_default_ limit memory"] = "512m" }, r35.a)
+    assert.are.same(r35, r38)
   end)
 end)
