@@ -158,31 +158,50 @@ function M.report_names()
   return names
 end
 
--- Reads every report at once (one wave over the pool): { [name] = parsed };
--- a report whose command failed is missing (its modules then probe each
--- app). Returns the reports and the number of commands sent.
-function M.fetch_reports()
-  local names = M.report_names()
-  local calls = {}
-  for i, n in ipairs(names) do
-    calls[i] = { argv = reports.REPORTS[n].argv, timeout = math.min(60, executor.timeout()) }
-  end
-  local out = {}
-  if #calls == 0 then
-    return out, 0
-  end
-  for i, res in ipairs(dokku.run_many(calls)) do
-    local ok = res.ok
-    if ok and ok.exit == 0 then
-      out[names[i]] = reports.parse(names[i], ok.stdout or "")
-    else
-      log.warn("drift sweep: an all-apps report failed; its resources are probed per app",
-        { command = table.concat(reports.REPORTS[names[i]].argv, " "),
-          error = redact_text.credentials(ok and ("exited " .. ok.exit .. ": " .. (ok.stderr or ""))
-            or tostring(res.error)) })
+-- How many all-apps reports go out at once. Each can take a second or two
+-- on a host with thousands of apps and holds an SSH session meanwhile; read
+-- a few at a time with "jobs go first" checked between them, a provision
+-- that arrives waits for at most one such wave (bench 7).
+M.REPORT_WAVE = 2
+
+-- Reads the reports not read yet (`have`: name → parsed; `tried`: name →
+-- true, a failed one included) M.REPORT_WAVE at a time, and stops between
+-- two waves when busy() says a job waits. A report whose command failed is
+-- left out (its modules then probe each app). Returns have, the number of
+-- commands sent, and whether every report was tried.
+function M.fetch_reports(have, busy, tried)
+  have, tried = have or {}, tried or {}
+  local todo = {}
+  for _, n in ipairs(M.report_names()) do
+    if not tried[n] then
+      todo[#todo + 1] = n
     end
   end
-  return out, #calls
+  local sent = 0
+  for first = 1, #todo, M.REPORT_WAVE do
+    if sent > 0 and busy and busy() then
+      return have, sent, false
+    end
+    local names, calls = {}, {}
+    for k = first, math.min(#todo, first + M.REPORT_WAVE - 1) do
+      names[#names + 1] = todo[k]
+      calls[#calls + 1] = { argv = reports.REPORTS[todo[k]].argv, timeout = math.min(60, executor.timeout()) }
+    end
+    for i, res in ipairs(dokku.run_many(calls)) do
+      local ok = res.ok
+      tried[names[i]] = true
+      if ok and ok.exit == 0 then
+        have[names[i]] = reports.parse(names[i], ok.stdout or "")
+      else
+        log.warn("drift sweep: an all-apps report failed; its resources are probed per app",
+          { command = table.concat(reports.REPORTS[names[i]].argv, " "),
+            error = redact_text.credentials(ok and ("exited " .. ok.exit .. ": " .. (ok.stderr or ""))
+              or tostring(res.error)) })
+      end
+    end
+    sent = sent + #calls
+  end
+  return have, sent, true
 end
 
 -- A current_of (see M.drift) that answers from the reports what each
@@ -241,16 +260,19 @@ local function bulk_for(rep, opts)
     return nil
   end
   local key = rep.started_at
-  if cached and cached.key == key and reports_fresh(cached.at) then
+  if cached and cached.key == key and cached.complete and reports_fresh(cached.at) then
     return cached
   end
   local b = rep.bulk
-  if type(b) == "table" and b.key == key and type(b.at) == "number" and reports_fresh(b.at)
-      and type(b.reports) == "string" then
+  if (not cached or cached.key ~= key) and type(b) == "table" and b.key == key and type(b.at) == "number"
+      and reports_fresh(b.at) and type(b.reports) == "string" then
     local reps = json.decode_stored(b.reports)
     if type(reps) == "table" then
-      cached = { key = key, at = b.at, iso = b.iso, reports = reps }
-      return cached
+      cached = { key = key, at = b.at, iso = b.iso, reports = reps, complete = b.complete ~= false,
+                 tried = type(b.tried) == "table" and b.tried or {} }
+      if cached.complete then
+        return cached
+      end
     end
   end
   -- jobs go first: with one waiting, this instance is probed per app and
@@ -258,14 +280,23 @@ local function bulk_for(rep, opts)
   if opts.busy and opts.busy() then
     return nil
   end
-  local at = sys.now()
-  local reps, sent = M.fetch_reports()
+  -- a fresh start, or the rest of a reading a job interrupted (its age is
+  -- that of its first wave)
+  local partial = cached and cached.key == key and not cached.complete and reports_fresh(cached.at) and cached
+  local at = partial and partial.at or sys.now()
+  local tried = partial and partial.tried or {}
+  local reps, sent, complete = M.fetch_reports(partial and partial.reports or {}, opts.busy, tried)
   rep.bulk_commands = (rep.bulk_commands or 0) + sent
-  cached = { key = key, at = at, iso = sys.iso_time(at), reports = reps }
-  if not opts.dry then
-    rep.bulk = { key = key, at = at, iso = cached.iso, reports = json.encode(reps) }
+  if complete ~= false then
+    for _, n in ipairs(M.report_names()) do tried[n] = true end
   end
-  return cached
+  cached = { key = key, at = at, iso = sys.iso_time(at), reports = reps, complete = complete ~= false, tried = tried }
+  if not opts.dry then
+    rep.bulk = { key = key, at = at, iso = cached.iso, reports = json.encode(reps), complete = cached.complete,
+                 tried = tried }
+  end
+  -- an interrupted reading: this instance is probed per app, the run yields
+  return cached.complete and cached or nil
 end
 
 function M.forget_reports()

@@ -200,6 +200,43 @@ describe_store("the drift sweep", function()
     assert.are.equal(0, #store.query("SELECT 1 AS x FROM jobs"))
   end)
 
+  it("reads the all-apps reports a few at a time and stops between two waves when a job waits", function()
+    local dokku = require "mrprov.dokku"
+    local run_many, wave = dokku.run_many, reconcile.REPORT_WAVE
+    local sent = {}
+    dokku.run_many = function(calls)
+      local out = {}
+      for i, c in ipairs(calls) do
+        sent[#sent + 1] = table.concat(c.argv, " ")
+        out[i] = { ok = { exit = 0, stdout = "", stderr = "" } }
+      end
+      return out
+    end
+    local ok, err = pcall(function()
+      reconcile.REPORT_WAVE = 2
+      local names = reconcile.report_names()
+      assert.is_true(#names > 4)
+      -- a job arrives after the first wave: two reports read, the rest left
+      local tried = {}
+      local have, n, complete = reconcile.fetch_reports({}, function() return true end, tried)
+      assert.are.equal(2, n)
+      assert.is_false(complete)
+      assert.are.equal(2, #sent)
+      -- the next reading goes on where it stopped, nothing read twice
+      local _, n2, complete2 = reconcile.fetch_reports(have, function() return false end, tried)
+      assert.are.equal(#names - 2, n2)
+      assert.is_true(complete2)
+      local seen = {}
+      for _, c in ipairs(sent) do
+        assert.is_nil(seen[c], c .. " read twice")
+        seen[c] = true
+      end
+      assert.are.equal(#names, #sent)
+    end)
+    dokku.run_many, reconcile.REPORT_WAVE = run_many, wave
+    assert(ok, err)
+  end)
+
   it("reads the all-apps reports once a sweep whichever Lua state runs it: they travel in its progress", function()
     put(instance("sub_a", "mr-suba-aaaaaaaa"))
     put(instance("sub_b", "mr-subb-bbbbbbbb"))
