@@ -264,8 +264,12 @@ local function bulk_for(rep, opts)
     return cached
   end
   local b = rep.bulk
-  if (not cached or cached.key ~= key) and type(b) == "table" and b.key == key and type(b.at) == "number"
-      and reports_fresh(b.at) and type(b.reports) == "string" then
+  -- the sweep's progress may carry a newer reading than this state's copy
+  -- (another worker's state read it, or finished an interrupted one)
+  local newer = type(b) == "table" and b.key == key and type(b.at) == "number" and reports_fresh(b.at)
+    and type(b.reports) == "string"
+    and (not cached or cached.key ~= key or b.at > cached.at or (b.complete ~= false and not cached.complete))
+  if newer then
     local reps = json.decode_stored(b.reports)
     if type(reps) == "table" then
       cached = { key = key, at = b.at, iso = b.iso, reports = reps, complete = b.complete ~= false,
