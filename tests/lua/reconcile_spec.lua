@@ -200,6 +200,47 @@ describe_store("the drift sweep", function()
     assert.are.equal(0, #store.query("SELECT 1 AS x FROM jobs"))
   end)
 
+  it("takes the newer reading kept in the sweep's progress when this state's copy went stale", function()
+    put(instance("sub_a", "mr-suba-aaaaaaaa"))
+    put(instance("sub_b", "mr-subb-bbbbbbbb"))
+    put(instance("sub_d", "mr-subd-dddddddd"))
+    local dokku, json, sys = require "mrprov.dokku", require "json", require "mrprov.sys"
+    local mode, fetch, now = dokku.mode, reconcile.fetch_reports, sys.now
+    local fetched, T = 0, 1000
+    dokku.mode = function() return "ssh" end
+    sys.now = function() return T end
+    reconcile.fetch_reports = function()
+      fetched = fetched + 1
+      local reps = {}
+      for name in pairs(require("resources.lib.reports").REPORTS) do
+        reps[name] = {}
+      end
+      return reps, 3, true
+    end
+    local function one(rep)
+      local n = 0
+      reconcile.advance(rep, { rate = 1e6, sleep = function() end, stop = function()
+        n = n + 1
+        return n >= 1
+      end })
+      return json.decode_stored(json.encode(rep))
+    end
+    local ok, err = pcall(function()
+      reconcile.forget_reports()
+      local rep = one(reconcile.new_report(os.time(), {}))
+      assert.are.equal(1, fetched) -- this state read them at T = 1000
+      -- another state read them again at T = 1035 (kept in the progress);
+      -- at T = 1040 this state's own copy is 40 s old, the progress's 5 s
+      rep.bulk.at = 1035
+      T = 1040
+      one(rep)
+      assert.are.equal(1, fetched)
+    end)
+    dokku.mode, reconcile.fetch_reports, sys.now = mode, fetch, now
+    reconcile.forget_reports()
+    assert(ok, err)
+  end)
+
   it("reads the all-apps reports a few at a time and stops between two waves when a job waits", function()
     local dokku = require "mrprov.dokku"
     local run_many, wave = dokku.run_many, reconcile.REPORT_WAVE
