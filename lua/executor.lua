@@ -65,6 +65,17 @@ end
 -- commands go on beyond is run again from its start when asked).
 M.PROBE_WAVES = 4
 
+-- A probe that cannot see everything is completed from what the journal
+-- recorded for the resource (`applied`: key → model; mod.recall, see
+-- resources/image.lua). Also the drift sweep's, for what it read in bulk.
+function M.recalled(r, cur, applied)
+  local mod = engine.modules[r.type]
+  if mod.recall then
+    return mod.recall(cur, applied[r.key])
+  end
+  return cur
+end
+
 -- How the current state of a resource is learnt: from the server (probes,
 -- read-only) or, in dry-run, from what earlier jobs recorded.
 function M.current_of(applied, list)
@@ -130,14 +141,8 @@ function M.current_of(applied, list)
     end
     return res
   end
-  -- A probe that cannot see everything is completed from what the journal
-  -- recorded for the resource (mod.recall; see resources/image.lua).
   local function recalled(r, cur)
-    local mod = engine.modules[r.type]
-    if mod.recall then
-      return mod.recall(cur, applied[r.key])
-    end
-    return cur
+    return M.recalled(r, cur, applied)
   end
   return function(r)
     local hit = cache[r.key]

@@ -19,10 +19,9 @@ local M = {}
 -- The instance's admin password (derived; masked in every job output).
 M.admin_password = executor.admin_password
 
--- The instance API key (MINDROOM_API_KEY) when the instance's desired
--- state uses it (the mindroom profile without Supabase auth), else nil.
-function M.api_key(inst, cfg)
-  local state = M.desired_state(inst, cfg)
+-- The instance API key (MINDROOM_API_KEY) when its desired state `state`
+-- uses it (the mindroom profile without Supabase auth), else nil.
+function M.api_key(state, inst, cfg)
   if state and state.secrets_used and state.secrets_used.api_key then
     return executor.instance_secrets(inst.app_name, cfg.settings).api_key
   end

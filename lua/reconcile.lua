@@ -235,11 +235,7 @@ function M.bulk_current_of(reps, counter)
       if cur == reports.NOTHING then
         cur = nil
       end
-      local mod = engine.modules[r.type]
-      if mod.recall then
-        return mod.recall(cur, applied[r.key])
-      end
-      return cur
+      return executor.recalled(r, cur, applied)
     end
   end
 end

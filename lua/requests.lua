@@ -138,7 +138,7 @@ function M.provision_validated(r, req, cfg)
     inst.limits = desired.limits(cfg.tiers[r.tier], r.limits)
     instances.save(inst)
     local job_id = instances.create_job(inst.subscription_id, "provision", r)
-    return { inst = inst, job_id = job_id, resumed = resume }
+    return { inst = inst, job_id = job_id, resumed = resume, state = state }
   end)
   if outcome.conflict then
     return fail(409, "conflict", outcome.conflict, outcome.field or "subscription_id")
@@ -176,7 +176,7 @@ function M.provision_validated(r, req, cfg)
     admin_password = not req.from_webhook and plan.admin_password(inst.app_name) or nil,
     -- The instance's dashboard key (its MINDROOM_API_KEY), when its layout
     -- uses one: once, to the API caller only, like the admin password.
-    api_key = not req.from_webhook and plan.api_key(inst, cfg) or nil,
+    api_key = not req.from_webhook and plan.api_key(outcome.state, inst, cfg) or nil,
   }, outcome.resumed and "Provisioning resumed" or "Provisioning started")
 end
 

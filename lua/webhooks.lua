@@ -116,6 +116,17 @@ local function first_delivery(id)
   return instances.first_delivery(id, sys.iso_time(), forget_before)
 end
 
+-- A provision of the row's subscription (a new row, or an update or resume
+-- whose instance does not exist yet: its INSERT was missed).
+local function provision(d, cfg, api)
+  local r, err = validate_request.provision_request({ subscription_id = d.subscription_id,
+                                                      account_id = d.account_id, tier = d.tier }, cfg.tiers)
+  if not r then
+    return 422, json.encode({ error = err })
+  end
+  return api.provision_validated(r, { from_webhook = true }, cfg)
+end
+
 function M.handle(payload, req, api)
   if not first_delivery(req.webhook_id) then
     metrics.inc("mrprov_webhooks_total", { outcome = "duplicate" })
@@ -135,24 +146,12 @@ function M.handle(payload, req, api)
     end
   end
   if d.op == "provision" then
-    local r, err = validate_request.provision_request({ subscription_id = d.subscription_id, account_id = d.account_id,
-                                                tier = d.tier }, cfg.tiers)
-    if not r then
-      status, body = 422, json.encode({ error = err })
-    else
-      status, body = api.provision_validated(r, { from_webhook = true }, cfg)
-    end
+    status, body = provision(d, cfg, api)
   elseif d.op == "update" then
     local inst = validate.subscription_id(d.subscription_id) and instances.get(d.subscription_id)
     if not inst then
       -- No instance yet (e.g. its INSERT was missed): provisioning is the update.
-      local r, err = validate_request.provision_request({ subscription_id = d.subscription_id,
-                                                          account_id = d.account_id, tier = d.tier }, cfg.tiers)
-      if not r then
-        status, body = 422, json.encode({ error = err })
-      else
-        status, body = api.provision_validated(r, { from_webhook = true }, cfg)
-      end
+      status, body = provision(d, cfg, api)
     else
       local r, err = validate_request.update_request({ subscription_id = d.subscription_id, app_name = inst.app_name,
                                                tier = d.tier }, cfg.tiers, inst.tier)
@@ -169,13 +168,7 @@ function M.handle(payload, req, api)
       status, body = lifecycle.request(inst.subscription_id, d.op, { from_webhook = true, tier = d.tier, cfg = cfg })
     elseif d.op == "resume" then
       -- no instance yet (its INSERT was missed, or it came while unpaid)
-      local r, err = validate_request.provision_request({ subscription_id = d.subscription_id,
-                                                          account_id = d.account_id, tier = d.tier }, cfg.tiers)
-      if not r then
-        status, body = 422, json.encode({ error = err })
-      else
-        status, body = api.provision_validated(r, { from_webhook = true }, cfg)
-      end
+      status, body = provision(d, cfg, api)
     else
       status, body = ack(200, { status = "ignored", message = "no live instance for this subscription" })
     end

@@ -49,18 +49,9 @@ end
 -- `letsencrypt:report` runs that same function for every app (its row
 -- `active`, resources/lib/reports.lua). An app the list does not name is
 -- the probe's nil (exit 20).
-M.bulk = {
-  reports = { "apps", "letsencrypt_report" },
-  current = function(spec, r)
-    local got, rows = reports.app_rows(r, "letsencrypt_report", spec.app)
-    if got == "absent" then
-      return reports.NOTHING
-    elseif got ~= "block" or rows.active == nil then
-      return nil
-    end
-    return { active = rows.active:match("^%s*true%s*$") ~= nil }
-  end,
-}
+M.bulk = reports.row_bulk("letsencrypt_report", "active", function(v)
+  return { active = v:match("^%s*true%s*$") ~= nil }
+end)
 
 function M.diff(spec, current)
   if current and current.active then

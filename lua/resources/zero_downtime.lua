@@ -51,18 +51,9 @@ end
 -- Read by the next deploy or restart: nothing to restart now.
 -- The sweep: false for an app the list does not name (checks:report's exit
 -- 20); an existing app is probed.
-M.bulk = {
-  reports = { "apps", "checks_report" },
-  current = function(spec, r)
-    local got, rows = reports.app_rows(r, "checks_report", spec.app)
-    if got == "absent" then
-      return reports.NOTHING
-    elseif got ~= "block" or rows["disabled list"] == nil then
-      return nil
-    end
-    return { disabled = rows["disabled list"]:match("^%s*(%S+)%s*$") or "none" }
-  end,
-}
+M.bulk = reports.row_bulk("checks_report", "disabled list", function(v)
+  return { disabled = v:match("^%s*(%S+)%s*$") or "none" }
+end)
 
 function M.diff(spec, current)
   if current and current.disabled == spec.disabled then

@@ -15,15 +15,7 @@ local function write(path, text)
   f:close()
 end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then
-    return nil
-  end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = require("helper").read_file
 
 local function run(dir, extra)
   local p = assert(io.popen(("python3 %s --template %s --config %s %s 2>&1"):format(SCRIPT, q(dir .. "/tpl.yaml"),
