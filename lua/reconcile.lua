@@ -23,20 +23,8 @@
 -- sweep's report is that job's result (GET /api/v1/reconcile), and the job
 -- queues the next sweep RECONCILE_INTERVAL seconds later.
 --
--- In bulk: probing each app costs one Dokku command a resource (about 20
--- an instance), so a sweep reads what it can for all apps at once: each
--- resource module with `M.bulk` (resources/lib/contract.lua) names the
--- all-apps reports it reads (resources/lib/reports.lua: apps:list,
--- postgres:list, redis:list, apps:report, domains:report, ports:report,
--- ps:report, resource:report, storage:report, checks:report,
--- letsencrypt:report), which are sent once (M.fetch_reports) and answer
--- its current state exactly as its probe would; what they cannot tell (an
--- app's environment: config:export has no all-apps form; a link between
--- an existing service and app; a build context's digest) is probed per
--- app as before.
--- Freshness: the reports are used for M.BULK_MAX_AGE seconds, and never for
--- an instance a job of its own finished after they were read (that job
--- changed it: its apps are probed one by one).
+-- In bulk: see lua/reconcile_bulk.lua (the all-apps reports); orphans:
+-- lua/orphans.lua.
 local dokku = require "mrprov.dokku"
 local engine = require "engine"
 local executor = require "executor"
@@ -48,7 +36,8 @@ local log = require "mrprov.log"
 local metrics = require "mrprov.metrics"
 local plan = require "plan"
 local redact_text = require "redact"
-local reports = require "resources.lib.reports"
+local orphans_mod = require "orphans"
+local bulk_mod = require "reconcile_bulk"
 local store = require "mrprov.store"
 local store_error = require "store_error"
 local sys = require "mrprov.sys"
@@ -64,17 +53,10 @@ M.YIELD_SECONDS = 0.5  -- the pause before the next run while other jobs wait or
 M.PROBED = { running = true, starting = true, unhealthy = true, stopped = true, suspended = true }
 -- The statuses a repair job may start from (as an update, lua/requests.lua).
 M.REPAIRABLE = { running = true, starting = true, unhealthy = true }
--- The Dokku objects an instance owns are its app name and these suffixes
--- (lua/desired.lua names; the mindroom profile's homeserver is -matrix).
-M.SUFFIXES = { "", "-backend", "-frontend", "-matrix", "-db", "-redis" }
 M.ERRORS_KEPT = 100 -- errors listed in a report (the count is exact)
 -- Drifted instances listed with their fix commands in a report; later ones
 -- with their resources' names only (the status view has each in full).
 M.DETAIL_KEPT = 100
--- Seconds the all-apps reports of a sweep are used before they are read
--- again (a sweep of 1000 instances is meant to take at most about this).
-M.BULK_MAX_AGE = 30
-M.BULK = true -- read all-apps reports (false: probe every app, as jobs do)
 
 local function check(v, err, code)
   return store_error.check(v, err, code, "store: ")
@@ -137,258 +119,6 @@ function M.drift(inst, cfg, current_of)
   end
   local entries, follow, restarts = M.from_steps(steps, raw)
   return entries, { follow_ups = follow, restarts = restarts }, #list
-end
-
----------------------------------------------------------------------------
--- In bulk
----------------------------------------------------------------------------
-
--- The names of the all-apps reports the loaded resource modules read.
-function M.report_names()
-  local names, seen = {}, {}
-  for _, mod in pairs(engine.modules) do
-    for _, n in ipairs(mod.bulk and mod.bulk.reports or {}) do
-      if not seen[n] then
-        seen[n] = true
-        names[#names + 1] = n
-      end
-    end
-  end
-  table.sort(names)
-  return names
-end
-
--- How many all-apps reports go out at once. Each can take a second or two
--- on a host with thousands of apps and holds an SSH session meanwhile; read
--- a few at a time with "jobs go first" checked between them, a provision
--- that arrives waits for at most one such wave (bench 7).
-M.REPORT_WAVE = 2
-
--- Reads the reports not read yet (`have`: name → parsed; `tried`: name →
--- true, a failed one included) M.REPORT_WAVE at a time, and stops between
--- two waves when busy() says a job waits. A report whose command failed is
--- left out (its modules then probe each app). Returns have, the number of
--- commands sent, and whether every report was tried.
-function M.fetch_reports(have, busy, tried)
-  have, tried = have or {}, tried or {}
-  local todo = {}
-  for _, n in ipairs(M.report_names()) do
-    if not tried[n] then
-      todo[#todo + 1] = n
-    end
-  end
-  local sent = 0
-  for first = 1, #todo, M.REPORT_WAVE do
-    if sent > 0 and busy and busy() then
-      return have, sent, false
-    end
-    local names, calls = {}, {}
-    for k = first, math.min(#todo, first + M.REPORT_WAVE - 1) do
-      names[#names + 1] = todo[k]
-      calls[#calls + 1] = { argv = reports.REPORTS[todo[k]].argv, timeout = math.min(60, executor.timeout()) }
-    end
-    for i, res in ipairs(dokku.run_many(calls)) do
-      local ok = res.ok
-      tried[names[i]] = true
-      if ok and ok.exit == 0 then
-        have[names[i]] = reports.parse(names[i], ok.stdout or "")
-      else
-        log.warn("drift sweep: an all-apps report failed; its resources are probed per app",
-          { command = table.concat(reports.REPORTS[names[i]].argv, " "),
-            error = redact_text.credentials(ok and ("exited " .. ok.exit .. ": " .. (ok.stderr or ""))
-              or tostring(res.error)) })
-      end
-    end
-    sent = sent + #calls
-  end
-  return have, sent, true
-end
-
--- A current_of (see M.drift) that answers from the reports what each
--- module's M.bulk can tell (completed by M.recall from the journal, as
--- executor.current_of does), and probes the rest per app in one wave
--- (counted in counter.n when given).
-function M.bulk_current_of(reps, counter)
-  return function(applied, list)
-    local known, rest = {}, {}
-    for _, r in ipairs(list) do
-      local mod = engine.modules[r.type]
-      local cur
-      if mod and mod.bulk then
-        cur = mod.bulk.current(r.spec, reps)
-      end
-      if cur ~= nil then
-        known[r.key] = cur
-      else
-        rest[#rest + 1] = r
-      end
-    end
-    if counter then
-      counter.n = (counter.n or 0) + #rest
-    end
-    local probe = executor.current_of(applied, rest)
-    return function(r)
-      local cur = known[r.key]
-      if cur == nil then
-        return probe(r)
-      end
-      if cur == reports.NOTHING then
-        cur = nil
-      end
-      return executor.recalled(r, cur, applied)
-    end
-  end
-end
-
--- The reports of this sweep, read again when older than M.BULK_MAX_AGE.
--- A sweep's runs are claimed by whichever Lua state the pool hands out, so
--- the reports travel with the sweep's progress (rep.bulk in its job row,
--- JSON text: when, and the reports with only the keys the modules read,
--- resources/lib/reports.lua `keep`); each state keeps its decoded copy.
-local cached = nil
-
-local function reports_fresh(at)
-  return sys.now() - at <= M.BULK_MAX_AGE
-end
-
-local function bulk_for(rep, opts)
-  if not M.BULK or dokku.mode() == "dry-run" then
-    return nil
-  end
-  local key = rep.started_at
-  if cached and cached.key == key and cached.complete and reports_fresh(cached.at) then
-    return cached
-  end
-  local b = rep.bulk
-  -- the sweep's progress may carry a newer reading than this state's copy
-  -- (another worker's state read it, or finished an interrupted one)
-  local newer = type(b) == "table" and b.key == key and type(b.at) == "number" and reports_fresh(b.at)
-    and type(b.reports) == "string"
-    and (not cached or cached.key ~= key or b.at > cached.at or (b.complete ~= false and not cached.complete))
-  if newer then
-    local reps = json.decode_stored(b.reports)
-    if type(reps) == "table" then
-      cached = { key = key, at = b.at, iso = b.iso, reports = reps, complete = b.complete ~= false,
-                 tried = type(b.tried) == "table" and b.tried or {} }
-      if cached.complete then
-        return cached
-      end
-    end
-  end
-  -- jobs go first: with one waiting, this instance is probed per app and
-  -- the run yields right after it
-  if opts.busy and opts.busy() then
-    return nil
-  end
-  -- a fresh start, or the rest of a reading a job interrupted (its age is
-  -- that of its first wave)
-  local partial = cached and cached.key == key and not cached.complete and reports_fresh(cached.at) and cached
-  local at = partial and partial.at or sys.now()
-  local tried = partial and partial.tried or {}
-  local reps, sent, complete = M.fetch_reports(partial and partial.reports or {}, opts.busy, tried)
-  rep.bulk_commands = (rep.bulk_commands or 0) + sent
-  if complete ~= false then
-    for _, n in ipairs(M.report_names()) do tried[n] = true end
-  end
-  cached = { key = key, at = at, iso = sys.iso_time(at), reports = reps, complete = complete ~= false, tried = tried }
-  if not opts.dry then
-    rep.bulk = { key = key, at = at, iso = cached.iso, reports = json.encode(reps), complete = cached.complete,
-                 tried = tried }
-  end
-  -- an interrupted reading: this instance is probed per app, the run yields
-  return cached.complete and cached or nil
-end
-
-function M.forget_reports()
-  cached = nil
-end
-
----------------------------------------------------------------------------
--- Orphans
----------------------------------------------------------------------------
-
--- The instance app name a Dokku object's name belongs to by the naming
--- scheme (mr-<1-8 [a-z0-9]>-<8 [a-z0-9]> plus one of M.SUFFIXES), or nil.
-function M.owner_of(name)
-  local base, rest = name:match("^(mr%-[a-z0-9]+%-[a-z0-9]+)(.*)$")
-  if not base then
-    return nil
-  end
-  local prefix, suffix = base:match("^mr%-([a-z0-9]+)%-([a-z0-9]+)$")
-  if #prefix > 8 then
-    return nil
-  end
-  -- the suffix is 8 characters; a longer run of [a-z0-9] cannot be one
-  if #suffix ~= 8 then
-    return nil
-  end
-  for _, s in ipairs(M.SUFFIXES) do
-    if rest == s then
-      return base
-    end
-  end
-  return nil
-end
-
--- The names of a `dokku --quiet apps:list` / `postgres:list` /
--- `redis:list` answer: one per line; with --quiet no header (`=====> ...`)
--- is printed (core:plugins/apps/subcommands/list, dokku-postgres
--- subcommands/list; tests/fixtures/dokku-sim models both), and an empty
--- list says so on stderr only. Header and warning lines are skipped anyway.
-function M.parse_list(text)
-  return reports.names(text)
-end
-
--- Orphans among listed names: those following the naming scheme whose
--- instance app name is not owned (owned[app_name] = true).
-function M.orphans_of(names, owned)
-  local out = json.array()
-  for _, n in ipairs(names) do
-    local base = M.owner_of(n)
-    if base and not owned[base] then
-      out[#out + 1] = n
-    end
-  end
-  table.sort(out)
-  return out
-end
-
--- The app names that own Dokku objects: every instance not deprovisioned.
-local function owned_names()
-  local owned = {}
-  for _, r in ipairs(check(store.query("SELECT app_name FROM instances WHERE status <> 'deprovisioned'"))) do
-    owned[r.app_name] = true
-  end
-  return owned
-end
-
-local LISTS = { { kind = "app", argv = { "apps:list" } }, { kind = "postgres", argv = { "postgres:list" } },
-                { kind = "redis", argv = { "redis:list" } } }
-
--- Lists Dokku's apps and services and picks the orphans: { app = [...],
--- postgres = [...], redis = [...] }, and the errors met.
-function M.find_orphans(owned)
-  local out, errors = {}, {}
-  if dokku.mode() == "dry-run" then
-    for _, l in ipairs(LISTS) do out[l.kind] = json.array() end
-    return out, errors
-  end
-  local calls = {}
-  for i, l in ipairs(LISTS) do
-    calls[i] = { argv = { "--quiet", table.unpack(l.argv) }, timeout = math.min(60, executor.timeout()) }
-  end
-  for i, res in ipairs(dokku.run_many(calls)) do
-    local l = LISTS[i]
-    local ok = res.ok
-    if ok and ok.exit == 0 then
-      out[l.kind] = M.orphans_of(M.parse_list(ok.stdout), owned)
-    else
-      out[l.kind] = json.array()
-      local why = ok and ("exited " .. ok.exit .. ": " .. (ok.stderr or "")) or tostring(res.error)
-      errors[#errors + 1] = { error = "dokku " .. table.concat(l.argv, " ") .. ": " .. redact_text.credentials(why) }
-    end
-  end
-  return out, errors
 end
 
 ---------------------------------------------------------------------------
@@ -578,10 +308,19 @@ local function subscriptions(rep, dry)
   end
 end
 
+-- The app names that own Dokku objects: every instance not deprovisioned.
+local function owned_names()
+  local owned = {}
+  for _, r in ipairs(check(store.query("SELECT app_name FROM instances WHERE status <> 'deprovisioned'"))) do
+    owned[r.app_name] = true
+  end
+  return owned
+end
+
 -- Finishes a report: orphans, the subscriptions pass, times and figures.
 local function finish(rep, dry, now)
   local owned = store.read(owned_names)
-  local orphans, errs = M.find_orphans(owned)
+  local orphans, errs = orphans_mod.find(owned)
   rep.orphans = orphans
   rep.orphans_count = #orphans.app + #orphans.postgres + #orphans.redis
   for _, e in ipairs(errs) do
@@ -630,12 +369,12 @@ function M.advance(rep, opts)
     if nxt.busy == 1 then
       rep.instances_skipped = rep.instances_skipped + 1
     else
-      local bulk = bulk_for(rep, opts)
+      local bulk = bulk_mod.for_sweep(rep, opts)
       local current_of, counter
       -- (a job of its own that finished after the reports were read changed it)
       if bulk and not (type(nxt.last_done) == "string" and nxt.last_done >= bulk.iso) then
         counter = { n = 0 }
-        current_of = M.bulk_current_of(bulk.reports, counter)
+        current_of = bulk_mod.current_of(bulk.reports, counter)
       end
       local checked = sweep_one(rep, nxt.sub, opts.dry, opts.now or sys.now(), current_of)
       -- the rate bounds the commands sent: a resource the reports answered sent none

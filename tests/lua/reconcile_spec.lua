@@ -11,14 +11,15 @@ local cjson = require "cjson"
 local describe_store = memstore.describer(describe, pending)
 
 describe_store("the drift sweep", function()
-  local reconcile, instances, plan, engine, generation
+  local reconcile, bulk, orphans_mod, instances, plan, engine, generation
 
   setup(function()
     memstore.dokku("dry-run")
-    for _, m in ipairs({ "executor", "plan", "reconcile" }) do
+    for _, m in ipairs({ "executor", "plan", "reconcile", "reconcile_bulk", "orphans" }) do
       package.loaded[m] = nil
     end
     reconcile, instances, plan = require "reconcile", require "instances", require "plan"
+    bulk, orphans_mod = require "reconcile_bulk", require "orphans"
     engine, generation = require "engine", require "generation"
   end)
   before_each(function()
@@ -104,17 +105,17 @@ describe_store("the drift sweep", function()
   end)
 
   it("knows the naming scheme of an instance's objects and picks the orphans", function()
-    assert.are.equal("mr-sub1-aaaaaaaa", reconcile.owner_of("mr-sub1-aaaaaaaa"))
+    assert.are.equal("mr-sub1-aaaaaaaa", orphans_mod.owner_of("mr-sub1-aaaaaaaa"))
     for _, s in ipairs({ "-backend", "-frontend", "-matrix", "-db", "-redis" }) do
-      assert.are.equal("mr-abcdefgh-0a1b2c3d", reconcile.owner_of("mr-abcdefgh-0a1b2c3d" .. s))
+      assert.are.equal("mr-abcdefgh-0a1b2c3d", orphans_mod.owner_of("mr-abcdefgh-0a1b2c3d" .. s))
     end
     for _, n in ipairs({ "mr-abcdefghi-0a1b2c3d", "mr-sub1-aaaaaaa", "mr-sub1-aaaaaaaa-web", "other",
                          "mr-sub1-aaaaaaaa-db-x", "xmr-sub1-aaaaaaaa", "mr-Sub1-aaaaaaaa" }) do
-      assert.is_nil(reconcile.owner_of(n), n)
+      assert.is_nil(orphans_mod.owner_of(n), n)
     end
     assert.are.same({ "a", "mr-x-12345678-db", "b" },
-      reconcile.parse_list("=====> My Apps\na\n  mr-x-12345678-db \n\n b\n !     warning here\n"))
-    local orphans = reconcile.orphans_of({ "mr-sub1-aaaaaaaa-db", "mr-gone-bbbbbbbb-redis", "mr-gone-bbbbbbbb",
+      orphans_mod.parse_list("=====> My Apps\na\n  mr-x-12345678-db \n\n b\n !     warning here\n"))
+    local orphans = orphans_mod.orphans_of({ "mr-sub1-aaaaaaaa-db", "mr-gone-bbbbbbbb-redis", "mr-gone-bbbbbbbb",
                                            "my-own-app" }, { ["mr-sub1-aaaaaaaa"] = true })
     assert.are.same({ "mr-gone-bbbbbbbb", "mr-gone-bbbbbbbb-redis" }, orphans)
   end)
@@ -205,11 +206,11 @@ describe_store("the drift sweep", function()
     put(instance("sub_b", "mr-subb-bbbbbbbb"))
     put(instance("sub_d", "mr-subd-dddddddd"))
     local dokku, json, sys = require "mrprov.dokku", require "json", require "mrprov.sys"
-    local mode, fetch, now = dokku.mode, reconcile.fetch_reports, sys.now
+    local mode, fetch, now = dokku.mode, bulk.fetch_reports, sys.now
     local fetched, T = 0, 1000
     dokku.mode = function() return "ssh" end
     sys.now = function() return T end
-    reconcile.fetch_reports = function()
+    bulk.fetch_reports = function()
       fetched = fetched + 1
       local reps = {}
       for name in pairs(require("resources.lib.reports").REPORTS) do
@@ -226,7 +227,7 @@ describe_store("the drift sweep", function()
       return json.decode_stored(json.encode(rep))
     end
     local ok, err = pcall(function()
-      reconcile.forget_reports()
+      bulk.forget_reports()
       local rep = one(reconcile.new_report(os.time(), {}))
       assert.are.equal(1, fetched) -- this state read them at T = 1000
       -- another state read them again at T = 1035 (kept in the progress);
@@ -236,14 +237,14 @@ describe_store("the drift sweep", function()
       one(rep)
       assert.are.equal(1, fetched)
     end)
-    dokku.mode, reconcile.fetch_reports, sys.now = mode, fetch, now
-    reconcile.forget_reports()
+    dokku.mode, bulk.fetch_reports, sys.now = mode, fetch, now
+    bulk.forget_reports()
     assert(ok, err)
   end)
 
   it("reads the all-apps reports a few at a time and stops between two waves when a job waits", function()
     local dokku = require "mrprov.dokku"
-    local run_many, wave = dokku.run_many, reconcile.REPORT_WAVE
+    local run_many, wave = dokku.run_many, bulk.REPORT_WAVE
     local sent = {}
     dokku.run_many = function(calls)
       local out = {}
@@ -254,17 +255,17 @@ describe_store("the drift sweep", function()
       return out
     end
     local ok, err = pcall(function()
-      reconcile.REPORT_WAVE = 2
-      local names = reconcile.report_names()
+      bulk.REPORT_WAVE = 2
+      local names = bulk.report_names()
       assert.is_true(#names > 4)
       -- a job arrives after the first wave: two reports read, the rest left
       local tried = {}
-      local have, n, complete = reconcile.fetch_reports({}, function() return true end, tried)
+      local have, n, complete = bulk.fetch_reports({}, function() return true end, tried)
       assert.are.equal(2, n)
       assert.is_false(complete)
       assert.are.equal(2, #sent)
       -- the next reading goes on where it stopped, nothing read twice
-      local _, n2, complete2 = reconcile.fetch_reports(have, function() return false end, tried)
+      local _, n2, complete2 = bulk.fetch_reports(have, function() return false end, tried)
       assert.are.equal(#names - 2, n2)
       assert.is_true(complete2)
       local seen = {}
@@ -274,7 +275,7 @@ describe_store("the drift sweep", function()
       end
       assert.are.equal(#names, #sent)
     end)
-    dokku.run_many, reconcile.REPORT_WAVE = run_many, wave
+    dokku.run_many, bulk.REPORT_WAVE = run_many, wave
     assert(ok, err)
   end)
 
@@ -283,11 +284,11 @@ describe_store("the drift sweep", function()
     put(instance("sub_b", "mr-subb-bbbbbbbb"))
     put(instance("sub_d", "mr-subd-dddddddd"))
     local dokku, json = require "mrprov.dokku", require "json"
-    local mode, fetch, age = dokku.mode, reconcile.fetch_reports, reconcile.BULK_MAX_AGE
+    local mode, fetch, age = dokku.mode, bulk.fetch_reports, bulk.BULK_MAX_AGE
     local fetched = 0
     dokku.mode = function() return "ssh" end
     -- (no app exists: every resource is answered by the reports, no probe runs)
-    reconcile.fetch_reports = function()
+    bulk.fetch_reports = function()
       fetched = fetched + 1
       local reps = {}
       for name in pairs(require("resources.lib.reports").REPORTS) do
@@ -302,7 +303,7 @@ describe_store("the drift sweep", function()
         runs = runs + 1
         -- each run on a Lua state that has not seen this sweep, its
         -- progress read back from the job row
-        reconcile.forget_reports()
+        bulk.forget_reports()
         rep = json.decode_stored(json.encode(rep))
         local n = 0
         local done = reconcile.advance(rep, { rate = 1e6, sleep = function() end, stop = function()
@@ -323,12 +324,12 @@ describe_store("the drift sweep", function()
       assert.are.equal(0, rep.app_probes)
       -- older than BULK_MAX_AGE: read again
       fetched = 0
-      reconcile.BULK_MAX_AGE = -1
+      bulk.BULK_MAX_AGE = -1
       sweep_across_states()
       assert.are.equal(3, fetched)
     end)
-    dokku.mode, reconcile.fetch_reports, reconcile.BULK_MAX_AGE = mode, fetch, age
-    reconcile.forget_reports()
+    dokku.mode, bulk.fetch_reports, bulk.BULK_MAX_AGE = mode, fetch, age
+    bulk.forget_reports()
     assert(ok, err)
   end)
 
