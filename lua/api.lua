@@ -8,6 +8,7 @@ local instances = require "instances"
 local journal = require "journal"
 local json = require "json"
 local plan = require "plan"
+local drift = require "drift"
 local reconcile = require "reconcile"
 local requests = require "requests"
 local store = require "mrprov.store"
@@ -109,18 +110,18 @@ end
 -- decoded).
 local function read_status(sub)
   local i = sub and instances.get_summary(sub)
-  return i, i and instances.latest_job_summary(sub), i and reconcile.status_drift(sub)
+  return i, i and instances.latest_job_summary(sub), i and drift.status_drift(sub)
 end
 
 function M.status(req)
   local sub = validate.subscription_id(req.param or "")
-  local inst, job, drift = store.read(read_status, sub)
+  local inst, job, drifted = store.read(read_status, sub)
   if not inst then
     return fail(404, "not_found", "no instance for this subscription", "subscription_id")
   end
   local view = instances.status_view(inst, job)
-  -- what the last drift sweep found (lua/reconcile.lua); null until probed
-  view.drift = drift or json.null
+  -- what the last drift sweep found (lua/drift.lua); null until probed
+  view.drift = drifted or json.null
   return answer(200, view)
 end
 

@@ -26,15 +26,13 @@
 -- In bulk: see lua/reconcile_bulk.lua (the all-apps reports); orphans:
 -- lua/orphans.lua.
 local dokku = require "mrprov.dokku"
-local engine = require "engine"
-local executor = require "executor"
+local drift = require "drift"
 local generation = require "generation"
 local instances = require "instances"
 local jobs = require "mrprov.jobs"
 local json = require "json"
 local log = require "mrprov.log"
 local metrics = require "mrprov.metrics"
-local plan = require "plan"
 local redact_text = require "redact"
 local orphans_mod = require "orphans"
 local bulk_mod = require "reconcile_bulk"
@@ -60,65 +58,6 @@ M.DETAIL_KEPT = 100
 
 local function check(v, err, code)
   return store_error.check(v, err, code, "store: ")
-end
-
----------------------------------------------------------------------------
--- Drift of one instance
----------------------------------------------------------------------------
-
--- The drift of a planned set of steps: one entry per resource whose probe
--- differs from its spec, { resource = key, type, app = target, commands =
--- {display...} }. raw[key] is what the probe said: a step planned only
--- because another change makes it stale (a domain change makes the
--- certificate stale, module.stale) is a follow-up of that fix, not drift
--- of its own; it is listed under `follow_ups`, and the restarts the engine
--- derives under `restarts` (apps).
-function M.from_steps(steps, raw)
-  local list, follow, restarts = json.array(), json.array(), json.array()
-  for _, s in ipairs(steps) do
-    local r = s.resource
-    if s.derived then
-      restarts[#restarts + 1] = r.target
-    else
-      local cmds = json.array()
-      for _, c in ipairs(s.commands) do
-        cmds[#cmds + 1] = c.display
-      end
-      local e = { resource = r.key, type = r.type, app = r.target, commands = cmds }
-      local mod = engine.modules[r.type]
-      local own = not raw or not mod or #mod.diff(r.spec, raw[r.key]) > 0
-      if own then
-        list[#list + 1] = e
-      else
-        follow[#follow + 1] = e
-      end
-    end
-  end
-  return list, follow, restarts
-end
-
--- Probes inst and plans it against its desired state under cfg. Returns
--- the drift entries (empty when in sync), { follow_ups, restarts } and the
--- number of resources probed; or nil, why (redacted).
--- current_of(applied, list) → function(r): default executor.current_of.
-function M.drift(inst, cfg, current_of)
-  local state, why = plan.desired_state(inst, cfg)
-  if not state then
-    return nil, redact_text.redactor(executor.job_secrets(inst, nil))(tostring(why))
-  end
-  local list = engine.resources(state)
-  local probe = (current_of or executor.current_of)(inst.applied or {}, list)
-  local raw = {}
-  local steps, err = engine.plan(list, function(r)
-    local cur, perr = probe(r)
-    raw[r.key] = cur
-    return cur, perr
-  end)
-  if not steps then
-    return nil, redact_text.redactor(executor.job_secrets(inst, state))(tostring(err))
-  end
-  local entries, follow, restarts = M.from_steps(steps, raw)
-  return entries, { follow_ups = follow, restarts = restarts }, #list
 end
 
 ---------------------------------------------------------------------------
@@ -181,36 +120,6 @@ local function next_instance(cursor)
   return check(store.query(NEXT_SQL, cursor))[1]
 end
 
--- Records an instance's drift (inside the caller's transaction).
-function M.record(subscription_id, entries, at)
-  check(store.exec("INSERT INTO drift (subscription_id, checked_at, resources) VALUES (?, ?, ?) " ..
-    "ON CONFLICT (subscription_id) DO UPDATE SET checked_at = excluded.checked_at, resources = excluded.resources",
-    subscription_id, at, json.encode(entries or json.array())))
-end
-
--- A job that converged the instance made its drift history.
-function M.forget(subscription_id)
-  check(store.exec("DELETE FROM drift WHERE subscription_id = ?", subscription_id))
-end
-
--- The status view's `drift`: null when never probed, else when and what.
-function M.status_drift(subscription_id)
-  local row = check(store.query("SELECT checked_at, resources FROM drift WHERE subscription_id = ?",
-    subscription_id))[1]
-  if not row then
-    return json.null
-  end
-  local list = json.decode_stored(row.resources)
-  return { checked_at = row.checked_at, resources = type(list) == "table" and list or json.array() }
-end
-
--- Instances whose recorded drift is not empty (and that still exist).
-function M.drifted_total()
-  local rows = check(store.query("SELECT count(*) AS n FROM drift d JOIN instances i USING (subscription_id) " ..
-    "WHERE d.resources <> '[]' AND i.status <> 'deprovisioned'"))
-  return rows[1] and rows[1].n or 0
-end
-
 -- Queues the repair of a drifted instance: the ordinary update job with no
 -- change (its plan holds only what differs), inside the caller's transaction.
 local function queue_repair(inst, entries)
@@ -233,14 +142,14 @@ end
 
 -- Probes one instance and records the outcome in rep (and, unless dry,
 -- in the store). Returns the number of resources probed.
--- current_of: M.drift's (nil: each resource probed per app).
+-- current_of: drift.drift's (nil: each resource probed per app).
 local function sweep_one(rep, sub, dry, now, current_of)
   local cfg = generation.current()
   local inst = instances.get(sub)
   if not inst then
     return 0
   end
-  local entries, more, probed = M.drift(inst, cfg, current_of)
+  local entries, more, probed = drift.drift(inst, cfg, current_of)
   if not entries then
     add_error(rep, { subscription_id = sub, app_name = inst.app_name, error = more })
     log.warn("drift sweep: instance not probed", { subscription_id = sub, app_name = inst.app_name,
@@ -252,7 +161,7 @@ local function sweep_one(rep, sub, dry, now, current_of)
   local repair_id
   if not dry then
     store.tx(function()
-      M.record(sub, entries, sys.iso_time(now))
+      drift.record(sub, entries, sys.iso_time(now))
       if #entries > 0 and rep.mode == "repair" then
         repair_id = queue_repair(inst, entries)
       end
@@ -338,7 +247,7 @@ local function finish(rep, dry, now)
   rep.finished_at = sys.iso_time(t)
   rep.duration_seconds = math.floor((t - (rep.started or now)) * 1000 + 0.5) / 1000
   if not dry then
-    metrics.set("mrprov_drift_instances", {}, M.drifted_total())
+    metrics.set("mrprov_drift_instances", {}, drift.drifted_total())
     for kind, list in pairs(orphans) do
       metrics.set("mrprov_orphans", { kind = kind }, #list)
     end

@@ -90,7 +90,7 @@ function M.fetch_reports(have, busy, tried)
   return have, sent, true
 end
 
--- A current_of (see reconcile.drift) that answers from the reports what each
+-- A current_of (see drift.drift) that answers from the reports what each
 -- module's M.bulk can tell (completed by M.recall from the journal, as
 -- executor.current_of does), and probes the rest per app in one wave
 -- (counted in counter.n when given).

@@ -18,6 +18,7 @@ local log = require "mrprov.log"
 local metrics = require "mrprov.metrics"
 local model_key = require "model_key"
 local plan = require "plan"
+local drift = require "drift"
 local reconcile = require "reconcile"
 local redact_text = require "redact"
 local store = require "mrprov.store"
@@ -289,7 +290,7 @@ function M.run(job_id)
       end
       inst.error = nil
       -- converged: what the last sweep found differing is history
-      reconcile.forget(inst.subscription_id)
+      drift.forget(inst.subscription_id)
       inst.applied = job.operation == "deprovision" and {} or applied
       -- claims on domains the instance no longer serves are given up
       instances.keep_domains(inst.subscription_id,

@@ -15,8 +15,8 @@ local LAYERS = {
   { "sweep", "reconcile" },                                  -- the drift sweep (runs the subscriptions sync)
   { "sync", "subscriptions_sync" },                          -- converging on Supabase's subscriptions table
   { "handlers", "requests", "webhooks", "lifecycle" },       -- the write requests, Supabase webhooks, stop/start
-  { "jobs", "plan", "converge", "health", "reconcile_bulk", "orphans" }, -- a job: its plan, applying it, readiness;
-  -- the sweep's bulk readings and orphans
+  { "jobs", "plan", "converge", "health", "drift", "reconcile_bulk", "orphans" }, -- a job: its plan, applying it,
+  -- readiness; an instance's drift, the sweep's bulk readings and orphans
   { "steps", "executor", "journal" },                        -- running commands, the step journal
   { "model", "engine", "desired", "hooks", "instances", "model_key" }, -- desired state, hooks, rows, model key
   { "parts", "tiers", "tier_check", "profiles", "hook_handle", "hook_merge" },

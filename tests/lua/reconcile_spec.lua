@@ -11,15 +11,15 @@ local cjson = require "cjson"
 local describe_store = memstore.describer(describe, pending)
 
 describe_store("the drift sweep", function()
-  local reconcile, bulk, orphans_mod, instances, plan, engine, generation
+  local reconcile, drift, bulk, orphans_mod, instances, plan, engine, generation
 
   setup(function()
     memstore.dokku("dry-run")
-    for _, m in ipairs({ "executor", "plan", "reconcile", "reconcile_bulk", "orphans" }) do
+    for _, m in ipairs({ "executor", "plan", "reconcile", "drift", "reconcile_bulk", "orphans" }) do
       package.loaded[m] = nil
     end
     reconcile, instances, plan = require "reconcile", require "instances", require "plan"
-    bulk, orphans_mod = require "reconcile_bulk", require "orphans"
+    drift, bulk, orphans_mod = require "drift", require "reconcile_bulk", require "orphans"
     engine, generation = require "engine", require "generation"
   end)
   before_each(function()
@@ -66,7 +66,7 @@ describe_store("the drift sweep", function()
         return function(r) return models[r.key] end
       end
     end
-    local none, more, probed = reconcile.drift(inst, generation.current(), probe_from(inst.applied))
+    local none, more, probed = drift.drift(inst, generation.current(), probe_from(inst.applied))
     assert.are.same({}, none)
     assert.are.same({}, more.follow_ups)
     assert.is_true(probed > 5)
@@ -77,7 +77,7 @@ describe_store("the drift sweep", function()
     server[dkey] = { domains = {} }
     local lkey = key_of(server, "link:mr-sub1-aaaaaaaa-redis")
     server[lkey] = { linked = false }
-    local list, extra = reconcile.drift(inst, generation.current(), probe_from(server))
+    local list, extra = drift.drift(inst, generation.current(), probe_from(server))
     local got = {}
     for _, e in ipairs(list) do
       got[#got + 1] = e.type .. " " .. e.app
@@ -96,7 +96,7 @@ describe_store("the drift sweep", function()
   it("shows config values as plans do: no secret in a fix command", function()
     local inst = instance("sub_1", "mr-sub1-aaaaaaaa")
     inst.spec.config_updates = { CUSTOMER_TOKEN = "s3cret-value-of-the-customer" }
-    local list = reconcile.drift(inst, generation.current(), function()
+    local list = drift.drift(inst, generation.current(), function()
       return function(r) return inst.applied[r.key] end
     end)
     local text = cjson.encode(list)
@@ -159,13 +159,13 @@ describe_store("the drift sweep", function()
     assert.are.equal("limits", rep.drifted[1].resources[1].type)
     assert.are.same({}, rep.repaired)
     assert.are.equal(0, rep.orphans_count)
-    assert.are.equal("limits", reconcile.status_drift("sub_a").resources[1].type)
-    assert.are.same({}, reconcile.status_drift("sub_b").resources)
-    assert.are.equal(cjson.null, reconcile.status_drift("sub_c"))
-    assert.are.equal(1, reconcile.drifted_total())
+    assert.are.equal("limits", drift.status_drift("sub_a").resources[1].type)
+    assert.are.same({}, drift.status_drift("sub_b").resources)
+    assert.are.equal(cjson.null, drift.status_drift("sub_c"))
+    assert.are.equal(1, drift.drifted_total())
     -- a job that converges the instance makes it history
-    store.tx(function() reconcile.forget("sub_a") end)
-    assert.are.equal(0, reconcile.drifted_total())
+    store.tx(function() drift.forget("sub_a") end)
+    assert.are.equal(0, drift.drifted_total())
     local view = reconcile.view(rep)
     assert.is_nil(view.cursor)
     assert.is_nil(view.started)
@@ -197,7 +197,7 @@ describe_store("the drift sweep", function()
     assert.are.equal("dry-run", rep.mode)
     assert.are.equal(1, rep.drifted_count)
     assert.are.same({}, rep.repaired)
-    assert.are.equal(cjson.null, reconcile.status_drift("sub_a"))
+    assert.are.equal(cjson.null, drift.status_drift("sub_a"))
     assert.are.equal(0, #store.query("SELECT 1 AS x FROM jobs"))
   end)
 
