@@ -20,9 +20,15 @@ function M.specs(app)
   if app.absent or not app.env then
     return {}
   end
+  -- kept: keys this resource never unsets — those whose value only the job
+  -- that set them knows (app.env_kept), and the digest resources/image.lua
+  -- records on the app (its own key, whatever the owned prefixes)
+  local kept = { [seed.DIGEST_KEY] = true }
+  for k in pairs(app.env_kept or {}) do
+    kept[k] = true
+  end
   return { { key = "config:" .. app.name, spec = { app = app.name, env = app.env, secret_keys = app.secret_keys,
-                                                   owned_prefixes = app.env_owned_prefixes,
-                                                   kept_keys = app.env_kept } } }
+                                                   owned_prefixes = app.env_owned_prefixes, kept_keys = kept } } }
 end
 
 function M.locks(spec)
@@ -72,7 +78,7 @@ end
 
 -- Keys the app has that spec.env no longer holds but mrprov owns: those
 -- starting with one of spec.owned_prefixes (e.g. the environment of the
--- other Matrix server after a switch), except spec.kept_keys: values set
+-- other Matrix server after a switch), except spec.kept_keys (see M.specs): values set
 -- once and never known again (the instance's own OpenRouter key, whose
 -- value mrprov does not store, lua/model_key.lua), left as they are when
 -- spec.env does not hold them. Sorted.
@@ -80,9 +86,7 @@ local function stale_keys(spec, have)
   local keys = {}
   local kept = spec.kept_keys or {}
   for k in pairs(have) do
-    -- the digest resources/image.lua records is its own, whatever the
-    -- prefixes; a kept key (a value only the job that made it knows) stays
-    if spec.env[k] == nil and k ~= seed.DIGEST_KEY and not kept[k] then
+    if spec.env[k] == nil and not kept[k] then
       for _, p in ipairs(spec.owned_prefixes or {}) do
         if k:sub(1, #p) == p then
           keys[#keys + 1] = k
