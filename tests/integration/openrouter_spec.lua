@@ -18,13 +18,7 @@ local MGMT = "sk-or-v1-mgmt-audit-5c2e8f1a9b7d"
 local API_KEY = "or-apikey-3f9d1c7e"
 local auth = { Authorization = "Bearer " .. API_KEY }
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = H.read_file
 
 -- Starts the stand-in; returns { pid, port, base }.
 local function start_stub(dir)
