@@ -115,6 +115,12 @@ local function stat_of(pid)
   return state, started
 end
 
+-- When process pid started (clock ticks since boot), or nil: with the pid
+-- it names one process (supabase_harness uses it too).
+function M.started_at(pid)
+  return select(2, stat_of(pid))
+end
+
 function M.start(opts)
   opts = opts or {}
   local dir = opts.dir or M.tmpdir()
@@ -134,7 +140,7 @@ function M.start(opts)
   local pid = tonumber(p:read("l"))
   p:close()
   local s = { pid = pid, dir = dir, log = log, env = env }
-  s.started = select(2, stat_of(pid))
+  s.started = M.started_at(pid)
   servers[#servers + 1] = s
   local deadline = socket.gettime() + (opts.start_timeout or 20)
   while socket.gettime() < deadline do

@@ -42,23 +42,10 @@ local function run(cmd)
   return ok == true, out
 end
 
--- When process `pid` started (field 22 of /proc/<pid>/stat, in clock
--- ticks since boot), or nil when there is no such process: with the pid it
--- names one process, so a signal never reaches another that reused the pid
--- (pids wrap within minutes under the suite's load).
-local function started_at(pid)
-  local f = pid and io.open("/proc/" .. math.tointeger(pid) .. "/stat", "r")
-  if not f then return nil end
-  local stat = f:read("a") or ""
-  f:close()
-  local after = stat:match("^%d+ %(.*%) (.*)$")
-  local n, field = 3, nil
-  for w in (after or ""):gmatch("%S+") do
-    if n == 22 then field = w break end
-    n = n + 1
-  end
-  return field
-end
+-- When process `pid` started (harness.lua): with the pid it names one
+-- process, so a signal never reaches another that reused the pid (pids wrap
+-- within minutes under the suite's load).
+local started_at = require("harness").started_at
 
 local function alive(pid, start)
   if pid == nil or os.execute("kill -0 " .. math.tointeger(pid) .. " 2>/dev/null") ~= true then
