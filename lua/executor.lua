@@ -77,8 +77,11 @@ function M.recalled(r, cur, applied)
 end
 
 -- How the current state of a resource is learnt: from the server (probes,
--- read-only) or, in dry-run, from what earlier jobs recorded.
-function M.current_of(applied, list)
+-- read-only) or, in dry-run, from what earlier jobs recorded. `probes`
+-- (optional, key → function(run, spec)) replaces a resource's M.probe (the
+-- drift sweep's, completed from the all-apps reports: reconcile_bulk).
+function M.current_of(applied, list, probes)
+  probes = probes or {}
   if dokku.mode() == "dry-run" then
     return function(r)
       return applied[r.key]
@@ -93,9 +96,10 @@ function M.current_of(applied, list)
     local pending = {}
     for _, r in ipairs(list) do
       local mod = engine.modules[r.type]
-      if mod and mod.probe then
+      local fn = probes[r.key] or (mod and mod.probe)
+      if fn then
         local co = coroutine.create(function()
-          return mod.probe(function(argv) return coroutine.yield(argv) end, r.spec)
+          return fn(function(argv) return coroutine.yield(argv) end, r.spec)
         end)
         local ok, argv = coroutine.resume(co)
         if ok and coroutine.status(co) == "suspended" then
@@ -111,23 +115,40 @@ function M.current_of(applied, list)
     while #pending > 0 and wave < M.PROBE_WAVES do
       wave = wave + 1
       local again = {}
-      for first = 1, #pending, 64 do
-        local calls = {}
-        for i = first, math.min(#pending, first + 63) do
-          calls[#calls + 1] = { argv = command.full_argv({ argv = pending[i].argv }), timeout = timeout }
+      -- Two probes that read the same thing in one wave (the environment:
+      -- config and a build context's digest, config:export) share one
+      -- command and its answer: probes only read.
+      local calls, slot, of = {}, {}, {}
+      for i, p in ipairs(pending) do
+        local full = command.full_argv({ argv = p.argv })
+        local id = table.concat(full, "\0")
+        if not slot[id] then
+          calls[#calls + 1] = { argv = full, timeout = timeout }
+          slot[id] = #calls
         end
-        for k, res in ipairs(dokku.run_many(calls)) do
-          local p = pending[first + k - 1]
-          local answer, err = res.ok, res.error
-          if not answer then
-            err = table.concat(p.argv, " ") .. ": " .. tostring(err)
-          end
-          local ok, cur, perr = coroutine.resume(p.co, answer, err)
-          if ok and coroutine.status(p.co) == "dead" then
-            cache[p.r.key] = { cur = cur, err = (cur == nil and perr) or nil }
-          elseif ok and coroutine.status(p.co) == "suspended" and type(cur) == "table" then
-            again[#again + 1] = { r = p.r, co = p.co, argv = cur }
-          end
+        of[i] = slot[id]
+      end
+      local answers = {}
+      for first = 1, #calls, 64 do
+        local part = {}
+        for i = first, math.min(#calls, first + 63) do
+          part[#part + 1] = calls[i]
+        end
+        for k, res in ipairs(dokku.run_many(part)) do
+          answers[first + k - 1] = res
+        end
+      end
+      for i, p in ipairs(pending) do
+        local res = answers[of[i]]
+        local answer, err = res.ok, res.error
+        if not answer then
+          err = table.concat(p.argv, " ") .. ": " .. tostring(err)
+        end
+        local ok, cur, perr = coroutine.resume(p.co, answer, err)
+        if ok and coroutine.status(p.co) == "dead" then
+          cache[p.r.key] = { cur = cur, err = (cur == nil and perr) or nil }
+        elseif ok and coroutine.status(p.co) == "suspended" and type(cur) == "table" then
+          again[#again + 1] = { r = p.r, co = p.co, argv = cur }
         end
       end
       pending = again
@@ -152,8 +173,8 @@ function M.current_of(applied, list)
       end
       return recalled(r, hit.cur)
     end
-    local mod = engine.modules[r.type]
-    local cur, err = mod.probe(run, r.spec)
+    local fn = probes[r.key] or engine.modules[r.type].probe
+    local cur, err = fn(run, r.spec)
     if cur == nil and err then
       return nil, err
     end

@@ -96,7 +96,7 @@ end
 -- (counted in counter.n when given).
 function M.current_of(reps, counter)
   return function(applied, list)
-    local known, rest = {}, {}
+    local known, rest, probes = {}, {}, {}
     for _, r in ipairs(list) do
       local mod = engine.modules[r.type]
       local cur
@@ -107,12 +107,16 @@ function M.current_of(reps, counter)
         known[r.key] = cur
       else
         rest[#rest + 1] = r
+        if mod and mod.bulk and mod.bulk.probe then
+          local bprobe = mod.bulk.probe
+          probes[r.key] = function(run, spec) return bprobe(run, spec, reps) end
+        end
       end
     end
     if counter then
       counter.n = (counter.n or 0) + #rest
     end
-    local probe = executor.current_of(applied, rest)
+    local probe = executor.current_of(applied, rest, probes)
     return function(r)
       local cur = known[r.key]
       if cur == nil then

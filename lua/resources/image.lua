@@ -29,6 +29,7 @@
 -- digest of the stdin bytes are shown in plans and step logs.
 local command = require "command"
 local contract = require "resources.lib.contract"
+local json = require "json"
 local probe = require "resources.lib.probe"
 local reports = require "resources.lib.reports"
 local seed = require "resources.lib.seed"
@@ -67,23 +68,29 @@ function M.restart(app)
 end
 
 -- A context deploy: the deploy source ("tar" after git:from-archive) and
--- the digest recorded after it (config:get exits 1 when the key is unset).
-local function probe_context(run, spec)
-  local out, err = probe.read(run, { "apps:report", spec.app, "--app-deploy-source" })
+-- the digest recorded after it, read from the app's environment with the
+-- command the config resource's probe sends (`config:export --format json`:
+-- in one wave of probes the two share one command, executor.current_of).
+-- `source`, when given, is the deploy source read already (the sweep's
+-- all-apps apps:report); else it is read from the app.
+local function probe_context(run, spec, source)
+  local out, err = probe.read(run, { "config:export", "--format", "json", spec.app })
   if not out then
     return nil, err
   end
-  local res, rerr = run({ "config:get", spec.app, seed.DIGEST_KEY })
-  if not res then
-    return nil, rerr
+  local env = json.decode(out)
+  if type(env) ~= "table" then
+    return nil, "config:export " .. spec.app .. ": unreadable output"
   end
-  if res.exit == 20 then
-    return false
+  local digest = env[seed.DIGEST_KEY]
+  if source == nil then
+    local src, serr = probe.read(run, { "apps:report", spec.app, "--app-deploy-source" })
+    if not src then
+      return nil, serr
+    end
+    source = src
   end
-  if res.exit ~= 0 and res.exit ~= 1 then
-    return nil, "config:get " .. spec.app .. " " .. seed.DIGEST_KEY .. " exited " .. res.exit .. ": " .. res.stderr
-  end
-  return { source = out:match("^%s*(%S+)%s*$"), context = res.exit == 0 and res.stdout:match("^%s*(%S+)%s*$") or nil }
+  return { source = source:match("^%s*(%S+)%s*$"), context = type(digest) == "string" and digest or nil }
 end
 
 function M.probe(run, spec)
@@ -107,6 +114,16 @@ M.bulk = reports.row_bulk("apps_report", "deploy source metadata", function(v, s
   end
   return { image = v:match("^%s*(%S+)%s*$") }
 end)
+
+-- ... and probes it with the deploy source the report tells: one command
+-- (the environment, shared with the config resource's probe).
+function M.bulk.probe(run, spec, r)
+  local got, rows = reports.app_rows(r, "apps_report", spec.app)
+  if spec.archive and got == "block" and rows["deploy source"] then
+    return probe_context(run, spec, rows["deploy source"])
+  end
+  return M.probe(run, spec)
+end
 
 -- current: what the probe read; recorded: the journal's model of the
 -- resource. A rebuild recorded over the metadata the server still reports

@@ -160,6 +160,33 @@ describe("the executor", function()
     executor = require "executor"
   end)
 
+  it("one command serves two probes that read the same thing in a wave (config and a context's digest)", function()
+    local sim = memstore.dokku("ssh", function(text)
+      if text:find("config:export", 1, true) then
+        return { stdout = '{"K":"v","MRPROV_CONTEXT_SHA256":"abc"}' }
+      elseif text:find("app-deploy-source", 1, true) then
+        return { stdout = "tar\n" }
+      end
+      return { stdout = "" }
+    end)
+    package.loaded.executor = nil
+    local ex = require "executor"
+    local cfg = { key = "config:a", type = "config", spec = { app = "a", env = { K = "v" } } }
+    local img = { key = "image:a", type = "image", spec = { app = "a", image = "x:1", archive = "t", context = "abc" } }
+    local current_of = ex.current_of({}, { cfg, img })
+    local config_exports = 0
+    for _, t in ipairs(sim.sent) do
+      if t:find("config:export", 1, true) then config_exports = config_exports + 1 end
+    end
+    assert.are.equal(1, config_exports)
+    assert.are.equal(2, #sim.sent) -- config:export once, then the deploy source
+    assert.are.same({ source = "tar", context = "abc" }, current_of(img))
+    assert.is_truthy(current_of(cfg).env.K)
+    assert.are.equal(2, #sim.sent)
+    package.loaded.executor = nil
+    executor = require "executor"
+  end)
+
   it("in dry-run learns the current state from what earlier jobs recorded, sending nothing", function()
     dokku = memstore.dokku("dry-run")
     package.loaded.executor = nil

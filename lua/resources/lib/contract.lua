@@ -61,6 +61,10 @@
 --                       (reports.NOTHING for its nil without an error), or
 --                       nil when they cannot tell (then M.probe runs). A job
 --                       never uses it: jobs probe each app (M.probe).
+--                       Optional bulk.probe(run, spec, reports): what runs
+--                       instead of M.probe when current answered nil, the
+--                       same answer with fewer commands (what the reports
+--                       told is not read again).
 local reports = require "resources.lib.reports"
 
 local M = {}
@@ -126,6 +130,9 @@ function M.check(mod, name)
     if type(bulk) ~= "table" or type(bulk.current) ~= "function" or type(bulk.reports) ~= "table"
         or #bulk.reports == 0 then
       return nil, "M.bulk must be { reports = { name, ... }, current = function(spec, reports) } when present"
+    end
+    if bulk.probe ~= nil and type(bulk.probe) ~= "function" then
+      return nil, "M.bulk.probe must be a function(run, spec, reports) when present"
     end
     for _, n in ipairs(bulk.reports) do
       if not reports.REPORTS[n] then

@@ -87,7 +87,7 @@ describe("resource image with seed_config (issue 14)", function()
     local spec = image.specs(app)[1].spec
     local run = fakes.runner({
       ["apps:report web --app-deploy-source"] = { stdout = "docker-image\n" },
-      ["config:get web MRPROV_CONTEXT_SHA256"] = { exit = 1 },
+      ["config:export --format json web"] = { stdout = '{"OTHER":"x"}' },
     })
     local cur = image.probe(run, spec)
     assert.are.same({ source = "docker-image" }, cur)
@@ -105,10 +105,33 @@ describe("resource image with seed_config (issue 14)", function()
     assert.are.same({}, image.diff(spec, model))
     local synced = fakes.runner({
       ["apps:report web --app-deploy-source"] = { stdout = "tar\n" },
-      ["config:get web MRPROV_CONTEXT_SHA256"] = { stdout = ("ab12"):rep(16) .. "\n" },
+      ["config:export --format json web"] = { stdout = '{"MRPROV_CONTEXT_SHA256":"' .. ("ab12"):rep(16) .. '"}' },
     })
     local hex = { app = "web", image = spec.image, archive = spec.archive, context = ("ab12"):rep(16) }
     assert.are.same({}, image.diff(hex, image.recall(image.probe(synced, hex), model)))
+  end)
+
+  it("the sweep's probe of a context deploy takes the deploy source from apps:report and sends one command", function()
+    local spec = image.specs(app)[1].spec
+    spec = { app = spec.app, image = spec.image, archive = spec.archive, context = ("cd34"):rep(16) }
+    local sent = {}
+    local run = function(argv)
+      sent[#sent + 1] = table.concat(argv, " ")
+      return { exit = 0, stdout = '{"MRPROV_CONTEXT_SHA256":"' .. spec.context .. '"}', stderr = "" }
+    end
+    local reps = { apps = { web = true }, apps_report = { web = { ["deploy source"] = "tar" } } }
+    assert.is_nil(image.bulk.current(spec, reps)) -- the digest is not in any report
+    assert.are.same({ source = "tar", context = spec.context }, image.bulk.probe(run, spec, reps))
+    assert.are.same({ "config:export --format json web" }, sent)
+    -- a report that does not name the app: the whole probe, as a job's
+    sent = {}
+    local full = function(argv)
+      sent[#sent + 1] = table.concat(argv, " ")
+      if argv[1] == "apps:report" then return { exit = 0, stdout = "tar\n", stderr = "" } end
+      return { exit = 0, stdout = "{}", stderr = "" }
+    end
+    assert.are.same({ source = "tar" }, image.bulk.probe(full, spec, { apps = { web = true }, apps_report = {} }))
+    assert.are.same({ "config:export --format json web", "apps:report web --app-deploy-source" }, sent)
   end)
 
   it("redeploys exactly when the template or the image changes", function()
