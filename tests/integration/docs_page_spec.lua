@@ -59,7 +59,8 @@ end
 
 -- A base URL that serves /docs, and a function that stops what was started.
 local function serve()
-  local s = H.start({})
+  -- DOCS_DIR: the server runs in a temporary directory, where ./docs is not
+  local s = H.start({ env = { DOCS_DIR = H.root .. "/docs" } })
   local code = H.request(s, "GET", "/docs")
   if code == 200 then
     return s.base, function() H.stop(s) end, "mrprov"
