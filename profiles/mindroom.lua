@@ -1,5 +1,5 @@
 -- The `mindroom` profile (the default): one instance as MindRoom publishes
--- it today (../shared/reference/mindroom.md §§1-5, from mindroom-ai/mindroom
+-- it today (docs/reference/mindroom.md §§1-5, from mindroom-ai/mindroom
 -- @9f69327b4): ONE MindRoom app serving the dashboard `/`, `/api` and `/v1`
 -- on port 8765 with its data (SQLite included) under /mindroom_data, and
 -- its Matrix homeserver (Synapse by default, Tuwunel when the request asks

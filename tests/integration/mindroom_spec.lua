@@ -1,7 +1,7 @@
 -- Integration: the real binary provisioning an instance of the mindroom
 -- profile (the default PROFILE) through a real OpenSSH sshd whose forced
 -- command is the Dokku simulator. Checks what lands on the server against
--- MindRoom's runtime contract (../shared/reference/mindroom.md §§1-5, 7):
+-- MindRoom's runtime contract (docs/reference/mindroom.md §§1-5, 7):
 -- two apps, MindRoom's variable names, mounts and owners, ports, domains,
 -- secret values never in a step log or the log, and the instance API key
 -- returned once.

@@ -1,6 +1,6 @@
 -- The plan of every shipped tier × profile (mindroom, split) × Matrix
 -- variant, checked against MindRoom's runtime contract
--- (../shared/reference/mindroom.md §§1-5): variable names, mount paths,
+-- (docs/reference/mindroom.md §§1-5): variable names, mount paths,
 -- ports, domains, pinned image, and secrets redacted in every shown command.
 local fakes = require "fakes"
 local helper = require "helper"

@@ -1,7 +1,7 @@
 -- Specs for MindRoom's config.yaml rules (lua/mindroom_schema.lua), the tool
 -- registry (lua/mindroom_tools.lua), every shipped tier's rendered config
 -- parsed back with lua-yaml and checked against the rules of
--- /work/shared/reference/mindroom.md §3, and config_overrides: bounds,
+-- docs/reference/mindroom.md §3, and config_overrides: bounds,
 -- merge, and the 422 naming the offending key.
 local cjson = require "cjson"
 local helper = require "helper"
