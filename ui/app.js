@@ -26,6 +26,8 @@
     return e;
   }
   const text = (v) => (v === undefined || v === null || v === '' ? '—' : String(v));
+  // a job's state: "running" is work under way (blue), not a healthy instance (green)
+  const jobBadge = (s) => el('span', { class: 'badge s-' + (s === 'running' ? 'running-job' : String(s).replace(/[^a-z-]/g, '')) }, text(s));
   const badge = (s, extra) => el('span', { class: 'badge s-' + String(s).replace(/[^a-z-]/g, '') + (extra ? ' ' + extra : '') }, text(s));
   function kv(pairs) {
     const dl = el('dl', { class: 'kv' });
@@ -217,7 +219,7 @@
       showHost ? el('td', {}, text(i.host)) : null,
       el('td', {}, i.drift === null ? el('span', { class: 'muted' }, 'not probed')
         : i.drift.drifted ? badge('drift') : 'in sync'),
-      el('td', { class: 'hide-narrow' }, i.job ? [i.job.operation, ' ', badge(i.job.state)] : '—'),
+      el('td', { class: 'hide-narrow' }, i.job ? [i.job.operation, ' ', jobBadge(i.job.state)] : '—'),
       el('td', { class: 'hide-narrow' }, when(i.updated_at))));
     const table = el('table', { id: 'instances' },
       el('thead', {}, el('tr', {}, el('th', {}, 'Subscription / app'), el('th', {}, 'Status'), el('th', {}, 'Tier'),
@@ -298,7 +300,7 @@
           el('div', { class: 'muted' }, when(j.created_at))),
         showInstance ? el('td', {}, el('a', { href: '#/instance/' + encodeURIComponent(j.subscription_id) }, j.subscription_id)) : null,
         el('td', {}, j.operation),
-        el('td', {}, badge(j.state), j.state === 'running' || j.state === 'queued'
+        el('td', {}, jobBadge(j.state), j.state === 'running' || j.state === 'queued'
           ? el('div', { class: 'muted' }, j.steps_done + '/' + j.steps_total + (j.step ? ' · ' + j.step : '')) : null),
         el('td', { class: 'err', 'data-test': 'job-error' }, j.error || '',
           fs ? el('div', { class: 'mono', 'data-test': 'failed-step' }, 'step ' + fs.seq + ': ' + fs.command) : null),
@@ -347,12 +349,12 @@
     let delay = 1000;
     let lastSig = '';
     const render = (j) => {
-      const head = el('p', {}, badge(j.state), ' ', j.operation, ' · ',
+      const head = el('p', {}, jobBadge(j.state), ' ', j.operation, ' · ',
         el('span', { 'data-test': 'steps-done' }, String(j.steps_done)), '/', String(j.steps_total), ' steps done',
         j.step ? ' · ' + j.step : '', j.waiting_for ? ' · waiting for ' + j.waiting_for : '',
         j.state === 'running' || j.state === 'queued' ? el('span', { class: 'live' }, ' · live') : null);
       const list = el('ol', { class: 'steps' }, j.steps.map((s) => el('li', { 'data-seq': s.seq, 'data-state': s.state },
-        el('span', { class: 'st' }, badge(s.state === 'running' ? 'running-job' : s.state)),
+        el('span', { class: 'st' }, jobBadge(s.state)),
         el('span', { class: 'cmd mono' }, s.seq + '. ' + s.command),
         s.duration_ms !== null ? el('span', { class: 'muted' }, ' (' + s.duration_ms + ' ms)') : null,
         s.error ? el('div', { class: 'error' }, s.error) : null,
