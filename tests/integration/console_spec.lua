@@ -17,10 +17,6 @@ local tools, missing = W.find()
 local SHOTS = (H.bin:match("^(.*)/[^/]+$") or ".") .. "/screenshots"
 os.execute("mkdir -p " .. H.sh_quote(SHOTS))
 
-local function count(s, css)
-  return s:run("return document.querySelectorAll(arguments[0]).length", css)
-end
-
 describe("web console in a browser #integration", function()
   if not tools then
     pending("SKIPPED: " .. missing)
