@@ -7,6 +7,7 @@ local generation = require "generation"
 local instances = require "instances"
 local journal = require "journal"
 local json = require "json"
+local listings = require "listings"
 local plan = require "plan"
 local drift = require "drift"
 local reconcile = require "reconcile"
@@ -156,6 +157,23 @@ function M.job(req)
   return answer(200, instances.job_view(job, steps))
 end
 
+-- GET /api/v1/instances and GET /api/v1/jobs (lua/listings.lua): filters
+-- and paging from the query string.
+local function listing(fn)
+  return function(req)
+    local body, err = fn(req.query or {})
+    if not body then
+      return invalid(err)
+    end
+    return answer(200, body)
+  end
+end
+
+-- POST /api/v1/jobs/{job_id}/retry (lua/retry.lua); no body is read.
+function M.job_retry(req)
+  return require("retry").request(req.param or "", req)
+end
+
 function M.tiers()
   local cfg = generation.current()
   local list = json.array()
@@ -210,6 +228,7 @@ local handlers = {
   status = M.status, job = M.job, tiers = M.tiers, webhook = M.webhook, subscriptions_sync = M.subscriptions_sync,
   stop = lifecycle_route("stop"), start = lifecycle_route("start"), restart = lifecycle_route("restart"),
   reconcile = M.reconcile_report, reconcile_start = M.reconcile_start,
+  instances = listing(listings.instances), jobs = listing(listings.jobs), job_retry = M.job_retry,
 }
 
 function M.handle(route, req)

@@ -68,6 +68,10 @@ const struct config_var config_vars[] = {
 	{ "PROFILE", "mindroom", 0 },
 	{ "HOOKS_DIR", "./hooks", 0 },
 	{ "LUA_DIR", "./lua", 0 },
+	/* The web console's files (served at /ui) and the documentation (at
+	 * /docs): settings, so an installed package points them at share/. */
+	{ "UI_DIR", "./ui", 0 },
+	{ "DOCS_DIR", "./docs", 0 },
 	{ "WORKERS", "4", 0 },
 	{ "SHUTDOWN_TIMEOUT", STR(CONFIG_SHUTDOWN_TIMEOUT_S), 0 },
 	{ "HTTP_REQUEST_TIMEOUT", STR(CONFIG_HTTP_REQUEST_TIMEOUT_S), 0 },
@@ -436,6 +440,8 @@ static void take_strings(struct config *c)
 	c->profile = config_get("PROFILE");
 	c->hooks_dir = config_get("HOOKS_DIR");
 	c->lua_dir = config_get("LUA_DIR");
+	c->ui_dir = config_get("UI_DIR");
+	c->docs_dir = config_get("DOCS_DIR");
 }
 
 /* A profile is a file name under PROFILES_DIR (boot.lua checks that it is

@@ -50,6 +50,8 @@ struct config {
 	const char *profile;	  /* PROFILE: the layout of a tier that names none */
 	const char *hooks_dir;
 	const char *lua_dir;
+	const char *ui_dir;   /* UI_DIR: the console's files, served at /ui */
+	const char *docs_dir; /* DOCS_DIR: api.html and its assets, served at /docs */
 	int workers;
 	int shutdown_timeout; /* seconds from SIGTERM to exit (SHUTDOWN_TIMEOUT) */
 	/* Seconds a connection has to deliver a request's headers and body,

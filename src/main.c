@@ -311,6 +311,8 @@ static void block_signals(sigset_t *set)
 	signal(SIGXFSZ, SIG_IGN);
 }
 
+static int reload_now(char *err, size_t errlen);
+
 /* Starts the subsystems in order. *jobs_started tells serve_abort whether
  * workers need stopping. -1 with the reason in err. */
 static int serve_start(struct config *cfg, int *jobs_started, char *err, size_t errlen)
@@ -330,6 +332,7 @@ static int serve_start(struct config *cfg, int *jobs_started, char *err, size_t 
 	if (cfg->supabase_url &&
 	    outbox_start(cfg->supabase_url, cfg->supabase_service_key, cfg->supabase_timeout, err, errlen) < 0)
 		return -1;
+	http_set_reload(reload_now);
 	return http_start(cfg, err, errlen);
 }
 
@@ -375,8 +378,22 @@ static void schedule_sweep(void)
 	jobs_notify();
 }
 
-/* Serves until SIGTERM or SIGINT (returned); SIGHUP reloads tiers, hooks
- * and Lua scripts, or keeps the running generation when they do not load. */
+/* Reloads tiers, hooks and Lua scripts, or keeps the running generation
+ * when they do not load: SIGHUP, and POST /api/v1/reload (on an HTTP
+ * thread; rt_reload serialises the two). */
+static int reload_now(char *err, size_t errlen)
+{
+	double took = 0;
+	if (rt_reload(err, errlen, &took) == 0) {
+		log_info("reload: configuration generation %u loaded in %.1f ms", rt_generation(), took * 1000);
+		schedule_sweep();
+		return 0;
+	}
+	log_error("reload refused, generation %u keeps serving: %s", rt_generation(), err);
+	return -1;
+}
+
+/* Serves until SIGTERM or SIGINT (returned); SIGHUP reloads. */
 static int wait_for_stop(const sigset_t *set)
 {
 	char err[2048];
@@ -386,12 +403,7 @@ static int wait_for_stop(const sigset_t *set)
 			continue;
 		if (sig != SIGHUP)
 			return sig;
-		double took = 0;
-		if (rt_reload(err, sizeof err, &took) == 0) {
-			log_info("reload: configuration generation %u loaded in %.1f ms", rt_generation(), took * 1000);
-			schedule_sweep();
-		} else
-			log_error("reload refused, generation %u keeps serving: %s", rt_generation(), err);
+		reload_now(err, sizeof err);
 	}
 }
 

@@ -1,6 +1,8 @@
 /* http operational endpoints, answered in C without a Lua state where they
  * can be: /health, /live, /ready (store, Lua configuration, Dokku, Supabase,
- * draining), /metrics (Prometheus text) and /openapi.json. */
+ * draining), /metrics (Prometheus text), /openapi.json, and the API's
+ * /api/v1/system (the same checks, the reload's outcome, the outbox) and
+ * /api/v1/reload (SIGHUP's reload, answered with its outcome). */
 #include "http/server_internal.h"
 #include "config.h"
 #include "dokku/transport.h"
@@ -56,74 +58,191 @@ static void add_reason(struct sbuf *reasons, const char *why)
 	sbuf_add_json_string(reasons, why, strlen(why));
 }
 
-static enum MHD_Result handle_ready(struct MHD_Connection *c, struct request *rq)
+/* What /ready and /api/v1/system check: the state store, the Lua
+ * configuration, Dokku and Supabase (each answered within the last 30 s,
+ * else probed once), and draining. */
+struct readiness {
+	int ready;
+	const char *store, *lua, *dokku, *supabase;
+	char dokku_reason[300], sb_reason[300];
+	struct sbuf reasons; /* the JSON array's body */
+};
+
+static void readiness_check(struct readiness *r)
 {
-	struct sbuf b, reasons;
-	sbuf_init(&b);
-	sbuf_init(&reasons);
-	int ready = 1;
+	memset(r, 0, sizeof *r);
+	sbuf_init(&r->reasons);
+	r->ready = 1;
 	if (http_is_draining()) {
-		ready = 0;
-		add_reason(&reasons, "shutting down");
+		r->ready = 0;
+		add_reason(&r->reasons, "shutting down");
 	}
-	const char *store_state = "ok";
+	r->store = "ok";
 	sqlite3 *db = store_conn();
 	if (!db || sqlite3_exec(db, "SELECT 1 FROM jobs LIMIT 1", NULL, NULL, NULL) != SQLITE_OK) {
-		store_state = "unavailable";
-		ready = 0;
-		add_reason(&reasons, "the state store is not available");
+		r->store = "unavailable";
+		r->ready = 0;
+		add_reason(&r->reasons, "the state store is not available");
 	} else {
 		char why[200];
 		if (store_writable(why, sizeof why) < 0) {
-			store_state = "unwritable";
-			ready = 0;
-			add_reason(&reasons, why);
+			r->store = "unwritable";
+			r->ready = 0;
+			add_reason(&r->reasons, why);
 		}
 	}
 	char err[1024];
-	const char *lua_state = "ok";
+	r->lua = "ok";
 	lua_State *L = rt_acquire(err, sizeof err);
 	if (!L) {
-		lua_state = "error";
-		ready = 0;
+		r->lua = "error";
+		r->ready = 0;
 		char m[1100];
 		snprintf(m, sizeof m, "the Lua configuration cannot be loaded: %s", err);
-		add_reason(&reasons, m);
+		add_reason(&r->reasons, m);
 	} else {
 		rt_release(L);
 	}
-	char dokku_reason[300] = "";
-	const char *dokku_state = transport_mode() == TRANSPORT_DRY_RUN ? "dry-run" : "ok";
-	if (transport_check(30, dokku_reason, sizeof dokku_reason) < 0) {
-		dokku_state = "unreachable";
-		ready = 0;
-		add_reason(&reasons, dokku_reason);
+	r->dokku = transport_mode() == TRANSPORT_DRY_RUN ? "dry-run" : "ok";
+	if (transport_check(30, r->dokku_reason, sizeof r->dokku_reason) < 0) {
+		r->dokku = "unreachable";
+		r->ready = 0;
+		add_reason(&r->reasons, r->dokku_reason);
 	}
-	char sb_reason[300] = "";
-	const char *sb_state = http_cfg->supabase_url ? "ok" : "not configured";
-	if (outbox_check(30, sb_reason, sizeof sb_reason) < 0) {
-		sb_state = "unreachable";
-		ready = 0;
-		add_reason(&reasons, sb_reason);
+	r->supabase = http_cfg->supabase_url ? "ok" : "not configured";
+	if (outbox_check(30, r->sb_reason, sizeof r->sb_reason) < 0) {
+		r->supabase = "unreachable";
+		r->ready = 0;
+		add_reason(&r->reasons, r->sb_reason);
 	}
+}
+
+static enum MHD_Result handle_ready(struct MHD_Connection *c, struct request *rq)
+{
+	struct sbuf b;
+	sbuf_init(&b);
+	struct readiness r;
+	readiness_check(&r);
 	char reload_err[1024];
 	rt_last_error(reload_err, sizeof reload_err);
 	sbuf_printf(&b,
 		    "{\"ready\":%s,\"checks\":{\"store\":\"%s\",\"lua\":\"%s\",\"dokku\":\"%s\",\"supabase\":\"%s\","
 		    "\"config_generation\":%u",
-		    ready ? "true" : "false", store_state, lua_state, dokku_state, sb_state, rt_generation());
+		    r.ready ? "true" : "false", r.store, r.lua, r.dokku, r.supabase, rt_generation());
 	if (reload_err[0]) {
 		sbuf_adds(&b, ",\"config_error\":");
 		sbuf_add_json_string(&b, reload_err, strlen(reload_err));
 	}
-	sbuf_printf(&b, "},\"reasons\":[%s]", reasons.data ? reasons.data : "");
-	if (!ready)
+	sbuf_printf(&b, "},\"reasons\":[%s]", r.reasons.data ? r.reasons.data : "");
+	if (!r.ready)
 		sbuf_adds(&b, ",\"error\":{\"code\":\"not_ready\",\"message\":\"the service is not ready\"}");
 	sbuf_addc(&b, '}');
-	enum MHD_Result r = http_send_json(c, rq, ready ? 200 : 503, b.data, NULL);
+	enum MHD_Result ret = http_send_json(c, rq, r.ready ? 200 : 503, b.data, NULL);
 	sbuf_free(&b);
-	sbuf_free(&reasons);
-	return r;
+	sbuf_free(&r.reasons);
+	return ret;
+}
+
+/* A JSON string, or null for NULL or "". */
+static void add_string_or_null(struct sbuf *b, const char *s)
+{
+	if (s && *s)
+		sbuf_add_json_string(b, s, strlen(s));
+	else
+		sbuf_adds(b, "null");
+}
+
+/* The outbox's rows by state (pending, parked) and the oldest pending
+ * row's time, into b as an object; null when the store cannot be read. */
+static void add_outbox(struct sbuf *b)
+{
+	static const char sql[] = "SELECT state, count(*), min(created_at) FROM outbox GROUP BY state";
+	sqlite3 *db = store_conn();
+	sqlite3_stmt *st = db ? store_stmt(db, sql, sizeof sql - 1) : NULL;
+	if (!st) {
+		sbuf_adds(b, "null");
+		return;
+	}
+	long long pending = 0, parked = 0;
+	char oldest[64] = "";
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		const char *state = (const char *)sqlite3_column_text(st, 0);
+		long long n = sqlite3_column_int64(st, 1);
+		if (state && strcmp(state, "pending") == 0) {
+			pending = n;
+			const char *t = (const char *)sqlite3_column_text(st, 2);
+			snprintf(oldest, sizeof oldest, "%s", t ? t : "");
+		} else if (state && strcmp(state, "parked") == 0) {
+			parked = n;
+		}
+	}
+	store_stmt_done(st);
+	sbuf_printf(b, "{\"pending\":%lld,\"parked\":%lld,\"oldest_pending_at\":", pending, parked);
+	add_string_or_null(b, oldest);
+	sbuf_addc(b, '}');
+}
+
+/* GET /api/v1/system: what an operator's console shows of the service
+ * itself: readiness as /ready knows it, the configuration generation and
+ * the last reload's outcome and error, Dokku, and Supabase with the
+ * outbox's depth and parked rows. Always 200: "ready" says the rest. */
+static enum MHD_Result handle_system(struct MHD_Connection *c, struct request *rq)
+{
+	struct sbuf b;
+	sbuf_init(&b);
+	struct readiness r;
+	readiness_check(&r);
+	double at = 0;
+	int ok = 0;
+	char reload_err[1024];
+	rt_last_reload(&at, &ok, reload_err, sizeof reload_err);
+	char when[CLOCK_ISO_LEN] = "";
+	if (at > 0)
+		clock_iso(at, when);
+	double up = rt_uptime();
+	sbuf_printf(&b, "{\"version\":\"%s\",\"uptime_s\":%.3f,\"ready\":%s,\"reasons\":[%s],"
+			"\"checks\":{\"store\":\"%s\",\"lua\":\"%s\",\"dokku\":\"%s\",\"supabase\":\"%s\"},"
+			"\"config\":{\"generation\":%u,\"last_reload\":{\"at\":",
+		    rt_version(), up, r.ready ? "true" : "false", r.reasons.data ? r.reasons.data : "", r.store, r.lua,
+		    r.dokku, r.supabase, rt_generation());
+	add_string_or_null(&b, when);
+	sbuf_printf(&b, ",\"outcome\":\"%s\",\"error\":", at <= 0 ? "none" : ok ? "success" : "failure");
+	add_string_or_null(&b, reload_err);
+	sbuf_printf(&b, "}},\"dokku\":{\"mode\":\"%s\",\"state\":\"%s\",\"error\":", transport_mode_name(),
+		    r.dokku);
+	add_string_or_null(&b, r.dokku_reason);
+	sbuf_printf(&b, "},\"supabase\":{\"configured\":%s,\"state\":\"%s\",\"error\":",
+		    http_cfg->supabase_url ? "true" : "false", r.supabase);
+	add_string_or_null(&b, r.sb_reason);
+	sbuf_adds(&b, ",\"outbox\":");
+	add_outbox(&b);
+	sbuf_adds(&b, "}}");
+	enum MHD_Result ret = http_send_json(c, rq, 200, b.data, NULL);
+	sbuf_free(&b);
+	sbuf_free(&r.reasons);
+	return ret;
+}
+
+static int (*reload_fn)(char *err, size_t errlen);
+
+void http_set_reload(int (*fn)(char *err, size_t errlen))
+{
+	reload_fn = fn;
+}
+
+/* POST /api/v1/reload: what SIGHUP does (main.c's reload), answered with
+ * its outcome: 200 and the new generation, or 422 and why the running
+ * generation keeps serving. */
+static enum MHD_Result handle_reload(struct MHD_Connection *c, struct request *rq)
+{
+	char err[2048];
+	int rc = reload_fn ? reload_fn(err, sizeof err) : rt_reload(err, sizeof err, NULL);
+	if (rc < 0)
+		return http_send_error(c, rq, 422, "reload_failed", NULL,
+				       "reload refused, generation %u keeps serving: %s", rt_generation(), err);
+	char body[96];
+	snprintf(body, sizeof body, "{\"reloaded\":true,\"generation\":%u}", rt_generation());
+	return http_send_json(c, rq, 200, body, NULL);
 }
 
 static enum MHD_Result handle_metrics(struct MHD_Connection *c, struct request *rq)
@@ -147,5 +266,9 @@ enum MHD_Result http_endpoint(struct MHD_Connection *c, struct request *rq)
 		return handle_ready(c, rq);
 	if (strcmp(name, "metrics") == 0)
 		return handle_metrics(c, rq);
+	if (strcmp(name, "system") == 0)
+		return handle_system(c, rq);
+	if (strcmp(name, "reload") == 0)
+		return handle_reload(c, rq);
 	return http_send_body(c, rq, 200, "application/json", openapi_json, openapi_json_len, NULL);
 }

@@ -1,21 +1,29 @@
-/* http answers: every response carries Cache-Control: no-store, nosniff and
- * the request id; errors follow the JSON error model
+/* http answers: every response carries nosniff, the request id and
+ * Cache-Control: no-store (unless it brings its own: a static file); errors follow the JSON error model
  * {"error":{"code":..., "message":...}} and record the status for metrics. */
 #include "http/server_internal.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
-enum MHD_Result http_send_body(struct MHD_Connection *c, struct request *rq, int status, const char *ctype,
-			       const char *body, size_t len, const char *const *headers)
+static int has_header(const char *const *headers, const char *name)
 {
-	struct MHD_Response *resp =
-		MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
-	if (!resp)
-		return MHD_NO;
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
-	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	for (int i = 0; headers && headers[i]; i += 2)
+		if (strcasecmp(headers[i], name) == 0)
+			return 1;
+	return 0;
+}
+
+enum MHD_Result http_queue(struct MHD_Connection *c, struct request *rq, int status, struct MHD_Response *resp,
+			   const char *ctype, const char *const *headers)
+{
+	if (ctype)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+	/* API answers are never cached; a static file says how it may be. */
+	if (!has_header(headers, "Cache-Control"))
+		MHD_add_response_header(resp, "Cache-Control", "no-store");
 	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
 	if (rq)
 		MHD_add_response_header(resp, "X-Request-Id", rq->id);
@@ -26,6 +34,16 @@ enum MHD_Result http_send_body(struct MHD_Connection *c, struct request *rq, int
 	if (rq)
 		rq->status = status;
 	return ret;
+}
+
+enum MHD_Result http_send_body(struct MHD_Connection *c, struct request *rq, int status, const char *ctype,
+			       const char *body, size_t len, const char *const *headers)
+{
+	struct MHD_Response *resp =
+		MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+	if (!resp)
+		return MHD_NO;
+	return http_queue(c, rq, status, resp, ctype, headers);
 }
 
 enum MHD_Result http_send_json(struct MHD_Connection *c, struct request *rq, int status, const char *json,

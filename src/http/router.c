@@ -22,11 +22,18 @@ static const struct route routes[] = {
 	{ "GET", "/ready", "ready", R_C },
 	{ "GET", "/metrics", "metrics", R_C },
 	{ "GET", "/openapi.json", "openapi", R_C },
+	{ "GET", "/ui", "ui", R_C | R_TREE },
+	{ "GET", "/docs", "docs", R_C | R_TREE },
 	{ "POST", "/api/v1/provision", "provision", R_AUTH | R_BODY },
 	{ "DELETE", "/api/v1/deprovision", "deprovision", R_AUTH | R_BODY },
 	{ "PUT", "/api/v1/update", "update", R_AUTH | R_BODY },
 	{ "POST", "/api/v1/plan", "plan", R_AUTH | R_BODY },
 	{ "GET", "/api/v1/tiers", "tiers", R_AUTH },
+	{ "GET", "/api/v1/instances", "instances", R_AUTH },
+	{ "GET", "/api/v1/jobs", "jobs", R_AUTH },
+	{ "POST", "/api/v1/jobs/{}/retry", "job_retry", R_AUTH | R_PARAM },
+	{ "GET", "/api/v1/system", "system", R_AUTH | R_C },
+	{ "POST", "/api/v1/reload", "reload", R_AUTH | R_C },
 	{ "GET", "/api/v1/status/", "status", R_AUTH | R_PARAM },
 	{ "GET", "/api/v1/jobs/", "job", R_AUTH | R_PARAM },
 	{ "POST", "/api/v1/instances/{}/stop", "stop", R_AUTH | R_PARAM },
@@ -45,6 +52,13 @@ static const struct route routes[] = {
  * parameter in url (it ends at the next '/' or at the end: http_param_len). */
 static int path_matches(const struct route *r, const char *url, const char **param)
 {
+	if (r->flags & R_TREE) {
+		size_t n = strlen(r->path);
+		if (strncmp(url, r->path, n) != 0 || (url[n] != '\0' && url[n] != '/'))
+			return 0;
+		*param = url + n; /* "" or "/..." */
+		return 1;
+	}
 	if (!(r->flags & R_PARAM))
 		return strcmp(url, r->path) == 0;
 	const char *hole = strstr(r->path, "{}");
@@ -72,7 +86,8 @@ const struct route *http_find_route(const char *method, const char *url, const c
 		const char *p = NULL;
 		if (!path_matches(r, url, &p))
 			continue;
-		if (strcmp(r->method, method) == 0) {
+		/* a file is also asked for with HEAD (MHD sends no body then) */
+		if (strcmp(r->method, method) == 0 || ((r->flags & R_TREE) && strcmp(method, "HEAD") == 0)) {
 			*param = p;
 			return r;
 		}
@@ -102,8 +117,34 @@ int http_authorized(struct MHD_Connection *c)
 	return ok;
 }
 
+/* Each query argument into the table on top of the stack (the first of a
+ * repeated name wins; at most QUERY_MAX names). */
+#define QUERY_MAX 32
+struct query_fill {
+	lua_State *L;
+	int n;
+};
+
+static enum MHD_Result add_query_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	(void)kind;
+	struct query_fill *q = cls;
+	if (!key || q->n >= QUERY_MAX)
+		return MHD_YES;
+	lua_getfield(q->L, -1, key);
+	int seen = !lua_isnil(q->L, -1);
+	lua_pop(q->L, 1);
+	if (!seen) {
+		lua_pushstring(q->L, value ? value : "");
+		lua_setfield(q->L, -2, key);
+		q->n++;
+	}
+	return MHD_YES;
+}
+
 /* api.handle's arguments: the route name and the request table (method,
- * param, body, request_id, webhook_id for a webhook, prefer). */
+ * param, body, request_id, query (name → value), webhook_id for a webhook,
+ * prefer). */
 static void push_request(lua_State *L, struct MHD_Connection *c, const struct request *rq)
 {
 	lua_pushstring(L, rq->route->name);
@@ -118,6 +159,10 @@ static void push_request(lua_State *L, struct MHD_Connection *c, const struct re
 	lua_setfield(L, -2, "body");
 	lua_pushstring(L, rq->id);
 	lua_setfield(L, -2, "request_id");
+	lua_createtable(L, 0, 4);
+	struct query_fill q = { L, 0 };
+	MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, add_query_arg, &q);
+	lua_setfield(L, -2, "query");
 	const char *wid = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "webhook-id");
 	if (wid && (rq->route->flags & R_WEBHOOK)) {
 		lua_pushstring(L, wid);
@@ -231,6 +276,8 @@ enum MHD_Result http_dispatch(struct MHD_Connection *c, struct request *rq)
 					       reason);
 		}
 	}
+	if (rq->route->flags & R_TREE)
+		return http_static(c, rq);
 	if (rq->route->flags & R_C)
 		return http_endpoint(c, rq);
 	return handle_lua(c, rq);

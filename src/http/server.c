@@ -70,6 +70,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
 		rq->raw_uri = uri;
 		rq->raw_len = strlen(uri);
 		rq->pct_nul = strstr(uri, "%00") != NULL;
+		rq->pct_path = strcspn(uri, "%") < strcspn(uri, "?");
 	}
 	return rq;
 }

@@ -21,6 +21,8 @@ int http_port(void);
 /* Stops accepting new connections; requests in flight finish. */
 void http_quiesce(void);
 void http_stop(void);
+/* What POST /api/v1/reload runs (the same as SIGHUP): 0, or -1 with why. */
+void http_set_reload(int (*fn)(char *err, size_t errlen));
 
 extern const char openapi_json[];
 extern const size_t openapi_json_len;

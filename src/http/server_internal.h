@@ -1,8 +1,8 @@
 /* http internals, shared by the files of src/http/ only: the route table's
  * entries, one request's state, and the calls between the daemon
  * (server.c), request deadlines (deadline.c), framing checks (framing.c),
- * routing and dispatch (router.c), the operational endpoints (endpoints.c)
- * and answers (response.c). Nothing outside src/http/ includes it. */
+ * routing and dispatch (router.c), the operational endpoints (endpoints.c),
+ * static files (static.c) and answers (response.c). Nothing outside src/http/ includes it. */
 #ifndef MRPROV_HTTP_SERVER_INTERNAL_H
 #define MRPROV_HTTP_SERVER_INTERNAL_H
 
@@ -18,6 +18,7 @@ enum {
 	R_PARAM = 4,	/* path = prefix + one parameter [+ rest, where the path holds "{}"] */
 	R_C = 8,	/* answered in C */
 	R_WEBHOOK = 16, /* signed by Supabase (WEBHOOK_SECRET), not an API key */
+	R_TREE = 32,	/* the path and everything under it (path + "/..."); GET and HEAD */
 };
 
 struct route {
@@ -37,6 +38,7 @@ struct request {
 	const char *raw_uri;	/* the request target as MHD first showed it */
 	size_t raw_len;		/* its strlen then, before MHD decoded it */
 	int pct_nul;		/* it holds "%00" */
+	int pct_path;		/* its path (before any '?') holds a '%' */
 	double t0;
 	char id[17];
 };
@@ -88,7 +90,24 @@ enum MHD_Result http_dispatch(struct MHD_Connection *c, struct request *rq);
 /* /health, /live, /ready, /metrics, /openapi.json by route name. */
 enum MHD_Result http_endpoint(struct MHD_Connection *c, struct request *rq);
 
+/* ---- static.c: the console (/ui) and the documentation (/docs) ---- */
+
+/* A file of UI_DIR or DOCS_DIR by route name ("ui", "docs"). */
+enum MHD_Result http_static(struct MHD_Connection *c, struct request *rq);
+/* 1 when rel (the part of the path after "/ui/") may name a file: plain
+ * characters, no empty, hidden, "." or ".." segment. */
+int http_static_name_ok(const char *rel);
+/* The Content-Type of a file name, by its extension. */
+const char *http_static_type(const char *name);
+/* The security headers of a static page (name, value, ..., NULL). */
+extern const char *const http_static_headers[];
+
 /* ---- response.c: answers and the JSON error model ---- */
+
+/* Queues resp (taken: destroyed here) with the common headers, ctype (may
+ * be NULL) and headers; Cache-Control: no-store unless headers set it. */
+enum MHD_Result http_queue(struct MHD_Connection *c, struct request *rq, int status, struct MHD_Response *resp,
+			   const char *ctype, const char *const *headers);
 
 /* headers: NULL or name, value, ..., NULL. rq may be NULL. */
 enum MHD_Result http_send_body(struct MHD_Connection *c, struct request *rq, int status, const char *ctype,

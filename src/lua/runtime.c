@@ -21,6 +21,9 @@ static const char *version_str;
 static atomic_uint generation = 1;
 static pthread_mutex_t reload_lock = PTHREAD_MUTEX_INITIALIZER;
 static char last_error[1024];
+/* The last reload's wall-clock time (0: none since start) and outcome. */
+static double last_reload_at;
+static int last_reload_ok;
 static struct timespec started;
 
 #define POOL_MAX 32
@@ -360,6 +363,8 @@ int rt_reload(char *err, size_t errlen, double *took)
 		metrics_add("mrprov_config_reloads_total", "outcome=\"failure\"", 1);
 	}
 	sources_unref(src); /* the replaced generation's, or the refused one */
+	last_reload_at = clock_real();
+	last_reload_ok = rc == 0;
 	double dt = clock_mono() - t0;
 	metrics_observe("mrprov_config_reload_duration_seconds", rc == 0 ? "outcome=\"success\"" : "outcome=\"failure\"",
 			dt);
@@ -373,6 +378,15 @@ void rt_last_error(char *out, size_t outlen)
 {
 	pthread_mutex_lock(&reload_lock);
 	snprintf(out, outlen, "%s", last_error);
+	pthread_mutex_unlock(&reload_lock);
+}
+
+void rt_last_reload(double *at, int *ok, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&reload_lock);
+	*at = last_reload_at;
+	*ok = last_reload_ok;
+	snprintf(err, errlen, "%s", last_error);
 	pthread_mutex_unlock(&reload_lock);
 }
 

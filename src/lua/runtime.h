@@ -43,6 +43,10 @@ unsigned rt_generation(void);
 int rt_reload(char *err, size_t errlen, double *took);
 /* The last reload error, or "" (copied into out). */
 void rt_last_error(char *out, size_t outlen);
+/* The last reload since start: *at its wall-clock time (0: none yet), *ok
+ * whether it loaded, err the error of the last refused one ("" once one
+ * loaded). */
+void rt_last_reload(double *at, int *ok, char *err, size_t errlen);
 
 /* Calls the function below nargs arguments with a traceback handler. On
  * error returns -1, leaves the stack as it was before the function was
