@@ -68,7 +68,8 @@ describe("mrprov serve (dry-run) #integration", function()
                            "/api/v1/jobs/{job_id}", "/api/v1/tiers", "/api/v1/plan", "/api/v1/webhooks/supabase",
                            "/api/v1/instances/{subscription_id}/stop", "/api/v1/instances/{subscription_id}/start",
                            "/api/v1/instances/{subscription_id}/restart", "/api/v1/reconcile",
-                           "/api/v1/subscriptions/sync" }) do
+                           "/api/v1/subscriptions/sync", "/docs", "/api/v1/instances", "/api/v1/jobs",
+                           "/api/v1/jobs/{job_id}/retry", "/api/v1/system", "/api/v1/reload" }) do
         assert.is_table(j.paths[p], "missing path " .. p)
       end
     end)
@@ -89,7 +90,7 @@ describe("mrprov serve (dry-run) #integration", function()
           end
         end
       end
-      assert.are.equal(19, n, "operations in openapi.json")
+      assert.are.equal(25, n, "operations in openapi.json")
       -- the server's routes are the paths listed above (checked one by one in the previous test)
     end)
 
