@@ -54,6 +54,12 @@ describe("docker/Dockerfile", function()
     assert.matches("PROFILES_DIR=/app/profiles", text, 1, true)
     assert.matches("\nCOPY tiers %./tiers\n", text)
   end)
+
+  it("ships the console and the docs where UI_DIR and DOCS_DIR point by default (./ui, ./docs under /app)", function()
+    assert.matches("\nWORKDIR /app\n", text)
+    assert.matches("\nCOPY ui %./ui\n", text)
+    assert.matches("\nCOPY docs %./docs\n", text)
+  end)
 end)
 
 describe("docker/docker-compose.yml", function()
