@@ -11,6 +11,7 @@
 #include "supabase/outbox.h"
 #include "util/clock.h"
 #include "util/log.h"
+#include "util/notify.h"
 
 #include <lauxlib.h>
 #include <libssh2.h>
@@ -53,7 +54,9 @@ static const char usage_serve[] =
 	"\n"
 	"Runs the HTTP service on HOST:PORT (default 127.0.0.1:8002). With DOKKU_HOST\n"
 	"unset every job is a dry run. SIGHUP reloads tiers, hooks and Lua scripts;\n"
-	"SIGTERM stops accepting work, lets running jobs finish and exits 0.\n";
+	"SIGTERM stops accepting work, lets running jobs finish and exits 0.\n"
+	"With NOTIFY_SOCKET set (systemd, Type=notify) it reports READY=1 once it\n"
+	"listens, RELOADING=1 and READY=1 around a reload, and STOPPING=1.\n";
 
 static const char usage_plan[] =
 	"usage: mrprov plan --tier T --subscription S [--account A]\n"
@@ -387,11 +390,22 @@ static int wait_for_stop(const sigset_t *set)
 		if (sig != SIGHUP)
 			return sig;
 		double took = 0;
+		char state[128];
+		notify_reloading();
 		if (rt_reload(err, sizeof err, &took) == 0) {
 			log_info("reload: configuration generation %u loaded in %.1f ms", rt_generation(), took * 1000);
 			schedule_sweep();
-		} else
+			snprintf(state, sizeof state, "READY=1\nSTATUS=serving configuration generation %u",
+				 rt_generation());
+		} else {
 			log_error("reload refused, generation %u keeps serving: %s", rt_generation(), err);
+			/* The reason stays in the log: STATUS is one short line. */
+			snprintf(state, sizeof state,
+				 "READY=1\nSTATUS=serving configuration generation %u (last reload refused)",
+				 rt_generation());
+		}
+		/* A refused reload still ends the reload: the service keeps serving. */
+		notify_send(state);
 	}
 }
 
@@ -403,6 +417,7 @@ static void serve_stop(struct config *cfg, int sig)
 {
 	double bound = cfg->shutdown_timeout, t0 = clock_mono();
 	double reserve = bound * 0.3 < 3.0 ? bound * 0.3 : 3.0;
+	notify_send("STOPPING=1");
 	log_info("shutting down (signal %d): new work refused; running jobs stop at their next step; bound %.0f s",
 		 sig, bound);
 	http_quiesce();
@@ -440,6 +455,8 @@ static int cmd_serve(const struct command *cmd, const struct parsed *p)
 	(void)p;
 	sigset_t set;
 	block_signals(&set);
+	/* Before any thread exists: it edits the environment. */
+	notify_init();
 	struct config cfg;
 	if (load_config(&cfg, 1) < 0)
 		return 1;
@@ -456,6 +473,11 @@ static int cmd_serve(const struct command *cmd, const struct parsed *p)
 		return serve_abort(&cfg, jobs_started, err);
 	log_listening(&cfg);
 	schedule_sweep();
+	/* Ready for the service manager only now: the port is bound and the
+	 * first configuration generation loaded (rt_acquire above). */
+	char state[96];
+	snprintf(state, sizeof state, "READY=1\nSTATUS=serving configuration generation %u", rt_generation());
+	notify_send(state);
 	serve_stop(&cfg, wait_for_stop(&set));
 	return 0;
 }
