@@ -15,6 +15,7 @@
 
 #include <lauxlib.h>
 #include <libssh2.h>
+#include <errno.h>
 #include <lualib.h>
 #include <microhttpd.h>
 #include <signal.h>
@@ -46,8 +47,8 @@ static const char usage_main[] =
 	"  version    print the versions of mrprov and its libraries\n"
 	"\n"
 	"Run `mrprov COMMAND --help` for a command's options. Configuration comes from\n"
-	"the environment and ./.env (see .env.example). Exit codes: 0 success,\n"
-	"1 runtime failure, 2 usage error.\n";
+	"the environment and ./.env, or the file MRPROV_ENV_FILE names (see\n"
+	".env.example). Exit codes: 0 success, 1 runtime failure, 2 usage error.\n";
 
 static const char usage_serve[] =
 	"usage: mrprov serve\n"
@@ -203,10 +204,27 @@ static const char *parse_options(const struct command *cmd, int argc, char **arg
 	return NULL;
 }
 
+/* The settings file: MRPROV_ENV_FILE when set (the packaged unit names
+ * /etc/mrprov/mrprov.env; it must be readable), else ./.env if present. */
+static const char *env_file(void)
+{
+	const char *path = getenv("MRPROV_ENV_FILE");
+	if (!path || !*path)
+		return ".env";
+	if (access(path, R_OK) < 0) {
+		fprintf(stderr, "mrprov: MRPROV_ENV_FILE: cannot read %s: %s\n", path, strerror(errno));
+		return NULL;
+	}
+	return path;
+}
+
 static int load_config(struct config *cfg, int connect_ssh)
 {
 	char err[512];
-	if (config_load(cfg, ".env", err, sizeof err) < 0) {
+	const char *dotenv = env_file();
+	if (!dotenv)
+		return -1;
+	if (config_load(cfg, dotenv, err, sizeof err) < 0) {
 		fprintf(stderr, "mrprov: %s\n", err);
 		return -1;
 	}
