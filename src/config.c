@@ -328,6 +328,10 @@ static void resolve_shared_dirs(void)
 				snprintf(cand, sizeof cand, MRPROV_DATADIR "/%s", base);
 			if (!is_dir(cand))
 				continue; /* nothing installed: the error names ./<name> */
+			/* Without the "bin/.." detour in what check and the logs print. */
+			char real[PATH_MAX];
+			if (realpath(cand, real))
+				snprintf(cand, sizeof cand, "%s", real);
 		}
 		free(values[i]);
 		values[i] = xstrdup(cand);
