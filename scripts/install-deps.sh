@@ -14,6 +14,7 @@ packages=(
   curl sqlite3 openssl cppcheck shellcheck
   python3 python3-yaml
   clang libclang-rt-14-dev valgrind
+  dpkg-dev
 )
 if [ "${1:-}" = "--bench" ]; then
   packages+=(wrk python3-fastapi python3-uvicorn)
