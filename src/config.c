@@ -306,9 +306,16 @@ static void exe_dir(char *out, size_t outlen)
 		snprintf(out, outlen, "%.*s", (int)(slash - path), path);
 }
 
+/* out = a "/" b; 0, or -1 when it does not fit (the candidate is skipped). */
+static int join(char *out, size_t outlen, const char *a, const char *b)
+{
+	int n = snprintf(out, outlen, "%s/%s", a, b);
+	return n < 0 || (size_t)n >= outlen ? -1 : 0;
+}
+
 static void resolve_shared_dirs(void)
 {
-	char bin[PATH_MAX] = "", cand[PATH_MAX];
+	char bin[PATH_MAX] = "", up[PATH_MAX], cand[PATH_MAX], real[PATH_MAX];
 	const char *share = config_get("SHARE_DIR");
 	for (int k = 0; shared_dirs[k]; k++) {
 		int i = var_index(shared_dirs[k]);
@@ -316,25 +323,25 @@ static void resolve_shared_dirs(void)
 			continue; /* given: taken as it is */
 		const char *def = config_vars[i].def;
 		const char *base = strncmp(def, "./", 2) == 0 ? def + 2 : def;
+		const char *pick = NULL;
 		if (share) {
-			snprintf(cand, sizeof cand, "%s/%s", share, base);
-		} else {
-			if (is_dir(def))
-				continue; /* the source tree: as it always was */
+			pick = join(cand, sizeof cand, share, base) == 0 ? cand : NULL;
+		} else if (!is_dir(def)) { /* else the source tree: as it always was */
 			if (!bin[0])
 				exe_dir(bin, sizeof bin);
-			snprintf(cand, sizeof cand, "%s/" MRPROV_DATADIR_FROM_BIN "/%s", bin, base);
-			if (!bin[0] || !is_dir(cand))
-				snprintf(cand, sizeof cand, MRPROV_DATADIR "/%s", base);
-			if (!is_dir(cand))
-				continue; /* nothing installed: the error names ./<name> */
+			if (bin[0] && join(up, sizeof up, bin, MRPROV_DATADIR_FROM_BIN) == 0 &&
+			    join(cand, sizeof cand, up, base) == 0 && is_dir(cand))
+				pick = cand;
+			else if (join(cand, sizeof cand, MRPROV_DATADIR, base) == 0 && is_dir(cand))
+				pick = cand;
 			/* Without the "bin/.." detour in what check and the logs print. */
-			char real[PATH_MAX];
-			if (realpath(cand, real))
-				snprintf(cand, sizeof cand, "%s", real);
+			if (pick && realpath(cand, real))
+				pick = real;
 		}
+		if (!pick)
+			continue; /* nothing installed: the error names ./<name> */
 		free(values[i]);
-		values[i] = xstrdup(cand);
+		values[i] = xstrdup(pick);
 	}
 }
 
