@@ -4,7 +4,7 @@ BUILD ?= build
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run test check test-asan test-fuzz test-valgrind fuzz fuzz-build lint clean
+.PHONY: all deps build run test check test-asan test-fuzz test-valgrind fuzz fuzz-build lint clean deb
 
 all: build
 
@@ -65,6 +65,11 @@ fuzz: fuzz-build
 
 test-fuzz: fuzz-build
 	tests/fuzz/run build-fuzz $(TEST_FUZZ_SECONDS)
+
+# The Debian package (README "Install"): $(BUILD)/mrprov_<version>-1_<arch>.deb,
+# built by CPack from the build directory (cmake/install.cmake).
+deb: build
+	cd $(BUILD) && cpack -G DEB
 
 lint: deps
 	luacheck lua tiers profiles hooks tests

@@ -14,7 +14,7 @@ packages=(
   curl sqlite3 openssl cppcheck shellcheck
   python3 python3-yaml
   clang libclang-rt-14-dev valgrind
-  chromium chromium-driver prometheus
+  chromium chromium-driver prometheus dpkg-dev
 )
 if [ "${1:-}" = "--bench" ]; then
   packages+=(wrk python3-fastapi python3-uvicorn)

@@ -72,6 +72,9 @@ const struct config_var config_vars[] = {
 	 * /docs): settings, so an installed package points them at share/. */
 	{ "UI_DIR", "./ui", 0 },
 	{ "DOCS_DIR", "./docs", 0 },
+	/* Where an installed mrprov's data is (lua/, profiles/, tiers/, hooks/
+	 * ...); unset: found beside the binary (see resolve_shared_dirs). */
+	{ "SHARE_DIR", NULL, 0 },
 	{ "WORKERS", "4", 0 },
 	{ "SHUTDOWN_TIMEOUT", STR(CONFIG_SHUTDOWN_TIMEOUT_S), 0 },
 	{ "HTTP_REQUEST_TIMEOUT", STR(CONFIG_HTTP_REQUEST_TIMEOUT_S), 0 },
@@ -270,6 +273,82 @@ static int split_keys(struct config *c, const char *list, char *err, size_t errl
 	return 0;
 }
 
+#ifndef MRPROV_DATADIR
+#define MRPROV_DATADIR "/usr/local/share/mrprov"
+#endif
+#ifndef MRPROV_DATADIR_FROM_BIN
+#define MRPROV_DATADIR_FROM_BIN "../share/mrprov"
+#endif
+
+/* The settings whose default names a directory of the source tree. Left at
+ * that default where the working directory has no such directory, they
+ * name the installed copy instead: SHARE_DIR/<name> when SHARE_DIR is set,
+ * else the first that exists of <the binary's directory>/../share/mrprov/
+ * <name> (relocatable: an install under any prefix, or unpacked anywhere)
+ * and the compiled-in MRPROV_DATADIR/<name>. Names not (yet) among
+ * config_vars are skipped. */
+static const char *const shared_dirs[] = { "LUA_DIR", "TIERS_DIR", "PROFILES_DIR", "HOOKS_DIR", "UI_DIR", "DOCS_DIR",
+					   NULL };
+
+static int is_dir(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* The directory of the running binary into out ("" when unknown). */
+static void exe_dir(char *out, size_t outlen)
+{
+	char path[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+	out[0] = '\0';
+	if (n <= 0)
+		return;
+	path[n] = '\0';
+	char *slash = strrchr(path, '/');
+	if (slash && (size_t)(slash - path) < outlen)
+		snprintf(out, outlen, "%.*s", (int)(slash - path), path);
+}
+
+/* out = a "/" b; 0, or -1 when it does not fit (the candidate is skipped). */
+static int join(char *out, size_t outlen, const char *a, const char *b)
+{
+	int n = snprintf(out, outlen, "%s/%s", a, b);
+	return n < 0 || (size_t)n >= outlen ? -1 : 0;
+}
+
+static void resolve_shared_dirs(void)
+{
+	char bin[PATH_MAX] = "", up[PATH_MAX], cand[PATH_MAX], real[PATH_MAX];
+	const char *share = config_get("SHARE_DIR");
+	for (int k = 0; shared_dirs[k]; k++) {
+		int i = var_index(shared_dirs[k]);
+		if (i < 0 || !config_vars[i].def || strcmp(values[i], config_vars[i].def) != 0)
+			continue; /* given: taken as it is */
+		const char *def = config_vars[i].def;
+		const char *base = strncmp(def, "./", 2) == 0 ? def + 2 : def;
+		const char *pick = NULL;
+		if (share) {
+			pick = join(cand, sizeof cand, share, base) == 0 ? cand : NULL;
+		} else if (!is_dir(def)) { /* else the source tree: as it always was */
+			if (!bin[0])
+				exe_dir(bin, sizeof bin);
+			if (bin[0] && join(up, sizeof up, bin, MRPROV_DATADIR_FROM_BIN) == 0 &&
+			    join(cand, sizeof cand, up, base) == 0 && is_dir(cand))
+				pick = cand;
+			else if (join(cand, sizeof cand, MRPROV_DATADIR, base) == 0 && is_dir(cand))
+				pick = cand;
+			/* Without the "bin/.." detour in what check and the logs print. */
+			if (pick && realpath(cand, real))
+				pick = real;
+		}
+		if (!pick)
+			continue; /* nothing installed: the error names ./<name> */
+		free(values[i]);
+		values[i] = xstrdup(pick);
+	}
+}
+
 /* Defaults, then `.env`, then the environment (which wins) into values[]. */
 static int load_values(const char *dotenv_path, char *err, size_t errlen)
 {
@@ -305,6 +384,7 @@ static int load_values(const char *dotenv_path, char *err, size_t errlen)
 			return -1;
 		}
 	}
+	resolve_shared_dirs();
 	return 0;
 }
 

@@ -11,9 +11,11 @@
 #include "supabase/outbox.h"
 #include "util/clock.h"
 #include "util/log.h"
+#include "util/notify.h"
 
 #include <lauxlib.h>
 #include <libssh2.h>
+#include <errno.h>
 #include <lualib.h>
 #include <microhttpd.h>
 #include <signal.h>
@@ -45,15 +47,17 @@ static const char usage_main[] =
 	"  version    print the versions of mrprov and its libraries\n"
 	"\n"
 	"Run `mrprov COMMAND --help` for a command's options. Configuration comes from\n"
-	"the environment and ./.env (see .env.example). Exit codes: 0 success,\n"
-	"1 runtime failure, 2 usage error.\n";
+	"the environment and ./.env, or the file MRPROV_ENV_FILE names (see\n"
+	".env.example). Exit codes: 0 success, 1 runtime failure, 2 usage error.\n";
 
 static const char usage_serve[] =
 	"usage: mrprov serve\n"
 	"\n"
 	"Runs the HTTP service on HOST:PORT (default 127.0.0.1:8002). With DOKKU_HOST\n"
 	"unset every job is a dry run. SIGHUP reloads tiers, hooks and Lua scripts;\n"
-	"SIGTERM stops accepting work, lets running jobs finish and exits 0.\n";
+	"SIGTERM stops accepting work, lets running jobs finish and exits 0.\n"
+	"With NOTIFY_SOCKET set (systemd, Type=notify) it reports READY=1 once it\n"
+	"listens, RELOADING=1 and READY=1 around a reload, and STOPPING=1.\n";
 
 static const char usage_plan[] =
 	"usage: mrprov plan --tier T --subscription S [--account A]\n"
@@ -200,10 +204,27 @@ static const char *parse_options(const struct command *cmd, int argc, char **arg
 	return NULL;
 }
 
+/* The settings file: MRPROV_ENV_FILE when set (the packaged unit names
+ * /etc/mrprov/mrprov.env; it must be readable), else ./.env if present. */
+static const char *env_file(void)
+{
+	const char *path = getenv("MRPROV_ENV_FILE");
+	if (!path || !*path)
+		return ".env";
+	if (access(path, R_OK) < 0) {
+		fprintf(stderr, "mrprov: MRPROV_ENV_FILE: cannot read %s: %s\n", path, strerror(errno));
+		return NULL;
+	}
+	return path;
+}
+
 static int load_config(struct config *cfg, int connect_ssh)
 {
 	char err[512];
-	if (config_load(cfg, ".env", err, sizeof err) < 0) {
+	const char *dotenv = env_file();
+	if (!dotenv)
+		return -1;
+	if (config_load(cfg, dotenv, err, sizeof err) < 0) {
 		fprintf(stderr, "mrprov: %s\n", err);
 		return -1;
 	}
@@ -384,13 +405,23 @@ static void schedule_sweep(void)
 static int reload_now(char *err, size_t errlen)
 {
 	double took = 0;
+	char state[128];
+	int rc = 0;
+	notify_reloading();
 	if (rt_reload(err, errlen, &took) == 0) {
 		log_info("reload: configuration generation %u loaded in %.1f ms", rt_generation(), took * 1000);
 		schedule_sweep();
-		return 0;
+		snprintf(state, sizeof state, "READY=1\nSTATUS=serving configuration generation %u", rt_generation());
+	} else {
+		log_error("reload refused, generation %u keeps serving: %s", rt_generation(), err);
+		/* The reason stays in the log: STATUS is one short line. */
+		snprintf(state, sizeof state, "READY=1\nSTATUS=serving configuration generation %u (last reload refused)",
+			 rt_generation());
+		rc = -1;
 	}
-	log_error("reload refused, generation %u keeps serving: %s", rt_generation(), err);
-	return -1;
+	/* A refused reload still ends the reload: the service keeps serving. */
+	notify_send(state);
+	return rc;
 }
 
 /* Serves until SIGTERM or SIGINT (returned); SIGHUP reloads. */
@@ -415,6 +446,7 @@ static void serve_stop(struct config *cfg, int sig)
 {
 	double bound = cfg->shutdown_timeout, t0 = clock_mono();
 	double reserve = bound * 0.3 < 3.0 ? bound * 0.3 : 3.0;
+	notify_send("STOPPING=1");
 	log_info("shutting down (signal %d): new work refused; running jobs stop at their next step; bound %.0f s",
 		 sig, bound);
 	http_quiesce();
@@ -452,6 +484,8 @@ static int cmd_serve(const struct command *cmd, const struct parsed *p)
 	(void)p;
 	sigset_t set;
 	block_signals(&set);
+	/* Before any thread exists: it edits the environment. */
+	notify_init();
 	struct config cfg;
 	if (load_config(&cfg, 1) < 0)
 		return 1;
@@ -468,6 +502,11 @@ static int cmd_serve(const struct command *cmd, const struct parsed *p)
 		return serve_abort(&cfg, jobs_started, err);
 	log_listening(&cfg);
 	schedule_sweep();
+	/* Ready for the service manager only now: the port is bound and the
+	 * first configuration generation loaded (rt_acquire above). */
+	char state[96];
+	snprintf(state, sizeof state, "READY=1\nSTATUS=serving configuration generation %u", rt_generation());
+	notify_send(state);
 	serve_stop(&cfg, wait_for_stop(&set));
 	return 0;
 }

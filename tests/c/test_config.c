@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 struct seen {
@@ -163,6 +164,47 @@ int main(void)
 	config_free(&c);
 	unsetenv("PORT");
 	unlink(path);
+
+	/* The directories of the source tree: ./lua where it exists; else the
+	 * installed copy, under SHARE_DIR when that is set; a setting given
+	 * explicitly is taken as it is. */
+	char cwd[4096], tmp[] = "/tmp/mrprov-test-share-XXXXXX", sub[4200];
+	CHECK(getcwd(cwd, sizeof cwd) != NULL);
+	CHECK(mkdtemp(tmp) != NULL);
+	CHECK(chdir(tmp) == 0);
+	CHECK(config_load(&c, NULL, err, sizeof err) == 0);
+	/* nothing here, nothing installed beside the test binary */
+	CHECK(strcmp(c.lua_dir, "./lua") == 0 || strstr(c.lua_dir, "/share/mrprov/lua") != NULL);
+	config_free(&c);
+	snprintf(sub, sizeof sub, "%s/share", tmp);
+	CHECK(mkdir(sub, 0700) == 0);
+	setenv("SHARE_DIR", sub, 1);
+	CHECK(config_load(&c, NULL, err, sizeof err) == 0);
+	snprintf(sub, sizeof sub, "%s/share/lua", tmp);
+	CHECK_STR(c.lua_dir, sub);
+	snprintf(sub, sizeof sub, "%s/share/tiers", tmp);
+	CHECK_STR(c.tiers_dir, sub);
+	snprintf(sub, sizeof sub, "%s/share/profiles", tmp);
+	CHECK_STR(c.profiles_dir, sub);
+	CHECK_STR(config_get("LUA_DIR"), c.lua_dir);
+	/* not a directory of the source tree: never moved */
+	CHECK_STR(c.state_db, "./data/mrprov.db");
+	config_free(&c);
+	setenv("HOOKS_DIR", "/etc/mrprov/hooks", 1);
+	CHECK(config_load(&c, NULL, err, sizeof err) == 0);
+	CHECK_STR(c.hooks_dir, "/etc/mrprov/hooks");
+	config_free(&c);
+	unsetenv("HOOKS_DIR");
+	unsetenv("SHARE_DIR");
+	/* a source tree in the working directory: as it always was */
+	CHECK(mkdir("lua", 0700) == 0);
+	CHECK(config_load(&c, NULL, err, sizeof err) == 0);
+	CHECK_STR(c.lua_dir, "./lua");
+	config_free(&c);
+	CHECK(rmdir("lua") == 0);
+	CHECK(chdir(cwd) == 0);
+	snprintf(sub, sizeof sub, "rm -rf '%s'", tmp);
+	CHECK(system(sub) == 0);
 
 	CHECK(config_host_is_loopback("127.0.0.1"));
 	CHECK(config_host_is_loopback("127.9.9.9"));

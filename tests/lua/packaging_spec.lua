@@ -1,6 +1,6 @@
 -- The deployment files parse and reference only files that exist (no Docker
 -- engine or systemd runs on the development machines: this is what can be
--- checked here).
+-- checked here). The built .deb: tests/packaging/deb_spec.lua.
 local lyaml = require "lyaml"
 
 local function read(path)
@@ -94,6 +94,68 @@ describe("docker/mrprov.service", function()
     for _, want in ipairs({ "ExecReload=/bin/kill -HUP $MAINPID", "Restart=on-failure", "NoNewPrivileges=yes",
                             "ProtectSystem=strict", "ReadWritePaths=/opt/mrprov/data", "User=mrprov" }) do
       assert.is_truthy(unit:find("\n" .. want .. "\n", 1, true), want)
+    end
+  end)
+
+  it("is Type=notify: mrprov speaks sd_notify once it listens", function()
+    assert.is_truthy(unit:find("\nType=notify\nNotifyAccess=main\n", 1, true))
+  end)
+end)
+
+-- The .deb's files (cmake/install.cmake; tests/packaging/deb_spec.lua checks
+-- the built package).
+describe("packaging/", function()
+  local unit = read("packaging/mrprov.service.in")
+  local env = read("packaging/mrprov.env")
+
+  it("the packaged unit is hardened like docker/mrprov.service, Type=notify, state in /var/lib/mrprov", function()
+    local docker = read("docker/mrprov.service")
+    for line in docker:gmatch("\n([%w]+=[^\n]*)") do
+      local key = line:match("^(%w+)=")
+      if not ({ Type = 1, WorkingDirectory = 1, EnvironmentFile = 1, ExecStart = 1, ReadWritePaths = 1 })[key] then
+        assert.is_truthy(unit:find("\n" .. line .. "\n", 1, true), line)
+      end
+    end
+    for _, want in ipairs({ "Type=notify", "NotifyAccess=main", "ExecStart=@MRPROV_BINDIR@/mrprov serve",
+                            "Environment=MRPROV_ENV_FILE=@MRPROV_SYSCONFDIR@/mrprov.env", "StateDirectory=mrprov",
+                            "StateDirectoryMode=0700", "WorkingDirectory=/var/lib/mrprov",
+                            "ReadWritePaths=/var/lib/mrprov" }) do
+      assert.is_truthy(unit:find("\n" .. want .. "\n", 1, true), want)
+    end
+    -- only the two placeholders install.cmake fills
+    for name in unit:gmatch("@([%w_]+)@") do
+      assert.is_truthy(name == "MRPROV_BINDIR" or name == "MRPROV_SYSCONFDIR", name)
+    end
+  end)
+
+  it("the default settings hold no secret and put state and configuration where the unit allows", function()
+    local set = {}
+    for line in env:gmatch("[^\n]+") do
+      if not line:match("^#") then
+        local name, value = line:match("^([A-Z_]+)=(.*)$")
+        assert.is_truthy(name, "not NAME=value: " .. line)
+        assert.is_falsy(name:find("SECRET") or (name:find("KEY") and not name:find("_PATH$")), line)
+        set[name] = value
+      end
+    end
+    assert.are.equal("127.0.0.1", set.HOST)
+    assert.is_nil(set.DOKKU_HOST) -- a fresh install runs dry
+    for _, name in ipairs({ "STATE_DB", "BACKUP_DIR", "DOKKU_SSH_KEY_PATH", "DOKKU_KNOWN_HOSTS" }) do
+      assert.matches("^/var/lib/mrprov/", set[name], 1, false)
+    end
+    for _, name in ipairs({ "TIERS_DIR", "HOOKS_DIR", "HOSTS_DIR" }) do
+      assert.matches("^/etc/mrprov/", set[name])
+    end
+    -- the package's own data is found beside the binary (SHARE_DIR)
+    assert.is_nil(set.LUA_DIR)
+    assert.is_nil(set.PROFILES_DIR)
+  end)
+
+  it("the maintainer scripts are POSIX sh with set -e", function()
+    for _, name in ipairs({ "postinst", "prerm", "postrm" }) do
+      local text = read("packaging/" .. name)
+      assert.matches("^#!/bin/sh\n", text)
+      assert.is_truthy(text:find("\nset %-e\n"), name)
     end
   end)
 end)
