@@ -47,16 +47,32 @@ function M.from_steps(steps, raw)
   return list, follow, restarts
 end
 
--- Probes inst and plans it against its desired state under cfg. Returns
--- the drift entries (empty when in sync), { follow_ups, restarts } and the
--- number of resources probed; or nil, why (redacted).
--- current_of(applied, list) → function(r): default executor.current_of.
-function M.drift(inst, cfg, current_of)
+-- inst's desired state under cfg and its resources: { state, list }; or
+-- nil, why (redacted).
+function M.prepare(inst, cfg)
   local state, why = plan.desired_state(inst, cfg)
   if not state then
     return nil, redact_text.redactor(executor.job_secrets(inst, nil))(tostring(why))
   end
-  local list = engine.resources(state)
+  return { state = state, list = engine.resources(state) }
+end
+
+-- Probes inst and plans it against its desired state under cfg. Returns
+-- the drift entries (empty when in sync), { follow_ups, restarts } and the
+-- number of resources probed; or nil, why (redacted).
+-- current_of(applied, list) → function(r): default executor.current_of.
+-- prepared: what M.prepare returned for inst (the sweep prepares a batch
+-- first, to probe it in one wave).
+function M.drift(inst, cfg, current_of, prepared)
+  local p = prepared
+  if not p then
+    local why
+    p, why = M.prepare(inst, cfg)
+    if not p then
+      return nil, why
+    end
+  end
+  local state, list = p.state, p.list
   local probe = (current_of or executor.current_of)(inst.applied or {}, list)
   local raw = {}
   local steps, err = engine.plan(list, function(r)

@@ -27,6 +27,7 @@
 -- lua/orphans.lua.
 local dokku = require "mrprov.dokku"
 local drift = require "drift"
+local executor = require "executor"
 local generation = require "generation"
 local instances = require "instances"
 local jobs = require "mrprov.jobs"
@@ -143,13 +144,13 @@ end
 -- Probes one instance and records the outcome in rep (and, unless dry,
 -- in the store). Returns the number of resources probed.
 -- current_of: drift.drift's (nil: each resource probed per app).
-local function sweep_one(rep, sub, dry, now, current_of)
+local function sweep_one(rep, sub, dry, now, current_of, inst, prepared)
   local cfg = generation.current()
-  local inst = instances.get(sub)
+  inst = inst or instances.get(sub)
   if not inst then
     return 0
   end
-  local entries, more, probed = drift.drift(inst, cfg, current_of)
+  local entries, more, probed = drift.drift(inst, cfg, current_of, prepared)
   if not entries then
     add_error(rep, { subscription_id = sub, app_name = inst.app_name, error = more })
     log.warn("drift sweep: instance not probed", { subscription_id = sub, app_name = inst.app_name,
@@ -261,33 +262,99 @@ local function finish(rep, dry, now)
                                      errors = rep.errors_count, seconds = rep.duration_seconds })
 end
 
--- One run of the sweep: probes instances from rep.cursor on, at most
--- `rate` probes a second, until `stop()` says to yield or the list ends.
--- Returns true when the sweep is done (rep finished).
+-- Instances probed together: their probes go out in one set of waves
+-- (executor.current_of), so a sweep waits for one round trip per batch, not
+-- per instance. Small enough that a job arriving meanwhile waits for one
+-- batch's commands at most (about two per instance with the reports).
+M.BATCH = 16
+
+-- Sweeps the instances of `subs` (subscription ids) with their probes sent
+-- together: each is prepared (desired state, resources), then one prober
+-- made by factory(applied, list) over all of their resources answers each
+-- instance's drift. Resource keys name the app or service, so they are
+-- unique across instances; an instance whose keys would collide with an
+-- earlier one's is swept on its own. Returns the resources probed.
+local function sweep_batch(rep, subs, opts, factory)
+  local cfg = generation.current()
+  local now = opts.now or sys.now()
+  local items, seen, applied, list = {}, {}, {}, {}
+  local probed = 0
+  for _, sub in ipairs(subs) do
+    local inst = instances.get(sub)
+    if inst then
+      local p = drift.prepare(inst, cfg)
+      local clash = false
+      for _, r in ipairs(p and p.list or {}) do
+        clash = clash or seen[r.key]
+      end
+      if p and not clash then
+        local own = inst.applied or {}
+        for _, r in ipairs(p.list) do
+          seen[r.key] = true
+          list[#list + 1] = r
+          applied[r.key] = own[r.key]
+        end
+        items[#items + 1] = { sub = sub, inst = inst, prepared = p }
+      else
+        -- (nil p: the instance's error is recorded by sweep_one)
+        probed = probed + sweep_one(rep, sub, opts.dry, now, factory, inst, p)
+      end
+    end
+  end
+  if #items > 0 then
+    local probe = factory(applied, list)
+    local shared = function() return probe end
+    for _, it in ipairs(items) do
+      probed = probed + sweep_one(rep, it.sub, opts.dry, now, shared, it.inst, it.prepared)
+    end
+  end
+  return probed
+end
+
+-- One run of the sweep: probes instances from rep.cursor on, M.BATCH at a
+-- time, at most `rate` probes a second, until `stop()` says to yield or the
+-- list ends. Returns true when the sweep is done (rep finished).
 function M.advance(rep, opts)
   local rate = math.max(1, opts.rate or 1000)
   local t0 = sys.monotonic()
   local probes = 0
   while true do
-    local nxt = store.read(next_instance, rep.cursor)
-    if not nxt then
-      finish(rep, opts.dry, opts.now)
-      return true
-    end
-    rep.cursor = nxt.sub
-    if nxt.busy == 1 then
-      rep.instances_skipped = rep.instances_skipped + 1
-    else
-      local bulk = bulk_mod.for_sweep(rep, opts)
-      local current_of, counter
-      -- (a job of its own that finished after the reports were read changed it)
-      if bulk and not (type(nxt.last_done) == "string" and nxt.last_done >= bulk.iso) then
-        counter = { n = 0 }
-        current_of = bulk_mod.current_of(bulk.reports, counter)
+    local batch, last = {}, false
+    while #batch < M.BATCH do
+      local nxt = store.read(next_instance, rep.cursor)
+      if not nxt then
+        last = true
+        break
       end
-      local checked = sweep_one(rep, nxt.sub, opts.dry, opts.now or sys.now(), current_of)
-      -- the rate bounds the commands sent: a resource the reports answered sent none
-      local sent = counter and counter.n or checked
+      rep.cursor = nxt.sub
+      if nxt.busy == 1 then
+        rep.instances_skipped = rep.instances_skipped + 1
+      else
+        batch[#batch + 1] = nxt
+      end
+    end
+    if #batch > 0 then
+      local bulk = bulk_mod.for_sweep(rep, opts)
+      -- from the reports, unless a job of its own finished after they were
+      -- read (that job changed it): then each resource is probed per app
+      local by_reports, per_app = {}, {}
+      for _, nxt in ipairs(batch) do
+        if bulk and not (type(nxt.last_done) == "string" and nxt.last_done >= bulk.iso) then
+          by_reports[#by_reports + 1] = nxt.sub
+        else
+          per_app[#per_app + 1] = nxt.sub
+        end
+      end
+      local sent = 0
+      if #by_reports > 0 then
+        local counter = { n = 0 }
+        sweep_batch(rep, by_reports, opts, bulk_mod.current_of(bulk.reports, counter))
+        -- the rate bounds the commands sent: a resource the reports answered sent none
+        sent = sent + counter.n
+      end
+      if #per_app > 0 then
+        sent = sent + sweep_batch(rep, per_app, opts, executor.current_of)
+      end
       rep.app_probes = (rep.app_probes or 0) + sent
       probes = probes + sent
       -- the rate: the next probe not before probes/rate seconds from t0
@@ -295,6 +362,10 @@ function M.advance(rep, opts)
       if ahead > 0 then
         opts.sleep(ahead)
       end
+    end
+    if last then
+      finish(rep, opts.dry, opts.now)
+      return true
     end
     if opts.stop(sys.monotonic() - t0) then
       return false

@@ -26,6 +26,9 @@ describe_store("the drift sweep", function()
     memstore.reset()
     memstore.boot()
     generation.current().settings.reconcile_mode = "report"
+    -- one instance per batch: a run's stop() is asked after each instance
+    -- (the batches themselves: "probes a batch of instances in one set of waves")
+    reconcile.BATCH = 1
   end)
 
   -- What a clean provision leaves: the model of every resource.
@@ -149,7 +152,7 @@ describe_store("the drift sweep", function()
     local rep = reconcile.new_report(os.time(), {})
     -- one instance per run (as when other jobs wait): every run goes on where the last stopped
     local runs = sweep(rep, 1)
-    assert.are.equal(4, runs) -- a, b, d (skipped), then the end of the list
+    assert.are.equal(3, runs) -- a, b, then d (skipped) and the end of the list
 
     assert.are.equal("finished", rep.state)
     assert.are.equal(2, rep.instances_checked)
@@ -199,6 +202,60 @@ describe_store("the drift sweep", function()
     assert.are.same({}, rep.repaired)
     assert.are.equal(cjson.null, drift.status_drift("sub_a"))
     assert.are.equal(0, #store.query("SELECT 1 AS x FROM jobs"))
+  end)
+
+  it("probes a batch of instances in one set of waves, with the drift found one by one", function()
+    for i, sub in ipairs({ "sub_a", "sub_b", "sub_d", "sub_e" }) do
+      put(instance(sub, "mr-" .. sub:gsub("_", "") .. "-" .. ("%08d"):format(i)))
+    end
+    local dokku = require "mrprov.dokku"
+    local mode, run_many, was = dokku.mode, dokku.run_many, bulk.BULK
+    local waves, commands = 0, 0
+    dokku.mode = function() return "ssh" end
+    bulk.BULK = false -- every resource probed per app, as a job does
+    dokku.run_many = function(calls)
+      if not table.concat(calls[1].argv, " "):find(":list", 1, true) then -- (not the orphans' lists)
+        waves = waves + 1
+        commands = commands + #calls
+      end
+      local out = {}
+      for i, c in ipairs(calls) do
+        -- (nothing exists: every probe reads "missing")
+        local text = table.concat(c.argv, " ")
+        local service = text:find("postgres:exists", 1, true) or text:find("redis:exists", 1, true)
+        local list = text:find(":list", 1, true) -- the orphans' lists: empty
+        out[i] = { ok = { exit = (list and 0) or (service and 1) or 20, stdout = "",
+                          stderr = service and " !     does not exist\n" or "", duration = 0.001, bytes = 0 } }
+      end
+      return out
+    end
+    local function sweep_with(batch)
+      reconcile.BATCH = batch
+      waves, commands = 0, 0
+      local rep = reconcile.new_report(os.time(), {})
+      local runs = sweep(rep)
+      return rep, runs, waves, commands
+    end
+    local ok, err = pcall(function()
+      local one, runs1, waves1, cmds1 = sweep_with(1)
+      local all, runs16, waves16, cmds16 = sweep_with(16)
+      assert.are.same({}, one.errors)
+      assert.are.equal(1, runs1) -- (no stop asked for: one run either way)
+      assert.are.equal(1, runs16)
+      assert.are.equal(4, one.instances_checked)
+      assert.are.equal(4, all.instances_checked)
+      -- the same answers, the same drift, the same commands ...
+      assert.are.equal(one.drifted_count, all.drifted_count)
+      assert.are.equal(one.probes, all.probes)
+      assert.are.equal(cmds1, cmds16)
+      -- ... in one wave for the four instances (sent 64 commands at a time),
+      -- not one a instance
+      assert.are.equal(4, waves1)
+      assert.are.equal(math.ceil(cmds16 / 64), waves16)
+      assert.is_true(waves16 < waves1)
+    end)
+    dokku.mode, dokku.run_many, bulk.BULK = mode, run_many, was
+    assert(ok, err)
   end)
 
   it("takes the newer reading kept in the sweep's progress when this state's copy went stale", function()
