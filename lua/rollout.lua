@@ -681,7 +681,9 @@ local function record(r, list, cfg, notes)
         e.finished_at = sys.iso_time()
         if reverting then
           e.state = ok and "rolled_back" or "rollback_failed"
-          e.error = ok and e.error or ((e.error and (e.error .. "; ") or "") .. "rollback: " .. why)
+          if not ok then
+            e.error = (e.error and (e.error .. "; ") or "") .. "rollback: " .. why
+          end
           event(r, e.subscription_id, e.job_id, "rollout_instance_" .. e.state,
             ok and ("back on " .. tostring(e.from_image or cfg.settings.mindroom_image)) or e.error, { wave = e.wave })
         elseif ok then

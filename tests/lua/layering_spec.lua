@@ -14,7 +14,8 @@ local LAYERS = {
   { "entry", "boot", "cli", "api", "worker" },              -- what C calls
   { "sweep", "reconcile" },                                  -- the drift sweep (runs the subscriptions sync)
   { "sync", "subscriptions_sync" },                          -- converging on Supabase's subscriptions table
-  { "handlers", "requests", "webhooks", "lifecycle" },       -- the write requests, Supabase webhooks, stop/start
+  { "handlers", "requests", "webhooks", "lifecycle", "rollout" }, -- the write requests, Supabase webhooks, stop/start,
+  -- fleet rollouts
   { "jobs", "plan", "converge", "health", "drift", "reconcile_bulk", "orphans" }, -- a job: its plan, applying it,
   -- readiness; an instance's drift, the sweep's bulk readings and orphans
   { "steps", "executor", "journal" },                        -- running commands, the step journal
