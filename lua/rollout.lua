@@ -904,21 +904,13 @@ function M.tick(id, now)
 end
 
 -- A claimed `rollout` job (lua/worker.lua): one tick, then re-queued with
--- its next look, or finished.
+-- its next look, or finished. The tick and the job's own outcome are one
+-- transaction: a resume or rollback (M.act) either comes before it (and
+-- the tick sees it) or finds the job queued or finished (and brings it
+-- forward or queues a new one), never a driver about to end.
 function M.run_job(job)
   local id = type(job.request) == "table" and job.request.rollout_id
-  local ok, delay, notes = pcall(store.tx, function()
-    return M.tick(id, sys.now())
-  end)
-  if not ok then
-    log.error("rollout tick failed; retried", { rollout_id = id, error = tostring(delay) })
-    notes, delay = {}, 1
-  end
-  for _, n in ipairs(notes or {}) do
-    (n[1]:find("failed") and log.warn or log.info)(n[1], n[2])
-  end
-  instances.flush()
-  store.tx(function()
+  local function settle(delay)
     if delay then
       instances.update_job(job.id, { state = "queued", not_before = sys.iso_time(sys.now() + delay),
                                      waiting_for = "rollout: next look" })
@@ -926,7 +918,21 @@ function M.run_job(job)
       instances.update_job(job.id, { state = "succeeded", finished_at = sys.iso_time(), waiting_for = json.null,
                                      result = { rollout_id = id } })
     end
+  end
+  local ok, notes = pcall(store.tx, function()
+    local delay, n = M.tick(id, sys.now())
+    settle(delay)
+    return n
   end)
+  if not ok then
+    log.error("rollout tick failed; retried", { rollout_id = id, error = tostring(notes) })
+    notes = {}
+    store.tx(function() settle(1) end)
+  end
+  for _, n in ipairs(notes or {}) do
+    (n[1]:find("failed") and log.warn or log.info)(n[1], n[2])
+  end
+  instances.flush()
   jobs.notify()
 end
 
