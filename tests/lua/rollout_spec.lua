@@ -187,6 +187,11 @@ describe_store("rollout driver", function()
 
   it("halts past the failure budget; rollback_on_failure reverts at once; rollback restores the rest", function()
     for i = 1, 4 do provisioned("sub_" .. i) end
+    -- Supabase configured: the events go to the outbox with the change
+    local outbox = package.loaded["mrprov.outbox"]
+    local was_enabled = outbox.enabled
+    outbox.enabled = function() return true end
+    finally(function() outbox.enabled = was_enabled end)
     local id = create({ image = V2, waves = { "100%" }, parallel = 2, failure_budget = 0,
                         rollback_on_failure = true })
     tick(id)
@@ -217,6 +222,21 @@ describe_store("rollout driver", function()
     assert.are.equal("rolled_back", rollout.get(id).state)
     assert.are.equal("pending", entry(id, "sub_3").state)
     assert.are.equal(409, rollout.act(id, "rollback").status)
+    local kinds = {}
+    for _, row in ipairs(store.query("SELECT subscription_id, payload FROM outbox WHERE kind = 'events'")) do
+      local ev = cjson.decode(row.payload)
+      if ev.data.rollout_id == id then
+        kinds[#kinds + 1] = row.subscription_id .. " " .. ev.kind
+        assert.are.equal(V2, ev.data.image)
+      end
+    end
+    local text = table.concat(kinds, "\n")
+    for _, want in ipairs({ "_rollout_" .. id .. " rollout_started", "sub_1 rollout_instance_failed",
+                            "_rollout_" .. id .. " rollout_halted", "sub_1 rollout_instance_rolled_back",
+                            "sub_2 rollout_instance_done", "_rollout_" .. id .. " rollout_rolling_back",
+                            "sub_2 rollout_instance_rolled_back", "_rollout_" .. id .. " rollout_rolled_back" }) do
+      assert.is_truthy(text:find(want, 1, true), want .. " in:\n" .. text)
+    end
   end)
 
   it("skips a pinned instance (flag or hook) and waits for an instance's own job", function()
