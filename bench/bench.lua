@@ -17,6 +17,9 @@
 --   6. webhook acknowledgement latency under wrk load: p99 <= 100 ms
 --   7. drift sweep of 1000 instances, simulator at 5 ms per command: <= 30 s;
 --      a provision started during it: <= 1 s later than without a sweep
+--   8. a fleet rollout of 200 instances (mindroom profile, readiness checked),
+--      simulator at 20 ms per command, N (4) at once: <= 1.2 x (200 / N) x
+--      one instance's update (a rollout of one)
 --
 -- 2, 3 and 4 run against tests/fixtures/sshd-harness (a real OpenSSH sshd on
 -- a random loopback port, forced command tests/fixtures/dokku-sim); 1, 5 and
@@ -1121,6 +1124,118 @@ local function bench_sweep(h)
 end
 
 ---------------------------------------------------------------------------
+-- 8. a fleet rollout: 200 instances, simulator at 20 ms per command, N at once
+---------------------------------------------------------------------------
+local ROLLOUT_N = math.floor(getenv_num("BENCH_ROLLOUT_N", 200))
+local ROLLOUT_DELAY_MS = getenv_num("BENCH_ROLLOUT_DELAY_MS", 20)
+local ROLLOUT_PARALLEL = math.floor(getenv_num("BENCH_ROLLOUT_PARALLEL", 4))
+local ROLLOUT_FILL_BUDGET_S = getenv_num("BENCH_ROLLOUT_FILL_BUDGET_S", 600)
+
+local function bench_rollout(h)
+  say("\n== 8. rollout of %d instances, every Dokku command %d ms, %d at once ==", ROLLOUT_N, ROLLOUT_DELAY_MS,
+    ROLLOUT_PARALLEL)
+  D.reset(h)
+  -- The default profile (mindroom), provisioned for real at 0 ms; each
+  -- step is the update job (the MindRoom app deployed from the new image)
+  -- and its readiness check against a loopback health server.
+  local hs = H.health_server("ok")
+  local srv = H.start({ env = mrprov_env(h, { RECONCILE_INTERVAL = "0", PROVISIONER_API_KEYS = API_KEY,
+    PROFILE = "mindroom", WORKERS = tostring(math.max(CONCURRENCY, ROLLOUT_PARALLEL + 1)),
+    HEALTH_URL_TEMPLATE = "http://127.0.0.1:" .. hs.port .. "/{app}{path}", HEALTH_TIMEOUT_SECONDS = "60" }) })
+  local ok_ready = pcall(wait_ready, srv)
+  if not ok_ready then
+    H.stop(srv)
+    hs.stop()
+    error("mrprov did not become ready")
+  end
+  local auth = { ["X-API-Key"] = API_KEY }
+  return measure_on(srv, function()
+    local base_n = 3
+    local fill, done, failed = provision_many(srv, ROLLOUT_N, "bench_ro_", "free", ROLLOUT_FILL_BUDGET_S)
+    local fill2, done2 = provision_many(srv, base_n, "bench_rb_", "free", ROLLOUT_FILL_BUDGET_S)
+    if done < ROLLOUT_N or done2 < base_n then
+      error(string.format("only %d of %d provisions succeeded (%d failed)", done + done2, ROLLOUT_N + base_n, failed))
+    end
+    say("  %d instances provisioned through sshd + the simulator (0 ms) in %.1f s", ROLLOUT_N + base_n, fill + fill2)
+    H.wait_for(srv, "/api/v1/status/bench_ro_" .. string.format("%04d", ROLLOUT_N), function(j)
+      return j.status == "running"
+    end, 120, auth)
+    D.set_faults(h, { { match = ".", action = "delay", ms = ROLLOUT_DELAY_MS } })
+    -- POST → finished, polled every 50 ms; returns the wall time and the view
+    local function rollout(body)
+      local t0 = socket.gettime()
+      local code, j, raw = H.request(srv, "POST", "/api/v1/rollouts", body, auth)
+      if code ~= 201 then
+        error("POST /api/v1/rollouts answered " .. tostring(code) .. ": " .. tostring(raw))
+      end
+      local v = H.wait_for(srv, "/api/v1/rollouts/" .. j.id, function(r)
+        return r.state ~= "running"
+      end, 1800, auth)
+      return socket.gettime() - t0, v
+    end
+    -- one instance's update: a rollout of one, three times (the median)
+    local singles = {}
+    for i = 1, base_n do
+      local wall, v = rollout({ image = "ghcr.io/mindroom-ai/mindroom:v2099.1." .. i,
+        selector = { subscription_ids = { string.format("bench_rb_%04d", i) } }, waves = { 1 } })
+      if v.state ~= "finished" or v.counts.done ~= 1 then
+        error("the one-instance rollout did not finish: " .. cjson.encode(v.counts))
+      end
+      singles[#singles + 1] = wall
+    end
+    local one = median(singles)
+    say("  one instance's update (a rollout of one: deploy + readiness): %.2f s (median of %d)", one, base_n)
+    local ids = {}
+    for i = 1, ROLLOUT_N do
+      ids[i] = string.format("bench_ro_%04d", i)
+    end
+    local wall, v = rollout({ image = "ghcr.io/mindroom-ai/mindroom:v2099.2.0", selector = { subscription_ids = ids },
+      waves = { 1, "100%" }, parallel = ROLLOUT_PARALLEL })
+    D.set_faults(h, {})
+    if v.state ~= "finished" or v.counts.done ~= ROLLOUT_N then
+      error("the rollout did not finish: " .. v.state .. " " .. cjson.encode(v.counts))
+    end
+    local ideal = ROLLOUT_N / ROLLOUT_PARALLEL * one
+    say("  rollout of %d, %d at once (canary 1, then the rest): %.1f s; (%d / %d) x %.2f s = %.1f s",
+      ROLLOUT_N, ROLLOUT_PARALLEL, wall, ROLLOUT_N, ROLLOUT_PARALLEL, one, ideal)
+    -- The steps' own times (started_at → finished_at, ms resolution): how
+    -- long a step took with N at once, and how full the driver kept the N
+    -- slots (what the driver controls; a step's time is the server's).
+    local function epoch(iso)
+      local y, mo, d, hh, mi, ss = iso:match("^(%d+)-(%d+)-(%d+)T(%d+):(%d+):([%d.]+)Z$")
+      return os.time({ year = tonumber(y), month = tonumber(mo), day = tonumber(d), hour = tonumber(hh),
+                       min = tonumber(mi), sec = 0, isdst = false }) + tonumber(ss)
+    end
+    local busy, first, last = 0, math.huge, 0
+    for _, e in ipairs(v.instances) do
+      local a, b = epoch(e.started_at), epoch(e.finished_at)
+      busy, first, last = busy + (b - a), math.min(first, a), math.max(last, b)
+    end
+    local span = last - first
+    local packed = busy / ROLLOUT_PARALLEL
+    say("  a step took %.2f s on average with %d at once (%.2f s alone): the server's commands slow down " ..
+      "under load; the driver kept the slots %.0f %% busy (steps' time / %d = %.1f s of the %.1f s from the " ..
+      "first step's start to the last's end)", busy / ROLLOUT_N, ROLLOUT_PARALLEL, one,
+      100 * packed / span, ROLLOUT_PARALLEL, packed, span)
+    return { {
+      figure = string.format("rollout of %d, %d at once", ROLLOUT_N, ROLLOUT_PARALLEL),
+      value = string.format("%.1f s", wall), reference = string.format("(%d/%d) x %.2f s = %.1f s", ROLLOUT_N,
+        ROLLOUT_PARALLEL, one, ideal),
+      ratio = wall / ideal, target = 1.2,
+      note = string.format("simulator %d ms per command; each step: the update job and its readiness check; a " ..
+        "step took %.2f s on average with %d at once", ROLLOUT_DELAY_MS, busy / ROLLOUT_N, ROLLOUT_PARALLEL),
+    }, {
+      figure = "rollout vs its steps' time / N", value = string.format("%.1f s", span),
+      reference = string.format("%.1f s", packed), ratio = span / packed, target = 1.2,
+      note = "the driver's own overhead: the rollout's span vs the sum of its steps' times over N slots",
+    } }
+  end, function()
+    D.set_faults(h, {})
+    hs.stop()
+  end)
+end
+
+---------------------------------------------------------------------------
 -- 6. webhook acknowledgement latency under load
 ---------------------------------------------------------------------------
 local WEBHOOK_SECONDS = getenv_num("BENCH_WEBHOOK_SECONDS", 10)
@@ -1236,7 +1351,7 @@ local function main()
   local t_all = socket.gettime()
   say("mrprov bench — %s, %s cores", os.date("!%Y-%m-%dT%H:%M:%SZ"), read_lines_cmd("nproc")[1] or "?")
   local h
-  if selected(2) or selected(3) or selected(4) or selected(7) then
+  if selected(2) or selected(3) or selected(4) or selected(7) or selected(8) then
     local shell, with_rc, without_rc = shell_cost_ms()
     say("login shell %s for an sshd command: %.1f ms with ~/.bashrc, %.1f ms without; sessions %s it%s", shell,
       with_rc, without_rc, KEEP_RC and "source" or "skip",
@@ -1255,6 +1370,7 @@ local function main()
     { 5, bench_reload, { "reload" } },
     { 6, bench_webhook, { "webhook ack p99" } },
     { 7, bench_sweep, { "drift sweep" } },
+    { 8, bench_rollout, { "fleet rollout" } },
   }
   for _, s in ipairs(sections) do
     if selected(s[1]) then

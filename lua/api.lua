@@ -12,6 +12,7 @@ local plan = require "plan"
 local drift = require "drift"
 local reconcile = require "reconcile"
 local requests = require "requests"
+local rollout = require "rollout"
 local store = require "mrprov.store"
 local tiers = require "tiers"
 local validate = require "validate"
@@ -123,6 +124,11 @@ function M.status(req)
   local view = instances.status_view(inst, job)
   -- what the last drift sweep found (lua/drift.lua); null until probed
   view.drift = drifted or json.null
+  -- the MindRoom image of its desired state: its own (a rollout's,
+  -- lua/rollout.lua) or MINDROOM_IMAGE; pinned: rollouts skip it
+  view.image = type(inst.image) == "string" and inst.image or generation.current().settings.mindroom_image
+  view.image_override = type(inst.image) == "string"
+  view.pinned = inst.pinned == 1 or inst.pinned == true
   return answer(200, view)
 end
 
@@ -223,12 +229,67 @@ local function lifecycle_route(action)
   end
 end
 
+-- Fleet rollouts (lua/rollout.lua).
+function M.rollout_create(req)
+  local t, perr = parse(req.body)
+  if not t then
+    return fail(400, "invalid_json", perr)
+  end
+  local r, err = rollout.validate(t, generation.current())
+  if not r then
+    return invalid(err)
+  end
+  local out = rollout.create(r)
+  if not out.id then
+    return answer(out.status, { error = out.err })
+  end
+  return answer(201, rollout.view(out.id))
+end
+
+function M.rollouts()
+  return answer(200, { rollouts = rollout.list() })
+end
+
+function M.rollout_show(req)
+  local id = req.param or ""
+  local v = id:match("^ro_[0-9a-f]+$") and #id <= 40 and rollout.view(id)
+  if not v then
+    return fail(404, "not_found", "no such rollout", "rollout_id")
+  end
+  return answer(200, v)
+end
+
+local function rollout_action(action)
+  return function(req)
+    local out = rollout.act(req.param or "", action)
+    if not out.state then
+      return answer(out.status, { error = out.err })
+    end
+    return answer(200, rollout.view(req.param))
+  end
+end
+
+-- POST /api/v1/instances/{subscription_id}/pin|unpin
+local function pin_route(pinned)
+  return function(req)
+    local out = rollout.pin(req.param or "", pinned)
+    if not out then
+      return fail(404, "not_found", "no instance for this subscription", "subscription_id")
+    end
+    return answer(200, out)
+  end
+end
+
 local handlers = {
   provision = M.provision, update = M.update, deprovision = M.deprovision, plan = M.plan,
   status = M.status, job = M.job, tiers = M.tiers, webhook = M.webhook, subscriptions_sync = M.subscriptions_sync,
   stop = lifecycle_route("stop"), start = lifecycle_route("start"), restart = lifecycle_route("restart"),
   reconcile = M.reconcile_report, reconcile_start = M.reconcile_start,
   instances = listing(listings.instances), jobs = listing(listings.jobs), job_retry = M.job_retry,
+  rollouts = M.rollouts, rollout_create = M.rollout_create, rollout = M.rollout_show,
+  rollout_pause = rollout_action("pause"), rollout_resume = rollout_action("resume"),
+  rollout_abort = rollout_action("abort"), rollout_rollback = rollout_action("rollback"),
+  pin = pin_route(true), unpin = pin_route(false),
 }
 
 function M.handle(route, req)

@@ -199,6 +199,112 @@ function M.reconcile(opts)
   return 0
 end
 
+-- `mrprov rollout --list | --show ID | --create JSON|@FILE | --pause ID |
+-- --resume ID | --abort ID | --rollback ID [--json]`: the API's rollout
+-- requests (lua/rollout.lua) on the state store of the running service,
+-- whose workers pick the driver job up within a second.
+local ROLLOUT_ACTIONS = { "pause", "resume", "abort", "rollback" }
+
+local function rollout_line(r)
+  local parts = {}
+  for k, n in pairs(r.counts or {}) do
+    if n > 0 then
+      parts[#parts + 1] = k .. " " .. n
+    end
+  end
+  table.sort(parts)
+  return string.format("%s %-12s %s wave %d, failures %d: %s%s", r.id, r.state, r.image, r.wave, r.failures,
+    table.concat(parts, ", "), r.reason ~= json.null and r.reason and ("; " .. r.reason) or "")
+end
+
+function M.rollout(opts)
+  local store = require "mrprov.store"
+  local rollout = require "rollout"
+  if not store.is_open() then
+    io.stderr:write("mrprov: rollout: no state store at STATE_DB\n")
+    return 1
+  end
+  local given = 0
+  for _, k in ipairs({ "list", "show", "create", "pause", "resume", "abort", "rollback" }) do
+    if opts[k] then given = given + 1 end
+  end
+  if given ~= 1 then
+    io.stderr:write("mrprov: rollout: give exactly one of --list, --show, --create, --pause, --resume, --abort, " ..
+      "--rollback\n")
+    return 2
+  end
+  local function show(id)
+    local v = rollout.view(id)
+    if not v then
+      io.stderr:write("mrprov: rollout: no such rollout\n")
+      return 1
+    end
+    if opts.json then
+      io.write(json.encode(v), "\n")
+      return 0
+    end
+    io.write(rollout_line(v), "\n")
+    for _, e in ipairs(v.instances) do
+      io.write(string.format("  wave %d %-14s %s%s\n", e.wave, e.state, e.subscription_id,
+        e.error ~= json.null and ("  (" .. e.error .. ")") or ""))
+    end
+    return 0
+  end
+  if opts.list then
+    local list = rollout.list()
+    if opts.json then
+      io.write(json.encode({ rollouts = list }), "\n")
+    else
+      for _, r in ipairs(list) do
+        io.write(rollout_line(r), "\n")
+      end
+    end
+    return 0
+  end
+  if opts.show then
+    return show(opts.show)
+  end
+  if opts.create then
+    local text = opts.create
+    if text:sub(1, 1) == "@" then
+      local f, ferr = io.open(text:sub(2), "r")
+      if not f then
+        io.stderr:write("mrprov: rollout: --create: ", tostring(ferr), "\n")
+        return 2
+      end
+      text = f:read("a")
+      f:close()
+    end
+    local t, jerr = json.decode(text)
+    if type(t) ~= "table" then
+      io.stderr:write("mrprov: rollout: --create: malformed JSON: ", tostring(jerr), "\n")
+      return 2
+    end
+    local r, err = rollout.validate(t, generation.current())
+    if not r then
+      io.stderr:write("mrprov: rollout: --create: ", err.message, "\n")
+      return 2
+    end
+    local out = rollout.create(r)
+    if not out.id then
+      io.stderr:write("mrprov: rollout: ", out.err.message, "\n")
+      return 1
+    end
+    return show(out.id)
+  end
+  for _, a in ipairs(ROLLOUT_ACTIONS) do
+    if opts[a] then
+      local out = rollout.act(opts[a], a)
+      if not out.state then
+        io.stderr:write("mrprov: rollout: ", out.err.message, "\n")
+        return 1
+      end
+      return show(opts[a])
+    end
+  end
+  return 2
+end
+
 local function fmt_limit(v, unit)
   if v == nil or v == json.null then
     return "unlimited"

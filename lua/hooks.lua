@@ -5,7 +5,9 @@
 --                        it sees placeholders for secret values
 --   after(dokku, ctx)    run extra steps after provisioning through a Dokku
 --                        handle that runs only allowlisted subcommands on
---                        this instance's own apps (lua/hook_handle.lua).
+--                        this instance's own apps (lua/hook_handle.lua)
+--   pinned(ctx)          true (or a reason string) keeps the instance on its
+--                        image: fleet rollouts skip it (lua/rollout.lua).
 -- Hooks run sandboxed: an allowlisted, read-only environment (no io, os
 -- beyond time, require, load, debug, string.dump, collectgarbage), and
 -- bounded instructions, memory and time (src/lua/sandbox.c; the string
@@ -195,15 +197,15 @@ function M.load_dir(dir, fs)
         return nil, path .. ":1: a hook must return a table"
       end
       for k, v in pairs(hook) do
-        if k ~= "desired" and k ~= "after" and k ~= "description" then
-          return nil, path .. ":1: unknown hook field " .. tostring(k) .. " (desired, after, description)"
+        if k ~= "desired" and k ~= "after" and k ~= "pinned" and k ~= "description" then
+          return nil, path .. ":1: unknown hook field " .. tostring(k) .. " (desired, after, pinned, description)"
         end
         if k ~= "description" and type(v) ~= "function" then
           return nil, path .. ":1: hook field " .. k .. " must be a function"
         end
       end
       out[stem] = { id = id, kind = kind, file = path, desired = hook.desired, after = hook.after,
-                    description = hook.description }
+                    pinned = hook.pinned, description = hook.description }
     end
   end
   return out

@@ -68,7 +68,8 @@ end
 -- documents (kilobytes of JSON a status read would decode for nothing).
 -- (The SQL text is built once: the statement cache looks it up by its bytes.)
 local SUMMARY_SQL = "SELECT subscription_id, account_id, app_name, tier, status, urls, limits, error, dry_run, " ..
-  "created_at, updated_at, health_state, health_checked_at, health_error FROM instances WHERE subscription_id = ?"
+  "created_at, updated_at, health_state, health_checked_at, health_error, json_extract(spec, '$.image') AS image, " ..
+  "json_extract(spec, '$.pinned') AS pinned FROM instances WHERE subscription_id = ?"
 
 function M.get_summary(subscription_id)
   return row_to_instance(check(store.query(SUMMARY_SQL, subscription_id))[1])

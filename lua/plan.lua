@@ -56,6 +56,12 @@ function M.desired_state(inst, cfg, profile)
       return nil, ("profile %s of this instance is not loaded (PROFILES_DIR)"):format(spec.profile)
     end
   end
+  -- The instance's own MindRoom image (set by a rollout, lua/rollout.lua)
+  -- replaces MINDROOM_IMAGE for it alone, and stays until a rollback.
+  local settings = cfg.settings
+  if type(spec.image) == "string" then
+    settings = setmetatable({ mindroom_image = spec.image }, { __index = cfg.settings })
+  end
   local state, err = desired.build({
     instance = {
       app_name = inst.app_name, subscription_id = inst.subscription_id, account_id = inst.account_id,
@@ -65,7 +71,7 @@ function M.desired_state(inst, cfg, profile)
     },
     tier = tier,
     profile = profile,
-    settings = cfg.settings,
+    settings = settings,
     admin_password = M.admin_password(inst.app_name),
     secrets = executor.instance_secrets(inst.app_name, cfg.settings),
   })

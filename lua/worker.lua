@@ -20,6 +20,7 @@ local model_key = require "model_key"
 local plan = require "plan"
 local drift = require "drift"
 local reconcile = require "reconcile"
+local rollout = require "rollout"
 local redact_text = require "redact"
 local store = require "mrprov.store"
 local store_error = require "store_error"
@@ -174,6 +175,17 @@ end
 local HEALTH_FIELDS = { "status", "error", "health_state", "health_error", "health_checked_at" }
 local CHECKED = { starting = true, unhealthy = true }
 
+-- A rollout's driver waiting for a step (its job, its readiness check)
+-- looks again now rather than at its next poll.
+local function wake_rollouts()
+  local ok, err = pcall(store.tx, rollout.wake)
+  if ok then
+    jobs.notify()
+  else
+    log.debug("rollout wake-up not recorded (the driver polls)", { error = tostring(err) })
+  end
+end
+
 local function run_health(job)
   local inst = instances.get(job.subscription_id)
   local fields, changed, event = health.step(job, inst, sys.now())
@@ -207,6 +219,10 @@ local function run_health(job)
   if fields.state ~= "queued" then
     metrics.inc("mrprov_jobs_total", { operation = job.operation, outcome = fields.state })
   end
+  if changed and fields.state ~= "queued" or event then
+    -- a rollout waiting for this readiness has something to record
+    wake_rollouts()
+  end
   set_gauges()
 end
 
@@ -220,6 +236,9 @@ function M.run(job_id)
   end
   if job.operation == reconcile.OPERATION then
     return reconcile.run_job(job)
+  end
+  if job.operation == rollout.OPERATION then
+    return rollout.run_job(job)
   end
   local inst = instances.get(job.subscription_id)
   local cfg = generation.current()
@@ -345,6 +364,9 @@ function M.run(job_id)
     end
   end
   metrics.inc("mrprov_jobs_total", { operation = job.operation, outcome = ok and "succeeded" or "failed" })
+  if type(job.request) == "table" and job.request.rollout_id then
+    wake_rollouts()
+  end
   if job.operation == "provision" then
     metrics.observe("mrprov_provision_duration_seconds", { tier = inst.tier }, elapsed)
   end

@@ -44,6 +44,7 @@ static const char usage_main[] =
 	"  tiers      list the tiers with their agents, tools, models and limits\n"
 	"  render     print the config.yaml an instance of a tier gets\n"
 	"  reconcile  probe every instance for drift and print the report (--dry-run)\n"
+	"  rollout    start, show, pause, resume, abort or roll back a fleet rollout\n"
 	"  version    print the versions of mrprov and its libraries\n"
 	"\n"
 	"Run `mrprov COMMAND --help` for a command's options. Configuration comes from\n"
@@ -96,6 +97,16 @@ static const char usage_reconcile[] =
 	"belong to none). Changes nothing: no command but probes and lists is sent,\n"
 	"the store is opened read-only, no job is queued. --dry-run is required.\n";
 
+static const char usage_rollout[] =
+	"usage: mrprov rollout --list | --show ID | --create JSON|@FILE | --pause ID\n"
+	"                      | --resume ID | --abort ID | --rollback ID [--json]\n"
+	"\n"
+	"Fleet rollouts of a MindRoom image (the requests of /api/v1/rollouts) on the\n"
+	"state store at STATE_DB, which must exist: the running service's workers\n"
+	"pick the rollout up within a second. --create takes the body of\n"
+	"POST /api/v1/rollouts, e.g. '{\"image\": \"ghcr.io/mindroom-ai/mindroom:v2\",\n"
+	"\"waves\": [1, \"10%\", \"100%\"], \"parallel\": 4, \"failure_budget\": 2}'.\n";
+
 static const char usage_version[] =
 	"usage: mrprov version\n"
 	"\n"
@@ -129,7 +140,7 @@ struct command {
 	const struct option *options;
 	command_fn run;
 	const char *lua_fn;  /* cli.<lua_fn> for commands that run Lua */
-	int reads_store;     /* opens the state store read-only if it exists */
+	int reads_store;     /* opens the state store if it exists: 1 read-only, 2 read-write */
 	int connects;        /* talks to DOKKU_HOST (read-only probes) */
 };
 
@@ -290,7 +301,8 @@ static int run_cli(const struct command *cmd, const struct parsed *p)
 		fprintf(stderr, "mrprov: %s\n", err);
 		return 1;
 	}
-	if (cmd->reads_store && access(cfg.state_db, R_OK) == 0 && store_open(cfg.state_db, 1, err, sizeof err) < 0)
+	if (cmd->reads_store && access(cfg.state_db, R_OK) == 0 &&
+	    store_open(cfg.state_db, cmd->reads_store == 1, err, sizeof err) < 0)
 		fprintf(stderr, "mrprov: warning: %s (continuing without it)\n", err);
 	lua_State *L = rt_new_state(err, sizeof err);
 	if (!L) {
@@ -530,6 +542,12 @@ static const struct option reconcile_options[] = {
 	{ NULL, 0, 0 },
 };
 
+static const struct option rollout_options[] = {
+	{ "list", 0, 0 },   { "show", 1, 0 },  { "create", 1, 0 },   { "pause", 1, 0 },
+	{ "resume", 1, 0 }, { "abort", 1, 0 }, { "rollback", 1, 0 }, { "json", 0, 0 },
+	{ NULL, 0, 0 },
+};
+
 static const struct option tiers_options[] = {
 	{ "json", 0, 0 },
 	{ NULL, 0, 0 },
@@ -540,6 +558,7 @@ _Static_assert(sizeof plan_options / sizeof plan_options[0] - 1 <= MAX_OPTIONS, 
 _Static_assert(sizeof tiers_options / sizeof tiers_options[0] - 1 <= MAX_OPTIONS, "tiers: too many options");
 _Static_assert(sizeof reconcile_options / sizeof reconcile_options[0] - 1 <= MAX_OPTIONS,
 	       "reconcile: too many options");
+_Static_assert(sizeof rollout_options / sizeof rollout_options[0] - 1 <= MAX_OPTIONS, "rollout: too many options");
 _Static_assert(sizeof render_options / sizeof render_options[0] - 1 <= MAX_OPTIONS, "render: too many options");
 
 /* The commands: `mrprov NAME [OPTIONS]`; the first is the default. */
@@ -550,6 +569,7 @@ static const struct command commands[] = {
 	{ "tiers", usage_tiers, tiers_options, run_cli, "tiers", 0, 0 },
 	{ "render", usage_render, render_options, run_cli, "render", 0, 0 },
 	{ "reconcile", usage_reconcile, reconcile_options, run_cli, "reconcile", 1, 1 },
+	{ "rollout", usage_rollout, rollout_options, run_cli, "rollout", 2, 0 },
 	{ "version", usage_version, NULL, cmd_version, NULL, 0, 0 },
 	{ NULL, NULL, NULL, NULL, NULL, 0, 0 },
 };

@@ -85,6 +85,14 @@ static struct family families[] = {
 	{ "mrprov_reconcile_sweeps_total", "Drift sweeps finished, by outcome (ok, errors).", COUNTER, NULL, 0,
 	  NULL },
 	{ "mrprov_reconcile_repairs_total", "Repair jobs queued by the drift sweep.", COUNTER, NULL, 0, NULL },
+	/* Fleet rollouts (lua/rollout.lua), labelled by rollout id (a handful). */
+	{ "mrprov_rollouts", "Rollouts by state (running, paused, halted, aborted, finished, rolling_back, "
+	  "rolled_back).", GAUGE, NULL, 0, NULL },
+	{ "mrprov_rollout_instances", "A rollout's instances by step state (pending, updating, checking, done, "
+	  "failed, skipped, unchanged, reverting, rolled_back, rollback_failed).", GAUGE, NULL, 0, NULL },
+	{ "mrprov_rollout_wave", "The wave a rollout is at (1-based).", GAUGE, NULL, 0, NULL },
+	{ "mrprov_rollout_failures_total", "Instances of a rollout that failed their update or readiness.", COUNTER,
+	  NULL, 0, NULL },
 	{ "mrprov_http_request_timeouts_total",
 	  "Connections closed because a request's headers and body did not arrive within HTTP_REQUEST_TIMEOUT.",
 	  COUNTER, NULL, 0, NULL },

@@ -84,6 +84,25 @@ static int upgrade_to_v6(sqlite3 *db, char **msg)
 			    NULL, NULL, msg);
 }
 
+/* version 7: fleet rollouts (lua/rollout.lua). A rollout (its validated
+ * request in spec, its state and progress) and one row per selected
+ * instance: its wave, its step's state, the image it had before (restored
+ * by a rollback) and the job that changed it. next_wave_at: the end of
+ * the pause before the wave under way starts. */
+static int upgrade_to_v7(sqlite3 *db, char **msg)
+{
+	return sqlite3_exec(db,
+			    "CREATE TABLE IF NOT EXISTS rollouts (id TEXT PRIMARY KEY, state TEXT NOT NULL,"
+			    " spec TEXT NOT NULL DEFAULT '{}', wave INTEGER NOT NULL DEFAULT 1,"
+			    " failures INTEGER NOT NULL DEFAULT 0, reason TEXT, created_at TEXT NOT NULL,"
+			    " updated_at TEXT NOT NULL, finished_at TEXT, next_wave_at TEXT);"
+			    "CREATE TABLE IF NOT EXISTS rollout_instances (rollout_id TEXT NOT NULL,"
+			    " subscription_id TEXT NOT NULL, wave INTEGER NOT NULL, position INTEGER NOT NULL,"
+			    " state TEXT NOT NULL, from_image TEXT, job_id TEXT, error TEXT, started_at TEXT,"
+			    " finished_at TEXT, PRIMARY KEY (rollout_id, subscription_id));",
+			    NULL, NULL, msg);
+}
+
 /* upgrades[v] takes a database from version v-1 to v. Version 1 exists only
  * as the first schema: a new database gets schema.sql at once. */
 static const store_upgrade_fn upgrades[STORE_SCHEMA_VERSION + 1] = {
@@ -92,6 +111,7 @@ static const store_upgrade_fn upgrades[STORE_SCHEMA_VERSION + 1] = {
 	[4] = upgrade_to_v4,
 	[5] = upgrade_to_v5,
 	[6] = upgrade_to_v6,
+	[7] = upgrade_to_v7,
 };
 
 static int create_current(sqlite3 *db, char **msg)

@@ -115,3 +115,37 @@ CREATE TABLE IF NOT EXISTS drift (
   checked_at TEXT NOT NULL,
   resources TEXT NOT NULL DEFAULT '[]'
 );
+
+-- Fleet rollouts (lua/rollout.lua): a rollout's validated request (spec),
+-- its state (running, paused, halted, aborted, finished, rolling_back,
+-- rolled_back), the wave under way, the failures so far and, during the
+-- pause between waves, when the next wave starts (next_wave_at).
+CREATE TABLE IF NOT EXISTS rollouts (
+  id TEXT PRIMARY KEY,
+  state TEXT NOT NULL,
+  spec TEXT NOT NULL DEFAULT '{}',
+  wave INTEGER NOT NULL DEFAULT 1,
+  failures INTEGER NOT NULL DEFAULT 0,
+  reason TEXT,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  finished_at TEXT,
+  next_wave_at TEXT
+);
+
+-- One row per instance a rollout selected: its wave and place in it, its
+-- step's state, the image it had before (a rollback restores it; NULL: the
+-- MINDROOM_IMAGE setting) and the job that changed it.
+CREATE TABLE IF NOT EXISTS rollout_instances (
+  rollout_id TEXT NOT NULL,
+  subscription_id TEXT NOT NULL,
+  wave INTEGER NOT NULL,
+  position INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  from_image TEXT,
+  job_id TEXT,
+  error TEXT,
+  started_at TEXT,
+  finished_at TEXT,
+  PRIMARY KEY (rollout_id, subscription_id)
+);

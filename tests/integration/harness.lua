@@ -319,7 +319,9 @@ end
 -- The instance health endpoint stand-in (tests/fixtures/health-server, one
 -- process on a loopback port): { dir, port, mode(m), requests(), stop() };
 -- mode as that file says (ok, fail, fail:N, ...), read at each request.
-function M.health_server(mode)
+-- opts.sim_state: the simulator's state directory, for the mode
+-- fail-image:IMAGE (tests/fixtures/health-server).
+function M.health_server(mode, opts)
   local dir = M.tmpdir()
   local function put(path, text)
     local f = assert(io.open(path, "w"))
@@ -327,6 +329,9 @@ function M.health_server(mode)
     f:close()
   end
   put(dir .. "/mode", mode)
+  if opts and opts.sim_state then
+    put(dir .. "/sim_state", opts.sim_state)
+  end
   os.execute("lua5.4 " .. M.sh_quote(M.root .. "/tests/fixtures/health-server") .. " " .. M.sh_quote(dir)
     .. " >/dev/null 2>&1 &")
   local port = M.eventually("the health server's port", function()

@@ -14,8 +14,8 @@ local LAYERS = {
   { "entry", "boot", "cli", "api", "worker" },              -- what C calls
   { "sweep", "reconcile" },                                  -- the drift sweep (runs the subscriptions sync)
   { "sync", "subscriptions_sync" },                          -- converging on Supabase's subscriptions table
-  { "handlers", "requests", "webhooks", "lifecycle", "retry" }, -- the write requests, Supabase webhooks, stop/start,
-  -- a failed job's retry
+  { "handlers", "requests", "webhooks", "lifecycle", "retry", "rollout" }, -- the write requests, Supabase webhooks,
+  -- stop/start, a failed job's retry, fleet rollouts
   { "listings", "listings" },                                -- the API's list reads (instances, jobs)
   { "jobs", "plan", "converge", "health", "drift", "reconcile_bulk", "orphans" }, -- a job: its plan, applying it,
   -- readiness; an instance's drift, the sweep's bulk readings and orphans
