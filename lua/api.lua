@@ -210,6 +210,10 @@ local handlers = {
   status = M.status, job = M.job, tiers = M.tiers, webhook = M.webhook, subscriptions_sync = M.subscriptions_sync,
   stop = lifecycle_route("stop"), start = lifecycle_route("start"), restart = lifecycle_route("restart"),
   reconcile = M.reconcile_report, reconcile_start = M.reconcile_start,
+  -- the Dokku hosts (issue 16, lua/hosts_api.lua)
+  hosts = function(req) return require("hosts_api").list(req) end,
+  host_drain = function(req) return require("hosts_api").drain(req, true) end,
+  host_undrain = function(req) return require("hosts_api").drain(req, false) end,
 }
 
 function M.handle(route, req)

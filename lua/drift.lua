@@ -50,14 +50,15 @@ end
 -- Probes inst and plans it against its desired state under cfg. Returns
 -- the drift entries (empty when in sync), { follow_ups, restarts } and the
 -- number of resources probed; or nil, why (redacted).
--- current_of(applied, list) → function(r): default executor.current_of.
+-- current_of(applied, list, host) → function(r): default executor.current_of;
+-- host: the instance's Dokku host.
 function M.drift(inst, cfg, current_of)
   local state, why = plan.desired_state(inst, cfg)
   if not state then
     return nil, redact_text.redactor(executor.job_secrets(inst, nil))(tostring(why))
   end
   local list = engine.resources(state)
-  local probe = (current_of or executor.current_of)(inst.applied or {}, list)
+  local probe = (current_of or executor.current_of)(inst.applied or {}, list, inst.host or "default")
   local raw = {}
   local steps, err = engine.plan(list, function(r)
     local cur, perr = probe(r)

@@ -77,8 +77,9 @@ function M.recalled(r, cur, applied)
 end
 
 -- How the current state of a resource is learnt: from the server (probes,
--- read-only) or, in dry-run, from what earlier jobs recorded.
-function M.current_of(applied, list)
+-- read-only) or, in dry-run, from what earlier jobs recorded. host: the
+-- instance's Dokku host (nil: the implicit one).
+function M.current_of(applied, list, host)
   if dokku.mode() == "dry-run" then
     return function(r)
       return applied[r.key]
@@ -114,7 +115,7 @@ function M.current_of(applied, list)
       for first = 1, #pending, 64 do
         local calls = {}
         for i = first, math.min(#pending, first + 63) do
-          calls[#calls + 1] = { argv = command.full_argv({ argv = pending[i].argv }), timeout = timeout }
+          calls[#calls + 1] = { argv = command.full_argv({ argv = pending[i].argv }), timeout = timeout, host = host }
         end
         for k, res in ipairs(dokku.run_many(calls)) do
           local p = pending[first + k - 1]
@@ -135,7 +136,7 @@ function M.current_of(applied, list)
   end
   local function run(argv)
     local full = command.full_argv({ argv = argv })
-    local res, err = dokku.run(full, { timeout = timeout })
+    local res, err = dokku.run(full, { timeout = timeout, host = host })
     if not res then
       return nil, table.concat(argv, " ") .. ": " .. err
     end
@@ -196,12 +197,13 @@ local function outcome(c, res, err, transient, redact)
   return r
 end
 
--- Runs a wave of commands at once (each on its own channel) and returns
--- their outcomes in order.
-local function run_wave(cmds, redact)
+-- Runs a wave of commands at once (each on its own channel) on Dokku host
+-- `host` (nil: the implicit one) and returns their outcomes in order.
+local function run_wave(cmds, redact, host)
   local calls = {}
   for i, c in ipairs(cmds) do
-    calls[i] = { argv = command.full_argv(c), timeout = M.timeout(), stdout_file = c.stdout_file, stdin = c.stdin }
+    calls[i] = { argv = command.full_argv(c), timeout = M.timeout(), stdout_file = c.stdout_file, stdin = c.stdin,
+                 host = host }
   end
   local results, raw = {}, {}
   if #calls == 1 then
@@ -218,7 +220,7 @@ local function run_wave(cmds, redact)
     local fb = c.fallback
     if results[i].error and fb and raw[i] and (raw[i].stderr or ""):find(fb.when, 1, true) then
       local alt = command.new(c.resource, c.target, fb.argv)
-      local res, err, transient = dokku.run(command.full_argv(alt), { timeout = M.timeout() })
+      local res, err, transient = dokku.run(command.full_argv(alt), { timeout = M.timeout(), host = host })
       local r = outcome(alt, res, err, transient, redact)
       r.output = (results[i].output or "") .. "\n-> " .. alt.display .. "\n" .. (r.output or "")
       results[i] = r

@@ -87,7 +87,7 @@ end
 function M.view(rep)
   local v = {}
   for k, x in pairs(rep) do
-    if k ~= "cursor" and k ~= "started" and k ~= "bulk" then
+    if k ~= "cursor" and k ~= "started" and k ~= "bulk" and k ~= "bulk_hosts" then
       v[k] = x
     end
   end
@@ -112,7 +112,7 @@ end
 local NEXT_SQL = "SELECT i.subscription_id AS sub, EXISTS (SELECT 1 FROM jobs j WHERE j.subscription_id = " ..
   "i.subscription_id AND j.state IN ('queued', 'running') AND j.operation <> 'health') AS busy, " ..
   "(SELECT max(j.finished_at) FROM jobs j WHERE j.subscription_id = i.subscription_id AND j.operation <> 'health') " ..
-  "AS last_done FROM instances i " ..
+  "AS last_done, COALESCE(i.host, 'default') AS host FROM instances i " ..
   "WHERE i.subscription_id > ? AND i.status IN ('running', 'starting', 'unhealthy', 'stopped', 'suspended') " ..
   "ORDER BY i.subscription_id LIMIT 1"
 
@@ -217,33 +217,47 @@ local function subscriptions(rep, dry)
   end
 end
 
--- The app names that own Dokku objects: every instance not deprovisioned.
+-- The app names that own Dokku objects, per Dokku host: every instance
+-- not deprovisioned, on its own host ({ [host] = { [app_name] = true } }).
 local function owned_names()
   local owned = {}
-  for _, r in ipairs(check(store.query("SELECT app_name FROM instances WHERE status <> 'deprovisioned'"))) do
-    owned[r.app_name] = true
+  for _, r in ipairs(check(store.query("SELECT app_name, COALESCE(host, 'default') AS host FROM instances " ..
+      "WHERE status <> 'deprovisioned'"))) do
+    owned[r.host] = owned[r.host] or {}
+    owned[r.host][r.app_name] = true
   end
   return owned
 end
 
--- Finishes a report: orphans, the subscriptions pass, times and figures.
+-- Finishes a report: orphans (per Dokku host: an object on a host that no
+-- instance of that host owns), the subscriptions pass, times and figures.
+-- rep.orphans lists every host's together; rep.orphans_by_host each one's.
 local function finish(rep, dry, now)
   local owned = store.read(owned_names)
-  local orphans, errs = orphans_mod.find(owned)
-  rep.orphans = orphans
-  rep.orphans_count = #orphans.app + #orphans.postgres + #orphans.redis
-  for _, e in ipairs(errs) do
-    add_error(rep, e)
-  end
-  for kind, list in pairs(orphans) do
-    for _, name in ipairs(list) do
-      log.warn("orphan: named like an instance's, belongs to none (left alone)", { kind = kind, name = name })
+  local orphans = { app = json.array(), postgres = json.array(), redis = json.array() }
+  rep.orphans_by_host = {}
+  for _, h in ipairs(generation.current().hosts or { { name = "default" } }) do
+    local found, errs = orphans_mod.find(owned[h.name] or {}, h.name)
+    rep.orphans_by_host[h.name] = found
+    for kind, list in pairs(found) do
+      for _, name in ipairs(list) do
+        orphans[kind][#orphans[kind] + 1] = name
+        log.warn("orphan: named like an instance's, belongs to none (left alone)",
+          { kind = kind, name = name, host = h.name })
+      end
+    end
+    for _, e in ipairs(errs) do
+      if h.name ~= "default" then e.host = h.name end
+      add_error(rep, e)
     end
   end
+  for _, list in pairs(orphans) do table.sort(list) end
+  rep.orphans = orphans
+  rep.orphans_count = #orphans.app + #orphans.postgres + #orphans.redis
   subscriptions(rep, dry)
   local t = sys.now()
   rep.state = "finished"
-  rep.bulk = nil -- (the reports: not part of the report)
+  rep.bulk, rep.bulk_hosts = nil, nil -- (the reports: not part of the report)
   rep.finished_at = sys.iso_time(t)
   rep.duration_seconds = math.floor((t - (rep.started or now)) * 1000 + 0.5) / 1000
   if not dry then
@@ -278,7 +292,7 @@ function M.advance(rep, opts)
     if nxt.busy == 1 then
       rep.instances_skipped = rep.instances_skipped + 1
     else
-      local bulk = bulk_mod.for_sweep(rep, opts)
+      local bulk = bulk_mod.for_sweep(rep, opts, nxt.host)
       local current_of, counter
       -- (a job of its own that finished after the reports were read changed it)
       if bulk and not (type(nxt.last_done) == "string" and nxt.last_done >= bulk.iso) then

@@ -49,6 +49,7 @@ struct config {
 	const char *profiles_dir; /* PROFILES_DIR: instance layouts (profiles/<name>.lua) */
 	const char *profile;	  /* PROFILE: the layout of a tier that names none */
 	const char *hooks_dir;
+	const char *hosts_dir; /* HOSTS_DIR: Dokku host files (lua/hosts.lua) */
 	const char *lua_dir;
 	int workers;
 	int shutdown_timeout; /* seconds from SIGTERM to exit (SHUTDOWN_TIMEOUT) */

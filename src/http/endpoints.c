@@ -92,12 +92,37 @@ static enum MHD_Result handle_ready(struct MHD_Connection *c, struct request *rq
 	} else {
 		rt_release(L);
 	}
-	char dokku_reason[300] = "";
+	/* Every configured Dokku host is checked: ready while one answers;
+	 * each one that does not is a reason, named (issue 16). */
 	const char *dokku_state = transport_mode() == TRANSPORT_DRY_RUN ? "dry-run" : "ok";
-	if (transport_check(30, dokku_reason, sizeof dokku_reason) < 0) {
+	struct sbuf host_states;
+	sbuf_init(&host_states);
+	char names[TRANSPORT_MAX_HOSTS][TRANSPORT_HOST_NAME_MAX + 1];
+	int nhosts = transport_hosts(names, TRANSPORT_MAX_HOSTS), healthy = 0;
+	for (int i = 0; i < nhosts; i++) {
+		char why[300] = "";
+		int ok = transport_host_check(names[i], 30, why, sizeof why) == 0;
+		healthy += ok;
+		if (host_states.len)
+			sbuf_addc(&host_states, ',');
+		sbuf_add_json_string(&host_states, names[i], strlen(names[i]));
+		sbuf_printf(&host_states, ":\"%s\"", transport_mode() == TRANSPORT_DRY_RUN ? "dry-run"
+						   : ok ? "ok" : "unreachable");
+		if (!ok) {
+			char m[400];
+			/* the implicit host alone keeps the reason it always had */
+			if (nhosts == 1 && strcmp(names[i], TRANSPORT_DEFAULT_HOST) == 0)
+				snprintf(m, sizeof m, "%s", why);
+			else
+				snprintf(m, sizeof m, "Dokku host %s: %s", names[i], why);
+			add_reason(&reasons, m);
+		}
+	}
+	if (nhosts == 0)
+		add_reason(&reasons, "no Dokku host is configured");
+	if (healthy == 0) {
 		dokku_state = "unreachable";
 		ready = 0;
-		add_reason(&reasons, dokku_reason);
 	}
 	char sb_reason[300] = "";
 	const char *sb_state = http_cfg->supabase_url ? "ok" : "not configured";
@@ -116,6 +141,7 @@ static enum MHD_Result handle_ready(struct MHD_Connection *c, struct request *rq
 		sbuf_adds(&b, ",\"config_error\":");
 		sbuf_add_json_string(&b, reload_err, strlen(reload_err));
 	}
+	sbuf_printf(&b, ",\"dokku_hosts\":{%s}", host_states.data ? host_states.data : "");
 	sbuf_printf(&b, "},\"reasons\":[%s]", reasons.data ? reasons.data : "");
 	if (!ready)
 		sbuf_adds(&b, ",\"error\":{\"code\":\"not_ready\",\"message\":\"the service is not ready\"}");
@@ -123,6 +149,7 @@ static enum MHD_Result handle_ready(struct MHD_Connection *c, struct request *rq
 	enum MHD_Result r = http_send_json(c, rq, ready ? 200 : 503, b.data, NULL);
 	sbuf_free(&b);
 	sbuf_free(&reasons);
+	sbuf_free(&host_states);
 	return r;
 }
 
