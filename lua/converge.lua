@@ -261,7 +261,7 @@ function M.converge(job, inst, state, ctx, redact)
       store_waits = store_waits + 1
       attempt = attempt - 1
     end
-    if e.transient and not e.store and ctx.host then
+    if e.transient and not e.store and ctx.host_waits then
       -- The instance's host does not answer: the job waits for it without
       -- using up its attempts or holding a worker (the worker re-queues it,
       -- lua/worker.lua), while other hosts' jobs go on.

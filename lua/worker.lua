@@ -135,6 +135,10 @@ local function execute(job, inst, cfg)
   local ctx = {
     -- the Dokku host every command of the job goes to (lua/placement.lua)
     host = instances.host_of(inst),
+    -- With host files a job whose host is down waits for it (re-queued);
+    -- the implicit host alone keeps the single-host contract: retries,
+    -- then the job fails with the cause (README "Reconciliation").
+    host_waits = cfg.hosts ~= nil and not cfg.hosts[1].implicit,
     created = {}, backups = json.array(), commands = 0,
     backup_path = function(c)
       local dir = cfg.settings.backup_dir .. "/" .. inst.app_name
