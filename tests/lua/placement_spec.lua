@@ -80,7 +80,8 @@ describe("placement.choose", function()
 
   it("takes the tier's labels with the hook's over them", function()
     assert.same({ region = "us", dedicated = true },
-      placement.required_labels({ host_labels = { region = "eu", dedicated = true } }, { host_labels = { region = "us" } }))
+      placement.required_labels({ host_labels = { region = "eu", dedicated = true } },
+        { host_labels = { region = "us" } }))
     assert.same({}, placement.required_labels({}, nil))
   end)
 end)
