@@ -441,7 +441,7 @@ local function bench_handshakes(h)
     local t_conn = socket.gettime() + 10
     while socket.gettime() < t_conn do
       local _, _, m = H.request(srv, "GET", "/metrics")
-      local open = tonumber(m and m:match("\nmrprov_ssh_connections_open%s+(%S+)") or "")
+      local open = tonumber(m and m:match('\nmrprov_ssh_connections_open{host="default"}%s+(%S+)') or "")
       if open and open >= POOL_SIZE then
         break
       end
@@ -487,7 +487,7 @@ local function bench_handshakes(h)
     local open = "?"
     local _, _, raw = H.request(srv, "GET", "/metrics")
     if raw then
-      open = raw:match("\nmrprov_ssh_connections_open%s+(%S+)") or open
+      open = raw:match('\nmrprov_ssh_connections_open{host="default"}%s+(%S+)') or open
     end
     say("  %d provisions succeeded, %d failed, %d not started (budget %d s) in %.1f s (%.2f provisions/s)", done,
       failed, skipped, BUDGET_S, wall, done / wall)
@@ -793,7 +793,7 @@ local function bench_scale(h)
   return measure_on(srv, function()
     wait_ready(srv)
     local t_conn = socket.gettime() + 10
-    while metric(srv, "mrprov_ssh_connections_open") < 4 and socket.gettime() < t_conn do
+    while metric(srv, 'mrprov_ssh_connections_open{host="default"}') < 4 and socket.gettime() < t_conn do
       socket.sleep(0.05)
     end
     socket.sleep(1)
