@@ -106,10 +106,16 @@ local function maybe_wait(req, job_id, body, message)
 end
 
 -- Each host's health now (lua/placement.lua's candidates must answer):
--- asked before the request's transaction, which must not wait on SSH.
+-- asked before the request's transaction, which must not wait on SSH. The
+-- implicit host alone is not asked: without host files a provision is
+-- taken while Dokku is down, as it always was (its job retries, then fails).
 local function host_health(cfg)
   local out = {}
-  for _, h in ipairs(cfg.hosts or { hosts.implicit() }) do
+  local list = cfg.hosts or { hosts.implicit() }
+  if list[1].implicit then
+    return out
+  end
+  for _, h in ipairs(list) do
     local ok, why = dokku.host_health(h.name)
     out[h.name] = { ok = ok, why = why }
   end
