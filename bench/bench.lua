@@ -1225,7 +1225,8 @@ local function fleet_run(list, label)
                                 LOG_LEVEL = "INFO", PROVISIONER_API_KEYS = API_KEY, HEALTH_TIMEOUT_SECONDS = "0" } })
   return measure_on(srv, function()
     H.wait_for(srv, "/ready", function(j) return j and j.ready end, 30)
-    local wall, done, failed = provision_many(srv, HOSTS_N, "bench_fleet_" .. label .. "_", "free", HOSTS_BUDGET_S)
+    local wall, done, failed = provision_many(srv, HOSTS_N, "bench_fleet_" .. label:gsub("%W", "") .. "_", "free",
+      HOSTS_BUDGET_S)
     local shakes = 0
     for i, h in ipairs(list) do
       shakes = shakes + count_log(h, "Accepted publickey", logs0[i])
@@ -1235,7 +1236,7 @@ local function fleet_run(list, label)
     if done < HOSTS_N then
       error(string.format("%s: only %d of %d provisions succeeded", label, done, HOSTS_N))
     end
-    return wall, shakes
+    return { wall = wall, shakes = shakes }
   end, function()
     for _, h in ipairs(list) do D.set_faults(h, {}) end
     os.execute("rm -rf " .. q(hosts_dir))
@@ -1248,8 +1249,8 @@ local function bench_hosts(h)
   local extra = { start_sshd(), start_sshd() }
   local ok, res = pcall(function()
     local one = fleet_run({ h }, "one host")
-    local three, shakes = fleet_run({ h, extra[1], extra[2] }, "three hosts")
-    return { one = one, three = three, shakes = shakes }
+    local three = fleet_run({ h, extra[1], extra[2] }, "three hosts")
+    return { one = one.wall, three = three.wall, shakes = three.shakes }
   end)
   for _, x in ipairs(extra) do
     D.stop(x)
