@@ -1,7 +1,9 @@
 /* transport: how a Dokku command is run — dry-run (recorded, never run),
- * local (fork/exec of `dokku` with an argv, no shell) or, later, SSH.
+ * local (fork/exec of `dokku` with an argv, no shell) or SSH to one of the
+ * named Dokku hosts (one lazily opened ssh_pool per host).
  * Owns token safety: every argument must be a validated token, because
- * Dokku's SSH entry re-splits the command line. Knows no Dokku subcommand. */
+ * Dokku's SSH entry re-splits the command line. Knows no Dokku subcommand
+ * (beyond `version`, the health probe). */
 #ifndef MRPROV_TRANSPORT_H
 #define MRPROV_TRANSPORT_H
 
