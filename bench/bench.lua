@@ -20,6 +20,9 @@
 --   8. a fleet rollout of 200 instances (mindroom profile, readiness checked),
 --      simulator at 20 ms per command, N (4) at once: <= 1.2 x (200 / N) x
 --      one instance's update (a rollout of one)
+--   9. a fleet of Dokku hosts (issue 16): 300 provisions on three hosts vs
+--      the same on one, simulator at 20 ms per command: <= 0.45; SSH
+--      handshakes <= the sum of the pool sizes
 --
 -- 2, 3 and 4 run against tests/fixtures/sshd-harness (a real OpenSSH sshd on
 -- a random loopback port, forced command tests/fixtures/dokku-sim); 1, 5 and
@@ -444,7 +447,7 @@ local function bench_handshakes(h)
     local t_conn = socket.gettime() + 10
     while socket.gettime() < t_conn do
       local _, _, m = H.request(srv, "GET", "/metrics")
-      local open = tonumber(m and m:match("\nmrprov_ssh_connections_open%s+(%S+)") or "")
+      local open = tonumber(m and m:match('\nmrprov_ssh_connections_open{host="default"}%s+(%S+)') or "")
       if open and open >= POOL_SIZE then
         break
       end
@@ -490,7 +493,7 @@ local function bench_handshakes(h)
     local open = "?"
     local _, _, raw = H.request(srv, "GET", "/metrics")
     if raw then
-      open = raw:match("\nmrprov_ssh_connections_open%s+(%S+)") or open
+      open = raw:match('\nmrprov_ssh_connections_open{host="default"}%s+(%S+)') or open
     end
     say("  %d provisions succeeded, %d failed, %d not started (budget %d s) in %.1f s (%.2f provisions/s)", done,
       failed, skipped, BUDGET_S, wall, done / wall)
@@ -796,7 +799,7 @@ local function bench_scale(h)
   return measure_on(srv, function()
     wait_ready(srv)
     local t_conn = socket.gettime() + 10
-    while metric(srv, "mrprov_ssh_connections_open") < 4 and socket.gettime() < t_conn do
+    while metric(srv, 'mrprov_ssh_connections_open{host="default"}') < 4 and socket.gettime() < t_conn do
       socket.sleep(0.05)
     end
     socket.sleep(1)
@@ -1296,6 +1299,96 @@ local function start_sshd()
   return D.start({ dir = dir })
 end
 
+---------------------------------------------------------------------------
+-- 8. a fleet of Dokku hosts (issue 16): the same provisions on three hosts
+--    vs on one, the simulator at BENCH_HOSTS_DELAY_MS per command; SSH
+--    handshakes <= the sum of the pool sizes
+---------------------------------------------------------------------------
+local HOSTS_N = math.floor(getenv_num("BENCH_HOSTS_N", 300))
+local HOSTS_DELAY_MS = getenv_num("BENCH_HOSTS_DELAY_MS", 20)
+local HOSTS_POOL = math.floor(getenv_num("BENCH_HOSTS_POOL", 1))
+local HOSTS_WORKERS = math.floor(getenv_num("BENCH_HOSTS_WORKERS", 12))
+local HOSTS_BUDGET_S = getenv_num("BENCH_HOSTS_BUDGET_S", 900)
+
+-- A HOSTS_DIR naming the given sshd-harness hosts h1, h2, ... (no capacity
+-- bound: placement spreads them evenly).
+local function hosts_dir_for(list)
+  local p = io.popen("mktemp -d /tmp/mrprov-bench-hosts-XXXXXX")
+  local dir = p:read("l")
+  p:close()
+  for i, h in ipairs(list) do
+    local f = assert(io.open(string.format("%s/h%d.lua", dir, i), "w"))
+    f:write(string.format("return { host = \"127.0.0.1\", port = %d, user = %q, key_path = %q, known_hosts = %q }\n",
+      h.port, h.user, h.key, h.known_hosts))
+    f:close()
+  end
+  return dir
+end
+
+-- HOSTS_N provisions on `list`'s hosts; returns wall seconds, done, failed,
+-- and the SSH handshakes the hosts' sshd logged meanwhile.
+local function fleet_run(list, label)
+  local logs0 = {}
+  for i, h in ipairs(list) do
+    D.reset(h)
+    D.set_faults(h, { { match = ".", action = "delay", ms = HOSTS_DELAY_MS } })
+    logs0[i] = log_len(h)
+  end
+  local hosts_dir = hosts_dir_for(list)
+  local srv = H.start({ env = { HOSTS_DIR = hosts_dir, LETSENCRYPT_EMAIL = "ops@example.com",
+                                DOKKU_POOL_SIZE = tostring(HOSTS_POOL), WORKERS = tostring(HOSTS_WORKERS),
+                                LOG_LEVEL = "INFO", PROVISIONER_API_KEYS = API_KEY, HEALTH_TIMEOUT_SECONDS = "0" } })
+  return measure_on(srv, function()
+    H.wait_for(srv, "/ready", function(j) return j and j.ready end, 30)
+    local wall, done, failed = provision_many(srv, HOSTS_N, "bench_fleet_" .. label:gsub("%W", "") .. "_", "free",
+      HOSTS_BUDGET_S)
+    local shakes = 0
+    for i, h in ipairs(list) do
+      shakes = shakes + count_log(h, "Accepted publickey", logs0[i])
+    end
+    say("  %s: %d succeeded, %d failed of %d in %.1f s (%.2f provisions/s); %d SSH handshakes", label, done,
+      failed, HOSTS_N, wall, done / wall, shakes)
+    if done < HOSTS_N then
+      error(string.format("%s: only %d of %d provisions succeeded", label, done, HOSTS_N))
+    end
+    return { wall = wall, shakes = shakes }
+  end, function()
+    for _, h in ipairs(list) do D.set_faults(h, {}) end
+    os.execute("rm -rf " .. q(hosts_dir))
+  end)
+end
+
+local function bench_hosts(h)
+  say("\n== 9. a fleet of Dokku hosts: %d free-tier provisions on three hosts vs one, simulator at %d ms per " ..
+    "command, DOKKU_POOL_SIZE=%d per host, WORKERS=%d ==", HOSTS_N, HOSTS_DELAY_MS, HOSTS_POOL, HOSTS_WORKERS)
+  local extra = { start_sshd(), start_sshd() }
+  local ok, res = pcall(function()
+    local one = fleet_run({ h }, "one host")
+    local three = fleet_run({ h, extra[1], extra[2] }, "three hosts")
+    return { one = one.wall, three = three.wall, shakes = three.shakes }
+  end)
+  for _, x in ipairs(extra) do
+    D.stop(x)
+    os.execute("rm -rf " .. q(x.dir))
+  end
+  if not ok then
+    error(res, 0)
+  end
+  local pools = 3 * HOSTS_POOL
+  return {
+    {
+      figure = string.format("%d provisions, 3 hosts vs 1", HOSTS_N), value = string.format("%.1f s", res.three),
+      reference = string.format("%.1f s on one host", res.one), ratio = res.three / res.one, target = 0.45,
+      note = "wall time, same provisions, same code path (host files), fresh store and simulators each run",
+    },
+    {
+      figure = "SSH handshakes, 3 hosts", value = tostring(res.shakes),
+      reference = string.format("sum of pool sizes %d", pools), ratio = res.shakes / pools, target = 1.0,
+      note = "Accepted publickey in the three sshd logs during the three-host run",
+    },
+  }
+end
+
 -- Every line said also goes to bench/results/latest.md.
 local transcript = {}
 local say_raw = say
@@ -1371,6 +1464,7 @@ local function main()
     { 6, bench_webhook, { "webhook ack p99" } },
     { 7, bench_sweep, { "drift sweep" } },
     { 8, bench_rollout, { "fleet rollout" } },
+    { 9, bench_hosts, { "fleet of hosts" } },
   }
   for _, s in ipairs(sections) do
     if selected(s[1]) then

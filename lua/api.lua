@@ -290,6 +290,10 @@ local handlers = {
   rollout_pause = rollout_action("pause"), rollout_resume = rollout_action("resume"),
   rollout_abort = rollout_action("abort"), rollout_rollback = rollout_action("rollback"),
   pin = pin_route(true), unpin = pin_route(false),
+  -- the Dokku hosts (issue 16, lua/hosts_api.lua)
+  hosts = function(req) return require("hosts_api").list(req) end,
+  host_drain = function(req) return require("hosts_api").drain(req, true) end,
+  host_undrain = function(req) return require("hosts_api").drain(req, false) end,
 }
 
 function M.handle(route, req)

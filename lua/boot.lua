@@ -1,11 +1,13 @@
 -- Loads one configuration generation into this Lua state: the service
 -- settings (validated: every one may reach a Dokku command), the profiles
--- (instance layouts), the tiers and the hooks.
+-- (instance layouts), the tiers, the hooks and the Dokku hosts.
 -- C calls boot.load() when it builds a state; the rest reads the loaded
 -- generation from lua/generation.lua.
 local desired = require "desired"
+local dokku = require "mrprov.dokku"
 local generation = require "generation"
 local hooks = require "hooks"
+local hosts = require "hosts"
 local profiles = require "profiles"
 local sandbox = require "mrprov.sandbox"
 local sys = require "mrprov.sys"
@@ -204,6 +206,25 @@ function M.load(checking)
   if not eok then
     return nil, tostring(eerr)
   end
+  -- The Dokku hosts (lua/hosts.lua); none: DOKKU_HOST, the implicit host.
+  local host_list, hoerr = hosts.load_dir(cfg.HOSTS_DIR or "./hosts", fs,
+    { key_path = cfg.DOKKU_SSH_KEY_PATH, known_hosts = cfg.DOKKU_KNOWN_HOSTS })
+  if not host_list then
+    return nil, hoerr
+  end
+  if not host_list[1].implicit and settings.dokku_mode == "local" then
+    return nil, host_list[1].file .. ":1: host files need Dokku over SSH; DOKKU_HOST is 'local'"
+  end
+  -- Last: everything above is checked, so a refused generation leaves the
+  -- transport's hosts as they were (the old generation keeps serving).
+  local sok, serr = dokku.set_hosts(hosts.connections(host_list))
+  if not sok then
+    local at = host_list[1].file or cfg.HOSTS_DIR
+    for _, h in ipairs(host_list) do
+      if h.file and tostring(serr):find("host " .. h.name .. ":", 1, true) then at = h.file end
+    end
+    return nil, at .. ":1: " .. tostring(serr)
+  end
   generation.set({
     settings = settings,
     tiers = by_name,
@@ -213,6 +234,9 @@ function M.load(checking)
     hooks_dir = cfg.HOOKS_DIR,
     generation = sys.generation(),
     tiers_dir = cfg.TIERS_DIR,
+    hosts = host_list,
+    hosts_by_name = hosts.by_name(host_list),
+    hosts_dir = cfg.HOSTS_DIR,
   })
   return true
 end

@@ -81,6 +81,21 @@ function M.check()
     io.write(string.format("  %-14s %s%s%s\n", id, h.file, h.desired and " desired()" or "",
       h.after and " after()" or ""))
   end
+  -- the Dokku hosts (lua/hosts.lua): none means DOKKU_HOST, "default"
+  local list = cfg.hosts or {}
+  if list[1] and list[1].implicit then
+    io.write("hosts (0) from ", cfg.hosts_dir or "./hosts", ": DOKKU_HOST is the one host, \"default\"\n")
+  else
+    io.write("hosts (", #list, ") from ", cfg.hosts_dir or "./hosts", ":\n")
+    for _, h in ipairs(list) do
+      local cap = {}
+      for _, k in ipairs({ "memory_mb", "cpu", "instances" }) do
+        if h.capacity[k] then cap[#cap + 1] = k .. "=" .. tostring(h.capacity[k]) end
+      end
+      io.write(string.format("  %-14s %s@%s:%d %s%s\n", h.name, h.user, h.host, h.port,
+        #cap > 0 and table.concat(cap, " ") or "no capacity bound", h.draining and " draining" or ""))
+    end
+  end
   -- (boot.load has loaded and checked the resource modules)
   local engine = require "engine"
   io.write("resources (", #engine.list, ") from ", engine.dir, ":\n")
@@ -88,7 +103,8 @@ function M.check()
     io.write(string.format("  %-14s phase %d, order %s\n", mod.type, mod.phase, tostring(mod.order)))
   end
   -- Every Lua module the service uses must load too.
-  for _, mod in ipairs({ "api", "worker", "engine", "desired", "profiles", "render", "instances" }) do
+  for _, mod in ipairs({ "api", "worker", "engine", "desired", "profiles", "render", "instances", "placement",
+                         "hosts_api" }) do
     local ok, err = pcall(require, mod)
     if not ok then
       io.stderr:write("mrprov: ", tostring(err), "\n")

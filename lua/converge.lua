@@ -105,7 +105,7 @@ local function apply(job, inst, steps, applied, redact, ctx)
       end
       instances.update_job(job.id, { step = cmds[#cmds].display, waiting_for = json.null })
     end)
-    local results = executor.run_wave(cmds, redact)
+    local results = executor.run_wave(cmds, redact, ctx.host)
     local failure, cancelled
     store.tx(function()
       for i, s in ipairs(wave) do
@@ -199,7 +199,7 @@ function M.undo(job, inst, ctx, applied, redact, state)
   end
   assert(journal.append(job.id, "undo", list))
   for _, u in ipairs(cmds) do
-    local r = executor.run_wave({ u.command }, redact)[1]
+    local r = executor.run_wave({ u.command }, redact, ctx.host)[1]
     store.tx(function()
       journal.finish(job.id, u.command.seq, r)
       if not r.error then
@@ -224,7 +224,7 @@ function M.converge(job, inst, state, ctx, redact)
     local ok, err = pcall(function()
       local steps, perr
       local list = job.operation ~= "deprovision" and engine.resources(state) or nil
-      local current_of = executor.current_of(applied, list)
+      local current_of = executor.current_of(applied, list, ctx.host)
       if job.operation == "deprovision" then
         steps, perr = engine.teardown(state, current_of, { backup = job.request.backup_data ~= false })
       else
@@ -260,6 +260,15 @@ function M.converge(job, inst, state, ctx, redact)
       e = { message = "the state store cannot be written: " .. why, transient = true, store = true }
       store_waits = store_waits + 1
       attempt = attempt - 1
+    end
+    if e.transient and not e.store and ctx.host_waits then
+      -- The instance's host does not answer: the job waits for it without
+      -- using up its attempts or holding a worker (the worker re-queues it,
+      -- lua/worker.lua), while other hosts' jobs go on.
+      local up, why = dokku.host_health(ctx.host)
+      if not up then
+        error({ message = e.message, transient = true, host_down = ctx.host, host_error = why, applied = applied }, 0)
+      end
     end
     if not e.transient or attempt >= M.MAX_ATTEMPTS then
       e.applied = applied
@@ -297,7 +306,7 @@ function M.after_hook(job, hook, state, hook_ctx, redact, ctx)
       refused = err
       error(err, 0)
     end
-    local r = executor.run_wave({ c }, redact)[1]
+    local r = executor.run_wave({ c }, redact, ctx.host)[1]
     ok, err = pcall(store.tx, function()
       journal.finish(job.id, c.seq, r)
     end)

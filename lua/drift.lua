@@ -60,7 +60,8 @@ end
 -- Probes inst and plans it against its desired state under cfg. Returns
 -- the drift entries (empty when in sync), { follow_ups, restarts } and the
 -- number of resources probed; or nil, why (redacted).
--- current_of(applied, list) → function(r): default executor.current_of.
+-- current_of(applied, list, host) → function(r): default executor.current_of;
+-- host: the instance's Dokku host.
 -- prepared: what M.prepare returned for inst (the sweep prepares a batch
 -- first, to probe it in one wave).
 function M.drift(inst, cfg, current_of, prepared)
@@ -73,7 +74,7 @@ function M.drift(inst, cfg, current_of, prepared)
     end
   end
   local state, list = p.state, p.list
-  local probe = (current_of or executor.current_of)(inst.applied or {}, list)
+  local probe = (current_of or executor.current_of)(inst.applied or {}, list, inst.host or "default")
   local raw = {}
   local steps, err = engine.plan(list, function(r)
     local cur, perr = probe(r)

@@ -77,10 +77,11 @@ function M.recalled(r, cur, applied)
 end
 
 -- How the current state of a resource is learnt: from the server (probes,
--- read-only) or, in dry-run, from what earlier jobs recorded. `probes`
--- (optional, key → function(run, spec)) replaces a resource's M.probe (the
--- drift sweep's, completed from the all-apps reports: reconcile_bulk).
-function M.current_of(applied, list, probes)
+-- read-only) or, in dry-run, from what earlier jobs recorded. host: the
+-- instance's Dokku host (nil: the implicit one). `probes` (optional, key →
+-- function(run, spec)) replaces a resource's M.probe (the drift sweep's,
+-- completed from the all-apps reports: reconcile_bulk).
+function M.current_of(applied, list, host, probes)
   probes = probes or {}
   if dokku.mode() == "dry-run" then
     return function(r)
@@ -123,7 +124,7 @@ function M.current_of(applied, list, probes)
         local full = command.full_argv({ argv = p.argv })
         local id = table.concat(full, "\0")
         if not slot[id] then
-          calls[#calls + 1] = { argv = full, timeout = timeout }
+          calls[#calls + 1] = { argv = full, timeout = timeout, host = host }
           slot[id] = #calls
         end
         of[i] = slot[id]
@@ -156,7 +157,7 @@ function M.current_of(applied, list, probes)
   end
   local function run(argv)
     local full = command.full_argv({ argv = argv })
-    local res, err = dokku.run(full, { timeout = timeout })
+    local res, err = dokku.run(full, { timeout = timeout, host = host })
     if not res then
       return nil, table.concat(argv, " ") .. ": " .. err
     end
@@ -217,12 +218,13 @@ local function outcome(c, res, err, transient, redact)
   return r
 end
 
--- Runs a wave of commands at once (each on its own channel) and returns
--- their outcomes in order.
-local function run_wave(cmds, redact)
+-- Runs a wave of commands at once (each on its own channel) on Dokku host
+-- `host` (nil: the implicit one) and returns their outcomes in order.
+local function run_wave(cmds, redact, host)
   local calls = {}
   for i, c in ipairs(cmds) do
-    calls[i] = { argv = command.full_argv(c), timeout = M.timeout(), stdout_file = c.stdout_file, stdin = c.stdin }
+    calls[i] = { argv = command.full_argv(c), timeout = M.timeout(), stdout_file = c.stdout_file, stdin = c.stdin,
+                 host = host }
   end
   local results, raw = {}, {}
   if #calls == 1 then
@@ -239,7 +241,7 @@ local function run_wave(cmds, redact)
     local fb = c.fallback
     if results[i].error and fb and raw[i] and (raw[i].stderr or ""):find(fb.when, 1, true) then
       local alt = command.new(c.resource, c.target, fb.argv)
-      local res, err, transient = dokku.run(command.full_argv(alt), { timeout = M.timeout() })
+      local res, err, transient = dokku.run(command.full_argv(alt), { timeout = M.timeout(), host = host })
       local r = outcome(alt, res, err, transient, redact)
       r.output = (results[i].output or "") .. "\n-> " .. alt.display .. "\n" .. (r.output or "")
       results[i] = r

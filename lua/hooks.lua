@@ -17,6 +17,7 @@ local desired = require "desired"
 local hook_handle = require "hook_handle"
 local hook_merge = require "hook_merge"
 local sandbox = require "mrprov.sandbox"
+local tier_check = require "tier_check"
 local validate = require "validate"
 
 local M = {}
@@ -197,15 +198,22 @@ function M.load_dir(dir, fs)
         return nil, path .. ":1: a hook must return a table"
       end
       for k, v in pairs(hook) do
-        if k ~= "desired" and k ~= "after" and k ~= "pinned" and k ~= "description" then
-          return nil, path .. ":1: unknown hook field " .. tostring(k) .. " (desired, after, pinned, description)"
+        if k ~= "desired" and k ~= "after" and k ~= "pinned" and k ~= "description"
+            and k ~= "host_labels" then
+          return nil, path .. ":1: unknown hook field " .. tostring(k)
+            .. " (desired, after, pinned, description, host_labels)"
         end
-        if k ~= "description" and type(v) ~= "function" then
+        if k ~= "description" and k ~= "host_labels" and type(v) ~= "function" then
           return nil, path .. ":1: hook field " .. k .. " must be a function"
         end
       end
+      -- host_labels: what the customer's Dokku host must carry (lua/placement.lua)
+      local lok, labels = pcall(tier_check.check_host_labels, hook.host_labels, "host_labels")
+      if not lok then
+        return nil, path .. ":1: " .. (type(labels) == "table" and labels.message or tostring(labels))
+      end
       out[stem] = { id = id, kind = kind, file = path, desired = hook.desired, after = hook.after,
-                    pinned = hook.pinned, description = hook.description }
+                    pinned = hook.pinned, description = hook.description, host_labels = labels }
     end
   end
   return out

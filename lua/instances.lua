@@ -69,7 +69,7 @@ end
 -- (The SQL text is built once: the statement cache looks it up by its bytes.)
 local SUMMARY_SQL = "SELECT subscription_id, account_id, app_name, tier, status, urls, limits, error, dry_run, " ..
   "created_at, updated_at, health_state, health_checked_at, health_error, json_extract(spec, '$.image') AS image, " ..
-  "json_extract(spec, '$.pinned') AS pinned FROM instances WHERE subscription_id = ?"
+  "json_extract(spec, '$.pinned') AS pinned, host FROM instances WHERE subscription_id = ?"
 
 function M.get_summary(subscription_id)
   return row_to_instance(check(store.query(SUMMARY_SQL, subscription_id))[1])
@@ -143,7 +143,9 @@ function M.flush()
   end
 end
 
--- Inserts or replaces the instance row (and queues its outbox row).
+-- Inserts or replaces the instance row (and queues its outbox row). The
+-- host is written by the insert only: placement's decision is never
+-- overwritten by a later save; M.place sets it (placement, a move).
 function M.save(inst)
   local now = sys.iso_time()
   inst.created_at = inst.created_at or now
@@ -151,8 +153,8 @@ function M.save(inst)
   check(store.exec([[
     INSERT INTO instances (subscription_id, account_id, app_name, tier, status, spec, applied, urls, limits,
                            error, dry_run, generation, created_at, updated_at, health_state, health_checked_at,
-                           health_error)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                           health_error, host)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (subscription_id) DO UPDATE SET
       account_id = excluded.account_id, app_name = excluded.app_name, tier = excluded.tier,
       status = excluded.status, spec = excluded.spec, applied = excluded.applied, urls = excluded.urls,
@@ -162,8 +164,19 @@ function M.save(inst)
     inst.subscription_id, inst.account_id, inst.app_name, inst.tier, inst.status, json.encode(inst.spec),
     json.encode(inst.applied or {}), json.encode(inst.urls or {}), json.encode(inst.limits or {}), inst.error,
     inst.dry_run and 1 or 0, inst.generation, inst.created_at, inst.updated_at, inst.health_state,
-    inst.health_checked_at, inst.health_error))
+    inst.health_checked_at, inst.health_error, inst.host))
   outbox("instances", inst.subscription_id, M.supabase_row(inst), "subscription_id")
+end
+
+-- The Dokku host an instance lives on (lua/placement.lua): set when a
+-- provision is accepted, before any command is sent; changed by a move.
+function M.place(subscription_id, host)
+  check(store.exec("UPDATE instances SET host = ? WHERE subscription_id = ?", host, subscription_id))
+end
+
+-- The host of an instance row (rows from before hosts: the implicit one).
+function M.host_of(inst)
+  return inst and inst.host or "default"
 end
 
 -- Records what a job's converged resources are (the instance's applied
@@ -310,6 +323,8 @@ function M.status_view(inst, job)
     health_state = inst.health_state or json.null,
     health_checked_at = inst.health_checked_at or json.null,
     health_error = inst.health_error or json.null,
+    -- the Dokku host it lives on (lua/placement.lua; "default" without host files)
+    host = M.host_of(inst),
     job = json.null,
   }
   if job then

@@ -63,21 +63,6 @@ local function like(s)
   return "%" .. s:gsub("[\\%%_]", "\\%0") .. "%"
 end
 
--- Whether the instances table has a `host` column (multi-host stores):
--- read once per Lua state; the schema changes only at start.
-local has_host
-local function host_column()
-  if has_host == nil then
-    has_host = false
-    for _, c in ipairs(check(store.query("PRAGMA table_info(instances)"))) do
-      if c.name == "host" then
-        has_host = true
-      end
-    end
-  end
-  return has_host
-end
-
 -- The filters of GET /api/v1/instances as SQL conditions on `i` (the
 -- instance) and `d` (its drift row): { where = {...}, args = {...} } for
 -- the page and the same without the status filter for the counts.
@@ -105,9 +90,6 @@ local function instance_filters(q)
   if q.host ~= nil then
     if not name_ok(q.host) then
       return bad("host", "host is not a host name")
-    end
-    if not host_column() then
-      return bad("host", "this mrprov does not record an instance's host")
     end
     add("i.host = ?", q.host)
   end
@@ -197,7 +179,7 @@ function M.instances(q)
   local args = concat(f.args, f.status_args)
   local cols = "i.subscription_id, i.account_id, i.app_name, i.tier, i.status, i.urls, i.error, i.dry_run, " ..
     "i.health_state, i.created_at, i.updated_at, d.checked_at AS drift_checked_at, " ..
-    "d.resources AS drift_resources, " .. LATEST_JOB .. " AS job_id" .. (host_column() and ", i.host" or "")
+    "d.resources AS drift_resources, " .. LATEST_JOB .. " AS job_id" .. ", i.host"
   return store.read(function()
     local page_args = concat(args, { page.limit, page.offset })
     local rows = check(store.query("SELECT " .. cols .. FROM .. where(conds) ..
@@ -223,7 +205,7 @@ function M.instances(q)
       list[#list + 1] = instance_row(r, jobs_by_id)
     end
     return { instances = list, total = total, counts = counts, limit = page.limit, offset = page.offset,
-             hosts = host_column() }
+             hosts = true }
   end)
 end
 

@@ -62,9 +62,10 @@ end
 local LISTS = { { kind = "app", argv = { "apps:list" } }, { kind = "postgres", argv = { "postgres:list" } },
                 { kind = "redis", argv = { "redis:list" } } }
 
--- Lists Dokku's apps and services and picks the orphans: { app = [...],
--- postgres = [...], redis = [...] }, and the errors met.
-function M.find(owned)
+-- Lists Dokku's apps and services on Dokku host `host` (nil: the implicit
+-- one) and picks the orphans: { app = [...], postgres = [...], redis =
+-- [...] }, and the errors met.
+function M.find(owned, host)
   local out, errors = {}, {}
   if dokku.mode() == "dry-run" then
     for _, l in ipairs(LISTS) do out[l.kind] = json.array() end
@@ -72,7 +73,7 @@ function M.find(owned)
   end
   local calls = {}
   for i, l in ipairs(LISTS) do
-    calls[i] = { argv = { "--quiet", table.unpack(l.argv) }, timeout = math.min(60, executor.timeout()) }
+    calls[i] = { argv = { "--quiet", table.unpack(l.argv) }, timeout = math.min(60, executor.timeout()), host = host }
   end
   for i, res in ipairs(dokku.run_many(calls)) do
     local l = LISTS[i]

@@ -153,7 +153,9 @@ function M.plan_for(r, cfg)
     return nil, terr
   end
   local resources = engine.resources(state)
-  local steps, err = engine.plan(resources, executor.current_of(existing and inst.applied or {}, resources))
+  -- probed on the instance's host; a new one's app name is new on any host
+  local host = existing and instances.host_of(inst) or (cfg.hosts and cfg.hosts[1].name) or nil
+  local steps, err = engine.plan(resources, executor.current_of(existing and inst.applied or {}, resources, host))
   if not steps then
     return nil, err
   end

@@ -88,7 +88,7 @@ end
 function M.view(rep)
   local v = {}
   for k, x in pairs(rep) do
-    if k ~= "cursor" and k ~= "started" and k ~= "bulk" then
+    if k ~= "cursor" and k ~= "started" and k ~= "bulk" and k ~= "bulk_hosts" then
       v[k] = x
     end
   end
@@ -113,7 +113,7 @@ end
 local NEXT_SQL = "SELECT i.subscription_id AS sub, EXISTS (SELECT 1 FROM jobs j WHERE j.subscription_id = " ..
   "i.subscription_id AND j.state IN ('queued', 'running') AND j.operation <> 'health') AS busy, " ..
   "(SELECT max(j.finished_at) FROM jobs j WHERE j.subscription_id = i.subscription_id AND j.operation <> 'health') " ..
-  "AS last_done FROM instances i " ..
+  "AS last_done, COALESCE(i.host, 'default') AS host FROM instances i " ..
   "WHERE i.subscription_id > ? AND i.status IN ('running', 'starting', 'unhealthy', 'stopped', 'suspended') " ..
   "ORDER BY i.subscription_id LIMIT 1"
 
@@ -218,33 +218,47 @@ local function subscriptions(rep, dry)
   end
 end
 
--- The app names that own Dokku objects: every instance not deprovisioned.
+-- The app names that own Dokku objects, per Dokku host: every instance
+-- not deprovisioned, on its own host ({ [host] = { [app_name] = true } }).
 local function owned_names()
   local owned = {}
-  for _, r in ipairs(check(store.query("SELECT app_name FROM instances WHERE status <> 'deprovisioned'"))) do
-    owned[r.app_name] = true
+  for _, r in ipairs(check(store.query("SELECT app_name, COALESCE(host, 'default') AS host FROM instances " ..
+      "WHERE status <> 'deprovisioned'"))) do
+    owned[r.host] = owned[r.host] or {}
+    owned[r.host][r.app_name] = true
   end
   return owned
 end
 
--- Finishes a report: orphans, the subscriptions pass, times and figures.
+-- Finishes a report: orphans (per Dokku host: an object on a host that no
+-- instance of that host owns), the subscriptions pass, times and figures.
+-- rep.orphans lists every host's together; rep.orphans_by_host each one's.
 local function finish(rep, dry, now)
   local owned = store.read(owned_names)
-  local orphans, errs = orphans_mod.find(owned)
-  rep.orphans = orphans
-  rep.orphans_count = #orphans.app + #orphans.postgres + #orphans.redis
-  for _, e in ipairs(errs) do
-    add_error(rep, e)
-  end
-  for kind, list in pairs(orphans) do
-    for _, name in ipairs(list) do
-      log.warn("orphan: named like an instance's, belongs to none (left alone)", { kind = kind, name = name })
+  local orphans = { app = json.array(), postgres = json.array(), redis = json.array() }
+  rep.orphans_by_host = {}
+  for _, h in ipairs(generation.current().hosts or { { name = "default" } }) do
+    local found, errs = orphans_mod.find(owned[h.name] or {}, h.name)
+    rep.orphans_by_host[h.name] = found
+    for kind, list in pairs(found) do
+      for _, name in ipairs(list) do
+        orphans[kind][#orphans[kind] + 1] = name
+        log.warn("orphan: named like an instance's, belongs to none (left alone)",
+          { kind = kind, name = name, host = h.name })
+      end
+    end
+    for _, e in ipairs(errs) do
+      if h.name ~= "default" then e.host = h.name end
+      add_error(rep, e)
     end
   end
+  for _, list in pairs(orphans) do table.sort(list) end
+  rep.orphans = orphans
+  rep.orphans_count = #orphans.app + #orphans.postgres + #orphans.redis
   subscriptions(rep, dry)
   local t = sys.now()
   rep.state = "finished"
-  rep.bulk = nil -- (the reports: not part of the report)
+  rep.bulk, rep.bulk_hosts = nil, nil -- (the reports: not part of the report)
   rep.finished_at = sys.iso_time(t)
   rep.duration_seconds = math.floor((t - (rep.started or now)) * 1000 + 0.5) / 1000
   if not dry then
@@ -268,13 +282,13 @@ end
 -- batch's commands at most (about two per instance with the reports).
 M.BATCH = 16
 
--- Sweeps the instances of `subs` (subscription ids) with their probes sent
--- together: each is prepared (desired state, resources), then one prober
+-- Sweeps the instances of `subs` (subscription ids, all on Dokku host
+-- `host`) with their probes sent together: each is prepared (desired state, resources), then one prober
 -- made by factory(applied, list) over all of their resources answers each
 -- instance's drift. Resource keys name the app or service, so they are
 -- unique across instances; an instance whose keys would collide with an
 -- earlier one's is swept on its own. Returns the resources probed.
-local function sweep_batch(rep, subs, opts, factory)
+local function sweep_batch(rep, subs, opts, factory, host)
   local cfg = generation.current()
   local now = opts.now or sys.now()
   local items, seen, applied, list = {}, {}, {}, {}
@@ -302,7 +316,7 @@ local function sweep_batch(rep, subs, opts, factory)
     end
   end
   if #items > 0 then
-    local probe = factory(applied, list)
+    local probe = factory(applied, list, host)
     local shared = function() return probe end
     for _, it in ipairs(items) do
       probed = probed + sweep_one(rep, it.sub, opts.dry, now, shared, it.inst, it.prepared)
@@ -333,12 +347,21 @@ function M.advance(rep, opts)
         batch[#batch + 1] = nxt
       end
     end
-    if #batch > 0 then
-      local bulk = bulk_mod.for_sweep(rep, opts)
+    -- the batch's instances by Dokku host (each host has its reports)
+    local hosts, by_host = {}, {}
+    for _, nxt in ipairs(batch) do
+      if not by_host[nxt.host] then
+        by_host[nxt.host] = {}
+        hosts[#hosts + 1] = nxt.host
+      end
+      table.insert(by_host[nxt.host], nxt)
+    end
+    for _, host in ipairs(hosts) do
+      local bulk = bulk_mod.for_sweep(rep, opts, host)
       -- from the reports, unless a job of its own finished after they were
       -- read (that job changed it): then each resource is probed per app
       local by_reports, per_app = {}, {}
-      for _, nxt in ipairs(batch) do
+      for _, nxt in ipairs(by_host[host]) do
         if bulk and not (type(nxt.last_done) == "string" and nxt.last_done >= bulk.iso) then
           by_reports[#by_reports + 1] = nxt.sub
         else
@@ -348,12 +371,12 @@ function M.advance(rep, opts)
       local sent = 0
       if #by_reports > 0 then
         local counter = { n = 0 }
-        sweep_batch(rep, by_reports, opts, bulk_mod.current_of(bulk.reports, counter))
+        sweep_batch(rep, by_reports, opts, bulk_mod.current_of(bulk.reports, counter), host)
         -- the rate bounds the commands sent: a resource the reports answered sent none
         sent = sent + counter.n
       end
       if #per_app > 0 then
-        sent = sent + sweep_batch(rep, per_app, opts, executor.current_of)
+        sent = sent + sweep_batch(rep, per_app, opts, executor.current_of, host)
       end
       rep.app_probes = (rep.app_probes or 0) + sent
       probes = probes + sent

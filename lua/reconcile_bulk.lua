@@ -13,6 +13,8 @@
 -- Freshness: the reports are used for M.BULK_MAX_AGE seconds, and never for
 -- an instance a job of its own finished after they were read (that job
 -- changed it: its apps are probed one by one).
+-- Hosts (issue 16): the reports are read per Dokku host, and an instance
+-- is answered from its own host's.
 local dokku = require "mrprov.dokku"
 local engine = require "engine"
 local executor = require "executor"
@@ -55,7 +57,7 @@ M.REPORT_WAVE = 2
 -- two waves when busy() says a job waits. A report whose command failed is
 -- left out (its modules then probe each app). Returns have, the number of
 -- commands sent, and whether every report was tried.
-function M.fetch_reports(have, busy, tried)
+function M.fetch_reports(have, busy, tried, host)
   have, tried = have or {}, tried or {}
   local todo = {}
   for _, n in ipairs(M.report_names()) do
@@ -71,7 +73,8 @@ function M.fetch_reports(have, busy, tried)
     local names, calls = {}, {}
     for k = first, math.min(#todo, first + M.REPORT_WAVE - 1) do
       names[#names + 1] = todo[k]
-      calls[#calls + 1] = { argv = reports.REPORTS[todo[k]].argv, timeout = math.min(60, executor.timeout()) }
+      calls[#calls + 1] = { argv = reports.REPORTS[todo[k]].argv, timeout = math.min(60, executor.timeout()),
+                            host = host }
     end
     for i, res in ipairs(dokku.run_many(calls)) do
       local ok = res.ok
@@ -93,9 +96,9 @@ end
 -- A current_of (see drift.drift) that answers from the reports what each
 -- module's M.bulk can tell (completed by M.recall from the journal, as
 -- executor.current_of does), and probes the rest per app in one wave
--- (counted in counter.n when given).
+-- (counted in counter.n when given) on the instance's host.
 function M.current_of(reps, counter)
-  return function(applied, list)
+  return function(applied, list, host)
     local known, rest, probes = {}, {}, {}
     for _, r in ipairs(list) do
       local mod = engine.modules[r.type]
@@ -116,7 +119,7 @@ function M.current_of(reps, counter)
     if counter then
       counter.n = (counter.n or 0) + #rest
     end
-    local probe = executor.current_of(applied, rest, probes)
+    local probe = executor.current_of(applied, rest, host, probes)
     return function(r)
       local cur = known[r.key]
       if cur == nil then
@@ -135,21 +138,44 @@ end
 -- the reports travel with the sweep's progress (rep.bulk in its job row,
 -- JSON text: when, and the reports with only the keys the modules read,
 -- resources/lib/reports.lua `keep`); each state keeps its decoded copy.
-local cached = nil
+-- One reading per Dokku host: the implicit host's stays in rep.bulk, where
+-- it was before there were hosts; another host's in rep.bulk_hosts[name].
+local cache = {}
 
 local function reports_fresh(at)
   return sys.now() - at <= M.BULK_MAX_AGE
 end
 
-function M.for_sweep(rep, opts)
+local IMPLICIT = "default"
+
+local function progress(rep, host)
+  if host == IMPLICIT then
+    return rep.bulk
+  end
+  return type(rep.bulk_hosts) == "table" and rep.bulk_hosts[host] or nil
+end
+
+local function keep_progress(rep, host, b)
+  if host == IMPLICIT then
+    rep.bulk = b
+  else
+    rep.bulk_hosts = type(rep.bulk_hosts) == "table" and rep.bulk_hosts or {}
+    rep.bulk_hosts[host] = b
+  end
+end
+
+-- host: the Dokku host of the instance about to be probed (nil: the implicit one).
+function M.for_sweep(rep, opts, host)
   if not M.BULK or dokku.mode() == "dry-run" then
     return nil
   end
+  host = host or IMPLICIT
+  local cached = cache[host]
   local key = rep.started_at
   if cached and cached.key == key and cached.complete and reports_fresh(cached.at) then
     return cached
   end
-  local b = rep.bulk
+  local b = progress(rep, host)
   -- the sweep's progress may carry a newer reading than this state's copy
   -- (another worker's state read it, or finished an interrupted one)
   local newer = type(b) == "table" and b.key == key and type(b.at) == "number" and reports_fresh(b.at)
@@ -160,6 +186,7 @@ function M.for_sweep(rep, opts)
     if type(reps) == "table" then
       cached = { key = key, at = b.at, iso = b.iso, reports = reps, complete = b.complete ~= false,
                  tried = type(b.tried) == "table" and b.tried or {} }
+      cache[host] = cached
       if cached.complete then
         return cached
       end
@@ -175,22 +202,23 @@ function M.for_sweep(rep, opts)
   local partial = cached and cached.key == key and not cached.complete and reports_fresh(cached.at) and cached
   local at = partial and partial.at or sys.now()
   local tried = partial and partial.tried or {}
-  local reps, sent, complete = M.fetch_reports(partial and partial.reports or {}, opts.busy, tried)
+  local reps, sent, complete = M.fetch_reports(partial and partial.reports or {}, opts.busy, tried, host)
   rep.bulk_commands = (rep.bulk_commands or 0) + sent
   if complete ~= false then
     for _, n in ipairs(M.report_names()) do tried[n] = true end
   end
   cached = { key = key, at = at, iso = sys.iso_time(at), reports = reps, complete = complete ~= false, tried = tried }
+  cache[host] = cached
   if not opts.dry then
-    rep.bulk = { key = key, at = at, iso = cached.iso, reports = json.encode(reps), complete = cached.complete,
-                 tried = tried }
+    keep_progress(rep, host, { key = key, at = at, iso = cached.iso, reports = json.encode(reps),
+                               complete = cached.complete, tried = tried })
   end
   -- an interrupted reading: this instance is probed per app, the run yields
   return cached.complete and cached or nil
 end
 
 function M.forget_reports()
-  cached = nil
+  cache = {}
 end
 
 return M

@@ -7,11 +7,15 @@ local crypto = require "mrprov.crypto"
 local desired = require "desired"
 local dokku = require "mrprov.dokku"
 local generation = require "generation"
+local hooks = require "hooks"
+local host_usage = require "host_usage"
+local hosts = require "hosts"
 local instances = require "instances"
 local jobs = require "mrprov.jobs"
 local journal = require "journal"
 local json = require "json"
 local log = require "mrprov.log"
+local placement = require "placement"
 local plan = require "plan"
 local store = require "mrprov.store"
 local validate = require "validate"
@@ -101,8 +105,44 @@ local function maybe_wait(req, job_id, body, message)
   return answer(200, legacy(body, msg), headers)
 end
 
+-- Each host's health now (lua/placement.lua's candidates must answer):
+-- asked before the request's transaction, which must not wait on SSH. The
+-- implicit host alone is not asked: without host files a provision is
+-- taken while Dokku is down, as it always was (its job retries, then fails).
+local function host_health(cfg)
+  local out = {}
+  local list = cfg.hosts or { hosts.implicit() }
+  if list[1].implicit then
+    return out
+  end
+  for _, h in ipairs(list) do
+    local ok, why = dokku.host_health(h.name)
+    out[h.name] = { ok = ok, why = why }
+  end
+  return out
+end
+
+-- Where a new instance goes: placement's choice among the generation's
+-- hosts with what they hold now (inside the request's transaction, so two
+-- provisions at once see each other). Returns the host's name, or nil, why.
+local function place(r, cfg, health)
+  local list = host_usage.view(cfg.hosts or { hosts.implicit() }, function(name)
+    local hh = health[name]
+    if hh and not hh.ok then return false, hh.why end
+    return true
+  end)
+  local limits = desired.limits(cfg.tiers[r.tier], r.limits)
+  local hook = hooks.find(cfg.hooks, { subscription_id = r.subscription_id, account_id = r.account_id })
+  return placement.choose({
+    hosts = list, tier = cfg.tiers[r.tier], request = r,
+    need = { memory_mb = limits.memory_mb, cpu = limits.cpu, instances = 1 },
+    labels = placement.required_labels(cfg.tiers[r.tier], hook),
+  })
+end
+
 -- A validated provision request (from the API or a webhook).
 function M.provision_validated(r, req, cfg)
+  local health = host_health(cfg)
   local outcome = store.tx(function()
     local inst = instances.get(r.subscription_id)
     if inst and instances.ACTIVE[inst.status] then
@@ -112,6 +152,16 @@ function M.provision_validated(r, req, cfg)
       return { conflict = "the instance of this subscription is being deprovisioned" }
     end
     local resume = inst and inst.status == "failed"
+    -- The host is decided before anything else is written: no room
+    -- anywhere creates nothing (a resumed provision keeps its host).
+    local host = resume and inst.host
+    if not host then
+      local why
+      host, why = place(r, cfg, health)
+      if not host then
+        return { no_capacity = why }
+      end
+    end
     if r.custom_domain then
       local claimed, why = instances.claim_domains(r.subscription_id, { r.custom_domain })
       if not claimed then
@@ -139,10 +189,16 @@ function M.provision_validated(r, req, cfg)
     inst.urls = state and state.urls or urls_of({ app_name = inst.app_name, custom_domain = r.custom_domain,
                                                   enable_matrix = r.enable_matrix }, cfg)
     inst.limits = desired.limits(cfg.tiers[r.tier], r.limits)
+    inst.host = host
     instances.save(inst)
+    instances.place(inst.subscription_id, host)
     local job_id = instances.create_job(inst.subscription_id, "provision", r)
     return { inst = inst, job_id = job_id, resumed = resume, state = state }
   end)
+  if outcome.no_capacity then
+    log.warn("provision refused: no capacity", { subscription_id = r.subscription_id, reason = outcome.no_capacity })
+    return fail(503, "no_capacity", outcome.no_capacity)
+  end
   if outcome.conflict then
     return fail(409, "conflict", outcome.conflict, outcome.field or "subscription_id")
   end
@@ -164,7 +220,8 @@ function M.provision_validated(r, req, cfg)
   instances.flush()
   local inst = outcome.inst
   log.info("provision accepted", { job_id = outcome.job_id, subscription_id = inst.subscription_id,
-                                   app_name = inst.app_name, tier = inst.tier, resumed = outcome.resumed })
+                                   app_name = inst.app_name, tier = inst.tier, resumed = outcome.resumed,
+                                   host = inst.host })
   return maybe_wait(req, outcome.job_id, {
     job_id = outcome.job_id,
     subscription_id = inst.subscription_id,

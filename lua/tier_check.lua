@@ -12,7 +12,7 @@ local TOP_FIELDS = {
   name = true, display_name = true, extends = true, limits = true, agents = true,
   add_agents = true, tools = true, add_tools = true, models = true, flags = true, profile = true,
   rooms = true, add_rooms = true, router = true, memory = true,
-  model_budget_usd = true,
+  model_budget_usd = true, host_labels = true,
 }
 -- model_budget_usd: the monthly budget of the instance's own OpenRouter key
 -- (lua/model_key.lua; 0 or absent = no key). At most this many USD.
@@ -348,6 +348,12 @@ local function normalize(t, base, parent, profiles)
       M.MAX_MODEL_BUDGET))
   end
   tier.model_budget_usd = budget or 0
+  -- host_labels: what a Dokku host must carry to take this tier's instances
+  -- (lua/placement.lua), e.g. { dedicated = true } or { region = "eu" }
+  -- (nil when the tier sets none)
+  if pick("host_labels") ~= nil then
+    tier.host_labels = M.check_host_labels(pick("host_labels"), "host_labels")
+  end
   -- layout: the loaded profile itself, for lua/desired.lua (not data: never described)
   tier.profile, tier.layout = check_profile(pick("profile"), profiles)
 
@@ -390,6 +396,23 @@ local function normalize(t, base, parent, profiles)
       #tier.agents, tier.limits.agents))
   end
   return tier
+end
+
+-- A table of label = value (boolean, number or short string) a Dokku host
+-- must carry (lua/hosts.lua labels); {} when nil. Also a hook's.
+function M.check_host_labels(v, field)
+  if v == nil then return {} end
+  if type(v) ~= "table" then bad({ word(field) }, field .. " must be a table of label = value") end
+  local out = {}
+  for k, x in pairs(v) do
+    local tx = type(x)
+    if type(k) ~= "string" or not k:match("^[a-z][a-z0-9_]*$") or #k > 63
+        or not (tx == "boolean" or tx == "number" or (tx == "string" and #x <= 253)) then
+      bad({ word(field) }, field .. ": each entry is label = a boolean, a number or a short string")
+    end
+    out[k] = x
+  end
+  return out
 end
 
 -- normalize(t, base, parent, profiles) → the normalized tier, or nil,

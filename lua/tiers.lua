@@ -34,8 +34,9 @@ end
 
 -- run(fn) → true, value | false, message: the one bounded run boot.lua
 -- gives (the service's C sandbox: instructions, also inside the string
--- library, memory and time); the unit specs pass a Lua stand-in.
-local function run_file(path, src, run)
+-- library, memory and time); the unit specs pass a Lua stand-in. what: the
+-- kind of file in the error ("tier", "host"). Also lua/hosts.lua's.
+local function run_file(path, src, run, what)
   local fn, err = load(src, "@" .. path, "t", sandbox())
   if not fn then return nil, err end
   local ok, value = run(fn)
@@ -45,10 +46,11 @@ local function run_file(path, src, run)
     return nil, value
   end
   if type(value) ~= "table" then
-    return nil, path .. ":1: a tier file must return a table"
+    return nil, path .. ":1: a " .. (what or "tier") .. " file must return a table"
   end
   return value
 end
+M.run_file = run_file
 
 -- Loading ------------------------------------------------------------------
 

@@ -30,6 +30,13 @@ local M = {}
 
 local SHUTDOWN = converge.SHUTDOWN
 
+-- Seconds before a job whose Dokku host is down is tried again: doubling
+-- from 0.5 s with each claim of the job, at most M.HOST_RETRY_CAP.
+M.HOST_RETRY_CAP = 5
+function M.host_retry(attempts)
+  return math.min(M.HOST_RETRY_CAP, 0.5 * 2 ^ math.max(0, math.min((attempts or 1) - 1, 10)))
+end
+
 -- Runs fn in a transaction; while the store refuses writes, retries with
 -- backoff (the job's outcome must be recorded, not lost). False when a stop
 -- was requested meanwhile: the job stays `running` and resumes on next start.
@@ -127,6 +134,12 @@ local function execute(job, inst, cfg)
   end
   local stamp = sys.iso_time():gsub("[^%dTZ]", "")
   local ctx = {
+    -- the Dokku host every command of the job goes to (lua/placement.lua)
+    host = instances.host_of(inst),
+    -- With host files a job whose host is down waits for it (re-queued);
+    -- the implicit host alone keeps the single-host contract: retries,
+    -- then the job fails with the cause (README "Reconciliation").
+    host_waits = cfg.hosts ~= nil and not cfg.hosts[1].implicit,
     created = {}, backups = json.array(), commands = 0,
     backup_path = function(c)
       local dir = cfg.settings.backup_dir .. "/" .. inst.app_name
@@ -139,7 +152,7 @@ local function execute(job, inst, cfg)
     -- No rollback when interrupted (resumes) or when the store cannot
     -- journal it (a repeat resumes and converges instead). A rollback undoes
     -- what every run of the job created, from the journal.
-    local held = type(res) == "table" and (res.shutdown or res.store)
+    local held = type(res) == "table" and (res.shutdown or res.store or res.host_down)
     if job.operation == "provision" and not held then
       converge.undo(job, inst, ctx, res.applied or inst.applied or {}, redact, state)
       local gone, why = model_key.abandon(inst, cfg.settings, save_key)
@@ -267,6 +280,22 @@ function M.run(job_id)
 
   local ok, state, applied, result = pcall(execute, job, inst, cfg)
   local elapsed = sys.monotonic() - t0
+  if not ok and type(state) == "table" and state.host_down then
+    -- The instance's Dokku host does not answer: back in the queue until
+    -- it does (checked again at each try), its steps journaled; the
+    -- worker is free for other hosts' jobs meanwhile.
+    local delay = M.host_retry(job.attempts)
+    local waiting = ("Dokku host %s is unreachable (%s); next try in %.1f s"):format(state.host_down,
+      tostring(state.host_error or state.message), delay)
+    pcall(store.tx, function()
+      instances.update_job(job.id, { state = "queued", waiting_for = waiting, step = json.null,
+                                     not_before = sys.iso_time(sys.now() + delay) })
+    end)
+    instances.flush()
+    fields.waiting_for = waiting
+    log.warn("job waiting for its Dokku host", fields)
+    return
+  end
   if not ok and type(state) == "table" and state.shutdown then
     -- Interrupted, not failed: back in the queue with its steps journaled;
     -- the instance keeps its busy status until the job resumes.

@@ -67,6 +67,8 @@ const struct config_var config_vars[] = {
 	{ "PROFILES_DIR", "./profiles", 0 },
 	{ "PROFILE", "mindroom", 0 },
 	{ "HOOKS_DIR", "./hooks", 0 },
+	/* Dokku hosts (hosts/<name>.lua, lua/hosts.lua); none: DOKKU_HOST alone. */
+	{ "HOSTS_DIR", "./hosts", 0 },
 	{ "LUA_DIR", "./lua", 0 },
 	/* The web console's files (served at /ui) and the documentation (at
 	 * /docs): settings, so an installed package points them at share/. */
@@ -519,6 +521,7 @@ static void take_strings(struct config *c)
 	c->profiles_dir = config_get("PROFILES_DIR");
 	c->profile = config_get("PROFILE");
 	c->hooks_dir = config_get("HOOKS_DIR");
+	c->hosts_dir = config_get("HOSTS_DIR");
 	c->lua_dir = config_get("LUA_DIR");
 	c->ui_dir = config_get("UI_DIR");
 	c->docs_dir = config_get("DOCS_DIR");

@@ -49,6 +49,7 @@ struct config {
 	const char *profiles_dir; /* PROFILES_DIR: instance layouts (profiles/<name>.lua) */
 	const char *profile;	  /* PROFILE: the layout of a tier that names none */
 	const char *hooks_dir;
+	const char *hosts_dir; /* HOSTS_DIR: Dokku host files (lua/hosts.lua) */
 	const char *lua_dir;
 	const char *ui_dir;   /* UI_DIR: the console's files, served at /ui */
 	const char *docs_dir; /* DOCS_DIR: api.html and its assets, served at /docs */

@@ -13,6 +13,7 @@
 #include "util/log.h"
 #include "util/notify.h"
 
+#include <dirent.h>
 #include <lauxlib.h>
 #include <libssh2.h>
 #include <errno.h>
@@ -229,6 +230,22 @@ static const char *env_file(void)
 	return path;
 }
 
+/* 1 when dir holds a *.lua file (not a dot file); a missing dir holds none. */
+static int dir_has_lua(const char *dir)
+{
+	DIR *d = dir ? opendir(dir) : NULL;
+	int found = 0;
+	if (!d)
+		return 0;
+	struct dirent *de;
+	while (!found && (de = readdir(d))) {
+		size_t n = strlen(de->d_name);
+		found = de->d_name[0] != '.' && n > 4 && strcmp(de->d_name + n - 4, ".lua") == 0;
+	}
+	closedir(d);
+	return found;
+}
+
 static int load_config(struct config *cfg, int connect_ssh)
 {
 	char err[512];
@@ -243,6 +260,10 @@ static int load_config(struct config *cfg, int connect_ssh)
 	enum transport_mode mode = !cfg->dokku_host ? TRANSPORT_DRY_RUN
 				   : strcmp(cfg->dokku_host, "local") == 0 ? TRANSPORT_LOCAL
 									     : TRANSPORT_SSH;
+	/* Host files (HOSTS_DIR) name the Dokku hosts: SSH even without
+	 * DOKKU_HOST, which is then no host at all. */
+	if (mode == TRANSPORT_DRY_RUN && dir_has_lua(cfg->hosts_dir))
+		mode = TRANSPORT_SSH;
 	struct ssh_pool_opts ssh = {
 		.host = cfg->dokku_host, .port = cfg->dokku_port, .user = cfg->dokku_user,
 		.key_path = cfg->dokku_ssh_key_path, .known_hosts = cfg->dokku_known_hosts,

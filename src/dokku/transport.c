@@ -1,4 +1,5 @@
-/* transport: dry-run and local execution of Dokku commands. */
+/* transport: dry-run and local execution of Dokku commands, and the named
+ * Dokku hosts of SSH mode (one lazily opened ssh_pool each). */
 #define _GNU_SOURCE
 #include "transport.h"
 #include "util/clock.h"
@@ -23,9 +24,33 @@
 
 static enum transport_mode mode = TRANSPORT_DRY_RUN;
 static char program[256] = "dokku";
-static struct ssh_pool *pool;
 static pthread_mutex_t ok_lock = PTHREAD_MUTEX_INITIALIZER;
-static double last_ok; /* monotonic time of the last completed command */
+static double last_ok; /* monotonic time of the last completed command (dry-run, local) */
+
+/* The named Dokku hosts (SSH mode). An entry is never removed (a job of an
+ * older configuration may still name it), only marked not configured; its
+ * pool is opened on first use and freed at transport_shutdown only, so a
+ * pool pointer read under hosts_lock stays valid without it. A pool whose
+ * host's address changed on a reload is retired (kept until shutdown:
+ * commands may still run on it) and a new one opened on next use. */
+struct host {
+	char name[TRANSPORT_HOST_NAME_MAX + 1];
+	char *host, *user, *key_path, *known_hosts; /* owned */
+	int port;
+	struct ssh_pool *pool; /* NULL until first use */
+	int configured;
+	double last_ok; /* monotonic time of the last completed command on it */
+};
+static struct host hosts[TRANSPORT_MAX_HOSTS];
+static int nhosts;
+static struct ssh_pool **retired;
+static int nretired;
+static pthread_mutex_t hosts_lock = PTHREAD_MUTEX_INITIALIZER;
+/* DOKKU_HOST's connection (the implicit host "default"), restored when the
+ * host files are removed; pool-wide options every host shares. */
+static struct transport_host implicit;
+static int have_implicit;
+static struct ssh_pool_opts shared;
 static atomic_int cancelled; /* transport_cancel: shutdown gives up running commands */
 static mode_t child_umask = 022;
 
@@ -63,6 +88,181 @@ static void child_env(char **envp)
 	envp[n] = NULL;
 }
 
+/* ---- the named hosts ---- */
+
+static void host_clear(struct host *h)
+{
+	free(h->host);
+	free(h->user);
+	free(h->key_path);
+	free(h->known_hosts);
+	memset(h, 0, sizeof *h);
+}
+
+static int same(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* The entry named name, or NULL; caller holds hosts_lock (or is init). */
+static struct host *host_find(const char *name)
+{
+	for (int i = 0; i < nhosts; i++)
+		if (strcmp(hosts[i].name, name) == 0)
+			return &hosts[i];
+	return NULL;
+}
+
+/* Adds or updates the entry of t (NULL when the table is full). A changed
+ * address retires the entry's pool. Caller holds hosts_lock. */
+static struct host *host_put(const struct transport_host *t)
+{
+	struct host *h = host_find(t->name);
+	if (!h) {
+		if (nhosts == TRANSPORT_MAX_HOSTS)
+			return NULL;
+		h = &hosts[nhosts++];
+		snprintf(h->name, sizeof h->name, "%s", t->name);
+	} else if (same(h->host, t->host) && h->port == t->port && same(h->user, t->user) &&
+		   same(h->key_path, t->key_path) && same(h->known_hosts, t->known_hosts)) {
+		return h;
+	} else if (h->pool) {
+		retired = xrealloc(retired, (size_t)(nretired + 1) * sizeof *retired);
+		retired[nretired++] = h->pool;
+		h->pool = NULL;
+	}
+	char name[sizeof h->name];
+	memcpy(name, h->name, sizeof name);
+	int configured = h->configured;
+	double ok = h->last_ok;
+	host_clear(h);
+	memcpy(h->name, name, sizeof name);
+	h->configured = configured;
+	h->last_ok = ok;
+	h->host = xstrdup(t->host);
+	h->port = t->port;
+	h->user = xstrdup(t->user);
+	h->key_path = xstrdup(t->key_path);
+	h->known_hosts = xstrdup(t->known_hosts);
+	return h;
+}
+
+static struct ssh_pool_opts pool_opts(const struct host *h)
+{
+	struct ssh_pool_opts o = shared;
+	o.name = h->name;
+	o.host = h->host;
+	o.port = h->port;
+	o.user = h->user;
+	o.key_path = h->key_path;
+	o.known_hosts = h->known_hosts;
+	return o;
+}
+
+int transport_host_name_ok(const char *name)
+{
+	size_t n = name ? strlen(name) : 0;
+	if (n == 0 || n > TRANSPORT_HOST_NAME_MAX || !(name[0] >= 'a' && name[0] <= 'z'))
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') || name[i] == '-' ||
+		      name[i] == '_'))
+			return 0;
+	return 1;
+}
+
+/* The private key must be readable by mrprov only, as DOKKU_SSH_KEY_PATH's
+ * (src/config.c). */
+static int key_ok(const struct transport_host *t, char *err, size_t errlen)
+{
+	struct stat st;
+	if (stat(t->key_path, &st) < 0) {
+		snprintf(err, errlen, "host %s: key_path: cannot read %s: %s", t->name, t->key_path, strerror(errno));
+		return 0;
+	}
+	if (st.st_mode & 077) {
+		snprintf(err, errlen, "host %s: key_path: %s has mode %04o; it must be 0600 or narrower", t->name,
+			 t->key_path, (unsigned)(st.st_mode & 07777));
+		return 0;
+	}
+	return 1;
+}
+
+int transport_hosts_set(const struct transport_host *list, int n, char *err, size_t errlen)
+{
+	if (n > TRANSPORT_MAX_HOSTS) {
+		snprintf(err, errlen, "at most %d hosts", TRANSPORT_MAX_HOSTS);
+		return -1;
+	}
+	for (int i = 0; i < n; i++) {
+		if (!transport_host_name_ok(list[i].name) || !list[i].host || !list[i].user || !list[i].key_path ||
+		    !list[i].known_hosts || list[i].port < 1 || list[i].port > 65535) {
+			snprintf(err, errlen, "host %d: incomplete or invalid", i + 1);
+			return -1;
+		}
+		if (mode == TRANSPORT_SSH && !key_ok(&list[i], err, errlen))
+			return -1;
+	}
+	pthread_mutex_lock(&hosts_lock);
+	int rc = 0;
+	/* Checked whole above; a full table is the one failure left, and the
+	 * names it would refuse are new ones: count them before changing anything. */
+	int fresh = 0;
+	for (int i = 0; i < n; i++)
+		fresh += host_find(list[i].name) == NULL;
+	if (nhosts + fresh > TRANSPORT_MAX_HOSTS) {
+		snprintf(err, errlen, "at most %d host names in one process's life; restart mrprov", TRANSPORT_MAX_HOSTS);
+		rc = -1;
+		goto out;
+	}
+	for (int i = 0; i < nhosts; i++)
+		hosts[i].configured = 0;
+	if (n == 0 && have_implicit) {
+		host_put(&implicit)->configured = 1;
+	}
+	for (int i = 0; i < n; i++)
+		host_put(&list[i])->configured = 1;
+out:
+	pthread_mutex_unlock(&hosts_lock);
+	return rc;
+}
+
+/* The pool of the configured host named name (NULL: the implicit host),
+ * opened on first use; NULL with err when there is no such host. */
+static struct ssh_pool *host_pool(const char *name, char *err, size_t errlen)
+{
+	if (!name)
+		name = TRANSPORT_DEFAULT_HOST;
+	pthread_mutex_lock(&hosts_lock);
+	struct ssh_pool *p = NULL;
+	struct host *h = host_find(name);
+	if (!h || !h->host) {
+		snprintf(err, errlen, "no Dokku host named '%.64s'", name);
+		goto out;
+	}
+	if (!h->pool) {
+		struct ssh_pool_opts o = pool_opts(h);
+		h->pool = ssh_pool_new(&o, err, errlen);
+	}
+	p = h->pool;
+out:
+	pthread_mutex_unlock(&hosts_lock);
+	return p;
+}
+
+static void note_ok(const char *name)
+{
+	double now = clock_mono();
+	pthread_mutex_lock(&ok_lock);
+	last_ok = now;
+	pthread_mutex_unlock(&ok_lock);
+	pthread_mutex_lock(&hosts_lock);
+	struct host *h = host_find(name ? name : TRANSPORT_DEFAULT_HOST);
+	if (h)
+		h->last_ok = now;
+	pthread_mutex_unlock(&hosts_lock);
+}
+
 int transport_init(enum transport_mode m, const struct ssh_pool_opts *ssh, const char *prog, char *err,
 		   size_t errlen)
 {
@@ -72,9 +272,21 @@ int transport_init(enum transport_mode m, const struct ssh_pool_opts *ssh, const
 			snprintf(err, errlen, "DOKKU_HOST: SSH options missing");
 			return -1;
 		}
-		pool = ssh_pool_new(ssh, err, errlen);
-		if (!pool)
-			return -1;
+		shared = *ssh;
+		if (ssh->host) {
+			/* The implicit host opens at once, as before there were host
+			 * files: its connection errors show at start-up. */
+			implicit = (struct transport_host){ TRANSPORT_DEFAULT_HOST, xstrdup(ssh->host), ssh->port,
+							    xstrdup(ssh->user), xstrdup(ssh->key_path),
+							    xstrdup(ssh->known_hosts) };
+			have_implicit = 1;
+			struct host *h = host_put(&implicit);
+			h->configured = 1;
+			struct ssh_pool_opts o = pool_opts(h);
+			h->pool = ssh_pool_new(&o, err, errlen);
+			if (!h->pool)
+				return -1;
+		}
 	}
 	mode = m;
 	snprintf(program, sizeof program, "%s", prog ? prog : "dokku");
@@ -84,15 +296,35 @@ int transport_init(enum transport_mode m, const struct ssh_pool_opts *ssh, const
 void transport_cancel(void)
 {
 	atomic_store(&cancelled, 1);
-	if (pool)
-		ssh_pool_cancel(pool);
+	pthread_mutex_lock(&hosts_lock);
+	for (int i = 0; i < nhosts; i++)
+		ssh_pool_cancel(hosts[i].pool);
+	for (int i = 0; i < nretired; i++)
+		ssh_pool_cancel(retired[i]);
+	pthread_mutex_unlock(&hosts_lock);
 }
 
 void transport_shutdown(void)
 {
-	if (pool)
-		ssh_pool_free(pool);
-	pool = NULL;
+	pthread_mutex_lock(&hosts_lock);
+	for (int i = 0; i < nhosts; i++) {
+		ssh_pool_free(hosts[i].pool);
+		host_clear(&hosts[i]);
+	}
+	nhosts = 0;
+	for (int i = 0; i < nretired; i++)
+		ssh_pool_free(retired[i]);
+	free(retired);
+	retired = NULL;
+	nretired = 0;
+	if (have_implicit) {
+		free((char *)implicit.host);
+		free((char *)implicit.user);
+		free((char *)implicit.key_path);
+		free((char *)implicit.known_hosts);
+	}
+	have_implicit = 0;
+	pthread_mutex_unlock(&hosts_lock);
 }
 
 enum transport_mode transport_mode(void)
@@ -348,9 +580,12 @@ static int run_local(const char *const *argv, int argc, const char *in, size_t i
 	return res->error[0] ? -1 : 0;
 }
 
-static int run_ssh(const char *const *argv, int argc, const char *in, size_t in_len, double timeout_s, int out_fd,
-		   struct transport_result *res)
+static int run_ssh(const char *host, const char *const *argv, int argc, const char *in, size_t in_len,
+		   double timeout_s, int out_fd, struct transport_result *res)
 {
+	struct ssh_pool *pool = host_pool(host, res->error, sizeof res->error);
+	if (!pool)
+		return -1;
 	/* Tokens are validated (no spaces, no quotes), so joining them with
 	 * single spaces is exactly what Dokku's entry will split again. */
 	struct sbuf cmd;
@@ -379,6 +614,12 @@ int transport_run(const char *const *argv, int argc, double timeout_s, int out_f
 
 int transport_run_input(const char *const *argv, int argc, const char *in, size_t in_len, double timeout_s,
 			int out_fd, struct transport_result *res)
+{
+	return transport_run_on(NULL, argv, argc, in, in_len, timeout_s, out_fd, res);
+}
+
+int transport_run_on(const char *host, const char *const *argv, int argc, const char *in, size_t in_len,
+		     double timeout_s, int out_fd, struct transport_result *res)
 {
 	result_init(res);
 	if (in && in_len > TRANSPORT_MAX_INPUT) {
@@ -415,33 +656,49 @@ int transport_run_input(const char *const *argv, int argc, const char *in, size_
 	else if (mode == TRANSPORT_LOCAL)
 		rc = run_local(argv, argc, in, in_len, timeout_s, out_fd, res);
 	else
-		rc = run_ssh(argv, argc, in, in_len, timeout_s, out_fd, res);
+		rc = run_ssh(host, argv, argc, in, in_len, timeout_s, out_fd, res);
 	res->duration_s = clock_mono() - t0;
-	if (rc == 0 && mode != TRANSPORT_DRY_RUN) {
-		pthread_mutex_lock(&ok_lock);
-		last_ok = clock_mono();
-		pthread_mutex_unlock(&ok_lock);
-	}
+	if (rc == 0 && mode != TRANSPORT_DRY_RUN)
+		note_ok(host);
 	const char *outcome = rc < 0 ? "error" : res->exit_code == 0 ? "ok" : "nonzero";
-	char labels[64];
-	snprintf(labels, sizeof labels, "outcome=\"%s\"", outcome);
-	metrics_add("mrprov_dokku_commands_total", labels, 1);
-	metrics_observe("mrprov_dokku_command_duration_seconds", labels, res->duration_s);
+	struct sbuf labels;
+	sbuf_init(&labels);
+	const char *kv[] = { "outcome", outcome, "host", host ? host : TRANSPORT_DEFAULT_HOST };
+	metrics_labels(&labels, kv, 2);
+	metrics_add("mrprov_dokku_commands_total", labels.data, 1);
+	metrics_observe("mrprov_dokku_command_duration_seconds", labels.data, res->duration_s);
+	sbuf_free(&labels);
 	return rc;
 }
 
-int transport_check(double max_age_s, char *reason, size_t reasonlen)
+int transport_host_check(const char *name, double max_age_s, char *reason, size_t reasonlen)
 {
 	if (mode == TRANSPORT_DRY_RUN)
 		return 0;
-	pthread_mutex_lock(&ok_lock);
-	double age = clock_mono() - last_ok;
-	pthread_mutex_unlock(&ok_lock);
-	if (last_ok > 0 && age <= max_age_s)
+	if (!name)
+		name = TRANSPORT_DEFAULT_HOST;
+	double seen = 0;
+	struct ssh_pool *pool = NULL;
+	if (mode == TRANSPORT_SSH) {
+		pthread_mutex_lock(&hosts_lock);
+		struct host *h = host_find(name);
+		seen = h ? h->last_ok : 0;
+		pool = h ? h->pool : NULL;
+		pthread_mutex_unlock(&hosts_lock);
+	} else {
+		pthread_mutex_lock(&ok_lock);
+		seen = last_ok;
+		pthread_mutex_unlock(&ok_lock);
+	}
+	/* A recent answer counts while a connection is still up: a host whose
+	 * sessions all dropped is asked again at once (a stopped server fails
+	 * that fast), so placement does not pick it for the next 30 s. */
+	double age = clock_mono() - seen;
+	if (seen > 0 && age <= max_age_s && (mode != TRANSPORT_SSH || (pool && ssh_pool_connected(pool) > 0)))
 		return 0;
 	static const char *const argv[] = { "version" };
 	struct transport_result res;
-	int rc = transport_run(argv, 1, 5, -1, &res);
+	int rc = transport_run_on(name, argv, 1, NULL, 0, 5, -1, &res);
 	if (rc == 0 && res.exit_code == 0) {
 		transport_result_free(&res);
 		return 0;
@@ -449,5 +706,35 @@ int transport_check(double max_age_s, char *reason, size_t reasonlen)
 	snprintf(reason, reasonlen, "Dokku did not answer: %s",
 		 res.error[0] ? res.error : res.err.data ? res.err.data : "version failed");
 	transport_result_free(&res);
+	return -1;
+}
+
+int transport_hosts(char (*names)[TRANSPORT_HOST_NAME_MAX + 1], int max)
+{
+	int n = 0;
+	if (mode != TRANSPORT_SSH) {
+		if (max > 0)
+			snprintf(names[n++], TRANSPORT_HOST_NAME_MAX + 1, "%s", TRANSPORT_DEFAULT_HOST);
+		return n;
+	}
+	pthread_mutex_lock(&hosts_lock);
+	for (int i = 0; i < nhosts && n < max; i++)
+		if (hosts[i].configured)
+			memcpy(names[n++], hosts[i].name, sizeof hosts[i].name);
+	pthread_mutex_unlock(&hosts_lock);
+	return n;
+}
+
+int transport_check(double max_age_s, char *reason, size_t reasonlen)
+{
+	char names[TRANSPORT_MAX_HOSTS][TRANSPORT_HOST_NAME_MAX + 1];
+	int n = transport_hosts(names, TRANSPORT_MAX_HOSTS);
+	if (n == 0) {
+		snprintf(reason, reasonlen, "no Dokku host is configured");
+		return -1;
+	}
+	for (int i = 0; i < n; i++)
+		if (transport_host_check(names[i], max_age_s, reason, reasonlen) == 0)
+			return 0;
 	return -1;
 }

@@ -1,7 +1,9 @@
 /* transport: how a Dokku command is run — dry-run (recorded, never run),
- * local (fork/exec of `dokku` with an argv, no shell) or, later, SSH.
+ * local (fork/exec of `dokku` with an argv, no shell) or SSH to one of the
+ * named Dokku hosts (one lazily opened ssh_pool per host).
  * Owns token safety: every argument must be a validated token, because
- * Dokku's SSH entry re-splits the command line. Knows no Dokku subcommand. */
+ * Dokku's SSH entry re-splits the command line. Knows no Dokku subcommand
+ * (beyond `version`, the health probe). */
 #ifndef MRPROV_TRANSPORT_H
 #define MRPROV_TRANSPORT_H
 
@@ -60,8 +62,42 @@ int transport_run(const char *const *argv, int argc, double timeout_s, int out_f
  * anything is sent; a dry run sends nothing. */
 int transport_run_input(const char *const *argv, int argc, const char *in, size_t in_len, double timeout_s,
 			int out_fd, struct transport_result *res);
-/* For /ready: 0 when Dokku answered within max_age_s (asking `version`
- * if it has been quiet longer), -1 with the reason otherwise. */
+/* The same on the named Dokku host (NULL: the implicit host, "default");
+ * a host that is not configured is an error (res->error). */
+int transport_run_on(const char *host, const char *const *argv, int argc, const char *in, size_t in_len,
+		     double timeout_s, int out_fd, struct transport_result *res);
+
+/* ---- named hosts (SSH mode; issue 16) ----
+ * With no host files the one host is DOKKU_HOST, named "default" (the
+ * implicit host). Lua (boot.lua, through mrprov.dokku) hands the host files'
+ * connections over once a configuration generation loaded. */
+#define TRANSPORT_DEFAULT_HOST "default"
+#define TRANSPORT_MAX_HOSTS 64
+#define TRANSPORT_HOST_NAME_MAX 63
+
+struct transport_host {
+	const char *name; /* [a-z][a-z0-9_-]*, at most TRANSPORT_HOST_NAME_MAX */
+	const char *host;
+	int port;
+	const char *user;
+	const char *key_path;
+	const char *known_hosts;
+};
+
+int transport_host_name_ok(const char *name);
+/* Makes list the configured hosts (n == 0: the implicit host alone, if
+ * DOKKU_HOST is set). Checked whole first (names, fields, in SSH mode the
+ * key file's mode): on error nothing changes. A host whose connection
+ * changed gets a new pool on next use; the old one is kept until shutdown. */
+int transport_hosts_set(const struct transport_host *list, int n, char *err, size_t errlen);
+/* The configured hosts' names (dry-run and local: "default"); their count. */
+int transport_hosts(char (*names)[TRANSPORT_HOST_NAME_MAX + 1], int max);
+/* 0 when the host answered within max_age_s and a connection to it is up
+ * (else `version` is asked, 5 s at most), -1 with the reason otherwise.
+ * Dry-run: always 0. */
+int transport_host_check(const char *name, double max_age_s, char *reason, size_t reasonlen);
+/* For /health: 0 when at least one configured host passes
+ * transport_host_check, -1 with the last reason otherwise. */
 int transport_check(double max_age_s, char *reason, size_t reasonlen);
 void transport_result_free(struct transport_result *res);
 

@@ -66,12 +66,14 @@ struct readiness {
 	const char *store, *lua, *dokku, *supabase;
 	char dokku_reason[300], sb_reason[300];
 	struct sbuf reasons; /* the JSON array's body */
+	struct sbuf host_states; /* each Dokku host's state: the JSON object's body */
 };
 
 static void readiness_check(struct readiness *r)
 {
 	memset(r, 0, sizeof *r);
 	sbuf_init(&r->reasons);
+	sbuf_init(&r->host_states);
 	r->ready = 1;
 	if (http_is_draining()) {
 		r->ready = 0;
@@ -103,11 +105,37 @@ static void readiness_check(struct readiness *r)
 	} else {
 		rt_release(L);
 	}
+	/* Every configured Dokku host is checked: ready while one answers;
+	 * each one that does not is a reason, named (issue 16). */
 	r->dokku = transport_mode() == TRANSPORT_DRY_RUN ? "dry-run" : "ok";
-	if (transport_check(30, r->dokku_reason, sizeof r->dokku_reason) < 0) {
+	char names[TRANSPORT_MAX_HOSTS][TRANSPORT_HOST_NAME_MAX + 1];
+	int nhosts = transport_hosts(names, TRANSPORT_MAX_HOSTS), healthy = 0;
+	for (int i = 0; i < nhosts; i++) {
+		char why[300] = "";
+		int ok = transport_host_check(names[i], 30, why, sizeof why) == 0;
+		healthy += ok;
+		if (r->host_states.len)
+			sbuf_addc(&r->host_states, ',');
+		sbuf_add_json_string(&r->host_states, names[i], strlen(names[i]));
+		sbuf_printf(&r->host_states, ":\"%s\"", transport_mode() == TRANSPORT_DRY_RUN ? "dry-run"
+							 : ok ? "ok" : "unreachable");
+		if (!ok) {
+			char m[400];
+			/* the implicit host alone keeps the reason it always had */
+			if (nhosts == 1 && strcmp(names[i], TRANSPORT_DEFAULT_HOST) == 0)
+				snprintf(m, sizeof m, "%s", why);
+			else
+				snprintf(m, sizeof m, "Dokku host %s: %s", names[i], why);
+			add_reason(&r->reasons, m);
+			if (!r->dokku_reason[0])
+				snprintf(r->dokku_reason, sizeof r->dokku_reason, "%s", m);
+		}
+	}
+	if (nhosts == 0)
+		add_reason(&r->reasons, "no Dokku host is configured");
+	if (healthy == 0) {
 		r->dokku = "unreachable";
 		r->ready = 0;
-		add_reason(&r->reasons, r->dokku_reason);
 	}
 	r->supabase = http_cfg->supabase_url ? "ok" : "not configured";
 	if (outbox_check(30, r->sb_reason, sizeof r->sb_reason) < 0) {
@@ -133,6 +161,7 @@ static enum MHD_Result handle_ready(struct MHD_Connection *c, struct request *rq
 		sbuf_adds(&b, ",\"config_error\":");
 		sbuf_add_json_string(&b, reload_err, strlen(reload_err));
 	}
+	sbuf_printf(&b, ",\"dokku_hosts\":{%s}", r.host_states.data ? r.host_states.data : "");
 	sbuf_printf(&b, "},\"reasons\":[%s]", r.reasons.data ? r.reasons.data : "");
 	if (!r.ready)
 		sbuf_adds(&b, ",\"error\":{\"code\":\"not_ready\",\"message\":\"the service is not ready\"}");
@@ -140,6 +169,7 @@ static enum MHD_Result handle_ready(struct MHD_Connection *c, struct request *rq
 	enum MHD_Result ret = http_send_json(c, rq, r.ready ? 200 : 503, b.data, NULL);
 	sbuf_free(&b);
 	sbuf_free(&r.reasons);
+	sbuf_free(&r.host_states);
 	return ret;
 }
 
@@ -211,6 +241,7 @@ static enum MHD_Result handle_system(struct MHD_Connection *c, struct request *r
 	sbuf_printf(&b, "}},\"dokku\":{\"mode\":\"%s\",\"state\":\"%s\",\"error\":", transport_mode_name(),
 		    r.dokku);
 	add_string_or_null(&b, r.dokku_reason);
+	sbuf_printf(&b, ",\"hosts\":{%s}", r.host_states.data ? r.host_states.data : "");
 	sbuf_printf(&b, "},\"supabase\":{\"configured\":%s,\"state\":\"%s\",\"error\":",
 		    http_cfg->supabase_url ? "true" : "false", r.supabase);
 	add_string_or_null(&b, r.sb_reason);
@@ -220,6 +251,7 @@ static enum MHD_Result handle_system(struct MHD_Connection *c, struct request *r
 	enum MHD_Result ret = http_send_json(c, rq, 200, b.data, NULL);
 	sbuf_free(&b);
 	sbuf_free(&r.reasons);
+	sbuf_free(&r.host_states);
 	return ret;
 }
 

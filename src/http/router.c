@@ -52,6 +52,9 @@ static const struct route routes[] = {
 	{ "POST", "/api/v1/rollouts/{}/rollback", "rollout_rollback", R_AUTH | R_PARAM },
 	{ "POST", "/api/v1/webhooks/supabase", "webhook", R_WEBHOOK | R_BODY },
 	{ "POST", "/api/v1/subscriptions/sync", "subscriptions_sync", R_AUTH | R_BODY },
+	{ "GET", "/api/v1/hosts", "hosts", R_AUTH },
+	{ "POST", "/api/v1/hosts/{}/drain", "host_drain", R_AUTH | R_PARAM },
+	{ "POST", "/api/v1/hosts/{}/undrain", "host_undrain", R_AUTH | R_PARAM },
 	{ NULL, NULL, NULL, 0 },
 };
 

@@ -1,10 +1,15 @@
 /* bind_dokku: runs a Dokku command through the configured transport.
- * dokku.run(argv [, {timeout=s, stdout_file=path, stdin=bytes}]) → {exit,
+ * dokku.run(argv [, {timeout=s, stdout_file=path, stdin=bytes, host=name}]) → {exit,
  * stdout, stderr, duration, bytes} or nil, err, transient. With stdout_file,
  * stdout is streamed into a new file (mode 0600; an existing file is an
  * error); with stdin, the bytes (at most TRANSPORT_MAX_INPUT) are the
  * command's input, then its end. dokku.mode() → "dry-run" | "local" | "ssh".
- * dokku.token_ok(s) → true | false, reason. */
+ * dokku.token_ok(s) → true | false, reason. host: the Dokku host's name
+ * (default: the implicit host, "default"); run_many's calls take it too.
+ * dokku.set_hosts({ {name=, host=, port=, user=, key_path=, known_hosts=}, ... })
+ * → true | nil, err (the configured hosts; {} → the implicit host alone);
+ * dokku.host_health(name) → true | false, reason (transport_host_check,
+ * 30 s); dokku.hosts() → { names of the configured hosts }. */
 #include "dokku/transport.h"
 #include "lua/runtime.h"
 #include "lua/scratch.h"
@@ -26,6 +31,7 @@ struct call {
 	double timeout;
 	const char *out_path;
 	const char *in; /* stdin bytes, or NULL */
+	const char *host; /* NULL: the implicit host */
 	size_t in_len;
 	int rc;
 	struct transport_result res; /* zeroed until run; freed by release_calls */
@@ -63,7 +69,15 @@ static void read_call(lua_State *L, int idx, int opt_idx, struct call *c)
 	c->out_path = NULL;
 	c->in = NULL;
 	c->in_len = 0;
+	c->host = NULL;
 	if (opt_idx && lua_istable(L, opt_idx)) {
+		lua_getfield(L, opt_idx, "host");
+		if (!lua_isnil(L, -1)) {
+			c->host = lua_tostring(L, -1); /* referenced by the options table */
+			if (lua_type(L, -1) != LUA_TSTRING || !transport_host_name_ok(c->host))
+				luaL_argerror(L, opt_idx, "host must be a host name");
+		}
+		lua_pop(L, 1);
 		lua_getfield(L, opt_idx, "stdin");
 		if (!lua_isnil(L, -1)) {
 			if (lua_type(L, -1) != LUA_TSTRING)
@@ -104,7 +118,7 @@ static void *do_call(void *arg)
 			return NULL;
 		}
 	}
-	c->rc = transport_run_input(c->argv, c->argc, c->in, c->in_len, c->timeout, fd, &c->res);
+	c->rc = transport_run_on(c->host, c->argv, c->argc, c->in, c->in_len, c->timeout, fd, &c->res);
 	if (fd >= 0 && (fsync(fd) < 0 || close(fd) < 0) && c->rc == 0) {
 		snprintf(c->res.error, sizeof c->res.error, "cannot write %.150s: %.80s", c->out_path,
 			 strerror(errno));
@@ -207,6 +221,76 @@ static int l_token_ok(lua_State *L)
 	return 2;
 }
 
+/* A string field of the table at idx, or NULL when absent; raises when
+ * present and not a string. The string stays referenced by the table. */
+static const char *opt_field(lua_State *L, int idx, const char *k)
+{
+	lua_getfield(L, idx, k);
+	const char *v = NULL;
+	if (!lua_isnil(L, -1)) {
+		if (lua_type(L, -1) != LUA_TSTRING)
+			luaL_error(L, "host field %s must be a string", k);
+		v = lua_tostring(L, -1);
+	}
+	lua_pop(L, 1);
+	return v;
+}
+
+static int l_set_hosts(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	int n = (int)luaL_len(L, 1);
+	luaL_argcheck(L, n >= 0 && n <= TRANSPORT_MAX_HOSTS, 1, "too many hosts");
+	struct transport_host list[TRANSPORT_MAX_HOSTS];
+	for (int i = 0; i < n; i++) {
+		lua_rawgeti(L, 1, i + 1);
+		luaL_checktype(L, -1, LUA_TTABLE);
+		int t = lua_gettop(L);
+		list[i].name = opt_field(L, t, "name");
+		list[i].host = opt_field(L, t, "host");
+		list[i].user = opt_field(L, t, "user");
+		list[i].key_path = opt_field(L, t, "key_path");
+		list[i].known_hosts = opt_field(L, t, "known_hosts");
+		lua_getfield(L, t, "port");
+		list[i].port = (int)luaL_optinteger(L, -1, 22);
+		lua_pop(L, 1);
+		/* the table stays on the stack: its strings are in list */
+	}
+	char err[512];
+	if (transport_hosts_set(list, n, err, sizeof err) < 0) {
+		luaL_pushfail(L);
+		lua_pushstring(L, err);
+		return 2;
+	}
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int l_host_health(lua_State *L)
+{
+	const char *name = luaL_optstring(L, 1, NULL);
+	char reason[300] = "";
+	if (transport_host_check(name, 30, reason, sizeof reason) == 0) {
+		lua_pushboolean(L, 1);
+		return 1;
+	}
+	lua_pushboolean(L, 0);
+	lua_pushstring(L, reason);
+	return 2;
+}
+
+static int l_hosts(lua_State *L)
+{
+	char names[TRANSPORT_MAX_HOSTS][TRANSPORT_HOST_NAME_MAX + 1];
+	int n = transport_hosts(names, TRANSPORT_MAX_HOSTS);
+	lua_createtable(L, n, 0);
+	for (int i = 0; i < n; i++) {
+		lua_pushstring(L, names[i]);
+		lua_rawseti(L, -2, i + 1);
+	}
+	return 1;
+}
+
 int luaopen_mrprov_dokku(lua_State *L)
 {
 	static const luaL_Reg fns[] = {
@@ -214,6 +298,9 @@ int luaopen_mrprov_dokku(lua_State *L)
 		{ "run_many", l_run_many },
 		{ "mode", l_mode },
 		{ "token_ok", l_token_ok },
+		{ "set_hosts", l_set_hosts },
+		{ "host_health", l_host_health },
+		{ "hosts", l_hosts },
 		{ NULL, NULL },
 	};
 	luaL_newlib(L, fns);

@@ -310,7 +310,7 @@ lua_State *rt_new_state(char *err, size_t errlen)
 {
 	pthread_mutex_lock(&gen_lock);
 	if (!current_sources)
-		current_sources = sources_read(cfg->lua_dir, cfg->tiers_dir, cfg->profiles_dir, cfg->hooks_dir);
+		current_sources = sources_read(cfg->lua_dir, cfg->tiers_dir, cfg->profiles_dir, cfg->hooks_dir, cfg->hosts_dir);
 	struct sources *src = current_sources;
 	sources_ref(src);
 	unsigned gen = rt_generation();
@@ -341,7 +341,7 @@ int rt_reload(char *err, size_t errlen, double *took)
 	unsigned next = rt_generation() + 1;
 	/* The files are read once here; every state of the new generation is
 	 * built from these bytes, even one built long after. */
-	struct sources *src = sources_read(cfg->lua_dir, cfg->tiers_dir, cfg->profiles_dir, cfg->hooks_dir);
+	struct sources *src = sources_read(cfg->lua_dir, cfg->tiers_dir, cfg->profiles_dir, cfg->hooks_dir, cfg->hosts_dir);
 	lua_State *L = build_state(next, src, 1, err, errlen);
 	int rc = -1;
 	if (L) {

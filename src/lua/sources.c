@@ -146,7 +146,7 @@ static void read_dir(struct sources *s, const char *dir, int depth)
 }
 
 struct sources *sources_read(const char *lua_dir, const char *tiers_dir, const char *profiles_dir,
-			     const char *hooks_dir)
+			     const char *hooks_dir, const char *hosts_dir)
 {
 	struct sources *s = xcalloc(1, sizeof *s);
 	atomic_init(&s->refs, 1);
@@ -156,6 +156,8 @@ struct sources *sources_read(const char *lua_dir, const char *tiers_dir, const c
 	read_dir(s, tiers_dir, 0);
 	read_dir(s, profiles_dir, 0);
 	read_dir(s, hooks_dir, 0);
+	if (hosts_dir)
+		read_dir(s, hosts_dir, 0);
 	return s;
 }
 

@@ -1,5 +1,5 @@
 /* sources: the files of one configuration generation (LUA_DIR's modules,
- * TIERS_DIR, PROFILES_DIR, HOOKS_DIR), read into memory once when the generation is
+ * TIERS_DIR, PROFILES_DIR, HOOKS_DIR, HOSTS_DIR), read into memory once when the generation is
  * loaded. Every state of the generation, however late it is built, compiles
  * these bytes and never the files on disk (DESIGN §4). Read-only once made;
  * shared between threads by reference count. */
@@ -10,10 +10,11 @@
 
 struct sources;
 
-/* Reads the four directories (LUA_DIR recursively, the others' *.lua).
- * A directory or file that cannot be read is kept as its error. */
+/* Reads the five directories (LUA_DIR recursively, the others' *.lua;
+ * hosts_dir may be NULL). A directory or file that cannot be read is kept
+ * as its error. */
 struct sources *sources_read(const char *lua_dir, const char *tiers_dir, const char *profiles_dir,
-			     const char *hooks_dir);
+			     const char *hooks_dir, const char *hosts_dir);
 void sources_ref(struct sources *s);
 void sources_unref(struct sources *s);
 

@@ -32,6 +32,7 @@ struct ssh_pool *ssh_pool_new(const struct ssh_pool_opts *o, char *err, size_t e
 {
 	pthread_once(&init_once, lib_init);
 	struct ssh_pool *p = xcalloc(1, sizeof *p);
+	p->name = xstrdup(o->name ? o->name : "default");
 	p->host = xstrdup(o->host);
 	p->user = xstrdup(o->user);
 	p->key_path = xstrdup(o->key_path);
@@ -212,6 +213,7 @@ void ssh_pool_free(struct ssh_pool *p)
 		close(p->sess[i].wake[1]);
 	}
 	free(p->sess);
+	free(p->name);
 	free(p->host);
 	free(p->user);
 	free(p->key_path);

@@ -22,6 +22,7 @@
 struct ssh_pool;
 
 struct ssh_pool_opts {
+	const char *name; /* the host's name in metrics labels (NULL: "default") */
 	const char *host;
 	int port;
 	const char *user;

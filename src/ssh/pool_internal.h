@@ -56,6 +56,7 @@ struct session {
 };
 
 struct ssh_pool {
+	char *name; /* the Dokku host's name (metrics label) */
 	char *host, *user, *key_path, *known_hosts;
 	int port;
 	double connect_timeout_s;

@@ -26,12 +26,18 @@ const char *ssh_lib_error(LIBSSH2_SESSION *s)
 	return msg ? msg : "unknown libssh2 error";
 }
 
+/* One series per Dokku host (label host=<name>). */
 static void update_gauge(struct ssh_pool *p)
 {
 	int n = 0;
 	for (int i = 0; i < p->n; i++)
 		n += p->sess[i].connected;
-	metrics_set("mrprov_ssh_connections_open", NULL, n);
+	struct sbuf labels;
+	sbuf_init(&labels);
+	const char *kv[] = { "host", p->name };
+	metrics_labels(&labels, kv, 1);
+	metrics_set("mrprov_ssh_connections_open", labels.data, n);
+	sbuf_free(&labels);
 }
 
 /* Returns 1 for the pool's first refusal (sessions connecting at the same

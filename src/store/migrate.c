@@ -103,6 +103,34 @@ static int upgrade_to_v7(sqlite3 *db, char **msg)
 			    NULL, NULL, msg);
 }
 
+/* version 8: Dokku hosts (issue 16). Each instance's host, decided by
+ * placement before any command is sent and changed only by a move: the
+ * instances that exist already are on the implicit host, "default". A
+ * host's drain, set through the API, survives a restart. */
+static int upgrade_to_v8(sqlite3 *db, char **msg)
+{
+	/* (a store whose version was set back by hand may have the column:
+	 * the upgrade then only fills what is missing, as v6's IF NOT EXISTS) */
+	sqlite3_stmt *st;
+	int have = 0;
+	if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info('instances') WHERE name = 'host'", -1, &st, NULL) ==
+	    SQLITE_OK) {
+		have = sqlite3_step(st) == SQLITE_ROW;
+		sqlite3_finalize(st);
+	}
+	if (!have) {
+		int rc = sqlite3_exec(db, "ALTER TABLE instances ADD COLUMN host TEXT;", NULL, NULL, msg);
+		if (rc != SQLITE_OK)
+			return rc;
+	}
+	return sqlite3_exec(db,
+			    "UPDATE instances SET host = 'default' WHERE host IS NULL;"
+			    "CREATE INDEX IF NOT EXISTS instances_by_host ON instances (host);"
+			    "CREATE TABLE IF NOT EXISTS hosts (name TEXT PRIMARY KEY,"
+			    " draining INTEGER NOT NULL DEFAULT 0, updated_at TEXT NOT NULL);",
+			    NULL, NULL, msg);
+}
+
 /* upgrades[v] takes a database from version v-1 to v. Version 1 exists only
  * as the first schema: a new database gets schema.sql at once. */
 static const store_upgrade_fn upgrades[STORE_SCHEMA_VERSION + 1] = {
@@ -112,6 +140,7 @@ static const store_upgrade_fn upgrades[STORE_SCHEMA_VERSION + 1] = {
 	[5] = upgrade_to_v5,
 	[6] = upgrade_to_v6,
 	[7] = upgrade_to_v7,
+	[8] = upgrade_to_v8,
 };
 
 static int create_current(sqlite3 *db, char **msg)

@@ -27,7 +27,19 @@ CREATE TABLE IF NOT EXISTS instances (
   updated_at TEXT NOT NULL,
   health_state TEXT,
   health_checked_at TEXT,
-  health_error TEXT
+  health_error TEXT,
+  host TEXT
+);
+-- host: the Dokku host the instance lives on (lua/placement.lua decides it
+-- before any command is sent; only a move changes it).
+CREATE INDEX IF NOT EXISTS instances_by_host ON instances (host);
+
+-- A host drained through the API (POST /api/v1/hosts/{name}/drain): it gets
+-- no new instance. Host files may also say draining = true.
+CREATE TABLE IF NOT EXISTS hosts (
+  name TEXT PRIMARY KEY,
+  draining INTEGER NOT NULL DEFAULT 0,
+  updated_at TEXT NOT NULL
 );
 
 -- not_before: a queued job is not claimed before this time (ISO-8601 UTC;

@@ -55,7 +55,7 @@ int main(void)
 	snprintf(tiers_dir, sizeof tiers_dir, "%s/tiers/", root); /* a trailing '/' is the same directory */
 	snprintf(hooks_dir, sizeof hooks_dir, "%s/hooks", root);   /* missing */
 	snprintf(profiles_dir, sizeof profiles_dir, "%s/profiles", root);
-	struct sources *s = sources_read(lua_dir, tiers_dir, profiles_dir, hooks_dir);
+	struct sources *s = sources_read(lua_dir, tiers_dir, profiles_dir, hooks_dir, NULL);
 
 	/* Edits after the read are not seen. */
 	put("profiles/split.lua", "edited (\n");

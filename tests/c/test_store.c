@@ -288,6 +288,20 @@ int main(void)
 	CHECK(store_job_claim(id, sizeof id) == 1);
 	CHECK_STR(id, "later");
 
+	/* Version 7 (issue 16): every instance that exists is on the implicit
+	 * host; the hosts table (drains) is created. */
+	exec("DROP INDEX instances_by_host; ALTER TABLE instances DROP COLUMN host; DROP TABLE hosts;"
+	     "PRAGMA user_version=6;");
+	store_close();
+	CHECK(store_open(path, 0, err, sizeof err) == 0);
+	CHECK(user_version() == STORE_SCHEMA_VERSION);
+	sqlite3_prepare_v2(store_conn(),
+			   "SELECT count(*), sum(host = 'default'), (SELECT count(*) FROM hosts) FROM instances", -1,
+			   &st, NULL);
+	CHECK(sqlite3_step(st) == SQLITE_ROW);
+	CHECK(sqlite3_column_int(st, 0) == 4 && sqlite3_column_int(st, 1) == 4 && sqlite3_column_int(st, 2) == 0);
+	sqlite3_finalize(st);
+
 	/* Read-only mode refuses writes. */
 	store_close();
 	CHECK(store_open(path, 1, err, sizeof err) == 0);

@@ -4,9 +4,9 @@
 #include "dokku/transport.h"
 
 #include <stdlib.h>
-#include <sys/stat.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static int ok(const char *s)
@@ -164,5 +164,43 @@ int main(void)
 	CHECK(transport_run_input(argv7, 1, in, TRANSPORT_MAX_INPUT, 10, -1, &r) == 0 && r.exit_code == 0);
 	transport_result_free(&r);
 	free(in);
+
+	/* issue 16: named hosts. Dry-run and local know the implicit host alone. */
+	char names[TRANSPORT_MAX_HOSTS][TRANSPORT_HOST_NAME_MAX + 1];
+	CHECK(transport_hosts(names, TRANSPORT_MAX_HOSTS) == 1 && strcmp(names[0], "default") == 0);
+	CHECK(transport_host_name_ok("h1") && transport_host_name_ok("eu-west_2") && !transport_host_name_ok("H1") &&
+	      !transport_host_name_ok("1h") && !transport_host_name_ok("") && !transport_host_name_ok("a b"));
+	/* SSH with host files only (no DOKKU_HOST): no implicit host; a host
+	 * list is checked whole, and a refused one changes nothing. */
+	struct ssh_pool_opts none = { .sessions = 1 };
+	CHECK(transport_init(TRANSPORT_SSH, &none, NULL, err, sizeof err) == 0);
+	CHECK(transport_hosts(names, TRANSPORT_MAX_HOSTS) == 0);
+	CHECK(transport_run_on(NULL, argv3, 2, NULL, 0, 5, -1, &r) < 0 && strstr(r.error, "no Dokku host named 'default'"));
+	transport_result_free(&r);
+	char key[] = "/tmp/mrprov-transport-key-XXXXXX";
+	int kfd = mkstemp(key); /* mode 0600 */
+	close(kfd);
+	struct transport_host list[2] = {
+		{ "h1", "127.0.0.1", 1, "dokku", key, "/tmp/none" },
+		{ "Bad", "127.0.0.1", 1, "dokku", key, "/tmp/none" },
+	};
+	CHECK(transport_hosts_set(list, 2, err, sizeof err) < 0);
+	CHECK(transport_hosts(names, TRANSPORT_MAX_HOSTS) == 0);
+	chmod(key, 0644);
+	CHECK(transport_hosts_set(list, 1, err, sizeof err) < 0 && strstr(err, "host h1: key_path") &&
+	      strstr(err, "0644"));
+	chmod(key, 0600);
+	CHECK(transport_hosts_set(list, 1, err, sizeof err) == 0);
+	CHECK(transport_hosts(names, TRANSPORT_MAX_HOSTS) == 1 && strcmp(names[0], "h1") == 0);
+	/* port 1 on loopback refuses: the host is unhealthy, its command a
+	 * transient failure; another name is no host at all */
+	char why[300];
+	CHECK(transport_host_check("h1", 30, why, sizeof why) < 0 && strstr(why, "Dokku did not answer"));
+	CHECK(transport_run_on("h2", argv3, 2, NULL, 0, 5, -1, &r) < 0 && strstr(r.error, "no Dokku host named 'h2'"));
+	transport_result_free(&r);
+	CHECK(transport_hosts_set(NULL, 0, err, sizeof err) == 0); /* no files: the implicit host, none here */
+	CHECK(transport_hosts(names, TRANSPORT_MAX_HOSTS) == 0);
+	transport_shutdown();
+	unlink(key);
 	return check_done();
 }

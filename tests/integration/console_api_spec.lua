@@ -197,8 +197,14 @@ describe("console API #integration", function()
       assert.are.equal(2, #p1.instances)
       assert.are.equal(1, #p2.instances)
       assert.are.equal(3, p2.total)
+      -- every instance is on the implicit host ("default": no host files)
+      local _, dh = H.request(srv, "GET", "/api/v1/instances?host=default", nil, AUTH)
+      assert.are.equal(3, dh.total)
+      assert.are.equal("default", dh.instances[1].host)
+      local _, xh = H.request(srv, "GET", "/api/v1/instances?host=x", nil, AUTH)
+      assert.are.equal(0, xh.total)
       for _, bad in ipairs({ "status=nope", "limit=0", "limit=501", "offset=-1", "drift=maybe", "tier=a%20b",
-                             "host=x" }) do
+                             "host=a%20b" }) do
         local c, e = H.request(srv, "GET", "/api/v1/instances?" .. bad, nil, AUTH)
         assert.are.equal(422, c, bad)
         assert.are.equal("invalid_value", e.error.code)

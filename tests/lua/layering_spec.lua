@@ -14,14 +14,16 @@ local LAYERS = {
   { "entry", "boot", "cli", "api", "worker" },              -- what C calls
   { "sweep", "reconcile" },                                  -- the drift sweep (runs the subscriptions sync)
   { "sync", "subscriptions_sync" },                          -- converging on Supabase's subscriptions table
-  { "handlers", "requests", "webhooks", "lifecycle", "retry", "rollout" }, -- the write requests, Supabase webhooks,
-  -- stop/start, a failed job's retry, fleet rollouts
+  -- the write requests, Supabase webhooks, stop/start, a failed job's retry,
+  -- fleet rollouts; the hosts API
+  { "handlers", "requests", "webhooks", "lifecycle", "retry", "rollout", "hosts_api" },
   { "listings", "listings" },                                -- the API's list reads (instances, jobs)
   { "jobs", "plan", "converge", "health", "drift", "reconcile_bulk", "orphans" }, -- a job: its plan, applying it,
   -- readiness; an instance's drift, the sweep's bulk readings and orphans
   { "steps", "executor", "journal" },                        -- running commands, the step journal
-  { "model", "engine", "desired", "hooks", "instances", "model_key" }, -- desired state, hooks, rows, model key
-  { "parts", "tiers", "tier_check", "profiles", "hook_handle", "hook_merge" },
+  -- desired state, hooks, rows, model key; what hosts hold, placement
+  { "model", "engine", "desired", "hooks", "instances", "model_key", "host_usage", "placement" },
+  { "parts", "tiers", "tier_check", "profiles", "hook_handle", "hook_merge", "hosts" },
   { "resources", "resources." },                             -- lua/resources/*.lua
   { "resources.lib", "resources.lib." },                     -- what the resource modules share
   { "base", "validate", "validate_request", "json", "command", "redact", "store_error", "generation", "tar",
