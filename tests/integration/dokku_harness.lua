@@ -34,7 +34,7 @@ if not M.root then
   M.root = d and abs(d .. "/../..") or (os.getenv("PWD") or ".")
 end
 M.harness = M.root .. "/tests/fixtures/sshd-harness"
-M.sim = M.root .. "/tests/fixtures/dokku-sim"
+M.sim = M.root .. "/tests/fixtures/dokku-sim-run"
 
 local function q(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
