@@ -127,6 +127,25 @@ describe("dokku-sim over a real sshd #integration", function()
       assert.matches("rc=1", out)
     end)
 
+    it("runs from the compiled copy only while it was compiled from the simulator's source as it is", function()
+      local cache = h.state .. "/.dokku-sim.luac"
+      local code, out = D.run_local(h, { "version" })
+      assert.are.equal(0, code)
+      assert.matches("^dokku version ", out)
+      local kept = read_file(cache)
+      local src = read_file(D.root .. "/tests/fixtures/dokku-sim")
+      assert.are.equal(#src .. "\n" .. src, kept:sub(1, #tostring(#src) + 1 + #src))
+      -- a copy of another source (an edited simulator) is not used: its
+      -- "bytecode" here would print something else, or fail to load
+      local f = assert(io.open(cache, "wb"))
+      f:write("3\nold", string.dump(load("io.write('stale copy') os.exit(0)")))
+      f:close()
+      code, out = D.run_local(h, { "version" })
+      assert.are.equal(0, code)
+      assert.matches("^dokku version ", out)
+      assert.are.equal(kept, read_file(cache)) -- compiled again and kept
+    end)
+
     it("stops sshd with its sessions and restarts it on the same port and host key", function()
       local kh = read_file(h.known_hosts)
       local port = h.port
