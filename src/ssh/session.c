@@ -219,15 +219,20 @@ static void read_turn(struct session *s, struct turn *t)
 	pthread_mutex_unlock(&p->lock);
 }
 
-/* Connects when the session is down, has (or may get) work, its backoff has
- * passed and the pool was not refused; a failure doubles the backoff (0.2 s
- * up to 10 s). A refusal is logged once for the pool, a retry by session 0
- * or by a session with queued work. */
+/* Connects when the session is down and the pool was not refused: for
+ * queued work at once, otherwise (reconnecting while idle, not when stopping)
+ * once its backoff has passed; a failure doubles the backoff (0.2 s up to
+ * 10 s). Queued commands fail as unconnected only after an attempt made for
+ * them: a server back within the backoff serves them, so a job's retries are
+ * not used up against a server that answers. A failed attempt fails the
+ * queue, so this tries once per batch of commands, paced by their callers'
+ * own backoff. A refusal is logged once for the pool, a retry by session 0 or
+ * by a session with queued work. */
 static void connect_when_due(struct session *s, const struct turn *t)
 {
 	struct ssh_pool *p = s->pool;
 	double now = clock_mono();
-	if (s->connected || !(t->pending > 0 || !t->stopping) || now < s->next_connect || t->refused)
+	if (s->connected || t->refused || (t->pending == 0 && (t->stopping || now < s->next_connect)))
 		return;
 	char err[512];
 	int ref = 0;
