@@ -831,6 +831,42 @@ describe("dokku-sim over a real sshd #integration", function()
       D.set_faults(h, {})
     end)
 
+    it("reads take no state lock (as real Dokku); a change waits for the lock", function()
+      ok("apps:create rl")
+      -- hold the state lock as a live command would: this process owns it
+      local stat = read_file("/proc/self/stat")
+      local pid = stat:match("^(%d+)")
+      local fields = {}
+      for w in stat:match("^%d+ %(.*%) (.*)$"):gmatch("%S+") do
+        fields[#fields + 1] = w
+      end
+      assert.is_true(os.rename(h.state .. "/lock", h.state .. "/lock.held." .. pid))
+      local f = assert(io.open(h.state .. "/lock.owner", "w"))
+      f:write(pid .. " " .. fields[20] .. "\n")
+      f:close()
+      -- (bounded: a read that waited for the lock would wait for ever)
+      local rp = io.popen("timeout 10 " .. D.ssh_argv(h) .. " -- apps:list </dev/null 2>&1; echo rc=$?")
+      local read_out = rp:read("a")
+      rp:close()
+      -- a change started now waits for the lock
+      local res
+      local co = coroutine.wrap(function()
+        res = parallel(h, { "apps:create rl2" })
+      end)
+      local pending = io.popen("sleep 1.2; mv " .. q(h.state .. "/lock.held." .. pid) .. " " .. q(h.state .. "/lock")
+        .. " && echo released")
+      local t0 = socket.gettime()
+      co()
+      local waited = socket.gettime() - t0
+      local released = pending:read("a")
+      pending:close()
+      assert.matches("\nrl\n", read_out)
+      assert.matches("rc=0\n$", read_out)
+      assert.matches("released", released)
+      assert.are.equal(0, res[1].code, res[1].err)
+      assert.is_true(waited >= 1.0, "the change did not wait for the lock: " .. waited)
+    end)
+
     it("a delayed git:from-image holds the app's deploy lock; the loser's commit stays (retry: no changes)", function()
       ok("apps:create dl")
       D.settings(h, { deploy_ms = 1500 })
