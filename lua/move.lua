@@ -391,8 +391,12 @@ local function copy_data(job, inst, state, mv, redact, cfg)
   end
   local dir = cfg.settings.backup_dir .. "/" .. inst.app_name
   assert(sys.mkdir_p(dir))
+  -- (a file an interrupted run left is written again: the transport
+  -- creates a stream's file exclusively)
   local function tmp(name, ext)
-    return ("%s/move-%s-%s.%s"):format(dir, job.id, name, ext)
+    local path = ("%s/move-%s-%s.%s"):format(dir, job.id, name, ext)
+    os.remove(path)
+    return path
   end
   for _, svc in ipairs(state.services or {}) do
     local path = tmp(svc.name, "dump")

@@ -220,26 +220,68 @@ describe("moving instances between Dokku hosts #integration", function()
     end
   end)
 
-  it("resumes a move after kill -9 at a seeded point and ends with exactly one copy", function()
-    local app = provision_on("sub_mv_crash", "h1")
-    local data = put_data(by_name.h1, app)
-    local target = by_name.h3
-    local since = #D.log(target)
-    local point = random(24) -- the target's commands before the kill
-    local code, j = H.request(srv, "POST", "/api/v1/instances/sub_mv_crash/move", { host = "h3" })
-    assert.are.equal(202, code, cjson.encode(j))
-    local ok = pcall(H.eventually, "the kill point", function()
-      return #D.log(target) - since >= point
-    end, 30, 0.01)
-    H.stop(srv, "KILL")
-    print(("move_spec: kill -9 after %d target command(s) (%s)"):format(#D.log(target) - since,
-      ok and "at the point" or "the job ended first"))
-    srv = H.start({ dir = dir, env = env })
-    local job = job_done(j.job_id, 90)
-    assert.are.equal("succeeded", job.state, cjson.encode(job))
-    assert.are.equal("h3", status("sub_mv_crash").host)
-    assert_only_on(app, "h3")
-    assert_data(target, app, data)
+  -- The kill points: a command of the move on one of its hosts (the
+  -- phases: the target's convergence, the data, the switch, the source's
+  -- backup and teardown), chosen by the seed; `nth`: the count of commands
+  -- on that host when no pattern is given.
+  local POINTS = {
+    { host = "to", nth = true },
+    { host = "from", match = "^postgres:export" },
+    { host = "to", match = "^redis:import" },
+    { host = "to", match = "^git:from%-archive" },
+    { host = "to", match = "^run %-%-no%-tty %S+ tar %-xzf" },
+    { host = "to", match = "^domains:set" },
+    { host = "to", match = "^letsencrypt:enable" },
+    { host = "from", match = "^run %-%-no%-tty %S+ tar %-C" },
+    { host = "from", match = "^apps:destroy" },
+  }
+
+  local function logged(h, since, pattern)
+    for i, e in ipairs(D.log(h)) do
+      local words = {}
+      for _, w in ipairs(e.argv) do
+        if w ~= "--quiet" then words[#words + 1] = w end
+      end
+      if i > since and table.concat(words, " "):find(pattern) then return true end
+    end
+    return false
+  end
+
+  it("resumes moves after kill -9 at seeded points and ends each with exactly one copy", function()
+    for trial = 1, 3 do
+      local sub = "sub_mv_crash_" .. trial
+      local from_name, to_name = "h1", trial == 2 and "h2" or "h3"
+      local app = provision_on(sub, from_name)
+      local data = put_data(by_name.h1, app)
+      local domains = {}
+      for name, a in pairs(D.state(by_name.h1).apps) do
+        if name:sub(1, #app) == app then domains[name] = a.domains end
+      end
+      local p = POINTS[random(#POINTS)]
+      local h = by_name[p.host == "to" and to_name or from_name]
+      local since = #D.log(h)
+      local nth = random(40)
+      local code, j = H.request(srv, "POST", "/api/v1/instances/" .. sub .. "/move", { host = to_name })
+      assert.are.equal(202, code, cjson.encode(j))
+      local ok = pcall(H.eventually, "the kill point", function()
+        if p.nth then return #D.log(h) - since >= nth end
+        return logged(h, since, p.match)
+      end, 30, 0.01)
+      H.stop(srv, "KILL")
+      print(("move_spec: trial %d: kill -9 at %s on %s (%s)"):format(trial, p.match or (nth .. " commands"), p.host,
+        ok and "at the point" or "the job ended first"))
+      srv = H.start({ dir = dir, env = env })
+      local job = job_done(j.job_id, 90)
+      assert.are.equal("succeeded", job.state, cjson.encode(job))
+      assert.are.equal(to_name, status(sub).host)
+      assert_only_on(app, to_name)
+      assert_data(by_name[to_name], app, data)
+      -- the switch: the target serves the domains the source did
+      local target_apps = D.state(by_name[to_name]).apps
+      for name, d in pairs(domains) do
+        assert.same(d, target_apps[name].domains, name)
+      end
+    end
   end)
 
   it("evacuates a drained host: every instance on the others, data identical, nothing left", function()
@@ -251,15 +293,44 @@ describe("moving instances between Dokku hosts #integration", function()
       data[i] = put_data(by_name.h2, apps[i])
     end
     assert.are.equal(200, (H.request(srv, "POST", "/api/v1/hosts/h2/drain")))
+    -- (an earlier spec's moved instance may be on h2 too: it goes as well)
+    local _, hv = H.request(srv, "GET", "/api/v1/hosts")
+    local on_h2
+    for _, v in ipairs(hv.hosts) do
+      if v.name == "h2" then on_h2 = v.instances_left end
+    end
+    assert.is_true(on_h2 >= 3)
     local code, j = H.request(srv, "POST", "/api/v1/hosts/h2/evacuate")
     assert.are.equal(202, code, cjson.encode(j))
-    assert.are.equal(3, #j.job_ids)
-    local _, hv = H.request(srv, "GET", "/api/v1/hosts")
+    assert.are.equal(on_h2, #j.job_ids)
+    assert.same({}, j.skipped)
+    _, hv = H.request(srv, "GET", "/api/v1/hosts")
     for _, v in ipairs(hv.hosts) do
-      if v.name == "h2" then assert.are.equal(3, v.instances_left) end
+      if v.name == "h2" then
+        assert.are.equal(on_h2, v.instances_left)
+        assert.are.equal(on_h2, v.moving_out)
+      end
     end
+    -- at most EVACUATE_PARALLEL (2) of them run at once
+    local most = 0
+    H.eventually("the evacuation's moves to end", function()
+      local running = H.sqlite_rows(dir .. "/data/mrprov.db", "SELECT COUNT(*) AS n FROM instances WHERE " ..
+        "json_extract(spec, '$.move.started') = 1")[1].n
+      most = math.max(most, running)
+      local left = H.sqlite_rows(dir .. "/data/mrprov.db", "SELECT COUNT(*) AS n FROM instances WHERE " ..
+        "json_extract(spec, '$.move') IS NOT NULL")[1].n
+      return left == 0, left .. " left"
+    end, 120, 0.05)
+    assert.is_true(most >= 1 and most <= 2, "moves at once: " .. most)
     for _, id in ipairs(j.job_ids) do
-      assert.are.equal("succeeded", job_done(id, 90).state)
+      local job = job_done(id, 90)
+      assert.are.equal("succeeded", job.state)
+      -- the source was removed after a backup of its data: the two
+      -- services' exports and the storage archive
+      assert.are.equal(3, #job.result.backup.files, cjson.encode(job.result))
+      for _, f in ipairs(job.result.backup.files) do
+        assert.truthy(read(f.path), f.path)
+      end
     end
     for i, sub in ipairs(subs) do
       local v = status(sub)
