@@ -43,7 +43,6 @@
 local command = require "command"
 local converge = require "converge"
 local dokku = require "mrprov.dokku"
-local engine = require "engine"
 local executor = require "executor"
 local generation = require "generation"
 local health = require "health"
@@ -102,9 +101,9 @@ local function host_health(list)
   return out
 end
 
-local function views(list, health)
+local function views(list, healths)
   return host_usage.view(list, function(name)
-    local hh = health[name]
+    local hh = healths[name]
     if hh and not hh.ok then return false, hh.why end
     return true
   end)
@@ -112,11 +111,11 @@ end
 
 -- The decision for one instance, inside the caller's transaction: the
 -- target host, or { status, code, message, field }.
-local function choose(inst, want, cfg, health)
+local function choose(inst, want, cfg, healths)
   local list = cfg.hosts or { hosts.implicit() }
   local from = instances.host_of(inst)
   local need = { memory_mb = (inst.limits or {}).memory_mb, cpu = (inst.limits or {}).cpu, instances = 1 }
-  local vs = views(list, health)
+  local vs = views(list, healths)
   if want then
     local v
     for _, x in ipairs(vs) do
@@ -211,7 +210,7 @@ function M.request(subscription_id, body)
     return fail(422, "invalid_value", "host must be the name of a Dokku host", "host")
   end
   local cfg = generation.current()
-  local health = host_health(cfg.hosts or { hosts.implicit() })
+  local healths = host_health(cfg.hosts or { hosts.implicit() })
   local d = store.tx(function()
     local inst = instances.get(sub)
     if not inst or inst.status == "deprovisioned" then
@@ -222,7 +221,7 @@ function M.request(subscription_id, body)
     if why then
       return { status = 409, code = "conflict", message = why }
     end
-    local to, err = choose(inst, want, cfg, health)
+    local to, err = choose(inst, want, cfg, healths)
     if not to then
       return err
     end
@@ -250,7 +249,7 @@ function M.evacuate(name)
   if not host then
     return fail(404, "not_found", "no such Dokku host", "name")
   end
-  local health = host_health(list)
+  local healths = host_health(list)
   local d = store.tx(function()
     local v = host_usage.view({ host })[1]
     if not v.draining then
@@ -268,7 +267,7 @@ function M.evacuate(name)
         local why = refusal(inst)
         local to, err
         if not why then
-          to, err = choose(inst, nil, cfg, health)
+          to, err = choose(inst, nil, cfg, healths)
           why = not to and err.message or nil
         end
         if to then
@@ -502,6 +501,12 @@ local function take_slot(job, mv, cfg)
   end)
 end
 
+-- Seconds before a move that cannot go on is tried again (as a job whose
+-- host is down, lua/worker.lua): doubling from 0.5 s per claim, at most 5.
+local function retry_in(attempts)
+  return math.min(5, 0.5 * 2 ^ math.max(0, math.min((attempts or 1) - 1, 10)))
+end
+
 local function requeue(job, waiting, delay)
   pcall(store.tx, function()
     instances.update_job(job.id, { state = "queued", waiting_for = waiting, step = json.null,
@@ -591,7 +596,7 @@ function M.run_job(job)
     end
     if e.host_down then
       return requeue(job, ("Dokku host %s is unreachable (%s)"):format(e.host_down, tostring(e.host_error)),
-        require("worker").host_retry(job.attempts))
+        retry_in(job.attempts))
     end
     if mv.phase ~= "rollback" then
       save_move(job.subscription_id, function(_, m) m.phase, m.error = "rollback", redact(tostring(e.message)) end)
@@ -603,7 +608,8 @@ function M.run_job(job)
     if not rok then
       local e = type(rerr) == "table" and rerr or { message = tostring(rerr) }
       log.warn("move rollback did not finish; tried again", fields)
-      return requeue(job, "rolling back the target: " .. tostring(e.message), require("worker").host_retry(job.attempts))
+      return requeue(job, "rolling back the target: " .. tostring(e.message),
+        retry_in(job.attempts))
     end
     local message = ("move to %s failed before the switch; the target was rolled back, the instance stays on %s: %s")
       :format(mv.to, mv.from, tostring(mv.error))
@@ -647,7 +653,7 @@ function M.run_job(job)
   end)
   if not ok then
     local e = type(err) == "table" and err or { message = tostring(err) }
-    local delay = e.shutdown and 0 or require("worker").host_retry(job.attempts)
+    local delay = e.shutdown and 0 or retry_in(job.attempts)
     fields.error = e.message
     log.warn("move past its switch did not finish; tried again", fields)
     return requeue(job, e.shutdown and converge.SHUTDOWN or ("finishing the move (" .. mv.phase .. "): "

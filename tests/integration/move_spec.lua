@@ -55,7 +55,7 @@ end
 describe("moving instances between Dokku hosts #integration", function()
   local by_name, hosts, srv, dir, env = {}, {}, nil, nil, nil
   local seed = tonumber(os.getenv("MRPROV_MOVE_SEED") or "") or os.time()
-  local rng = seed
+  local rng = (seed * 2654435761 + 97) % 2147483648
 
   local function random(n)
     rng = (rng * 1103515245 + 12345) % 2147483648
@@ -280,6 +280,10 @@ describe("moving instances between Dokku hosts #integration", function()
       local target_apps = D.state(by_name[to_name]).apps
       for name, d in pairs(domains) do
         assert.same(d, target_apps[name].domains, name)
+        -- and runs (the app stopped while its data was restored started again)
+        if target_apps[name].deploy.deployed then
+          assert.is_true(target_apps[name].deploy.running, name .. " runs")
+        end
       end
     end
   end)
