@@ -195,6 +195,7 @@ describe("moving instances between Dokku hosts #integration", function()
     local app = provision_on("sub_mv_fail", "h1")
     local data = put_data(by_name.h1, app)
     local before = D.state(by_name.h1).apps
+    local since = #D.log(by_name.h2)
     D.set_faults(by_name.h2, { { match = "postgres:import", action = "fail", exit = 1,
                                  stderr = "pg_restore: error: could not execute query\n" } })
     local code, j = H.request(srv, "POST", "/api/v1/instances/sub_mv_fail/move", { host = "h2" })
@@ -211,6 +212,10 @@ describe("moving instances between Dokku hosts #integration", function()
     assert.are.equal("h1", v.host)
     assert.are.equal("running", v.status)
     assert_only_on(app, "h1")
+    -- the target had been provisioned, and was torn down again
+    local sent = table.concat(D.mutating(by_name.h2, since), "\n")
+    assert.matches("apps:create " .. app .. "-backend", sent, 1, true)
+    assert.matches("apps:destroy --force " .. app .. "-backend", sent, 1, true)
     assert_data(by_name.h1, app, data)
     -- the source's apps are as they were: still running, domains kept
     local after = D.state(by_name.h1).apps
