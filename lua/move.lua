@@ -71,10 +71,6 @@ M.HELPER_SUFFIX = "-mv"
 M.RESTORE_PATH = "/mrprov-restore"
 M.ARCHIVE_DIR = "/mrprov-move"
 M.ARCHIVE_NAME = "storage.tar.gz"
--- What one import or restore may carry: the transport's stdin bound
--- (src/dokku/transport.h TRANSPORT_MAX_INPUT), less room for the context.
-M.MAX_DATA = 1024 * 1024 - 4096
-
 local answer, fail = requests.answer, requests.fail
 
 local function check(v, err, code)
@@ -351,22 +347,12 @@ local function run_steps(job, host, cmds, redact)
   end
 end
 
-local function read_bounded(path, what)
-  local f = io.open(path, "rb")
-  if not f then
-    error({ message = what .. ": the export file " .. path .. " is missing" }, 0)
-  end
-  local data = f:read(M.MAX_DATA + 1) or ""
-  f:close()
-  if #data > M.MAX_DATA then
-    error({ message = ("%s: its export is over %d bytes, more than a move carries to Dokku on stdin"):format(what,
-      M.MAX_DATA) }, 0)
-  end
-  return data
-end
-
--- The build context that carries a storage archive to the target.
-local function restore_context(image, archive)
+-- The build context that carries a storage archive to the target: a tar
+-- of a Dockerfile (from the app's own image, which has tar: the backup
+-- runs it) that copies the archive into the image, and the archive,
+-- written to path with the archive file copied in chunks (any size: the
+-- transport streams the context from the file). True, or nil, why.
+local function restore_context(image, archive_path, path)
   local dockerfile = table.concat({
     "FROM " .. image,
     -- tar restores the archive's owners only as root
@@ -375,7 +361,39 @@ local function restore_context(image, archive)
     "CMD [\"sleep\", \"infinity\"]",
     "",
   }, "\n")
-  return tar.archive({ { name = "Dockerfile", content = dockerfile }, { name = M.ARCHIVE_NAME, content = archive } })
+  local src, err = io.open(archive_path, "rb")
+  if not src then
+    return nil, err
+  end
+  local size = src:seek("end")
+  src:seek("set", 0)
+  local out, oerr = io.open(path, "wb")
+  if not out then
+    src:close()
+    return nil, oerr
+  end
+  local function pad(n)
+    return string.rep("\0", (tar.BLOCK - n % tar.BLOCK) % tar.BLOCK)
+  end
+  out:write(tar.header("Dockerfile", #dockerfile, 420), dockerfile, pad(#dockerfile))
+  out:write(tar.header(M.ARCHIVE_NAME, size, 420))
+  local copied = 0
+  while true do
+    local chunk = src:read(65536)
+    if not chunk then break end
+    copied = copied + #chunk
+    out:write(chunk)
+  end
+  src:close()
+  out:write(pad(size), string.rep("\0", 2 * tar.BLOCK))
+  local ok, cerr = out:close()
+  if not ok then
+    return nil, cerr
+  end
+  if copied ~= size then
+    return nil, archive_path .. " changed while it was read"
+  end
+  return true
 end
 
 -- The helper app's commands, each safe to repeat (a crash may cut them).
@@ -403,9 +421,10 @@ local function copy_data(job, inst, state, mv, redact, cfg)
       { mutating = false, stream = true })
     export.stdout_file = path
     run_steps(job, mv.from, { export }, redact)
-    local data = read_bounded(path, svc.kind .. " " .. svc.name)
+    -- the export streamed into the target's service, from the file
     local import = command.new("move", svc.name, { svc.kind .. ":import", svc.name },
-      { svc.kind .. ":import", svc.name, "<", svc.kind .. ":export", "of", mv.from }, { stdin = data })
+      { svc.kind .. ":import", svc.name, "<", svc.kind .. ":export", "of", mv.from })
+    import.stdin_file = path
     run_steps(job, mv.to, { import }, redact)
     os.remove(path)
   end
@@ -418,26 +437,32 @@ local function copy_data(job, inst, state, mv, redact, cfg)
         { mutating = false, stream = true })
       export.stdout_file = path
       run_steps(job, mv.from, { export }, redact)
-      local archive = read_bounded(path, "the storage of " .. a.name)
       if type(a.image) ~= "string" then
         error({ message = "the storage of " .. a.name .. ": the app has no image to restore it with" }, 0)
       end
-      local context = assert(restore_context(a.image, archive))
+      local context = tmp(a.name, "context.tar")
+      local made, cerr = restore_context(a.image, path, context)
+      if not made then
+        error({ message = "the storage of " .. a.name .. ": " .. tostring(cerr) }, 0)
+      end
       local helper = a.name .. M.HELPER_SUFFIX
+      local deploy = command.new("move", helper, { "git:from-archive", "--archive-type", "tar", helper, "--" },
+        { "git:from-archive", "--archive-type", "tar", helper, "--", "<", "context", "with", "the", "storage",
+          "of", a.name })
+      deploy.stdin_file = context
       run_steps(job, mv.to, {
         -- nothing writes the directory while it is replaced
         command.new("move", a.name, { "ps:stop", a.name }),
         helper_destroy(helper),
         command.new("move", helper, { "apps:create", helper }),
         command.new("move", helper, { "storage:mount", helper, s.host_path .. ":" .. M.RESTORE_PATH }),
-        command.new("move", helper, { "git:from-archive", "--archive-type", "tar", helper, "--" },
-          { "git:from-archive", "--archive-type", "tar", helper, "--", "<", "context", "with", "the", "storage",
-            "of", a.name }, { stdin = context }),
+        deploy,
         command.new("move", helper, { "run", "--no-tty", helper, "tar", "-xzf",
           M.ARCHIVE_DIR .. "/" .. M.ARCHIVE_NAME, "-C", M.RESTORE_PATH }),
         helper_destroy(helper),
       }, redact)
       os.remove(path)
+      os.remove(context)
     end
   end
 end

@@ -97,7 +97,19 @@ describe("moving instances between Dokku hosts #integration", function()
 
   -- Puts data into the instance's services and storage on host h; returns
   -- what was put there.
-  local function put_data(h, app)
+  -- Bytes that do not compress (so the storage archive is as large).
+  local function noise(n, salt)
+    local x, parts = salt, {}
+    for i = 1, n // 4 do
+      x = (x * 1103515245 + 12345) % 2147483648
+      parts[i] = string.pack("<I4", x)
+    end
+    return table.concat(parts)
+  end
+
+  -- big: more than the transport's in-memory stdin bound (1 MiB) in the
+  -- Postgres dump and in a storage file, which are streamed from files.
+  local function put_data(h, app, big)
     local s = D.state(h)
     local objs = D.objects_of(s, app)
     assert.are.equal(1, #objs.postgres)
@@ -105,6 +117,7 @@ describe("moving instances between Dokku hosts #integration", function()
     assert.are.equal(1, #objs.storage)
     local data = { postgres = {}, redis = {} }
     local pg = "PGDMP\1\14\0\4\8\8\1\1" .. app .. "\0rows of " .. app .. "\0\255\0\1" .. string.rep("x", 3000)
+      .. (big and noise(1536 * 1024, 7) or "")
     local rd = "REDIS0012\250\9redis-ver\0058.0.2\254\0key:" .. app .. "\0\255" .. string.rep("\0", 8)
     D.set_service_data(h, "postgres", objs.postgres[1], pg)
     D.set_service_data(h, "redis", objs.redis[1], rd)
@@ -113,9 +126,10 @@ describe("moving instances between Dokku hosts #integration", function()
     local path = s.global.storage[objs.storage[1]].path
     local fs = D.fs_dir(h, path)
     os.execute("mkdir -p " .. D.quote(fs .. "/sub"))
-    write(fs .. "/mindroom.db", "SQLite format 3\0" .. app)
+    local db = "SQLite format 3\0" .. app .. (big and noise(1280 * 1024, 11) or "")
+    write(fs .. "/mindroom.db", db)
     write(fs .. "/sub/notes.txt", "notes of " .. app .. "\n")
-    data.files = { ["mindroom.db"] = "SQLite format 3\0" .. app, ["sub/notes.txt"] = "notes of " .. app .. "\n" }
+    data.files = { ["mindroom.db"] = db, ["sub/notes.txt"] = "notes of " .. app .. "\n" }
     data.path = path
     return data
   end
@@ -299,7 +313,7 @@ describe("moving instances between Dokku hosts #integration", function()
       local sub = "sub_mv_evac_" .. i
       subs[i] = sub
       apps[i] = provision_on(sub, "h2")
-      data[i] = put_data(by_name.h2, apps[i])
+      data[i] = put_data(by_name.h2, apps[i], i == 1)
     end
     assert.are.equal(200, (H.request(srv, "POST", "/api/v1/hosts/h2/drain")))
     -- (an earlier spec's moved instance may be on h2 too: it goes as well)

@@ -29,16 +29,34 @@ describe("move.unserved", function()
 end)
 
 describe("move.restore_context", function()
-  it("is a tar of a Dockerfile from the app's image copying the archive where the restore reads it", function()
+  it("writes a tar of a Dockerfile from the app's image copying the archive where the restore reads it", function()
     local move = require "move"
-    local archive = "\31\139\8\0" .. string.rep("\0\255", 700)
-    local t = assert(move.restore_context("mindroom/backend:1", archive))
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p " .. dir)
+    -- more than the transport's in-memory stdin bound: the context is a file
+    local parts = {}
+    for i = 1, 1200 * 1024 // 64 do parts[i] = ("%064d"):format(i * 7919) end
+    local archive = "\31\139\8\0" .. table.concat(parts) .. "\255"
+    local f = assert(io.open(dir .. "/a.tar.gz", "wb"))
+    f:write(archive)
+    f:close()
+    assert(move.restore_context("mindroom/backend:1", dir .. "/a.tar.gz", dir .. "/ctx.tar"))
+    f = assert(io.open(dir .. "/ctx.tar", "rb"))
+    local t = f:read("a")
+    f:close()
     assert.are.equal(0, #t % 512)
     assert.are.equal("Dockerfile", t:sub(1, 10))
     local dockerfile = t:match("(FROM .-\n)\0")
     assert.matches("^FROM mindroom/backend:1\n", dockerfile)
     assert.matches("\nCOPY storage%.tar%.gz /mrprov%-move/storage%.tar%.gz\n", dockerfile)
     assert.truthy(t:find(archive, 1, true))
+    -- what tar itself reads out of it
+    os.execute("mkdir -p " .. dir .. "/x && tar -xf " .. dir .. "/ctx.tar -C " .. dir .. "/x")
+    f = assert(io.open(dir .. "/x/storage.tar.gz", "rb"))
+    assert.is_true(f:read("a") == archive)
+    f:close()
+    os.execute("rm -rf " .. dir)
   end)
 end)
 
