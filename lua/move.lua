@@ -18,6 +18,9 @@
 --           each persistent storage read with `dokku run --no-tty APP tar
 --           -C PATH -czf - .` on the source (what a deprovision's backup
 --           runs) and restored on the target through a helper app (below);
+--   ready   the same convergence again: the app the restore stopped is
+--           started on its restored data (Dokku's deploy checks), so the
+--           target runs before it serves anything;
 --   switch  the full desired state converged on the target: its domains
 --           and TLS (the instance is then served there);
 --   source  the source torn down after a backup of its data (the
@@ -610,6 +613,16 @@ function M.run_job(job)
     end
     if mv.phase == "data" then
       with_retries(job, function() copy_data(job, inst, state, mv, redact, cfg) end)
+      phase(job.subscription_id, "ready")
+      mv.phase = "ready"
+    end
+    if mv.phase == "ready" then
+      -- the target's apps run again on their restored data (the app the
+      -- restore stopped is started: Dokku's deploy checks pass first)
+      -- before anything is served from them
+      with_retries(job, function()
+        converge.converge(job, inst, unserved(state), ctx_on(mv.to, inst, job, cfg, stamp), redact)
+      end)
       phase(job.subscription_id, "switch")
       mv.phase = "switch"
     end

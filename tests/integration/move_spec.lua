@@ -359,6 +359,19 @@ describe("moving instances between Dokku hosts #integration", function()
       local v = status(sub)
       assert.are_not.equal("h2", v.host)
       assert.are.equal("running", v.status)
+      -- on the target: the backend stopped for its restore, started again,
+      -- then (only then) given its domains
+      local sent = D.mutating(by_name[v.host], 0)
+      local stop, start, served
+      local function is(c, text) return (" " .. c .. " "):find(" " .. text .. " ", 1, true) ~= nil end
+      for k, c in ipairs(sent) do
+        if is(c, "ps:stop " .. apps[i] .. "-backend") then stop = k end
+        if stop and not start and is(c, "ps:start " .. apps[i] .. "-backend") then start = k end
+        if not served and is(c, "domains:set " .. apps[i] .. "-backend") then served = k end
+      end
+      assert.truthy(stop, "ps:stop on " .. v.host)
+      assert.truthy(start, "ps:start after the restore on " .. v.host)
+      assert.truthy(served and served > start, "domains after the start on " .. v.host)
       assert_only_on(apps[i], v.host)
       assert_data(by_name[v.host], apps[i], data[i])
     end
