@@ -7,9 +7,10 @@
 -- - a move that fails before the switch (a fault on the target's
 --   postgres:import) rolls the target back and leaves the source serving,
 --   data untouched;
--- - a move with kill -9 at a seeded point (a count of the target's
---   commands) resumes after the restart and ends with exactly one copy,
---   on the target, its data identical;
+-- - a rollback cut by kill -9 finishes after the restart;
+-- - moves with kill -9 at seeded points (a command of each phase, on the
+--   source or the target) resume after the restart and end with exactly
+--   one copy, on the target, data identical, domains switched;
 -- - a drained host is evacuated: every instance on the others, data
 --   (database and Redis contents, storage files) identical, nothing of
 --   them left on the drained host; GET /api/v1/hosts shows none left.
@@ -237,6 +238,32 @@ describe("moving instances between Dokku hosts #integration", function()
       assert.same(a.domains, after[name].domains)
       assert.are.equal(a.deploy.running, after[name].deploy.running)
     end
+  end)
+
+  it("finishes a rollback cut by kill -9 after the restart", function()
+    local app = provision_on("sub_mv_failkill", "h1")
+    local data = put_data(by_name.h1, app)
+    local target = by_name.h3
+    D.set_faults(target, { { match = "redis:import", action = "fail", exit = 1, stderr = "boom\n" } })
+    local since = #D.log(target)
+    local code, j = H.request(srv, "POST", "/api/v1/instances/sub_mv_failkill/move", { host = "h3" })
+    assert.are.equal(202, code, cjson.encode(j))
+    H.eventually("the rollback to start", function()
+      for i, e in ipairs(D.log(target)) do
+        if i > since and table.concat(e.argv, " "):find("apps:destroy", 1, true) then return true end
+      end
+    end, 30, 0.01)
+    H.stop(srv, "KILL")
+    srv = H.start({ dir = dir, env = env })
+    local job = job_done(j.job_id, 60)
+    D.set_faults(target, {})
+    assert.are.equal("failed", job.state)
+    assert.matches("rolled back", job.error)
+    local v = status("sub_mv_failkill")
+    assert.are.equal("h1", v.host)
+    assert.are.equal("running", v.status)
+    assert_only_on(app, "h1")
+    assert_data(by_name.h1, app, data)
   end)
 
   -- The kill points: a command of the move on one of its hosts (the
