@@ -470,7 +470,8 @@ local function copy_data(job, inst, state, mv, redact, cfg)
   end
 end
 
--- Retries fn (a phase) on transient failures with capped backoff.
+-- Retries fn (the data phase: its commands are not a convergence, which
+-- retries by itself) on transient failures with capped backoff.
 local function with_retries(job, fn)
   local attempt = 0
   while true do
@@ -557,9 +558,7 @@ end
 local function rollback(job, inst, state, mv, redact, cfg, stamp)
   local tjob = setmetatable({ operation = "deprovision", request = { backup_data = false } }, { __index = job })
   local tinst = { subscription_id = inst.subscription_id, app_name = inst.app_name, applied = inst.applied or {} }
-  with_retries(job, function()
-    converge.converge(tjob, tinst, state, ctx_on(mv.to, inst, job, cfg, stamp), redact)
-  end)
+  converge.converge(tjob, tinst, state, ctx_on(mv.to, inst, job, cfg, stamp), redact)
   if dokku.mode() ~= "dry-run" then
     local cmds = {}
     for _, a in ipairs(state.apps or {}) do
@@ -605,9 +604,7 @@ function M.run_job(job)
       error({ message = why }, 0)
     end
     if mv.phase == "target" then
-      with_retries(job, function()
-        converge.converge(job, inst, unserved(state), ctx_on(mv.to, inst, job, cfg, stamp), redact)
-      end)
+      converge.converge(job, inst, unserved(state), ctx_on(mv.to, inst, job, cfg, stamp), redact)
       phase(job.subscription_id, "data")
       mv.phase = "data"
     end
@@ -620,9 +617,7 @@ function M.run_job(job)
       -- the target's apps run again on their restored data (the app the
       -- restore stopped is started: Dokku's deploy checks pass first)
       -- before anything is served from them
-      with_retries(job, function()
-        converge.converge(job, inst, unserved(state), ctx_on(mv.to, inst, job, cfg, stamp), redact)
-      end)
+      converge.converge(job, inst, unserved(state), ctx_on(mv.to, inst, job, cfg, stamp), redact)
       phase(job.subscription_id, "switch")
       mv.phase = "switch"
     end
@@ -670,9 +665,7 @@ function M.run_job(job)
   local final
   ok, err = pcall(function()
     if mv.phase == "switch" then
-      with_retries(job, function()
-        final = converge.converge(job, inst, state, ctx_on(mv.to, inst, job, cfg, stamp), redact)
-      end)
+      final = converge.converge(job, inst, state, ctx_on(mv.to, inst, job, cfg, stamp), redact)
       save_move(job.subscription_id, function(fresh, m)
         m.phase, m.target_applied = "source", final
         fresh.applied = final
@@ -684,7 +677,7 @@ function M.run_job(job)
       local sinst = { subscription_id = inst.subscription_id, app_name = inst.app_name,
                       applied = mv.source_applied or {} }
       local sctx = ctx_on(mv.from, inst, job, cfg, stamp)
-      with_retries(job, function() converge.converge(sjob, sinst, state, sctx, redact) end)
+      converge.converge(sjob, sinst, state, sctx, redact)
       result.backup = { files = sctx.backups }
       result.commands = sctx.commands
     end
