@@ -294,6 +294,9 @@ local handlers = {
   hosts = function(req) return require("hosts_api").list(req) end,
   host_drain = function(req) return require("hosts_api").drain(req, true) end,
   host_undrain = function(req) return require("hosts_api").drain(req, false) end,
+  host_evacuate = function(req) return require("move").evacuate(req.param) end,
+  -- POST /api/v1/instances/{subscription_id}/move (lua/move.lua)
+  move = function(req) return require("move").request(req.param or "", req.body) end,
 }
 
 function M.handle(route, req)

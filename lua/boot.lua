@@ -68,6 +68,8 @@ function M.settings(cfg)
     reconcile_interval = tonumber(cfg.RECONCILE_INTERVAL),
     reconcile_mode = cfg.RECONCILE_MODE,
     reconcile_probes_per_second = tonumber(cfg.RECONCILE_PROBES_PER_SECOND),
+    -- moves out of one Dokku host at a time (lua/move.lua); checked by src/config.c
+    evacuate_parallel = tonumber(cfg.EVACUATE_PARALLEL) or 2,
     -- Instances' dashboards use Supabase auth when the provisioner knows its
     -- project and the anon key for instances (SUPABASE_ANON_KEY).
     supabase_url = cfg.SUPABASE_URL,

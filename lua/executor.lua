@@ -224,7 +224,7 @@ local function run_wave(cmds, redact, host)
   local calls = {}
   for i, c in ipairs(cmds) do
     calls[i] = { argv = command.full_argv(c), timeout = M.timeout(), stdout_file = c.stdout_file, stdin = c.stdin,
-                 host = host }
+                 stdin_file = c.stdin_file, host = host }
   end
   local results, raw = {}, {}
   if #calls == 1 then

@@ -20,11 +20,28 @@ local USED_SQL = "SELECT COALESCE(host, 'default') AS host, COUNT(*) AS instance
   "SUM(COALESCE(json_extract(limits, '$.cpu'), 0)) AS cpu " ..
   "FROM instances WHERE status <> 'deprovisioned' GROUP BY COALESCE(host, 'default')"
 
+-- An instance being moved (lua/move.lua) counts against its target too
+-- until the move ends: moves decided one after another (an evacuation)
+-- see each other's room taken.
+local MOVING_SQL = "SELECT json_extract(spec, '$.move.to') AS host, COUNT(*) AS instances, " ..
+  "SUM(COALESCE(json_extract(limits, '$.memory_mb'), 0)) AS memory_mb, " ..
+  "SUM(COALESCE(json_extract(limits, '$.cpu'), 0)) AS cpu " ..
+  "FROM instances WHERE status <> 'deprovisioned' AND json_extract(spec, '$.move.to') IS NOT NULL " ..
+  "GROUP BY json_extract(spec, '$.move.to')"
+
 -- { [host] = { instances, memory_mb, cpu } } from the store.
 function M.used()
   local out = {}
   for _, r in ipairs(check(store.query(USED_SQL))) do
     out[r.host] = { instances = r.instances or 0, memory_mb = r.memory_mb or 0, cpu = r.cpu or 0 }
+  end
+  for _, r in ipairs(check(store.query(MOVING_SQL))) do
+    local u = out[r.host] or { instances = 0, memory_mb = 0, cpu = 0 }
+    u.instances = u.instances + (r.instances or 0)
+    u.memory_mb = u.memory_mb + (r.memory_mb or 0)
+    u.cpu = u.cpu + (r.cpu or 0)
+    u.moving_in = r.instances or 0
+    out[r.host] = u
   end
   return out
 end

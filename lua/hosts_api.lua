@@ -15,7 +15,7 @@ local M = {}
 
 local answer, fail = requests.answer, requests.fail
 
-local function shown(v)
+local function shown(v, moving)
   local capacity, free = {}, {}
   for _, k in ipairs(hosts.CAPACITY_ORDER) do
     capacity[k] = v.capacity[k] == nil and json.null or v.capacity[k]
@@ -35,6 +35,10 @@ local function shown(v)
     -- why: the host file says so, or the API drained it (undrain lifts only that)
     draining_file = v.draining_file and true or false,
     draining_api = v.draining_api and true or false,
+    -- an evacuation's progress (lua/move.lua): instances still here, and
+    -- how many of them are being moved out
+    instances_left = v.used.instances - (v.used.moving_in or 0),
+    moving_out = moving and moving[v.name] or 0,
   }
 end
 
@@ -48,11 +52,12 @@ function M.list()
     local ok, why = dokku.host_health(h.name)
     health[h.name] = { ok, why }
   end
-  local views = store.read(function()
-    return host_usage.view(list, function(name) return health[name][1], health[name][2] end)
+  local views, moving = store.read(function()
+    return host_usage.view(list, function(name) return health[name][1], health[name][2] end),
+      require("move").moving_out()
   end)
   local out = json.array()
-  for _, v in ipairs(views) do out[#out + 1] = shown(v) end
+  for _, v in ipairs(views) do out[#out + 1] = shown(v, moving) end
   return answer(200, { hosts = out, generation = cfg.generation })
 end
 

@@ -51,6 +51,12 @@ local function header(name, size, mode)
   return h:sub(1, 148) .. string.format("%06o", sum) .. "\0 " .. h:sub(157)
 end
 
+-- The 512-byte header of a regular file (a plain name; no checks: the
+-- caller's), for an archive written piece by piece (lua/move.lua streams
+-- a file into one).
+M.header = header
+M.BLOCK = BLOCK
+
 -- files: a list of { name = plain name, content = string, mode = integer
 -- (e.g. 420 for 0644) }, archived in that order. Returns the archive, or
 -- nil, why (a name that is not plain, twice the same name, a bad mode).

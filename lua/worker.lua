@@ -253,6 +253,10 @@ function M.run(job_id)
   if job.operation == rollout.OPERATION then
     return rollout.run_job(job)
   end
+  if job.operation == "move" then
+    -- a move between Dokku hosts (lua/move.lua): its phases are its own
+    return require("move").run_job(job)
+  end
   local inst = instances.get(job.subscription_id)
   local cfg = generation.current()
   local t0 = sys.monotonic()

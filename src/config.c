@@ -92,6 +92,8 @@ const struct config_var config_vars[] = {
 	{ "RECONCILE_INTERVAL", "900", 0 },
 	{ "RECONCILE_MODE", "report", 0 },
 	{ "RECONCILE_PROBES_PER_SECOND", "1000", 0 },
+	/* Moves out of one Dokku host at a time (lua/move.lua: an evacuation's). */
+	{ "EVACUATE_PARALLEL", "2", 0 },
 	{ "PROVISIONER_SECRET", NULL, CONFIG_VAR_SECRET },
 	{ NULL, NULL, 0 },
 };
@@ -412,6 +414,7 @@ static int parse_numbers(struct config *c, char *err, size_t errlen)
 		{ "RECONCILE_MAX_DESTRUCTIVE", 0, 1000, offsetof(struct config, reconcile_max_destructive) },
 		{ "RECONCILE_INTERVAL", 0, 604800, offsetof(struct config, reconcile_interval) },
 		{ "RECONCILE_PROBES_PER_SECOND", 1, 100000, offsetof(struct config, reconcile_probes_per_second) },
+		{ "EVACUATE_PARALLEL", 1, 64, offsetof(struct config, evacuate_parallel) },
 	};
 	for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
 		int *out = (int *)(void *)((char *)c + ints[i].offset);

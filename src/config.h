@@ -72,6 +72,7 @@ struct config {
 	 * and read by Lua. */
 	int reconcile_interval;
 	int reconcile_probes_per_second;
+	int evacuate_parallel; /* EVACUATE_PARALLEL: moves out of one host at a time */
 	/* PROVISIONER_SECRET bytes; see config_load_secret. */
 	unsigned char *secret;
 	size_t secret_len;

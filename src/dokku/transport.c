@@ -477,19 +477,43 @@ static void read_pipe(struct pollfd *fd, int i, int out_fd, struct transport_res
 
 enum pump_end { PUMP_DONE, PUMP_TIMED_OUT, PUMP_CANCELLED };
 
-/* The stdin being fed to a local command. */
+/* The stdin being fed to a local command: data, or (src >= 0) a file
+ * read into buf as it goes. */
 struct feed {
 	int fd; /* -1: none, or all sent and closed */
 	const char *data;
 	size_t len, off;
+	int src;       /* -1, or the file stdin is read from */
+	int src_errno; /* why src could not be read (0: it could) */
+	char buf[8192];
 };
+
+/* The next chunk of a file-fed stdin: 1, or 0 at its end or on an error. */
+static int feed_refill(struct feed *f)
+{
+	if (f->src < 0)
+		return 0;
+	ssize_t n;
+	do
+		n = read(f->src, f->buf, sizeof f->buf);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0) {
+		f->src_errno = n < 0 ? errno : 0;
+		f->src = -1; /* the caller's */
+		return 0;
+	}
+	f->data = f->buf;
+	f->len = (size_t)n;
+	f->off = 0;
+	return 1;
+}
 
 /* One write of what is left into the child's stdin; closes it at the end
  * or when the child stopped reading (EPIPE: mrprov ignores SIGPIPE; its
  * exit code tells). */
 static void feed_pipe(struct feed *f)
 {
-	while (f->off < f->len) {
+	while (f->off < f->len || feed_refill(f)) {
 		ssize_t w = write(f->fd, f->data + f->off, f->len - f->off);
 		if (w < 0 && errno == EINTR)
 			continue;
@@ -550,11 +574,13 @@ static enum pump_end pump_output(int out_pipe, int err_pipe, struct feed *feed, 
 	return end;
 }
 
-static int run_local(const char *const *argv, int argc, const char *in, size_t in_len, double timeout_s, int out_fd,
-		     struct transport_result *res)
+static int run_local(const char *const *argv, int argc, const char *in, size_t in_len, int in_fd, double timeout_s,
+		     int out_fd, struct transport_result *res)
 {
 	int out_pipe, err_pipe;
-	struct feed feed = { -1, in, in_len, 0 };
+	struct feed feed = { .fd = -1, .data = in, .len = in_len, .src = in_fd };
+	if (in_fd >= 0)
+		in = ""; /* fed from the file */
 	pid_t pid = spawn_local(argv, argc, &out_pipe, &err_pipe, in ? &feed.fd : NULL);
 	if (pid < 0) {
 		snprintf(res->error, sizeof res->error, "cannot start %.100s: %.100s", program, strerror(errno));
@@ -577,10 +603,12 @@ static int run_local(const char *const *argv, int argc, const char *in, size_t i
 		return -1;
 	}
 	res->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	if (feed.src_errno && !res->error[0])
+		snprintf(res->error, sizeof res->error, "cannot read the command's input: %s", strerror(feed.src_errno));
 	return res->error[0] ? -1 : 0;
 }
 
-static int run_ssh(const char *host, const char *const *argv, int argc, const char *in, size_t in_len,
+static int run_ssh(const char *host, const char *const *argv, int argc, const char *in, size_t in_len, int in_fd,
 		   double timeout_s, int out_fd, struct transport_result *res)
 {
 	struct ssh_pool *pool = host_pool(host, res->error, sizeof res->error);
@@ -596,7 +624,8 @@ static int run_ssh(const char *host, const char *const *argv, int argc, const ch
 		sbuf_adds(&cmd, argv[i]);
 	}
 	struct ssh_result sr;
-	int rc = ssh_pool_run_input(pool, cmd.data, in, in_len, timeout_s, out_fd, &sr);
+	int rc = in_fd >= 0 ? ssh_pool_run_fd(pool, cmd.data, in_fd, timeout_s, out_fd, &sr)
+			    : ssh_pool_run_input(pool, cmd.data, in, in_len, timeout_s, out_fd, &sr);
 	sbuf_free(&cmd);
 	res->exit_code = sr.exit_code;
 	res->out = sr.out;
@@ -618,8 +647,23 @@ int transport_run_input(const char *const *argv, int argc, const char *in, size_
 	return transport_run_on(NULL, argv, argc, in, in_len, timeout_s, out_fd, res);
 }
 
+static int run_on(const char *host, const char *const *argv, int argc, const char *in, size_t in_len, int in_fd,
+		  double timeout_s, int out_fd, struct transport_result *res);
+
 int transport_run_on(const char *host, const char *const *argv, int argc, const char *in, size_t in_len,
 		     double timeout_s, int out_fd, struct transport_result *res)
+{
+	return run_on(host, argv, argc, in, in_len, -1, timeout_s, out_fd, res);
+}
+
+int transport_run_fd_on(const char *host, const char *const *argv, int argc, int in_fd, double timeout_s,
+			int out_fd, struct transport_result *res)
+{
+	return run_on(host, argv, argc, NULL, 0, in_fd, timeout_s, out_fd, res);
+}
+
+static int run_on(const char *host, const char *const *argv, int argc, const char *in, size_t in_len, int in_fd,
+		  double timeout_s, int out_fd, struct transport_result *res)
 {
 	result_init(res);
 	if (in && in_len > TRANSPORT_MAX_INPUT) {
@@ -654,9 +698,9 @@ int transport_run_on(const char *host, const char *const *argv, int argc, const 
 	if (mode == TRANSPORT_DRY_RUN)
 		res->exit_code = 0;
 	else if (mode == TRANSPORT_LOCAL)
-		rc = run_local(argv, argc, in, in_len, timeout_s, out_fd, res);
+		rc = run_local(argv, argc, in, in_len, in_fd, timeout_s, out_fd, res);
 	else
-		rc = run_ssh(host, argv, argc, in, in_len, timeout_s, out_fd, res);
+		rc = run_ssh(host, argv, argc, in, in_len, in_fd, timeout_s, out_fd, res);
 	res->duration_s = clock_mono() - t0;
 	if (rc == 0 && mode != TRANSPORT_DRY_RUN)
 		note_ok(host);

@@ -66,6 +66,10 @@ int transport_run_input(const char *const *argv, int argc, const char *in, size_
  * a host that is not configured is an error (res->error). */
 int transport_run_on(const char *host, const char *const *argv, int argc, const char *in, size_t in_len,
 		     double timeout_s, int out_fd, struct transport_result *res);
+/* The same with the command's stdin read from in_fd, a file, from where it
+ * stands to its end (streamed: no size bound; a move's exports, lua/move.lua). */
+int transport_run_fd_on(const char *host, const char *const *argv, int argc, int in_fd, double timeout_s,
+			int out_fd, struct transport_result *res);
 
 /* ---- named hosts (SSH mode; issue 16) ----
  * With no host files the one host is DOKKU_HOST, named "default" (the

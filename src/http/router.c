@@ -43,6 +43,7 @@ static const struct route routes[] = {
 	{ "POST", "/api/v1/reconcile", "reconcile_start", R_AUTH },
 	{ "POST", "/api/v1/instances/{}/pin", "pin", R_AUTH | R_PARAM },
 	{ "POST", "/api/v1/instances/{}/unpin", "unpin", R_AUTH | R_PARAM },
+	{ "POST", "/api/v1/instances/{}/move", "move", R_AUTH | R_PARAM | R_BODY },
 	{ "GET", "/api/v1/rollouts", "rollouts", R_AUTH },
 	{ "POST", "/api/v1/rollouts", "rollout_create", R_AUTH | R_BODY },
 	{ "GET", "/api/v1/rollouts/", "rollout", R_AUTH | R_PARAM },
@@ -55,6 +56,7 @@ static const struct route routes[] = {
 	{ "GET", "/api/v1/hosts", "hosts", R_AUTH },
 	{ "POST", "/api/v1/hosts/{}/drain", "host_drain", R_AUTH | R_PARAM },
 	{ "POST", "/api/v1/hosts/{}/undrain", "host_undrain", R_AUTH | R_PARAM },
+	{ "POST", "/api/v1/hosts/{}/evacuate", "host_evacuate", R_AUTH | R_PARAM },
 	{ NULL, NULL, NULL, 0 },
 };
 

@@ -3,7 +3,8 @@
  * stdout, stderr, duration, bytes} or nil, err, transient. With stdout_file,
  * stdout is streamed into a new file (mode 0600; an existing file is an
  * error); with stdin, the bytes (at most TRANSPORT_MAX_INPUT) are the
- * command's input, then its end. dokku.mode() → "dry-run" | "local" | "ssh".
+ * command's input, then its end; with stdin_file instead, the file's
+ * contents (streamed, any size: a move's exports). dokku.mode() → "dry-run" | "local" | "ssh".
  * dokku.token_ok(s) → true | false, reason. host: the Dokku host's name
  * (default: the implicit host, "default"); run_many's calls take it too.
  * dokku.set_hosts({ {name=, host=, port=, user=, key_path=, known_hosts=}, ... })
@@ -31,6 +32,7 @@ struct call {
 	double timeout;
 	const char *out_path;
 	const char *in; /* stdin bytes, or NULL */
+	const char *in_path; /* stdin from this file, or NULL */
 	const char *host; /* NULL: the implicit host */
 	size_t in_len;
 	int rc;
@@ -67,6 +69,7 @@ static void read_call(lua_State *L, int idx, int opt_idx, struct call *c)
 	luaL_checktype(L, idx, LUA_TTABLE);
 	c->timeout = 0;
 	c->out_path = NULL;
+	c->in_path = NULL;
 	c->in = NULL;
 	c->in_len = 0;
 	c->host = NULL;
@@ -92,6 +95,11 @@ static void read_call(lua_State *L, int idx, int opt_idx, struct call *c)
 		lua_getfield(L, opt_idx, "stdout_file");
 		c->out_path = luaL_optstring(L, -1, NULL);
 		lua_pop(L, 1);
+		lua_getfield(L, opt_idx, "stdin_file");
+		c->in_path = luaL_optstring(L, -1, NULL);
+		lua_pop(L, 1);
+		if (c->in_path && c->in)
+			luaL_argerror(L, opt_idx, "stdin and stdin_file are exclusive");
 	}
 	c->argc = (int)luaL_len(L, idx);
 	luaL_argcheck(L, c->argc > 0 && c->argc <= MAX_ARGS, idx, "expected 1..256 arguments");
@@ -107,7 +115,17 @@ static void read_call(lua_State *L, int idx, int opt_idx, struct call *c)
 static void *do_call(void *arg)
 {
 	struct call *c = arg;
-	int fd = -1;
+	int fd = -1, in_fd = -1;
+	if (c->in_path) {
+		in_fd = open(c->in_path, O_RDONLY | O_CLOEXEC);
+		if (in_fd < 0) {
+			c->rc = -1;
+			memset(&c->res, 0, sizeof c->res);
+			snprintf(c->res.error, sizeof c->res.error, "cannot read %.150s: %.80s", c->in_path,
+				 strerror(errno));
+			return NULL;
+		}
+	}
 	if (c->out_path) {
 		fd = open(c->out_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (fd < 0) {
@@ -115,10 +133,17 @@ static void *do_call(void *arg)
 			memset(&c->res, 0, sizeof c->res);
 			snprintf(c->res.error, sizeof c->res.error, "cannot create %.150s: %.80s", c->out_path,
 				 strerror(errno));
+			if (in_fd >= 0)
+				close(in_fd);
 			return NULL;
 		}
 	}
-	c->rc = transport_run_on(c->host, c->argv, c->argc, c->in, c->in_len, c->timeout, fd, &c->res);
+	if (in_fd >= 0) {
+		c->rc = transport_run_fd_on(c->host, c->argv, c->argc, in_fd, c->timeout, fd, &c->res);
+		close(in_fd);
+	} else {
+		c->rc = transport_run_on(c->host, c->argv, c->argc, c->in, c->in_len, c->timeout, fd, &c->res);
+	}
 	if (fd >= 0 && (fsync(fd) < 0 || close(fd) < 0) && c->rc == 0) {
 		snprintf(c->res.error, sizeof c->res.error, "cannot write %.150s: %.80s", c->out_path,
 			 strerror(errno));

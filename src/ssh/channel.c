@@ -16,6 +16,8 @@ void ssh_request_free(struct request *rq)
 	pthread_cond_destroy(&rq->cond);
 	free(rq->cmd);
 	free(rq->in);
+	if (rq->in_fd >= 0)
+		close(rq->in_fd);
 	free(rq);
 }
 
@@ -105,6 +107,35 @@ static int exec_command(struct request *rq)
 static int read_stdout(struct request *rq, char *buf, size_t buflen);
 static int read_stderr(struct request *rq, char *buf, size_t buflen);
 
+/* The next chunk of a file-fed stdin into rq->in: 1 when there is one, 0 at
+ * the file's end (closed then), -1 when it cannot be read: the request then
+ * fails (its channel is closed without an EOF of ours; the caller treats
+ * the command as failed whatever it did with the part it got). */
+static int refill_input(struct request *rq)
+{
+	if (rq->in_fd < 0)
+		return 0;
+	for (;;) {
+		ssize_t n = read(rq->in_fd, rq->in, SSH_INPUT_CHUNK);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			if (rq->res)
+				snprintf(rq->res->error, sizeof rq->res->error, "cannot read the command's input: %s",
+					 strerror(errno));
+			return -1;
+		}
+		if (n == 0) {
+			close(rq->in_fd);
+			rq->in_fd = -1;
+			return 0;
+		}
+		rq->in_len = (size_t)n;
+		rq->in_off = 0;
+		return 1;
+	}
+}
+
 /* Sends the command's stdin, then its EOF. Output is drained on every turn
  * too: a command that writes more than the channel's window before it reads
  * its input would otherwise wait for us while we wait for it. A channel the
@@ -115,7 +146,16 @@ static int write_input(struct request *rq)
 	char buf[32768];
 	if (read_stdout(rq, buf, sizeof buf) < 0 || read_stderr(rq, buf, sizeof buf) < 0)
 		return -1;
-	while (rq->in_off < rq->in_len) {
+	for (;;) {
+		if (rq->in_off == rq->in_len) {
+			int more = refill_input(rq);
+			if (more < 0) {
+				rq->st = RQ_CLOSE;
+				return STEP_NEXT;
+			}
+			if (!more)
+				break;
+		}
 		/* The command's output ended (it exited, or will without reading
 		 * more): libssh2 would answer EAGAIN for ever once the window is
 		 * used up, as the server adjusts it no more. */

@@ -95,8 +95,10 @@ int ssh_pool_run(struct ssh_pool *p, const char *cmd, double timeout_s, int out_
 	return ssh_pool_run_input(p, cmd, NULL, 0, timeout_s, out_fd, res);
 }
 
-int ssh_pool_run_input(struct ssh_pool *p, const char *cmd, const char *in, size_t in_len, double timeout_s,
-		       int out_fd, struct ssh_result *res)
+static int run_request(struct ssh_pool *p, struct request *rq, double timeout_s, int out_fd,
+		       struct ssh_result *res);
+
+static struct request *new_request(const char *cmd, struct ssh_result *res)
 {
 	memset(res, 0, sizeof *res);
 	res->exit_code = -1;
@@ -104,11 +106,40 @@ int ssh_pool_run_input(struct ssh_pool *p, const char *cmd, const char *in, size
 	sbuf_init(&res->err);
 	struct request *rq = xcalloc(1, sizeof *rq);
 	rq->cmd = xstrdup(cmd);
+	rq->in_fd = -1;
+	return rq;
+}
+
+int ssh_pool_run_input(struct ssh_pool *p, const char *cmd, const char *in, size_t in_len, double timeout_s,
+		       int out_fd, struct ssh_result *res)
+{
+	struct request *rq = new_request(cmd, res);
 	if (in) {
 		rq->in = xmalloc(in_len ? in_len : 1);
 		memcpy(rq->in, in, in_len);
 		rq->in_len = in_len;
 	}
+	return run_request(p, rq, timeout_s, out_fd, res);
+}
+
+int ssh_pool_run_fd(struct ssh_pool *p, const char *cmd, int in_fd, double timeout_s, int out_fd,
+		    struct ssh_result *res)
+{
+	struct request *rq = new_request(cmd, res);
+	/* a request given up at its deadline outlives the caller's descriptor */
+	rq->in_fd = fcntl(in_fd, F_DUPFD_CLOEXEC, 0);
+	if (rq->in_fd < 0) {
+		snprintf(res->error, sizeof res->error, "cannot read the command's input: %s", strerror(errno));
+		ssh_request_free(rq);
+		return -1;
+	}
+	rq->in = xmalloc(SSH_INPUT_CHUNK); /* in_len = 0: the first write reads */
+	return run_request(p, rq, timeout_s, out_fd, res);
+}
+
+static int run_request(struct ssh_pool *p, struct request *rq, double timeout_s, int out_fd,
+		       struct ssh_result *res)
+{
 	rq->deadline = timeout_s > 0 ? clock_mono() + timeout_s : 0;
 	rq->out_fd = out_fd;
 	rq->res = res;

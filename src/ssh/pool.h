@@ -54,6 +54,12 @@ int ssh_pool_run(struct ssh_pool *p, const char *cmd, double timeout_s, int out_
  * without reading all of it is not an error here: its exit code tells. */
 int ssh_pool_run_input(struct ssh_pool *p, const char *cmd, const char *in, size_t in_len, double timeout_s,
 		       int out_fd, struct ssh_result *res);
+/* The same, with the command's stdin read from in_fd (a file: the pool
+ * reads it from where it stands to its end, SSH_INPUT_CHUNK bytes at a
+ * time, so no size bound applies) and then EOF. in_fd stays the caller's. */
+int ssh_pool_run_fd(struct ssh_pool *p, const char *cmd, int in_fd, double timeout_s, int out_fd,
+		    struct ssh_result *res);
+#define SSH_INPUT_CHUNK (64 * 1024)
 void ssh_result_free(struct ssh_result *res);
 /* Sessions connected now. */
 int ssh_pool_connected(struct ssh_pool *p);

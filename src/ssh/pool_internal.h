@@ -24,6 +24,7 @@ struct request {
 	char *in;	 /* stdin bytes (a copy: a detached request outlives its caller), or NULL */
 	size_t in_len;
 	size_t in_off;	 /* bytes of in sent so far */
+	int in_fd;	 /* >= 0: stdin is read from this file (ours, a dup), in_len bytes of in at a time */
 	double deadline; /* 0: none */
 	int out_fd;
 	struct ssh_result *res; /* NULL once the caller has gone (timeout) */

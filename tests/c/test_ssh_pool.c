@@ -410,6 +410,38 @@ int main(void)
 	CHECK(ssh_pool_run_input(p, "version", in, in_len, 20, -1, &r) == 0 && r.exit_code == 0);
 	CHECK(r.out.data && strstr(r.out.data, "dokku version"));
 	ssh_result_free(&r);
+	/* issue 16: stdin read from a file as it is sent (a move's exports):
+	 * 2.5 MiB, more than the in-memory bound, arrives whole. */
+	{
+		size_t big = 5 * 512 * 1024 + 3;
+		char *data = malloc(big);
+		for (size_t i = 0; i < big; i++)
+			data[i] = (char)(i * 29 + (i >> 11));
+		char ipath[] = "/tmp/mrprov-pool-in-XXXXXX";
+		int ifd = mkstemp(ipath);
+		CHECK(ifd >= 0 && write(ifd, data, big) == (ssize_t)big && lseek(ifd, 0, SEEK_SET) == 0);
+		CHECK(ssh_pool_run_fd(p, "--quiet git:from-archive --archive-type tar mr-stdin-12345678 --", ifd, 30, -1,
+				      &r) == 0);
+		char want[32];
+		snprintf(want, sizeof want, "%zu\n", big);
+		CHECK(r.out.data && strstr(r.out.data, want));
+		ssh_result_free(&r);
+		g = fopen(got_path, "rb");
+		CHECK(g != NULL);
+		got = malloc(big + 1);
+		got_len = g ? fread(got, 1, big + 1, g) : 0;
+		if (g)
+			fclose(g);
+		CHECK(got_len == big && memcmp(got, data, big) == 0);
+		free(got);
+		/* a command that never reads it still completes */
+		CHECK(lseek(ifd, 0, SEEK_SET) == 0);
+		CHECK(ssh_pool_run_fd(p, "version", ifd, 20, -1, &r) == 0 && r.exit_code == 0);
+		ssh_result_free(&r);
+		close(ifd);
+		unlink(ipath);
+		free(data);
+	}
 	free(in);
 	ssh_pool_free(p);
 

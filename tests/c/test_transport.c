@@ -3,6 +3,7 @@
 #include "check.h"
 #include "dokku/transport.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <signal.h>
 #include <string.h>
@@ -163,6 +164,39 @@ int main(void)
 	transport_result_free(&r);
 	CHECK(transport_run_input(argv7, 1, in, TRANSPORT_MAX_INPUT, 10, -1, &r) == 0 && r.exit_code == 0);
 	transport_result_free(&r);
+
+	/* issue 16: stdin streamed from a file (a move's exports), any size:
+	 * 3 MiB through /bin/cat, read from where the file stands. */
+	{
+		size_t in_big = 3 * 1024 * 1024 + 17;
+		char *data = malloc(in_big);
+		for (size_t i = 0; i < in_big; i++)
+			data[i] = (char)(i * 31 + (i >> 12));
+		char ipath[] = "/tmp/mrprov-transport-in-XXXXXX";
+		int ifd = mkstemp(ipath);
+		CHECK(ifd >= 0 && write(ifd, data, in_big) == (ssize_t)in_big && lseek(ifd, 0, SEEK_SET) == 0);
+		CHECK(transport_init(TRANSPORT_LOCAL, NULL, "/bin/cat", err, sizeof err) == 0);
+		CHECK(transport_run_fd_on(NULL, argv7, 1, ifd, 20, -1, &r) == 0 && r.exit_code == 0);
+		CHECK(r.out.len == in_big && memcmp(r.out.data, data, in_big) == 0);
+		transport_result_free(&r);
+		/* at its end: an empty input, and the command ends */
+		CHECK(transport_run_fd_on(NULL, argv7, 1, ifd, 20, -1, &r) == 0 && r.exit_code == 0 && r.out.len == 0);
+		transport_result_free(&r);
+		/* a command that does not read it: no hang */
+		CHECK(lseek(ifd, 0, SEEK_SET) == 0);
+		CHECK(transport_init(TRANSPORT_LOCAL, NULL, "/bin/true", err, sizeof err) == 0);
+		CHECK(transport_run_fd_on(NULL, argv7, 1, ifd, 20, -1, &r) == 0 && r.exit_code == 0);
+		transport_result_free(&r);
+		/* a descriptor that cannot be read is an error, not an empty input */
+		int wfd = open(ipath, O_WRONLY);
+		CHECK(transport_init(TRANSPORT_LOCAL, NULL, "/bin/cat", err, sizeof err) == 0);
+		CHECK(transport_run_fd_on(NULL, argv7, 1, wfd, 20, -1, &r) < 0 && strstr(r.error, "input"));
+		transport_result_free(&r);
+		close(wfd);
+		close(ifd);
+		unlink(ipath);
+		free(data);
+	}
 	free(in);
 
 	/* issue 16: named hosts. Dry-run and local know the implicit host alone. */

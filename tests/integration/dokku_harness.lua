@@ -385,6 +385,24 @@ function M.state(h)
   return s
 end
 
+-- A service's contents as the simulator keeps them (the bytes its next
+-- `<kind>:export` streams, its last `<kind>:import`'s): set_service_data
+-- puts data into a service, service_data reads it (nil: never set).
+function M.set_service_data(h, kind, name, bytes)
+  os.execute("mkdir -p " .. q(h.state .. "/service-data/" .. kind))
+  write_atomic(h.state .. "/service-data/" .. kind .. "/" .. name, bytes)
+end
+
+function M.service_data(h, kind, name)
+  return read_file(h.state .. "/service-data/" .. kind .. "/" .. name)
+end
+
+-- The stand-in directory of a host path under a storage mount (what the
+-- simulator's `dokku run` reads and writes: $DOKKU_SIM_STATE/fs/<path>).
+function M.fs_dir(h, host_path)
+  return h.state .. "/fs" .. host_path
+end
+
 -- Forgets every app, service, log entry, fault and setting (keeps sshd and
 -- the lock). Call it while no command runs.
 function M.reset(h)

@@ -15,8 +15,8 @@ local LAYERS = {
   { "sweep", "reconcile" },                                  -- the drift sweep (runs the subscriptions sync)
   { "sync", "subscriptions_sync" },                          -- converging on Supabase's subscriptions table
   -- the write requests, Supabase webhooks, stop/start, a failed job's retry,
-  -- fleet rollouts; the hosts API
-  { "handlers", "requests", "webhooks", "lifecycle", "retry", "rollout", "hosts_api" },
+  -- fleet rollouts; the hosts API, moves between hosts
+  { "handlers", "requests", "webhooks", "lifecycle", "retry", "rollout", "hosts_api", "move" },
   { "listings", "listings" },                                -- the API's list reads (instances, jobs)
   { "jobs", "plan", "converge", "health", "drift", "reconcile_bulk", "orphans" }, -- a job: its plan, applying it,
   -- readiness; an instance's drift, the sweep's bulk readings and orphans
