@@ -64,7 +64,7 @@ static void add_reason(struct sbuf *reasons, const char *why)
 struct readiness {
 	int ready;
 	const char *store, *lua, *dokku, *supabase;
-	char dokku_reason[300], sb_reason[300];
+	char dokku_reason[400], sb_reason[300];
 	struct sbuf reasons; /* the JSON array's body */
 	struct sbuf host_states; /* each Dokku host's state: the JSON object's body */
 };

@@ -90,7 +90,7 @@ describe("mrprov serve (dry-run) #integration", function()
           end
         end
       end
-      assert.are.equal(37, n, "operations in openapi.json")
+      assert.are.equal(39, n, "operations in openapi.json")
       -- the server's routes are the paths listed above (checked one by one in the previous test)
     end)
 
