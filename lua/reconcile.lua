@@ -333,8 +333,12 @@ function M.advance(rep, opts)
   local t0 = sys.monotonic()
   local probes = 0
   while true do
+    -- while another job waits or runs, one instance at a time: the sweep
+    -- resumes every YIELD_SECONDS and must not send a whole batch's probes
+    -- ahead of that job's commands each time (jobs go first)
+    local size = (opts.busy and opts.busy()) and 1 or M.BATCH
     local batch, last = {}, false
-    while #batch < M.BATCH do
+    while #batch < size do
       local nxt = store.read(next_instance, rep.cursor)
       if not nxt then
         last = true

@@ -258,6 +258,21 @@ describe_store("the drift sweep", function()
     assert(ok, err)
   end)
 
+  it("probes one instance at a time while another job waits or runs (jobs go first)", function()
+    for i, sub in ipairs({ "sub_a", "sub_b", "sub_d" }) do
+      put(instance(sub, "mr-" .. sub:gsub("_", "") .. "-" .. ("%08d"):format(i)))
+    end
+    reconcile.BATCH = 16
+    local function one_run(busy)
+      local rep = reconcile.new_report(os.time(), {})
+      reconcile.advance(rep, { rate = 1e6, sleep = function() end, busy = function() return busy end,
+                               stop = function() return true end })
+      return rep.instances_checked
+    end
+    assert.are.equal(1, one_run(true))
+    assert.are.equal(3, one_run(false))
+  end)
+
   it("takes the newer reading kept in the sweep's progress when this state's copy went stale", function()
     put(instance("sub_a", "mr-suba-aaaaaaaa"))
     put(instance("sub_b", "mr-subb-bbbbbbbb"))
