@@ -282,6 +282,11 @@ end
 -- batch's commands at most (about two per instance with the reports).
 M.BATCH = 16
 
+-- Runs in a row a sweep without its all-apps reports yields to other jobs
+-- before it probes an instance per app anyway (with YIELD_SECONDS between
+-- runs: about ten seconds).
+M.STARVED_RUNS = 20
+
 -- Sweeps the instances of `subs` (subscription ids, all on Dokku host
 -- `host`) with their probes sent together: each is prepared (desired state, resources), then one prober
 -- made by factory(applied, list) over all of their resources answers each
@@ -336,7 +341,9 @@ function M.advance(rep, opts)
     -- while another job waits or runs, one instance at a time: the sweep
     -- resumes every YIELD_SECONDS and must not send a whole batch's probes
     -- ahead of that job's commands each time (jobs go first)
-    local size = (opts.busy and opts.busy()) and 1 or M.BATCH
+    local busy = opts.busy and opts.busy()
+    local size = busy and 1 or M.BATCH
+    local cursor0, skipped0 = rep.cursor, rep.instances_skipped
     local batch, last = {}, false
     while #batch < size do
       local nxt = store.read(next_instance, rep.cursor)
@@ -362,6 +369,17 @@ function M.advance(rep, opts)
     end
     for _, host in ipairs(hosts) do
       local bulk = bulk_mod.for_sweep(rep, opts, host)
+      -- Without the reports an instance costs a probe a resource (about
+      -- twenty commands) instead of about two: while another job waits or
+      -- runs, the sweep yields instead, and probes that way only after
+      -- M.STARVED_RUNS runs in a row found it busy (so it still moves on
+      -- under a job that never ends, one instance each time).
+      if not bulk and busy and bulk_mod.wanted() and (rep.starved or 0) < M.STARVED_RUNS then
+        rep.starved = (rep.starved or 0) + 1
+        rep.cursor, rep.instances_skipped = cursor0, skipped0
+        return false
+      end
+      rep.starved = 0
       -- from the reports, unless a job of its own finished after they were
       -- read (that job changed it): then each resource is probed per app
       local by_reports, per_app = {}, {}

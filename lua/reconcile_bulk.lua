@@ -217,6 +217,11 @@ function M.for_sweep(rep, opts, host)
   return cached.complete and cached or nil
 end
 
+-- Whether a sweep reads the all-apps reports at all (not in dry-run).
+function M.wanted()
+  return M.BULK and dokku.mode() ~= "dry-run"
+end
+
 function M.forget_reports()
   cache = {}
 end

@@ -273,6 +273,49 @@ describe_store("the drift sweep", function()
     assert.are.equal(3, one_run(false))
   end)
 
+  it("without its reports, yields to another job instead of probing per app, a few runs at most", function()
+    put(instance("sub_a", "mr-suba-00000001"))
+    local dokku = require "mrprov.dokku"
+    local mode, run_many, starved = dokku.mode, dokku.run_many, reconcile.STARVED_RUNS
+    local sent = 0
+    dokku.mode = function() return "ssh" end
+    dokku.run_many = function(calls)
+      sent = sent + #calls
+      local out = {}
+      for i, c in ipairs(calls) do
+        -- (nothing exists: every probe reads "missing")
+        local text = table.concat(c.argv, " ")
+        local service = text:find("postgres:exists", 1, true) or text:find("redis:exists", 1, true)
+        local list = text:find(":list", 1, true)
+        out[i] = { ok = { exit = (list and 0) or (service and 1) or 20, stdout = "",
+                          stderr = service and " !     does not exist\n" or "", duration = 0.001, bytes = 0 } }
+      end
+      return out
+    end
+    reconcile.STARVED_RUNS = 2
+    local ok, err = pcall(function()
+      bulk.forget_reports()
+      local rep = reconcile.new_report(os.time(), {})
+      local function run()
+        return reconcile.advance(rep, { rate = 1e6, sleep = function() end, busy = function() return true end,
+                                        stop = function() return true end })
+      end
+      -- busy from the start: the reports are not read, nothing is probed
+      assert.is_false(run())
+      assert.is_false(run())
+      assert.are.equal(0, sent)
+      assert.are.equal(0, rep.instances_checked)
+      assert.are.equal("", rep.cursor)
+      -- the third run in a row probes the instance per app anyway
+      run()
+      assert.is_true(sent > 5)
+      assert.are.equal(1, rep.instances_checked)
+    end)
+    dokku.mode, dokku.run_many, reconcile.STARVED_RUNS = mode, run_many, starved
+    bulk.forget_reports()
+    assert(ok, err)
+  end)
+
   it("takes the newer reading kept in the sweep's progress when this state's copy went stale", function()
     put(instance("sub_a", "mr-suba-aaaaaaaa"))
     put(instance("sub_b", "mr-subb-bbbbbbbb"))
