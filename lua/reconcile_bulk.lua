@@ -46,11 +46,12 @@ function M.report_names()
   return names
 end
 
--- How many all-apps reports go out at once. Each can take a second or two
--- on a host with thousands of apps and holds an SSH session meanwhile; read
--- a few at a time with "jobs go first" checked between them, a provision
--- that arrives waits for at most one such wave (bench 7).
-M.REPORT_WAVE = 2
+-- How many all-apps reports go out at once. Each can take a second of the
+-- host's CPU on thousands of apps: read one at a time with "jobs go first"
+-- checked between them, a provision that arrives shares the host with at
+-- most one report (bench 7: two at a time made it 1.8-2.6 s later than
+-- alone, one at a time 1.3 s, for the same sweep time).
+M.REPORT_WAVE = 1
 
 -- Reads the reports not read yet (`have`: name → parsed; `tried`: name →
 -- true, a failed one included) M.REPORT_WAVE at a time, and stops between
