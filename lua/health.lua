@@ -121,6 +121,27 @@ function M.after_deploy(inst, state, dry_run)
   }
 end
 
+-- What a job that converged an instance leaves it as: `stopped` (its
+-- stopped status, when the job's state was stopped or suspended: nothing
+-- runs, so no check; the start makes one), or running / starting until its
+-- health path answers (M.after_deploy, the check queued). result.health
+-- says which. Returns the readiness (nil when stopped). The worker's jobs
+-- and a move's target (lua/move.lua) end this way.
+function M.settle(inst, state, stopped, result, dry)
+  if stopped then
+    inst.status = stopped
+    inst.health_state, inst.health_error = nil, nil
+    result.health = "not checked: the instance is " .. stopped
+    return nil
+  end
+  local readiness = M.after_deploy(inst, state, dry)
+  result.health = readiness.note
+  if readiness.check then
+    M.queue(inst.subscription_id, readiness.check)
+  end
+  return readiness
+end
+
 -- Retires the queued checks of a subscription (a new deploy or a
 -- deprovision supersedes them); inside the caller's transaction.
 function M.retire(subscription_id, by_job_id)

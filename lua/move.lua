@@ -699,17 +699,7 @@ function M.run_job(job)
     fresh.spec.move = nil
     fresh.error = nil
     local stopped = state.stopped and instances.stopped_status(fresh.spec)
-    if stopped then
-      fresh.status = stopped
-      fresh.health_state, fresh.health_error = nil, nil
-      result.health = "not checked: the instance is " .. stopped
-    else
-      readiness = health.after_deploy(fresh, state, dokku.mode() == "dry-run")
-      result.health = readiness.note
-      if readiness.check then
-        health.queue(fresh.subscription_id, readiness.check)
-      end
-    end
+    readiness = health.settle(fresh, state, stopped, result, dokku.mode() == "dry-run")
     instances.save(fresh)
     result.seconds = math.floor((sys.monotonic() - t0) * 1000 + 0.5) / 1000
     instances.update_job(job.id, { state = "succeeded", result = result, step = json.null,

@@ -327,18 +327,8 @@ function M.run(job_id)
       if job.operation == "deprovision" then
         inst.status = "deprovisioned"
         inst.health_state, inst.health_error = nil, nil
-      elseif stopped then
-        -- nothing runs: no readiness check (the start makes one)
-        inst.status = stopped
-        inst.health_state, inst.health_error = nil, nil
-        result.health = "not checked: the instance is " .. stopped
       else
-        -- running, or starting until the profile's health check answers
-        readiness = health.after_deploy(inst, state, dokku.mode() == "dry-run")
-        result.health = readiness.note
-        if readiness.check then
-          health.queue(inst.subscription_id, readiness.check)
-        end
+        readiness = health.settle(inst, state, stopped, result, dokku.mode() == "dry-run")
       end
       inst.error = nil
       -- converged: what the last sweep found differing is history
