@@ -257,6 +257,26 @@ function M.ssh(h, cmdline, opts)
   return code, out, err
 end
 
+-- The text of a host file (HOSTS_DIR, issue 16) for the sshd of harness h;
+-- `fields`: further lines of its table (capacity, labels, draining, ...).
+function M.host_file(h, fields)
+  local lines = {
+    "-- a Dokku host of the test suite",
+    "return {",
+    "  host = \"127.0.0.1\",",
+    ("  port = %d,"):format(h.port),
+    ("  user = %q,"):format(h.user),
+    ("  key_path = %q,"):format(h.key),
+    ("  known_hosts = %q,"):format(h.dir .. "/mrprov_known_hosts"),
+  }
+  for _, l in ipairs(fields or {}) do
+    lines[#lines + 1] = "  " .. l
+  end
+  lines[#lines + 1] = "}"
+  lines[#lines + 1] = ""
+  return table.concat(lines, "\n")
+end
+
 -- Runs the simulator directly (no SSH), with argv as given.
 function M.run_local(h, argv, opts)
   opts = opts or {}

@@ -25,20 +25,7 @@ local function write(path, text)
 end
 
 local function host_file(h, extra)
-  return table.concat({
-    "-- a Dokku host of the hosts spec",
-    "return {",
-    "  host = \"127.0.0.1\",",
-    ("  port = %d,"):format(h.port),
-    ("  user = %q,"):format(h.user),
-    ("  key_path = %q,"):format(h.key),
-    ("  known_hosts = %q,"):format(h.dir .. "/mrprov_known_hosts"),
-    "  " .. CAPACITY .. ",",
-    "  labels = { region = \"eu\" },",
-    extra or "",
-    "}",
-    "",
-  }, "\n")
+  return D.host_file(h, { CAPACITY .. ",", "labels = { region = \"eu\" },", extra or "" })
 end
 
 local function has(list, x)

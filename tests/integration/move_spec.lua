@@ -36,17 +36,7 @@ local function read(path)
 end
 
 local function host_file(h)
-  return table.concat({
-    "return {",
-    "  host = \"127.0.0.1\",",
-    ("  port = %d,"):format(h.port),
-    ("  user = %q,"):format(h.user),
-    ("  key_path = %q,"):format(h.key),
-    ("  known_hosts = %q,"):format(h.dir .. "/mrprov_known_hosts"),
-    "  " .. CAPACITY .. ",",
-    "}",
-    "",
-  }, "\n")
+  return D.host_file(h, { CAPACITY .. "," })
 end
 
 local function empty(objs)
