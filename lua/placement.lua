@@ -11,9 +11,11 @@
 -- their own lua/placement.lua in LUA_DIR (same `choose` contract), as any
 -- module there; a tier (`host_labels`) or a hook (`host_labels`) narrows the
 -- candidates without replacing it.
+local hosts = require "hosts"
+
 local M = {}
 
-local ORDER = { "memory_mb", "cpu", "instances" }
+local ORDER = hosts.CAPACITY_ORDER
 
 local function fmt(v)
   if math.type(v) == "float" then

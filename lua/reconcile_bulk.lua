@@ -18,6 +18,7 @@
 local dokku = require "mrprov.dokku"
 local engine = require "engine"
 local executor = require "executor"
+local hosts = require "hosts"
 local json = require "json"
 local log = require "mrprov.log"
 local redact_text = require "redact"
@@ -143,11 +144,16 @@ end
 -- it was before there were hosts; another host's in rep.bulk_hosts[name].
 local cache = {}
 
+-- Whether a sweep reads the all-apps reports at all (not in dry-run).
+function M.wanted()
+  return M.BULK and dokku.mode() ~= "dry-run"
+end
+
 local function reports_fresh(at)
   return sys.now() - at <= M.BULK_MAX_AGE
 end
 
-local IMPLICIT = "default"
+local IMPLICIT = hosts.IMPLICIT
 
 local function progress(rep, host)
   if host == IMPLICIT then
@@ -167,7 +173,7 @@ end
 
 -- host: the Dokku host of the instance about to be probed (nil: the implicit one).
 function M.for_sweep(rep, opts, host)
-  if not M.BULK or dokku.mode() == "dry-run" then
+  if not M.wanted() then
     return nil
   end
   host = host or IMPLICIT
@@ -216,11 +222,6 @@ function M.for_sweep(rep, opts, host)
   end
   -- an interrupted reading: this instance is probed per app, the run yields
   return cached.complete and cached or nil
-end
-
--- Whether a sweep reads the all-apps reports at all (not in dry-run).
-function M.wanted()
-  return M.BULK and dokku.mode() ~= "dry-run"
 end
 
 function M.forget_reports()

@@ -33,6 +33,12 @@ local function read_file(path)
 end
 M.read_file = read_file
 
+function M.write_file(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
 local dirs = {}
 
 -- A fresh temporary directory, removed by cleanup().

@@ -18,12 +18,6 @@ local NAMES = { "h1", "h2", "h3" }
 -- a free instance takes 256 MB: 12 fit on each host by memory and by count
 local CAPACITY = "capacity = { memory_mb = 3072, cpu = 8, instances = 12 }"
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
-
 local function host_file(h, extra)
   return D.host_file(h, { CAPACITY .. ",", "labels = { region = \"eu\" },", extra or "" })
 end
@@ -68,7 +62,7 @@ describe("a fleet of Dokku hosts #integration", function()
     hosts_dir = dir .. "/hosts"
     os.execute("mkdir -p " .. hosts_dir)
     for _, n in ipairs(NAMES) do
-      write(hosts_dir .. "/" .. n .. ".lua", host_file(by_name[n]))
+      H.write_file(hosts_dir .. "/" .. n .. ".lua", host_file(by_name[n]))
     end
     env = { HOSTS_DIR = hosts_dir, DOKKU_HOST_KEY_TOFU = "true", DOKKU_POOL_SIZE = "2",
             LETSENCRYPT_EMAIL = "ops@example.com", HEALTH_TIMEOUT_SECONDS = "0", WORKERS = "4" }
@@ -184,7 +178,7 @@ describe("a fleet of Dokku hosts #integration", function()
   end)
 
   it("refuses a host file with an error on SIGHUP with file:line, the old generation serving", function()
-    write(hosts_dir .. "/h4.lua", "return {\n  host = \"127.0.0.1\",\n  port = \"twenty-two\",\n}\n")
+    H.write_file(hosts_dir .. "/h4.lua", "return {\n  host = \"127.0.0.1\",\n  port = \"twenty-two\",\n}\n")
     local code, out = H.run({ "check" }, { HOSTS_DIR = hosts_dir, TIERS_DIR = H.root .. "/tiers",
                                            LUA_DIR = H.root .. "/lua" })
     assert.are.equal(1, code, out)

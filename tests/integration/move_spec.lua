@@ -21,20 +21,6 @@ local cjson = require "cjson"
 local NAMES = { "h1", "h2", "h3" }
 local CAPACITY = "capacity = { memory_mb = 3072, cpu = 8, instances = 12 }"
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
 local function host_file(h)
   return D.host_file(h, { CAPACITY .. "," })
 end
@@ -118,8 +104,8 @@ describe("moving instances between Dokku hosts #integration", function()
     local fs = D.fs_dir(h, path)
     os.execute("mkdir -p " .. D.quote(fs .. "/sub"))
     local db = "SQLite format 3\0" .. app .. (big and noise(1280 * 1024, 11) or "")
-    write(fs .. "/mindroom.db", db)
-    write(fs .. "/sub/notes.txt", "notes of " .. app .. "\n")
+    H.write_file(fs .. "/mindroom.db", db)
+    H.write_file(fs .. "/sub/notes.txt", "notes of " .. app .. "\n")
     data.files = { ["mindroom.db"] = db, ["sub/notes.txt"] = "notes of " .. app .. "\n" }
     data.path = path
     return data
@@ -137,7 +123,7 @@ describe("moving instances between Dokku hosts #integration", function()
     end
     local fs = D.fs_dir(h, data.path)
     for rel, bytes in pairs(data.files) do
-      assert.is_true(bytes == read(fs .. "/" .. rel), rel .. " differs on " .. h.port)
+      assert.is_true(bytes == H.read_file(fs .. "/" .. rel), rel .. " differs on " .. h.port)
     end
   end
 
@@ -164,7 +150,7 @@ describe("moving instances between Dokku hosts #integration", function()
     dir = H.tmpdir()
     os.execute("mkdir -p " .. dir .. "/hosts")
     for _, n in ipairs(NAMES) do
-      write(dir .. "/hosts/" .. n .. ".lua", host_file(by_name[n]))
+      H.write_file(dir .. "/hosts/" .. n .. ".lua", host_file(by_name[n]))
     end
     env = { HOSTS_DIR = dir .. "/hosts", DOKKU_HOST_KEY_TOFU = "true", DOKKU_POOL_SIZE = "2",
             LETSENCRYPT_EMAIL = "ops@example.com", HEALTH_TIMEOUT_SECONDS = "0", WORKERS = "4",
@@ -369,7 +355,7 @@ describe("moving instances between Dokku hosts #integration", function()
       -- services' exports and the storage archive
       assert.are.equal(3, #job.result.backup.files, cjson.encode(job.result))
       for _, f in ipairs(job.result.backup.files) do
-        assert.truthy(read(f.path), f.path)
+        assert.truthy(H.read_file(f.path), f.path)
       end
     end
     for i, sub in ipairs(subs) do

@@ -62,6 +62,20 @@ describe_store("the drift sweep", function()
     error("no resource " .. prefix)
   end
 
+  -- A fake dokku.run_many's answers when nothing exists: every probe reads
+  -- "missing", the orphans' lists are empty.
+  local function nothing_exists(calls)
+    local out = {}
+    for i, c in ipairs(calls) do
+      local text = table.concat(c.argv, " ")
+      local service = text:find("postgres:exists", 1, true) or text:find("redis:exists", 1, true)
+      local list = text:find(":list", 1, true)
+      out[i] = { ok = { exit = (list and 0) or (service and 1) or 20, stdout = "",
+                        stderr = service and " !     does not exist\n" or "", duration = 0.001, bytes = 0 } }
+    end
+    return out
+  end
+
   it("finds no drift on a converged instance, and exactly the resources that differ otherwise", function()
     local inst = instance("sub_1", "mr-sub1-aaaaaaaa")
     local function probe_from(models)
@@ -218,16 +232,7 @@ describe_store("the drift sweep", function()
         waves = waves + 1
         commands = commands + #calls
       end
-      local out = {}
-      for i, c in ipairs(calls) do
-        -- (nothing exists: every probe reads "missing")
-        local text = table.concat(c.argv, " ")
-        local service = text:find("postgres:exists", 1, true) or text:find("redis:exists", 1, true)
-        local list = text:find(":list", 1, true) -- the orphans' lists: empty
-        out[i] = { ok = { exit = (list and 0) or (service and 1) or 20, stdout = "",
-                          stderr = service and " !     does not exist\n" or "", duration = 0.001, bytes = 0 } }
-      end
-      return out
+      return nothing_exists(calls)
     end
     local function sweep_with(batch)
       reconcile.BATCH = batch
@@ -281,16 +286,7 @@ describe_store("the drift sweep", function()
     dokku.mode = function() return "ssh" end
     dokku.run_many = function(calls)
       sent = sent + #calls
-      local out = {}
-      for i, c in ipairs(calls) do
-        -- (nothing exists: every probe reads "missing")
-        local text = table.concat(c.argv, " ")
-        local service = text:find("postgres:exists", 1, true) or text:find("redis:exists", 1, true)
-        local list = text:find(":list", 1, true)
-        out[i] = { ok = { exit = (list and 0) or (service and 1) or 20, stdout = "",
-                          stderr = service and " !     does not exist\n" or "", duration = 0.001, bytes = 0 } }
-      end
-      return out
+      return nothing_exists(calls)
     end
     reconcile.STARVED_RUNS = 2
     local ok, err = pcall(function()
