@@ -432,28 +432,32 @@ static void schedule_sweep(void)
 	jobs_notify();
 }
 
+/* READY=1 with the generation serving (note: "" or why it is not the newest). */
+static void notify_serving(const char *note)
+{
+	char state[128];
+	snprintf(state, sizeof state, "READY=1\nSTATUS=serving configuration generation %u%s", rt_generation(), note);
+	notify_send(state);
+}
+
 /* Reloads tiers, hooks and Lua scripts, or keeps the running generation
  * when they do not load: SIGHUP, and POST /api/v1/reload (on an HTTP
  * thread; rt_reload serialises the two). */
 static int reload_now(char *err, size_t errlen)
 {
 	double took = 0;
-	char state[128];
 	int rc = 0;
 	notify_reloading();
 	if (rt_reload(err, errlen, &took) == 0) {
 		log_info("reload: configuration generation %u loaded in %.1f ms", rt_generation(), took * 1000);
 		schedule_sweep();
-		snprintf(state, sizeof state, "READY=1\nSTATUS=serving configuration generation %u", rt_generation());
 	} else {
 		log_error("reload refused, generation %u keeps serving: %s", rt_generation(), err);
-		/* The reason stays in the log: STATUS is one short line. */
-		snprintf(state, sizeof state, "READY=1\nSTATUS=serving configuration generation %u (last reload refused)",
-			 rt_generation());
 		rc = -1;
 	}
-	/* A refused reload still ends the reload: the service keeps serving. */
-	notify_send(state);
+	/* A refused reload still ends the reload: the service keeps serving.
+	 * Its reason stays in the log: STATUS is one short line. */
+	notify_serving(rc == 0 ? "" : " (last reload refused)");
 	return rc;
 }
 
@@ -537,9 +541,7 @@ static int cmd_serve(const struct command *cmd, const struct parsed *p)
 	schedule_sweep();
 	/* Ready for the service manager only now: the port is bound and the
 	 * first configuration generation loaded (rt_acquire above). */
-	char state[96];
-	snprintf(state, sizeof state, "READY=1\nSTATUS=serving configuration generation %u", rt_generation());
-	notify_send(state);
+	notify_serving("");
 	serve_stop(&cfg, wait_for_stop(&set));
 	return 0;
 }

@@ -90,12 +90,18 @@ static void child_env(char **envp)
 
 /* ---- the named hosts ---- */
 
-static void host_clear(struct host *h)
+/* The connection fields (owned); name, pool and state are kept. */
+static void host_free_fields(struct host *h)
 {
 	free(h->host);
 	free(h->user);
 	free(h->key_path);
 	free(h->known_hosts);
+}
+
+static void host_clear(struct host *h)
+{
+	host_free_fields(h);
 	memset(h, 0, sizeof *h);
 }
 
@@ -131,14 +137,7 @@ static struct host *host_put(const struct transport_host *t)
 		retired[nretired++] = h->pool;
 		h->pool = NULL;
 	}
-	char name[sizeof h->name];
-	memcpy(name, h->name, sizeof name);
-	int configured = h->configured;
-	double ok = h->last_ok;
-	host_clear(h);
-	memcpy(h->name, name, sizeof name);
-	h->configured = configured;
-	h->last_ok = ok;
+	host_free_fields(h);
 	h->host = xstrdup(t->host);
 	h->port = t->port;
 	h->user = xstrdup(t->user);

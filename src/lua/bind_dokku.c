@@ -267,6 +267,9 @@ static int l_set_hosts(lua_State *L)
 	int n = (int)luaL_len(L, 1);
 	luaL_argcheck(L, n >= 0 && n <= TRANSPORT_MAX_HOSTS, 1, "too many hosts");
 	struct transport_host list[TRANSPORT_MAX_HOSTS];
+	/* Each entry's table stays on the stack (below); a C function is
+	 * given LUA_MINSTACK slots only. */
+	luaL_checkstack(L, n + 2, "too many hosts");
 	for (int i = 0; i < n; i++) {
 		lua_rawgeti(L, 1, i + 1);
 		luaL_checktype(L, -1, LUA_TTABLE);
