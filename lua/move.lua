@@ -86,35 +86,13 @@ local function busy(sub)
     "AND operation <> 'health' LIMIT 1", sub))[1] ~= nil
 end
 
--- Each host's health now (asked before a transaction: it must not wait on
--- SSH); the implicit host alone is not asked.
-local function host_health(list)
-  local out = {}
-  if list[1] and list[1].implicit then
-    return out
-  end
-  for _, h in ipairs(list) do
-    local ok, why = dokku.host_health(h.name)
-    out[h.name] = { ok = ok, why = why }
-  end
-  return out
-end
-
-local function views(list, healths)
-  return host_usage.view(list, function(name)
-    local hh = healths[name]
-    if hh and not hh.ok then return false, hh.why end
-    return true
-  end)
-end
-
 -- The decision for one instance, inside the caller's transaction: the
 -- target host, or { status, code, message, field }.
 local function choose(inst, want, cfg, healths)
   local list = cfg.hosts or { hosts.implicit() }
   local from = instances.host_of(inst)
   local need = { memory_mb = (inst.limits or {}).memory_mb, cpu = (inst.limits or {}).cpu, instances = 1 }
-  local vs = views(list, healths)
+  local vs = requests.host_views(list, healths)
   if want then
     local v
     for _, x in ipairs(vs) do
@@ -209,7 +187,7 @@ function M.request(subscription_id, body)
     return fail(422, "invalid_value", "host must be the name of a Dokku host", "host")
   end
   local cfg = generation.current()
-  local healths = host_health(cfg.hosts or { hosts.implicit() })
+  local healths = requests.host_health(cfg.hosts or { hosts.implicit() })
   local d = store.tx(function()
     local inst = instances.get(sub)
     if not inst or inst.status == "deprovisioned" then
@@ -248,7 +226,7 @@ function M.evacuate(name)
   if not host then
     return fail(404, "not_found", "no such Dokku host", "name")
   end
-  local healths = host_health(list)
+  local healths = requests.host_health(list)
   local d = store.tx(function()
     local v = host_usage.view({ host })[1]
     if not v.draining then
