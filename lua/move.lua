@@ -475,20 +475,6 @@ local function phase(sub, name)
   save_move(sub, function(_, mv) mv.phase = name end)
 end
 
--- The convergence context of a run on host.
-local function ctx_on(host, inst, job, cfg, stamp)
-  return {
-    host = host,
-    host_waits = cfg.hosts ~= nil and not cfg.hosts[1].implicit,
-    created = {}, backups = json.array(), commands = 0,
-    backup_path = function(c)
-      local dir = cfg.settings.backup_dir .. "/" .. inst.app_name
-      assert(sys.mkdir_p(dir))
-      return string.format("%s/%s-%s-%s.%s", dir, stamp, job.id, c.target, c.stream_ext or "dump")
-    end,
-  }
-end
-
 -- Takes one of the source host's slots (EVACUATE_PARALLEL moves out of a
 -- host at a time); false when all are taken.
 local function take_slot(job, mv, cfg)
@@ -536,7 +522,7 @@ end
 local function rollback(job, inst, state, mv, redact, cfg, stamp)
   local tjob = setmetatable({ operation = "deprovision", request = { backup_data = false } }, { __index = job })
   local tinst = { subscription_id = inst.subscription_id, app_name = inst.app_name, applied = inst.applied or {} }
-  converge.converge(tjob, tinst, state, ctx_on(mv.to, inst, job, cfg, stamp), redact)
+  converge.converge(tjob, tinst, state, converge.context(mv.to, inst, job, cfg, stamp), redact)
   if dokku.mode() ~= "dry-run" then
     local cmds = {}
     for _, a in ipairs(state.apps or {}) do
@@ -582,7 +568,7 @@ function M.run_job(job)
       error({ message = why }, 0)
     end
     if mv.phase == "target" then
-      converge.converge(job, inst, unserved(state), ctx_on(mv.to, inst, job, cfg, stamp), redact)
+      converge.converge(job, inst, unserved(state), converge.context(mv.to, inst, job, cfg, stamp), redact)
       phase(job.subscription_id, "data")
       mv.phase = "data"
     end
@@ -595,7 +581,7 @@ function M.run_job(job)
       -- the target's apps run again on their restored data (the app the
       -- restore stopped is started: Dokku's deploy checks pass first)
       -- before anything is served from them
-      converge.converge(job, inst, unserved(state), ctx_on(mv.to, inst, job, cfg, stamp), redact)
+      converge.converge(job, inst, unserved(state), converge.context(mv.to, inst, job, cfg, stamp), redact)
       phase(job.subscription_id, "switch")
       mv.phase = "switch"
     end
@@ -643,7 +629,7 @@ function M.run_job(job)
   local final
   ok, err = pcall(function()
     if mv.phase == "switch" then
-      final = converge.converge(job, inst, state, ctx_on(mv.to, inst, job, cfg, stamp), redact)
+      final = converge.converge(job, inst, state, converge.context(mv.to, inst, job, cfg, stamp), redact)
       save_move(job.subscription_id, function(fresh, m)
         m.phase, m.target_applied = "source", final
         fresh.applied = final
@@ -654,7 +640,7 @@ function M.run_job(job)
       local sjob = setmetatable({ operation = "deprovision", request = { backup_data = true } }, { __index = job })
       local sinst = { subscription_id = inst.subscription_id, app_name = inst.app_name,
                       applied = mv.source_applied or {} }
-      local sctx = ctx_on(mv.from, inst, job, cfg, stamp)
+      local sctx = converge.context(mv.from, inst, job, cfg, stamp)
       converge.converge(sjob, sinst, state, sctx, redact)
       result.backup = { files = sctx.backups }
       result.commands = sctx.commands

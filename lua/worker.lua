@@ -133,20 +133,7 @@ local function execute(job, inst, cfg)
     end
   end
   local stamp = sys.iso_time():gsub("[^%dTZ]", "")
-  local ctx = {
-    -- the Dokku host every command of the job goes to (lua/placement.lua)
-    host = instances.host_of(inst),
-    -- With host files a job whose host is down waits for it (re-queued);
-    -- the implicit host alone keeps the single-host contract: retries,
-    -- then the job fails with the cause (README "Reconciliation").
-    host_waits = cfg.hosts ~= nil and not cfg.hosts[1].implicit,
-    created = {}, backups = json.array(), commands = 0,
-    backup_path = function(c)
-      local dir = cfg.settings.backup_dir .. "/" .. inst.app_name
-      assert(sys.mkdir_p(dir))
-      return string.format("%s/%s-%s-%s.%s", dir, stamp, job.id, c.target, c.stream_ext or "dump")
-    end,
-  }
+  local ctx = converge.context(instances.host_of(inst), inst, job, cfg, stamp)
   local ok, res = pcall(converge.converge, job, inst, state, ctx, redact)
   if not ok then
     -- No rollback when interrupted (resumes) or when the store cannot
