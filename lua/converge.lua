@@ -213,6 +213,24 @@ function M.undo(job, inst, ctx, applied, redact, state)
   end
 end
 
+-- The context of a job's convergence on host (the Dokku host every command
+-- goes to, lua/placement.lua); stamp names its backups' files.
+function M.context(host, inst, job, cfg, stamp)
+  return {
+    host = host,
+    -- With host files a job whose host is down waits for it (re-queued);
+    -- the implicit host alone keeps the single-host contract: retries,
+    -- then the job fails with the cause (README "Reconciliation").
+    host_waits = cfg.hosts ~= nil and not cfg.hosts[1].implicit,
+    created = {}, backups = json.array(), commands = 0,
+    backup_path = function(c)
+      local dir = cfg.settings.backup_dir .. "/" .. inst.app_name
+      assert(sys.mkdir_p(dir))
+      return string.format("%s/%s-%s-%s.%s", dir, stamp, job.id, c.target, c.stream_ext or "dump")
+    end,
+  }
+end
+
 -- Plans against the current state and applies; on a transient failure
 -- waits (capped exponential backoff with jitter) and plans again, so what
 -- already happened is probed, not repeated.

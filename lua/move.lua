@@ -66,6 +66,7 @@ local store_error = require "store_error"
 local sys = require "mrprov.sys"
 local tar = require "tar"
 local validate = require "validate"
+local worker = require "worker"
 
 local M = {}
 
@@ -86,35 +87,13 @@ local function busy(sub)
     "AND operation <> 'health' LIMIT 1", sub))[1] ~= nil
 end
 
--- Each host's health now (asked before a transaction: it must not wait on
--- SSH); the implicit host alone is not asked.
-local function host_health(list)
-  local out = {}
-  if list[1] and list[1].implicit then
-    return out
-  end
-  for _, h in ipairs(list) do
-    local ok, why = dokku.host_health(h.name)
-    out[h.name] = { ok = ok, why = why }
-  end
-  return out
-end
-
-local function views(list, healths)
-  return host_usage.view(list, function(name)
-    local hh = healths[name]
-    if hh and not hh.ok then return false, hh.why end
-    return true
-  end)
-end
-
 -- The decision for one instance, inside the caller's transaction: the
 -- target host, or { status, code, message, field }.
 local function choose(inst, want, cfg, healths)
   local list = cfg.hosts or { hosts.implicit() }
   local from = instances.host_of(inst)
   local need = { memory_mb = (inst.limits or {}).memory_mb, cpu = (inst.limits or {}).cpu, instances = 1 }
-  local vs = views(list, healths)
+  local vs = requests.host_views(list, healths)
   if want then
     local v
     for _, x in ipairs(vs) do
@@ -209,7 +188,7 @@ function M.request(subscription_id, body)
     return fail(422, "invalid_value", "host must be the name of a Dokku host", "host")
   end
   local cfg = generation.current()
-  local healths = host_health(cfg.hosts or { hosts.implicit() })
+  local healths = requests.host_health(cfg.hosts or { hosts.implicit() })
   local d = store.tx(function()
     local inst = instances.get(sub)
     if not inst or inst.status == "deprovisioned" then
@@ -248,7 +227,7 @@ function M.evacuate(name)
   if not host then
     return fail(404, "not_found", "no such Dokku host", "name")
   end
-  local healths = host_health(list)
+  local healths = requests.host_health(list)
   local d = store.tx(function()
     local v = host_usage.view({ host })[1]
     if not v.draining then
@@ -497,20 +476,6 @@ local function phase(sub, name)
   save_move(sub, function(_, mv) mv.phase = name end)
 end
 
--- The convergence context of a run on host.
-local function ctx_on(host, inst, job, cfg, stamp)
-  return {
-    host = host,
-    host_waits = cfg.hosts ~= nil and not cfg.hosts[1].implicit,
-    created = {}, backups = json.array(), commands = 0,
-    backup_path = function(c)
-      local dir = cfg.settings.backup_dir .. "/" .. inst.app_name
-      assert(sys.mkdir_p(dir))
-      return string.format("%s/%s-%s-%s.%s", dir, stamp, job.id, c.target, c.stream_ext or "dump")
-    end,
-  }
-end
-
 -- Takes one of the source host's slots (EVACUATE_PARALLEL moves out of a
 -- host at a time); false when all are taken.
 local function take_slot(job, mv, cfg)
@@ -530,20 +495,6 @@ local function take_slot(job, mv, cfg)
   end)
 end
 
--- Seconds before a move that cannot go on is tried again (as a job whose
--- host is down, lua/worker.lua): doubling from 0.5 s per claim, at most 5.
-local function retry_in(attempts)
-  return math.min(5, 0.5 * 2 ^ math.max(0, math.min((attempts or 1) - 1, 10)))
-end
-
-local function requeue(job, waiting, delay)
-  pcall(store.tx, function()
-    instances.update_job(job.id, { state = "queued", waiting_for = waiting, step = json.null,
-                                   not_before = sys.iso_time(sys.now() + delay) })
-  end)
-  instances.flush()
-end
-
 local function finish_failed(job, message)
   store.tx(function()
     instances.update_job(job.id, { state = "failed", error = message, finished_at = sys.iso_time(), step = json.null })
@@ -558,7 +509,7 @@ end
 local function rollback(job, inst, state, mv, redact, cfg, stamp)
   local tjob = setmetatable({ operation = "deprovision", request = { backup_data = false } }, { __index = job })
   local tinst = { subscription_id = inst.subscription_id, app_name = inst.app_name, applied = inst.applied or {} }
-  converge.converge(tjob, tinst, state, ctx_on(mv.to, inst, job, cfg, stamp), redact)
+  converge.converge(tjob, tinst, state, converge.context(mv.to, inst, job, cfg, stamp), redact)
   if dokku.mode() ~= "dry-run" then
     local cmds = {}
     for _, a in ipairs(state.apps or {}) do
@@ -580,7 +531,7 @@ function M.run_job(job)
   end
   local cfg = generation.current()
   if not take_slot(job, mv, cfg) then
-    return requeue(job, ("waiting for a slot: %d move(s) out of %s at a time (EVACUATE_PARALLEL)"):format(
+    return worker.requeue(job, ("waiting for a slot: %d move(s) out of %s at a time (EVACUATE_PARALLEL)"):format(
       cfg.settings.evacuate_parallel or 2, mv.from), 1)
   end
   local fields = { job_id = job.id, subscription_id = job.subscription_id, from = mv.from, to = mv.to }
@@ -604,7 +555,7 @@ function M.run_job(job)
       error({ message = why }, 0)
     end
     if mv.phase == "target" then
-      converge.converge(job, inst, unserved(state), ctx_on(mv.to, inst, job, cfg, stamp), redact)
+      converge.converge(job, inst, unserved(state), converge.context(mv.to, inst, job, cfg, stamp), redact)
       phase(job.subscription_id, "data")
       mv.phase = "data"
     end
@@ -617,7 +568,7 @@ function M.run_job(job)
       -- the target's apps run again on their restored data (the app the
       -- restore stopped is started: Dokku's deploy checks pass first)
       -- before anything is served from them
-      converge.converge(job, inst, unserved(state), ctx_on(mv.to, inst, job, cfg, stamp), redact)
+      converge.converge(job, inst, unserved(state), converge.context(mv.to, inst, job, cfg, stamp), redact)
       phase(job.subscription_id, "switch")
       mv.phase = "switch"
     end
@@ -625,11 +576,11 @@ function M.run_job(job)
   if not ok then
     local e = type(err) == "table" and err or { message = tostring(err) }
     if e.shutdown or e.store then
-      return requeue(job, converge.SHUTDOWN, 0)
+      return worker.requeue(job, converge.SHUTDOWN, 0)
     end
     if e.host_down then
-      return requeue(job, ("Dokku host %s is unreachable (%s)"):format(e.host_down, tostring(e.host_error)),
-        retry_in(job.attempts))
+      return worker.requeue(job, ("Dokku host %s is unreachable (%s)"):format(e.host_down, tostring(e.host_error)),
+        worker.host_retry(job.attempts))
     end
     if mv.phase ~= "rollback" then
       save_move(job.subscription_id, function(_, m) m.phase, m.error = "rollback", redact(tostring(e.message)) end)
@@ -641,8 +592,8 @@ function M.run_job(job)
     if not rok then
       local e = type(rerr) == "table" and rerr or { message = tostring(rerr) }
       log.warn("move rollback did not finish; tried again", fields)
-      return requeue(job, "rolling back the target: " .. tostring(e.message),
-        retry_in(job.attempts))
+      return worker.requeue(job, "rolling back the target: " .. tostring(e.message),
+        worker.host_retry(job.attempts))
     end
     local message = ("move to %s failed before the switch; the target was rolled back, the instance stays on %s: %s")
       :format(mv.to, mv.from, tostring(mv.error))
@@ -665,7 +616,7 @@ function M.run_job(job)
   local final
   ok, err = pcall(function()
     if mv.phase == "switch" then
-      final = converge.converge(job, inst, state, ctx_on(mv.to, inst, job, cfg, stamp), redact)
+      final = converge.converge(job, inst, state, converge.context(mv.to, inst, job, cfg, stamp), redact)
       save_move(job.subscription_id, function(fresh, m)
         m.phase, m.target_applied = "source", final
         fresh.applied = final
@@ -676,7 +627,7 @@ function M.run_job(job)
       local sjob = setmetatable({ operation = "deprovision", request = { backup_data = true } }, { __index = job })
       local sinst = { subscription_id = inst.subscription_id, app_name = inst.app_name,
                       applied = mv.source_applied or {} }
-      local sctx = ctx_on(mv.from, inst, job, cfg, stamp)
+      local sctx = converge.context(mv.from, inst, job, cfg, stamp)
       converge.converge(sjob, sinst, state, sctx, redact)
       result.backup = { files = sctx.backups }
       result.commands = sctx.commands
@@ -684,10 +635,10 @@ function M.run_job(job)
   end)
   if not ok then
     local e = type(err) == "table" and err or { message = tostring(err) }
-    local delay = e.shutdown and 0 or retry_in(job.attempts)
+    local delay = e.shutdown and 0 or worker.host_retry(job.attempts)
     fields.error = e.message
     log.warn("move past its switch did not finish; tried again", fields)
-    return requeue(job, e.shutdown and converge.SHUTDOWN or ("finishing the move (" .. mv.phase .. "): "
+    return worker.requeue(job, e.shutdown and converge.SHUTDOWN or ("finishing the move (" .. mv.phase .. "): "
       .. tostring(e.message)), delay)
   end
   local readiness

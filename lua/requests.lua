@@ -109,10 +109,10 @@ end
 -- asked before the request's transaction, which must not wait on SSH. The
 -- implicit host alone is not asked: without host files a provision is
 -- taken while Dokku is down, as it always was (its job retries, then fails).
-local function host_health(cfg)
+-- (lua/move.lua asks the same for a move's target.)
+function M.host_health(list)
   local out = {}
-  local list = cfg.hosts or { hosts.implicit() }
-  if list[1].implicit then
+  if list[1] and list[1].implicit then
     return out
   end
   for _, h in ipairs(list) do
@@ -122,15 +122,21 @@ local function host_health(cfg)
   return out
 end
 
--- Where a new instance goes: placement's choice among the generation's
--- hosts with what they hold now (inside the request's transaction, so two
--- provisions at once see each other). Returns the host's name, or nil, why.
-local function place(r, cfg, health)
-  local list = host_usage.view(cfg.hosts or { hosts.implicit() }, function(name)
+-- The hosts of list as placement sees them (lua/host_usage.lua), those
+-- health (M.host_health) found down refused.
+function M.host_views(list, health)
+  return host_usage.view(list, function(name)
     local hh = health[name]
     if hh and not hh.ok then return false, hh.why end
     return true
   end)
+end
+
+-- Where a new instance goes: placement's choice among the generation's
+-- hosts with what they hold now (inside the request's transaction, so two
+-- provisions at once see each other). Returns the host's name, or nil, why.
+local function place(r, cfg, health)
+  local list = M.host_views(cfg.hosts or { hosts.implicit() }, health)
   local limits = desired.limits(cfg.tiers[r.tier], r.limits)
   local hook = hooks.find(cfg.hooks, { subscription_id = r.subscription_id, account_id = r.account_id })
   return placement.choose({
@@ -142,7 +148,7 @@ end
 
 -- A validated provision request (from the API or a webhook).
 function M.provision_validated(r, req, cfg)
-  local health = host_health(cfg)
+  local health = M.host_health(cfg.hosts or { hosts.implicit() })
   local outcome = store.tx(function()
     local inst = instances.get(r.subscription_id)
     if inst and instances.ACTIVE[inst.status] then

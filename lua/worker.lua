@@ -37,6 +37,16 @@ function M.host_retry(attempts)
   return math.min(M.HOST_RETRY_CAP, 0.5 * 2 ^ math.max(0, math.min((attempts or 1) - 1, 10)))
 end
 
+-- Puts job back in the queue, to be claimed again in delay seconds, with
+-- what it waits for (a job whose host is down; a move, lua/move.lua).
+function M.requeue(job, waiting, delay)
+  pcall(store.tx, function()
+    instances.update_job(job.id, { state = "queued", waiting_for = waiting, step = json.null,
+                                   not_before = sys.iso_time(sys.now() + delay) })
+  end)
+  instances.flush()
+end
+
 -- Runs fn in a transaction; while the store refuses writes, retries with
 -- backoff (the job's outcome must be recorded, not lost). False when a stop
 -- was requested meanwhile: the job stays `running` and resumes on next start.
@@ -133,20 +143,7 @@ local function execute(job, inst, cfg)
     end
   end
   local stamp = sys.iso_time():gsub("[^%dTZ]", "")
-  local ctx = {
-    -- the Dokku host every command of the job goes to (lua/placement.lua)
-    host = instances.host_of(inst),
-    -- With host files a job whose host is down waits for it (re-queued);
-    -- the implicit host alone keeps the single-host contract: retries,
-    -- then the job fails with the cause (README "Reconciliation").
-    host_waits = cfg.hosts ~= nil and not cfg.hosts[1].implicit,
-    created = {}, backups = json.array(), commands = 0,
-    backup_path = function(c)
-      local dir = cfg.settings.backup_dir .. "/" .. inst.app_name
-      assert(sys.mkdir_p(dir))
-      return string.format("%s/%s-%s-%s.%s", dir, stamp, job.id, c.target, c.stream_ext or "dump")
-    end,
-  }
+  local ctx = converge.context(instances.host_of(inst), inst, job, cfg, stamp)
   local ok, res = pcall(converge.converge, job, inst, state, ctx, redact)
   if not ok then
     -- No rollback when interrupted (resumes) or when the store cannot
@@ -291,11 +288,7 @@ function M.run(job_id)
     local delay = M.host_retry(job.attempts)
     local waiting = ("Dokku host %s is unreachable (%s); next try in %.1f s"):format(state.host_down,
       tostring(state.host_error or state.message), delay)
-    pcall(store.tx, function()
-      instances.update_job(job.id, { state = "queued", waiting_for = waiting, step = json.null,
-                                     not_before = sys.iso_time(sys.now() + delay) })
-    end)
-    instances.flush()
+    M.requeue(job, waiting, delay)
     fields.waiting_for = waiting
     log.warn("job waiting for its Dokku host", fields)
     return
