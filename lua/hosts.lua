@@ -125,6 +125,11 @@ function M.implicit()
   return { name = M.IMPLICIT, implicit = true, capacity = {}, labels = {}, draining = false }
 end
 
+-- A generation's hosts: its host files', or the implicit host alone.
+function M.list(cfg)
+  return cfg.hosts or { M.implicit() }
+end
+
 -- load_dir(dir, fs, defaults) → list of hosts (sorted by name), or nil,
 -- "file:line: message". fs: as tiers.load_dir's. defaults: { key_path,
 -- known_hosts } (DOKKU_SSH_KEY_PATH, DOKKU_KNOWN_HOSTS). No directory or no

@@ -45,7 +45,7 @@ end
 -- GET /api/v1/hosts
 function M.list()
   local cfg = generation.current()
-  local list = cfg.hosts or { hosts.implicit() }
+  local list = hosts.list(cfg)
   -- health first: the view reads the store in one snapshot after it
   local health = {}
   for _, h in ipairs(list) do
@@ -65,7 +65,7 @@ end
 function M.drain(req, on)
   local name = req.param or ""
   local cfg = generation.current()
-  local list = cfg.hosts or { hosts.implicit() }
+  local list = hosts.list(cfg)
   local host = hosts.name_ok(name) and hosts.by_name(list)[name]
   if not host then
     return fail(404, "not_found", "no such Dokku host", "name")

@@ -90,7 +90,7 @@ end
 -- The decision for one instance, inside the caller's transaction: the
 -- target host, or { status, code, message, field }.
 local function choose(inst, want, cfg, healths)
-  local list = cfg.hosts or { hosts.implicit() }
+  local list = hosts.list(cfg)
   local from = instances.host_of(inst)
   local need = { memory_mb = (inst.limits or {}).memory_mb, cpu = (inst.limits or {}).cpu, instances = 1 }
   local vs = requests.host_views(list, healths)
@@ -188,7 +188,7 @@ function M.request(subscription_id, body)
     return fail(422, "invalid_value", "host must be the name of a Dokku host", "host")
   end
   local cfg = generation.current()
-  local healths = requests.host_health(cfg.hosts or { hosts.implicit() })
+  local healths = requests.host_health(hosts.list(cfg))
   local d = store.tx(function()
     local inst = instances.get(sub)
     if not inst or inst.status == "deprovisioned" then
@@ -222,7 +222,7 @@ end
 -- EVACUATE_PARALLEL at a time (M.run_job takes a slot).
 function M.evacuate(name)
   local cfg = generation.current()
-  local list = cfg.hosts or { hosts.implicit() }
+  local list = hosts.list(cfg)
   local host = hosts.name_ok(name or "") and hosts.by_name(list)[name]
   if not host then
     return fail(404, "not_found", "no such Dokku host", "name")

@@ -29,6 +29,7 @@ local dokku = require "mrprov.dokku"
 local drift = require "drift"
 local executor = require "executor"
 local generation = require "generation"
+local hosts = require "hosts"
 local instances = require "instances"
 local jobs = require "mrprov.jobs"
 local json = require "json"
@@ -237,7 +238,7 @@ local function finish(rep, dry, now)
   local owned = store.read(owned_names)
   local orphans = { app = json.array(), postgres = json.array(), redis = json.array() }
   rep.orphans_by_host = {}
-  for _, h in ipairs(generation.current().hosts or { { name = "default" } }) do
+  for _, h in ipairs(hosts.list(generation.current())) do
     local found, errs = orphans_mod.find(owned[h.name] or {}, h.name)
     rep.orphans_by_host[h.name] = found
     for kind, list in pairs(found) do
@@ -359,15 +360,15 @@ function M.advance(rep, opts)
       end
     end
     -- the batch's instances by Dokku host (each host has its reports)
-    local hosts, by_host = {}, {}
+    local names, by_host = {}, {}
     for _, nxt in ipairs(batch) do
       if not by_host[nxt.host] then
         by_host[nxt.host] = {}
-        hosts[#hosts + 1] = nxt.host
+        names[#names + 1] = nxt.host
       end
       table.insert(by_host[nxt.host], nxt)
     end
-    for _, host in ipairs(hosts) do
+    for _, host in ipairs(names) do
       local bulk = bulk_mod.for_sweep(rep, opts, host)
       -- Without the reports an instance costs a probe a resource (about
       -- twenty commands) instead of about two: while another job waits or

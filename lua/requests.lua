@@ -136,7 +136,7 @@ end
 -- hosts with what they hold now (inside the request's transaction, so two
 -- provisions at once see each other). Returns the host's name, or nil, why.
 local function place(r, cfg, health)
-  local list = M.host_views(cfg.hosts or { hosts.implicit() }, health)
+  local list = M.host_views(hosts.list(cfg), health)
   local limits = desired.limits(cfg.tiers[r.tier], r.limits)
   local hook = hooks.find(cfg.hooks, { subscription_id = r.subscription_id, account_id = r.account_id })
   return placement.choose({
@@ -148,7 +148,7 @@ end
 
 -- A validated provision request (from the API or a webhook).
 function M.provision_validated(r, req, cfg)
-  local health = M.host_health(cfg.hosts or { hosts.implicit() })
+  local health = M.host_health(hosts.list(cfg))
   local outcome = store.tx(function()
     local inst = instances.get(r.subscription_id)
     if inst and instances.ACTIVE[inst.status] then
