@@ -239,15 +239,6 @@ function M.wave_sizes(waves, n)
   return out
 end
 
--- The host an instance is placed on ("default" when it names none).
-local function host_of(inst)
-  local h = inst.host
-  if h == nil and type(inst.spec) == "table" then
-    h = inst.spec.host
-  end
-  return type(h) == "string" and h ~= "" and h or "default"
-end
-
 local function member(list, x)
   for _, v in ipairs(list) do
     if v == x then return true end
@@ -258,7 +249,8 @@ end
 -- Whether a selector (tiers and hosts; ids and percent pick from the
 -- existing instances only) takes inst.
 local function matches(sel, inst)
-  return (not sel.tiers or member(sel.tiers, inst.tier)) and (not sel.hosts or member(sel.hosts, host_of(inst)))
+  return (not sel.tiers or member(sel.tiers, inst.tier))
+    and (not sel.hosts or member(sel.hosts, instances.host_of(inst)))
 end
 
 -- The instances a selector picks, in subscription id order; or nil, err.
