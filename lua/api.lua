@@ -252,7 +252,7 @@ end
 
 function M.rollout_show(req)
   local id = req.param or ""
-  local v = id:match("^ro_[0-9a-f]+$") and #id <= 40 and rollout.view(id)
+  local v = rollout.valid_id(id) and rollout.view(id)
   if not v then
     return fail(404, "not_found", "no such rollout", "rollout_id")
   end

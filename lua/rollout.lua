@@ -366,11 +366,21 @@ local function new_id()
   return "ro_" .. require("mrprov.crypto").random_token(16, "0123456789abcdef")
 end
 
+-- Whether id has the shape new_id gives (checked before any store read).
+function M.valid_id(id)
+  return type(id) == "string" and #id <= 40 and id:match("^ro_[0-9a-f]+$") ~= nil
+end
+
+-- The active rollout other than except_id, or nil (one at a time: M.ACTIVE).
+local function active_rollout(except_id)
+  return check(store.query("SELECT id, state FROM rollouts WHERE id <> ? AND state IN ('running', 'paused', " ..
+    "'rolling_back') LIMIT 1", except_id or ""))[1]
+end
+
 -- Creates a rollout from a validated request: { id } or { status, err }.
 function M.create(r)
   local out = store.tx(function()
-    local active = check(store.query("SELECT id, state FROM rollouts WHERE state IN ('running', 'paused', " ..
-      "'rolling_back') LIMIT 1"))[1]
+    local active = active_rollout()
     if active then
       return { status = 409, err = { code = "conflict", field = json.null,
                message = ("rollout %s is %s: pause is not enough, abort it or let it finish first")
@@ -493,7 +503,7 @@ function M.act(id, action)
     return { status = 404, err = { code = "not_found", message = "no such action", field = json.null } }
   end
   local out = store.tx(function()
-    local r = type(id) == "string" and id:match("^ro_[0-9a-f]+$") and #id <= 40 and M.get(id)
+    local r = M.valid_id(id) and M.get(id)
     if not r then
       return { status = 404, err = { code = "not_found", message = "no such rollout", field = "rollout_id" } }
     end
@@ -502,8 +512,7 @@ function M.act(id, action)
                message = ("the rollout is %s: %s is not possible"):format(r.state, action) } }
     end
     if action == "resume" or action == "rollback" then
-      local active = check(store.query("SELECT id FROM rollouts WHERE id <> ? AND state IN ('running', 'paused', " ..
-        "'rolling_back') LIMIT 1", r.id))[1]
+      local active = active_rollout(r.id)
       if active then
         return { status = 409, err = { code = "conflict", field = json.null,
                  message = ("rollout %s is active: one rollout at a time"):format(active.id) } }
