@@ -414,8 +414,9 @@ function M.create(r)
   return out
 end
 
--- The image an instance shows: its own, else the setting.
-local function image_of(spec, settings)
+-- The image an instance shows: its own (spec.image, or a status
+-- summary's image column), else the setting.
+function M.image_of(spec, settings)
   return type(spec) == "table" and type(spec.image) == "string" and spec.image or settings.mindroom_image
 end
 
@@ -568,7 +569,7 @@ function M.pin(subscription_id, pinned)
     inst.spec.pinned = pinned or nil
     instances.save(inst)
     return { subscription_id = sub, app_name = inst.app_name, pinned = pinned,
-             image = image_of(inst.spec, generation.current().settings) }
+             image = M.image_of(inst.spec, generation.current().settings) }
   end)
   if out then
     instances.flush()
@@ -587,7 +588,7 @@ local function pinned_by(inst, cfg)
   if hook and hook.pinned then
     local ok, v = sandbox.run(hook.pinned, hooks.INSTRUCTIONS, hooks.MEMORY, hooks.SECONDS, {
       subscription_id = inst.subscription_id, account_id = inst.account_id, app_name = inst.app_name,
-      tier = inst.tier, image = image_of(inst.spec, cfg.settings),
+      tier = inst.tier, image = M.image_of(inst.spec, cfg.settings),
     })
     if not ok then
       return "pinned: its hook's pinned() failed: " .. tostring(v):sub(1, 200)
@@ -731,7 +732,7 @@ local function start_forward(r, e, cfg)
   end
   local why = pinned_by(inst, cfg)
   if why then
-    return finish("skipped", why .. " (on " .. image_of(inst.spec, cfg.settings) .. ")")
+    return finish("skipped", why .. " (on " .. M.image_of(inst.spec, cfg.settings) .. ")")
   end
   if inst.status == "failed" then
     return finish("skipped", "the instance is failed: " .. tostring(inst.error))
@@ -741,7 +742,7 @@ local function start_forward(r, e, cfg)
     save_entry(e)
     return false
   end
-  if image_of(inst.spec, cfg.settings) == r.spec.image then
+  if M.image_of(inst.spec, cfg.settings) == r.spec.image then
     return finish("unchanged", "already on " .. r.spec.image)
   end
   local applies, aerr = target_applies(inst, cfg, r.spec.image)
