@@ -126,7 +126,7 @@ function M.status(req)
   view.drift = drifted or json.null
   -- the MindRoom image of its desired state: its own (a rollout's,
   -- lua/rollout.lua) or MINDROOM_IMAGE; pinned: rollouts skip it
-  view.image = type(inst.image) == "string" and inst.image or generation.current().settings.mindroom_image
+  view.image = rollout.image_of(inst, generation.current().settings)
   view.image_override = type(inst.image) == "string"
   view.pinned = inst.pinned == 1 or inst.pinned == true
   return answer(200, view)
@@ -252,7 +252,7 @@ end
 
 function M.rollout_show(req)
   local id = req.param or ""
-  local v = id:match("^ro_[0-9a-f]+$") and #id <= 40 and rollout.view(id)
+  local v = rollout.valid_id(id) and rollout.view(id)
   if not v then
     return fail(404, "not_found", "no such rollout", "rollout_id")
   end

@@ -128,9 +128,10 @@ end
 
 local FROM = " FROM instances i LEFT JOIN drift d ON d.subscription_id = i.subscription_id"
 
--- The latest job of a subscription that is not a readiness check.
-local LATEST_JOB = "(SELECT j.id FROM jobs j WHERE j.subscription_id = i.subscription_id AND " ..
-  "j.operation <> 'health' ORDER BY j.rowid DESC LIMIT 1)"
+-- The latest job of a subscription that is not a readiness check (joined
+-- as `j`: one query for the page, not one per row).
+local LATEST_JOB = "(SELECT lj.id FROM jobs lj WHERE lj.subscription_id = i.subscription_id AND " ..
+  "lj.operation <> 'health' ORDER BY lj.rowid DESC LIMIT 1)"
 
 local function decode(s, default)
   local v = s and json.decode_stored(s)
@@ -140,7 +141,7 @@ local function decode(s, default)
   return v
 end
 
-local function instance_row(r, jobs_by_id)
+local function instance_row(r)
   local urls = decode(r.urls, {})
   local drift = json.null
   if r.drift_checked_at then
@@ -148,7 +149,6 @@ local function instance_row(r, jobs_by_id)
     drift = { checked_at = r.drift_checked_at, drifted = type(list) == "table" and #list > 0,
               resources = type(list) == "table" and #list or 0 }
   end
-  local job = r.job_id and jobs_by_id[r.job_id]
   return {
     subscription_id = r.subscription_id, account_id = r.account_id or json.null, app_name = r.app_name,
     tier = r.tier, status = r.status, error = r.error or json.null, dry_run = r.dry_run == 1,
@@ -157,9 +157,9 @@ local function instance_row(r, jobs_by_id)
              matrix = urls.matrix or json.null },
     health_state = r.health_state or json.null, created_at = r.created_at, updated_at = r.updated_at,
     drift = drift,
-    job = job and {
-      id = job.id, operation = job.operation, state = job.state, step = job.step or json.null,
-      steps_done = job.steps_done, steps_total = job.steps_total,
+    job = r.job_id and {
+      id = r.job_id, operation = r.job_operation, state = r.job_state, step = r.job_step or json.null,
+      steps_done = r.job_steps_done, steps_total = r.job_steps_total,
     } or json.null,
   }
 end
@@ -179,10 +179,12 @@ function M.instances(q)
   local args = concat(f.args, f.status_args)
   local cols = "i.subscription_id, i.account_id, i.app_name, i.tier, i.status, i.urls, i.error, i.dry_run, " ..
     "i.health_state, i.created_at, i.updated_at, d.checked_at AS drift_checked_at, " ..
-    "d.resources AS drift_resources, " .. LATEST_JOB .. " AS job_id" .. ", i.host"
+    "d.resources AS drift_resources, i.host, j.id AS job_id, j.operation AS job_operation, " ..
+    "j.state AS job_state, j.step AS job_step, j.steps_done AS job_steps_done, j.steps_total AS job_steps_total"
   return store.read(function()
     local page_args = concat(args, { page.limit, page.offset })
-    local rows = check(store.query("SELECT " .. cols .. FROM .. where(conds) ..
+    local rows = check(store.query("SELECT " .. cols .. FROM .. " LEFT JOIN jobs j ON j.id = " .. LATEST_JOB ..
+      where(conds) ..
       " ORDER BY i.updated_at DESC, i.subscription_id LIMIT ? OFFSET ?", table.unpack(page_args)))
     local total = check(store.query("SELECT count(*) AS n" .. FROM .. where(conds), table.unpack(args)))[1].n
     local counts = {}
@@ -193,16 +195,9 @@ function M.instances(q)
         " GROUP BY i.status", table.unpack(f.args)))) do
       counts[r.status] = r.n
     end
-    local jobs_by_id = {}
-    for _, r in ipairs(rows) do
-      if r.job_id then
-        jobs_by_id[r.job_id] = check(store.query("SELECT id, operation, state, step, steps_done, steps_total " ..
-          "FROM jobs WHERE id = ?", r.job_id))[1]
-      end
-    end
     local list = json.array()
     for _, r in ipairs(rows) do
-      list[#list + 1] = instance_row(r, jobs_by_id)
+      list[#list + 1] = instance_row(r)
     end
     return { instances = list, total = total, counts = counts, limit = page.limit, offset = page.offset,
              hosts = true }

@@ -239,15 +239,6 @@ function M.wave_sizes(waves, n)
   return out
 end
 
--- The host an instance is placed on ("default" when it names none).
-local function host_of(inst)
-  local h = inst.host
-  if h == nil and type(inst.spec) == "table" then
-    h = inst.spec.host
-  end
-  return type(h) == "string" and h ~= "" and h or "default"
-end
-
 local function member(list, x)
   for _, v in ipairs(list) do
     if v == x then return true end
@@ -258,7 +249,8 @@ end
 -- Whether a selector (tiers and hosts; ids and percent pick from the
 -- existing instances only) takes inst.
 local function matches(sel, inst)
-  return (not sel.tiers or member(sel.tiers, inst.tier)) and (not sel.hosts or member(sel.hosts, host_of(inst)))
+  return (not sel.tiers or member(sel.tiers, inst.tier))
+    and (not sel.hosts or member(sel.hosts, instances.host_of(inst)))
 end
 
 -- The instances a selector picks, in subscription id order; or nil, err.
@@ -374,11 +366,21 @@ local function new_id()
   return "ro_" .. require("mrprov.crypto").random_token(16, "0123456789abcdef")
 end
 
+-- Whether id has the shape new_id gives (checked before any store read).
+function M.valid_id(id)
+  return type(id) == "string" and #id <= 40 and id:match("^ro_[0-9a-f]+$") ~= nil
+end
+
+-- The active rollout other than except_id, or nil (one at a time: M.ACTIVE).
+local function active_rollout(except_id)
+  return check(store.query("SELECT id, state FROM rollouts WHERE id <> ? AND state IN ('running', 'paused', " ..
+    "'rolling_back') LIMIT 1", except_id or ""))[1]
+end
+
 -- Creates a rollout from a validated request: { id } or { status, err }.
 function M.create(r)
   local out = store.tx(function()
-    local active = check(store.query("SELECT id, state FROM rollouts WHERE state IN ('running', 'paused', " ..
-      "'rolling_back') LIMIT 1"))[1]
+    local active = active_rollout()
     if active then
       return { status = 409, err = { code = "conflict", field = json.null,
                message = ("rollout %s is %s: pause is not enough, abort it or let it finish first")
@@ -412,8 +414,9 @@ function M.create(r)
   return out
 end
 
--- The image an instance shows: its own, else the setting.
-local function image_of(spec, settings)
+-- The image an instance shows: its own (spec.image, or a status
+-- summary's image column), else the setting.
+function M.image_of(spec, settings)
   return type(spec) == "table" and type(spec.image) == "string" and spec.image or settings.mindroom_image
 end
 
@@ -501,7 +504,7 @@ function M.act(id, action)
     return { status = 404, err = { code = "not_found", message = "no such action", field = json.null } }
   end
   local out = store.tx(function()
-    local r = type(id) == "string" and id:match("^ro_[0-9a-f]+$") and #id <= 40 and M.get(id)
+    local r = M.valid_id(id) and M.get(id)
     if not r then
       return { status = 404, err = { code = "not_found", message = "no such rollout", field = "rollout_id" } }
     end
@@ -510,8 +513,7 @@ function M.act(id, action)
                message = ("the rollout is %s: %s is not possible"):format(r.state, action) } }
     end
     if action == "resume" or action == "rollback" then
-      local active = check(store.query("SELECT id FROM rollouts WHERE id <> ? AND state IN ('running', 'paused', " ..
-        "'rolling_back') LIMIT 1", r.id))[1]
+      local active = active_rollout(r.id)
       if active then
         return { status = 409, err = { code = "conflict", field = json.null,
                  message = ("rollout %s is active: one rollout at a time"):format(active.id) } }
@@ -567,7 +569,7 @@ function M.pin(subscription_id, pinned)
     inst.spec.pinned = pinned or nil
     instances.save(inst)
     return { subscription_id = sub, app_name = inst.app_name, pinned = pinned,
-             image = image_of(inst.spec, generation.current().settings) }
+             image = M.image_of(inst.spec, generation.current().settings) }
   end)
   if out then
     instances.flush()
@@ -586,7 +588,7 @@ local function pinned_by(inst, cfg)
   if hook and hook.pinned then
     local ok, v = sandbox.run(hook.pinned, hooks.INSTRUCTIONS, hooks.MEMORY, hooks.SECONDS, {
       subscription_id = inst.subscription_id, account_id = inst.account_id, app_name = inst.app_name,
-      tier = inst.tier, image = image_of(inst.spec, cfg.settings),
+      tier = inst.tier, image = M.image_of(inst.spec, cfg.settings),
     })
     if not ok then
       return "pinned: its hook's pinned() failed: " .. tostring(v):sub(1, 200)
@@ -730,7 +732,7 @@ local function start_forward(r, e, cfg)
   end
   local why = pinned_by(inst, cfg)
   if why then
-    return finish("skipped", why .. " (on " .. image_of(inst.spec, cfg.settings) .. ")")
+    return finish("skipped", why .. " (on " .. M.image_of(inst.spec, cfg.settings) .. ")")
   end
   if inst.status == "failed" then
     return finish("skipped", "the instance is failed: " .. tostring(inst.error))
@@ -740,7 +742,7 @@ local function start_forward(r, e, cfg)
     save_entry(e)
     return false
   end
-  if image_of(inst.spec, cfg.settings) == r.spec.image then
+  if M.image_of(inst.spec, cfg.settings) == r.spec.image then
     return finish("unchanged", "already on " .. r.spec.image)
   end
   local applies, aerr = target_applies(inst, cfg, r.spec.image)
