@@ -37,16 +37,6 @@ function M.host_retry(attempts)
   return math.min(M.HOST_RETRY_CAP, 0.5 * 2 ^ math.max(0, math.min((attempts or 1) - 1, 10)))
 end
 
--- Puts job back in the queue, to be claimed again in delay seconds, with
--- what it waits for (a job whose host is down; a move, lua/move.lua).
-function M.requeue(job, waiting, delay)
-  pcall(store.tx, function()
-    instances.update_job(job.id, { state = "queued", waiting_for = waiting, step = json.null,
-                                   not_before = sys.iso_time(sys.now() + delay) })
-  end)
-  instances.flush()
-end
-
 -- Runs fn in a transaction; while the store refuses writes, retries with
 -- backoff (the job's outcome must be recorded, not lost). False when a stop
 -- was requested meanwhile: the job stays `running` and resumes on next start.
@@ -288,7 +278,11 @@ function M.run(job_id)
     local delay = M.host_retry(job.attempts)
     local waiting = ("Dokku host %s is unreachable (%s); next try in %.1f s"):format(state.host_down,
       tostring(state.host_error or state.message), delay)
-    M.requeue(job, waiting, delay)
+    pcall(store.tx, function()
+      instances.update_job(job.id, { state = "queued", waiting_for = waiting, step = json.null,
+                                     not_before = sys.iso_time(sys.now() + delay) })
+    end)
+    instances.flush()
     fields.waiting_for = waiting
     log.warn("job waiting for its Dokku host", fields)
     return
