@@ -287,6 +287,24 @@ function M.update_job(id, fields)
   check(store.exec("UPDATE jobs SET " .. table.concat(sets, ", ") .. " WHERE id = ?", table.unpack(args, 1, #keys + 1)))
 end
 
+-- Seconds before a job whose Dokku host is down (lua/worker.lua), or a
+-- move that must try again (lua/move.lua), is claimed again: doubling from
+-- 0.5 s with each claim of the job, at most M.RETRY_CAP.
+M.RETRY_CAP = 5
+function M.retry_delay(attempts)
+  return math.min(M.RETRY_CAP, 0.5 * 2 ^ math.max(0, math.min((attempts or 1) - 1, 10)))
+end
+
+-- Puts a running job back in the queue, to be claimed again in delay
+-- seconds, saying what it waits for.
+function M.requeue(job_id, waiting, delay)
+  pcall(store.tx, function()
+    M.update_job(job_id, { state = "queued", waiting_for = waiting, step = json.null,
+                           not_before = sys.iso_time(sys.now() + delay) })
+  end)
+  M.flush()
+end
+
 -- Status view of SPEC §5.5, with the fields of the original service's
 -- InstanceInfo beside mrprov's own (its clients read them): the URLs at the
 -- top level, `subdomain` (the instance's domain, the host of its frontend

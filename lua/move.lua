@@ -494,19 +494,6 @@ local function take_slot(job, mv, cfg)
   end)
 end
 
--- Seconds before a move that cannot go on is tried again (as a job whose
--- host is down, lua/worker.lua): doubling from 0.5 s per claim, at most 5.
-local function retry_in(attempts)
-  return math.min(5, 0.5 * 2 ^ math.max(0, math.min((attempts or 1) - 1, 10)))
-end
-
-local function requeue(job, waiting, delay)
-  pcall(store.tx, function()
-    instances.update_job(job.id, { state = "queued", waiting_for = waiting, step = json.null,
-                                   not_before = sys.iso_time(sys.now() + delay) })
-  end)
-  instances.flush()
-end
 
 local function finish_failed(job, message)
   store.tx(function()
@@ -544,7 +531,7 @@ function M.run_job(job)
   end
   local cfg = generation.current()
   if not take_slot(job, mv, cfg) then
-    return requeue(job, ("waiting for a slot: %d move(s) out of %s at a time (EVACUATE_PARALLEL)"):format(
+    return instances.requeue(job.id, ("waiting for a slot: %d move(s) out of %s at a time (EVACUATE_PARALLEL)"):format(
       cfg.settings.evacuate_parallel or 2, mv.from), 1)
   end
   local fields = { job_id = job.id, subscription_id = job.subscription_id, from = mv.from, to = mv.to }
@@ -589,11 +576,12 @@ function M.run_job(job)
   if not ok then
     local e = type(err) == "table" and err or { message = tostring(err) }
     if e.shutdown or e.store then
-      return requeue(job, converge.SHUTDOWN, 0)
+      return instances.requeue(job.id, converge.SHUTDOWN, 0)
     end
     if e.host_down then
-      return requeue(job, ("Dokku host %s is unreachable (%s)"):format(e.host_down, tostring(e.host_error)),
-        retry_in(job.attempts))
+      return instances.requeue(job.id,
+        ("Dokku host %s is unreachable (%s)"):format(e.host_down, tostring(e.host_error)),
+        instances.retry_delay(job.attempts))
     end
     if mv.phase ~= "rollback" then
       save_move(job.subscription_id, function(_, m) m.phase, m.error = "rollback", redact(tostring(e.message)) end)
@@ -605,8 +593,8 @@ function M.run_job(job)
     if not rok then
       local e = type(rerr) == "table" and rerr or { message = tostring(rerr) }
       log.warn("move rollback did not finish; tried again", fields)
-      return requeue(job, "rolling back the target: " .. tostring(e.message),
-        retry_in(job.attempts))
+      return instances.requeue(job.id, "rolling back the target: " .. tostring(e.message),
+        instances.retry_delay(job.attempts))
     end
     local message = ("move to %s failed before the switch; the target was rolled back, the instance stays on %s: %s")
       :format(mv.to, mv.from, tostring(mv.error))
@@ -648,10 +636,10 @@ function M.run_job(job)
   end)
   if not ok then
     local e = type(err) == "table" and err or { message = tostring(err) }
-    local delay = e.shutdown and 0 or retry_in(job.attempts)
+    local delay = e.shutdown and 0 or instances.retry_delay(job.attempts)
     fields.error = e.message
     log.warn("move past its switch did not finish; tried again", fields)
-    return requeue(job, e.shutdown and converge.SHUTDOWN or ("finishing the move (" .. mv.phase .. "): "
+    return instances.requeue(job.id, e.shutdown and converge.SHUTDOWN or ("finishing the move (" .. mv.phase .. "): "
       .. tostring(e.message)), delay)
   end
   local readiness

@@ -30,13 +30,6 @@ local M = {}
 
 local SHUTDOWN = converge.SHUTDOWN
 
--- Seconds before a job whose Dokku host is down is tried again: doubling
--- from 0.5 s with each claim of the job, at most M.HOST_RETRY_CAP.
-M.HOST_RETRY_CAP = 5
-function M.host_retry(attempts)
-  return math.min(M.HOST_RETRY_CAP, 0.5 * 2 ^ math.max(0, math.min((attempts or 1) - 1, 10)))
-end
-
 -- Runs fn in a transaction; while the store refuses writes, retries with
 -- backoff (the job's outcome must be recorded, not lost). False when a stop
 -- was requested meanwhile: the job stays `running` and resumes on next start.
@@ -275,14 +268,10 @@ function M.run(job_id)
     -- The instance's Dokku host does not answer: back in the queue until
     -- it does (checked again at each try), its steps journaled; the
     -- worker is free for other hosts' jobs meanwhile.
-    local delay = M.host_retry(job.attempts)
+    local delay = instances.retry_delay(job.attempts)
     local waiting = ("Dokku host %s is unreachable (%s); next try in %.1f s"):format(state.host_down,
       tostring(state.host_error or state.message), delay)
-    pcall(store.tx, function()
-      instances.update_job(job.id, { state = "queued", waiting_for = waiting, step = json.null,
-                                     not_before = sys.iso_time(sys.now() + delay) })
-    end)
-    instances.flush()
+    instances.requeue(job.id, waiting, delay)
     fields.waiting_for = waiting
     log.warn("job waiting for its Dokku host", fields)
     return
