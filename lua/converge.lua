@@ -242,11 +242,16 @@ function M.converge(job, inst, state, ctx, redact)
     local ok, err = pcall(function()
       local steps, perr
       local list = job.operation ~= "deprovision" and engine.resources(state) or nil
+      local owed = M.owed_restarts(job.id)
+      if list and job.request and job.request.converge == "changed" then
+        -- a rollout's step: only what the change touches (engine.pending)
+        list = engine.pending(list, applied, owed)
+      end
       local current_of = executor.current_of(applied, list, ctx.host)
       if job.operation == "deprovision" then
         steps, perr = engine.teardown(state, current_of, { backup = job.request.backup_data ~= false })
       else
-        steps, perr = engine.plan(list, current_of, M.owed_restarts(job.id))
+        steps, perr = engine.plan(list, current_of, owed)
       end
       if not steps then
         error({ message = redact(tostring(perr)), transient = true }, 0)

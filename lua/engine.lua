@@ -175,6 +175,43 @@ function M.plan(list, current_of, owed)
   return steps
 end
 
+-- The part of list a job scoped to what changed converges (a rollout's
+-- step, lua/rollout.lua): the resources whose plan against `model` (what
+-- the instance's jobs recorded as applied, inst.applied; no Dokku probe)
+-- has commands, and on each app they touch the resource that starts it (a
+-- module with `restart`), so a change marked `restart` still takes effect.
+-- owed: apps owed a restart (converge.owed_restarts), kept the same way.
+-- The rest is not probed: drift there is the sweep's (lua/reconcile.lua)
+-- and the next full job's. An instance with no record at all (older than
+-- the model) keeps the whole list.
+function M.pending(list, model, owed)
+  if not model or next(model) == nil then
+    return list
+  end
+  local copies = {}
+  for i, r in ipairs(list) do
+    copies[i] = { type = r.type, key = r.key, spec = r.spec, target = r.target }
+  end
+  local steps = M.plan(copies, function(r) return model[r.key] end) or {}
+  local keys, apps = {}, {}
+  for _, app in ipairs(owed or {}) do
+    apps[app] = true
+  end
+  for _, s in ipairs(steps) do
+    if not s.derived then
+      keys[s.resource.key] = true
+      apps[s.resource.target] = true
+    end
+  end
+  local out = {}
+  for _, r in ipairs(list) do
+    if keys[r.key] or (apps[r.target] and M.modules[r.type].restart) then
+      out[#out + 1] = r
+    end
+  end
+  return out
+end
+
 -- The modules whose objects a teardown removes, in teardown order.
 local function removable()
   local mods = {}

@@ -69,7 +69,7 @@ end
 ---------------------------------------------------------------------------
 
 local FIELDS = { image = true, selector = true, waves = true, parallel = true, pause_seconds = true,
-                 failure_budget = true, rollback_on_failure = true, apply_to_new = true }
+                 failure_budget = true, rollback_on_failure = true, apply_to_new = true, converge = true }
 local SELECTOR_FIELDS = { tiers = true, hosts = true, labels = true, subscription_ids = true, percent = true }
 
 local function int_in(v, lo, hi)
@@ -216,6 +216,14 @@ function M.validate(t, cfg)
       return bad(k, "must be true or false")
     end
     r[k] = t[k] == true
+  end
+  -- What each step converges: "changed" (the default) only the resources
+  -- the new value changes, probed and applied like any job
+  -- (engine.pending); "all" every resource of the instance, as a full
+  -- update does.
+  r.converge = t.converge == nil and "changed" or t.converge
+  if r.converge ~= "changed" and r.converge ~= "all" then
+    return bad("converge", 'must be "changed" or "all"')
   end
   return r
 end
@@ -458,7 +466,7 @@ function M.view(id)
       id = r.id, state = r.state, image = spec.image, selector = spec.selector, waves = spec.waves,
       parallel = spec.parallel, pause_seconds = spec.pause_seconds, failure_budget = spec.failure_budget,
       rollback_on_failure = spec.rollback_on_failure, apply_to_new = spec.apply_to_new,
-      wave = r.wave, failures = r.failures, reason = r.reason or json.null,
+      converge = spec.converge or "changed", wave = r.wave, failures = r.failures, reason = r.reason or json.null,
       next_wave_at = r.next_wave_at or json.null, created_at = r.created_at, updated_at = r.updated_at,
       finished_at = r.finished_at or json.null, total = #list, counts = counts, wave_progress = waves,
       instances = list,
@@ -636,6 +644,7 @@ local function queue_step(r, e, inst, image, rollback)
   local job_id = instances.create_job(inst.subscription_id, "update", {
     subscription_id = inst.subscription_id, app_name = inst.app_name, rollout_id = r.id,
     image = image or json.null, rollback = rollback or nil,
+    converge = r.spec.converge ~= "all" and "changed" or nil,
   })
   e.job_id = job_id
   e.started_at = e.started_at or sys.iso_time()

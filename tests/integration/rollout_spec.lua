@@ -12,7 +12,10 @@
 -- - kill -9 mid-wave: the restarted service resumes the rollout where it
 --   was (no instance finished before the kill is deployed again);
 -- - pause, resume and abort; a pinned instance is skipped and reported;
--- - hostile and conflicting requests are refused; `mrprov rollout` lists.
+-- - hostile and conflicting requests are refused; `mrprov rollout` lists;
+-- - a step converges only what the change touches (converge "changed", the
+--   default): the homeserver is not even probed and a hand-made drift there
+--   stays; with converge "all" a step probes every resource and repairs it.
 -- Bounds are seconds; nothing asserts how fast anything was.
 local D = require "dokku_harness"
 local H = require "harness"
@@ -51,6 +54,23 @@ local function deploys(h, since)
           end
         end
         out[app] = (out[app] or 0) + 1
+      end
+    end
+  end
+  return out
+end
+
+-- The commands logged after entry `since` that name app (argv words).
+local function commands_on(h, since, app)
+  local out = {}
+  for i, e in ipairs(D.log(h)) do
+    if i > since and e.argv then
+      for _, w in ipairs(e.argv) do
+        if w == app then
+          local k = e.argv[1] == "--quiet" and 2 or 1
+          out[#out + 1] = e.argv[k]
+          break
+        end
       end
     end
   end
@@ -340,5 +360,56 @@ describe("fleet rollouts #integration", function()
     c, _, err = H.run({ "rollout", "--create", '{"image": "bad image"}' }, cenv, srv.dir)
     assert.are.equal(2, c)
     assert.matches("image", err)
+  end)
+
+  it("converges only what the change touches; converge \"all\" probes and repairs the whole instance", function()
+    local a, b = sub_of(9), sub_of(13) -- free tier, not pinned
+    local function drift(sub)
+      local hs = apps[sub] .. "-matrix"
+      local keys = {}
+      for k in pairs(D.state(h).apps[hs].env) do
+        if not k:find("^DOKKU_") and k ~= "GIT_REV" then keys[#keys + 1] = k end
+      end
+      table.sort(keys)
+      local code, _, err = D.ssh(h, "--quiet config:unset --no-restart " .. hs .. " " .. keys[1])
+      assert.are.equal(0, code, tostring(err))
+      return hs, keys[1]
+    end
+    local hs_a, key_a = drift(a)
+    local hs_b, key_b = drift(b)
+    local since = #D.log(h)
+    local code, r = H.request(srv, "POST", "/api/v1/rollouts",
+      { image = "ghcr.io/mindroom-ai/mindroom:v2026.12.6", selector = { subscription_ids = { a } } })
+    assert.are.equal(201, code, cjson.encode(r))
+    assert.are.equal("changed", r.converge)
+    r = rollout_done(srv, r.id, { "finished" }, 60)
+    assert.are.equal(1, r.counts.done, cjson.encode(r.counts))
+    -- the homeserver: not one command, its drift left for the sweep
+    assert.are.same({}, commands_on(h, since, hs_a))
+    assert.is_nil(D.state(h).apps[hs_a].env[key_a])
+    -- the MindRoom app: its deploy source and build context read, the
+    -- deploy, the context's digest recorded; no other resource probed
+    local seen = {}
+    for _, c in ipairs(commands_on(h, since, apps[a])) do seen[c] = (seen[c] or 0) + 1 end
+    assert.are.equal(1, seen["git:from-archive"], cjson.encode(seen))
+    for _, other in ipairs({ "domains:report", "ports:report", "checks:report", "storage:list",
+                             "letsencrypt:active", "resource:report", "ps:report" }) do
+      assert.is_nil(seen[other], other .. " sent: " .. cjson.encode(seen))
+    end
+
+    since = #D.log(h)
+    code, r = H.request(srv, "POST", "/api/v1/rollouts", { image = "ghcr.io/mindroom-ai/mindroom:v2026.12.6",
+      selector = { subscription_ids = { b } }, converge = "all" })
+    assert.are.equal(201, code, cjson.encode(r))
+    assert.are.equal("all", r.converge)
+    r = rollout_done(srv, r.id, { "finished" }, 60)
+    assert.are.equal(1, r.counts.done, cjson.encode(r.counts))
+    local on_hs = {}
+    for _, c in ipairs(commands_on(h, since, hs_b)) do on_hs[c] = true end
+    assert.is_true(on_hs["domains:report"] and on_hs["config:set"], cjson.encode(on_hs))
+    assert.is_string(D.state(h).apps[hs_b].env[key_b])
+    assert.are.equal("ghcr.io/mindroom-ai/mindroom:v2026.12.6", deployed(h, apps[b]))
+    local bad = H.request(srv, "POST", "/api/v1/rollouts", { image = V4, converge = "some" })
+    assert.are.equal(422, bad)
   end)
 end)

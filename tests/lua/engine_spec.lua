@@ -103,6 +103,36 @@ describe("engine", function()
     assert.are.equal(#lines, index_of(lines, "ps:restart " .. A .. "-frontend"))
   end)
 
+  it("pending: only the resources the model says change, plus each touched app's starter", function()
+    local applied = {}
+    plan_and_apply(state("starter"), applied)
+    local list = engine.resources(state("professional"))
+    local keys = {}
+    for _, r in ipairs(engine.pending(list, applied)) do
+      keys[#keys + 1] = r.key
+    end
+    -- the tier change touches the limits of both apps and the backend's
+    -- config; the image resource of each is kept (it restarts the app);
+    -- nothing else
+    table.sort(keys)
+    assert.are.same({ "config:" .. A .. "-backend", "image:" .. A .. "-backend",
+      "image:" .. A .. "-frontend", "limits:" .. A .. "-backend", "limits:" .. A .. "-frontend" }, keys)
+    -- the list's order is kept, and the entries are the list's own
+    local pending = engine.pending(list, applied)
+    local pos = {}
+    for i, r in ipairs(list) do pos[r] = i end
+    for i = 2, #pending do
+      assert.is_true(pos[pending[i - 1]] < pos[pending[i]])
+    end
+    -- nothing changed: nothing to converge; an owed restart keeps its starter
+    assert.are.same({}, engine.pending(engine.resources(state("starter")), applied))
+    local owed = engine.pending(engine.resources(state("starter")), applied, { A .. "-backend" })
+    assert.are.equal(1, #owed)
+    assert.are.equal("image:" .. A .. "-backend", owed[1].key)
+    -- no record at all (an instance older than the model): everything
+    assert.are.equal(#list, #engine.pending(list, {}))
+  end)
+
   it("requests a certificate again after a domain change, after domains:set", function()
     local applied = {}
     plan_and_apply(state("enterprise", { custom_domain = "old.example.com" }), applied)
