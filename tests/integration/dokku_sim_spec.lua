@@ -867,6 +867,49 @@ describe("dokku-sim over a real sshd #integration", function()
       assert.is_true(waited >= 1.0, "the change did not wait for the lock: " .. waited)
     end)
 
+    it("git:from-archive unpacks its build context without the state lock: another app's change goes on", function()
+      ok("apps:create fa1")
+      ok("apps:create fa2")
+      local p = io.popen("mktemp -d /tmp/mrprov-fa-XXXXXX")
+      local tmp = p:read("l")
+      p:close()
+      -- a context, and a `tar` first in PATH that waits (bounded) for a
+      -- file before it unpacks: the build is held mid-unpack
+      os.execute("mkdir -p " .. q(tmp .. "/ctx") .. " " .. q(tmp .. "/bin"))
+      local f = assert(io.open(tmp .. "/ctx/Dockerfile", "w"))
+      f:write("FROM img:fa\n")
+      f:close()
+      os.execute("tar -C " .. q(tmp .. "/ctx") .. " -cf " .. q(tmp .. "/ctx.tar") .. " Dockerfile")
+      f = assert(io.open(tmp .. "/bin/tar", "w"))
+      f:write("#!/bin/sh\ncase \" $* \" in *' -x '*) touch " .. q(tmp .. "/unpacking") .. "; i=0; while [ ! -e "
+        .. q(tmp .. "/go") .. " ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done ;; esac\nexec /usr/bin/tar \"$@\"\n")
+      f:close()
+      os.execute("chmod +x " .. q(tmp .. "/bin/tar"))
+      local build = io.popen("env -u SSH_ORIGINAL_COMMAND PATH=" .. q(tmp .. "/bin") .. ":\"$PATH\" DOKKU_SIM_STATE="
+        .. q(h.state) .. " " .. q(D.sim) .. " git:from-archive --archive-type tar fa1 -- <" .. q(tmp .. "/ctx.tar")
+        .. " >/dev/null 2>&1; echo rc=$?")
+      for _ = 1, 200 do
+        if read_file(tmp .. "/unpacking") then break end
+        socket.sleep(0.05)
+      end
+      assert.truthy(read_file(tmp .. "/unpacking"), "the build did not reach its unpacking")
+      -- the build is held; a change of another app does not wait for it
+      local cp = io.popen("timeout 5 " .. D.ssh_argv(h) .. " -- " .. q("config:set --no-restart fa2 K=v")
+        .. " </dev/null >/dev/null 2>&1; echo rc=$?")
+      local changed = cp:read("a")
+      cp:close()
+      local held = read_file(tmp .. "/go") == nil
+      os.execute("touch " .. q(tmp .. "/go"))
+      local built = build:read("a")
+      build:close()
+      os.execute("rm -rf " .. q(tmp))
+      assert.matches("rc=0", changed)
+      assert.is_true(held)
+      assert.matches("rc=0", built)
+      assert.are.equal("v\n", ok("config:get fa2 K"))
+      assert.are.equal("img:fa", D.state(h).apps.fa1.git_context.from)
+    end)
+
     it("a delayed git:from-image holds the app's deploy lock; the loser's commit stays (retry: no changes)", function()
       ok("apps:create dl")
       D.settings(h, { deploy_ms = 1500 })
