@@ -882,7 +882,8 @@ describe("dokku-sim over a real sshd #integration", function()
       os.execute("tar -C " .. q(tmp .. "/ctx") .. " -cf " .. q(tmp .. "/ctx.tar") .. " Dockerfile")
       f = assert(io.open(tmp .. "/bin/tar", "w"))
       f:write("#!/bin/sh\ncase \" $* \" in *' -x '*) touch " .. q(tmp .. "/unpacking") .. "; i=0; while [ ! -e "
-        .. q(tmp .. "/go") .. " ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done ;; esac\nexec /usr/bin/tar \"$@\"\n")
+        .. q(tmp .. "/go") .. " ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done ;; esac\n"
+        .. "exec /usr/bin/tar \"$@\"\n")
       f:close()
       os.execute("chmod +x " .. q(tmp .. "/bin/tar"))
       local build = io.popen("env -u SSH_ORIGINAL_COMMAND PATH=" .. q(tmp .. "/bin") .. ":\"$PATH\" DOKKU_SIM_STATE="
