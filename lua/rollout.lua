@@ -543,7 +543,8 @@ end
 
 -- The image a newly provisioned instance gets from the active rollout
 -- that says so (apply_to_new) and whose selector (tiers, hosts) takes it;
--- nil: the setting. Inside the provision's transaction.
+-- nil: the setting. inst carries its tier and its host (placement has
+-- chosen it). Inside the provision's transaction.
 function M.image_for_new(inst)
   local r = row_to_rollout(check(store.query("SELECT * FROM rollouts WHERE state IN ('running', 'paused') " ..
     "ORDER BY rowid DESC LIMIT 1"))[1])

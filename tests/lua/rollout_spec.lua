@@ -89,7 +89,9 @@ describe_store("rollout driver", function()
     plan, generation, boot, hooks = require "plan", require "generation", require "boot", require "hooks"
   end)
 
-  local function boot_mindroom(hook_files)
+  -- host_files: { ["hosts/<name>.lua"] = source } (lua/hosts.lua), or nil
+  -- for the implicit host alone.
+  local function boot_mindroom(hook_files, host_files)
     local tiers = require "tiers"
     local t = assert(tiers.load_dir("tiers", helper.realfs(),
       { by_name = helper.shipped_profiles(), default = "mindroom", dir = "profiles" }))
@@ -97,8 +99,13 @@ describe_store("rollout driver", function()
     if hook_files then
       hs = assert(hooks.load_dir("h", helper.memfs(hook_files)))
     end
+    local host_list
+    if host_files then
+      local hosts = require "hosts"
+      host_list = assert(hosts.load_dir("hosts", helper.memfs(host_files), { key_path = "k", known_hosts = "kh" }))
+    end
     boot.set({ settings = memstore.settings, tiers = t, hooks = hs, generation = 1, tiers_dir = "tiers",
-               hooks_dir = "hooks", profiles = helper.shipped_profiles() })
+               hooks_dir = "hooks", profiles = helper.shipped_profiles(), hosts = host_list })
   end
 
   before_each(function()
@@ -279,6 +286,26 @@ describe_store("rollout driver", function()
     provisioned("sub_plain", "free")
     assert.is_nil(instances.get("sub_plain").spec.image)
     assert.is_string(id2)
+  end)
+
+  it("gives a new instance the target by the host it is placed on (selector.hosts)", function()
+    -- no capacity declared: placement takes the host with the fewest
+    -- instances, then by name, so provisions alternate a, b, a, b
+    boot_mindroom(nil, { ["hosts/a.lua"] = 'return { host = "10.0.0.1" }',
+                         ["hosts/b.lua"] = 'return { host = "10.0.0.2" }' })
+    provisioned("sub_0")
+    provisioned("sub_1")
+    assert.are.equal("a", instances.get("sub_0").host)
+    assert.are.equal("b", instances.get("sub_1").host)
+    local id = create({ image = V2, selector = { hosts = { "b" } }, apply_to_new = true })
+    provisioned("sub_new_a")
+    provisioned("sub_new_b")
+    assert.are.equal("a", instances.get("sub_new_a").host)
+    assert.are.equal("b", instances.get("sub_new_b").host)
+    assert.are.equal(V2, instances.get("sub_new_b").spec.image)
+    assert.is_nil(instances.get("sub_new_a").spec.image)
+    assert.are.equal(V2, mindroom_image("sub_new_b"))
+    assert.is_string(id)
   end)
 
   it("allows one active rollout; pause, resume and abort follow their states", function()
