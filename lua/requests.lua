@@ -191,7 +191,7 @@ function M.provision_validated(r, req, cfg)
     }
     -- an active rollout that says so gives a new instance its target
     -- (lua/rollout.lua); otherwise it gets MINDROOM_IMAGE
-    inst.spec.image = require("rollout").image_for_new(inst)
+    inst.spec.image = require("rollout").image_for_new(inst, cfg)
     -- the URLs of the layout (the mindroom profile always runs a
     -- homeserver: its matrix URL is known before the request asks for it)
     local state = plan.desired_state(inst, cfg)

@@ -20,6 +20,7 @@
 -- where the store says it was; an instance's step is its own durable job.
 local generation = require "generation"
 local hooks = require "hooks"
+local hosts = require "hosts"
 local instances = require "instances"
 local jobs = require "mrprov.jobs"
 local json = require "json"
@@ -29,6 +30,7 @@ local sandbox = require "mrprov.sandbox"
 local store = require "mrprov.store"
 local store_error = require "store_error"
 local sys = require "mrprov.sys"
+local tier_check = require "tier_check"
 local validate = require "validate"
 
 local M = {}
@@ -128,7 +130,18 @@ local function selector_of(t, cfg)
     if not sel.hosts then return nil, err end
   end
   if t.labels ~= nil then
-    return bad("selector.labels", "cannot select: instances carry no labels in this version")
+    -- label = value the instance's host must carry (lua/hosts.lua labels),
+    -- checked as a tier's or a hook's host_labels are
+    if type(t.labels) ~= "table" or (next(t.labels) ~= nil and validate.is_list(t.labels)) then
+      return bad("selector.labels", "must be an object of label = value")
+    end
+    local ok, labels = pcall(tier_check.check_host_labels, t.labels, "selector.labels")
+    if not ok then
+      if type(labels) ~= "table" then error(labels, 0) end -- a bug, not the request's
+      return bad("selector.labels", (labels.message:gsub("^selector%.labels:? ?", "")))
+    end
+    -- none given: every host carries them all
+    sel.labels = next(labels) ~= nil and labels or nil
   end
   if t.subscription_ids ~= nil then
     sel.subscription_ids, err = string_list(t.subscription_ids, "selector.subscription_ids", M.MAX_IDS,
@@ -246,15 +259,40 @@ local function member(list, x)
   return false
 end
 
--- Whether a selector (tiers and hosts; ids and percent pick from the
--- existing instances only) takes inst.
-local function matches(sel, inst)
+-- The labels of each host of cfg's generation by name (its host file's;
+-- the implicit host carries none).
+local function labels_by_host(cfg)
+  local out = {}
+  for _, h in ipairs(hosts.list(cfg)) do
+    out[h.name] = h.labels or {}
+  end
+  return out
+end
+
+-- Whether the host an instance is on carries every label of want with its
+-- value (a host no host file names any more carries none).
+local function has_labels(want, labels)
+  for k, v in pairs(want) do
+    if labels == nil or labels[k] ~= v then
+      return false
+    end
+  end
+  return true
+end
+
+-- Whether a selector (tiers, hosts and labels; ids and percent pick from
+-- the existing instances only) takes inst (its tier and host set);
+-- host_labels: labels_by_host's.
+local function matches(sel, inst, host_labels)
+  local host = instances.host_of(inst)
   return (not sel.tiers or member(sel.tiers, inst.tier))
-    and (not sel.hosts or member(sel.hosts, instances.host_of(inst)))
+    and (not sel.hosts or member(sel.hosts, host))
+    and (not sel.labels or has_labels(sel.labels, host_labels[host]))
 end
 
 -- The instances a selector picks, in subscription id order; or nil, err.
-local function select_instances(sel)
+local function select_instances(sel, cfg)
+  local host_labels = labels_by_host(cfg)
   local rows = check(store.query("SELECT * FROM instances WHERE status NOT IN ('deprovisioned', 'deprovisioning') " ..
     "ORDER BY subscription_id"))
   local wanted
@@ -267,7 +305,7 @@ local function select_instances(sel)
   local out, found = {}, {}
   for _, r in ipairs(rows) do
     r.spec = json.decode_stored(r.spec or "{}") or {}
-    if (not wanted or wanted[r.subscription_id]) and matches(sel, r) then
+    if (not wanted or wanted[r.subscription_id]) and matches(sel, r, host_labels) then
       out[#out + 1] = r.subscription_id
       found[r.subscription_id] = true
     end
@@ -378,7 +416,10 @@ local function active_rollout(except_id)
 end
 
 -- Creates a rollout from a validated request: { id } or { status, err }.
-function M.create(r)
+-- cfg: the generation whose hosts' labels selector.labels reads (default:
+-- the current one).
+function M.create(r, cfg)
+  cfg = cfg or generation.current()
   local out = store.tx(function()
     local active = active_rollout()
     if active then
@@ -386,7 +427,7 @@ function M.create(r)
                message = ("rollout %s is %s: pause is not enough, abort it or let it finish first")
                  :format(active.id, active.state) } }
     end
-    local list, err = select_instances(r.selector)
+    local list, err = select_instances(r.selector, cfg)
     if not list then
       return { status = 422, err = err }
     end
@@ -542,13 +583,14 @@ function M.act(id, action)
 end
 
 -- The image a newly provisioned instance gets from the active rollout
--- that says so (apply_to_new) and whose selector (tiers, hosts) takes it;
--- nil: the setting. inst carries its tier and its host (placement has
--- chosen it). Inside the provision's transaction.
-function M.image_for_new(inst)
+-- that says so (apply_to_new) and whose selector (tiers, hosts, labels)
+-- takes it; nil: the setting. inst carries its tier and its host
+-- (placement has chosen it); cfg: the generation it was placed with.
+-- Inside the provision's transaction.
+function M.image_for_new(inst, cfg)
   local r = row_to_rollout(check(store.query("SELECT * FROM rollouts WHERE state IN ('running', 'paused') " ..
     "ORDER BY rowid DESC LIMIT 1"))[1])
-  if r and r.spec.apply_to_new and matches(r.spec.selector or {}, inst) then
+  if r and r.spec.apply_to_new and matches(r.spec.selector or {}, inst, labels_by_host(cfg)) then
     return r.spec.image
   end
   return nil

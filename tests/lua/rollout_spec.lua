@@ -41,7 +41,12 @@ describe("rollout.validate", function()
       { { image = V2, selector = { tiers = { "free", "../x" } } }, "selector.tiers[2]" },
       { { image = V2, selector = { hosts = { "a b" } } }, "selector.hosts[1]" },
       { { image = V2, selector = { hosts = { ("h"):rep(64) } } }, "selector.hosts[1]" },
-      { { image = V2, selector = { labels = {} } }, "selector.labels" },
+      { { image = V2, selector = { labels = "region=eu" } }, "selector.labels" },
+      { { image = V2, selector = { labels = { "eu" } } }, "selector.labels" },
+      { { image = V2, selector = { labels = { Region = "eu" } } }, "selector.labels" },
+      { { image = V2, selector = { labels = { ["a b"] = "eu" } } }, "selector.labels" },
+      { { image = V2, selector = { labels = { region = { "eu" } } } }, "selector.labels" },
+      { { image = V2, selector = { labels = { region = ("x"):rep(254) } } }, "selector.labels" },
       { { image = V2, selector = { subscription_ids = { "sub 1" } } }, "selector.subscription_ids[1]" },
       { { image = V2, selector = { percent = 101 } }, "selector.percent" },
       { { image = V2, selector = { percent = 0 / 0 } }, "selector.percent" },
@@ -63,6 +68,14 @@ describe("rollout.validate", function()
       assert.are.equal(c[2], err.field)
       assert.is_string(err.message)
     end
+  end)
+
+  it("takes selector.labels as a host file's labels are checked; an empty table selects by no label", function()
+    local r = assert(rollout.validate({ image = V2, selector = { labels = { region = "eu", gpu = true, rack = 3 } } },
+      cfg))
+    assert.are.same({ region = "eu", gpu = true, rack = 3 }, r.selector.labels)
+    r = assert(rollout.validate({ image = V2, selector = { labels = {} } }, cfg))
+    assert.is_nil(r.selector.labels)
   end)
 
   it("sizes waves: counts or percentages, never past the selection, the last takes the rest", function()
@@ -306,6 +319,59 @@ describe_store("rollout driver", function()
     assert.is_nil(instances.get("sub_new_a").spec.image)
     assert.are.equal(V2, mindroom_image("sub_new_b"))
     assert.is_string(id)
+  end)
+
+  it("selects by the labels of the instance's host, existing and new instances alike", function()
+    -- placement alternates a, b, c (no capacity declared: fewest instances, then by name)
+    boot_mindroom(nil, {
+      ["hosts/a.lua"] = 'return { host = "10.0.0.1", labels = { region = "eu", gpu = true } }',
+      ["hosts/b.lua"] = 'return { host = "10.0.0.2", labels = { region = "us", gpu = true } }',
+      ["hosts/c.lua"] = 'return { host = "10.0.0.3" }',
+    })
+    for i = 1, 6 do provisioned("sub_" .. i) end
+    local on = {}
+    for i = 1, 6 do on[i] = instances.get("sub_" .. i).host end
+    assert.are.same({ "a", "b", "c", "a", "b", "c" }, on)
+    local function selected(id)
+      local out = {}
+      for _, e in ipairs(store.query("SELECT subscription_id FROM rollout_instances WHERE rollout_id = ? " ..
+          "ORDER BY subscription_id", id)) do
+        out[#out + 1] = e.subscription_id
+      end
+      return out
+    end
+    local id = create({ image = V2, selector = { labels = { gpu = true } } })
+    assert.are.same({ "sub_1", "sub_2", "sub_4", "sub_5" }, selected(id))
+    rollout.act(id, "abort")
+    -- every label must match; a host without the label is not taken
+    local r = assert(rollout.validate({ image = V2, selector = { labels = { gpu = true, region = "us" } } },
+      generation.current()))
+    r.apply_to_new = true
+    local out = rollout.create(r)
+    assert.are.same({ "sub_2", "sub_5" }, selected(out.id))
+    -- new instances: on b (region us) the target, on a and c the setting
+    provisioned("sub_7")
+    provisioned("sub_8")
+    provisioned("sub_9")
+    assert.are.same({ "a", "b", "c" }, { instances.get("sub_7").host, instances.get("sub_8").host,
+                                         instances.get("sub_9").host })
+    assert.is_nil(instances.get("sub_7").spec.image)
+    assert.are.equal(V2, instances.get("sub_8").spec.image)
+    assert.is_nil(instances.get("sub_9").spec.image)
+    rollout.act(out.id, "abort")
+    r = assert(rollout.validate({ image = V2, selector = { labels = { region = "ap" } } }, generation.current()))
+    local none = rollout.create(r)
+    assert.are.equal(422, none.status)
+    assert.matches("matches no instance", none.err.message)
+  end)
+
+  it("the implicit host carries no labels: selector.labels takes none of its instances", function()
+    provisioned("sub_1")
+    local r = assert(rollout.validate({ image = V2, selector = { labels = { region = "eu" } } },
+      generation.current()))
+    assert.are.equal(422, rollout.create(r).status)
+    local id = create({ image = V2, selector = { labels = {} } })
+    assert.are.equal("pending", entry(id, "sub_1").state)
   end)
 
   it("allows one active rollout; pause, resume and abort follow their states", function()
