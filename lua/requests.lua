@@ -189,9 +189,9 @@ function M.provision_validated(r, req, cfg)
       host = host,
       limits = desired.limits(cfg.tiers[r.tier], r.limits),
     }
-    -- an active rollout that says so gives a new instance its target
+    -- an active rollout that says so gives a new instance its targets
     -- (lua/rollout.lua); otherwise it gets MINDROOM_IMAGE
-    inst.spec.image = require("rollout").image_for_new(inst, cfg)
+    require("rollout").apply_to_new(inst, cfg)
     -- the URLs of the layout (the mindroom profile always runs a
     -- homeserver: its matrix URL is known before the request asks for it)
     local state = plan.desired_state(inst, cfg)

@@ -78,6 +78,29 @@ describe("rollout.validate", function()
     assert.is_nil(r.selector.labels)
   end)
 
+  it("takes env as config_updates are checked; a rollout sets an image, env, or both", function()
+    local r = assert(rollout.validate({ env = { X_FEATURE = "on", LOG_FORMAT = "json" } }, cfg))
+    assert.are.same({ X_FEATURE = "on", LOG_FORMAT = "json" }, r.env)
+    assert.is_nil(r.image)
+    r = assert(rollout.validate({ image = V2, env = { X_FEATURE = "on" } }, cfg))
+    assert.are.equal(V2, r.image)
+    local cases = {
+      { { env = "X=1" }, "env" }, { { env = { "X=1" } }, "env" }, { { env = {} }, "env" },
+      { { env = { ["bad key"] = "1" } }, "env" }, { { env = { x_lower = "1" } }, "env.x_lower" },
+      { { env = { MINDROOM_API_KEY = "k" } }, "env.MINDROOM_API_KEY" },
+      { { env = { DOKKU_APP_TYPE = "x" } }, "env.DOKKU_APP_TYPE" },
+      { { env = { DATABASE_URL = "x" } }, "env.DATABASE_URL" },
+      { { env = { X = 1 } }, "env.X" }, { { env = { X = "a\0b" } }, "env.X" },
+      { { env = { X = "007" } }, "env.X" }, { { env = { X = ("v"):rep(16 * 1024 + 1) } }, "env.X" },
+      { { selector = { tiers = { "free" } } }, "image" },
+    }
+    for _, c in ipairs(cases) do
+      local got, err = rollout.validate(c[1], cfg)
+      assert.is_nil(got, cjson.encode(c[2]))
+      assert.are.equal(c[2], err.field)
+    end
+  end)
+
   it("sizes waves: counts or percentages, never past the selection, the last takes the rest", function()
     assert.are.same({ 1, 10, 29 }, rollout.wave_sizes({ 1, 10, 100 }, 40))
     assert.are.same({ 1, 10, 29 }, rollout.wave_sizes({ 1, "25%", "100%" }, 40))
@@ -372,6 +395,138 @@ describe_store("rollout driver", function()
     assert.are.equal(422, rollout.create(r).status)
     local id = create({ image = V2, selector = { labels = {} } })
     assert.are.equal("pending", entry(id, "sub_1").state)
+  end)
+
+  -- The MindRoom app's environment in the instance's desired state.
+  local function main_env(sub)
+    local st = assert(plan.desired_state(instances.get(sub), generation.current()))
+    for _, a in ipairs(st.apps) do
+      if a.role == "main" then return a.env, a end
+    end
+  end
+
+  it("sets env on each instance by the update job; rollback restores each key's value before or unsets it",
+    function()
+    for i = 1, 4 do provisioned("sub_" .. i) end
+    local VALUE = "feature-value-rollout-1"
+    store.tx(function()
+      -- sub_2: an earlier rollout set the key; sub_3: the customer's own value
+      local i2 = instances.get("sub_2")
+      i2.spec.env, i2.spec.env_owned = { X_FEATURE = "earlier-value-0" }, { X_FEATURE = true }
+      instances.save(i2)
+      local i3 = instances.get("sub_3")
+      i3.spec.config_updates = { X_FEATURE = "customer-value-3" }
+      instances.save(i3)
+    end)
+    assert.is_true(rollout.pin("sub_4", true).pinned)
+    local outbox = package.loaded["mrprov.outbox"]
+    local was_enabled = outbox.enabled
+    outbox.enabled = function() return true end
+    finally(function() outbox.enabled = was_enabled end)
+    local id = create({ env = { X_FEATURE = VALUE }, waves = { "100%" }, parallel = 4 })
+    tick(id)
+    for i = 1, 3 do
+      local sub = "sub_" .. i
+      local e = entry(id, sub)
+      assert.are.equal("updating", e.state, sub)
+      local job = instances.job(e.job_id)
+      assert.are.equal("update", job.operation)
+      assert.are.same({ "X_FEATURE" }, job.request.env_keys)
+      assert.is_nil(job.request.image)
+      assert.is_falsy(cjson.encode(job.request):find(VALUE, 1, true))
+      assert.are.equal(VALUE, main_env(sub).X_FEATURE)
+      assert.is_nil(instances.get(sub).spec.image) -- an env rollout leaves the image
+    end
+    assert.are.same({ env = { X_FEATURE = cjson.null } }, cjson.decode(entry(id, "sub_1").from_fields))
+    assert.are.same({ env = { X_FEATURE = "earlier-value-0" } }, cjson.decode(entry(id, "sub_2").from_fields))
+    assert.are.equal("skipped", entry(id, "sub_4").state)
+    assert.is_nil(main_env("sub_4").X_FEATURE)
+    for i = 1, 3 do finish_step(id, "sub_" .. i, "running") end
+    assert.is_nil(tick(id))
+    assert.are.equal("finished", rollout.get(id).state)
+    -- a customer's later update keeps the rollout's value
+    local code = requests.update_validated({ subscription_id = "sub_3", app_name = instances.get("sub_3").app_name,
+      config_updates = { X_NOTE = "1" } }, {}, generation.current())
+    assert.are.equal(202, code)
+    store.exec("UPDATE jobs SET state = 'succeeded' WHERE subscription_id = 'sub_3'")
+    store.tx(function()
+      local i3 = instances.get("sub_3")
+      i3.status = "running"
+      instances.save(i3)
+    end)
+    assert.are.equal(VALUE, main_env("sub_3").X_FEATURE)
+    -- the view and the events show keys, never a value
+    local v = rollout.view(id)
+    assert.are.same({ X_FEATURE = "[set]" }, v.env)
+    assert.are.equal(cjson.null, v.image)
+    local shown = cjson.encode(v)
+    assert.is_falsy(shown:find(VALUE, 1, true))
+    assert.is_falsy(shown:find("earlier-value-0", 1, true))
+    for _, e in ipairs(v.instances) do
+      if e.subscription_id == "sub_2" then
+        assert.are.same({ X_FEATURE = "[set]" }, e.previous_env)
+      elseif e.subscription_id == "sub_1" then
+        assert.are.same({ X_FEATURE = cjson.null }, e.previous_env)
+      end
+    end
+    for _, row in ipairs(store.query("SELECT payload FROM outbox")) do
+      assert.is_falsy(row.payload:find(VALUE, 1, true), row.payload)
+    end
+
+    assert.are.equal("rolling_back", rollout.act(id, "rollback").state)
+    tick(id)
+    for i = 1, 3 do
+      assert.are.equal("reverting", entry(id, "sub_" .. i).state)
+    end
+    -- sub_1: not set before: gone from the state, and owned, so the job
+    -- unsets it on the app; sub_2: the earlier value; sub_3: the customer's
+    local env1, app1 = main_env("sub_1")
+    assert.is_nil(env1.X_FEATURE)
+    assert.is_true(app1.env_owned_keys.X_FEATURE)
+    assert.are.equal("earlier-value-0", main_env("sub_2").X_FEATURE)
+    assert.are.equal("customer-value-3", main_env("sub_3").X_FEATURE)
+    local config = require "resources.config"
+    local spec = config.specs(app1)[1].spec
+    local crypto = require "mrprov.crypto"
+    local cmds = config.diff(spec, { env = { X_FEATURE = crypto.sha256_hex(VALUE), OTHER = crypto.sha256_hex("x") } })
+    local argvs = {}
+    for _, c in ipairs(cmds) do argvs[#argvs + 1] = table.concat(c.argv, " ") end
+    local text = table.concat(argvs, "\n")
+    assert.matches("config:unset --no-restart " .. app1.name .. " X_FEATURE", text, 1, true)
+    assert.is_falsy(text:find("OTHER", 1, true))
+    for i = 1, 3 do finish_step(id, "sub_" .. i, "running") end
+    assert.is_nil(tick(id))
+    assert.are.equal("rolled_back", rollout.get(id).state)
+  end)
+
+  it("env: a failed readiness counts against the budget and reverts at once; new instances get it when told",
+    function()
+    for i = 1, 3 do provisioned("sub_" .. i) end
+    local id = create({ env = { X_FEATURE = "on-value-2" }, waves = { "100%" }, parallel = 1, failure_budget = 0,
+                        rollback_on_failure = true, apply_to_new = true, selector = { tiers = { "free" } } })
+    provisioned("sub_new", "free")
+    provisioned("sub_other", "starter")
+    assert.are.equal("on-value-2", main_env("sub_new").X_FEATURE)
+    assert.is_true(instances.get("sub_new").spec.env_owned.X_FEATURE)
+    assert.is_nil(main_env("sub_other").X_FEATURE)
+    tick(id)
+    finish_step(id, "sub_1", "unhealthy")
+    tick(id)
+    assert.are.equal("halted", rollout.get(id).state)
+    assert.are.equal("reverting", entry(id, "sub_1").state)
+    assert.is_nil(main_env("sub_1").X_FEATURE)
+    assert.are.equal("pending", entry(id, "sub_2").state)
+    assert.is_nil(main_env("sub_2").X_FEATURE)
+  end)
+
+  it("skips an env rollout where the layout's own variable of that name wins", function()
+    provisioned("sub_1")
+    local id = create({ env = { LOG_LEVEL = "DEBUG" } })
+    tick(id)
+    local e = entry(id, "sub_1")
+    assert.are.equal("skipped", e.state)
+    assert.matches("sets one of the keys itself", e.error)
+    assert.is_nil(instances.get("sub_1").spec.env)
   end)
 
   it("allows one active rollout; pause, resume and abort follow their states", function()
