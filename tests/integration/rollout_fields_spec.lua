@@ -4,7 +4,11 @@
 -- the loopback health server standing in for MindRoom's /api/ready:
 -- - selector.labels takes the instances whose host carries the labels,
 --   existing ones and (apply_to_new) new ones alike; the others are not
---   touched.
+--   touched;
+-- - an env rollout sets the key on every selected MindRoom app (over a
+--   customer's own value of it), leaves the unselected ones alone and
+--   never logs the value; rollback removes the key again where it was not
+--   set, and puts the customer's value back where it was.
 -- Bounds are seconds; nothing asserts how fast anything was.
 local D = require "dokku_harness"
 local H = require "harness"
@@ -110,5 +114,59 @@ describe("rollouts over hosts with labels #integration", function()
       local _, view = H.request(srv, "GET", "/api/v1/status/" .. sub)
       assert.are.equal(want, view.image, sub)
     end
+  end)
+
+  it("sets env on the selected apps and rollback removes it again; the others are untouched", function()
+    local KEY, VALUE = "X_ROLLOUT_FLAG", "flag-value-rollout-7"
+    local function env_of(sub)
+      local p = placed[sub]
+      return D.state(by_name[p.host]).apps[p.app].env
+    end
+    local us, eu = {}, {}
+    for sub, p in pairs(placed) do
+      table.insert(p.host == "us1" and us or eu, sub)
+    end
+    table.sort(us)
+    assert.are.equal(3, #us, cjson.encode(placed))
+    -- one customer has a value of their own for the key
+    local own = us[1]
+    local uc, u = H.request(srv, "PUT", "/api/v1/update", { subscription_id = own, app_name = placed[own].app,
+      config_updates = { [KEY] = "customer-own-value" } }, { Prefer = "wait=60" })
+    assert.are.equal(200, uc, cjson.encode(u))
+    assert.are.equal("customer-own-value", env_of(own)[KEY])
+
+    local code, r = H.request(srv, "POST", "/api/v1/rollouts",
+      { env = { [KEY] = VALUE }, selector = { labels = { region = "us" } }, waves = { 1, "100%" }, parallel = 2 })
+    assert.are.equal(201, code, cjson.encode(r))
+    assert.are.equal(3, r.total)
+    assert.are.same({ [KEY] = "[set]" }, r.env)
+    r = rollout_done(srv, r.id, { "finished" }, 90)
+    assert.are.equal(3, r.counts.done, cjson.encode(r.counts))
+    for _, sub in ipairs(us) do
+      assert.are.equal(VALUE, env_of(sub)[KEY], sub)
+      local _, view = H.request(srv, "GET", "/api/v1/status/" .. sub)
+      assert.are.equal("running", view.status)
+    end
+    for _, sub in ipairs(eu) do
+      assert.is_nil(env_of(sub)[KEY], sub)
+    end
+    local _, shown = H.request(srv, "GET", "/api/v1/rollouts/" .. r.id)
+    assert.is_falsy(cjson.encode(shown):find(VALUE, 1, true))
+
+    local ac, a = H.request(srv, "POST", "/api/v1/rollouts/" .. r.id .. "/rollback")
+    assert.are.equal(200, ac, cjson.encode(a))
+    r = rollout_done(srv, r.id, { "rolled_back" }, 90)
+    assert.are.equal(3, r.counts.rolled_back, cjson.encode(r.counts))
+    for _, sub in ipairs(us) do
+      if sub == own then
+        assert.are.equal("customer-own-value", env_of(sub)[KEY])
+      else
+        assert.is_nil(env_of(sub)[KEY], sub)
+      end
+    end
+    for _, sub in ipairs(eu) do
+      assert.is_nil(env_of(sub)[KEY], sub)
+    end
+    assert.is_falsy(H.log_text(srv):find(VALUE, 1, true), "the value is in the log")
   end)
 end)
