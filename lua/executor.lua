@@ -261,7 +261,7 @@ M.SECRET_MIN = 8
 
 -- The values masked in every output, error and log line of a job (besides
 -- the credentials redact.credentials finds by form): the admin password,
--- the customer's config_updates and the environment of apps a hook added,
+-- the customer's config_updates, a rollout's env and the environment of apps a hook added,
 -- each raw and base64-encoded. Dokku echoes values back in some errors
 -- (v0.38: an ENV file it cannot read is quoted in every config command's
 -- error), and any of those values may be a customer's secret.
@@ -275,6 +275,10 @@ function M.job_secrets(inst, state)
     end
   end
   for _, v in pairs(inst.spec and inst.spec.config_updates or {}) do
+    add(v)
+  end
+  -- and the environment a rollout set (lua/rollout.lua)
+  for _, v in pairs(inst.spec and type(inst.spec.env) == "table" and inst.spec.env or {}) do
     add(v)
   end
   for _, a in ipairs(state and state.apps or {}) do

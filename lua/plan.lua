@@ -62,11 +62,20 @@ function M.desired_state(inst, cfg, profile)
   if type(spec.image) == "string" then
     settings = setmetatable({ mindroom_image = spec.image }, { __index = cfg.settings })
   end
+  -- The environment a rollout set on the instance (spec.env) goes where the
+  -- request's config_updates go, over them (the profile's own variables
+  -- still win), and stays until a rollback.
+  local config_updates = spec.config_updates
+  if type(spec.env) == "table" and next(spec.env) ~= nil then
+    config_updates = {}
+    for k, v in pairs(spec.config_updates or {}) do config_updates[k] = v end
+    for k, v in pairs(spec.env) do config_updates[k] = v end
+  end
   local state, err = desired.build({
     instance = {
       app_name = inst.app_name, subscription_id = inst.subscription_id, account_id = inst.account_id,
       tier = inst.tier, enable_matrix = spec.enable_matrix, matrix_type = spec.matrix_type,
-      custom_domain = spec.custom_domain, limits = spec.limits, config_updates = spec.config_updates,
+      custom_domain = spec.custom_domain, limits = spec.limits, config_updates = config_updates,
       config_overrides = spec.config_overrides,
     },
     tier = tier,
@@ -83,6 +92,19 @@ function M.desired_state(inst, cfg, profile)
     state, err = hooks.apply_desired(hook, state, M.hook_ctx(inst, tier), { base_domain = cfg.settings.base_domain })
     if not state then
       return nil, err
+    end
+  end
+  -- Every key a rollout ever set on the instance (spec.env_owned) is
+  -- mrprov's on its apps: one the state no longer holds (a rollback to
+  -- "not set") is unset (resources/config.lua), not left behind. Never a
+  -- key the state holds: the customer's own value of it comes back.
+  if type(spec.env_owned) == "table" and next(spec.env_owned) ~= nil then
+    for _, a in ipairs(state.apps or {}) do
+      if not a.absent and a.env and a.role ~= "hook" then
+        local owned = {}
+        for k in pairs(spec.env_owned) do owned[k] = true end
+        a.env_owned_keys = owned
+      end
     end
   end
   -- A stopped or suspended instance (lua/lifecycle.lua) keeps its apps

@@ -185,17 +185,18 @@ function M.provision_validated(r, req, cfg)
       applied = resume and inst.applied or {},
       created_at = resume and inst.created_at or nil,
       dry_run = dokku.mode() == "dry-run",
+      -- set before the rollout looks: its selector reads the host
+      host = host,
+      limits = desired.limits(cfg.tiers[r.tier], r.limits),
     }
-    -- an active rollout that says so gives a new instance its target
+    -- an active rollout that says so gives a new instance its targets
     -- (lua/rollout.lua); otherwise it gets MINDROOM_IMAGE
-    inst.spec.image = require("rollout").image_for_new(inst)
+    require("rollout").apply_to_new(inst, cfg)
     -- the URLs of the layout (the mindroom profile always runs a
     -- homeserver: its matrix URL is known before the request asks for it)
     local state = plan.desired_state(inst, cfg)
     inst.urls = state and state.urls or urls_of({ app_name = inst.app_name, custom_domain = r.custom_domain,
                                                   enable_matrix = r.enable_matrix }, cfg)
-    inst.limits = desired.limits(cfg.tiers[r.tier], r.limits)
-    inst.host = host
     instances.save(inst)
     instances.place(inst.subscription_id, host)
     local job_id = instances.create_job(inst.subscription_id, "provision", r)

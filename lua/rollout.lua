@@ -1,16 +1,24 @@
 -- Fleet rollouts (issue 18): move the selected instances to a new MindRoom
--- image in waves, each instance by the ordinary convergent job followed by
--- its readiness check (lua/health.lua), stop when more instances fail than
--- the failure budget allows, and roll the changed ones back.
+-- image and/or new field values in waves, each instance by the ordinary
+-- convergent job followed by its readiness check (lua/health.lua), stop when
+-- more instances fail than the failure budget allows, and roll the changed
+-- ones back.
 --
--- The target is the instance's desired image: spec.image, which replaces
--- MINDROOM_IMAGE for that instance (lua/plan.lua desired_state), so a later
--- update, repair or sweep keeps it. A rollback puts back what spec.image
--- was (none: the setting again). spec.pinned (POST …/pin) or a hook's
--- pinned(ctx) keeps an instance on its image: the rollout skips it.
+-- The targets are parts of the instance's desired state (lua/plan.lua
+-- desired_state), so a later update, repair or sweep keeps them:
+-- - image: spec.image, which replaces MINDROOM_IMAGE for that instance. A
+--   rollback puts back what spec.image was (none: the setting again).
+-- - env: spec.env, KEY = value in the MindRoom app's environment (where the
+--   request's config_updates go, over them; the profile's own variables
+--   still win). spec.env_owned names every key a rollout set, so that one
+--   a rollback takes away again (it was not set before) is unset on Dokku.
+--   A rollback puts back each key's value before (from_fields).
+-- spec.pinned (POST …/pin) or a hook's pinned(ctx) keeps an instance as it
+-- is: the rollout skips it. No value of env is shown or logged (keys only):
+-- any may be a secret.
 --
 -- Durable: the rollout and one row per selected instance are in the store
--- (tables rollouts, rollout_instances, store v7), and the driver is a job of
+-- (tables rollouts, rollout_instances, store v7; from_fields v9), and the driver is a job of
 -- its own (operation `rollout`, subscription id M.SUBSCRIPTION_PREFIX..id,
 -- which no real subscription can have) run by the ordinary workers, like
 -- the drift sweep (lua/reconcile.lua): each run is one tick in one
@@ -20,6 +28,7 @@
 -- where the store says it was; an instance's step is its own durable job.
 local generation = require "generation"
 local hooks = require "hooks"
+local hosts = require "hosts"
 local instances = require "instances"
 local jobs = require "mrprov.jobs"
 local json = require "json"
@@ -29,7 +38,9 @@ local sandbox = require "mrprov.sandbox"
 local store = require "mrprov.store"
 local store_error = require "store_error"
 local sys = require "mrprov.sys"
+local tier_check = require "tier_check"
 local validate = require "validate"
+local validate_request = require "validate_request"
 
 local M = {}
 
@@ -68,7 +79,7 @@ end
 -- The request
 ---------------------------------------------------------------------------
 
-local FIELDS = { image = true, selector = true, waves = true, parallel = true, pause_seconds = true,
+local FIELDS = { image = true, env = true, selector = true, waves = true, parallel = true, pause_seconds = true,
                  failure_budget = true, rollback_on_failure = true, apply_to_new = true, converge = true }
 local SELECTOR_FIELDS = { tiers = true, hosts = true, labels = true, subscription_ids = true, percent = true }
 
@@ -128,7 +139,18 @@ local function selector_of(t, cfg)
     if not sel.hosts then return nil, err end
   end
   if t.labels ~= nil then
-    return bad("selector.labels", "cannot select: instances carry no labels in this version")
+    -- label = value the instance's host must carry (lua/hosts.lua labels),
+    -- checked as a tier's or a hook's host_labels are
+    if type(t.labels) ~= "table" or (next(t.labels) ~= nil and validate.is_list(t.labels)) then
+      return bad("selector.labels", "must be an object of label = value")
+    end
+    local ok, labels = pcall(tier_check.check_host_labels, t.labels, "selector.labels")
+    if not ok then
+      if type(labels) ~= "table" then error(labels, 0) end -- a bug, not the request's
+      return bad("selector.labels", (labels.message:gsub("^selector%.labels:? ?", "")))
+    end
+    -- none given: every host carries them all
+    sel.labels = next(labels) ~= nil and labels or nil
   end
   if t.subscription_ids ~= nil then
     sel.subscription_ids, err = string_list(t.subscription_ids, "selector.subscription_ids", M.MAX_IDS,
@@ -174,11 +196,32 @@ function M.validate(t, cfg)
     end
   end
   local r = {}
-  local img, ierr = validate.image(t.image)
-  if not img then
-    return bad("image", ierr)
+  if t.image ~= nil then
+    local img, ierr = validate.image(t.image)
+    if not img then
+      return bad("image", ierr)
+    end
+    r.image = t.image
   end
-  r.image = t.image
+  if t.env ~= nil then
+    -- checked as an update's config_updates: no key mrprov manages, values
+    -- Dokku stores as sent
+    local env, eerr, key = validate_request.config_updates(t.env)
+    if not env then
+      return bad(key and ("env." .. key) or "env", eerr)
+    end
+    if next(env) == nil then
+      return bad("env", "must set at least one key")
+    end
+    local within, why = validate.config_updates_total(env)
+    if not within then
+      return bad("env", why)
+    end
+    r.env = env
+  end
+  if not r.image and not r.env then
+    return bad("image", "or env is required: a rollout sets the MindRoom image, the app's environment, or both")
+  end
   local sel, serr = selector_of(t.selector, cfg)
   if not sel then
     return nil, serr
@@ -254,15 +297,40 @@ local function member(list, x)
   return false
 end
 
--- Whether a selector (tiers and hosts; ids and percent pick from the
--- existing instances only) takes inst.
-local function matches(sel, inst)
+-- The labels of each host of cfg's generation by name (its host file's;
+-- the implicit host carries none).
+local function labels_by_host(cfg)
+  local out = {}
+  for _, h in ipairs(hosts.list(cfg)) do
+    out[h.name] = h.labels or {}
+  end
+  return out
+end
+
+-- Whether the host an instance is on carries every label of want with its
+-- value (a host no host file names any more carries none).
+local function has_labels(want, labels)
+  for k, v in pairs(want) do
+    if labels == nil or labels[k] ~= v then
+      return false
+    end
+  end
+  return true
+end
+
+-- Whether a selector (tiers, hosts and labels; ids and percent pick from
+-- the existing instances only) takes inst (its tier and host set);
+-- host_labels: labels_by_host's.
+local function matches(sel, inst, host_labels)
+  local host = instances.host_of(inst)
   return (not sel.tiers or member(sel.tiers, inst.tier))
-    and (not sel.hosts or member(sel.hosts, instances.host_of(inst)))
+    and (not sel.hosts or member(sel.hosts, host))
+    and (not sel.labels or has_labels(sel.labels, host_labels[host]))
 end
 
 -- The instances a selector picks, in subscription id order; or nil, err.
-local function select_instances(sel)
+local function select_instances(sel, cfg)
+  local host_labels = labels_by_host(cfg)
   local rows = check(store.query("SELECT * FROM instances WHERE status NOT IN ('deprovisioned', 'deprovisioning') " ..
     "ORDER BY subscription_id"))
   local wanted
@@ -275,7 +343,7 @@ local function select_instances(sel)
   local out, found = {}, {}
   for _, r in ipairs(rows) do
     r.spec = json.decode_stored(r.spec or "{}") or {}
-    if (not wanted or wanted[r.subscription_id]) and matches(sel, r) then
+    if (not wanted or wanted[r.subscription_id]) and matches(sel, r, host_labels) then
       out[#out + 1] = r.subscription_id
       found[r.subscription_id] = true
     end
@@ -293,6 +361,111 @@ local function select_instances(sel)
   end
   if #out == 0 then
     return bad("selector", "matches no instance")
+  end
+  return out
+end
+
+---------------------------------------------------------------------------
+-- The targets
+---------------------------------------------------------------------------
+
+local function sorted_keys(t)
+  local out = {}
+  for k in pairs(t or {}) do
+    out[#out + 1] = k
+  end
+  table.sort(out)
+  return out
+end
+
+local function copy(t)
+  local out = {}
+  for k, v in pairs(type(t) == "table" and t or {}) do
+    out[k] = v
+  end
+  return out
+end
+
+-- What a rollout sets, for messages: its image and its env's keys (never
+-- a value).
+local function target_text(spec)
+  local parts = {}
+  if spec.image then
+    parts[#parts + 1] = spec.image
+  end
+  if spec.env then
+    parts[#parts + 1] = "env " .. table.concat(sorted_keys(spec.env), ", ")
+  end
+  return table.concat(parts, " and ")
+end
+
+-- Sets the rollout's targets (its spec: image, env) in an instance spec;
+-- the env tables are new ones (spec may be a copy sharing them).
+local function set_fields(spec, target)
+  if target.image then
+    spec.image = target.image
+  end
+  if target.env then
+    local env, owned = copy(spec.env), copy(spec.env_owned)
+    for k, v in pairs(target.env) do
+      env[k], owned[k] = v, true
+    end
+    spec.env, spec.env_owned = env, owned
+  end
+end
+
+-- Puts back in an instance spec what entry e recorded before the rollout's
+-- step: the image (none: the setting), each env key's value (none: unset;
+-- the key stays owned so that the job removes it from the app).
+local function restore_fields(spec, target, e)
+  if target.image then
+    spec.image = e.from_image
+  end
+  if target.env then
+    local before = (json.decode_stored(e.from_fields or "{}") or {}).env or {}
+    local env, owned = copy(spec.env), copy(spec.env_owned)
+    for k in pairs(target.env) do
+      local v = before[k]
+      env[k], owned[k] = type(v) == "string" and v or nil, true
+    end
+    spec.env, spec.env_owned = next(env) ~= nil and env or nil, owned
+  end
+end
+
+-- What entry e records of an instance spec before the step: the image,
+-- and the value of each env key the rollout sets (null: not set).
+local function record_from(e, spec, target)
+  e.from_image = spec.image
+  if target.env then
+    local before = {}
+    for k in pairs(target.env) do
+      before[k] = type(spec.env) == "table" and spec.env[k] or json.null
+    end
+    e.from_fields = json.encode({ env = before })
+  end
+end
+
+-- Whether the rollout would change the instance spec.
+local function differs(target, spec, settings)
+  if target.image and M.image_of(spec, settings) ~= target.image then
+    return true
+  end
+  for k, v in pairs(target.env or {}) do
+    if type(spec.env) ~= "table" or spec.env[k] ~= v then
+      return true
+    end
+  end
+  return false
+end
+
+-- An env shown: each key, "[set]" or null (not set); never a value.
+local function env_shown(env)
+  if not env then
+    return json.null
+  end
+  local out = {}
+  for k, v in pairs(env) do
+    out[k] = (type(v) == "string") and "[set]" or json.null
   end
   return out
 end
@@ -325,9 +498,9 @@ local function save_rollout(r)
 end
 
 local function save_entry(e)
-  check(store.exec("UPDATE rollout_instances SET state = ?, from_image = ?, job_id = ?, error = ?, started_at = ?, " ..
-    "finished_at = ? WHERE rollout_id = ? AND subscription_id = ?", e.state, e.from_image, e.job_id, e.error,
-    e.started_at, e.finished_at, e.rollout_id, e.subscription_id))
+  check(store.exec("UPDATE rollout_instances SET state = ?, from_image = ?, from_fields = ?, job_id = ?, error = ?, " ..
+    "started_at = ?, finished_at = ? WHERE rollout_id = ? AND subscription_id = ?", e.state, e.from_image,
+    e.from_fields, e.job_id, e.error, e.started_at, e.finished_at, e.rollout_id, e.subscription_id))
 end
 
 local function driver_sub(id)
@@ -362,6 +535,7 @@ local function event(r, sub, job_id, kind, message, data)
   data = data or {}
   data.rollout_id = r.id
   data.image = r.spec.image
+  data.env_keys = r.spec.env and sorted_keys(r.spec.env) or nil
   instances.event({ id = job_id, subscription_id = sub or driver_sub(r.id), operation = M.OPERATION }, kind,
     message, data)
 end
@@ -386,7 +560,10 @@ local function active_rollout(except_id)
 end
 
 -- Creates a rollout from a validated request: { id } or { status, err }.
-function M.create(r)
+-- cfg: the generation whose hosts' labels selector.labels reads (default:
+-- the current one).
+function M.create(r, cfg)
+  cfg = cfg or generation.current()
   local out = store.tx(function()
     local active = active_rollout()
     if active then
@@ -394,7 +571,7 @@ function M.create(r)
                message = ("rollout %s is %s: pause is not enough, abort it or let it finish first")
                  :format(active.id, active.state) } }
     end
-    local list, err = select_instances(r.selector)
+    local list, err = select_instances(r.selector, cfg)
     if not list then
       return { status = 422, err = err }
     end
@@ -410,14 +587,16 @@ function M.create(r)
       end
     end
     ensure_driver(id)
-    event({ id = id, spec = r }, nil, nil, "rollout_started", ("rollout to %s of %d instances"):format(r.image, #list),
-      { instances = #list })
+    event({ id = id, spec = r }, nil, nil, "rollout_started",
+      ("rollout to %s of %d instances"):format(target_text(r), #list), { instances = #list })
     return { id = id, count = #list }
   end)
   if out.id then
     jobs.notify()
     instances.flush()
-    log.info("rollout started", { rollout_id = out.id, image = r.image, instances = out.count })
+    log.info("rollout started", { rollout_id = out.id, image = r.image,
+                                  env_keys = r.env and table.concat(sorted_keys(r.env), ",") or nil,
+                                  instances = out.count })
   end
   return out
 end
@@ -437,6 +616,7 @@ function M.view(id)
       return nil
     end
     local settings = generation.current().settings
+    local spec = r.spec
     local counts, waves, list = {}, json.array(), json.array()
     for _, s in ipairs(STEP_STATES) do
       counts[s] = 0
@@ -452,7 +632,9 @@ function M.view(id)
       w.counts[e.state] = (w.counts[e.state] or 0) + 1
       list[#list + 1] = {
         subscription_id = e.subscription_id, wave = e.wave, state = e.state,
-        previous_image = e.from_image or (e.state ~= "pending" and e.started_at and settings.mindroom_image)
+        previous_image = spec.image and (e.from_image or (e.state ~= "pending" and e.started_at
+          and settings.mindroom_image)) or json.null,
+        previous_env = spec.env and e.from_fields and env_shown((json.decode_stored(e.from_fields) or {}).env)
           or json.null,
         job_id = e.job_id or json.null, error = e.error or json.null,
         started_at = e.started_at or json.null, finished_at = e.finished_at or json.null,
@@ -461,9 +643,9 @@ function M.view(id)
     for _, w in ipairs(waves) do
       w.state = (w.wave < r.wave) and "done" or (w.wave == r.wave and "current" or "waiting")
     end
-    local spec = r.spec
     return {
-      id = r.id, state = r.state, image = spec.image, selector = spec.selector, waves = spec.waves,
+      id = r.id, state = r.state, image = spec.image or json.null, env = env_shown(spec.env),
+      selector = spec.selector, waves = spec.waves,
       parallel = spec.parallel, pause_seconds = spec.pause_seconds, failure_budget = spec.failure_budget,
       rollback_on_failure = spec.rollback_on_failure, apply_to_new = spec.apply_to_new,
       converge = spec.converge or "changed", wave = r.wave, failures = r.failures, reason = r.reason or json.null,
@@ -486,7 +668,9 @@ function M.list()
       for _, c in ipairs(n) do
         counts[c.state] = c.n
       end
-      out[#out + 1] = { id = r.id, state = r.state, image = r.spec.image, wave = r.wave, failures = r.failures,
+      out[#out + 1] = { id = r.id, state = r.state, image = r.spec.image or json.null,
+                        env_keys = r.spec.env and sorted_keys(r.spec.env) or json.null, wave = r.wave,
+                        failures = r.failures,
                         reason = r.reason or json.null, counts = counts, created_at = r.created_at,
                         finished_at = r.finished_at or json.null }
     end
@@ -549,16 +733,18 @@ function M.act(id, action)
   return out
 end
 
--- The image a newly provisioned instance gets from the active rollout
--- that says so (apply_to_new) and whose selector (tiers, hosts) takes it;
--- nil: the setting. Inside the provision's transaction.
-function M.image_for_new(inst)
+-- Gives a newly provisioned instance (its spec) the targets (image, env)
+-- of the active rollout that says so (apply_to_new) and whose selector
+-- (tiers, hosts, labels) takes it; otherwise it keeps MINDROOM_IMAGE and
+-- its request's environment. inst carries its tier and its host
+-- (placement has chosen it); cfg: the generation it was placed with.
+-- Inside the provision's transaction.
+function M.apply_to_new(inst, cfg)
   local r = row_to_rollout(check(store.query("SELECT * FROM rollouts WHERE state IN ('running', 'paused') " ..
     "ORDER BY rowid DESC LIMIT 1"))[1])
-  if r and r.spec.apply_to_new and matches(r.spec.selector or {}, inst) then
-    return r.spec.image
+  if r and r.spec.apply_to_new and matches(r.spec.selector or {}, inst, labels_by_host(cfg)) then
+    set_fields(inst.spec, r.spec)
   end
-  return nil
 end
 
 ---------------------------------------------------------------------------
@@ -612,38 +798,54 @@ end
 -- The driver
 ---------------------------------------------------------------------------
 
--- Whether the target changes anything of the instance's desired state: an
--- app of it is deployed from the target (a profile without the MindRoom
--- app, or a hook that sets its image, leaves nothing to roll).
-local function target_applies(inst, cfg, image)
+-- Whether the targets change the instance's desired state: an app of it
+-- is deployed from the target image (a profile without the MindRoom app,
+-- or a hook that sets its image, leaves nothing to roll), and an app of it
+-- has the target env (a profile that passes no request environment, or
+-- whose own variable of that name wins, leaves nothing to set).
+local function target_applies(inst, cfg, target)
   local plan = require "plan"
-  local copy = { subscription_id = inst.subscription_id, account_id = inst.account_id, app_name = inst.app_name,
-                 tier = inst.tier, applied = inst.applied, spec = {} }
-  for k, v in pairs(inst.spec) do
-    copy.spec[k] = v
-  end
-  copy.spec.image = image
-  local state, why = plan.desired_state(copy, cfg)
+  local shadow = { subscription_id = inst.subscription_id, account_id = inst.account_id, app_name = inst.app_name,
+                   tier = inst.tier, applied = inst.applied, spec = copy(inst.spec) }
+  set_fields(shadow.spec, target)
+  local state, why = plan.desired_state(shadow, cfg)
   if not state then
     return nil, why
   end
+  local image_ok, env_ok = not target.image, not target.env
   for _, a in ipairs(state.apps or {}) do
-    if not a.absent and a.image == image then
-      return true
+    if not a.absent then
+      image_ok = image_ok or a.image == target.image
+      if not env_ok and a.env then
+        local all = true
+        for k, v in pairs(target.env) do
+          all = all and a.env[k] == v
+        end
+        env_ok = all
+      end
     end
   end
-  return false, "no app of the instance's layout is deployed from the MindRoom image"
+  if not image_ok then
+    return false, "no app of the instance's layout is deployed from the MindRoom image"
+  end
+  if not env_ok then
+    return false, "no app of the instance's layout takes the rollout's env (its layout passes no request "
+      .. "environment, or sets one of the keys itself)"
+  end
+  return true
 end
 
--- Queues the ordinary update job with image as the desired image
--- (nil: the setting), inside the tick's transaction.
-local function queue_step(r, e, inst, image, rollback)
-  inst.spec.image = image
+-- Queues the ordinary update job after change(inst.spec) (the forward
+-- targets, or what was before), inside the tick's transaction. The job's
+-- request names the env keys, never their values.
+local function queue_step(r, e, inst, change, rollback)
+  change(inst.spec)
   inst.status = "updating"
   instances.save(inst)
   local job_id = instances.create_job(inst.subscription_id, "update", {
     subscription_id = inst.subscription_id, app_name = inst.app_name, rollout_id = r.id,
-    image = image or json.null, rollback = rollback or nil,
+    image = r.spec.image and (inst.spec.image or json.null) or nil,
+    env_keys = r.spec.env and sorted_keys(r.spec.env) or nil, rollback = rollback or nil,
     converge = r.spec.converge ~= "all" and "changed" or nil,
   })
   e.job_id = job_id
@@ -679,6 +881,18 @@ local function outcome(e)
   return false, "the instance is " .. status .. (inst and inst.error and (": " .. inst.error) or "")
 end
 
+-- What a reverted entry is back on, for its event (no env value).
+local function back_text(r, e, cfg)
+  local parts = {}
+  if r.spec.image then
+    parts[#parts + 1] = "back on " .. tostring(e.from_image or cfg.settings.mindroom_image)
+  end
+  if r.spec.env then
+    parts[#parts + 1] = "env " .. table.concat(sorted_keys(r.spec.env), ", ") .. " as before"
+  end
+  return table.concat(parts, "; ")
+end
+
 -- Records the in-flight steps that finished.
 local function record(r, list, cfg, notes)
   for _, e in ipairs(list) do
@@ -696,10 +910,11 @@ local function record(r, list, cfg, notes)
             e.error = (e.error and (e.error .. "; ") or "") .. "rollback: " .. why
           end
           event(r, e.subscription_id, e.job_id, "rollout_instance_" .. e.state,
-            ok and ("back on " .. tostring(e.from_image or cfg.settings.mindroom_image)) or e.error, { wave = e.wave })
+            ok and back_text(r, e, cfg) or e.error, { wave = e.wave })
         elseif ok then
           e.state, e.error = "done", nil
-          event(r, e.subscription_id, e.job_id, "rollout_instance_done", "on " .. r.spec.image, { wave = e.wave })
+          event(r, e.subscription_id, e.job_id, "rollout_instance_done", "on " .. target_text(r.spec),
+            { wave = e.wave })
         else
           e.state, e.error = "failed", why
           r.failures = r.failures + 1
@@ -709,7 +924,7 @@ local function record(r, list, cfg, notes)
           if r.spec.rollback_on_failure and r.state ~= "rolling_back" then
             local inst = instances.get(e.subscription_id)
             if inst and (STARTABLE[inst.status] or inst.status == "failed") and not WAITED[inst.status] then
-              queue_step(r, e, inst, e.from_image, true)
+              queue_step(r, e, inst, function(spec) restore_fields(spec, r.spec, e) end, true)
               e.state = "reverting"
             end
           end
@@ -751,16 +966,16 @@ local function start_forward(r, e, cfg)
     save_entry(e)
     return false
   end
-  if M.image_of(inst.spec, cfg.settings) == r.spec.image then
-    return finish("unchanged", "already on " .. r.spec.image)
+  if not differs(r.spec, inst.spec, cfg.settings) then
+    return finish("unchanged", "already on " .. target_text(r.spec))
   end
-  local applies, aerr = target_applies(inst, cfg, r.spec.image)
+  local applies, aerr = target_applies(inst, cfg, r.spec)
   if not applies then
     return finish("skipped", aerr)
   end
-  e.from_image = inst.spec.image
+  record_from(e, inst.spec, r.spec)
   e.error = nil
-  queue_step(r, e, inst, r.spec.image)
+  queue_step(r, e, inst, function(spec) set_fields(spec, r.spec) end)
   e.state = "updating"
   save_entry(e)
   return true
@@ -777,7 +992,7 @@ local function start_back(r, e)
   if WAITED[inst.status] or busy(inst.subscription_id) then
     return false
   end
-  queue_step(r, e, inst, e.from_image, true)
+  queue_step(r, e, inst, function(spec) restore_fields(spec, r.spec, e) end, true)
   e.state = "reverting"
   save_entry(e)
   return true

@@ -167,6 +167,10 @@ local function config_updates(cu)
   return out
 end
 
+-- An environment of KEY = value as config_updates are checked (a rollout's
+-- env, lua/rollout.lua): the object, or nil, why and the key at fault.
+M.config_updates = config_updates
+
 -- config_overrides: a part of MindRoom's config.yaml (a JSON object of its
 -- root keys) deep-merged over the tier's (lua/render.lua). Checked here for
 -- the hostile-input bounds (mindroom_schema.value: depth, size, key

@@ -28,7 +28,8 @@ function M.specs(app)
     kept[k] = true
   end
   return { { key = "config:" .. app.name, spec = { app = app.name, env = app.env, secret_keys = app.secret_keys,
-                                                   owned_prefixes = app.env_owned_prefixes, kept_keys = kept } } }
+                                                   owned_prefixes = app.env_owned_prefixes, kept_keys = kept,
+                                                   owned_keys = app.env_owned_keys } } }
 end
 
 function M.locks(spec)
@@ -78,7 +79,8 @@ end
 
 -- Keys the app has that spec.env no longer holds but mrprov owns: those
 -- starting with one of spec.owned_prefixes (e.g. the environment of the
--- other Matrix server after a switch), except spec.kept_keys (see M.specs): values set
+-- other Matrix server after a switch) and those spec.owned_keys names (the
+-- keys a rollout set, lua/plan.lua), except spec.kept_keys (see M.specs): values set
 -- once and never known again (the instance's own OpenRouter key, whose
 -- value mrprov does not store, lua/model_key.lua), left as they are when
 -- spec.env does not hold them. Sorted.
@@ -86,7 +88,9 @@ local function stale_keys(spec, have)
   local keys = {}
   local kept = spec.kept_keys or {}
   for k in pairs(have) do
-    if spec.env[k] == nil and not kept[k] then
+    if spec.env[k] == nil and not kept[k] and (spec.owned_keys or {})[k] then
+      keys[#keys + 1] = k
+    elseif spec.env[k] == nil and not kept[k] then
       for _, p in ipairs(spec.owned_prefixes or {}) do
         if k:sub(1, #p) == p then
           keys[#keys + 1] = k

@@ -131,6 +131,26 @@ static int upgrade_to_v8(sqlite3 *db, char **msg)
 			    NULL, NULL, msg);
 }
 
+/* version 9: a rollout may set field values besides the image (the MindRoom
+ * app's environment, lua/rollout.lua): each selected instance's values
+ * before it, restored by a rollback. Rows of earlier rollouts keep NULL:
+ * they set none. */
+static int upgrade_to_v9(sqlite3 *db, char **msg)
+{
+	/* (a store whose version was set back by hand may have the column, as
+	 * in v8) */
+	sqlite3_stmt *st;
+	int have = 0;
+	if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info('rollout_instances') WHERE name = 'from_fields'",
+			       -1, &st, NULL) == SQLITE_OK) {
+		have = sqlite3_step(st) == SQLITE_ROW;
+		sqlite3_finalize(st);
+	}
+	if (have)
+		return SQLITE_OK;
+	return sqlite3_exec(db, "ALTER TABLE rollout_instances ADD COLUMN from_fields TEXT;", NULL, NULL, msg);
+}
+
 /* upgrades[v] takes a database from version v-1 to v. Version 1 exists only
  * as the first schema: a new database gets schema.sql at once. */
 static const store_upgrade_fn upgrades[STORE_SCHEMA_VERSION + 1] = {
@@ -141,6 +161,7 @@ static const store_upgrade_fn upgrades[STORE_SCHEMA_VERSION + 1] = {
 	[6] = upgrade_to_v6,
 	[7] = upgrade_to_v7,
 	[8] = upgrade_to_v8,
+	[9] = upgrade_to_v9,
 };
 
 static int create_current(sqlite3 *db, char **msg)

@@ -147,7 +147,9 @@ CREATE TABLE IF NOT EXISTS rollouts (
 
 -- One row per instance a rollout selected: its wave and place in it, its
 -- step's state, the image it had before (a rollback restores it; NULL: the
--- MINDROOM_IMAGE setting) and the job that changed it.
+-- MINDROOM_IMAGE setting), the job that changed it, and the field values it
+-- had before (from_fields, JSON {"env": {"KEY": "value" | null}}: null, the
+-- key was not set; a rollback restores them; NULL: the rollout sets none).
 CREATE TABLE IF NOT EXISTS rollout_instances (
   rollout_id TEXT NOT NULL,
   subscription_id TEXT NOT NULL,
@@ -159,5 +161,6 @@ CREATE TABLE IF NOT EXISTS rollout_instances (
   error TEXT,
   started_at TEXT,
   finished_at TEXT,
+  from_fields TEXT,
   PRIMARY KEY (rollout_id, subscription_id)
 );

@@ -9,7 +9,7 @@
 #include <stddef.h>
 
 /* The version schema.sql describes; older stores are upgraded (migrate.c). */
-#define STORE_SCHEMA_VERSION 8
+#define STORE_SCHEMA_VERSION 9
 
 /* Opens (creating when missing, with its directory) and migrates the database.
  * readonly: open an existing file without creating or migrating anything. */

@@ -144,6 +144,7 @@ describe("fleet rollouts #integration", function()
       { image = V2, rollback_on_failure = "yes" },
       { image = V2, selector = { tiers = { "nope" } } },
       { image = V2, selector = { hosts = { "Bad Host" } } },
+      -- the implicit host (DOKKU_HOST) carries no labels: matches no instance
       { image = V2, selector = { labels = { team = "a" } } },
       { image = V2, selector = { subscription_ids = { "sub_missing" } } },
       { image = V2, selector = { percent = 0 } },
