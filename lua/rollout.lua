@@ -461,7 +461,7 @@ function M.view(id)
       wave = r.wave, failures = r.failures, reason = r.reason or json.null,
       next_wave_at = r.next_wave_at or json.null, created_at = r.created_at, updated_at = r.updated_at,
       finished_at = r.finished_at or json.null, total = #list, counts = counts, wave_progress = waves,
-      instances = list,
+      instances = list, actions = M.actions_of(r.state),
     }
   end)
 end
@@ -478,9 +478,14 @@ function M.list()
       for _, c in ipairs(n) do
         counts[c.state] = c.n
       end
+      local total = 0
+      for _, c in ipairs(n) do
+        total = total + c.n
+      end
       out[#out + 1] = { id = r.id, state = r.state, image = r.spec.image, wave = r.wave, failures = r.failures,
+                        failure_budget = r.spec.failure_budget, total = total,
                         reason = r.reason or json.null, counts = counts, created_at = r.created_at,
-                        finished_at = r.finished_at or json.null }
+                        updated_at = r.updated_at, finished_at = r.finished_at or json.null }
     end
     return out
   end)
@@ -495,6 +500,19 @@ local ACTIONS = {
                to = "rolling_back" },
 }
 M.ACTIONS = ACTIONS
+
+-- The actions a rollout in `state` allows, in a fixed order (the
+-- console's buttons): what M.act would not refuse for the state alone
+-- (resume and rollback are still refused while another rollout is active).
+function M.actions_of(state)
+  local out = json.array()
+  for _, a in ipairs({ "pause", "resume", "abort", "rollback" }) do
+    if ACTIONS[a].from[state] then
+      out[#out + 1] = a
+    end
+  end
+  return out
+end
 
 -- pause, resume, abort, rollback: { status, body } (200 with the new
 -- state, 404, 409 when the rollout's state does not allow it).
