@@ -477,6 +477,7 @@
       const head = el('h1', {}, 'Rollout ', el('span', { class: 'mono' }, r.id), ' ',
         el('span', { 'data-test': 'rollout-state' }, jobBadge(r.state)),
         live ? el('span', { class: 'live' }, ' · live') : null);
+      const target = el('p', {}, 'to ', el('span', { class: 'mono wrap', 'data-test': 'rollout-image' }, text(r.image)));
       const sel = r.selector || {};
       const selText = Object.keys(sel).sort().map((k) => k + ': ' +
         (Array.isArray(sel[k]) ? sel[k].join(', ') : String(sel[k]))).join('; ') || 'every instance';
@@ -491,7 +492,7 @@
           '? Every instance it changed goes back to its previous image, in waves.') : null);
       const cards = el('div', { class: 'cards' },
         el('section', { class: 'card' }, el('h2', {}, 'Rollout'), kv([
-          ['Image', el('span', { class: 'mono' }, r.image)], ['Selector', selText],
+          ['Selector', selText],
           ['Waves', Array.isArray(r.waves) ? r.waves.join(', ') : r.waves], ['Parallel', r.parallel],
           ['Pause between waves', r.pause_seconds ? r.pause_seconds + ' s' : 'none'],
           ['Roll back a failed one', r.rollback_on_failure ? 'at once' : 'no'],
@@ -499,7 +500,7 @@
         el('section', { class: 'card' }, el('h2', {}, 'Progress'), progress(r.counts, r.total), kv([
           ['Wave', r.wave + ' of ' + (r.wave_progress || []).length],
           ['Failure budget', budget(r.failures, r.failure_budget)],
-          ['Next wave', r.next_wave_at ? when(r.next_wave_at) : null],
+          ['Next wave', r.next_wave_at && r.state === 'running' ? when(r.next_wave_at) : null],
           ['Created', when(r.created_at)], ['Updated', when(r.updated_at)], ['Finished', when(r.finished_at)]])));
 
       const waves = (r.wave_progress || []).map((w) => el('tr', { 'data-wave': w.wave, 'data-state': w.state },
@@ -526,7 +527,9 @@
           el('td', { class: 'mono wrap' }, text(e.previous_image)),
           el('td', { class: 'mono wrap' }, back ? [text(e.previous_image), el('div', { class: 'muted' }, '(rollback)')]
             : e.state === 'skipped' || e.state === 'unchanged' ? '—' : text(r.image)),
-          el('td', { class: 'err', 'data-test': 'step-error' }, e.error || ''),
+          // a failure's error, or why a step was skipped or waits (not an error)
+          el('td', { class: ['failed', 'rollback_failed'].includes(e.state) ? 'err' : 'muted wrap', 'data-test': 'step-error' },
+            e.error || ''),
           el('td', {}, e.job_id ? el('a', { class: 'mono', href: '#/job/' + encodeURIComponent(e.job_id) }, e.job_id) : '—'),
           el('td', { class: 'hide-narrow' }, when(e.started_at), el('div', { class: 'muted' }, e.finished_at ? when(e.finished_at) : '')));
       });
@@ -535,7 +538,7 @@
           el('th', {}, 'Previous image'), el('th', {}, 'Target image'), el('th', {}, 'Error / reason'), el('th', {}, 'Job'),
           el('th', { class: 'hide-narrow' }, 'Started / finished'))),
         el('tbody', {}, rows)) : el('p', { class: 'empty' }, 'No instance in this state.'));
-      box.replaceChildren(head,
+      box.replaceChildren(head, target,
         r.reason ? el('p', { class: r.state === 'halted' ? 'error' : 'muted', 'data-test': 'rollout-reason' }, r.reason) : '',
         actions, cards, el('h2', {}, 'Waves'), waveTable, el('h2', {}, 'Instances'), chips, steps,
         list.length > SHOWN ? el('p', { class: 'muted' }, 'Showing ' + SHOWN + ' of ' + list.length +

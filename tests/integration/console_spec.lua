@@ -307,6 +307,8 @@ describe("web console: rollouts #integration", function()
     assert.matches(HOSTILE, err, 1, true)
     assert.is_true(b:run("return document.querySelector('#view img') === null && window.__xss === undefined"))
     b:screenshot(SHOTS .. "/11-rollout.png")
+    b:run("document.getElementById('rollout-instances').scrollIntoView()")
+    b:screenshot(SHOTS .. "/12-rollout-instances.png")
 
     -- pause: at once, on the same page
     b:run("window.__samePage = true")
@@ -331,7 +333,7 @@ describe("web console: rollouts #integration", function()
     H.eventually("the aborted rollout", function() return rollout(id).state == "aborted" end, 10)
     b:wait("the aborted page", "return document.querySelector('[data-test=rollout-state]').textContent === 'aborted' && "
       .. "[...document.querySelectorAll('.actions button')].map(b => b.dataset.action).join() === 'rollback'", 10)
-    b:screenshot(SHOTS .. "/12-rollout-aborted.png")
+    b:screenshot(SHOTS .. "/13-rollout-aborted.png")
     for _, m in ipairs(b:console()) do
       assert.is_nil(m:find("Content Security Policy", 1, true), m)
     end
