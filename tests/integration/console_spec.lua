@@ -297,7 +297,8 @@ describe("web console: rollouts #integration", function()
     b:screenshot(SHOTS .. "/10-rollouts.png")
 
     b:click("#rollouts tr[data-rollout] a")
-    b:wait("the rollout's instances", "return document.querySelectorAll('#rollout-instances tr[data-sub]').length === 4")
+    b:wait("the rollout's instances",
+      "return document.querySelectorAll('#rollout-instances tr[data-sub]').length === 4")
     local states = b:run("const o = {}; document.querySelectorAll('#rollout-instances tr[data-sub]')"
       .. ".forEach(r => { o[r.dataset.sub] = r.dataset.state; }); return o")
     assert.are.same({ sub_ra = "done", sub_rb = "failed", sub_rc = "skipped", sub_rd = "pending" }, states)
@@ -333,7 +334,8 @@ describe("web console: rollouts #integration", function()
     b:wait("the confirmation", "return document.getElementById('confirm-dialog').open")
     b:click("#confirm-ok")
     H.eventually("the aborted rollout", function() return rollout(id).state == "aborted" end, 10)
-    b:wait("the aborted page", "return document.querySelector('[data-test=rollout-state]').textContent === 'aborted' && "
+    b:wait("the aborted page",
+      "return document.querySelector('[data-test=rollout-state]').textContent === 'aborted' && "
       .. "[...document.querySelectorAll('.actions button')].map(b => b.dataset.action).join() === 'rollback'", 10)
     b:screenshot(SHOTS .. "/13-rollout-aborted.png")
     for _, m in ipairs(b:console()) do
