@@ -338,6 +338,13 @@ describe("web console: rollouts #integration", function()
       "return document.querySelector('[data-test=rollout-state]').textContent === 'aborted' && "
       .. "[...document.querySelectorAll('.actions button')].map(b => b.dataset.action).join() === 'rollback'", 10)
     b:screenshot(SHOTS .. "/13-rollout-aborted.png")
+    -- on a phone's width the page does not scroll sideways (tables scroll in their box)
+    b:resize(390, 844)
+    b:go(srv.base .. "/ui/#/rollout/" .. id)
+    b:wait("the narrow page", "return document.querySelectorAll('#rollout-instances tr[data-sub]').length === 4")
+    assert.is_true(b:run("return document.documentElement.scrollWidth <= window.innerWidth + 1"))
+    b:screenshot(SHOTS .. "/14-rollout-narrow.png")
+    b:resize(1280, 900)
     for _, m in ipairs(b:console()) do
       assert.is_nil(m:find("Content Security Policy", 1, true), m)
     end
