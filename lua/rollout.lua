@@ -474,12 +474,9 @@ function M.list()
       r = row_to_rollout(r)
       local n = check(store.query("SELECT state, count(*) AS n FROM rollout_instances WHERE rollout_id = ? " ..
         "GROUP BY state", r.id))
-      local counts = {}
+      local counts, total = {}, 0
       for _, c in ipairs(n) do
         counts[c.state] = c.n
-      end
-      local total = 0
-      for _, c in ipairs(n) do
         total = total + c.n
       end
       out[#out + 1] = { id = r.id, state = r.state, image = r.spec.image, wave = r.wave, failures = r.failures,
