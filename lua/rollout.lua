@@ -651,7 +651,7 @@ function M.view(id)
       converge = spec.converge or "changed", wave = r.wave, failures = r.failures, reason = r.reason or json.null,
       next_wave_at = r.next_wave_at or json.null, created_at = r.created_at, updated_at = r.updated_at,
       finished_at = r.finished_at or json.null, total = #list, counts = counts, wave_progress = waves,
-      instances = list,
+      instances = list, actions = M.actions_of(r.state),
     }
   end)
 end
@@ -664,15 +664,16 @@ function M.list()
       r = row_to_rollout(r)
       local n = check(store.query("SELECT state, count(*) AS n FROM rollout_instances WHERE rollout_id = ? " ..
         "GROUP BY state", r.id))
-      local counts = {}
+      local counts, total = {}, 0
       for _, c in ipairs(n) do
         counts[c.state] = c.n
+        total = total + c.n
       end
       out[#out + 1] = { id = r.id, state = r.state, image = r.spec.image or json.null,
                         env_keys = r.spec.env and sorted_keys(r.spec.env) or json.null, wave = r.wave,
-                        failures = r.failures,
+                        failures = r.failures, failure_budget = r.spec.failure_budget, total = total,
                         reason = r.reason or json.null, counts = counts, created_at = r.created_at,
-                        finished_at = r.finished_at or json.null }
+                        updated_at = r.updated_at, finished_at = r.finished_at or json.null }
     end
     return out
   end)
@@ -687,6 +688,19 @@ local ACTIONS = {
                to = "rolling_back" },
 }
 M.ACTIONS = ACTIONS
+
+-- The actions a rollout in `state` allows, in a fixed order (the
+-- console's buttons): what M.act would not refuse for the state alone
+-- (resume and rollback are still refused while another rollout is active).
+function M.actions_of(state)
+  local out = json.array()
+  for _, a in ipairs({ "pause", "resume", "abort", "rollback" }) do
+    if ACTIONS[a].from[state] then
+      out[#out + 1] = a
+    end
+  end
+  return out
+end
 
 -- pause, resume, abort, rollback: { status, body } (200 with the new
 -- state, 404, 409 when the rollout's state does not allow it).

@@ -27,8 +27,9 @@
   }
   const text = (v) => (v === undefined || v === null || v === '' ? '—' : String(v));
   // a job's state: "running" is work under way (blue), not a healthy instance (green)
-  const jobBadge = (s) => el('span', { class: 'badge s-' + (s === 'running' ? 'running-job' : String(s).replace(/[^a-z-]/g, '')) }, text(s));
-  const badge = (s, extra) => el('span', { class: 'badge s-' + String(s).replace(/[^a-z-]/g, '') + (extra ? ' ' + extra : '') }, text(s));
+  const stateClass = (s) => 's-' + String(s).replace(/_/g, '-').replace(/[^a-z-]/g, '');
+  const jobBadge = (s) => el('span', { class: 'badge ' + (s === 'running' ? 's-running-job' : stateClass(s)) }, text(s));
+  const badge = (s, extra) => el('span', { class: 'badge ' + stateClass(s) + (extra ? ' ' + extra : '') }, text(s));
   function kv(pairs) {
     const dl = el('dl', { class: 'kv' });
     for (const [k, v] of pairs) dl.append(el('dt', {}, k), el('dd', {}, v instanceof Node ? v : text(v)));
@@ -130,6 +131,18 @@
     if (after) after();
   }
 
+  // Runs a change that needs no confirmation (it starts nothing, or only
+  // stops starting things); notices its outcome; then `after`.
+  async function run(method, path, after) {
+    try {
+      const r = await api(method, path);
+      notice((r && r.message) || 'Done.');
+    } catch (e) {
+      notice(e.message, true);
+    }
+    if (after) after();
+  }
+
   // ---- Routing -----------------------------------------------------------
   function parseHash() {
     const h = location.hash.replace(/^#\/?/, '');
@@ -148,7 +161,7 @@
     const page = parts[0] || 'instances';
     document.querySelectorAll('[data-nav]').forEach((a) => {
       a.classList.toggle('active', a.dataset.nav === page || (page === 'instance' && a.dataset.nav === 'instances') ||
-        (page === 'job' && a.dataset.nav === 'jobs'));
+        (page === 'job' && a.dataset.nav === 'jobs') || (page === 'rollout' && a.dataset.nav === 'rollouts'));
     });
     const out = el('div', { 'data-page': page });
     try {
@@ -156,6 +169,8 @@
       else if (page === 'job' && parts[1]) await jobPage(out, parts[1], gen);
       else if (page === 'jobs') await jobsPage(out, params, gen);
       else if (page === 'health') await healthPage(out, gen);
+      else if (page === 'rollouts') await rolloutsPage(out);
+      else if (page === 'rollout' && parts[1]) await rolloutPage(out, parts[1], params, gen);
       else await instancesPage(out, params, gen);
     } catch (e) {
       out.append(el('p', { class: 'error' }, 'Could not load: ' + e.message));
@@ -256,7 +271,9 @@
     out.append(el('div', { class: 'cards' },
       el('section', { class: 'card' }, el('h2', {}, 'Instance'), kv([
         ['App', el('span', { class: 'mono' }, inst.app_name)], ['Account', inst.account_id], ['Tier', inst.tier],
-        ['Host', inst.host], ['Dry run', inst.dry_run ? 'yes' : 'no'], ['Created', when(inst.created_at)],
+        ['Host', inst.host], ['Image', inst.image ? el('span', { class: 'mono' }, inst.image) : null],
+        ['Pinned', el('span', { 'data-test': 'pinned' }, inst.pinned ? badge('pinned') : 'no')],
+        ['Dry run', inst.dry_run ? 'yes' : 'no'], ['Created', when(inst.created_at)],
         ['Updated', when(inst.updated_at)]])),
       el('section', { class: 'card' }, el('h2', {}, 'URLs'), kv([
         ['Frontend', link(inst.urls && inst.urls.frontend)], ['Backend', link(inst.urls && inst.urls.backend)],
@@ -278,6 +295,12 @@
     if (!['deprovisioned', 'deprovisioning'].includes(inst.status)) {
       actions.append(lifecycle('stop', 'Stop', 'Stop the apps of'), lifecycle('start', 'Start', 'Start the apps of'),
         lifecycle('restart', 'Restart', 'Restart the apps of'));
+      // a pin keeps the instance on its image (rollouts skip it); it starts
+      // nothing and unpin undoes it, so it asks no confirmation
+      const pin = inst.pinned ? 'unpin' : 'pin';
+      actions.append(el('button', { type: 'button', class: 'quiet', 'data-action': pin,
+        onclick: () => run('POST', '/api/v1/instances/' + encodeURIComponent(name) + '/' + pin, reload) },
+      inst.pinned ? 'Unpin image' : 'Pin image'));
     }
     out.append(actions);
 
@@ -381,6 +404,168 @@
     };
     await poll();
     return box;
+  }
+
+  // ---- Rollouts ----------------------------------------------------------
+  // A rollout's instance steps: waiting, in flight, and finished three ways.
+  const STEP_STATES = ['pending', 'updating', 'checking', 'done', 'failed', 'skipped', 'unchanged', 'reverting',
+    'rolled_back', 'rollback_failed'];
+  const IN_FLIGHT = ['updating', 'checking', 'reverting'];
+  const BACK = ['reverting', 'rolled_back', 'rollback_failed'];
+  const ROLLOUT_LIVE = ['running', 'rolling_back'];
+  const n = (counts, ...states) => states.reduce((a, s) => a + ((counts && Number(counts[s])) || 0), 0);
+
+  // changed / failed / skipped of total, and a bar of the finished steps
+  function progress(counts, total) {
+    const changed = n(counts, 'done');
+    const failed = n(counts, 'failed', 'rollback_failed');
+    const skipped = n(counts, 'skipped', 'unchanged');
+    const back = n(counts, 'rolled_back');
+    const open = n(counts, 'pending', ...IN_FLIGHT);
+    const tot = Number(total) || 0;
+    return el('div', { class: 'progress', 'data-test': 'progress' },
+      el('progress', { max: String(Math.max(tot, 1)), value: String(Math.max(0, tot - open)) }),
+      el('div', {}, changed + ' changed · ', el('span', { class: failed ? 'error' : '' }, failed + ' failed'),
+        ' · ' + skipped + ' skipped' + (back ? ' · ' + back + ' rolled back' : '') + ' / ' + tot));
+  }
+
+  function budget(failures, limit) {
+    const f = Number(failures) || 0;
+    return el('span', { class: f > Number(limit) ? 'error' : '', 'data-test': 'budget' },
+      f + ' of ' + text(limit) + ' used');
+  }
+
+  async function rolloutsPage(out) {
+    const data = await api('GET', '/api/v1/rollouts');
+    out.append(el('h1', {}, 'Rollouts'));
+    out.append(el('div', { class: 'filters' }, el('button', { type: 'button', class: 'quiet', onclick: route }, 'Refresh')));
+    const rows = data.rollouts.map((r) => el('tr', { class: 'link', 'data-rollout': r.id, 'data-state': r.state,
+      onclick: () => go(['rollout', r.id]) },
+      el('td', {}, el('a', { class: 'mono', href: '#/rollout/' + encodeURIComponent(r.id) }, r.id)),
+      el('td', {}, jobBadge(r.state), r.reason ? el('div', { class: 'muted' }, r.reason) : null),
+      el('td', { class: 'mono wrap' }, text(r.image)),
+      el('td', {}, progress(r.counts, r.total), el('div', { class: 'muted' }, 'wave ' + text(r.wave))),
+      el('td', {}, budget(r.failures, r.failure_budget)),
+      el('td', { class: 'hide-narrow' }, when(r.created_at)),
+      el('td', { class: 'hide-narrow' }, when(r.updated_at))));
+    const table = el('table', { id: 'rollouts' },
+      el('thead', {}, el('tr', {}, el('th', {}, 'Rollout'), el('th', {}, 'State'), el('th', {}, 'Image'),
+        el('th', {}, 'Progress'), el('th', {}, 'Failure budget'), el('th', { class: 'hide-narrow' }, 'Created'),
+        el('th', { class: 'hide-narrow' }, 'Updated'))),
+      el('tbody', {}, rows));
+    out.append(el('div', { class: 'table-wrap' }, rows.length ? table
+      : el('p', { class: 'empty' }, 'No rollouts yet (POST /api/v1/rollouts or mrprov rollout --create starts one).')));
+  }
+
+  // One rollout: re-read while it runs or rolls back (1 s while steps
+  // move, backing off to 8 s while they do not), like a job's step log.
+  const SHOWN = 500; // instance rows drawn at once; the state chips narrow them
+  async function rolloutPage(out, id, params, gen) {
+    const box = el('div', { 'data-rollout': id });
+    const filter = params.get('state') || '';
+    const path = '/api/v1/rollouts/' + encodeURIComponent(id);
+    let delay = 1000;
+    let lastSig = '';
+    let timer = null;
+    let seq = 0; // an action's re-read overtakes a pending one: only the newest answer draws
+    const again = () => { clearTimeout(timer); poll(); };
+    const button = (action, label, cls, question) => el('button', { type: 'button', class: cls, 'data-action': action,
+      onclick: () => (question ? act(question, label, 'POST', path + '/' + action, again)
+        : run('POST', path + '/' + action, again)) }, label);
+    const render = (r) => {
+      const live = ROLLOUT_LIVE.includes(r.state) || n(r.counts, ...IN_FLIGHT) > 0;
+      const head = el('h1', {}, 'Rollout ', el('span', { class: 'mono' }, r.id), ' ',
+        el('span', { 'data-test': 'rollout-state' }, jobBadge(r.state)),
+        live ? el('span', { class: 'live' }, ' · live') : null);
+      const target = el('p', {}, 'to ', el('span', { class: 'mono wrap', 'data-test': 'rollout-image' }, text(r.image)));
+      const sel = r.selector || {};
+      const selText = Object.keys(sel).sort().map((k) => k + ': ' +
+        (Array.isArray(sel[k]) ? sel[k].join(', ') : String(sel[k]))).join('; ') || 'every instance';
+      const allowed = Array.isArray(r.actions) ? r.actions : [];
+      const actions = el('div', { class: 'actions' },
+        allowed.includes('pause') ? button('pause', 'Pause', 'quiet') : null,
+        allowed.includes('resume') ? button('resume', 'Resume', '', 'Resume rollout ' + r.id + ' to ' + r.image +
+          '? Its next steps start.') : null,
+        allowed.includes('abort') ? button('abort', 'Abort', 'danger', 'Abort rollout ' + r.id +
+          '? Nothing more starts; the instances already changed keep ' + r.image + '.') : null,
+        allowed.includes('rollback') ? button('rollback', 'Roll back', 'danger', 'Roll back rollout ' + r.id +
+          '? Every instance it changed goes back to its previous image, in waves.') : null);
+      const cards = el('div', { class: 'cards' },
+        el('section', { class: 'card' }, el('h2', {}, 'Rollout'), kv([
+          ['Selector', selText],
+          ['Waves', Array.isArray(r.waves) ? r.waves.join(', ') : r.waves], ['Parallel', r.parallel],
+          ['Pause between waves', r.pause_seconds ? r.pause_seconds + ' s' : 'none'],
+          ['Roll back a failed one', r.rollback_on_failure ? 'at once' : 'no'],
+          ['New instances', r.apply_to_new ? 'get the image' : 'keep the setting']])),
+        el('section', { class: 'card' }, el('h2', {}, 'Progress'), progress(r.counts, r.total), kv([
+          ['Wave', r.wave + ' of ' + (r.wave_progress || []).length],
+          ['Failure budget', budget(r.failures, r.failure_budget)],
+          ['Next wave', r.next_wave_at && r.state === 'running' ? when(r.next_wave_at) : null],
+          ['Created', when(r.created_at)], ['Updated', when(r.updated_at)], ['Finished', when(r.finished_at)]])));
+
+      const waves = (r.wave_progress || []).map((w) => el('tr', { 'data-wave': w.wave, 'data-state': w.state },
+        el('td', {}, text(w.wave)), el('td', {}, badge(w.state)), el('td', {}, text(w.size)),
+        el('td', {}, progress(w.counts, w.size)),
+        el('td', { class: 'muted' }, STEP_STATES.filter((s) => n(w.counts, s)).map((s) => s + ' ' + w.counts[s]).join(' · '))));
+      const waveTable = el('div', { class: 'table-wrap' }, el('table', { id: 'rollout-waves' },
+        el('thead', {}, el('tr', {}, el('th', {}, 'Wave'), el('th', {}, 'State'), el('th', {}, 'Size'),
+          el('th', {}, 'Progress'), el('th', {}, 'Steps'))),
+        el('tbody', {}, waves)));
+
+      const chips = el('div', { class: 'chips', 'data-test': 'step-counts' },
+        el('a', { class: 'chip' + (filter ? '' : ' on'), href: '#/rollout/' + encodeURIComponent(r.id) }, 'all ' + text(r.total)),
+        STEP_STATES.filter((s) => n(r.counts, s)).map((s) => el('a', { class: 'chip' + (filter === s ? ' on' : ''),
+          'data-state': s, href: '#/rollout/' + encodeURIComponent(r.id) + '?state=' + encodeURIComponent(s) },
+        s + ' ' + r.counts[s])));
+      const list = (r.instances || []).filter((e) => !filter || e.state === filter);
+      const rows = list.slice(0, SHOWN).map((e) => {
+        const back = BACK.includes(e.state);
+        return el('tr', { 'data-sub': e.subscription_id, 'data-state': e.state },
+          el('td', {}, el('a', { href: '#/instance/' + encodeURIComponent(e.subscription_id) }, e.subscription_id)),
+          el('td', {}, text(e.wave)),
+          el('td', {}, badge(e.state)),
+          el('td', { class: 'mono wrap' }, text(e.previous_image)),
+          el('td', { class: 'mono wrap' }, back ? [text(e.previous_image), el('div', { class: 'muted' }, '(rollback)')]
+            : e.state === 'skipped' || e.state === 'unchanged' ? '—' : text(r.image)),
+          // a failure's error, or why a step was skipped or waits (not an error)
+          el('td', { class: ['failed', 'rollback_failed'].includes(e.state) ? 'err' : 'muted wrap', 'data-test': 'step-error' },
+            e.error || ''),
+          el('td', {}, e.job_id ? el('a', { class: 'mono', href: '#/job/' + encodeURIComponent(e.job_id) }, e.job_id) : '—'),
+          el('td', { class: 'hide-narrow' }, when(e.started_at), el('div', { class: 'muted' }, e.finished_at ? when(e.finished_at) : '')));
+      });
+      const steps = el('div', { class: 'table-wrap' }, rows.length ? el('table', { id: 'rollout-instances' },
+        el('thead', {}, el('tr', {}, el('th', {}, 'Subscription'), el('th', {}, 'Wave'), el('th', {}, 'State'),
+          el('th', {}, 'Previous image'), el('th', {}, 'Target image'), el('th', {}, 'Error / reason'), el('th', {}, 'Job'),
+          el('th', { class: 'hide-narrow' }, 'Started / finished'))),
+        el('tbody', {}, rows)) : el('p', { class: 'empty' }, 'No instance in this state.'));
+      box.replaceChildren(head, target,
+        r.reason ? el('p', { class: r.state === 'halted' ? 'error' : 'muted', 'data-test': 'rollout-reason' }, r.reason) : '',
+        actions, cards, el('h2', {}, 'Waves'), waveTable, el('h2', {}, 'Instances'), chips, steps,
+        list.length > SHOWN ? el('p', { class: 'muted' }, 'Showing ' + SHOWN + ' of ' + list.length +
+          '; pick a state above to narrow the list.') : '');
+      return live;
+    };
+    const poll = async () => {
+      if (gen !== generation) return;
+      const mine = ++seq;
+      let r;
+      try {
+        r = await api('GET', path);
+      } catch (e) {
+        if (!box.firstChild) throw e;
+        box.append(el('p', { class: 'error' }, e.message));
+        return;
+      }
+      if (gen !== generation || mine !== seq) return;
+      if (!render(r)) return;
+      const sig = r.state + '/' + r.updated_at + '/' + STEP_STATES.map((s) => n(r.counts, s)).join(',');
+      delay = sig !== lastSig ? 1000 : Math.min(delay * 1.5, 8000);
+      lastSig = sig;
+      clearTimeout(timer);
+      timer = setTimeout(poll, delay);
+    };
+    await poll();
+    out.append(box);
   }
 
   // ---- Health ------------------------------------------------------------

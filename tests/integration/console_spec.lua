@@ -209,3 +209,144 @@ describe("web console without API keys #integration", function()
     H.stop(srv)
   end)
 end)
+
+-- The Rollouts view (issue 18 item 4) on the mindroom profile (the image a
+-- rollout moves is its MindRoom app's; readiness asks the loopback health
+-- server): four instances, one pinned from its instance page, one whose
+-- deploy of the new image fails with a hostile error text. The rollout's
+-- first wave takes three, then waits an hour before the second: it stays
+-- running while the page shows it and its pause button is pressed.
+describe("web console: rollouts #integration", function()
+  if not tools then
+    pending("SKIPPED: " .. missing)
+    return
+  end
+
+  local V2 = "ghcr.io/mindroom-ai/mindroom:v2026.12.1"
+  local HOSTILE = '<img src=x onerror="window.__xss=1">'
+  local h, srv, health, b
+  local apps = {}
+
+  setup(function()
+    h = D.start()
+    health = H.health_server("ok", { sim_state = h.state })
+    srv = H.start({ env = D.mrprov_env(h, { PROFILE = "mindroom", PROVISIONER_API_KEYS = KEY,
+      UI_DIR = H.root .. "/ui", HEALTH_URL_TEMPLATE = "http://127.0.0.1:" .. health.port .. "/{app}{path}",
+      HEALTH_TIMEOUT_SECONDS = "2", HEALTH_REQUEST_TIMEOUT = "1" }) })
+    for _, sub in ipairs({ "sub_ra", "sub_rb", "sub_rc", "sub_rd" }) do
+      local code, j = H.request(srv, "POST", "/api/v1/provision",
+        { subscription_id = sub, tier = "free", account_id = "acct_ro" },
+        { Authorization = AUTH.Authorization, Prefer = "wait=60" })
+      assert.are.equal(200, code)
+      apps[sub] = j.app_name
+    end
+    -- from now on, sub_rb's deploy of a new image fails, saying something hostile
+    -- (the mindroom profile deploys a build context: git:from-archive … APP --)
+    D.set_faults(h, { { match = "git:from%-%a+ .*" .. apps.sub_rb:gsub("%-", "%%-") .. " ", action = "fail",
+      exit = 1, stderr = "manifest unknown: " .. HOSTILE, times = 20 } })
+    b = W.start(tools, { dir = H.tmpdir() })
+  end)
+
+  teardown(function()
+    if b then b:quit() end
+    if health then health.stop() end
+    H.cleanup()
+    D.stop(h)
+  end)
+
+  local function rollout(id)
+    local code, r = H.request(srv, "GET", "/api/v1/rollouts/" .. id, nil, AUTH)
+    assert.are.equal(200, code)
+    return r
+  end
+
+  it("pins an instance from its page", function()
+    b:go(srv.base .. "/ui/#/instance/sub_rc")
+    b:wait("the key dialog", "return document.getElementById('key-dialog').open")
+    b:type("#key-input", KEY)
+    b:click("#key-save")
+    b:wait("the pin button", "return document.querySelector('button[data-action=pin]') !== null && "
+      .. "document.querySelector('[data-test=pinned]').textContent === 'no'")
+    b:click("button[data-action=pin]")
+    b:wait("the pinned instance", "return document.querySelector('button[data-action=unpin]') !== null && "
+      .. "document.querySelector('[data-test=pinned]').textContent === 'pinned'", 10)
+    local _, st = H.request(srv, "GET", "/api/v1/status/sub_rc", nil, AUTH)
+    assert.is_true(st.pinned)
+  end)
+
+  it("lists the rollout, shows it per wave and per instance, pauses it and asks before an abort", function()
+    -- pinned by the test above; again here (a pin is idempotent) so this test stands alone
+    assert.are.equal(200, (H.request(srv, "POST", "/api/v1/instances/sub_rc/pin", nil, AUTH)))
+    local code, r = H.request(srv, "POST", "/api/v1/rollouts", { image = V2, waves = { 3, "100%" }, parallel = 3,
+      failure_budget = 1, pause_seconds = 3600 }, AUTH)
+    assert.are.equal(201, code)
+    local id = r.id
+    -- the first wave settles: changed, failed (hostile error), skipped (pinned)
+    H.wait_for(srv, "/api/v1/rollouts/" .. id, function(x)
+      return x.state == "running" and x.wave == 2 and (x.counts.done or 0) == 1 and (x.counts.failed or 0) == 1
+        and (x.counts.skipped or 0) == 1
+    end, 60, AUTH)
+
+    b:go(srv.base .. "/ui/#/rollouts")
+    b:wait("the rollout's row", "return document.querySelector('#rollouts tr[data-rollout=\"' + arguments[0] + "
+      .. "'\"][data-state=running]') !== null", 10, id)
+    local row = b:run("return document.querySelector('#rollouts tr[data-rollout]').textContent")
+    assert.matches(V2, row, 1, true)
+    assert.matches("1 changed · 1 failed · 1 skipped / 4", row, 1, true)
+    assert.matches("1 of 1 used", row, 1, true)
+    b:screenshot(SHOTS .. "/10-rollouts.png")
+
+    b:click("#rollouts tr[data-rollout] a")
+    b:wait("the rollout's instances",
+      "return document.querySelectorAll('#rollout-instances tr[data-sub]').length === 4")
+    local states = b:run("const o = {}; document.querySelectorAll('#rollout-instances tr[data-sub]')"
+      .. ".forEach(r => { o[r.dataset.sub] = r.dataset.state; }); return o")
+    assert.are.same({ sub_ra = "done", sub_rb = "failed", sub_rc = "skipped", sub_rd = "pending" }, states)
+    assert.are.equal(2, b:run("return document.querySelectorAll('#rollout-waves tr[data-wave]').length"))
+    local skipped = b:run("return document.querySelector('tr[data-sub=sub_rc] [data-test=step-error]').textContent")
+    assert.matches("pinned", skipped, 1, true)
+    -- the hostile error is text: shown as written, never an element
+    local err = b:run("return document.querySelector('tr[data-sub=sub_rb] [data-test=step-error]').textContent")
+    assert.matches(HOSTILE, err, 1, true)
+    assert.is_true(b:run("return document.querySelector('#view img') === null && window.__xss === undefined"))
+    b:screenshot(SHOTS .. "/11-rollout.png")
+    b:run("document.getElementById('rollout-instances').scrollIntoView()")
+    b:screenshot(SHOTS .. "/12-rollout-instances.png")
+
+    -- pause: at once, on the same page
+    b:run("window.__samePage = true")
+    assert.is_true(b:run("return document.querySelector('button[data-action=resume]') === null"))
+    b:click("button[data-action=pause]")
+    H.eventually("the paused rollout", function() return rollout(id).state == "paused" end, 10)
+    b:wait("the paused page", "return window.__samePage && "
+      .. "document.querySelector('[data-test=rollout-state]').textContent === 'paused' && "
+      .. "document.querySelector('button[data-action=resume]') !== null && "
+      .. "document.querySelector('button[data-action=pause]') === null", 10)
+
+    -- abort asks first: cancelled, nothing changes; confirmed, it is aborted
+    b:click("button[data-action=abort]")
+    b:wait("the confirmation", "return document.getElementById('confirm-dialog').open")
+    assert.matches("Abort rollout " .. id, b:run("return document.getElementById('confirm-text').textContent"), 1, true)
+    b:click("#confirm-cancel")
+    b:wait("the dialog closed", "return !document.getElementById('confirm-dialog').open")
+    assert.are.equal("paused", rollout(id).state)
+    b:click("button[data-action=abort]")
+    b:wait("the confirmation", "return document.getElementById('confirm-dialog').open")
+    b:click("#confirm-ok")
+    H.eventually("the aborted rollout", function() return rollout(id).state == "aborted" end, 10)
+    b:wait("the aborted page",
+      "return document.querySelector('[data-test=rollout-state]').textContent === 'aborted' && "
+      .. "[...document.querySelectorAll('.actions button')].map(b => b.dataset.action).join() === 'rollback'", 10)
+    b:screenshot(SHOTS .. "/13-rollout-aborted.png")
+    -- on a phone's width the page does not scroll sideways (tables scroll in their box)
+    b:resize(390, 844)
+    b:go(srv.base .. "/ui/#/rollout/" .. id)
+    b:wait("the narrow page", "return document.querySelectorAll('#rollout-instances tr[data-sub]').length === 4")
+    assert.is_true(b:run("return document.documentElement.scrollWidth <= window.innerWidth + 1"))
+    b:screenshot(SHOTS .. "/14-rollout-narrow.png")
+    b:resize(1280, 900)
+    for _, m in ipairs(b:console()) do
+      assert.is_nil(m:find("Content Security Policy", 1, true), m)
+    end
+  end)
+end)

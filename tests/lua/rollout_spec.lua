@@ -544,6 +544,27 @@ describe_store("rollout driver", function()
     assert.are.equal(404, rollout.act("ro_ffff", "pause").status)
     assert.are.equal(404, rollout.act("../x", "pause").status)
   end)
+  it("lists rollouts with their total, failure budget and last change; the view names the allowed actions",
+    function()
+    provisioned("sub_1")
+    provisioned("sub_2")
+    local id = create({ image = V2, failure_budget = 3 })
+    local l = rollout.list()[1]
+    assert.are.equal(id, l.id)
+    assert.are.equal(2, l.total)
+    assert.are.equal(3, l.failure_budget)
+    assert.are.equal(0, l.failures)
+    assert.is_string(l.updated_at)
+    assert.are.same({ "pause", "abort", "rollback" }, rollout.view(id).actions)
+    rollout.act(id, "pause")
+    assert.are.same({ "resume", "abort", "rollback" }, rollout.view(id).actions)
+    assert.are.equal("paused", rollout.list()[1].state)
+    rollout.act(id, "abort")
+    assert.are.same({ "rollback" }, rollout.view(id).actions)
+    -- none: still a JSON list
+    assert.are.equal("[]", require("json").encode(rollout.actions_of("rolling_back")))
+  end)
+
   it("runs as a durable job: re-queued while there is work, ended when paused and idle, queued again on resume",
     function()
     provisioned("sub_1")
