@@ -26,6 +26,16 @@
     return e;
   }
   const text = (v) => (v === undefined || v === null || v === '' ? '—' : String(v));
+  // What a rollout moves its instances to: the image, and/or the names of
+  // the environment keys it sets (their values are never shown).
+  const rolloutTarget = (r) => {
+    const keys = Array.isArray(r.env_keys) ? r.env_keys
+      : (r.env && typeof r.env === 'object' ? Object.keys(r.env).sort() : []);
+    const parts = [];
+    if (r.image) parts.push(String(r.image));
+    if (keys.length) parts.push('env ' + keys.join(', '));
+    return parts.length ? parts.join(' + ') : '—';
+  };
   // a job's state: "running" is work under way (blue), not a healthy instance (green)
   const stateClass = (s) => 's-' + String(s).replace(/_/g, '-').replace(/[^a-z-]/g, '');
   const jobBadge = (s) => el('span', { class: 'badge ' + (s === 'running' ? 's-running-job' : stateClass(s)) }, text(s));
@@ -443,7 +453,7 @@
       onclick: () => go(['rollout', r.id]) },
       el('td', {}, el('a', { class: 'mono', href: '#/rollout/' + encodeURIComponent(r.id) }, r.id)),
       el('td', {}, jobBadge(r.state), r.reason ? el('div', { class: 'muted' }, r.reason) : null),
-      el('td', { class: 'mono wrap' }, text(r.image)),
+      el('td', { class: 'mono wrap' }, rolloutTarget(r)),
       el('td', {}, progress(r.counts, r.total), el('div', { class: 'muted' }, 'wave ' + text(r.wave))),
       el('td', {}, budget(r.failures, r.failure_budget)),
       el('td', { class: 'hide-narrow' }, when(r.created_at)),
@@ -477,17 +487,17 @@
       const head = el('h1', {}, 'Rollout ', el('span', { class: 'mono' }, r.id), ' ',
         el('span', { 'data-test': 'rollout-state' }, jobBadge(r.state)),
         live ? el('span', { class: 'live' }, ' · live') : null);
-      const target = el('p', {}, 'to ', el('span', { class: 'mono wrap', 'data-test': 'rollout-image' }, text(r.image)));
+      const target = el('p', {}, 'to ', el('span', { class: 'mono wrap', 'data-test': 'rollout-image' }, rolloutTarget(r)));
       const sel = r.selector || {};
       const selText = Object.keys(sel).sort().map((k) => k + ': ' +
         (Array.isArray(sel[k]) ? sel[k].join(', ') : String(sel[k]))).join('; ') || 'every instance';
       const allowed = Array.isArray(r.actions) ? r.actions : [];
       const actions = el('div', { class: 'actions' },
         allowed.includes('pause') ? button('pause', 'Pause', 'quiet') : null,
-        allowed.includes('resume') ? button('resume', 'Resume', '', 'Resume rollout ' + r.id + ' to ' + r.image +
+        allowed.includes('resume') ? button('resume', 'Resume', '', 'Resume rollout ' + r.id + ' to ' + rolloutTarget(r) +
           '? Its next steps start.') : null,
         allowed.includes('abort') ? button('abort', 'Abort', 'danger', 'Abort rollout ' + r.id +
-          '? Nothing more starts; the instances already changed keep ' + r.image + '.') : null,
+          '? Nothing more starts; the instances already changed keep ' + rolloutTarget(r) + '.') : null,
         allowed.includes('rollback') ? button('rollback', 'Roll back', 'danger', 'Roll back rollout ' + r.id +
           '? Every instance it changed goes back to its previous image, in waves.') : null);
       const cards = el('div', { class: 'cards' },
@@ -526,7 +536,7 @@
           el('td', {}, badge(e.state)),
           el('td', { class: 'mono wrap' }, text(e.previous_image)),
           el('td', { class: 'mono wrap' }, back ? [text(e.previous_image), el('div', { class: 'muted' }, '(rollback)')]
-            : e.state === 'skipped' || e.state === 'unchanged' ? '—' : text(r.image)),
+            : e.state === 'skipped' || e.state === 'unchanged' ? '—' : rolloutTarget(r)),
           // a failure's error, or why a step was skipped or waits (not an error)
           el('td', { class: ['failed', 'rollback_failed'].includes(e.state) ? 'err' : 'muted wrap', 'data-test': 'step-error' },
             e.error || ''),
