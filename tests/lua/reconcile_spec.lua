@@ -312,6 +312,47 @@ describe_store("the drift sweep", function()
     assert(ok, err)
   end)
 
+  it("a job that arrives while the reports are read goes first: the batch is not probed per app", function()
+    for i, sub in ipairs({ "sub_a", "sub_b", "sub_d" }) do
+      put(instance(sub, "mr-" .. sub:gsub("_", "") .. "-" .. ("%08d"):format(i)))
+    end
+    reconcile.BATCH = 16
+    local dokku = require "mrprov.dokku"
+    local mode, run_many, wave = dokku.mode, dokku.run_many, bulk.REPORT_WAVE
+    local busy, reports, probes = false, 0, 0
+    dokku.mode = function() return "ssh" end
+    dokku.run_many = function(calls)
+      local out = {}
+      for i, c in ipairs(calls) do
+        -- an all-apps report names no app; a probe does
+        local per_app = false
+        for _, w in ipairs(c.argv) do
+          if w:find("^mr%-sub") then per_app = true end
+        end
+        if per_app then probes = probes + 1 else reports = reports + 1 end
+        out[i] = { ok = { exit = 0, stdout = "", stderr = "" } }
+      end
+      -- the provision arrives while this first report is read
+      busy = true
+      return out
+    end
+    local ok, err = pcall(function()
+      bulk.REPORT_WAVE = 1
+      bulk.forget_reports()
+      local rep = reconcile.new_report(os.time(), {})
+      local done = reconcile.advance(rep, { rate = 1e6, sleep = function() end, busy = function() return busy end,
+                                            stop = function() return true end })
+      assert.is_false(done)
+      assert.are.equal(1, reports) -- the report in flight, then no other
+      assert.are.equal(0, probes)
+      assert.are.equal(0, rep.instances_checked)
+      assert.are.equal("", rep.cursor) -- the batch is swept later, from the same place
+    end)
+    dokku.mode, dokku.run_many, bulk.REPORT_WAVE = mode, run_many, wave
+    bulk.forget_reports()
+    assert(ok, err)
+  end)
+
   it("takes the newer reading kept in the sweep's progress when this state's copy went stale", function()
     put(instance("sub_a", "mr-suba-aaaaaaaa"))
     put(instance("sub_b", "mr-subb-bbbbbbbb"))
