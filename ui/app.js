@@ -26,6 +26,16 @@
     return e;
   }
   const text = (v) => (v === undefined || v === null || v === '' ? '—' : String(v));
+  // A job's subscription: the instance's page; a rollout driver's job
+  // (`_rollout_<id>`) links to its rollout; other internal jobs (the sweep,
+  // `_…`) have no page of their own.
+  const subscriptionLink = (sub) => {
+    const s = String(sub == null ? '' : sub);
+    const ro = s.match(/^_rollout_(.+)$/);
+    if (ro) return el('a', { href: '#/rollout/' + encodeURIComponent(ro[1]) }, 'rollout ' + ro[1]);
+    if (s.startsWith('_')) return el('span', { class: 'mono muted' }, s);
+    return el('a', { href: '#/instance/' + encodeURIComponent(s) }, s);
+  };
   // What a rollout moves its instances to: the image, and/or the names of
   // the environment keys it sets (their values are never shown).
   const rolloutTarget = (r) => {
@@ -331,7 +341,7 @@
       return el('tr', { 'data-job': j.id, 'data-state': j.state },
         el('td', {}, el('a', { class: 'mono', href: '#/job/' + encodeURIComponent(j.id) }, j.id),
           el('div', { class: 'muted' }, when(j.created_at))),
-        showInstance ? el('td', {}, el('a', { href: '#/instance/' + encodeURIComponent(j.subscription_id) }, j.subscription_id)) : null,
+        showInstance ? el('td', {}, subscriptionLink(j.subscription_id)) : null,
         el('td', {}, j.operation),
         el('td', {}, jobBadge(j.state), j.state === 'running' || j.state === 'queued'
           ? el('div', { class: 'muted' }, j.steps_done + '/' + j.steps_total + (j.step ? ' · ' + j.step : '')) : null),
@@ -366,7 +376,7 @@
     const j = await api('GET', '/api/v1/jobs/' + encodeURIComponent(id));
     out.append(el('h1', {}, 'Job ', el('span', { class: 'mono' }, j.id)));
     out.append(el('div', { class: 'cards' }, el('section', { class: 'card' }, kv([
-      ['Subscription', el('a', { href: '#/instance/' + encodeURIComponent(j.subscription_id) }, j.subscription_id)],
+      ['Subscription', subscriptionLink(j.subscription_id)],
       ['Operation', j.operation], ['Created', when(j.created_at)], ['Generation', j.generation],
       ['Attempts', j.attempts]]))));
     out.append(el('h2', {}, 'Steps'));

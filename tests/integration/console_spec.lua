@@ -345,6 +345,12 @@ describe("web console: rollouts #integration", function()
     assert.is_true(b:run("return document.documentElement.scrollWidth <= window.innerWidth + 1"))
     b:screenshot(SHOTS .. "/14-rollout-narrow.png")
     b:resize(1280, 900)
+    -- the Jobs page: the rollout driver's jobs link to their rollout, not to
+    -- an instance page that does not exist
+    b:go(srv.base .. "/ui/#/jobs")
+    b:wait("the driver's job row",
+      [[return document.querySelector('table.jobs a[href="#/rollout/' + arguments[0] + '"]') !== null]], 10, id)
+    assert.are.equal(0, b:run([[return document.querySelectorAll('table.jobs a[href^="#/instance/_"]').length]]))
     for _, m in ipairs(b:console()) do
       assert.is_nil(m:find("Content Security Policy", 1, true), m)
     end
