@@ -18,6 +18,7 @@
 -- HEALTH_RECHECK_INTERVAL seconds (0: it ends there, and only an update
 -- checks again).
 local generation = require "generation"
+local hosts = require "hosts"
 local http = require "mrprov.http"
 local instances = require "instances"
 local json = require "json"
@@ -30,8 +31,12 @@ local sys = require "mrprov.sys"
 local M = {}
 
 M.OPERATION = "health"
--- The placeholders HEALTH_URL_TEMPLATE may use ({path}: the profile's path).
-M.PLACEHOLDERS = { app = true, domain = true, subscription_id = true, path = true }
+-- The placeholders HEALTH_URL_TEMPLATE may use ({path}: the profile's path;
+-- {host}: the name of the instance's Dokku host, as its status view shows
+-- it, "default" for DOKKU_HOST alone; {host_address}: that host's address,
+-- the host file's `host` or DOKKU_HOST).
+M.PLACEHOLDERS = { app = true, domain = true, subscription_id = true, path = true, host = true,
+                   host_address = true }
 M.ANSWER_LIMIT = 300 -- bytes of an answer's body kept in `error`
 M.BACKOFF_MAX = 30   -- seconds between two checks at most, while starting
 
@@ -53,7 +58,8 @@ function M.template_ok(t)
   end)
   local bad = rest:match("{[^}]*}?") or rest:match("}")
   if bad then
-    return nil, ("unknown placeholder %s (known: {app}, {domain}, {subscription_id}, {path})"):format(bad)
+    return nil, ("unknown placeholder %s (known: {app}, {domain}, {subscription_id}, {path}, {host}, "
+      .. "{host_address})"):format(bad)
   end
   return t
 end
@@ -69,14 +75,34 @@ function M.target(state)
   return nil
 end
 
+-- The Dokku host `name` (nil: the implicit host) as {host} and
+-- {host_address} fill it: { name, address }.
+function M.host_of(name, cfg)
+  name = name or hosts.IMPLICIT
+  for _, h in ipairs(hosts.list(cfg)) do
+    if h.name == name then
+      return { name = name, address = h.host or (h.implicit and sys.config().DOKKU_HOST) or "" }
+    end
+  end
+  return { name = name, address = "" }
+end
+
+-- Whether a template asks the Dokku host itself ({host}, {host_address}):
+-- then a move asks its target before the switch (lua/move.lua).
+function M.addresses_host(t)
+  return type(t) == "string" and (t:find("{host}", 1, true) or t:find("{host_address}", 1, true)) ~= nil
+end
+
 -- The URL checked: https://{domain}{path} of the app's first domain, or
--- HEALTH_URL_TEMPLATE with its placeholders filled. nil, why when the app
--- has no domain and no template is set.
-function M.url(target, subscription_id, settings)
+-- HEALTH_URL_TEMPLATE with its placeholders filled (host: M.host_of's
+-- answer for the instance's host). nil, why when the app has no domain and
+-- no template is set.
+function M.url(target, subscription_id, settings, host)
   local t = settings.health_url_template
   if t then
     local values = { app = target.app, domain = target.domain or "", subscription_id = subscription_id,
-                     path = target.path }
+                     path = target.path, host = host and host.name or hosts.IMPLICIT,
+                     host_address = host and host.address or "" }
     return (t:gsub("{([a-z_]+)}", function(k) return values[k] end))
   end
   if not target.domain then
@@ -102,7 +128,7 @@ function M.after_deploy(inst, state, dry_run)
   elseif (settings.health_timeout or 0) <= 0 then
     skip = "health check skipped: HEALTH_TIMEOUT_SECONDS is 0"
   end
-  local url, why = M.url(target, inst.subscription_id, settings)
+  local url, why = M.url(target, inst.subscription_id, settings, M.host_of(inst.host, generation.current()))
   if not skip and not url then
     skip = "health check skipped: " .. why
   end

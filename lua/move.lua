@@ -523,6 +523,54 @@ local function rollback(job, inst, state, mv, redact, cfg, stamp)
   end
 end
 
+-- The target's readiness before the switch. With HEALTH_URL_TEMPLATE
+-- asking the Dokku host itself ({host} or {host_address}, filled with the
+-- target's), the target's copy is asked as the instance's readiness check
+-- asks (the profile's path, 200 within HEALTH_TIMEOUT_SECONDS, the same
+-- backoff); a copy that does not answer fails the move before the switch,
+-- so the target is rolled back and the source, untouched, keeps serving.
+-- Otherwise the URL leads to the instance's domain, i.e. to the source
+-- until the switch: nothing can ask the target before it, and the result
+-- says so (the readiness check after the switch asks the target then).
+local function check_target(job, inst, state, mv, cfg, result)
+  local settings = cfg.settings
+  local target = health.target(state)
+  local skip
+  if not target then
+    skip = "no app of the layout has a health path"
+  elseif dokku.mode() == "dry-run" then
+    skip = "dry-run"
+  elseif (settings.health_timeout or 0) <= 0 then
+    skip = "HEALTH_TIMEOUT_SECONDS is 0"
+  elseif not health.addresses_host(settings.health_url_template) then
+    skip = "HEALTH_URL_TEMPLATE does not ask the Dokku host ({host} or {host_address}); the readiness check "
+      .. "after the switch asks the target"
+  end
+  if skip then
+    result.target_ready = "not checked before the switch: " .. skip
+    return
+  end
+  local url = health.url(target, inst.subscription_id, settings, health.host_of(mv.to, cfg))
+  local t0, attempt = sys.monotonic(), 0
+  while true do
+    attempt = attempt + 1
+    local ok, said = health.probe(url, settings.health_request_timeout or 5)
+    if ok then
+      result.target_ready = ("%s answered on %s before the switch"):format(url, mv.to)
+      return
+    end
+    local left = settings.health_timeout - (sys.monotonic() - t0)
+    if left <= 0 then
+      error({ message = ("the target %s did not answer its readiness check %s within %d s: %s"):format(mv.to, url,
+        settings.health_timeout, said) }, 0)
+    end
+    pcall(instances.update_job, job.id, { waiting_for = ("the target's readiness check %s: %s"):format(url, said) })
+    if not jobs.sleep(health.backoff(attempt, settings.health_timeout, left)) then
+      error({ message = converge.SHUTDOWN, shutdown = true }, 0)
+    end
+  end
+end
+
 function M.run_job(job)
   local inst = instances.get(job.subscription_id)
   local mv = inst and inst.spec.move
@@ -567,8 +615,10 @@ function M.run_job(job)
     if mv.phase == "ready" then
       -- the target's apps run again on their restored data (the app the
       -- restore stopped is started: Dokku's deploy checks pass first)
-      -- before anything is served from them
+      -- before anything is served from them, and answer their readiness
+      -- check when it can ask the target itself
       converge.converge(job, inst, unserved(state), converge.context(mv.to, inst, job, cfg, stamp), redact)
+      check_target(job, inst, state, mv, cfg, result)
       phase(job.subscription_id, "switch")
       mv.phase = "switch"
     end

@@ -47,6 +47,27 @@ describe("health", function()
     assert.is_nil(health.target({ apps = { { name = "mr-a", role = "main" } } }))
   end)
 
+  it("fills {host} and {host_address} with the instance's Dokku host", function()
+    assert.truthy(health.template_ok("http://{host_address}:8080/{host}/{app}{path}"))
+    assert.is_true(health.addresses_host("http://{host}.internal/{app}{path}"))
+    assert.is_true(health.addresses_host("http://{host_address}/{app}{path}"))
+    assert.is_false(health.addresses_host("http://127.0.0.1/{app}{path}"))
+    assert.is_false(health.addresses_host(nil))
+    generation.set({ settings = settings, tiers = {}, profiles = {}, hooks = {},
+                     hosts = { { name = "eu1", host = "10.0.0.7" }, { name = "us1", host = "dokku-us.internal" } } })
+    settings.health_url_template = "http://{host_address}/{host}/{app}{path}"
+    local t = { app = "mr-a", path = "/api/ready" }
+    assert.are.equal("http://dokku-us.internal/us1/mr-a/api/ready",
+      health.url(t, "sub_1", settings, health.host_of("us1", generation.current())))
+    assert.are.equal("http://10.0.0.7/eu1/mr-a/api/ready",
+      health.url(t, "sub_1", settings, health.host_of("eu1", generation.current())))
+    -- without host files: the implicit host, "default", at DOKKU_HOST
+    generation.set({ settings = settings, tiers = {}, profiles = {}, hooks = {} })
+    local h = health.host_of(nil, generation.current())
+    assert.are.equal("default", h.name)
+    assert.matches("^http://[^/]*/default/mr%-a/api/ready$", health.url(t, "sub_1", settings, h))
+  end)
+
   it("backs off 1, 2, 4 ... s, capped by a quarter of the bound and by the deadline", function()
     assert.are.equal(1, health.backoff(1, 300, 300))
     assert.are.equal(2, health.backoff(2, 300, 300))
