@@ -538,6 +538,8 @@ local function check_target(job, inst, state, mv, cfg, result)
   local skip
   if not target then
     skip = "no app of the layout has a health path"
+  elseif state.stopped then
+    skip = "the instance is stopped (its start checks it)"
   elseif dokku.mode() == "dry-run" then
     skip = "dry-run"
   elseif (settings.health_timeout or 0) <= 0 then

@@ -8,7 +8,8 @@
 --   after HEALTH_TIMEOUT_SECONDS, the target is rolled back, the instance
 --   stays on its host, running, its apps untouched;
 -- - it answers: the move finishes, says the target answered before the
---   switch, and the readiness check after it asks the new host.
+--   switch, and the readiness check after it asks the new host;
+-- - a stopped instance moves and stays stopped (nothing runs to be asked).
 -- Bounds are seconds; nothing asserts how fast anything was.
 local D = require "dokku_harness"
 local H = require "harness"
@@ -111,6 +112,26 @@ describe("a move asks its target before the switch #integration", function()
     H.wait_for(srv, "/api/v1/status/sub_mr1", function(x) return x.status == "running" and x.host == "h2" end, 60)
     for name in pairs(D.state(by_name.h1).apps) do
       assert.is_nil(name:find(app, 1, true), name .. " left on h1")
+    end
+
+    -- a stopped instance (nothing writes meanwhile) moves and stays stopped;
+    -- nothing runs to be asked before the switch
+    code, j = H.request(srv, "POST", "/api/v1/instances/sub_mr1/stop", nil, { Prefer = "wait=60" })
+    assert.are.equal(200, code, cjson.encode(j))
+    assert.are.equal("stopped", status("sub_mr1").status)
+    health.mode("fail-path:h1")
+    code, j = H.request(srv, "POST", "/api/v1/instances/sub_mr1/move", { host = "h1" })
+    assert.are.equal(202, code, cjson.encode(j))
+    job = job_done(j.job_id, 90)
+    assert.are.equal("succeeded", job.state, tostring(job.error))
+    assert.matches("the instance is stopped", job.result.target_ready, 1, true)
+    v = status("sub_mr1")
+    assert.are.equal("h1", v.host)
+    assert.are.equal("stopped", v.status)
+    for name, a in pairs(D.state(by_name.h1).apps) do
+      if name:find(app, 1, true) then
+        assert.is_false(a.deploy.running == true, name .. " runs")
+      end
     end
   end)
 end)
