@@ -128,6 +128,13 @@ function M.status(req)
   -- lua/rollout.lua) or MINDROOM_IMAGE; pinned: rollouts skip it
   view.image = rollout.image_of(inst, generation.current().settings)
   view.image_override = type(inst.image) == "string"
+  -- the environment keys a rollout set on it (names only, never a value)
+  local keys = json.array()
+  for k in tostring(inst.env_keys or ""):gmatch("[^,]+") do
+    keys[#keys + 1] = k
+  end
+  table.sort(keys)
+  view.env_override_keys = keys
   view.pinned = inst.pinned == 1 or inst.pinned == true
   return answer(200, view)
 end

@@ -69,7 +69,8 @@ end
 -- (The SQL text is built once: the statement cache looks it up by its bytes.)
 local SUMMARY_SQL = "SELECT subscription_id, account_id, app_name, tier, status, urls, limits, error, dry_run, " ..
   "created_at, updated_at, health_state, health_checked_at, health_error, json_extract(spec, '$.image') AS image, " ..
-  "json_extract(spec, '$.pinned') AS pinned, host FROM instances WHERE subscription_id = ?"
+  "json_extract(spec, '$.pinned') AS pinned, (SELECT group_concat(key, ',') FROM json_each(spec, '$.env')) " ..
+  "AS env_keys, host FROM instances WHERE subscription_id = ?"
 
 function M.get_summary(subscription_id)
   return row_to_instance(check(store.query(SUMMARY_SQL, subscription_id))[1])

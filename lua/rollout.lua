@@ -970,7 +970,8 @@ local function start_forward(r, e, cfg)
   end
   local why = pinned_by(inst, cfg)
   if why then
-    return finish("skipped", why .. " (on " .. M.image_of(inst.spec, cfg.settings) .. ")")
+    return finish("skipped", why .. (r.spec.image and (" (on " .. M.image_of(inst.spec, cfg.settings) .. ")")
+      or " (keeps its environment)"))
   end
   if inst.status == "failed" then
     return finish("skipped", "the instance is failed: " .. tostring(inst.error))

@@ -144,11 +144,16 @@ describe("rollouts over hosts with labels #integration", function()
     assert.are.equal(3, r.counts.done, cjson.encode(r.counts))
     for _, sub in ipairs(us) do
       assert.are.equal(VALUE, env_of(sub)[KEY], sub)
-      local _, view = H.request(srv, "GET", "/api/v1/status/" .. sub)
+      local _, view, raw = H.request(srv, "GET", "/api/v1/status/" .. sub)
       assert.are.equal("running", view.status)
+      -- the status view names the key a rollout set, never its value
+      assert.are.same({ KEY }, view.env_override_keys)
+      assert.is_falsy(raw:find(VALUE, 1, true))
     end
     for _, sub in ipairs(eu) do
       assert.is_nil(env_of(sub)[KEY], sub)
+      local _, view = H.request(srv, "GET", "/api/v1/status/" .. sub)
+      assert.are.same({}, view.env_override_keys)
     end
     local _, shown = H.request(srv, "GET", "/api/v1/rollouts/" .. r.id)
     assert.is_falsy(cjson.encode(shown):find(VALUE, 1, true))
@@ -166,6 +171,10 @@ describe("rollouts over hosts with labels #integration", function()
     end
     for _, sub in ipairs(eu) do
       assert.is_nil(env_of(sub)[KEY], sub)
+    end
+    for _, sub in ipairs(us) do
+      local _, view = H.request(srv, "GET", "/api/v1/status/" .. sub)
+      assert.are.same({}, view.env_override_keys, sub)
     end
     assert.is_falsy(H.log_text(srv):find(VALUE, 1, true), "the value is in the log")
   end)

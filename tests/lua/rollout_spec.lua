@@ -437,6 +437,8 @@ describe_store("rollout driver", function()
       assert.are.equal(VALUE, main_env(sub).X_FEATURE)
       assert.is_nil(instances.get(sub).spec.image) -- an env rollout leaves the image
     end
+    assert.are.equal("skipped", entry(id, "sub_4").state)
+    assert.are.equal("pinned (keeps its environment)", entry(id, "sub_4").error)
     assert.are.same({ env = { X_FEATURE = cjson.null } }, cjson.decode(entry(id, "sub_1").from_fields))
     assert.are.same({ env = { X_FEATURE = "earlier-value-0" } }, cjson.decode(entry(id, "sub_2").from_fields))
     assert.are.equal("skipped", entry(id, "sub_4").state)
