@@ -12,9 +12,7 @@ local store_error = require "store_error"
 
 local M = {}
 
-local function check(v, err, code)
-  return store_error.check(v, err, code, "store: ")
-end
+local check = store_error.checked
 
 -- The drift of a planned set of steps: one entry per resource whose probe
 -- differs from its spec, { resource = key, type, app = target, commands =

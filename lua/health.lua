@@ -40,9 +40,7 @@ M.PLACEHOLDERS = { app = true, domain = true, subscription_id = true, path = tru
 M.ANSWER_LIMIT = 300 -- bytes of an answer's body kept in `error`
 M.BACKOFF_MAX = 30   -- seconds between two checks at most, while starting
 
-local function check(v, err, code)
-  return store_error.check(v, err, code, "store: ")
-end
+local check = store_error.checked
 
 -- HEALTH_URL_TEMPLATE: an http(s) URL with only the known placeholders.
 -- Returns the template, or nil, why.

@@ -9,9 +9,7 @@ local sys = require "mrprov.sys"
 
 local M = {}
 
-local function check(v, err, code)
-  return store_error.check(v, err, code, "store: ")
-end
+local check = store_error.checked
 
 -- An instance counts against its host until it is deprovisioned (a failed
 -- one may still hold its apps).

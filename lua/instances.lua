@@ -32,9 +32,7 @@ function M.stopped_status(spec)
   return spec.suspended and "suspended" or "stopped"
 end
 
-local function check(v, err, code)
-  return store_error.check(v, err, code, "store: ")
-end
+local check = store_error.checked
 
 local function decode(s, default)
   if s == nil or s == "" then

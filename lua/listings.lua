@@ -22,9 +22,7 @@ M.RETRYABLE = { provision = true, update = true, deprovision = true, stop = true
                 suspend = true, resume = true }
 M.JOB_STATES = { queued = true, running = true, succeeded = true, failed = true }
 
-local function check(v, err, code)
-  return store_error.check(v, err, code, "store: ")
-end
+local check = store_error.checked
 
 local STATUS = {}
 for _, s in ipairs(instances.STATUSES) do

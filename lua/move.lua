@@ -76,9 +76,7 @@ M.ARCHIVE_DIR = "/mrprov-move"
 M.ARCHIVE_NAME = "storage.tar.gz"
 local answer, fail = requests.answer, requests.fail
 
-local function check(v, err, code)
-  return store_error.check(v, err, code, "store: ")
-end
+local check = store_error.checked
 
 -- Whether another job of the instance (not a readiness check) waits or runs.
 local function busy(sub)

@@ -58,9 +58,7 @@ M.ERRORS_KEPT = 100 -- errors listed in a report (the count is exact)
 -- with their resources' names only (the status view has each in full).
 M.DETAIL_KEPT = 100
 
-local function check(v, err, code)
-  return store_error.check(v, err, code, "store: ")
-end
+local check = store_error.checked
 
 ---------------------------------------------------------------------------
 -- The report

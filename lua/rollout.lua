@@ -67,9 +67,7 @@ local STEP_STATES = { "pending", "updating", "checking", "done", "failed", "skip
 local STARTABLE = { running = true, starting = true, unhealthy = true, stopped = true, suspended = true }
 local WAITED = { pending = true, provisioning = true, updating = true }
 
-local function check(v, err, code)
-  return store_error.check(v, err, code, "store: ")
-end
+local check = store_error.checked
 
 local function bad(field, message)
   return nil, { code = "invalid_value", field = field, message = field .. " " .. message }

@@ -23,6 +23,12 @@ function M.check(v, err, code, prefix)
   return v
 end
 
+-- M.check with the prefix every store view module uses ("store: "): what
+-- they call on each store.query / store.exec answer.
+function M.checked(v, err, code)
+  return M.check(v, err, code, "store: ")
+end
+
 -- Whether e (any error value) is a store error from a disk that refuses writes.
 function M.unwritable(e)
   return type(e) == "table" and math.type(e.code) == "integer" and e.code >= 0
