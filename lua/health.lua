@@ -109,31 +109,45 @@ function M.url(target, subscription_id, settings, host)
   return "https://" .. target.domain .. target.path
 end
 
+-- What a readiness check of the desired state `state` asks, on Dokku host
+-- `host` (M.host_of): url and the target app; or the target and why no
+-- request is sent (dry-run, a 0 bound, no URL); or nothing when no app of
+-- the layout has a health path. Shared by the check after a deploy and the
+-- one a move makes of its target before the switch (lua/move.lua).
+function M.asks(state, subscription_id, settings, host, dry_run)
+  local target = M.target(state)
+  if not target then
+    return nil
+  end
+  if dry_run then
+    return nil, target, "dry-run (no request is sent)"
+  end
+  if (settings.health_timeout or 0) <= 0 then
+    return nil, target, "HEALTH_TIMEOUT_SECONDS is 0"
+  end
+  local url, why = M.url(target, subscription_id, settings, host)
+  if not url then
+    return nil, target, why
+  end
+  return url, target
+end
+
 -- What a deploy job's success does about readiness (called by worker.lua
 -- inside the transaction that records it). Sets inst.status and the health
 -- fields and returns { status, note, check = health job request or nil }.
 function M.after_deploy(inst, state, dry_run)
   local settings = generation.current().settings
-  local target = M.target(state)
+  local url, target, skip = M.asks(state, inst.subscription_id, settings,
+    M.host_of(inst.host, generation.current()), dry_run)
   if not target then
     inst.health_state, inst.health_error = nil, nil
     inst.status = "running"
     return { status = "running" }
   end
-  local skip
-  if dry_run then
-    skip = "health check skipped: dry-run (no request is sent)"
-  elseif (settings.health_timeout or 0) <= 0 then
-    skip = "health check skipped: HEALTH_TIMEOUT_SECONDS is 0"
-  end
-  local url, why = M.url(target, inst.subscription_id, settings, M.host_of(inst.host, generation.current()))
-  if not skip and not url then
-    skip = "health check skipped: " .. why
-  end
   if skip then
     inst.health_state, inst.health_error = "skipped", nil
     inst.status = "running"
-    return { status = "running", note = skip }
+    return { status = "running", note = "health check skipped: " .. skip }
   end
   inst.status = "starting"
   inst.health_state, inst.health_error = "starting", nil

@@ -532,25 +532,23 @@ end
 -- says so (the readiness check after the switch asks the target then).
 local function check_target(job, inst, state, mv, cfg, result)
   local settings = cfg.settings
-  local target = health.target(state)
-  local skip
-  if not target then
-    skip = "no app of the layout has a health path"
-  elseif state.stopped then
+  local url, target, skip
+  if state.stopped then
     skip = "the instance is stopped (its start checks it)"
-  elseif dokku.mode() == "dry-run" then
-    skip = "dry-run"
-  elseif (settings.health_timeout or 0) <= 0 then
-    skip = "HEALTH_TIMEOUT_SECONDS is 0"
   elseif not health.addresses_host(settings.health_url_template) then
     skip = "HEALTH_URL_TEMPLATE does not ask the Dokku host ({host} or {host_address}); the readiness check "
       .. "after the switch asks the target"
+  else
+    url, target, skip = health.asks(state, inst.subscription_id, settings, health.host_of(mv.to, cfg),
+      dokku.mode() == "dry-run")
+    if not target then
+      skip = "no app of the layout has a health path"
+    end
   end
   if skip then
     result.target_ready = "not checked before the switch: " .. skip
     return
   end
-  local url = health.url(target, inst.subscription_id, settings, health.host_of(mv.to, cfg))
   local t0, attempt = sys.monotonic(), 0
   while true do
     attempt = attempt + 1
