@@ -367,13 +367,11 @@ function M.advance(rep, opts)
       table.insert(by_host[nxt.host], nxt)
     end
     for _, host in ipairs(names) do
-      local bulk = bulk_mod.for_sweep(rep, opts, host)
-      if not bulk and not busy and opts.busy and bulk_mod.wanted() then
-        -- the reading stopped because a job arrived while a report was
-        -- read (reconcile_bulk.fetch_reports): that job goes first, not
-        -- this batch probed per app (the busy of the batch's start is old)
-        busy = opts.busy()
-      end
+      -- a job that arrived while the reports were read stopped the
+      -- reading: it goes first, not this batch probed per app (the busy of
+      -- the batch's start is older than that)
+      local bulk, job_waits = bulk_mod.for_sweep(rep, opts, host)
+      busy = busy or job_waits
       -- Without the reports an instance costs a probe a resource (about
       -- twenty commands) instead of about two: while another job waits or
       -- runs, the sweep yields instead, and probes that way only after

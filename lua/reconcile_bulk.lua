@@ -171,7 +171,10 @@ local function keep_progress(rep, host, b)
   end
 end
 
--- host: the Dokku host of the instance about to be probed (nil: the implicit one).
+-- The sweep's complete all-apps reports of `host` (the Dokku host of the
+-- instance about to be probed; nil: the implicit one), read now if need be;
+-- nil when no loaded module wants them; nil, true when a waiting job
+-- stopped the reading or kept it from starting.
 function M.for_sweep(rep, opts, host)
   if not M.wanted() then
     return nil
@@ -199,10 +202,10 @@ function M.for_sweep(rep, opts, host)
       end
     end
   end
-  -- jobs go first: with one waiting, this instance is probed per app and
-  -- the run yields right after it
+  -- jobs go first: with one waiting, nothing is read (second result: a
+  -- job stopped the reading; the run yields, lua/reconcile.lua)
   if opts.busy and opts.busy() then
-    return nil
+    return nil, true
   end
   -- a fresh start, or the rest of a reading a job interrupted (its age is
   -- that of its first wave)
@@ -220,8 +223,11 @@ function M.for_sweep(rep, opts, host)
     keep_progress(rep, host, { key = key, at = at, iso = cached.iso, reports = json.encode(reps),
                                complete = cached.complete, tried = tried })
   end
-  -- an interrupted reading: this instance is probed per app, the run yields
-  return cached.complete and cached or nil
+  -- an interrupted reading: fetch_reports stops only when a job waits
+  if not cached.complete then
+    return nil, true
+  end
+  return cached
 end
 
 function M.forget_reports()
