@@ -139,16 +139,10 @@
     });
   }
 
-  // Runs a change after confirmation; notices its outcome; then `after`.
+  // Runs a change after confirmation (see run).
   async function act(message, okLabel, method, path, after) {
     if (!(await confirmAction(message, okLabel))) return;
-    try {
-      const r = await api(method, path);
-      notice((r && r.message) || 'Done.');
-    } catch (e) {
-      notice(e.message, true);
-    }
-    if (after) after();
+    await run(method, path, after);
   }
 
   // Runs a change that needs no confirmation (it starts nothing, or only
