@@ -27,13 +27,9 @@ describe("a move asks its target before the switch #integration", function()
   end
 
   local function job_done(job_id, timeout)
-    local v
-    H.eventually("job " .. job_id .. " to end", function()
-      local code, j = H.request(srv, "GET", "/api/v1/jobs/" .. job_id)
-      v = j
-      return code == 200 and (j.state == "succeeded" or j.state == "failed"), code == 200 and j.state or code
-    end, timeout or 60)
-    return v
+    return H.wait_for(srv, "/api/v1/jobs/" .. job_id, function(j)
+      return j.state == "succeeded" or j.state == "failed"
+    end, timeout)
   end
 
   -- The health server's requests for paths under /host/app.
